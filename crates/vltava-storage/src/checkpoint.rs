@@ -1,0 +1,73 @@
+//! Kafka's offset checkpoint files (`recovery-point-offset-checkpoint`,
+//! `log-start-offset-checkpoint`): a version line `0`, a count line, then
+//! `topic partition offset` lines. Written atomically via a temp file and rename.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use crate::{io_err, StorageError};
+
+pub type Checkpoint = BTreeMap<(String, i32), i64>;
+
+pub fn read(path: &Path) -> Result<Checkpoint, StorageError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Checkpoint::new()),
+        Err(e) => return Err(io_err("read", path, e)),
+    };
+    parse(&text).map_err(|reason| StorageError::BadCheckpoint { path: path.to_path_buf(), reason })
+}
+
+pub fn parse(text: &str) -> Result<Checkpoint, &'static str> {
+    let mut lines = text.lines();
+    if lines.next() != Some("0") {
+        return Err("unknown version");
+    }
+    let count: usize = lines.next().and_then(|l| l.trim().parse().ok()).ok_or("bad count")?;
+    let mut out = Checkpoint::new();
+    for line in lines.by_ref().take(count) {
+        let mut parts = line.rsplitn(3, ' ');
+        let offset = parts.next().and_then(|p| p.parse().ok()).ok_or("bad offset")?;
+        let partition = parts.next().and_then(|p| p.parse().ok()).ok_or("bad partition")?;
+        let topic = parts.next().ok_or("missing topic")?;
+        out.insert((topic.to_string(), partition), offset);
+    }
+    if out.len() != count {
+        return Err("fewer entries than the count says");
+    }
+    Ok(out)
+}
+
+pub fn write(path: &Path, entries: &Checkpoint) -> Result<(), StorageError> {
+    let tmp = path.with_extension("tmp");
+    let mut text = format!("0\n{}\n", entries.len());
+    for ((topic, partition), offset) in entries {
+        text.push_str(&format!("{topic} {partition} {offset}\n"));
+    }
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+    f.write_all(text.as_bytes()).map_err(|e| io_err("write", &tmp, e))?;
+    f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err("rename", path, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_rejects_garbage() {
+        let mut c = Checkpoint::new();
+        c.insert(("orders".into(), 0), 42);
+        c.insert(("a-b".into(), 3), 7);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cp");
+        write(&p, &c).unwrap();
+        assert_eq!(read(&p).unwrap(), c);
+        assert!(parse("1\n0\n").is_err());
+        assert!(parse("0\n2\nt 0 1\n").is_err());
+        assert!(parse("0\n1\nt x 1\n").is_err());
+        assert_eq!(read(&dir.path().join("missing")).unwrap(), Checkpoint::new());
+    }
+}

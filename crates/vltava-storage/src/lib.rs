@@ -1,0 +1,58 @@
+//! Vltava's storage engine: one segmented, indexed log per partition, in Kafka's on-disk layout.
+//!
+//! ```text
+//! <data dir>/<topic>-<partition>/00000000000000000000.log        record batches as received
+//!                                00000000000000000000.index      sparse offset -> position
+//!                                00000000000000000000.timeindex  sparse timestamp -> offset
+//! <data dir>/recovery-point-offset-checkpoint, log-start-offset-checkpoint
+//! ```
+//!
+//! Storage knows nothing of the network or of request types. Time is passed in as `now_ms`,
+//! so every decision (roll, retention) is testable without a clock.
+
+pub mod checkpoint;
+pub mod index;
+mod log;
+mod segment;
+
+use std::path::{Path, PathBuf};
+
+pub use log::{AppendInfo, Log, LogConfig, LogOffsets, OpenOptions, ReadResult};
+use thiserror::Error;
+pub use vltava_record::RecordError;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("log {dir} failed a write or fsync earlier and accepts no more writes")]
+    Poisoned { dir: PathBuf },
+    #[error("offset {offset} is outside [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    #[error("corrupt batch in {path} at byte {position}: {source}")]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        #[source]
+        source: RecordError,
+    },
+    #[error("bad checkpoint file {path}: {reason}")]
+    BadCheckpoint { path: PathBuf, reason: &'static str },
+}
+
+pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> StorageError {
+    StorageError::Io { op, path: path.to_path_buf(), source }
+}
+
+/// Kafka's partition directory name.
+pub fn partition_dir_name(topic: &str, partition: i32) -> String {
+    format!("{topic}-{partition}")
+}
+
+#[cfg(test)]
+mod tests;

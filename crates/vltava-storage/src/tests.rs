@@ -1,0 +1,252 @@
+use std::fs::OpenOptions as FsOpen;
+use std::io::Write;
+
+use proptest::prelude::*;
+use vltava_record::{build_batch, validate, BatchHeader, Batches};
+
+use crate::*;
+
+fn batch(n: usize, ts: i64, payload: usize) -> Vec<u8> {
+    let value = vec![b'x'; payload];
+    let recs: Vec<_> = (0..n).map(|i| (None, Some(value.as_slice()), ts + i as i64)).collect();
+    build_batch(0, &recs)
+}
+
+fn open(dir: &std::path::Path, cfg: LogConfig, clean: bool) -> Log {
+    Log::open(dir, cfg, OpenOptions { clean_shutdown: clean, recovery_point: 0, log_start_offset: 0 }, 0).unwrap()
+}
+
+fn read_all(log: &Log) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut offset = log.offsets().log_start_offset;
+    loop {
+        let r = log.read(offset, 1 << 20, true).unwrap();
+        if r.records.is_empty() {
+            return out;
+        }
+        for item in Batches::new(&r.records) {
+            let (h, _) = item.unwrap();
+            out.push((h.base_offset, h.last_offset()));
+            offset = h.next_offset();
+        }
+    }
+}
+
+#[test]
+fn append_assigns_offsets_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    for i in 0..10 {
+        let mut b = batch(3, i, 10);
+        let info = log.append(&mut b, 0, 0).unwrap();
+        assert_eq!(info.base_offset, i * 3);
+        assert_eq!(info.last_offset, i * 3 + 2);
+    }
+    assert_eq!(log.offsets().log_end_offset, 30);
+    let r = log.read(4, 1 << 20, true).unwrap();
+    let first = BatchHeader::parse(&r.records).unwrap();
+    assert_eq!(first.base_offset, 3, "read starts at the batch containing the offset");
+    validate(&r.records, usize::MAX).unwrap();
+    assert_eq!(read_all(&log).len(), 10);
+    assert!(log.read(30, 100, true).unwrap().records.is_empty());
+    assert!(matches!(log.read(31, 100, true), Err(StorageError::OffsetOutOfRange { .. })));
+}
+
+#[test]
+fn max_bytes_returns_whole_batches_and_at_least_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    for _ in 0..5 {
+        log.append(&mut batch(1, 0, 1000), 0, 0).unwrap();
+    }
+    let r = log.read(0, 2500, true).unwrap();
+    assert_eq!(Batches::new(&r.records).count(), 2);
+    let r = log.read(0, 10, true).unwrap();
+    assert_eq!(Batches::new(&r.records).count(), 1, "KIP-74: first batch even if over max_bytes");
+    let r = log.read(0, 10, false).unwrap();
+    assert!(r.records.is_empty());
+}
+
+#[test]
+fn rolls_by_size_and_time_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig { segment_bytes: 3000, segment_ms: 1000, ..LogConfig::default() };
+    let log = open(dir.path(), cfg.clone(), true);
+    for _ in 0..10 {
+        log.append(&mut batch(1, 0, 1000), 0, 0).unwrap();
+    }
+    assert_eq!(log.segment_count(), 5);
+    log.append(&mut batch(1, 0, 10), 0, 5000).unwrap();
+    assert_eq!(log.segment_count(), 6, "segment.ms rolls an old segment");
+    log.close().unwrap();
+    drop(log);
+    let log = open(dir.path(), cfg, true);
+    assert_eq!(log.offsets().log_end_offset, 11);
+    assert_eq!(read_all(&log).len(), 11);
+}
+
+#[test]
+fn torn_tail_is_truncated_on_unclean_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    for _ in 0..5 {
+        log.append(&mut batch(2, 0, 100), 0, 0).unwrap();
+    }
+    drop(log);
+    let seg = dir.path().join("00000000000000000000.log");
+    let good_len = std::fs::metadata(&seg).unwrap().len();
+    // Half a batch, as a crash in the middle of a write leaves it.
+    let half = &batch(2, 0, 100)[..70];
+    FsOpen::new().append(true).open(&seg).unwrap().write_all(half).unwrap();
+    let log = open(dir.path(), LogConfig::default(), false);
+    assert_eq!(log.offsets().log_end_offset, 10);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len);
+    let info = log.append(&mut batch(1, 0, 5), 0, 0).unwrap();
+    assert_eq!(info.base_offset, 10);
+    assert_eq!(read_all(&log).len(), 6);
+}
+
+#[test]
+fn corrupt_batch_truncates_from_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    let mut positions = Vec::new();
+    for _ in 0..4 {
+        positions.push(log.size_bytes());
+        log.append(&mut batch(1, 0, 50), 0, 0).unwrap();
+    }
+    drop(log);
+    let seg = dir.path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[positions[2] as usize + 70] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let log = open(dir.path(), LogConfig::default(), false);
+    assert_eq!(log.offsets().log_end_offset, 2);
+}
+
+#[test]
+fn missing_or_garbage_index_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig { index_interval_bytes: 100, ..LogConfig::default() };
+    let log = open(dir.path(), cfg.clone(), true);
+    for i in 0..50 {
+        log.append(&mut batch(1, i, 100), 0, 0).unwrap();
+    }
+    log.close().unwrap();
+    drop(log);
+    std::fs::remove_file(dir.path().join("00000000000000000000.index")).unwrap();
+    std::fs::write(dir.path().join("00000000000000000000.timeindex"), b"garbage").unwrap();
+    let log = open(dir.path(), cfg, true);
+    assert_eq!(log.offsets().log_end_offset, 50);
+    let r = log.read(37, 1, true).unwrap();
+    assert_eq!(BatchHeader::parse(&r.records).unwrap().base_offset, 37);
+    assert_eq!(log.offset_for_timestamp(20).unwrap(), Some((20, 20)));
+    let idx = std::fs::read(dir.path().join("00000000000000000000.index")).unwrap();
+    assert!(idx.len() >= 8 * 10, "index file rewritten");
+}
+
+#[test]
+fn timestamps_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig { index_interval_bytes: 1, segment_bytes: 2000, ..LogConfig::default() };
+    let log = open(dir.path(), cfg, true);
+    for i in 0..20 {
+        log.append(&mut batch(1, 1000 + i * 10, 200), 0, 0).unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
+    assert_eq!(log.offset_for_timestamp(1055).unwrap(), Some((6, 1060)));
+    assert_eq!(log.offset_for_timestamp(1190).unwrap(), Some((19, 1190)));
+    assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+    assert_eq!(log.max_timestamp(), Some((19, 1190)));
+}
+
+#[test]
+fn retention_by_time_and_size_and_delete_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig { segment_bytes: 2500, retention_ms: 1000, retention_bytes: -1, ..LogConfig::default() };
+    let log = open(dir.path(), cfg.clone(), true);
+    for i in 0..10 {
+        log.append(&mut batch(1, i * 100, 1000), 0, 0).unwrap();
+    }
+    let segs = log.segment_count();
+    assert_eq!(segs, 5);
+    // Segment max timestamps are 100, 300, 500, ...; at now=1450 those <450 are expired.
+    let deleted = log.enforce_retention(1450).unwrap();
+    assert_eq!(deleted, 2);
+    assert_eq!(log.offsets().log_start_offset, 4);
+    assert!(matches!(log.read(0, 100, true), Err(StorageError::OffsetOutOfRange { .. })));
+    // Everything expired: the active segment is rolled and deleted too.
+    log.enforce_retention(100_000).unwrap();
+    assert_eq!(log.offsets().log_start_offset, 10);
+    assert_eq!(log.offsets().log_end_offset, 10);
+    assert_eq!(log.segment_count(), 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig { segment_bytes: 2500, retention_ms: -1, retention_bytes: 3000, ..LogConfig::default() };
+    let log = open(dir.path(), cfg, true);
+    for _ in 0..10 {
+        log.append(&mut batch(1, 0, 1000), 0, 0).unwrap();
+    }
+    log.enforce_retention(0).unwrap();
+    assert!(log.size_bytes() <= 3000 + 2500, "size retention keeps about retention.bytes");
+    assert_eq!(log.offsets().log_start_offset, 6);
+
+    assert_eq!(log.delete_records_before(8).unwrap(), 8);
+    assert!(log.read(7, 100, true).is_err());
+    assert_eq!(BatchHeader::parse(&log.read(8, 100, true).unwrap().records).unwrap().base_offset, 8);
+    log.enforce_retention(0).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert!(log.delete_records_before(11).is_err());
+}
+
+#[test]
+fn flush_reports_durable_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    log.append(&mut batch(5, 0, 10), 0, 0).unwrap();
+    assert_eq!(log.offsets().flushed_offset, 0);
+    assert_eq!(log.flush().unwrap(), 5);
+    assert_eq!(log.offsets().flushed_offset, 5);
+}
+
+#[test]
+fn log_append_time_stamps_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig { log_append_time: true, ..LogConfig::default() };
+    let log = open(dir.path(), cfg, true);
+    let info = log.append(&mut batch(2, 5, 10), 0, 777).unwrap();
+    assert_eq!(info.log_append_time, 777);
+    let r = log.read(0, 1000, true).unwrap();
+    validate(&r.records, usize::MAX).unwrap();
+    assert!(BatchHeader::parse(&r.records).unwrap().is_log_append_time());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Whatever the batch sizes and segment size, offsets are dense, every batch reads back,
+    /// and a reopen (clean or not) sees the same log.
+    #[test]
+    fn log_invariants(sizes in prop::collection::vec((1usize..5, 1usize..700), 1..40), seg in 500u64..5000, clean in any::<bool>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig { segment_bytes: seg, index_interval_bytes: 300, ..LogConfig::default() };
+        let log = open(dir.path(), cfg.clone(), true);
+        let mut expect = Vec::new();
+        let mut next = 0;
+        for (n, payload) in &sizes {
+            let info = log.append(&mut batch(*n, 0, *payload), 0, 0).unwrap();
+            prop_assert_eq!(info.base_offset, next);
+            expect.push((next, next + *n as i64 - 1));
+            next += *n as i64;
+        }
+        prop_assert_eq!(read_all(&log), expect.clone());
+        if clean { log.close().unwrap(); }
+        drop(log);
+        let log = open(dir.path(), cfg, clean);
+        prop_assert_eq!(log.offsets().log_end_offset, next);
+        prop_assert_eq!(read_all(&log), expect.clone());
+        for (base, last) in &expect {
+            let r = log.read(*last, 1, true).unwrap();
+            prop_assert_eq!(BatchHeader::parse(&r.records).unwrap().base_offset, *base);
+        }
+    }
+}

@@ -1,0 +1,123 @@
+'use strict'
+
+// Starts a real vltava broker the way a user would, for the KafkaJS tests:
+//
+//   vltava broker --listeners PLAINTEXT://127.0.0.1:0 --data-dir DIR [--override k=v ...]
+//
+// With port 0 the broker prints exactly one stdout line,
+// "vltava: listening on 127.0.0.1:PORT", once it is ready; we wait for that
+// line (no fixed sleeps) and stop the broker with SIGTERM afterwards.
+//
+// Environment: VLTAVA_BIN (default <repo>/target/debug/vltava),
+//              VLTAVA_START_TIMEOUT seconds (default 30).
+
+const { spawn } = require('node:child_process')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const readline = require('node:readline')
+
+const REPO_ROOT = path.resolve(__dirname, '..', '..')
+const LISTENING_RE = /^vltava: listening on (\d{1,3}(?:\.\d{1,3}){3}):(\d+)\s*$/
+const START_TIMEOUT_MS = Number(process.env.VLTAVA_START_TIMEOUT || 30) * 1000
+const STOP_TIMEOUT_MS = 30000
+
+const running = new Set()
+process.on('exit', () => {
+  for (const child of running) {
+    try {
+      child.kill('SIGKILL')
+    } catch (_) {}
+  }
+})
+
+function vltavaBin() {
+  return process.env.VLTAVA_BIN || path.join(REPO_ROOT, 'target', 'debug', 'vltava')
+}
+
+async function startBroker({ overrides = {}, dataDir } = {}) {
+  const bin = vltavaBin()
+  try {
+    fs.accessSync(bin, fs.constants.X_OK)
+  } catch (_) {
+    throw new Error(
+      `vltava binary not found or not executable at ${bin} ` +
+        '(build it with `cargo build --bin vltava` or set VLTAVA_BIN)'
+    )
+  }
+  const baseDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vltava-js-'))
+  dataDir = dataDir || path.join(baseDir, 'data')
+  fs.mkdirSync(dataDir, { recursive: true })
+  const logPath = path.join(baseDir, 'stderr.log')
+  const logFd = fs.openSync(logPath, 'a')
+  const args = ['broker', '--listeners', 'PLAINTEXT://127.0.0.1:0', '--data-dir', dataDir]
+  for (const [k, v] of Object.entries(overrides)) args.push('--override', `${k}=${v}`)
+
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', logFd] })
+  fs.closeSync(logFd)
+  running.add(child)
+  const exited = new Promise(resolve => child.once('exit', (code, signal) => resolve({ code, signal })))
+  exited.then(() => running.delete(child))
+
+  const stderrTail = (n = 40) => {
+    try {
+      return fs.readFileSync(logPath, 'utf8').split('\n').slice(-n).join('\n')
+    } catch (_) {
+      return '<no stderr log>'
+    }
+  }
+
+  const lines = readline.createInterface({ input: child.stdout })
+  const seen = []
+  const address = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(
+        new Error(
+          `vltava did not print "vltava: listening on HOST:PORT" within ${START_TIMEOUT_MS / 1000}s; ` +
+            `stdout=${JSON.stringify(seen)}\n--- stderr tail (${logPath}) ---\n${stderrTail()}`
+        )
+      )
+    }, START_TIMEOUT_MS)
+    lines.on('line', line => {
+      seen.push(line)
+      const m = LISTENING_RE.exec(line)
+      if (m) {
+        clearTimeout(timer)
+        resolve({ host: m[1], port: Number(m[2]) })
+      }
+    })
+    exited.then(({ code, signal }) => {
+      clearTimeout(timer)
+      reject(new Error(`vltava exited (code ${code}, signal ${signal}) before listening\n${stderrTail()}`))
+    })
+  })
+  // Keep draining stdout (the 'line' listener stays attached) so the broker never blocks.
+
+  return {
+    ...address,
+    bootstrap: `${address.host}:${address.port}`,
+    dataDir,
+    logPath,
+    stderrTail,
+    alive: () => child.exitCode === null && child.signalCode === null,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return exited
+      child.kill('SIGTERM')
+      let timer
+      const timeout = new Promise(resolve => {
+        timer = setTimeout(() => resolve(null), STOP_TIMEOUT_MS)
+      })
+      const result = await Promise.race([exited, timeout])
+      clearTimeout(timer)
+      if (result === null) {
+        child.kill('SIGKILL')
+        await exited
+        throw new Error(`vltava did not exit within ${STOP_TIMEOUT_MS / 1000}s of SIGTERM; killed it`)
+      }
+      return result
+    },
+  }
+}
+
+module.exports = { startBroker }

@@ -1,0 +1,194 @@
+"""Start and stop a real vltava broker process for the end-to-end tests.
+
+The broker is started exactly as a user would start it:
+
+    vltava broker --listeners PLAINTEXT://127.0.0.1:0 --data-dir DIR [--override k=v ...]
+
+With port 0 the broker binds an ephemeral port and prints exactly one line,
+``vltava: listening on 127.0.0.1:PORT``, on stdout once it is ready. The
+fixture waits for that line (no fixed sleeps), and stops the broker with
+SIGTERM at the end of the module (or of the test, for per-test brokers).
+
+Environment:
+    VLTAVA_BIN            broker binary (default: <repo>/target/debug/vltava)
+    VLTAVA_START_TIMEOUT  seconds to wait for the "listening" line (default 30)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Optional
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "vltava"
+LISTENING_RE = re.compile(r"^vltava: listening on (\d{1,3}(?:\.\d{1,3}){3}):(\d+)\s*$")
+START_TIMEOUT = float(os.environ.get("VLTAVA_START_TIMEOUT", "30"))
+STOP_TIMEOUT = 30.0
+
+
+def vltava_bin() -> Path:
+    return Path(os.environ.get("VLTAVA_BIN", str(DEFAULT_BIN)))
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Ask the kernel to SIGTERM the broker if the test runner dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+class Broker:
+    """One running vltava broker process."""
+
+    def __init__(self, data_dir: Path, overrides: Optional[dict] = None, log_path: Optional[Path] = None):
+        self.data_dir = Path(data_dir)
+        self.overrides = dict(overrides or {})
+        self.log_path = Path(log_path) if log_path else self.data_dir.parent / f"{self.data_dir.name}.stderr.log"
+        self.proc: Optional[subprocess.Popen] = None
+        self.host: Optional[str] = None
+        self.port: Optional[int] = None
+        self._stdout_lines: list[str] = []
+        self._reader: Optional[threading.Thread] = None
+        self._log_file = None
+
+    # -- lifecycle --------------------------------------------------------
+    def start(self, timeout: float = START_TIMEOUT) -> "Broker":
+        binary = vltava_bin()
+        if not binary.is_file() or not os.access(binary, os.X_OK):
+            raise RuntimeError(
+                f"vltava binary not found or not executable at {binary} "
+                "(build it with `cargo build --bin vltava` or set VLTAVA_BIN)"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(binary), "broker",
+            "--listeners", "PLAINTEXT://127.0.0.1:0",
+            "--data-dir", str(self.data_dir),
+        ]
+        for key, value in self.overrides.items():
+            cmd += ["--override", f"{key}={value}"]
+        self._log_file = open(self.log_path, "ab")
+        self._log_file.write(f"\n=== starting: {' '.join(cmd)}\n".encode())
+        self._log_file.flush()
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            preexec_fn=_die_with_parent,
+        )
+        ready = threading.Event()
+        found: dict = {}
+
+        def read_stdout(stream, lines):
+            # Keep draining stdout for the life of the process so the broker
+            # can never block on a full pipe.
+            for raw in iter(stream.readline, b""):
+                line = raw.decode("utf-8", "replace")
+                lines.append(line)
+                if not ready.is_set():
+                    m = LISTENING_RE.match(line)
+                    if m:
+                        found["host"], found["port"] = m.group(1), int(m.group(2))
+                        ready.set()
+            ready.set()  # EOF: the process exited (or closed stdout)
+
+        self._reader = threading.Thread(
+            target=read_stdout, args=(self.proc.stdout, self._stdout_lines), daemon=True
+        )
+        self._reader.start()
+        if not ready.wait(timeout) or "port" not in found:
+            rc = self.proc.poll()
+            self.kill()
+            raise RuntimeError(
+                f"vltava did not print 'vltava: listening on HOST:PORT' within {timeout:.0f}s "
+                f"(exit code {rc}); stdout={self._stdout_lines!r}\n"
+                f"--- stderr tail ({self.log_path}) ---\n{self.stderr_tail()}"
+            )
+        self.host, self.port = found["host"], found["port"]
+        return self
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> Optional[int]:
+        """SIGTERM, wait for exit, SIGKILL as a last resort. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+                self._finish()
+                raise RuntimeError(f"vltava did not exit within {timeout:.0f}s of SIGTERM; killed it")
+        self._finish()
+        return self.proc.returncode
+
+    def kill(self) -> Optional[int]:
+        """SIGKILL (simulated crash)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._finish()
+        return self.proc.returncode
+
+    def _finish(self) -> None:
+        if self._reader is not None:
+            self._reader.join(5)
+        if self._log_file is not None and not self._log_file.closed:
+            self._log_file.close()
+
+    # -- helpers ----------------------------------------------------------
+    @property
+    def bootstrap(self) -> str:
+        assert self.port is not None, "broker not started"
+        return f"{self.host}:{self.port}"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stderr_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text("utf-8", "replace").splitlines()[-n:])
+        except OSError:
+            return "<no stderr log>"
+
+
+class BrokerFactory:
+    """Starts brokers on demand and guarantees they are stopped afterwards."""
+
+    def __init__(self, base_dir: Path):
+        self.base_dir = Path(base_dir)
+        self.brokers: list[Broker] = []
+        self._n = 0
+
+    def new_data_dir(self) -> Path:
+        self._n += 1
+        d = self.base_dir / f"broker-{self._n}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def start(self, data_dir: Optional[Path] = None, overrides: Optional[dict] = None) -> Broker:
+        data_dir = Path(data_dir) if data_dir is not None else self.new_data_dir()
+        broker = Broker(data_dir, overrides, log_path=self.base_dir / f"{data_dir.name}.stderr.log")
+        self.brokers.append(broker)
+        return broker.start()
+
+    def close(self) -> None:
+        for b in self.brokers:
+            try:
+                b.stop()
+            except Exception:  # noqa: BLE001 - cleanup must not mask test errors
+                b.kill()
