@@ -1,1 +1,15 @@
-//! vltava-broker
+//! The Vltava broker: listeners, request dispatch, one handler module per API group, the
+//! partition table that wraps storage logs, and the controller that commits metadata records.
+//!
+//! Dependencies point one way: `vltava-protocol`, `vltava-record`, `vltava-storage` and
+//! `vltava-metadata` know nothing of this crate.
+
+pub mod broker;
+pub mod config;
+pub mod controller;
+pub mod handlers;
+pub mod network;
+pub mod partition;
+
+pub use broker::{start, Broker, BrokerError, BrokerHandle};
+pub use config::{BrokerConfig, ConfigError};

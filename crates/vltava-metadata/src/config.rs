@@ -40,51 +40,359 @@ const MAX: &str = "9223372036854775807";
 
 macro_rules! def {
     ($name:expr, $ty:ident, $default:expr, $choices:expr, $min:expr, $doc:expr) => {
-        ConfigDef { name: $name, ty: ConfigType::$ty, default: $default, choices: $choices, min: $min, doc: $doc }
+        ConfigDef {
+            name: $name,
+            ty: ConfigType::$ty,
+            default: $default,
+            choices: $choices,
+            min: $min,
+            doc: $doc,
+        }
     };
 }
 
 /// Topic configs with their broker synonym (the broker key that sets the default).
 pub static TOPIC_CONFIGS: &[(ConfigDef, &str)] = &[
-    (def!("cleanup.policy", List, "delete", &["delete", "compact"], None, "Retention policy for old segments."), "log.cleanup.policy"),
-    (def!("compression.type", String, "producer", &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"], None, "Compression codec for the topic's data."), "compression.type"),
-    (def!("delete.retention.ms", Long, "86400000", &[], Some(0), "How long delete tombstones are kept for compacted topics."), "log.cleaner.delete.retention.ms"),
-    (def!("file.delete.delay.ms", Long, "60000", &[], Some(0), "Delay before deleting a file from the filesystem."), "log.segment.delete.delay.ms"),
-    (def!("flush.messages", Long, MAX, &[], Some(1), "Force an fsync after this many messages."), "log.flush.interval.messages"),
-    (def!("flush.ms", Long, MAX, &[], Some(0), "Force an fsync after this much time."), "log.flush.interval.ms"),
-    (def!("index.interval.bytes", Int, "4096", &[], Some(0), "Bytes between offset index entries."), "log.index.interval.bytes"),
-    (def!("max.compaction.lag.ms", Long, MAX, &[], Some(1), "Longest time a message stays uncompacted."), "log.cleaner.max.compaction.lag.ms"),
-    (def!("max.message.bytes", Int, "1048588", &[], Some(0), "Largest record batch size allowed."), "message.max.bytes"),
-    (def!("message.timestamp.type", String, "CreateTime", &["CreateTime", "LogAppendTime"], None, "Whether record timestamps come from the producer or the broker."), "log.message.timestamp.type"),
-    (def!("min.cleanable.dirty.ratio", Double, "0.5", &[], None, "Dirty ratio that makes a log eligible for cleaning."), "log.cleaner.min.cleanable.ratio"),
-    (def!("min.compaction.lag.ms", Long, "0", &[], Some(0), "Shortest time a message stays uncompacted."), "log.cleaner.min.compaction.lag.ms"),
-    (def!("min.insync.replicas", Int, "1", &[], Some(1), "Replicas that must acknowledge an acks=all write."), "min.insync.replicas"),
-    (def!("preallocate", Boolean, "false", &["true", "false"], None, "Preallocate segment files."), "log.preallocate"),
-    (def!("retention.bytes", Long, "-1", &[], Some(-1), "Largest size of a partition before old segments are deleted."), "log.retention.bytes"),
-    (def!("retention.ms", Long, "604800000", &[], Some(-1), "Longest time a segment is kept."), "log.retention.ms"),
-    (def!("segment.bytes", Int, "1073741824", &[], Some(14), "Segment file size."), "log.segment.bytes"),
-    (def!("segment.index.bytes", Int, "10485760", &[], Some(4), "Offset index size limit."), "log.index.size.max.bytes"),
-    (def!("segment.jitter.ms", Long, "0", &[], Some(0), "Random jitter subtracted from segment.ms."), "log.roll.jitter.ms"),
-    (def!("segment.ms", Long, "604800000", &[], Some(1), "Time after which a segment is rolled."), "log.roll.ms"),
-    (def!("unclean.leader.election.enable", Boolean, "false", &["true", "false"], None, "Allow out-of-sync replicas to become leader."), "unclean.leader.election.enable"),
+    (
+        def!(
+            "cleanup.policy",
+            List,
+            "delete",
+            &["delete", "compact"],
+            None,
+            "Retention policy for old segments."
+        ),
+        "log.cleanup.policy",
+    ),
+    (
+        def!(
+            "compression.type",
+            String,
+            "producer",
+            &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"],
+            None,
+            "Compression codec for the topic's data."
+        ),
+        "compression.type",
+    ),
+    (
+        def!(
+            "delete.retention.ms",
+            Long,
+            "86400000",
+            &[],
+            Some(0),
+            "How long delete tombstones are kept for compacted topics."
+        ),
+        "log.cleaner.delete.retention.ms",
+    ),
+    (
+        def!(
+            "file.delete.delay.ms",
+            Long,
+            "60000",
+            &[],
+            Some(0),
+            "Delay before deleting a file from the filesystem."
+        ),
+        "log.segment.delete.delay.ms",
+    ),
+    (
+        def!(
+            "flush.messages",
+            Long,
+            MAX,
+            &[],
+            Some(1),
+            "Force an fsync after this many messages."
+        ),
+        "log.flush.interval.messages",
+    ),
+    (
+        def!(
+            "flush.ms",
+            Long,
+            MAX,
+            &[],
+            Some(0),
+            "Force an fsync after this much time."
+        ),
+        "log.flush.interval.ms",
+    ),
+    (
+        def!(
+            "index.interval.bytes",
+            Int,
+            "4096",
+            &[],
+            Some(0),
+            "Bytes between offset index entries."
+        ),
+        "log.index.interval.bytes",
+    ),
+    (
+        def!(
+            "max.compaction.lag.ms",
+            Long,
+            MAX,
+            &[],
+            Some(1),
+            "Longest time a message stays uncompacted."
+        ),
+        "log.cleaner.max.compaction.lag.ms",
+    ),
+    (
+        def!(
+            "max.message.bytes",
+            Int,
+            "1048588",
+            &[],
+            Some(0),
+            "Largest record batch size allowed."
+        ),
+        "message.max.bytes",
+    ),
+    (
+        def!(
+            "message.timestamp.type",
+            String,
+            "CreateTime",
+            &["CreateTime", "LogAppendTime"],
+            None,
+            "Whether record timestamps come from the producer or the broker."
+        ),
+        "log.message.timestamp.type",
+    ),
+    (
+        def!(
+            "min.cleanable.dirty.ratio",
+            Double,
+            "0.5",
+            &[],
+            None,
+            "Dirty ratio that makes a log eligible for cleaning."
+        ),
+        "log.cleaner.min.cleanable.ratio",
+    ),
+    (
+        def!(
+            "min.compaction.lag.ms",
+            Long,
+            "0",
+            &[],
+            Some(0),
+            "Shortest time a message stays uncompacted."
+        ),
+        "log.cleaner.min.compaction.lag.ms",
+    ),
+    (
+        def!(
+            "min.insync.replicas",
+            Int,
+            "1",
+            &[],
+            Some(1),
+            "Replicas that must acknowledge an acks=all write."
+        ),
+        "min.insync.replicas",
+    ),
+    (
+        def!(
+            "preallocate",
+            Boolean,
+            "false",
+            &["true", "false"],
+            None,
+            "Preallocate segment files."
+        ),
+        "log.preallocate",
+    ),
+    (
+        def!(
+            "retention.bytes",
+            Long,
+            "-1",
+            &[],
+            Some(-1),
+            "Largest size of a partition before old segments are deleted."
+        ),
+        "log.retention.bytes",
+    ),
+    (
+        def!(
+            "retention.ms",
+            Long,
+            "604800000",
+            &[],
+            Some(-1),
+            "Longest time a segment is kept."
+        ),
+        "log.retention.ms",
+    ),
+    (
+        def!(
+            "segment.bytes",
+            Int,
+            "1073741824",
+            &[],
+            Some(14),
+            "Segment file size."
+        ),
+        "log.segment.bytes",
+    ),
+    (
+        def!(
+            "segment.index.bytes",
+            Int,
+            "10485760",
+            &[],
+            Some(4),
+            "Offset index size limit."
+        ),
+        "log.index.size.max.bytes",
+    ),
+    (
+        def!(
+            "segment.jitter.ms",
+            Long,
+            "0",
+            &[],
+            Some(0),
+            "Random jitter subtracted from segment.ms."
+        ),
+        "log.roll.jitter.ms",
+    ),
+    (
+        def!(
+            "segment.ms",
+            Long,
+            "604800000",
+            &[],
+            Some(1),
+            "Time after which a segment is rolled."
+        ),
+        "log.roll.ms",
+    ),
+    (
+        def!(
+            "unclean.leader.election.enable",
+            Boolean,
+            "false",
+            &["true", "false"],
+            None,
+            "Allow out-of-sync replicas to become leader."
+        ),
+        "unclean.leader.election.enable",
+    ),
 ];
 
 /// Broker-only configs reported by DescribeConfigs (read-only here).
 pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def!("node.id", Int, "1", &[], Some(0), "This broker's id."),
-    def!("listeners", String, "PLAINTEXT://127.0.0.1:9092", &[], None, "Addresses to listen on."),
-    def!("advertised.listeners", String, "", &[], None, "Addresses given to clients."),
-    def!("log.dirs", String, "./vltava-data", &[], None, "Where partition logs are stored."),
-    def!("num.partitions", Int, "1", &[], Some(1), "Default partition count for new topics."),
-    def!("default.replication.factor", Int, "1", &[], Some(1), "Default replication factor for new topics."),
-    def!("auto.create.topics.enable", Boolean, "true", &["true", "false"], None, "Create topics on first metadata request or produce."),
-    def!("socket.request.max.bytes", Int, "104857600", &[], Some(1), "Largest request frame accepted."),
-    def!("log.retention.check.interval.ms", Long, "300000", &[], Some(1), "How often retention runs."),
-    def!("log.retention.hours", Int, "168", &[], None, "Retention in hours (lowest precedence)."),
-    def!("log.retention.minutes", Int, "", &[], None, "Retention in minutes."),
-    def!("log.roll.hours", Int, "168", &[], Some(1), "Segment roll time in hours."),
-    def!("max.connections", Int, "2147483647", &[], Some(0), "Most client connections accepted at once."),
-    def!("queued.max.requests", Int, "500", &[], Some(1), "Requests one connection may have in flight."),
+    def!(
+        "listeners",
+        String,
+        "PLAINTEXT://127.0.0.1:9092",
+        &[],
+        None,
+        "Addresses to listen on."
+    ),
+    def!(
+        "advertised.listeners",
+        String,
+        "",
+        &[],
+        None,
+        "Addresses given to clients."
+    ),
+    def!(
+        "log.dirs",
+        String,
+        "./vltava-data",
+        &[],
+        None,
+        "Where partition logs are stored."
+    ),
+    def!(
+        "num.partitions",
+        Int,
+        "1",
+        &[],
+        Some(1),
+        "Default partition count for new topics."
+    ),
+    def!(
+        "default.replication.factor",
+        Int,
+        "1",
+        &[],
+        Some(1),
+        "Default replication factor for new topics."
+    ),
+    def!(
+        "auto.create.topics.enable",
+        Boolean,
+        "true",
+        &["true", "false"],
+        None,
+        "Create topics on first metadata request or produce."
+    ),
+    def!(
+        "socket.request.max.bytes",
+        Int,
+        "104857600",
+        &[],
+        Some(1),
+        "Largest request frame accepted."
+    ),
+    def!(
+        "log.retention.check.interval.ms",
+        Long,
+        "300000",
+        &[],
+        Some(1),
+        "How often retention runs."
+    ),
+    def!(
+        "log.retention.hours",
+        Int,
+        "168",
+        &[],
+        None,
+        "Retention in hours (lowest precedence)."
+    ),
+    def!(
+        "log.retention.minutes",
+        Int,
+        "",
+        &[],
+        None,
+        "Retention in minutes."
+    ),
+    def!(
+        "log.roll.hours",
+        Int,
+        "168",
+        &[],
+        Some(1),
+        "Segment roll time in hours."
+    ),
+    def!(
+        "max.connections",
+        Int,
+        "2147483647",
+        &[],
+        Some(0),
+        "Most client connections accepted at once."
+    ),
+    def!(
+        "queued.max.requests",
+        Int,
+        "500",
+        &[],
+        Some(1),
+        "Requests one connection may have in flight."
+    ),
 ];
 
 pub fn topic_config_def(name: &str) -> Option<&'static (ConfigDef, &'static str)> {
@@ -98,7 +406,12 @@ pub fn topic_config_by_synonym(broker_key: &str) -> Option<&'static (ConfigDef, 
 
 /// Checks one value against its definition.
 pub fn validate_value(def: &ConfigDef, value: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("invalid value {value:?} for configuration {}: {why}", def.name));
+    let bad = |why: &str| {
+        Err(format!(
+            "invalid value {value:?} for configuration {}: {why}",
+            def.name
+        ))
+    };
     match def.ty {
         ConfigType::Boolean => {
             if !value.eq_ignore_ascii_case("true") && !value.eq_ignore_ascii_case("false") {
@@ -106,7 +419,9 @@ pub fn validate_value(def: &ConfigDef, value: &str) -> Result<(), String> {
             }
         }
         ConfigType::Int | ConfigType::Long => {
-            let Ok(n) = value.trim().parse::<i64>() else { return bad("not a number") };
+            let Ok(n) = value.trim().parse::<i64>() else {
+                return bad("not a number");
+            };
             if def.ty == ConfigType::Int && i32::try_from(n).is_err() {
                 return bad("out of range for an int");
             }
@@ -141,7 +456,8 @@ pub fn validate_value(def: &ConfigDef, value: &str) -> Result<(), String> {
 
 /// Validates a topic config override by key.
 pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
-    let (def, _) = topic_config_def(name).ok_or_else(|| format!("unknown topic config name: {name}"))?;
+    let (def, _) =
+        topic_config_def(name).ok_or_else(|| format!("unknown topic config name: {name}"))?;
     validate_value(def, value)
 }
 
@@ -165,7 +481,11 @@ pub struct ResolvedConfig {
 }
 
 /// Resolves a topic config through the layers.
-pub fn resolve_topic(def: &'static ConfigDef, synonym: &'static str, l: ConfigLayers<'_>) -> ResolvedConfig {
+pub fn resolve_topic(
+    def: &'static ConfigDef,
+    synonym: &'static str,
+    l: ConfigLayers<'_>,
+) -> ResolvedConfig {
     let mut synonyms = Vec::new();
     if let Some(v) = l.topic.and_then(|m| m.get(def.name)) {
         synonyms.push((def.name.to_string(), v.clone(), ConfigSource::DynamicTopic));
@@ -179,9 +499,21 @@ pub fn resolve_topic(def: &'static ConfigDef, synonym: &'static str, l: ConfigLa
             synonyms.push((synonym.to_string(), v.clone(), source));
         }
     }
-    synonyms.push((synonym.to_string(), def.default.to_string(), ConfigSource::Default));
-    let (value, source) = synonyms.first().map(|(_, v, s)| (v.clone(), *s)).expect("default present");
-    ResolvedConfig { name: def.name, value: Some(value), source, synonyms }
+    synonyms.push((
+        synonym.to_string(),
+        def.default.to_string(),
+        ConfigSource::Default,
+    ));
+    let (value, source) = synonyms
+        .first()
+        .map(|(_, v, s)| (v.clone(), *s))
+        .expect("default present");
+    ResolvedConfig {
+        name: def.name,
+        value: Some(value),
+        source,
+        synonyms,
+    }
 }
 
 /// Resolves a broker config (topic synonyms included) through the broker layers.
@@ -197,29 +529,47 @@ pub fn resolve_broker(def: &'static ConfigDef, l: ConfigLayers<'_>) -> ResolvedC
         }
     }
     if !def.default.is_empty() {
-        synonyms.push((def.name.to_string(), def.default.to_string(), ConfigSource::Default));
+        synonyms.push((
+            def.name.to_string(),
+            def.default.to_string(),
+            ConfigSource::Default,
+        ));
     }
     let (value, source) = synonyms
         .first()
         .map(|(_, v, s)| (Some(v.clone()), *s))
         .unwrap_or((None, ConfigSource::Default));
-    ResolvedConfig { name: def.name, value, source, synonyms }
+    ResolvedConfig {
+        name: def.name,
+        value,
+        source,
+        synonyms,
+    }
 }
 
 /// A broker-level definition by name: broker-only keys and the topic synonyms.
 pub fn broker_config_def(name: &str) -> Option<&'static ConfigDef> {
-    BROKER_CONFIGS.iter().find(|d| d.name == name).or_else(|| {
-        BROKER_SYNONYM_DEFS.iter().find(|d| d.name == name)
-    })
+    BROKER_CONFIGS
+        .iter()
+        .find(|d| d.name == name)
+        .or_else(|| BROKER_SYNONYM_DEFS.iter().find(|d| d.name == name))
 }
 
 /// Topic configs re-expressed under their broker names, so brokers describe and validate them.
-pub static BROKER_SYNONYM_DEFS: std::sync::LazyLock<Vec<ConfigDef>> = std::sync::LazyLock::new(|| {
-    TOPIC_CONFIGS
-        .iter()
-        .map(|(d, syn)| ConfigDef { name: syn, ty: d.ty, default: d.default, choices: d.choices, min: d.min, doc: d.doc })
-        .collect()
-});
+pub static BROKER_SYNONYM_DEFS: std::sync::LazyLock<Vec<ConfigDef>> =
+    std::sync::LazyLock::new(|| {
+        TOPIC_CONFIGS
+            .iter()
+            .map(|(d, syn)| ConfigDef {
+                name: syn,
+                ty: d.ty,
+                default: d.default,
+                choices: d.choices,
+                min: d.min,
+                doc: d.doc,
+            })
+            .collect()
+    });
 
 #[cfg(test)]
 mod tests {
@@ -243,12 +593,36 @@ mod tests {
         let (def, syn) = topic_config_def("retention.ms").unwrap();
         let topic: BTreeMap<_, _> = [("retention.ms".to_string(), "5".to_string())].into();
         let stat: BTreeMap<_, _> = [("log.retention.ms".to_string(), "9".to_string())].into();
-        let r = resolve_topic(def, syn, ConfigLayers { topic: Some(&topic), static_broker: Some(&stat), ..Default::default() });
-        assert_eq!((r.value.as_deref(), r.source), (Some("5"), ConfigSource::DynamicTopic));
+        let r = resolve_topic(
+            def,
+            syn,
+            ConfigLayers {
+                topic: Some(&topic),
+                static_broker: Some(&stat),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            (r.value.as_deref(), r.source),
+            (Some("5"), ConfigSource::DynamicTopic)
+        );
         assert_eq!(r.synonyms.len(), 3);
-        let r = resolve_topic(def, syn, ConfigLayers { static_broker: Some(&stat), ..Default::default() });
-        assert_eq!((r.value.as_deref(), r.source), (Some("9"), ConfigSource::StaticBroker));
+        let r = resolve_topic(
+            def,
+            syn,
+            ConfigLayers {
+                static_broker: Some(&stat),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            (r.value.as_deref(), r.source),
+            (Some("9"), ConfigSource::StaticBroker)
+        );
         let r = resolve_topic(def, syn, ConfigLayers::default());
-        assert_eq!((r.value.as_deref(), r.source), (Some("604800000"), ConfigSource::Default));
+        assert_eq!(
+            (r.value.as_deref(), r.source),
+            (Some("604800000"), ConfigSource::Default)
+        );
     }
 }

@@ -39,11 +39,26 @@ impl MetadataImage {
                 self.topic_names.insert(*topic_id, name.clone());
                 self.topics.insert(
                     name.clone(),
-                    TopicImage { name: name.clone(), topic_id: *topic_id, partitions: BTreeMap::new() },
+                    TopicImage {
+                        name: name.clone(),
+                        topic_id: *topic_id,
+                        partitions: BTreeMap::new(),
+                    },
                 );
             }
-            MetadataRecord::PartitionRecord { topic_id, partition_id, replicas, isr, leader, leader_epoch } => {
-                if let Some(t) = self.topic_names.get(topic_id).and_then(|n| self.topics.get_mut(n)) {
+            MetadataRecord::PartitionRecord {
+                topic_id,
+                partition_id,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+            } => {
+                if let Some(t) = self
+                    .topic_names
+                    .get(topic_id)
+                    .and_then(|n| self.topics.get_mut(n))
+                {
                     t.partitions.insert(
                         *partition_id,
                         PartitionImage {
@@ -56,11 +71,19 @@ impl MetadataImage {
                     );
                 }
             }
-            MetadataRecord::ConfigRecord { resource_type, resource_name, name, value } => {
+            MetadataRecord::ConfigRecord {
+                resource_type,
+                resource_name,
+                name,
+                value,
+            } => {
                 let key = (*resource_type, resource_name.clone());
                 match value {
                     Some(v) => {
-                        self.configs.entry(key).or_default().insert(name.clone(), v.clone());
+                        self.configs
+                            .entry(key)
+                            .or_default()
+                            .insert(name.clone(), v.clone());
                     }
                     None => {
                         if let Some(m) = self.configs.get_mut(&key) {
@@ -94,7 +117,8 @@ impl MetadataImage {
     }
 
     pub fn broker_configs(&self, resource_name: &str) -> Option<&BTreeMap<String, String>> {
-        self.configs.get(&(ResourceType::Broker, resource_name.to_string()))
+        self.configs
+            .get(&(ResourceType::Broker, resource_name.to_string()))
     }
 }
 
@@ -107,7 +131,10 @@ mod tests {
         let id = Uuid::from_u128(7);
         let mut img = MetadataImage::default();
         let recs = [
-            MetadataRecord::TopicRecord { name: "t".into(), topic_id: id },
+            MetadataRecord::TopicRecord {
+                name: "t".into(),
+                topic_id: id,
+            },
             MetadataRecord::PartitionRecord {
                 topic_id: id,
                 partition_id: 0,

@@ -13,7 +13,11 @@ pub struct MetadataLog {
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> MetadataError + 'a {
-    move |source| MetadataError::Io { op, path: path.to_path_buf(), source }
+    move |source| MetadataError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Parses the valid prefix of a metadata log; returns the records and its byte length.
@@ -22,15 +26,22 @@ pub fn parse(bytes: &[u8]) -> (Vec<MetadataRecord>, usize) {
     let mut pos = 0;
     while let Some(nl) = bytes[pos..].iter().position(|b| *b == b'\n') {
         let line = &bytes[pos..pos + nl];
-        let Some(sp) = line.iter().position(|b| *b == b' ') else { break };
-        let Some(crc) = std::str::from_utf8(&line[..sp]).ok().and_then(|s| u32::from_str_radix(s, 16).ok()) else {
+        let Some(sp) = line.iter().position(|b| *b == b' ') else {
+            break;
+        };
+        let Some(crc) = std::str::from_utf8(&line[..sp])
+            .ok()
+            .and_then(|s| u32::from_str_radix(s, 16).ok())
+        else {
             break;
         };
         let body = &line[sp + 1..];
         if crc32c::crc32c(body) != crc {
             break;
         }
-        let Ok(record) = serde_json::from_slice(body) else { break };
+        let Ok(record) = serde_json::from_slice(body) else {
+            break;
+        };
         records.push(record);
         pos += nl + 1;
     }
@@ -60,11 +71,21 @@ impl MetadataLog {
         for r in &records {
             image.apply(r);
         }
-        Ok((Self { path: path.to_path_buf(), file }, image))
+        Ok((
+            Self {
+                path: path.to_path_buf(),
+                file,
+            },
+            image,
+        ))
     }
 
     /// Appends records durably (one write, one fsync) and applies them to `image`.
-    pub fn append(&mut self, records: &[MetadataRecord], image: &mut MetadataImage) -> Result<(), MetadataError> {
+    pub fn append(
+        &mut self,
+        records: &[MetadataRecord],
+        image: &mut MetadataImage,
+    ) -> Result<(), MetadataError> {
         let mut buf = Vec::new();
         for r in records {
             let body = serde_json::to_vec(r)?;
@@ -92,21 +113,38 @@ mod tests {
         let path = dir.path().join("meta/metadata.log");
         let (mut log, mut img) = MetadataLog::open(&path).unwrap();
         let id = Uuid::new_v4();
-        log.append(&[MetadataRecord::TopicRecord { name: "a".into(), topic_id: id }], &mut img).unwrap();
+        log.append(
+            &[MetadataRecord::TopicRecord {
+                name: "a".into(),
+                topic_id: id,
+            }],
+            &mut img,
+        )
+        .unwrap();
         drop(log);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"deadbeef {\"type\":\"Topic").unwrap();
         drop(f);
         let (mut log, mut img2) = MetadataLog::open(&path).unwrap();
         assert_eq!(img, img2);
-        log.append(&[MetadataRecord::RemoveTopicRecord { topic_id: id }], &mut img2).unwrap();
+        log.append(
+            &[MetadataRecord::RemoveTopicRecord { topic_id: id }],
+            &mut img2,
+        )
+        .unwrap();
         let (_, img3) = MetadataLog::open(&path).unwrap();
         assert!(img3.topics.is_empty());
     }
 
     #[test]
     fn garbage_never_panics() {
-        for bytes in [&b"\n\n"[..], b"zz {}\n", b"00000000 \n", b" x\n", &[0xff, b' ', b'\n']] {
+        for bytes in [
+            &b"\n\n"[..],
+            b"zz {}\n",
+            b"00000000 \n",
+            b" x\n",
+            &[0xff, b' ', b'\n'],
+        ] {
             let (r, _) = parse(bytes);
             assert!(r.is_empty());
         }

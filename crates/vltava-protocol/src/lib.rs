@@ -32,7 +32,10 @@ pub fn frame_len(prefix: [u8; 4], max: usize) -> Result<usize, FrameError> {
         return Err(FrameError::Negative { size });
     }
     if size as usize > max {
-        return Err(FrameError::TooLarge { size: i64::from(size), max });
+        return Err(FrameError::TooLarge {
+            size: i64::from(size),
+            max,
+        });
     }
     Ok(size as usize)
 }
@@ -44,9 +47,18 @@ pub enum DecodeError {
     #[error("unsupported api key {api_key}")]
     UnsupportedApi { api_key: i16, correlation_id: i32 },
     #[error("unsupported version {api_version} of {api_key:?}")]
-    UnsupportedVersion { api_key: ApiKey, api_version: i16, correlation_id: i32 },
+    UnsupportedVersion {
+        api_key: ApiKey,
+        api_version: i16,
+        correlation_id: i32,
+    },
     #[error("malformed {api_key:?} v{api_version} request: {reason}")]
-    Malformed { api_key: ApiKey, api_version: i16, correlation_id: i32, reason: String },
+    Malformed {
+        api_key: ApiKey,
+        api_version: i16,
+        correlation_id: i32,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Error)]
@@ -161,7 +173,10 @@ pub fn decode_request(mut buf: Bytes) -> Result<Decoded, DecodeError> {
         .ok()
         .and_then(|k| supported_apis().into_iter().find(|(s, _, _)| *s == k))
     else {
-        return Err(DecodeError::UnsupportedApi { api_key: raw_key, correlation_id });
+        return Err(DecodeError::UnsupportedApi {
+            api_key: raw_key,
+            correlation_id,
+        });
     };
     if api_version < min || api_version > max {
         if api_key == ApiKey::ApiVersions && api_version > max {
@@ -172,12 +187,24 @@ pub fn decode_request(mut buf: Bytes) -> Result<Decoded, DecodeError> {
                 client_id: None,
             }));
         }
-        return Err(DecodeError::UnsupportedVersion { api_key, api_version, correlation_id });
+        return Err(DecodeError::UnsupportedVersion {
+            api_key,
+            api_version,
+            correlation_id,
+        });
     }
-    let malformed = |reason: String| DecodeError::Malformed { api_key, api_version, correlation_id, reason };
+    let malformed = |reason: String| DecodeError::Malformed {
+        api_key,
+        api_version,
+        correlation_id,
+        reason,
+    };
     let header_version = api_key.request_header_version(api_version);
-    let header = messages::RequestHeader::decode(&mut buf, header_version).map_err(|e| malformed(e.to_string()))?;
-    let body = decode_body(api_key, api_version, &mut buf).expect("supported api decodes").map_err(malformed)?;
+    let header = messages::RequestHeader::decode(&mut buf, header_version)
+        .map_err(|e| malformed(e.to_string()))?;
+    let body = decode_body(api_key, api_version, &mut buf)
+        .expect("supported api decodes")
+        .map_err(malformed)?;
     let header = Header {
         api_key,
         api_version,
@@ -188,18 +215,30 @@ pub fn decode_request(mut buf: Bytes) -> Result<Decoded, DecodeError> {
 }
 
 /// Encodes a response frame, length prefix included.
-pub fn encode_response(correlation_id: i32, api_version: i16, response: &Response) -> Result<Bytes, EncodeError> {
+pub fn encode_response(
+    correlation_id: i32,
+    api_version: i16,
+    response: &Response,
+) -> Result<Bytes, EncodeError> {
     let api_key = response.api_key();
-    let err = |reason: String| EncodeError { api_key, api_version, reason };
+    let err = |reason: String| EncodeError {
+        api_key,
+        api_version,
+        reason,
+    };
     // ApiVersions responses always use header v0 so that a client can parse them before it
     // knows which versions we speak.
     let header_version = api_key.response_header_version(api_version);
     let header = messages::ResponseHeader::default().with_correlation_id(correlation_id);
-    let size = header.compute_size(header_version).map_err(|e| err(e.to_string()))?
+    let size = header
+        .compute_size(header_version)
+        .map_err(|e| err(e.to_string()))?
         + response.body_size(api_version).map_err(err)?;
     let mut buf = BytesMut::with_capacity(FRAME_PREFIX + size);
     buf.put_i32(size as i32);
-    header.encode(&mut buf, header_version).map_err(|e| err(e.to_string()))?;
+    header
+        .encode(&mut buf, header_version)
+        .map_err(|e| err(e.to_string()))?;
     response.encode_body(&mut buf, api_version).map_err(err)?;
     debug_assert_eq!(buf.len(), FRAME_PREFIX + size);
     Ok(buf.freeze())
@@ -223,14 +262,19 @@ pub fn encode_request<R: Encodable>(
     let mut buf = BytesMut::new();
     buf.put_i32(0);
     header.encode(&mut buf, hv).map_err(|e| e.to_string())?;
-    body.encode(&mut buf, api_version).map_err(|e| e.to_string())?;
+    body.encode(&mut buf, api_version)
+        .map_err(|e| e.to_string())?;
     let len = (buf.len() - FRAME_PREFIX) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())
 }
 
 /// Decodes a response frame body (after the length prefix) of a known API and version.
-pub fn decode_response<R: Decodable>(api_key: ApiKey, api_version: i16, mut buf: Bytes) -> Result<(i32, R), String> {
+pub fn decode_response<R: Decodable>(
+    api_key: ApiKey,
+    api_version: i16,
+    mut buf: Bytes,
+) -> Result<(i32, R), String> {
     let hv = api_key.response_header_version(api_version);
     let header = messages::ResponseHeader::decode(&mut buf, hv).map_err(|e| e.to_string())?;
     let body = R::decode(&mut buf, api_version).map_err(|e| e.to_string())?;

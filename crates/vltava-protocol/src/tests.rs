@@ -10,8 +10,14 @@ fn body(frame: &Bytes) -> Bytes {
 #[test]
 fn frame_cap_is_checked_before_allocation() {
     assert_eq!(frame_len(100i32.to_be_bytes(), 100), Ok(100));
-    assert!(matches!(frame_len(101i32.to_be_bytes(), 100), Err(FrameError::TooLarge { .. })));
-    assert!(matches!(frame_len((-1i32).to_be_bytes(), 100), Err(FrameError::Negative { .. })));
+    assert!(matches!(
+        frame_len(101i32.to_be_bytes(), 100),
+        Err(FrameError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        frame_len((-1i32).to_be_bytes(), 100),
+        Err(FrameError::Negative { .. })
+    ));
 }
 
 #[test]
@@ -38,25 +44,43 @@ fn request_round_trip_every_supported_version() {
 #[test]
 fn hostile_metadata_body_is_an_error_not_an_abort() {
     // Known trap: this body claims a topic array of ~0x210a0a0a entries.
-    let mut frame = encode_request(ApiKey::Metadata, 4, 1, None, &messages::MetadataRequest::default())
-        .unwrap()
-        .to_vec();
+    let mut frame = encode_request(
+        ApiKey::Metadata,
+        4,
+        1,
+        None,
+        &messages::MetadataRequest::default(),
+    )
+    .unwrap()
+    .to_vec();
     frame.truncate(FRAME_PREFIX + 10); // header: key, version, correlation, null client id
     frame.extend_from_slice(&[0x21, 0x0a, 0x0a, 0x0a]);
-    assert!(matches!(decode_request(Bytes::from(frame).slice(4..)), Err(DecodeError::Malformed { .. })));
+    assert!(matches!(
+        decode_request(Bytes::from(frame).slice(4..)),
+        Err(DecodeError::Malformed { .. })
+    ));
 }
 
 #[test]
 fn unknown_api_and_version() {
     let mut b = vec![0u8; 12];
     b[0..2].copy_from_slice(&1000i16.to_be_bytes());
-    assert!(matches!(decode_request(Bytes::from(b.clone())), Err(DecodeError::UnsupportedApi { api_key: 1000, .. })));
+    assert!(matches!(
+        decode_request(Bytes::from(b.clone())),
+        Err(DecodeError::UnsupportedApi { api_key: 1000, .. })
+    ));
     b[0..2].copy_from_slice(&(ApiKey::Produce as i16).to_be_bytes());
     b[2..4].copy_from_slice(&0i16.to_be_bytes());
-    assert!(matches!(decode_request(Bytes::from(b.clone())), Err(DecodeError::UnsupportedVersion { .. })));
+    assert!(matches!(
+        decode_request(Bytes::from(b.clone())),
+        Err(DecodeError::UnsupportedVersion { .. })
+    ));
     b[0..2].copy_from_slice(&(ApiKey::ApiVersions as i16).to_be_bytes());
     b[2..4].copy_from_slice(&99i16.to_be_bytes());
-    assert!(matches!(decode_request(Bytes::from(b)), Ok(Decoded::ApiVersionsTooNew(_))));
+    assert!(matches!(
+        decode_request(Bytes::from(b)),
+        Ok(Decoded::ApiVersionsTooNew(_))
+    ));
 }
 
 #[test]
@@ -71,10 +95,12 @@ fn default_tagged_fields_are_omitted() {
 
 #[test]
 fn response_round_trip() {
-    let resp = messages::MetadataResponse::default().with_cluster_id(Some(StrBytes::from_static_str("x")));
+    let resp =
+        messages::MetadataResponse::default().with_cluster_id(Some(StrBytes::from_static_str("x")));
     for v in 0..=12 {
         let frame = encode_response(9, v, &Response::Metadata(resp.clone())).unwrap();
-        let (corr, back): (i32, messages::MetadataResponse) = decode_response(ApiKey::Metadata, v, body(&frame)).unwrap();
+        let (corr, back): (i32, messages::MetadataResponse) =
+            decode_response(ApiKey::Metadata, v, body(&frame)).unwrap();
         assert_eq!(corr, 9);
         if v >= 2 {
             assert_eq!(back.cluster_id, resp.cluster_id);

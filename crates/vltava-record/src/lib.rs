@@ -37,7 +37,11 @@ const CONTROL_BIT: i16 = 0x20;
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum RecordError {
     #[error("record batch truncated at byte {offset}: need {need} bytes, have {have}")]
-    Truncated { offset: usize, need: usize, have: usize },
+    Truncated {
+        offset: usize,
+        need: usize,
+        have: usize,
+    },
     #[error("unsupported message format magic {magic}")]
     UnsupportedMagic { magic: i8 },
     #[error("record batch crc mismatch: stored {stored:#010x}, computed {computed:#010x}")]
@@ -95,18 +99,28 @@ impl BatchHeader {
     /// Parses the header at the start of `b`. Checks the length and magic but not the CRC.
     pub fn parse(b: &[u8]) -> Result<Self, RecordError> {
         if b.len() < MAGIC + 1 {
-            return Err(RecordError::Truncated { offset: 0, need: MAGIC + 1, have: b.len() });
+            return Err(RecordError::Truncated {
+                offset: 0,
+                need: MAGIC + 1,
+                have: b.len(),
+            });
         }
         let magic = b[MAGIC] as i8;
         if magic != CURRENT_MAGIC {
             return Err(RecordError::UnsupportedMagic { magic });
         }
         if b.len() < HEADER_LEN {
-            return Err(RecordError::Truncated { offset: 0, need: HEADER_LEN, have: b.len() });
+            return Err(RecordError::Truncated {
+                offset: 0,
+                need: HEADER_LEN,
+                have: b.len(),
+            });
         }
         let batch_length = i32_at(b, BATCH_LENGTH);
         if batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
-            return Err(RecordError::InvalidLength { length: batch_length });
+            return Err(RecordError::InvalidLength {
+                length: batch_length,
+            });
         }
         Ok(Self {
             base_offset: i64_at(b, BASE_OFFSET),
@@ -238,17 +252,26 @@ pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<ValidatedBatches, 
     while pos < buf.len() {
         let rest = &buf[pos..];
         let header = BatchHeader::parse(rest).map_err(|e| match e {
-            RecordError::Truncated { need, have, .. } => {
-                RecordError::Truncated { offset: pos, need, have }
-            }
+            RecordError::Truncated { need, have, .. } => RecordError::Truncated {
+                offset: pos,
+                need,
+                have,
+            },
             other => other,
         })?;
         let len = header.total_len();
         if len > max_batch_bytes {
-            return Err(RecordError::TooLarge { size: len, limit: max_batch_bytes });
+            return Err(RecordError::TooLarge {
+                size: len,
+                limit: max_batch_bytes,
+            });
         }
         if rest.len() < len {
-            return Err(RecordError::Truncated { offset: pos, need: len, have: rest.len() });
+            return Err(RecordError::Truncated {
+                offset: pos,
+                need: len,
+                have: rest.len(),
+            });
         }
         if header.record_count <= 0
             || header.last_offset_delta < 0
@@ -261,7 +284,10 @@ pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<ValidatedBatches, 
         }
         let computed = compute_crc(&rest[..len]);
         if computed != header.crc {
-            return Err(RecordError::CrcMismatch { stored: header.crc, computed });
+            return Err(RecordError::CrcMismatch {
+                stored: header.crc,
+                computed,
+            });
         }
         if summary.batch_count == 0 {
             summary.first_timestamp = header.base_timestamp;
@@ -394,13 +420,25 @@ mod tests {
         let mut b = build_batch(0, &[(None, Some(b"v"), 1)]);
         let last = b.len() - 1;
         b[last] ^= 1;
-        assert!(matches!(validate(&b, usize::MAX), Err(RecordError::CrcMismatch { .. })));
+        assert!(matches!(
+            validate(&b, usize::MAX),
+            Err(RecordError::CrcMismatch { .. })
+        ));
         let mut old = build_batch(0, &[(None, Some(b"v"), 1)]);
         old[MAGIC] = 1;
-        assert_eq!(validate(&old, usize::MAX), Err(RecordError::UnsupportedMagic { magic: 1 }));
+        assert_eq!(
+            validate(&old, usize::MAX),
+            Err(RecordError::UnsupportedMagic { magic: 1 })
+        );
         let ok = build_batch(0, &[(None, Some(b"v"), 1)]);
-        assert!(matches!(validate(&ok[..30], usize::MAX), Err(RecordError::Truncated { .. })));
-        assert!(matches!(validate(&ok, 10), Err(RecordError::TooLarge { .. })));
+        assert!(matches!(
+            validate(&ok[..30], usize::MAX),
+            Err(RecordError::Truncated { .. })
+        ));
+        assert!(matches!(
+            validate(&ok, 10),
+            Err(RecordError::TooLarge { .. })
+        ));
         assert_eq!(validate(&[], usize::MAX), Err(RecordError::Empty));
     }
 

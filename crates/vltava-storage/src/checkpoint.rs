@@ -16,7 +16,10 @@ pub fn read(path: &Path) -> Result<Checkpoint, StorageError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Checkpoint::new()),
         Err(e) => return Err(io_err("read", path, e)),
     };
-    parse(&text).map_err(|reason| StorageError::BadCheckpoint { path: path.to_path_buf(), reason })
+    parse(&text).map_err(|reason| StorageError::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason,
+    })
 }
 
 pub fn parse(text: &str) -> Result<Checkpoint, &'static str> {
@@ -24,12 +27,21 @@ pub fn parse(text: &str) -> Result<Checkpoint, &'static str> {
     if lines.next() != Some("0") {
         return Err("unknown version");
     }
-    let count: usize = lines.next().and_then(|l| l.trim().parse().ok()).ok_or("bad count")?;
+    let count: usize = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or("bad count")?;
     let mut out = Checkpoint::new();
     for line in lines.by_ref().take(count) {
         let mut parts = line.rsplitn(3, ' ');
-        let offset = parts.next().and_then(|p| p.parse().ok()).ok_or("bad offset")?;
-        let partition = parts.next().and_then(|p| p.parse().ok()).ok_or("bad partition")?;
+        let offset = parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or("bad offset")?;
+        let partition = parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or("bad partition")?;
         let topic = parts.next().ok_or("missing topic")?;
         out.insert((topic.to_string(), partition), offset);
     }
@@ -46,7 +58,8 @@ pub fn write(path: &Path, entries: &Checkpoint) -> Result<(), StorageError> {
         text.push_str(&format!("{topic} {partition} {offset}\n"));
     }
     let mut f = std::fs::File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
-    f.write_all(text.as_bytes()).map_err(|e| io_err("write", &tmp, e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| io_err("write", &tmp, e))?;
     f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_err("rename", path, e))?;
     Ok(())
@@ -68,6 +81,9 @@ mod tests {
         assert!(parse("1\n0\n").is_err());
         assert!(parse("0\n2\nt 0 1\n").is_err());
         assert!(parse("0\n1\nt x 1\n").is_err());
-        assert_eq!(read(&dir.path().join("missing")).unwrap(), Checkpoint::new());
+        assert_eq!(
+            read(&dir.path().join("missing")).unwrap(),
+            Checkpoint::new()
+        );
     }
 }

@@ -65,7 +65,9 @@ impl OffsetIndex {
 
     /// Position of the last indexed batch that starts at or before `relative_offset`.
     pub fn lookup(&self, relative_offset: u32) -> u32 {
-        let i = self.entries.partition_point(|e| e.relative_offset <= relative_offset);
+        let i = self
+            .entries
+            .partition_point(|e| e.relative_offset <= relative_offset);
         if i == 0 {
             0
         } else {

@@ -33,7 +33,11 @@ pub enum StorageError {
     #[error("log {dir} failed a write or fsync earlier and accepts no more writes")]
     Poisoned { dir: PathBuf },
     #[error("offset {offset} is outside [{log_start_offset}, {log_end_offset}]")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
     #[error("corrupt batch in {path} at byte {position}: {source}")]
     Corrupt {
         path: PathBuf,
@@ -46,7 +50,11 @@ pub enum StorageError {
 }
 
 pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> StorageError {
-    StorageError::Io { op, path: path.to_path_buf(), source }
+    StorageError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Kafka's partition directory name.

@@ -82,7 +82,10 @@ struct Inner {
 
 impl Inner {
     fn active(&self) -> &Arc<Segment> {
-        self.segments.values().next_back().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 }
 
@@ -101,7 +104,9 @@ pub struct Log {
 
 impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Log").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -119,7 +124,12 @@ pub struct OpenOptions {
 
 impl Log {
     /// Opens or creates the log in `dir`, recovering from an unclean shutdown.
-    pub fn open(dir: &Path, config: LogConfig, opts: OpenOptions, now_ms: i64) -> Result<Self, StorageError> {
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        opts: OpenOptions,
+        now_ms: i64,
+    ) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err("create dir", dir, e))?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io_err("list", dir, e))? {
@@ -130,7 +140,10 @@ impl Log {
                 if let Ok(base) = stem.parse::<i64>() {
                     bases.push(base);
                 }
-            } else if name.ends_with(".deleted") || name.ends_with(".cleaned") || name.ends_with(".swap") {
+            } else if name.ends_with(".deleted")
+                || name.ends_with(".cleaned")
+                || name.ends_with(".swap")
+            {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -142,19 +155,23 @@ impl Log {
             if cut {
                 // A torn segment invalidates everything after it.
                 for ext in ["log", "index", "timeindex"] {
-                    let _ = std::fs::remove_file(dir.join(format!("{}.{ext}", crate::segment::file_stem(base))));
+                    let _ = std::fs::remove_file(
+                        dir.join(format!("{}.{ext}", crate::segment::file_stem(base))),
+                    );
                 }
                 continue;
             }
             let is_last = i + 1 == bases.len();
             let next_base = bases.get(i + 1).copied();
-            let recovery = if !opts.clean_shutdown && (is_last || next_base.is_some_and(|n| n > opts.recovery_point))
+            let recovery = if !opts.clean_shutdown
+                && (is_last || next_base.is_some_and(|n| n > opts.recovery_point))
             {
                 Recovery::Full
             } else {
                 Recovery::TrustIndexes
             };
-            let (seg, truncated) = Segment::open(dir, base, recovery, config.index_interval_bytes, now_ms)?;
+            let (seg, truncated) =
+                Segment::open(dir, base, recovery, config.index_interval_bytes, now_ms)?;
             if truncated && !is_last {
                 cut = true;
             }
@@ -168,10 +185,19 @@ impl Log {
         }
         let first_base = *segments.keys().next().expect("non-empty");
         let log_start_offset = opts.log_start_offset.clamp(first_base, next_offset);
-        let flushed = if opts.clean_shutdown { next_offset } else { opts.recovery_point.min(next_offset) };
+        let flushed = if opts.clean_shutdown {
+            next_offset
+        } else {
+            opts.recovery_point.min(next_offset)
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
-            inner: Mutex::new(Inner { segments, next_offset, log_start_offset, config }),
+            inner: Mutex::new(Inner {
+                segments,
+                next_offset,
+                log_start_offset,
+                config,
+            }),
             flush_lock: Mutex::new(()),
             flushed_offset: AtomicI64::new(flushed),
             poisoned: AtomicBool::new(false),
@@ -212,9 +238,16 @@ impl Log {
     ///
     /// The caller has validated `batches` with [`vltava_record::validate`]; this only rewrites
     /// the fields outside the CRC (and, for LogAppendTime, the max timestamp and CRC).
-    pub fn append(&self, batches: &mut [u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
+    pub fn append(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
         if self.is_poisoned() {
-            return Err(StorageError::Poisoned { dir: self.dir.clone() });
+            return Err(StorageError::Poisoned {
+                dir: self.dir.clone(),
+            });
         }
         let mut inner = self.inner.lock();
         let base_offset = inner.next_offset;
@@ -225,10 +258,12 @@ impl Log {
         let mut pos = 0;
         while pos < batches.len() {
             let batch = &mut batches[pos..];
-            let h = vltava_record::BatchHeader::parse(batch).map_err(|source| StorageError::Corrupt {
-                path: self.dir.clone(),
-                position: pos as u64,
-                source,
+            let h = vltava_record::BatchHeader::parse(batch).map_err(|source| {
+                StorageError::Corrupt {
+                    path: self.dir.clone(),
+                    position: pos as u64,
+                    source,
+                }
             })?;
             let len = h.total_len();
             let batch = &mut batch[..len];
@@ -249,7 +284,14 @@ impl Log {
         self.maybe_roll(&mut inner, batches.len() as u64, now_ms)?;
         let active = Arc::clone(inner.active());
         let interval = inner.config.index_interval_bytes;
-        if let Err(e) = active.append(batches, base_offset, offset, max_ts, offset_of_max_ts, interval) {
+        if let Err(e) = active.append(
+            batches,
+            base_offset,
+            offset,
+            max_ts,
+            offset_of_max_ts,
+            interval,
+        ) {
             self.poisoned.store(true, Ordering::Release);
             tracing::error!(dir = %self.dir.display(), error = %e, "write failed; log stops accepting writes");
             return Err(e);
@@ -263,7 +305,12 @@ impl Log {
         })
     }
 
-    fn maybe_roll(&self, inner: &mut Inner, incoming: u64, now_ms: i64) -> Result<(), StorageError> {
+    fn maybe_roll(
+        &self,
+        inner: &mut Inner,
+        incoming: u64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
         let active = inner.active();
         let size = active.size();
         if size == 0 {
@@ -292,7 +339,9 @@ impl Log {
     /// on stable storage. Concurrent appends continue during the fsync.
     pub fn flush(&self) -> Result<i64, StorageError> {
         if self.is_poisoned() {
-            return Err(StorageError::Poisoned { dir: self.dir.clone() });
+            return Err(StorageError::Poisoned {
+                dir: self.dir.clone(),
+            });
         }
         let _guard = self.flush_lock.lock();
         let flushed = self.flushed_offset.load(Ordering::Acquire);
@@ -303,8 +352,16 @@ impl Log {
                 return Ok(flushed);
             }
             // Segments that may hold unflushed offsets: the one containing `flushed` onward.
-            let from = inner.segments.range(..=flushed).next_back().map_or(i64::MIN, |(b, _)| *b);
-            let segs: Vec<_> = inner.segments.range(from..).map(|(_, s)| Arc::clone(s)).collect();
+            let from = inner
+                .segments
+                .range(..=flushed)
+                .next_back()
+                .map_or(i64::MIN, |(b, _)| *b);
+            let segs: Vec<_> = inner
+                .segments
+                .range(from..)
+                .map(|(_, s)| Arc::clone(s))
+                .collect();
             (target, segs)
         };
         for seg in &to_sync {
@@ -320,7 +377,12 @@ impl Log {
 
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
     /// (but always at least one whole batch when `min_one` is set, as KIP-74 asks).
-    pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadResult, StorageError> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<ReadResult, StorageError> {
         let (segments, hw, log_start) = {
             let inner = self.inner.lock();
             if offset < inner.log_start_offset || offset > inner.next_offset {
@@ -330,22 +392,38 @@ impl Log {
                     log_end_offset: inner.next_offset,
                 });
             }
-            let from = inner.segments.range(..=offset).next_back().map_or(i64::MIN, |(b, _)| *b);
-            let segs: Vec<_> = inner.segments.range(from..).take(2).map(|(_, s)| (Arc::clone(s), s.size())).collect();
+            let from = inner
+                .segments
+                .range(..=offset)
+                .next_back()
+                .map_or(i64::MIN, |(b, _)| *b);
+            let segs: Vec<_> = inner
+                .segments
+                .range(from..)
+                .take(2)
+                .map(|(_, s)| (Arc::clone(s), s.size()))
+                .collect();
             (segs, inner.next_offset, inner.log_start_offset)
         };
-        let empty = ReadResult { records: Bytes::new(), high_watermark: hw, log_start_offset: log_start };
+        let empty = ReadResult {
+            records: Bytes::new(),
+            high_watermark: hw,
+            log_start_offset: log_start,
+        };
         if offset == hw {
             return Ok(empty);
         }
         for (seg, size) in segments {
-            let Some(pos) = seg.find_position(offset, size)? else { continue };
+            let Some(pos) = seg.find_position(offset, size)? else {
+                continue;
+            };
             let available = (size - pos) as usize;
             let mut want = available.min(max_bytes);
             if min_one {
                 let mut len_buf = [0u8; 12];
                 seg.read_exact_at(&mut len_buf, pos)?;
-                let first = i32::from_be_bytes(len_buf[8..12].try_into().expect("4 bytes")) as usize + 12;
+                let first =
+                    i32::from_be_bytes(len_buf[8..12].try_into().expect("4 bytes")) as usize + 12;
                 want = want.max(first.min(available));
             }
             if want == 0 {
@@ -353,9 +431,16 @@ impl Log {
             }
             let mut buf = seg.read_range(pos, want)?;
             // Trim to whole batches so clients never see a partial one.
-            let whole = Batches::new(&buf).map_while(Result::ok).last().map_or(0, |(_, r)| r.end);
+            let whole = Batches::new(&buf)
+                .map_while(Result::ok)
+                .last()
+                .map_or(0, |(_, r)| r.end);
             buf.truncate(whole);
-            return Ok(ReadResult { records: Bytes::from(buf), high_watermark: hw, log_start_offset: log_start });
+            return Ok(ReadResult {
+                records: Bytes::from(buf),
+                high_watermark: hw,
+                log_start_offset: log_start,
+            });
         }
         Ok(empty)
     }
@@ -365,7 +450,11 @@ impl Log {
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
         let (segs, log_start) = {
             let inner = self.inner.lock();
-            let segs: Vec<_> = inner.segments.values().map(|s| (Arc::clone(s), s.size())).collect();
+            let segs: Vec<_> = inner
+                .segments
+                .values()
+                .map(|s| (Arc::clone(s), s.size()))
+                .collect();
             (segs, inner.log_start_offset)
         };
         for (seg, size) in segs {
@@ -396,7 +485,11 @@ impl Log {
     /// deleted by the next retention pass.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
         let mut inner = self.inner.lock();
-        let target = if offset == -1 { inner.next_offset } else { offset };
+        let target = if offset == -1 {
+            inner.next_offset
+        } else {
+            offset
+        };
         if target < 0 || target > inner.next_offset {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
@@ -418,14 +511,18 @@ impl Log {
         let mut total: i64 = inner.segments.values().map(|s| s.size() as i64).sum();
         loop {
             let mut iter = inner.segments.iter();
-            let Some((&base, seg)) = iter.next() else { break };
+            let Some((&base, seg)) = iter.next() else {
+                break;
+            };
             let next_base = iter.next().map(|(b, _)| *b);
             let is_active = next_base.is_none();
             let size = seg.size() as i64;
             if size == 0 && is_active {
                 break;
             }
-            let expired = retention_ms >= 0 && seg.max_timestamp() >= 0 && now_ms - seg.max_timestamp() > retention_ms;
+            let expired = retention_ms >= 0
+                && seg.max_timestamp() >= 0
+                && now_ms - seg.max_timestamp() > retention_ms;
             let over_size = retention_bytes >= 0 && total - size >= retention_bytes;
             let below_start = next_base.is_some_and(|n| n <= inner.log_start_offset);
             if !(expired || over_size || below_start) {
@@ -443,7 +540,11 @@ impl Log {
             total -= size;
             seg.delete_files();
             deleted += 1;
-            let first = *inner.segments.keys().next().expect("active segment remains");
+            let first = *inner
+                .segments
+                .keys()
+                .next()
+                .expect("active segment remains");
             inner.log_start_offset = inner.log_start_offset.max(first);
             tracing::info!(dir = %self.dir.display(), base_offset = base, expired, over_size, below_start, "deleted segment");
         }

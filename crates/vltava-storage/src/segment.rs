@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use vltava_record::{BatchHeader, RecordError, HEADER_LEN};
 
-use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
+use crate::index::{
+    OffsetEntry, OffsetIndex, TimeEntry, TimeIndex, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
+};
 use crate::{io_err, StorageError};
 
 /// Kafka names files by base offset, zero-padded to 20 digits.
@@ -109,7 +111,10 @@ impl Segment {
         let file = rw(&log_path)?;
         let index_file = rw(&index_path)?;
         let time_index_file = rw(&time_path)?;
-        let file_len = file.metadata().map_err(|e| io_err("stat", &log_path, e))?.len();
+        let file_len = file
+            .metadata()
+            .map_err(|e| io_err("stat", &log_path, e))?
+            .len();
         let seg = Self {
             base_offset,
             log_path: log_path.clone(),
@@ -128,8 +133,12 @@ impl Segment {
             }),
         };
         let loaded = if recovery == Recovery::TrustIndexes {
-            let idx = std::fs::read(&index_path).ok().and_then(|b| OffsetIndex::parse(&b, file_len));
-            let tidx = std::fs::read(&time_path).ok().and_then(|b| TimeIndex::parse(&b));
+            let idx = std::fs::read(&index_path)
+                .ok()
+                .and_then(|b| OffsetIndex::parse(&b, file_len));
+            let tidx = std::fs::read(&time_path)
+                .ok()
+                .and_then(|b| TimeIndex::parse(&b));
             idx.zip(tidx)
         } else {
             None
@@ -182,8 +191,12 @@ impl Segment {
                 file_bytes = file_len,
                 "truncating invalid or torn tail of segment"
             );
-            self.file.set_len(end).map_err(|e| io_err("truncate", &self.log_path, e))?;
-            self.file.sync_all().map_err(|e| io_err("fsync", &self.log_path, e))?;
+            self.file
+                .set_len(end)
+                .map_err(|e| io_err("truncate", &self.log_path, e))?;
+            self.file
+                .sync_all()
+                .map_err(|e| io_err("fsync", &self.log_path, e))?;
         }
         self.size.store(end, Ordering::Release);
         self.rewrite_index_files()?;
@@ -230,12 +243,25 @@ impl Segment {
             }
             if build_index {
                 st.bytes_since_index += len;
-                if st.offset_index.entries.is_empty() || st.bytes_since_index >= index_interval_bytes {
+                if st.offset_index.entries.is_empty()
+                    || st.bytes_since_index >= index_interval_bytes
+                {
                     let rel = (header.base_offset - self.base_offset) as u32;
-                    if st.offset_index.entries.last().is_none_or(|e| e.relative_offset < rel) {
-                        st.offset_index.entries.push(OffsetEntry { relative_offset: rel, position: pos as u32 });
+                    if st
+                        .offset_index
+                        .entries
+                        .last()
+                        .is_none_or(|e| e.relative_offset < rel)
+                    {
+                        st.offset_index.entries.push(OffsetEntry {
+                            relative_offset: rel,
+                            position: pos as u32,
+                        });
                         let ts = st.max_timestamp.max(header.max_timestamp);
-                        st.time_index.entries.push(TimeEntry { timestamp: ts, relative_offset: rel });
+                        st.time_index.entries.push(TimeEntry {
+                            timestamp: ts,
+                            relative_offset: rel,
+                        });
                     }
                     st.bytes_since_index = 0;
                 }
@@ -262,11 +288,19 @@ impl Segment {
         }
         drop(st);
         let path = self.log_path.with_extension("index");
-        self.index_file.set_len(0).map_err(|e| io_err("truncate", &path, e))?;
-        self.index_file.write_all_at(&idx, 0).map_err(|e| io_err("write", &path, e))?;
+        self.index_file
+            .set_len(0)
+            .map_err(|e| io_err("truncate", &path, e))?;
+        self.index_file
+            .write_all_at(&idx, 0)
+            .map_err(|e| io_err("write", &path, e))?;
         let tpath = self.log_path.with_extension("timeindex");
-        self.time_index_file.set_len(0).map_err(|e| io_err("truncate", &tpath, e))?;
-        self.time_index_file.write_all_at(&tidx, 0).map_err(|e| io_err("write", &tpath, e))?;
+        self.time_index_file
+            .set_len(0)
+            .map_err(|e| io_err("truncate", &tpath, e))?;
+        self.time_index_file
+            .write_all_at(&tidx, 0)
+            .map_err(|e| io_err("write", &tpath, e))?;
         Ok(())
     }
 
@@ -283,7 +317,9 @@ impl Segment {
     }
 
     pub(crate) fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> Result<(), StorageError> {
-        self.file.read_exact_at(buf, pos).map_err(|e| io_err("read", &self.log_path, e))
+        self.file
+            .read_exact_at(buf, pos)
+            .map_err(|e| io_err("read", &self.log_path, e))
     }
 
     /// Appends already-validated batches whose offsets have been assigned.
@@ -298,7 +334,9 @@ impl Segment {
         index_interval_bytes: u64,
     ) -> Result<(), StorageError> {
         let pos = self.size();
-        self.file.write_all_at(batches, pos).map_err(|e| io_err("write", &self.log_path, e))?;
+        self.file
+            .write_all_at(batches, pos)
+            .map_err(|e| io_err("write", &self.log_path, e))?;
         let mut st = self.state.lock();
         st.bytes_since_index += batches.len() as u64;
         if max_timestamp > st.max_timestamp {
@@ -307,10 +345,16 @@ impl Segment {
         }
         if st.offset_index.entries.is_empty() || st.bytes_since_index >= index_interval_bytes {
             let rel = (first_offset - self.base_offset) as u32;
-            let e = OffsetEntry { relative_offset: rel, position: pos as u32 };
+            let e = OffsetEntry {
+                relative_offset: rel,
+                position: pos as u32,
+            };
             let n = st.offset_index.entries.len() as u64;
             st.offset_index.entries.push(e);
-            let te = TimeEntry { timestamp: st.max_timestamp, relative_offset: rel };
+            let te = TimeEntry {
+                timestamp: st.max_timestamp,
+                relative_offset: rel,
+            };
             let tn = st.time_index.entries.len() as u64;
             st.time_index.entries.push(te);
             st.bytes_since_index = 0;
@@ -323,13 +367,18 @@ impl Segment {
         }
         st.next_offset = next_offset;
         drop(st);
-        self.size.store(pos + batches.len() as u64, Ordering::Release);
+        self.size
+            .store(pos + batches.len() as u64, Ordering::Release);
         Ok(())
     }
 
     /// Byte position of the batch containing `offset`, or `None` if the segment ends first.
     /// Starts from the offset index and hops batch headers.
-    pub(crate) fn find_position(&self, offset: i64, size: u64) -> Result<Option<u64>, StorageError> {
+    pub(crate) fn find_position(
+        &self,
+        offset: i64,
+        size: u64,
+    ) -> Result<Option<u64>, StorageError> {
         let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         let mut pos = u64::from(self.state.lock().offset_index.lookup(rel));
         let mut header = [0u8; 27];
@@ -347,9 +396,14 @@ impl Segment {
     }
 
     /// First batch whose max timestamp is `>= ts`: `(base offset, max timestamp)`.
-    pub(crate) fn find_timestamp(&self, ts: i64, size: u64) -> Result<Option<(i64, i64)>, StorageError> {
+    pub(crate) fn find_timestamp(
+        &self,
+        ts: i64,
+        size: u64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
         let start_rel = self.state.lock().time_index.lookup(ts);
-        let Some(mut pos) = self.find_position(self.base_offset + i64::from(start_rel), size)? else {
+        let Some(mut pos) = self.find_position(self.base_offset + i64::from(start_rel), size)?
+        else {
             return Ok(None);
         };
         let mut buf = [0u8; HEADER_LEN];
@@ -376,7 +430,9 @@ impl Segment {
     }
 
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
-        self.file.sync_data().map_err(|e| io_err("fsync", &self.log_path, e))
+        self.file
+            .sync_data()
+            .map_err(|e| io_err("fsync", &self.log_path, e))
     }
 
     /// Called when the segment stops being active: records the final max timestamp in the
@@ -390,7 +446,10 @@ impl Segment {
             .last()
             .is_none_or(|e| e.timestamp < st.max_timestamp && e.relative_offset <= last_rel);
         if need && st.max_timestamp >= 0 && st.next_offset > self.base_offset {
-            let te = TimeEntry { timestamp: st.max_timestamp, relative_offset: last_rel };
+            let te = TimeEntry {
+                timestamp: st.max_timestamp,
+                relative_offset: last_rel,
+            };
             let tn = st.time_index.entries.len() as u64;
             st.time_index.entries.push(te);
             let tpath = self.log_path.with_extension("timeindex");
@@ -399,7 +458,9 @@ impl Segment {
                 .map_err(|e| io_err("write", &tpath, e))?;
         }
         drop(st);
-        self.index_file.sync_data().map_err(|e| io_err("fsync", &self.log_path.with_extension("index"), e))?;
+        self.index_file
+            .sync_data()
+            .map_err(|e| io_err("fsync", &self.log_path.with_extension("index"), e))?;
         self.time_index_file
             .sync_data()
             .map_err(|e| io_err("fsync", &self.log_path.with_extension("timeindex"), e))
@@ -423,6 +484,10 @@ enum ScanEnd {
 
 impl From<(PathBuf, u64, RecordError)> for StorageError {
     fn from((path, position, source): (PathBuf, u64, RecordError)) -> Self {
-        StorageError::Corrupt { path, position, source }
+        StorageError::Corrupt {
+            path,
+            position,
+            source,
+        }
     }
 }

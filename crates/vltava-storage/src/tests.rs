@@ -8,12 +8,24 @@ use crate::*;
 
 fn batch(n: usize, ts: i64, payload: usize) -> Vec<u8> {
     let value = vec![b'x'; payload];
-    let recs: Vec<_> = (0..n).map(|i| (None, Some(value.as_slice()), ts + i as i64)).collect();
+    let recs: Vec<_> = (0..n)
+        .map(|i| (None, Some(value.as_slice()), ts + i as i64))
+        .collect();
     build_batch(0, &recs)
 }
 
 fn open(dir: &std::path::Path, cfg: LogConfig, clean: bool) -> Log {
-    Log::open(dir, cfg, OpenOptions { clean_shutdown: clean, recovery_point: 0, log_start_offset: 0 }, 0).unwrap()
+    Log::open(
+        dir,
+        cfg,
+        OpenOptions {
+            clean_shutdown: clean,
+            recovery_point: 0,
+            log_start_offset: 0,
+        },
+        0,
+    )
+    .unwrap()
 }
 
 fn read_all(log: &Log) -> Vec<(i64, i64)> {
@@ -45,11 +57,17 @@ fn append_assigns_offsets_and_reads_back() {
     assert_eq!(log.offsets().log_end_offset, 30);
     let r = log.read(4, 1 << 20, true).unwrap();
     let first = BatchHeader::parse(&r.records).unwrap();
-    assert_eq!(first.base_offset, 3, "read starts at the batch containing the offset");
+    assert_eq!(
+        first.base_offset, 3,
+        "read starts at the batch containing the offset"
+    );
     validate(&r.records, usize::MAX).unwrap();
     assert_eq!(read_all(&log).len(), 10);
     assert!(log.read(30, 100, true).unwrap().records.is_empty());
-    assert!(matches!(log.read(31, 100, true), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(31, 100, true),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -62,7 +80,11 @@ fn max_bytes_returns_whole_batches_and_at_least_one() {
     let r = log.read(0, 2500, true).unwrap();
     assert_eq!(Batches::new(&r.records).count(), 2);
     let r = log.read(0, 10, true).unwrap();
-    assert_eq!(Batches::new(&r.records).count(), 1, "KIP-74: first batch even if over max_bytes");
+    assert_eq!(
+        Batches::new(&r.records).count(),
+        1,
+        "KIP-74: first batch even if over max_bytes"
+    );
     let r = log.read(0, 10, false).unwrap();
     assert!(r.records.is_empty());
 }
@@ -70,7 +92,11 @@ fn max_bytes_returns_whole_batches_and_at_least_one() {
 #[test]
 fn rolls_by_size_and_time_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig { segment_bytes: 3000, segment_ms: 1000, ..LogConfig::default() };
+    let cfg = LogConfig {
+        segment_bytes: 3000,
+        segment_ms: 1000,
+        ..LogConfig::default()
+    };
     let log = open(dir.path(), cfg.clone(), true);
     for _ in 0..10 {
         log.append(&mut batch(1, 0, 1000), 0, 0).unwrap();
@@ -97,7 +123,12 @@ fn torn_tail_is_truncated_on_unclean_open() {
     let good_len = std::fs::metadata(&seg).unwrap().len();
     // Half a batch, as a crash in the middle of a write leaves it.
     let half = &batch(2, 0, 100)[..70];
-    FsOpen::new().append(true).open(&seg).unwrap().write_all(half).unwrap();
+    FsOpen::new()
+        .append(true)
+        .open(&seg)
+        .unwrap()
+        .write_all(half)
+        .unwrap();
     let log = open(dir.path(), LogConfig::default(), false);
     assert_eq!(log.offsets().log_end_offset, 10);
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len);
@@ -127,7 +158,10 @@ fn corrupt_batch_truncates_from_there() {
 #[test]
 fn missing_or_garbage_index_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig { index_interval_bytes: 100, ..LogConfig::default() };
+    let cfg = LogConfig {
+        index_interval_bytes: 100,
+        ..LogConfig::default()
+    };
     let log = open(dir.path(), cfg.clone(), true);
     for i in 0..50 {
         log.append(&mut batch(1, i, 100), 0, 0).unwrap();
@@ -135,7 +169,11 @@ fn missing_or_garbage_index_is_rebuilt() {
     log.close().unwrap();
     drop(log);
     std::fs::remove_file(dir.path().join("00000000000000000000.index")).unwrap();
-    std::fs::write(dir.path().join("00000000000000000000.timeindex"), b"garbage").unwrap();
+    std::fs::write(
+        dir.path().join("00000000000000000000.timeindex"),
+        b"garbage",
+    )
+    .unwrap();
     let log = open(dir.path(), cfg, true);
     assert_eq!(log.offsets().log_end_offset, 50);
     let r = log.read(37, 1, true).unwrap();
@@ -148,7 +186,11 @@ fn missing_or_garbage_index_is_rebuilt() {
 #[test]
 fn timestamps_lookup() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig { index_interval_bytes: 1, segment_bytes: 2000, ..LogConfig::default() };
+    let cfg = LogConfig {
+        index_interval_bytes: 1,
+        segment_bytes: 2000,
+        ..LogConfig::default()
+    };
     let log = open(dir.path(), cfg, true);
     for i in 0..20 {
         log.append(&mut batch(1, 1000 + i * 10, 200), 0, 0).unwrap();
@@ -163,7 +205,12 @@ fn timestamps_lookup() {
 #[test]
 fn retention_by_time_and_size_and_delete_records() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig { segment_bytes: 2500, retention_ms: 1000, retention_bytes: -1, ..LogConfig::default() };
+    let cfg = LogConfig {
+        segment_bytes: 2500,
+        retention_ms: 1000,
+        retention_bytes: -1,
+        ..LogConfig::default()
+    };
     let log = open(dir.path(), cfg.clone(), true);
     for i in 0..10 {
         log.append(&mut batch(1, i * 100, 1000), 0, 0).unwrap();
@@ -174,7 +221,10 @@ fn retention_by_time_and_size_and_delete_records() {
     let deleted = log.enforce_retention(1450).unwrap();
     assert_eq!(deleted, 2);
     assert_eq!(log.offsets().log_start_offset, 4);
-    assert!(matches!(log.read(0, 100, true), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(0, 100, true),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
     // Everything expired: the active segment is rolled and deleted too.
     log.enforce_retention(100_000).unwrap();
     assert_eq!(log.offsets().log_start_offset, 10);
@@ -182,18 +232,31 @@ fn retention_by_time_and_size_and_delete_records() {
     assert_eq!(log.segment_count(), 1);
 
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig { segment_bytes: 2500, retention_ms: -1, retention_bytes: 3000, ..LogConfig::default() };
+    let cfg = LogConfig {
+        segment_bytes: 2500,
+        retention_ms: -1,
+        retention_bytes: 3000,
+        ..LogConfig::default()
+    };
     let log = open(dir.path(), cfg, true);
     for _ in 0..10 {
         log.append(&mut batch(1, 0, 1000), 0, 0).unwrap();
     }
     log.enforce_retention(0).unwrap();
-    assert!(log.size_bytes() <= 3000 + 2500, "size retention keeps about retention.bytes");
+    assert!(
+        log.size_bytes() <= 3000 + 2500,
+        "size retention keeps about retention.bytes"
+    );
     assert_eq!(log.offsets().log_start_offset, 6);
 
     assert_eq!(log.delete_records_before(8).unwrap(), 8);
     assert!(log.read(7, 100, true).is_err());
-    assert_eq!(BatchHeader::parse(&log.read(8, 100, true).unwrap().records).unwrap().base_offset, 8);
+    assert_eq!(
+        BatchHeader::parse(&log.read(8, 100, true).unwrap().records)
+            .unwrap()
+            .base_offset,
+        8
+    );
     log.enforce_retention(0).unwrap();
     assert_eq!(log.segment_count(), 1);
     assert!(log.delete_records_before(11).is_err());
@@ -212,7 +275,10 @@ fn flush_reports_durable_offset() {
 #[test]
 fn log_append_time_stamps_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig { log_append_time: true, ..LogConfig::default() };
+    let cfg = LogConfig {
+        log_append_time: true,
+        ..LogConfig::default()
+    };
     let log = open(dir.path(), cfg, true);
     let info = log.append(&mut batch(2, 5, 10), 0, 777).unwrap();
     assert_eq!(info.log_append_time, 777);

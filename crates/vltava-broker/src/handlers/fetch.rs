@@ -1,0 +1,171 @@
+//! Fetch: return stored batches as they are, long-polling until `min_bytes` or `max_wait_ms`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{select_all, FutureExt};
+use vltava_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use vltava_protocol::messages::*;
+use vltava_protocol::ErrorCode;
+use vltava_storage::StorageError;
+
+use super::check_leader_epoch;
+use crate::broker::Broker;
+use crate::partition::Partition;
+
+struct Target {
+    topic: usize,
+    index: i32,
+    partition: Option<Arc<Partition>>,
+    error: Option<ErrorCode>,
+    fetch_offset: i64,
+    max_bytes: usize,
+}
+
+fn partition_data(index: i32) -> PartitionData {
+    let mut d = PartitionData::default();
+    d.partition_index = index;
+    d.high_watermark = -1;
+    d.last_stable_offset = -1;
+    d.log_start_offset = -1;
+    d.records = Some(bytes::Bytes::new());
+    d
+}
+
+/// One pass over every requested partition. Returns the response and its record bytes.
+fn read_all(
+    targets: &[Target],
+    topics: &[FetchableTopicResponse],
+    max_bytes: usize,
+) -> (Vec<FetchableTopicResponse>, usize) {
+    let mut out: Vec<FetchableTopicResponse> = topics.to_vec();
+    let mut total = 0usize;
+    for t in targets {
+        let mut d = partition_data(t.index);
+        if let Some(code) = t.error {
+            d.error_code = code.code();
+        } else if let Some(p) = &t.partition {
+            let budget = t.max_bytes.min(max_bytes.saturating_sub(total));
+            // KIP-74: the first batch is returned even if larger than the limits, so a big
+            // batch never blocks a consumer.
+            match p.log.read(t.fetch_offset, budget, total == 0) {
+                Ok(r) => {
+                    total += r.records.len();
+                    d.high_watermark = r.high_watermark;
+                    d.last_stable_offset = r.high_watermark;
+                    d.log_start_offset = r.log_start_offset;
+                    d.records = Some(r.records);
+                }
+                Err(StorageError::OffsetOutOfRange {
+                    log_start_offset,
+                    log_end_offset,
+                    ..
+                }) => {
+                    d.error_code = ErrorCode::OffsetOutOfRange.code();
+                    d.high_watermark = log_end_offset;
+                    d.last_stable_offset = log_end_offset;
+                    d.log_start_offset = log_start_offset;
+                }
+                Err(e) => {
+                    tracing::warn!(partition = ?p, error = %e, "fetch read failed");
+                    d.error_code = ErrorCode::KafkaStorageError.code();
+                }
+            }
+        }
+        out[t.topic].partitions.push(d);
+    }
+    (out, total)
+}
+
+pub async fn handle(broker: &Arc<Broker>, version: i16, req: FetchRequest) -> FetchResponse {
+    let mut resp = FetchResponse::default();
+    // No fetch sessions: a session id of 0 tells clients to keep sending full fetches.
+    if req.session_id != 0 {
+        resp.error_code = ErrorCode::FetchSessionIdNotFound.code();
+        return resp;
+    }
+    let image = (version >= 13).then(|| broker.controller.image());
+    let mut topics = Vec::new();
+    let mut targets = Vec::new();
+    for ft in &req.topics {
+        let name = match &image {
+            Some(img) => img.topic_by_id(&ft.topic_id).map(|t| t.name.clone()),
+            None => Some(ft.topic.0.to_string()),
+        };
+        let mut tr = FetchableTopicResponse::default();
+        tr.topic = if version >= 13 {
+            Default::default()
+        } else {
+            ft.topic.clone()
+        };
+        tr.topic_id = ft.topic_id;
+        let ti = topics.len();
+        topics.push(tr);
+        for fp in &ft.partitions {
+            let partition = name
+                .as_deref()
+                .and_then(|n| broker.partitions.get(n, fp.partition));
+            let error = match (&name, &partition) {
+                (None, _) => Some(ErrorCode::UnknownTopicId),
+                (Some(_), None) => Some(ErrorCode::UnknownTopicOrPartition),
+                (Some(_), Some(p)) => check_leader_epoch(fp.current_leader_epoch, p.leader_epoch),
+            };
+            targets.push(Target {
+                topic: ti,
+                index: fp.partition,
+                partition,
+                error,
+                fetch_offset: fp.fetch_offset,
+                max_bytes: fp.partition_max_bytes.max(0) as usize,
+            });
+        }
+    }
+    let max_bytes = if version >= 3 {
+        req.max_bytes.max(0) as usize
+    } else {
+        usize::MAX
+    };
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let mut watches: Vec<_> = targets
+        .iter()
+        .filter_map(|t| t.partition.as_ref().map(|p| p.subscribe_appends()))
+        .collect();
+    loop {
+        for w in &mut watches {
+            w.borrow_and_update();
+        }
+        let (out, total) = read_all(&targets, &topics, max_bytes);
+        let has_error = targets.iter().any(|t| t.error.is_some())
+            || out
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .any(|p| p.error_code != 0);
+        if min_bytes == 0
+            || total >= min_bytes
+            || has_error
+            || watches.is_empty()
+            || broker.is_shutting_down()
+        {
+            resp.responses = out;
+            return resp;
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            resp.responses = out;
+            return resp;
+        }
+        let changed = select_all(watches.iter_mut().map(|w| w.changed().boxed()));
+        let woke = tokio::select! {
+            (r, _, _) = changed => r.is_ok(),
+            () = tokio::time::sleep(remaining) => true,
+        };
+        if !woke {
+            // A partition went away (topic deleted): answer with what there is.
+            let (out, _) = read_all(&targets, &topics, max_bytes);
+            resp.responses = out;
+            return resp;
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Metadata, DescribeCluster, DescribeTopicPartitions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use vltava_metadata::{validate_topic_name, TopicImage};
+use vltava_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use vltava_protocol::messages::describe_topic_partitions_response::{
+    Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
+use vltava_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use vltava_protocol::messages::*;
+use vltava_protocol::ErrorCode;
+
+use super::{sb, tn};
+use crate::broker::Broker;
+
+fn ids(v: &[i32]) -> Vec<BrokerId> {
+    v.iter().map(|i| BrokerId(*i)).collect()
+}
+
+fn topic_entry(t: &TopicImage) -> MetadataResponseTopic {
+    let mut r = MetadataResponseTopic::default();
+    r.name = Some(tn(&t.name));
+    r.topic_id = t.topic_id;
+    r.is_internal = t.name.starts_with("__");
+    r.partitions = t
+        .partitions
+        .values()
+        .map(|p| {
+            let mut mp = MetadataResponsePartition::default();
+            mp.partition_index = p.partition_id;
+            mp.leader_id = BrokerId(p.leader);
+            mp.leader_epoch = p.leader_epoch;
+            mp.replica_nodes = ids(&p.replicas);
+            mp.isr_nodes = ids(&p.isr);
+            mp
+        })
+        .collect();
+    r
+}
+
+fn error_topic(name: Option<String>, id: uuid::Uuid, code: ErrorCode) -> MetadataResponseTopic {
+    let mut r = MetadataResponseTopic::default();
+    r.name = name.map(tn);
+    r.topic_id = id;
+    r.error_code = code.code();
+    r
+}
+
+pub fn metadata(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> MetadataResponse {
+    let mut image = broker.controller.image();
+    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    let requested = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(t),
+    };
+    let allow_auto =
+        (version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics();
+    let topics = match requested {
+        None => image.topics.values().map(topic_entry).collect(),
+        Some(list) => {
+            let mut out = Vec::new();
+            for t in list {
+                let Some(name) = t.name.as_ref().map(|n| n.0.to_string()) else {
+                    out.push(match image.topic_by_id(&t.topic_id) {
+                        Some(ti) => topic_entry(ti),
+                        None => error_topic(None, t.topic_id, ErrorCode::UnknownTopicId),
+                    });
+                    continue;
+                };
+                if let Some(ti) = image.topic(&name) {
+                    out.push(topic_entry(ti));
+                    continue;
+                }
+                if validate_topic_name(&name).is_err() {
+                    out.push(error_topic(
+                        Some(name),
+                        t.topic_id,
+                        ErrorCode::InvalidTopicException,
+                    ));
+                    continue;
+                }
+                if !allow_auto {
+                    out.push(error_topic(
+                        Some(name),
+                        t.topic_id,
+                        ErrorCode::UnknownTopicOrPartition,
+                    ));
+                    continue;
+                }
+                let created = super::topics::create_topic(
+                    broker,
+                    &name,
+                    broker.config.num_partitions(),
+                    broker.config.default_replication_factor(),
+                    &BTreeMap::new(),
+                    false,
+                );
+                image = broker.controller.image();
+                match (created, image.topic(&name)) {
+                    (_, Some(ti)) => out.push(topic_entry(ti)),
+                    (Err(e), None) => out.push(error_topic(Some(name), t.topic_id, e.code)),
+                    (Ok(_), None) => out.push(error_topic(
+                        Some(name),
+                        t.topic_id,
+                        ErrorCode::LeaderNotAvailable,
+                    )),
+                }
+            }
+            out
+        }
+    };
+    let mut b = MetadataResponseBroker::default();
+    b.node_id = BrokerId(broker.config.node_id);
+    b.host = sb(&broker.advertised.0);
+    b.port = i32::from(broker.advertised.1);
+    let mut resp = MetadataResponse::default();
+    resp.brokers = vec![b];
+    resp.cluster_id = Some(sb(&broker.cluster_id));
+    resp.controller_id = BrokerId(broker.config.node_id);
+    resp.topics = topics;
+    resp
+}
+
+pub fn describe_cluster(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let mut resp = DescribeClusterResponse::default();
+    if version >= 1 && req.endpoint_type != 1 {
+        resp.error_code = ErrorCode::UnsupportedEndpointType.code();
+        resp.error_message = Some(sb("only broker endpoints (type 1) are served by brokers"));
+        resp.endpoint_type = req.endpoint_type;
+        return resp;
+    }
+    let mut b = DescribeClusterBroker::default();
+    b.broker_id = BrokerId(broker.config.node_id);
+    b.host = sb(&broker.advertised.0);
+    b.port = i32::from(broker.advertised.1);
+    resp.endpoint_type = 1;
+    resp.cluster_id = sb(&broker.cluster_id);
+    resp.controller_id = BrokerId(broker.config.node_id);
+    resp.brokers = vec![b];
+    resp
+}
+
+pub fn describe_topic_partitions(
+    broker: &Arc<Broker>,
+    req: DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
+    let image = broker.controller.image();
+    let mut names: Vec<String> = if req.topics.is_empty() {
+        image.topics.keys().cloned().collect()
+    } else {
+        req.topics.iter().map(|t| t.name.0.to_string()).collect()
+    };
+    names.sort();
+    names.dedup();
+    let (start_topic, start_partition) = match &req.cursor {
+        Some(c) => (c.topic_name.0.to_string(), c.partition_index),
+        None => (String::new(), 0),
+    };
+    let mut budget = req.response_partition_limit.max(1) as usize;
+    let mut topics = Vec::new();
+    let mut next_cursor = None;
+    for name in names.into_iter().filter(|n| *n >= start_topic) {
+        let mut t = DescribeTopicPartitionsResponseTopic::default();
+        t.name = Some(tn(&name));
+        let Some(ti) = image.topic(&name) else {
+            t.error_code = ErrorCode::UnknownTopicOrPartition.code();
+            topics.push(t);
+            continue;
+        };
+        t.topic_id = ti.topic_id;
+        t.is_internal = name.starts_with("__");
+        let first = if name == start_topic {
+            start_partition
+        } else {
+            0
+        };
+        for p in ti.partitions.range(first..).map(|(_, p)| p) {
+            if budget == 0 {
+                let mut c = Cursor::default();
+                c.topic_name = tn(&name);
+                c.partition_index = p.partition_id;
+                next_cursor = Some(c);
+                break;
+            }
+            budget -= 1;
+            let mut rp = DescribeTopicPartitionsResponsePartition::default();
+            rp.partition_index = p.partition_id;
+            rp.leader_id = BrokerId(p.leader);
+            rp.leader_epoch = p.leader_epoch;
+            rp.replica_nodes = ids(&p.replicas);
+            rp.isr_nodes = ids(&p.isr);
+            rp.eligible_leader_replicas = Some(Vec::new());
+            rp.last_known_elr = Some(Vec::new());
+            t.partitions.push(rp);
+        }
+        topics.push(t);
+        if next_cursor.is_some() {
+            break;
+        }
+    }
+    DescribeTopicPartitionsResponse::default()
+        .with_topics(topics)
+        .with_next_cursor(next_cursor)
+}

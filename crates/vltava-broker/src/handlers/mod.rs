@@ -1,0 +1,79 @@
+//! One module per group of APIs. Each handler maps a decoded request to a response; Kafka
+//! error codes are chosen here and nowhere deeper.
+
+pub mod api_versions;
+pub mod configs;
+pub mod fetch;
+pub mod metadata;
+pub mod offsets;
+pub mod produce;
+pub mod topics;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use vltava_protocol::messages::TopicName;
+use vltava_protocol::{ErrorCode, Header, Request, Response, StrBytes};
+
+use crate::broker::Broker;
+
+/// Starts handling a request. Work that must happen in arrival order (appends) is done before
+/// this returns; the future finishes the answer (`None`: no answer, as for acks=0).
+pub fn dispatch(
+    broker: &Arc<Broker>,
+    header: &Header,
+    request: Request,
+) -> BoxFuture<'static, Option<Response>> {
+    let v = header.api_version;
+    let ready =
+        |r: Response| -> BoxFuture<'static, Option<Response>> { Box::pin(async move { Some(r) }) };
+    match request {
+        Request::Produce(r) => produce::handle(broker, v, r),
+        Request::Fetch(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move { Some(fetch::handle(&b, v, r).await.into()) })
+        }
+        Request::ApiVersions(_) => ready(api_versions::handle().into()),
+        Request::Metadata(r) => ready(metadata::metadata(broker, v, r).into()),
+        Request::DescribeCluster(r) => ready(metadata::describe_cluster(broker, v, r).into()),
+        Request::DescribeTopicPartitions(r) => {
+            ready(metadata::describe_topic_partitions(broker, r).into())
+        }
+        Request::CreateTopics(r) => ready(topics::create_topics(broker, v, r).into()),
+        Request::DeleteTopics(r) => ready(topics::delete_topics(broker, v, r).into()),
+        Request::CreatePartitions(r) => ready(topics::create_partitions(broker, r).into()),
+        Request::DescribeConfigs(r) => ready(configs::describe_configs(broker, v, r).into()),
+        Request::AlterConfigs(r) => ready(configs::alter_configs(broker, r).into()),
+        Request::IncrementalAlterConfigs(r) => {
+            ready(configs::incremental_alter_configs(broker, r).into())
+        }
+        Request::ListOffsets(r) => ready(offsets::list_offsets(broker, v, r).into()),
+        Request::OffsetForLeaderEpoch(r) => {
+            ready(offsets::offset_for_leader_epoch(broker, r).into())
+        }
+        Request::DescribeLogDirs(r) => ready(offsets::describe_log_dirs(broker, r).into()),
+        Request::DeleteRecords(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move { Some(offsets::delete_records(b, r).await.into()) })
+        }
+    }
+}
+
+pub(crate) fn sb(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+pub(crate) fn tn(s: impl Into<String>) -> TopicName {
+    TopicName(sb(s))
+}
+
+/// Kafka's check of a client's `current_leader_epoch` (-1 = not given).
+pub(crate) fn check_leader_epoch(requested: i32, current: i32) -> Option<ErrorCode> {
+    if requested < 0 || requested == current {
+        None
+    } else if requested > current {
+        Some(ErrorCode::UnknownLeaderEpoch)
+    } else {
+        Some(ErrorCode::FencedLeaderEpoch)
+    }
+}

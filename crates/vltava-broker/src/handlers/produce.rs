@@ -1,0 +1,194 @@
+//! Produce: validate batch headers and CRCs, append as received, answer by `acks`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{join_all, BoxFuture};
+use vltava_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use vltava_protocol::messages::*;
+use vltava_protocol::{ErrorCode, Response};
+use vltava_record::RecordError;
+use vltava_storage::StorageError;
+
+use super::{sb, tn};
+use crate::broker::{now_ms, Broker};
+use crate::partition::Partition;
+
+fn record_error_code(e: &RecordError) -> ErrorCode {
+    match e {
+        RecordError::UnsupportedMagic { .. } => ErrorCode::UnsupportedForMessageFormat,
+        RecordError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+        RecordError::CrcMismatch { .. }
+        | RecordError::Truncated { .. }
+        | RecordError::InvalidLength { .. }
+        | RecordError::InvalidRecordCount { .. }
+        | RecordError::Empty => ErrorCode::CorruptMessage,
+    }
+}
+
+fn storage_error_code(e: &StorageError) -> ErrorCode {
+    match e {
+        StorageError::Corrupt { .. } => ErrorCode::CorruptMessage,
+        _ => ErrorCode::KafkaStorageError,
+    }
+}
+
+fn partition_error(
+    index: i32,
+    code: ErrorCode,
+    message: Option<String>,
+) -> PartitionProduceResponse {
+    let mut r = PartitionProduceResponse::default();
+    r.index = index;
+    r.error_code = code.code();
+    r.base_offset = -1;
+    r.log_append_time_ms = -1;
+    r.log_start_offset = -1;
+    r.error_message = message.map(sb);
+    r
+}
+
+/// Appends one partition's payload. Returns the response entry and, when the answer must wait
+/// for an fsync, the partition and the offset that must become durable.
+fn append_one(
+    p: &Arc<Partition>,
+    index: i32,
+    records: Option<bytes::Bytes>,
+    acks: i16,
+) -> (PartitionProduceResponse, Option<(Arc<Partition>, i64)>) {
+    let Some(records) = records.filter(|r| !r.is_empty()) else {
+        return (
+            partition_error(
+                index,
+                ErrorCode::CorruptMessage,
+                Some("produce request has no record batches".into()),
+            ),
+            None,
+        );
+    };
+    let settings = p.settings();
+    if let Err(e) = vltava_record::validate(&records, settings.log.max_message_bytes) {
+        tracing::debug!(partition = ?p, error = %e, "rejected produce payload");
+        return (
+            partition_error(index, record_error_code(&e), Some(e.to_string())),
+            None,
+        );
+    }
+    // The one copy on the produce path: the request buffer is shared, the log needs the batch
+    // with its offsets rewritten.
+    let mut buf = records.to_vec();
+    let info = match p.log.append(&mut buf, p.leader_epoch, now_ms()) {
+        Ok(i) => i,
+        Err(e) => {
+            return (
+                partition_error(index, storage_error_code(&e), Some(e.to_string())),
+                None,
+            )
+        }
+    };
+    let end = info.last_offset + 1;
+    p.notify_appended(end);
+    let wait = match settings.flush_messages {
+        // Kafka's flush.messages: fsync once that many messages are unflushed, whatever acks.
+        Some(n) => (end - p.log.offsets().flushed_offset >= n).then_some(end),
+        // Default: acks=all answers only once its data is fsynced (group commit).
+        None if settings.flush_ms.is_none() && acks == -1 => Some(end),
+        None => None,
+    };
+    if wait.is_some() {
+        // Ask now rather than when the future is first polled, so that requests queued behind
+        // this one on the connection share the same fsync.
+        p.request_flush();
+    }
+    let mut r = PartitionProduceResponse::default();
+    r.index = index;
+    r.base_offset = info.base_offset;
+    r.log_append_time_ms = info.log_append_time;
+    r.log_start_offset = info.log_start_offset;
+    (r, wait.map(|w| (Arc::clone(p), w)))
+}
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: ProduceRequest,
+) -> BoxFuture<'static, Option<Response>> {
+    let acks = req.acks;
+    let valid_acks = matches!(acks, -1 | 0 | 1);
+    let image = (version >= 13).then(|| broker.controller.image());
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    let mut waits = Vec::new();
+    for (ti, topic) in req.topic_data.into_iter().enumerate() {
+        let name = match &image {
+            Some(img) => img.topic_by_id(&topic.topic_id).map(|t| t.name.clone()),
+            None => Some(topic.name.0.to_string()),
+        };
+        let mut tr = TopicProduceResponse::default();
+        tr.name = topic.name.clone();
+        tr.topic_id = topic.topic_id;
+        for pd in topic.partition_data {
+            let entry = if !valid_acks {
+                partition_error(pd.index, ErrorCode::InvalidRequiredAcks, None)
+            } else if req.transactional_id.is_some() {
+                partition_error(
+                    pd.index,
+                    ErrorCode::TransactionalIdAuthorizationFailed,
+                    Some("transactions are not supported yet".into()),
+                )
+            } else {
+                match name
+                    .as_deref()
+                    .and_then(|n| broker.partitions.get(n, pd.index))
+                {
+                    None => {
+                        let code = if name.is_none() {
+                            ErrorCode::UnknownTopicId
+                        } else {
+                            ErrorCode::UnknownTopicOrPartition
+                        };
+                        partition_error(pd.index, code, None)
+                    }
+                    Some(p) => {
+                        let (r, wait) = append_one(&p, pd.index, pd.records, acks);
+                        if let Some((p, end)) = wait {
+                            waits.push((ti, tr.partition_responses.len(), p, end));
+                        }
+                        r
+                    }
+                }
+            };
+            tr.partition_responses.push(entry);
+        }
+        if version < 13 {
+            tr.name = topic.name;
+        } else if let Some(n) = name {
+            tr.name = tn(n);
+        }
+        responses.push(tr);
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    Box::pin(async move {
+        if !waits.is_empty() {
+            let results = tokio::time::timeout(
+                timeout.max(Duration::from_millis(1)),
+                join_all(waits.iter().map(|(_, _, p, end)| p.wait_durable(*end))),
+            )
+            .await;
+            for (i, (ti, pi, _, _)) in waits.iter().enumerate() {
+                let failure = match &results {
+                    Err(_) => Some(ErrorCode::RequestTimedOut),
+                    Ok(r) => r[i].as_ref().err().map(storage_error_code),
+                };
+                if let Some(code) = failure {
+                    let e = &mut responses[*ti].partition_responses[*pi];
+                    e.error_code = code.code();
+                    e.base_offset = -1;
+                }
+            }
+        }
+        if acks == 0 {
+            return None;
+        }
+        Some(ProduceResponse::default().with_responses(responses).into())
+    })
+}
