@@ -195,7 +195,9 @@ mod tests {
     fn create_topic_validation() {
         let mut img = MetadataImage::default();
         let none = BTreeMap::new();
-        let err = |r: Result<_, OpError>| r.err().map(|e| e.code);
+        fn err<T>(r: Result<T, OpError>) -> Option<ErrorCode> {
+            r.err().map(|e| e.code)
+        }
         assert_eq!(
             err(create_topic_records(&img, 1, "bad name", 1, 1, &none)),
             Some(ErrorCode::InvalidTopicException)

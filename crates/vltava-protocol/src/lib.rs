@@ -6,7 +6,7 @@
 //! the broker hands in frame bytes and gets typed requests back.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use proto_kafka::protocol::{Decodable, Encodable};
+pub use proto_kafka::protocol::{Decodable, Encodable};
 use thiserror::Error;
 
 pub use proto_kafka::messages;

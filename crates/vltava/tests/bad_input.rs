@@ -1,0 +1,296 @@
+//! Bad input gets Kafka's answer, and the broker keeps serving everyone else.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use common::*;
+use vltava_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use vltava_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use vltava_protocol::messages::metadata_request::MetadataRequestTopic;
+use vltava_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use vltava_protocol::messages::*;
+use vltava_protocol::{ApiKey, ErrorCode, StrBytes};
+use vltava_record::build_batch;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn create(c: &mut RawClient, name: &str, configs: &[(&str, &str)]) -> CreateTopicsResponse {
+    let mut t = CreatableTopic::default();
+    t.name = TopicName(s(name));
+    t.num_partitions = 1;
+    t.replication_factor = 1;
+    t.configs = configs
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(s(k))
+                .with_value(Some(s(v)))
+        })
+        .collect();
+    c.call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![t])
+            .with_timeout_ms(5000),
+    )
+}
+
+fn produce(c: &mut RawClient, topic: &str, records: Vec<u8>) -> i16 {
+    let pd = PartitionProduceData::default()
+        .with_index(0)
+        .with_records(Some(Bytes::from(records)));
+    let td = TopicProduceData::default()
+        .with_name(TopicName(s(topic)))
+        .with_partition_data(vec![pd]);
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![td]);
+    let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
+    resp.responses[0].partition_responses[0].error_code
+}
+
+fn assert_serving(addr: SocketAddr) {
+    let mut c = RawClient::connect(addr);
+    let resp: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(resp.error_code, 0);
+}
+
+fn valid_batch(value_len: usize) -> Vec<u8> {
+    let v = vec![b'v'; value_len];
+    build_batch(0, &[(Some(b"k"), Some(&v), 1)])
+}
+
+#[test]
+fn produce_payload_errors_get_kafka_codes() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[("message.max.bytes", "3000")]);
+    let mut c = RawClient::connect(broker.local_addr);
+    assert_eq!(create(&mut c, "t", &[]).topics[0].error_code, 0);
+    assert_eq!(
+        create(&mut c, "small", &[("max.message.bytes", "500")]).topics[0].error_code,
+        0
+    );
+
+    assert_eq!(produce(&mut c, "t", valid_batch(10)), 0);
+    let mut corrupt = valid_batch(10);
+    let n = corrupt.len();
+    corrupt[n - 3] ^= 0x55;
+    assert_eq!(
+        produce(&mut c, "t", corrupt),
+        ErrorCode::CorruptMessage.code()
+    );
+    assert_eq!(
+        produce(&mut c, "t", valid_batch(4000)),
+        ErrorCode::MessageTooLarge.code(),
+        "broker message.max.bytes"
+    );
+    assert_eq!(
+        produce(&mut c, "small", valid_batch(1000)),
+        ErrorCode::MessageTooLarge.code(),
+        "topic max.message.bytes"
+    );
+    assert_eq!(produce(&mut c, "small", valid_batch(10)), 0);
+    let mut old = valid_batch(10);
+    old[16] = 1;
+    assert_eq!(
+        produce(&mut c, "t", old),
+        ErrorCode::UnsupportedForMessageFormat.code()
+    );
+    assert_eq!(
+        produce(&mut c, "t", valid_batch(10)[..40].to_vec()),
+        ErrorCode::CorruptMessage.code()
+    );
+    assert_eq!(
+        produce(&mut c, "nope", valid_batch(10)),
+        ErrorCode::UnknownTopicOrPartition.code()
+    );
+
+    // Nothing rejected reached the log: two good batches, offsets 0 and 1.
+    let p = broker.broker.partitions.get("t", 0).unwrap();
+    assert_eq!(p.log.offsets().log_end_offset, 1);
+    assert_serving(broker.local_addr);
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn topic_and_config_errors() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[("auto.create.topics.enable", "false")]);
+    let mut c = RawClient::connect(broker.local_addr);
+    for bad in ["bad name", "..", ".", &"x".repeat(250), "ü"] {
+        assert_eq!(
+            create(&mut c, bad, &[]).topics[0].error_code,
+            ErrorCode::InvalidTopicException.code(),
+            "{bad:?}"
+        );
+    }
+    let r = create(&mut c, "cfg", &[("retention.ms", "soon")]);
+    assert_eq!(r.topics[0].error_code, ErrorCode::InvalidConfig.code());
+    assert!(r.topics[0]
+        .error_message
+        .as_ref()
+        .unwrap()
+        .contains("retention.ms"));
+    assert_eq!(
+        create(&mut c, "cfg", &[("retention.ms", "1000")]).topics[0].error_code,
+        0
+    );
+    assert_eq!(
+        create(&mut c, "cfg", &[]).topics[0].error_code,
+        ErrorCode::TopicAlreadyExists.code()
+    );
+
+    let alter = |c: &mut RawClient, key: &str, value: &str| -> i16 {
+        let cfg = AlterableConfig::default()
+            .with_name(s(key))
+            .with_config_operation(0)
+            .with_value(Some(s(value)));
+        let res = AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s("cfg"))
+            .with_configs(vec![cfg]);
+        let resp: IncrementalAlterConfigsResponse = c.call(
+            ApiKey::IncrementalAlterConfigs,
+            1,
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![res]),
+        );
+        resp.responses[0].error_code
+    };
+    assert_eq!(
+        alter(&mut c, "cleanup.policy", "shred"),
+        ErrorCode::InvalidConfig.code()
+    );
+    assert_eq!(
+        alter(&mut c, "no.such.config", "1"),
+        ErrorCode::InvalidConfig.code()
+    );
+    assert_eq!(alter(&mut c, "retention.ms", "5000"), 0);
+
+    let md = |c: &mut RawClient, name: &str| -> i16 {
+        let t = MetadataRequestTopic::default().with_name(Some(TopicName(s(name))));
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![t]))
+            .with_allow_auto_topic_creation(true);
+        let resp: MetadataResponse = c.call(ApiKey::Metadata, 12, &req);
+        resp.topics[0].error_code
+    };
+    assert_eq!(
+        md(&mut c, "unknown"),
+        ErrorCode::UnknownTopicOrPartition.code(),
+        "auto-create is off"
+    );
+    assert_eq!(
+        md(&mut c, "bad/name"),
+        ErrorCode::InvalidTopicException.code()
+    );
+    assert_eq!(md(&mut c, "cfg"), 0);
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn hostile_frames_close_only_their_connection() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[("socket.request.max.bytes", "100000")]);
+    let addr = broker.local_addr;
+    // A long-lived client that must keep working throughout.
+    let mut bystander = RawClient::connect(addr);
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "frame over socket.request.max.bytes",
+            200_000i32.to_be_bytes().to_vec(),
+        ),
+        ("negative frame size", (-5i32).to_be_bytes().to_vec()),
+        ("metadata v4 body claiming a 0x210a0a0a-entry array", {
+            let mut b = vec![0, 3, 0, 4, 0, 0, 0, 1, 0xff, 0xff, 0x21, 0x0a, 0x0a, 0x0a];
+            let len = (b.len() as i32).to_be_bytes();
+            b.splice(0..0, len);
+            b
+        }),
+        ("header too short", vec![0, 0, 0, 3, 0, 18, 0]),
+        (
+            "unknown api key",
+            vec![0, 0, 0, 10, 0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xff],
+        ),
+        ("garbled produce body", {
+            let mut b = vec![0, 0, 0, 40, 0, 0, 0, 9, 0, 0, 0, 7, 0xff, 0xff];
+            b.extend((0..30).map(|i| (i * 37 % 251) as u8));
+            b
+        }),
+    ];
+    for (what, bytes) in cases {
+        let mut c = RawClient::connect(addr);
+        c.stream.write_all(&bytes).unwrap();
+        assert!(
+            c.read_frame().is_none() && c.is_closed(),
+            "{what}: connection should be closed"
+        );
+        let _: ApiVersionsResponse =
+            bystander.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    }
+    assert_serving(addr);
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn api_versions_too_new_gets_v0_answer() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let mut c = RawClient::connect(broker.local_addr);
+    // ApiVersions v99 with a v2 header: key, version, correlation id, null client id, no tags.
+    c.send_raw(&[0, 0, 0, 11, 0, 18, 0, 99, 0, 0, 0, 42, 0xff, 0xff, 0]);
+    let body = c.read_frame().unwrap();
+    let (corr, resp): (i32, ApiVersionsResponse) =
+        vltava_protocol::decode_response(ApiKey::ApiVersions, 0, body).unwrap();
+    assert_eq!(corr, 42);
+    assert_eq!(resp.error_code, ErrorCode::UnsupportedVersion.code());
+    assert!(resp
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::Produce as i16));
+    // Exactly the implemented APIs are advertised.
+    assert_eq!(resp.api_keys.len(), vltava_protocol::supported_apis().len());
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn compressed_bomb_is_stored_without_expansion() {
+    use flate2::write::GzEncoder;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let mut c = RawClient::connect(broker.local_addr);
+    create(&mut c, "bomb", &[]);
+    // 64 MiB of zeros gzip to ~64 KiB. The broker validates headers and CRCs only and never
+    // inflates a batch, so a bomb costs it no memory.
+    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let payload = gz.finish().unwrap();
+    let mut batch = build_batch(0, &[(None, Some(&payload), 1)]);
+    // Mark the batch gzip-compressed (attributes at byte 21) and fix the CRC.
+    batch[22] |= 1;
+    let crc = vltava_record::compute_crc(&batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(produce(&mut c, "bomb", batch.clone()), 0);
+    let p = broker.broker.partitions.get("bomb", 0).unwrap();
+    let stored = p.log.read(0, 1 << 20, true).unwrap().records;
+    assert_eq!(stored.len(), batch.len(), "stored as received");
+    assert_serving(broker.local_addr);
+    rt.block_on(broker.shutdown());
+}

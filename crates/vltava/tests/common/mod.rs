@@ -1,0 +1,165 @@
+//! Shared helpers for end-to-end tests: brokers in-process or as `vltava` processes on
+//! ephemeral 127.0.0.1 ports, a raw protocol client, and rdkafka clients.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::config::ClientConfig;
+use vltava_broker::{BrokerConfig, BrokerHandle};
+use vltava_protocol::{decode_response, encode_request, ApiKey};
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Starts a broker inside this process on an ephemeral port.
+pub fn start_broker(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    extra: &[(&str, &str)],
+) -> BrokerHandle {
+    let mut props: BTreeMap<String, String> = [
+        ("listeners", "PLAINTEXT://127.0.0.1:0"),
+        ("log.dirs", dir.to_str().unwrap()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        props.insert(k.to_string(), v.to_string());
+    }
+    let config = BrokerConfig::from_props(props).unwrap();
+    rt.block_on(vltava_broker::start(config)).unwrap()
+}
+
+/// A `vltava broker` child process.
+pub struct BrokerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl BrokerProcess {
+    pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vltava"));
+        cmd.args([
+            "broker",
+            "--listeners",
+            "PLAINTEXT://127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        for o in extra {
+            cmd.args(["--override", o]);
+        }
+        let mut child = cmd.spawn().expect("spawn vltava");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("vltava: listening on ")
+            .expect("ready line")
+            .parse()
+            .unwrap();
+        Self { child, addr }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn terminate(mut self) {
+        unsafe_sigterm(self.child.id());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "broker exited with {status}");
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client_config(addr: SocketAddr) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", addr.to_string())
+        .set("log_level", "3");
+    c
+}
+
+/// A minimal blocking Kafka client for raw protocol checks.
+pub struct RawClient {
+    pub stream: TcpStream,
+    correlation: i32,
+}
+
+impl RawClient {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Self {
+            stream,
+            correlation: 0,
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads one response frame body; `None` if the broker closed the connection.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).ok()?;
+        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut body).ok()?;
+        Some(Bytes::from(body))
+    }
+
+    pub fn call<Req, Resp>(&mut self, key: ApiKey, version: i16, req: &Req) -> Resp
+    where
+        Req: vltava_protocol::Encodable,
+        Resp: vltava_protocol::Decodable,
+    {
+        self.correlation += 1;
+        let frame = encode_request(key, version, self.correlation, Some("raw-test"), req).unwrap();
+        self.send_raw(&frame);
+        let body = self.read_frame().expect("response");
+        let (corr, resp) = decode_response::<Resp>(key, version, body).unwrap();
+        assert_eq!(corr, self.correlation);
+        resp
+    }
+
+    /// True once the broker has closed this connection.
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
