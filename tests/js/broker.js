@@ -53,7 +53,9 @@ async function startBroker({ overrides = {}, dataDir } = {}) {
   const args = ['broker', '--listeners', 'PLAINTEXT://127.0.0.1:0', '--data-dir', dataDir]
   for (const [k, v] of Object.entries(overrides)) args.push('--override', `${k}=${v}`)
 
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', logFd] })
+  // vltava reads VLTAVA_<KEY> variables as broker config: keep them out.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VLTAVA_')))
+  const child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', logFd] })
   fs.closeSync(logFd)
   running.add(child)
   const exited = new Promise(resolve => child.once('exit', (code, signal) => resolve({ code, signal })))

@@ -80,8 +80,12 @@ class Broker:
         self._log_file = open(self.log_path, "ab")
         self._log_file.write(f"\n=== starting: {' '.join(cmd)}\n".encode())
         self._log_file.flush()
+        # vltava reads VLTAVA_<KEY> variables as broker config: keep the
+        # test's own settings (and a developer's shell) out of the broker.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VLTAVA_")}
         self.proc = subprocess.Popen(
             cmd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log_file,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from broker_process import BrokerFactory
 from e2e_helpers import RDKAFKA_LOGGER, unique_topic, wait_until
 
 
@@ -36,14 +37,21 @@ def topic_error(md: dict, topic: str) -> int:
     return t["error_code"]
 
 
-class TestAutoCreateDisabled:
-    @pytest.fixture(scope="class")
-    def nocreate(self, tmp_path_factory):
-        from broker_process import BrokerFactory
-        factory = BrokerFactory(tmp_path_factory.mktemp("vltava-nocreate"))
-        yield factory.start(overrides={"auto.create.topics.enable": "false"})
-        factory.close()
+@pytest.fixture(scope="module")
+def nocreate(tmp_path_factory):
+    factory = BrokerFactory(tmp_path_factory.mktemp("vltava-nocreate"))
+    yield factory.start(overrides={"auto.create.topics.enable": "false"})
+    factory.close()
 
+
+@pytest.fixture(scope="module")
+def autocreate(tmp_path_factory):
+    factory = BrokerFactory(tmp_path_factory.mktemp("vltava-autocreate"))
+    yield factory.start(overrides={"auto.create.topics.enable": "true", "num.partitions": "3"})
+    factory.close()
+
+
+class TestAutoCreateDisabled:
     def test_metadata_unknown_topic(self, nocreate):
         from kafka.errors import UnknownTopicOrPartitionError
 
@@ -93,6 +101,18 @@ class TestAutoCreateDisabled:
         assert md.topics[topic].error is not None
         assert md.topics[topic].error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)
 
+    def test_override_visible_in_broker_configs(self, nocreate):
+        """--override sets a broker config, so DescribeConfigs(BROKER) reports it."""
+        from confluent_kafka.admin import ConfigResource, ResourceType
+
+        from e2e_helpers import cf_admin
+
+        admin = cf_admin(nocreate.bootstrap)
+        (node,) = admin.describe_cluster(request_timeout=30).result(timeout=60).nodes
+        res = ConfigResource(ResourceType.BROKER, str(node.id))
+        configs = admin.describe_configs([res], request_timeout=30)[res].result(timeout=60)
+        assert configs["auto.create.topics.enable"].value == "false"
+
     def test_explicit_create_still_works(self, nocreate):
         from e2e_helpers import cf_consume, cf_create_topic, cf_produce, make_records, verify_roundtrip
 
@@ -104,13 +124,6 @@ class TestAutoCreateDisabled:
 
 
 class TestAutoCreateEnabled:
-    @pytest.fixture(scope="class")
-    def autocreate(self, tmp_path_factory):
-        from broker_process import BrokerFactory
-        factory = BrokerFactory(tmp_path_factory.mktemp("vltava-autocreate"))
-        yield factory.start(overrides={"auto.create.topics.enable": "true", "num.partitions": "3"})
-        factory.close()
-
     def test_metadata_auto_creates_with_num_partitions(self, autocreate):
         topic = unique_topic("auto-md")
 

@@ -37,7 +37,8 @@ def test_sigterm_restart_keeps_everything(broker_factory):
     from e2e_helpers import cf_admin
     topic = next(iter(topics))
     res = ConfigResource(ResourceType.TOPIC, topic)
-    configs = cf_admin(second.bootstrap).describe_configs([res], request_timeout=30)[res].result(timeout=60)
+    admin = cf_admin(second.bootstrap)  # keep a reference: futures die with their client
+    configs = admin.describe_configs([res], request_timeout=30)[res].result(timeout=60)
     assert configs["retention.ms"].value == "604800000"
 
     # New writes continue the offsets; nothing is reused or lost.
@@ -69,7 +70,8 @@ def test_restart_twice_with_empty_and_deleted_topics(broker_factory):
     cf_create_topic(b.bootstrap, empty, partitions=2)
     cf_create_topic(b.bootstrap, doomed, partitions=1)
     cf_produce(b.bootstrap, doomed, make_records(10, "doomed"))
-    cf_admin(b.bootstrap).delete_topics([doomed], operation_timeout=30)[doomed].result(timeout=60)
+    admin = cf_admin(b.bootstrap)  # keep a reference: futures die with their client
+    admin.delete_topics([doomed], operation_timeout=30)[doomed].result(timeout=60)
 
     for _ in range(2):
         assert b.stop() == 0

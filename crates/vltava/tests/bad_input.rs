@@ -195,6 +195,20 @@ fn topic_and_config_errors() {
         ErrorCode::InvalidTopicException.code()
     );
     assert_eq!(md(&mut c, "cfg"), 0);
+
+    use vltava_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let res = DescribeConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(s("missing"));
+    let resp: DescribeConfigsResponse = c.call(
+        ApiKey::DescribeConfigs,
+        4,
+        &DescribeConfigsRequest::default().with_resources(vec![res]),
+    );
+    assert_eq!(
+        resp.results[0].error_code,
+        ErrorCode::UnknownTopicOrPartition.code()
+    );
     rt.block_on(broker.shutdown());
 }
 
