@@ -387,6 +387,14 @@ impl Segment {
             let base = i64::from_be_bytes(header[0..8].try_into().expect("8 bytes"));
             let len = i32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
             let delta = i32::from_be_bytes(header[23..27].try_into().expect("4 bytes"));
+            if len < (HEADER_LEN - vltava_record::LOG_OVERHEAD) as i32 {
+                // Only a lying index can lead here; refuse rather than read garbage.
+                return Err(StorageError::Corrupt {
+                    path: self.log_path.clone(),
+                    position: pos,
+                    source: RecordError::InvalidLength { length: len },
+                });
+            }
             if base + i64::from(delta) >= offset {
                 return Ok(Some(pos));
             }

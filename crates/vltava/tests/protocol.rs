@@ -1,0 +1,183 @@
+//! Wire-level behaviour: pipelining order, long-poll wake-up, fetch errors, topic ids.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use vltava_protocol::messages::create_topics_request::CreatableTopic;
+use vltava_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use vltava_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use vltava_protocol::messages::*;
+use vltava_protocol::{decode_response, encode_request, ApiKey, ErrorCode, StrBytes};
+use vltava_record::{build_batch, Batches};
+
+fn topic(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn create(c: &mut RawClient, name: &str) -> CreateTopicsResponse {
+    let mut t = CreatableTopic::default();
+    t.name = topic(name);
+    t.num_partitions = 1;
+    t.replication_factor = 1;
+    c.call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default().with_topics(vec![t]),
+    )
+}
+
+fn produce_req(name: &str, value: &[u8], acks: i16) -> ProduceRequest {
+    let batch = build_batch(0, &[(None, Some(value), 5)]);
+    let pd = PartitionProduceData::default()
+        .with_index(0)
+        .with_records(Some(Bytes::from(batch)));
+    let td = TopicProduceData::default()
+        .with_name(topic(name))
+        .with_partition_data(vec![pd]);
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![td])
+}
+
+fn fetch_req(t: FetchTopic, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    let fp = FetchPartition::default()
+        .with_partition(0)
+        .with_fetch_offset(offset)
+        .with_partition_max_bytes(1 << 20);
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![t.with_partitions(vec![fp])])
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let mut c = RawClient::connect(broker.local_addr);
+    create(&mut c, "pipe");
+    // 50 produces and metadata requests in one write; answers must come back in order.
+    let mut wire = Vec::new();
+    for i in 0..50 {
+        let frame = if i % 5 == 4 {
+            encode_request(ApiKey::Metadata, 12, i, None, &MetadataRequest::default()).unwrap()
+        } else {
+            encode_request(
+                ApiKey::Produce,
+                9,
+                i,
+                None,
+                &produce_req("pipe", format!("v{i}").as_bytes(), -1),
+            )
+            .unwrap()
+        };
+        wire.extend_from_slice(&frame);
+    }
+    c.send_raw(&wire);
+    let mut expected_offset = 0;
+    for i in 0..50 {
+        let body = c.read_frame().unwrap();
+        if i % 5 == 4 {
+            let (corr, _): (i32, MetadataResponse) =
+                decode_response(ApiKey::Metadata, 12, body).unwrap();
+            assert_eq!(corr, i);
+        } else {
+            let (corr, r): (i32, ProduceResponse) =
+                decode_response(ApiKey::Produce, 9, body).unwrap();
+            assert_eq!(corr, i);
+            assert_eq!(
+                r.responses[0].partition_responses[0].base_offset,
+                expected_offset
+            );
+            expected_offset += 1;
+        }
+    }
+    // acks=0 gets no answer, but its record is appended before the next request runs.
+    let f = encode_request(
+        ApiKey::Produce,
+        9,
+        100,
+        None,
+        &produce_req("pipe", b"silent", 0),
+    )
+    .unwrap();
+    c.send_raw(&f);
+    let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_req("pipe", b"loud", 1));
+    assert_eq!(
+        resp.responses[0].partition_responses[0].base_offset,
+        expected_offset + 1
+    );
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn fetch_long_poll_wakes_on_new_data() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let addr = broker.local_addr;
+    let mut c = RawClient::connect(addr);
+    let topic_id = create(&mut c, "poll").topics[0].topic_id;
+    let producer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut p = RawClient::connect(addr);
+        let _: ProduceResponse = p.call(ApiKey::Produce, 9, &produce_req("poll", b"wake", 1));
+    });
+    let started = Instant::now();
+    // v16 addresses the topic by id.
+    let resp: FetchResponse = c.call(
+        ApiKey::Fetch,
+        16,
+        &fetch_req(FetchTopic::default().with_topic_id(topic_id), 0, 30_000),
+    );
+    let waited = started.elapsed();
+    producer.join().unwrap();
+    let part = &resp.responses[0].partitions[0];
+    assert_eq!(part.error_code, 0);
+    assert_eq!(part.high_watermark, 1);
+    let records = part.records.clone().unwrap();
+    assert_eq!(Batches::new(&records).count(), 1);
+    assert!(
+        waited < Duration::from_secs(20),
+        "the fetch was woken by the append, not its 30 s timeout"
+    );
+
+    // Out of range and unknown topics get their error codes.
+    let resp: FetchResponse = c.call(
+        ApiKey::Fetch,
+        12,
+        &fetch_req(FetchTopic::default().with_topic(topic("poll")), 7, 0),
+    );
+    let part = &resp.responses[0].partitions[0];
+    assert_eq!(part.error_code, ErrorCode::OffsetOutOfRange.code());
+    assert_eq!((part.log_start_offset, part.high_watermark), (0, 1));
+    let resp: FetchResponse = c.call(
+        ApiKey::Fetch,
+        12,
+        &fetch_req(FetchTopic::default().with_topic(topic("nope")), 0, 0),
+    );
+    assert_eq!(
+        resp.responses[0].partitions[0].error_code,
+        ErrorCode::UnknownTopicOrPartition.code()
+    );
+    let resp: FetchResponse = c.call(
+        ApiKey::Fetch,
+        16,
+        &fetch_req(
+            FetchTopic::default().with_topic_id(uuid::Uuid::from_u128(1)),
+            0,
+            0,
+        ),
+    );
+    assert_eq!(
+        resp.responses[0].partitions[0].error_code,
+        ErrorCode::UnknownTopicId.code()
+    );
+    rt.block_on(broker.shutdown());
+}
