@@ -323,6 +323,71 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// One record of an uncompressed batch, borrowed from the batch bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub offset_delta: i64,
+    pub timestamp_delta: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+fn read_varint(b: &[u8], pos: &mut usize) -> Result<i64, RecordError> {
+    let mut z: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos).ok_or(RecordError::Truncated { offset: *pos, need: 1, have: 0 })?;
+        *pos += 1;
+        z |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok((z >> 1) as i64 ^ -((z & 1) as i64));
+        }
+    }
+    Err(RecordError::InvalidLength { length: -1 })
+}
+
+fn read_bytes<'a>(b: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, RecordError> {
+    let len = read_varint(b, pos)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    let end = pos.checked_add(len as usize).filter(|e| *e <= b.len()).ok_or(RecordError::Truncated {
+        offset: *pos,
+        need: len as usize,
+        have: b.len() - *pos,
+    })?;
+    let out = &b[*pos..end];
+    *pos = end;
+    Ok(Some(out))
+}
+
+/// Decodes the records of one uncompressed batch (used for internal topics the broker writes
+/// itself, never on the produce or fetch path). Compressed batches are refused.
+pub fn uncompressed_records(batch: &[u8]) -> Result<Vec<RecordRef<'_>>, RecordError> {
+    let h = BatchHeader::parse(batch)?;
+    if h.compression() != Compression::None {
+        return Err(RecordError::InvalidLength { length: h.batch_length });
+    }
+    let end = h.total_len().min(batch.len());
+    let mut pos = HEADER_LEN;
+    let mut out = Vec::new();
+    while pos < end && out.len() < h.record_count.max(0) as usize {
+        let len = read_varint(batch, &mut pos)?;
+        let rec_end = pos
+            .checked_add(len.max(0) as usize)
+            .filter(|e| *e <= end)
+            .ok_or(RecordError::Truncated { offset: pos, need: len.max(0) as usize, have: end - pos })?;
+        let rec = &batch[..rec_end];
+        pos += 1; // attributes
+        let timestamp_delta = read_varint(rec, &mut pos)?;
+        let offset_delta = read_varint(rec, &mut pos)?;
+        let key = read_bytes(rec, &mut pos)?;
+        let value = read_bytes(rec, &mut pos)?;
+        out.push(RecordRef { offset_delta, timestamp_delta, key, value });
+        pos = rec_end;
+    }
+    Ok(out)
+}
+
 /// Builds an uncompressed batch from `(key, value, timestamp)` records, for tests and tools
 /// that need a well-formed batch without a client library.
 pub fn build_batch(base_offset: i64, records: &[(Option<&[u8]>, Option<&[u8]>, i64)]) -> Vec<u8> {
@@ -393,6 +458,16 @@ mod tests {
         let h = BatchHeader::parse(&b).unwrap();
         assert_eq!(h.total_len(), b.len());
         assert_eq!(h.compression(), Compression::None);
+    }
+
+    #[test]
+    fn uncompressed_records_decode() {
+        let b = build_batch(5, &[(Some(b"k"), Some(b"v"), 10), (None, None, 12)]);
+        let recs = uncompressed_records(&b).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!((recs[0].key, recs[0].value, recs[0].offset_delta), (Some(&b"k"[..]), Some(&b"v"[..]), 0));
+        assert_eq!((recs[1].key, recs[1].value, recs[1].timestamp_delta), (None, None, 2));
+        assert!(uncompressed_records(&b[..b.len() - 1]).is_err());
     }
 
     #[test]
@@ -475,6 +550,7 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
             let _ = validate(&bytes, 1 << 20);
             for item in Batches::new(&bytes) { let _ = item; }
+            let _ = uncompressed_records(&bytes);
         }
     }
 }

@@ -1,0 +1,395 @@
+//! The consumer group protocol of KIP-848: members heartbeat with their epoch and owned
+//! partitions; the coordinator computes a target assignment with a server-side assignor and
+//! hands each member the part of it that no other member still owns.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::GroupError;
+
+pub type TopicPartition = (String, i32);
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsumerMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub member_epoch: i32,
+    pub previous_member_epoch: i32,
+    pub subscribed: BTreeSet<String>,
+    pub assignor: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    /// What the member has been told it owns.
+    pub assigned: BTreeSet<TopicPartition>,
+    /// Partitions the member must give up before they can move.
+    pub revoking: BTreeSet<TopicPartition>,
+    pub last_heartbeat_ms: i64,
+    /// Last assignment sent, so unchanged ones are not resent.
+    last_sent: Option<BTreeSet<TopicPartition>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatRequest {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    /// `None`: unchanged since the last heartbeat.
+    pub subscribed_topics: Option<Vec<String>>,
+    pub assignor: Option<String>,
+    /// `None`: unchanged. Otherwise what the member currently owns.
+    pub owned: Option<Vec<TopicPartition>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatResponse {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// `None` when unchanged since the last response.
+    pub assignment: Option<Vec<TopicPartition>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerGroupConfig {
+    pub session_timeout_ms: i64,
+    pub heartbeat_interval_ms: i32,
+    pub max_size: usize,
+}
+
+impl Default for ConsumerGroupConfig {
+    fn default() -> Self {
+        Self { session_timeout_ms: 45_000, heartbeat_interval_ms: 5_000, max_size: i32::MAX as usize }
+    }
+}
+
+pub const ASSIGNORS: [&str; 2] = ["uniform", "range"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroup {
+    pub group_id: String,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub members: BTreeMap<String, ConsumerMember>,
+    pub target: BTreeMap<String, BTreeSet<TopicPartition>>,
+    /// Partition counts of subscribed topics when the target was computed.
+    topic_partitions: BTreeMap<String, i32>,
+    pub state_since_ms: i64,
+}
+
+impl ConsumerGroup {
+    pub fn new(group_id: &str, now_ms: i64) -> Self {
+        Self {
+            group_id: group_id.to_string(),
+            group_epoch: 0,
+            assignment_epoch: 0,
+            members: BTreeMap::new(),
+            target: BTreeMap::new(),
+            topic_partitions: BTreeMap::new(),
+            state_since_ms: now_ms,
+        }
+    }
+
+    /// Kafka's consumer group states: Empty, Assigning, Reconciling, Stable.
+    pub fn state_name(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self.assignment_epoch < self.group_epoch {
+            "Assigning"
+        } else if self.members.values().any(|m| m.member_epoch != self.assignment_epoch || !m.revoking.is_empty() || self.target.get(&m.member_id) != Some(&m.assigned)) {
+            "Reconciling"
+        } else {
+            "Stable"
+        }
+    }
+
+    fn subscribed_topics(&self) -> BTreeSet<String> {
+        self.members.values().flat_map(|m| m.subscribed.iter().cloned()).collect()
+    }
+
+    fn recompute_target(&mut self, partitions_of: &dyn Fn(&str) -> Option<i32>) {
+        let topics: BTreeMap<String, i32> =
+            self.subscribed_topics().into_iter().filter_map(|t| partitions_of(&t).map(|n| (t, n))).collect();
+        let range = self.members.values().next().and_then(|m| m.assignor.as_deref()) == Some("range");
+        self.target = if range { assign_range(&self.members, &topics) } else { assign_uniform(&self.members, &topics, &self.target) };
+        self.topic_partitions = topics;
+        self.assignment_epoch = self.group_epoch;
+    }
+
+    fn owned_by_others(&self, member_id: &str) -> BTreeSet<TopicPartition> {
+        self.members
+            .values()
+            .filter(|m| m.member_id != member_id)
+            .flat_map(|m| m.assigned.iter().chain(m.revoking.iter()).cloned())
+            .collect()
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        now_ms: i64,
+        cfg: &ConsumerGroupConfig,
+        req: HeartbeatRequest,
+        partitions_of: &dyn Fn(&str) -> Option<i32>,
+    ) -> Result<HeartbeatResponse, GroupError> {
+        if req.member_epoch == -1 || req.member_epoch == -2 {
+            return self.leave(&req.member_id, partitions_of).map(|()| HeartbeatResponse {
+                member_id: req.member_id.clone(),
+                member_epoch: req.member_epoch,
+                heartbeat_interval_ms: 0,
+                assignment: None,
+            });
+        }
+        if let Some(a) = &req.assignor {
+            if !ASSIGNORS.contains(&a.as_str()) {
+                return Err(GroupError::UnsupportedAssignor);
+            }
+        }
+        let mut bump = false;
+        let member_id = if req.member_id.is_empty() { uuid::Uuid::new_v4().simple().to_string() } else { req.member_id.clone() };
+        if req.member_epoch == 0 {
+            if req.subscribed_topics.is_none() {
+                return Err(GroupError::InvalidRequest);
+            }
+            if !self.members.contains_key(&member_id) && self.members.len() >= cfg.max_size {
+                return Err(GroupError::GroupMaxSizeReached);
+            }
+            // A (re)joining member starts from nothing; with a static id it replaces the old one.
+            if let Some(inst) = &req.instance_id {
+                let old: Vec<String> =
+                    self.members.values().filter(|m| m.instance_id.as_ref() == Some(inst) && m.member_id != member_id).map(|m| m.member_id.clone()).collect();
+                for o in old {
+                    self.members.remove(&o);
+                }
+            }
+            let prev = self.members.remove(&member_id);
+            bump = prev.is_none();
+            self.members.insert(
+                member_id.clone(),
+                ConsumerMember { member_id: member_id.clone(), previous_member_epoch: -1, ..Default::default() },
+            );
+        } else {
+            let m = self.members.get(&member_id).ok_or(GroupError::UnknownMemberId)?;
+            if req.member_epoch != m.member_epoch && req.member_epoch != m.previous_member_epoch {
+                return Err(GroupError::FencedMemberEpoch);
+            }
+        }
+        let m = self.members.get_mut(&member_id).expect("present");
+        m.last_heartbeat_ms = now_ms;
+        m.client_id = req.client_id.clone();
+        m.client_host = req.client_host.clone();
+        m.instance_id = req.instance_id.clone();
+        m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        if req.assignor.is_some() {
+            m.assignor = req.assignor.clone();
+        }
+        if let Some(topics) = &req.subscribed_topics {
+            let new: BTreeSet<String> = topics.iter().cloned().collect();
+            if new != m.subscribed {
+                m.subscribed = new;
+                bump = true;
+            }
+        }
+        if let Some(owned) = &req.owned {
+            // Whatever the member no longer reports owning has been revoked.
+            let owned: BTreeSet<TopicPartition> = owned.iter().cloned().collect();
+            m.revoking.retain(|p| owned.contains(p));
+        }
+        // Topic metadata changes (new partitions, deleted topics) also move the target.
+        let current: BTreeMap<String, i32> = self
+            .subscribed_topics()
+            .into_iter()
+            .filter_map(|t| partitions_of(&t).map(|n| (t, n)))
+            .collect();
+        if current != self.topic_partitions {
+            bump = true;
+        }
+        if bump {
+            self.group_epoch += 1;
+            self.state_since_ms = now_ms;
+        }
+        if self.assignment_epoch < self.group_epoch {
+            self.recompute_target(partitions_of);
+        }
+        Ok(self.reconcile(&member_id, cfg))
+    }
+
+    fn reconcile(&mut self, member_id: &str, cfg: &ConsumerGroupConfig) -> HeartbeatResponse {
+        let others = self.owned_by_others(member_id);
+        let target = self.target.get(member_id).cloned().unwrap_or_default();
+        let epoch = self.assignment_epoch;
+        let m = self.members.get_mut(member_id).expect("present");
+        let to_revoke: BTreeSet<TopicPartition> = m.assigned.difference(&target).cloned().collect();
+        if !to_revoke.is_empty() {
+            m.revoking.extend(to_revoke.iter().cloned());
+            m.assigned.retain(|p| target.contains(p));
+        }
+        for p in &target {
+            if !others.contains(p) {
+                m.assigned.insert(p.clone());
+            }
+        }
+        if m.revoking.is_empty() && m.member_epoch != epoch {
+            m.previous_member_epoch = m.member_epoch;
+            m.member_epoch = epoch;
+        }
+        let assignment = if m.last_sent.as_ref() != Some(&m.assigned) {
+            m.last_sent = Some(m.assigned.clone());
+            Some(m.assigned.iter().cloned().collect())
+        } else {
+            None
+        };
+        HeartbeatResponse { member_id: member_id.to_string(), member_epoch: m.member_epoch, heartbeat_interval_ms: cfg.heartbeat_interval_ms, assignment }
+    }
+
+    fn leave(&mut self, member_id: &str, partitions_of: &dyn Fn(&str) -> Option<i32>) -> Result<(), GroupError> {
+        if self.members.remove(member_id).is_none() {
+            return Err(GroupError::UnknownMemberId);
+        }
+        self.group_epoch += 1;
+        self.recompute_target(partitions_of);
+        Ok(())
+    }
+
+    /// Removes members whose session expired; returns whether anyone left.
+    pub fn tick(&mut self, now_ms: i64, cfg: &ConsumerGroupConfig, partitions_of: &dyn Fn(&str) -> Option<i32>) -> bool {
+        let expired: Vec<String> =
+            self.members.values().filter(|m| now_ms - m.last_heartbeat_ms > cfg.session_timeout_ms).map(|m| m.member_id.clone()).collect();
+        for id in &expired {
+            self.members.remove(id);
+        }
+        if !expired.is_empty() {
+            self.group_epoch += 1;
+            self.state_since_ms = now_ms;
+            self.recompute_target(partitions_of);
+        }
+        !expired.is_empty()
+    }
+
+    /// OffsetCommit from a consumer-group member: its epoch must be current.
+    pub fn check_commit(&self, member_id: &str, member_epoch: i32) -> Result<(), GroupError> {
+        let m = self.members.get(member_id).ok_or(GroupError::UnknownMemberId)?;
+        if member_epoch != m.member_epoch {
+            return Err(GroupError::FencedMemberEpoch);
+        }
+        Ok(())
+    }
+}
+
+/// Range: per topic, members subscribed to it (sorted) get contiguous ranges.
+fn assign_range(members: &BTreeMap<String, ConsumerMember>, topics: &BTreeMap<String, i32>) -> BTreeMap<String, BTreeSet<TopicPartition>> {
+    let mut out: BTreeMap<String, BTreeSet<TopicPartition>> = members.keys().map(|k| (k.clone(), BTreeSet::new())).collect();
+    for (topic, &n) in topics {
+        let subs: Vec<&String> = members.values().filter(|m| m.subscribed.contains(topic)).map(|m| &m.member_id).collect();
+        if subs.is_empty() {
+            continue;
+        }
+        let (per, extra) = (n as usize / subs.len(), n as usize % subs.len());
+        let mut p = 0;
+        for (i, id) in subs.iter().enumerate() {
+            let count = per + usize::from(i < extra);
+            for _ in 0..count {
+                out.get_mut(*id).expect("member").insert((topic.clone(), p as i32));
+                p += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Uniform: balanced counts, keeping each member's previous partitions where it can (sticky).
+fn assign_uniform(
+    members: &BTreeMap<String, ConsumerMember>,
+    topics: &BTreeMap<String, i32>,
+    previous: &BTreeMap<String, BTreeSet<TopicPartition>>,
+) -> BTreeMap<String, BTreeSet<TopicPartition>> {
+    let mut out: BTreeMap<String, BTreeSet<TopicPartition>> = members.keys().map(|k| (k.clone(), BTreeSet::new())).collect();
+    let all: Vec<TopicPartition> = topics.iter().flat_map(|(t, &n)| (0..n).map(move |p| (t.clone(), p))).collect();
+    if members.is_empty() {
+        return out;
+    }
+    let eligible = |id: &String, tp: &TopicPartition| members[id].subscribed.contains(&tp.0);
+    let quota = all.len().div_ceil(members.len());
+    let mut taken = BTreeSet::new();
+    for (id, prev) in previous {
+        if !members.contains_key(id) {
+            continue;
+        }
+        for tp in prev {
+            if out[id].len() < quota && all.contains(tp) && eligible(id, tp) && taken.insert(tp.clone()) {
+                out.get_mut(id).expect("member").insert(tp.clone());
+            }
+        }
+    }
+    for tp in all {
+        if taken.contains(&tp) {
+            continue;
+        }
+        let best = members.keys().filter(|id| eligible(id, &tp)).min_by_key(|id| out[*id].len());
+        if let Some(id) = best {
+            out.get_mut(id).expect("member").insert(tp.clone());
+            taken.insert(tp);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hb(id: &str, epoch: i32, topics: Option<&[&str]>, owned: Option<Vec<TopicPartition>>) -> HeartbeatRequest {
+        HeartbeatRequest {
+            member_id: id.into(),
+            member_epoch: epoch,
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "h".into(),
+            rebalance_timeout_ms: 1000,
+            subscribed_topics: topics.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            assignor: None,
+            owned,
+        }
+    }
+
+    #[test]
+    fn two_members_split_without_double_ownership() {
+        let parts = |t: &str| (t == "t").then_some(4);
+        let cfg = ConsumerGroupConfig::default();
+        let mut g = ConsumerGroup::new("g", 0);
+        let a = g.heartbeat(0, &cfg, hb("a", 0, Some(&["t"]), Some(vec![])), &parts).unwrap();
+        assert_eq!(a.assignment.as_ref().unwrap().len(), 4);
+        assert_eq!(a.member_epoch, 1);
+        let b = g.heartbeat(1, &cfg, hb("b", 0, Some(&["t"]), Some(vec![])), &parts).unwrap();
+        // a still owns everything: b gets nothing until a revokes.
+        assert_eq!(b.assignment, Some(vec![]));
+        let a2 = g.heartbeat(2, &cfg, hb("a", 1, None, None), &parts).unwrap();
+        let kept = a2.assignment.unwrap();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(a2.member_epoch, 1, "epoch waits for the revocation");
+        let a3 = g.heartbeat(3, &cfg, hb("a", 1, None, Some(kept.clone())), &parts).unwrap();
+        assert_eq!(a3.member_epoch, 2);
+        let b2 = g.heartbeat(4, &cfg, hb("b", b.member_epoch, None, Some(vec![])), &parts).unwrap();
+        let got = b2.assignment.unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|p| !kept.contains(p)));
+        assert_eq!(g.state_name(), "Stable");
+        // Fencing and leaving.
+        assert_eq!(g.heartbeat(5, &cfg, hb("b", 99, None, None), &parts), Err(GroupError::FencedMemberEpoch));
+        g.heartbeat(6, &cfg, hb("b", -1, None, None), &parts).unwrap();
+        assert_eq!(g.target["a"].len(), 4);
+    }
+
+    #[test]
+    fn range_assignor_gives_contiguous_ranges() {
+        let mut members = BTreeMap::new();
+        for id in ["a", "b"] {
+            members.insert(id.to_string(), ConsumerMember { member_id: id.into(), subscribed: ["t".to_string()].into(), ..Default::default() });
+        }
+        let topics: BTreeMap<String, i32> = [("t".to_string(), 5)].into();
+        let out = assign_range(&members, &topics);
+        assert_eq!(out["a"].iter().map(|p| p.1).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(out["b"].iter().map(|p| p.1).collect::<Vec<_>>(), vec![3, 4]);
+    }
+}

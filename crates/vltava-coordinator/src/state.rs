@@ -1,0 +1,193 @@
+//! All groups and offsets of a coordinator, and the rules that span them (commits, deletion,
+//! expiry, replay).
+
+use std::collections::BTreeMap;
+
+use crate::classic::{ClassicGroup, GroupConfig, GroupState};
+use crate::consumer::{ConsumerGroup, ConsumerGroupConfig};
+use crate::offsets::OffsetStore;
+use crate::records::{OffsetValue, Record};
+use crate::GroupError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Group {
+    Classic(ClassicGroup),
+    Consumer(ConsumerGroup),
+}
+
+impl Group {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Group::Classic(g) => g.is_empty(),
+            Group::Consumer(g) => g.members.is_empty(),
+        }
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        match self {
+            Group::Classic(g) => g.state.name(),
+            Group::Consumer(g) => g.state_name(),
+        }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Group::Classic(_) => "classic",
+            Group::Consumer(_) => "consumer",
+        }
+    }
+}
+
+/// One committed offset as a request gives it.
+#[derive(Debug, Clone)]
+pub struct CommitEntry {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct CoordinatorState {
+    pub groups: BTreeMap<String, Group>,
+    pub offsets: OffsetStore,
+    pub classic: GroupConfig,
+    pub consumer: ConsumerGroupConfig,
+}
+
+impl CoordinatorState {
+    /// Applies a stored record (at startup, or after it was written).
+    pub fn replay(&mut self, record: &Record, now_ms: i64) {
+        match record {
+            Record::Offset { .. } => self.offsets.apply(record),
+            Record::Group { group, value: Some(snap) } => {
+                self.groups.insert(group.clone(), Group::Classic(ClassicGroup::restore(group, snap.clone(), now_ms)));
+            }
+            Record::Group { group, value: None } => {
+                self.groups.remove(group);
+            }
+        }
+    }
+
+    /// The classic group named `group`, created empty if missing.
+    pub fn classic_mut(&mut self, group: &str, now_ms: i64) -> Result<&mut ClassicGroup, GroupError> {
+        if let Some(Group::Consumer(g)) = self.groups.get(group) {
+            if !g.members.is_empty() {
+                return Err(GroupError::GroupIdTypeMismatch);
+            }
+            self.groups.remove(group);
+        }
+        match self.groups.entry(group.to_string()).or_insert_with(|| Group::Classic(ClassicGroup::new(group, now_ms))) {
+            Group::Classic(g) => Ok(g),
+            Group::Consumer(_) => unreachable!("replaced above"),
+        }
+    }
+
+    /// The consumer (KIP-848) group named `group`; an empty classic group converts.
+    pub fn consumer_mut(&mut self, group: &str, now_ms: i64) -> Result<&mut ConsumerGroup, GroupError> {
+        if let Some(Group::Classic(g)) = self.groups.get(group) {
+            if !g.is_empty() {
+                return Err(GroupError::GroupIdTypeMismatch);
+            }
+            self.groups.remove(group);
+        }
+        match self.groups.entry(group.to_string()).or_insert_with(|| Group::Consumer(ConsumerGroup::new(group, now_ms))) {
+            Group::Consumer(g) => Ok(g),
+            Group::Classic(_) => unreachable!("replaced above"),
+        }
+    }
+
+    /// Kafka's OffsetCommit checks: a member of a live group must be current; a commit
+    /// without a member (generation -1) is only for groups with no members.
+    pub fn validate_commit(&self, group: &str, member_id: &str, generation_or_epoch: i32, instance: Option<&str>) -> Result<(), GroupError> {
+        match self.groups.get(group) {
+            None => {
+                if generation_or_epoch >= 0 {
+                    Err(GroupError::IllegalGeneration)
+                } else {
+                    Ok(())
+                }
+            }
+            Some(Group::Classic(g)) => {
+                if generation_or_epoch < 0 && member_id.is_empty() {
+                    return if g.members.is_empty() { Ok(()) } else { Err(GroupError::UnknownMemberId) };
+                }
+                if let Some(inst) = instance {
+                    if g.members.values().any(|m| m.instance_id.as_deref() == Some(inst) && m.member_id != member_id) {
+                        return Err(GroupError::FencedInstanceId);
+                    }
+                }
+                if !g.members.contains_key(member_id) {
+                    return Err(GroupError::UnknownMemberId);
+                }
+                if generation_or_epoch != g.generation_id {
+                    return Err(GroupError::IllegalGeneration);
+                }
+                if g.state == GroupState::PreparingRebalance {
+                    return Err(GroupError::RebalanceInProgress);
+                }
+                Ok(())
+            }
+            Some(Group::Consumer(g)) => {
+                if generation_or_epoch < 0 && member_id.is_empty() {
+                    return if g.members.is_empty() { Ok(()) } else { Err(GroupError::UnknownMemberId) };
+                }
+                g.check_commit(member_id, generation_or_epoch)
+            }
+        }
+    }
+
+    pub fn commit_records(group: &str, entries: &[CommitEntry], now_ms: i64) -> Vec<Record> {
+        entries
+            .iter()
+            .map(|e| Record::Offset {
+                group: group.to_string(),
+                topic: e.topic.clone(),
+                partition: e.partition,
+                value: Some(OffsetValue {
+                    offset: e.offset,
+                    leader_epoch: e.leader_epoch,
+                    metadata: e.metadata.clone(),
+                    commit_timestamp_ms: now_ms,
+                }),
+            })
+            .collect()
+    }
+
+    /// DeleteGroups: only groups without members; returns the tombstones to write.
+    pub fn delete_group(&self, group: &str) -> Result<Vec<Record>, GroupError> {
+        match self.groups.get(group) {
+            Some(g) if !g.is_empty() => Err(GroupError::NonEmptyGroup),
+            None if !self.offsets.has_group(group) => Err(GroupError::GroupIdNotFound),
+            _ => {
+                let mut out = self.offsets.delete_group(group);
+                out.push(Record::Group { group: group.to_string(), value: None });
+                Ok(out)
+            }
+        }
+    }
+
+    /// Records that remove offsets past `offsets.retention.minutes`.
+    pub fn expire_offsets(&self, now_ms: i64, retention_ms: i64) -> Vec<Record> {
+        self.offsets.expire(now_ms, retention_ms, |g| {
+            self.groups.get(g).map(|grp| match grp {
+                Group::Classic(c) if c.is_empty() => Some(c.state_since_ms),
+                Group::Consumer(c) if c.members.is_empty() => Some(c.state_since_ms),
+                _ => None,
+            })
+        })
+    }
+
+    /// Every group id known by state or by committed offsets.
+    pub fn group_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.groups.keys().cloned().collect();
+        for g in self.offsets.groups() {
+            if !self.groups.contains_key(g) {
+                ids.push(g.clone());
+            }
+        }
+        ids.sort();
+        ids
+    }
+}
