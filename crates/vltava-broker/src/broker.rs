@@ -16,6 +16,7 @@ use vltava_storage::{checkpoint, Log, OpenOptions};
 
 use crate::config::{topic_settings, BrokerConfig, TopicSettings};
 use crate::controller::Controller;
+use crate::group_coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::partition::{Partition, PartitionTable};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".vltava_cleanshutdown";
@@ -50,6 +51,7 @@ pub struct Broker {
     pub cluster_id: String,
     pub controller: Controller,
     pub partitions: PartitionTable,
+    pub groups: GroupCoordinator,
     /// Host and port given to clients in Metadata.
     pub advertised: (String, u16),
     pub(crate) shutting_down: AtomicBool,
@@ -297,6 +299,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         }
     };
     let broker = Arc::new(Broker {
+        groups: GroupCoordinator::new(&config),
         config,
         cluster_id,
         controller,
@@ -307,6 +310,8 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     });
     let image = broker.controller.image();
     broker.reconcile_with(&MetadataImage::default(), &image, true)?;
+    ensure_offsets_topic(&broker)?;
+    broker.groups.load(&broker);
     // From here on, a crash is an unclean shutdown.
     let _ = std::fs::remove_file(dir.join(CLEAN_SHUTDOWN_FILE));
     broker.write_checkpoints();
@@ -331,6 +336,15 @@ async fn run(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Re
     );
     let mut periodic_flush = tokio::time::interval(Duration::from_millis(250));
     let mut last_flush: std::collections::HashMap<(String, i32), i64> = Default::default();
+    let mut group_tick = tokio::time::interval(Duration::from_millis(100));
+    let offsets_every = Duration::from_millis(
+        broker
+            .config
+            .get_i64("offsets.retention.check.interval.ms")
+            .max(1) as u64,
+    );
+    let mut offsets_expiry =
+        tokio::time::interval_at(tokio::time::Instant::now() + offsets_every, offsets_every);
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -341,6 +355,8 @@ async fn run(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Re
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            _ = group_tick.tick() => broker.groups.tick(&broker),
+            _ = offsets_expiry.tick() => broker.groups.expire_offsets(&broker),
             _ = retention.tick() => {
                 let b = Arc::clone(&broker);
                 let _ = tokio::task::spawn_blocking(move || b.run_retention()).await;
@@ -383,6 +399,31 @@ async fn run(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Re
     })
     .await;
     tracing::info!("broker stopped");
+}
+
+/// Creates `__consumer_offsets` on first start: compacted, `offsets.topic.num.partitions`.
+fn ensure_offsets_topic(broker: &Broker) -> Result<(), BrokerError> {
+    if broker.controller.image().topic(OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let configs: std::collections::BTreeMap<String, String> = [
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("segment.bytes".to_string(), "104857600".to_string()),
+    ]
+    .into();
+    crate::handlers::topics::create_topic(
+        broker,
+        OFFSETS_TOPIC,
+        broker.groups.partitions,
+        1,
+        &configs,
+        false,
+    )
+    .map(|_| ())
+    .map_err(|e| BrokerError::Io {
+        context: format!("creating {OFFSETS_TOPIC}"),
+        source: std::io::Error::other(e.message),
+    })
 }
 
 /// Resource-name helper shared by config handlers.

@@ -187,6 +187,9 @@ pub fn topic_settings(layers: ConfigLayers<'_>) -> TopicSettings {
             index_interval_bytes: num("index.interval.bytes").max(0) as u64,
             max_message_bytes: num("max.message.bytes").max(0) as usize,
             log_append_time: value("message.timestamp.type") == "LogAppendTime",
+            delete_retention: value("cleanup.policy")
+                .split(',')
+                .any(|p| p.trim() == "delete"),
         },
         flush_messages: never(num("flush.messages")),
         flush_ms: never(num("flush.ms")),

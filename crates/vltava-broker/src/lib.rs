@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod config;
 pub mod controller;
+pub mod group_coordinator;
 pub mod handlers;
 pub mod network;
 pub mod partition;

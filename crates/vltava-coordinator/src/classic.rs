@@ -52,7 +52,11 @@ pub struct Member {
 
 impl Member {
     fn metadata_for(&self, protocol: &str) -> Vec<u8> {
-        self.protocols.iter().find(|(n, _)| n == protocol).map(|(_, m)| m.clone()).unwrap_or_default()
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -67,7 +71,12 @@ pub struct GroupConfig {
 
 impl Default for GroupConfig {
     fn default() -> Self {
-        Self { min_session_timeout_ms: 6000, max_session_timeout_ms: 1_800_000, initial_rebalance_delay_ms: 3000, max_size: i32::MAX as usize }
+        Self {
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3000,
+            max_size: i32::MAX as usize,
+        }
     }
 }
 
@@ -85,7 +94,12 @@ pub struct JoinResult {
 
 impl JoinResult {
     pub fn error(e: GroupError, member_id: &str) -> Self {
-        Self { error: Some(e), generation_id: -1, member_id: member_id.to_string(), ..Default::default() }
+        Self {
+            error: Some(e),
+            generation_id: -1,
+            member_id: member_id.to_string(),
+            ..Default::default()
+        }
     }
 }
 
@@ -99,7 +113,10 @@ pub struct SyncResult {
 
 impl SyncResult {
     pub fn error(e: GroupError) -> Self {
-        Self { error: Some(e), ..Default::default() }
+        Self {
+            error: Some(e),
+            ..Default::default()
+        }
     }
 }
 
@@ -208,7 +225,11 @@ impl ClassicGroup {
             m.last_heartbeat_ms = now_ms;
             g.members.insert(m.member_id.clone(), m);
         }
-        g.state = if g.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
+        g.state = if g.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
         g
     }
 
@@ -218,7 +239,9 @@ impl ClassicGroup {
     }
 
     fn member_by_instance(&self, instance: &str) -> Option<&Member> {
-        self.members.values().find(|m| m.instance_id.as_deref() == Some(instance))
+        self.members
+            .values()
+            .find(|m| m.instance_id.as_deref() == Some(instance))
     }
 
     /// Kafka's static-membership fencing: a known instance id must come with its member id.
@@ -241,19 +264,35 @@ impl ClassicGroup {
             return false;
         }
         // Some protocol must be supported by every member including the new one.
-        protocols.iter().any(|(p, _)| self.members.values().all(|m| m.protocols.iter().any(|(q, _)| q == p)))
+        protocols.iter().any(|(p, _)| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(q, _)| q == p))
+        })
     }
 
     fn new_member_id(client_id: &str) -> String {
         format!("{client_id}-{}", uuid::Uuid::new_v4())
     }
 
-    pub fn join(&mut self, now_ms: i64, cfg: &GroupConfig, req: JoinRequest) -> (Reply<JoinResult>, Effects) {
-        let fail = |e| (Reply::Now(JoinResult::error(e, &req.member_id)), Effects::default());
+    pub fn join(
+        &mut self,
+        now_ms: i64,
+        cfg: &GroupConfig,
+        req: JoinRequest,
+    ) -> (Reply<JoinResult>, Effects) {
+        let fail = |e| {
+            (
+                Reply::Now(JoinResult::error(e, &req.member_id)),
+                Effects::default(),
+            )
+        };
         if self.state == GroupState::Dead {
             return fail(GroupError::CoordinatorNotAvailable);
         }
-        if req.session_timeout_ms < cfg.min_session_timeout_ms || req.session_timeout_ms > cfg.max_session_timeout_ms {
+        if req.session_timeout_ms < cfg.min_session_timeout_ms
+            || req.session_timeout_ms > cfg.max_session_timeout_ms
+        {
             return fail(GroupError::InvalidSessionTimeout);
         }
         if !self.supports_protocols(&req.protocol_type, &req.protocols) {
@@ -279,15 +318,26 @@ impl ClassicGroup {
         let is_leader = self.leader.as_deref() == Some(req.member_id.as_str());
         match self.state {
             GroupState::PreparingRebalance => {
-                self.members.get_mut(&req.member_id).expect("present").awaiting_join = true;
+                self.members
+                    .get_mut(&req.member_id)
+                    .expect("present")
+                    .awaiting_join = true;
                 let effects = self.try_complete_join(now_ms, false);
                 (Reply::Wait(req.member_id.clone()), effects)
             }
-            GroupState::CompletingRebalance | GroupState::Stable if !changed && !(is_leader && self.state == GroupState::Stable) => {
-                (Reply::Now(self.join_result_for(&req.member_id)), Effects::default())
+            GroupState::CompletingRebalance | GroupState::Stable
+                if !changed && !(is_leader && self.state == GroupState::Stable) =>
+            {
+                (
+                    Reply::Now(self.join_result_for(&req.member_id)),
+                    Effects::default(),
+                )
             }
             _ => {
-                self.members.get_mut(&req.member_id).expect("present").awaiting_join = true;
+                self.members
+                    .get_mut(&req.member_id)
+                    .expect("present")
+                    .awaiting_join = true;
                 let mut effects = self.prepare_rebalance(now_ms);
                 effects.merge(self.try_complete_join(now_ms, false));
                 (Reply::Wait(req.member_id.clone()), effects)
@@ -295,7 +345,12 @@ impl ClassicGroup {
         }
     }
 
-    fn join_new(&mut self, now_ms: i64, cfg: &GroupConfig, req: JoinRequest) -> (Reply<JoinResult>, Effects) {
+    fn join_new(
+        &mut self,
+        now_ms: i64,
+        cfg: &GroupConfig,
+        req: JoinRequest,
+    ) -> (Reply<JoinResult>, Effects) {
         if let Some(inst) = req.instance_id.clone() {
             if let Some(old) = self.member_by_instance(&inst).cloned() {
                 // A static member came back: it takes over its old identity without a rebalance
@@ -315,14 +370,24 @@ impl ClassicGroup {
                 if was_leader {
                     self.leader = Some(new_id.clone());
                 }
-                let mut effects = Effects { persist: true, ..Default::default() };
-                if self.state == GroupState::Stable && old.protocols == req.protocols && !was_leader {
+                let mut effects = Effects {
+                    persist: true,
+                    ..Default::default()
+                };
+                if self.state == GroupState::Stable && old.protocols == req.protocols && !was_leader
+                {
                     return (Reply::Now(self.join_result_for(&new_id)), effects);
                 }
                 if self.state == GroupState::CompletingRebalance && old.awaiting_sync {
-                    effects.syncs.push((old.member_id.clone(), SyncResult::error(GroupError::FencedInstanceId)));
+                    effects.syncs.push((
+                        old.member_id.clone(),
+                        SyncResult::error(GroupError::FencedInstanceId),
+                    ));
                 }
-                self.members.get_mut(&new_id).expect("present").awaiting_join = true;
+                self.members
+                    .get_mut(&new_id)
+                    .expect("present")
+                    .awaiting_join = true;
                 if self.state != GroupState::PreparingRebalance {
                     effects.merge(self.prepare_rebalance(now_ms));
                 }
@@ -331,17 +396,30 @@ impl ClassicGroup {
             }
         }
         if self.members.len() + self.pending.len() >= cfg.max_size {
-            return (Reply::Now(JoinResult::error(GroupError::GroupMaxSizeReached, "")), Effects::default());
+            return (
+                Reply::Now(JoinResult::error(GroupError::GroupMaxSizeReached, "")),
+                Effects::default(),
+            );
         }
         let id = Self::new_member_id(&req.client_id);
         if req.require_known_member_id && req.instance_id.is_none() {
-            self.pending.insert(id.clone(), now_ms + i64::from(req.session_timeout_ms));
-            return (Reply::Now(JoinResult::error(GroupError::MemberIdRequired, &id)), Effects::default());
+            self.pending
+                .insert(id.clone(), now_ms + i64::from(req.session_timeout_ms));
+            return (
+                Reply::Now(JoinResult::error(GroupError::MemberIdRequired, &id)),
+                Effects::default(),
+            );
         }
         self.add_and_rebalance(now_ms, cfg, id, req)
     }
 
-    fn add_and_rebalance(&mut self, now_ms: i64, cfg: &GroupConfig, id: String, req: JoinRequest) -> (Reply<JoinResult>, Effects) {
+    fn add_and_rebalance(
+        &mut self,
+        now_ms: i64,
+        cfg: &GroupConfig,
+        id: String,
+        req: JoinRequest,
+    ) -> (Reply<JoinResult>, Effects) {
         if self.members.is_empty() {
             self.protocol_type = Some(req.protocol_type.clone());
         }
@@ -368,7 +446,10 @@ impl ClassicGroup {
             effects.merge(self.prepare_rebalance(now_ms));
             if from_empty && cfg.initial_rebalance_delay_ms > 0 {
                 // group.initial.rebalance.delay.ms: let a starting fleet join one generation.
-                self.rebalance_deadline_ms = now_ms + cfg.initial_rebalance_delay_ms.min(self.max_rebalance_timeout());
+                self.rebalance_deadline_ms = now_ms
+                    + cfg
+                        .initial_rebalance_delay_ms
+                        .min(self.max_rebalance_timeout());
                 self.initial_delay = true;
                 return (Reply::Wait(waiting), effects);
             }
@@ -378,7 +459,11 @@ impl ClassicGroup {
     }
 
     fn max_rebalance_timeout(&self) -> i64 {
-        self.members.values().map(|m| i64::from(m.rebalance_timeout_ms)).max().unwrap_or(0)
+        self.members
+            .values()
+            .map(|m| i64::from(m.rebalance_timeout_ms))
+            .max()
+            .unwrap_or(0)
     }
 
     fn prepare_rebalance(&mut self, now_ms: i64) -> Effects {
@@ -388,7 +473,10 @@ impl ClassicGroup {
             for m in self.members.values_mut() {
                 if m.awaiting_sync {
                     m.awaiting_sync = false;
-                    effects.syncs.push((m.member_id.clone(), SyncResult::error(GroupError::RebalanceInProgress)));
+                    effects.syncs.push((
+                        m.member_id.clone(),
+                        SyncResult::error(GroupError::RebalanceInProgress),
+                    ));
                 }
             }
         }
@@ -410,7 +498,12 @@ impl ClassicGroup {
         }
         self.initial_delay = false;
         if at_deadline {
-            let gone: Vec<String> = self.members.values().filter(|m| !m.awaiting_join).map(|m| m.member_id.clone()).collect();
+            let gone: Vec<String> = self
+                .members
+                .values()
+                .filter(|m| !m.awaiting_join)
+                .map(|m| m.member_id.clone())
+                .collect();
             for id in gone {
                 self.members.remove(&id);
             }
@@ -425,7 +518,11 @@ impl ClassicGroup {
             return effects;
         }
         self.protocol_name = self.select_protocol();
-        if self.leader.as_ref().is_none_or(|l| !self.members.contains_key(l)) {
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|l| !self.members.contains_key(l))
+        {
             self.leader = self.members.keys().next().cloned();
         }
         self.set_state(GroupState::CompletingRebalance, now_ms);
@@ -449,7 +546,11 @@ impl ClassicGroup {
             .protocols
             .iter()
             .map(|(p, _)| p)
-            .filter(|p| self.members.values().all(|m| m.protocols.iter().any(|(q, _)| q == *p)))
+            .filter(|p| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(q, _)| q == *p))
+            })
             .collect();
         let mut votes: BTreeMap<&String, usize> = BTreeMap::new();
         for m in self.members.values() {
@@ -457,7 +558,15 @@ impl ClassicGroup {
                 *votes.entry(p).or_default() += 1;
             }
         }
-        candidates.iter().max_by_key(|p| (votes.get(*p).copied().unwrap_or(0), std::cmp::Reverse(first.protocols.iter().position(|(q, _)| q == **p)))).map(|p| (*p).clone())
+        candidates
+            .iter()
+            .max_by_key(|p| {
+                (
+                    votes.get(*p).copied().unwrap_or(0),
+                    std::cmp::Reverse(first.protocols.iter().position(|(q, _)| q == **p)),
+                )
+            })
+            .map(|p| (*p).clone())
     }
 
     fn join_result_for(&self, member_id: &str) -> JoinResult {
@@ -473,7 +582,13 @@ impl ClassicGroup {
             members: if is_leader {
                 self.members
                     .values()
-                    .map(|m| (m.member_id.clone(), m.instance_id.clone(), Bytes::from(m.metadata_for(&protocol))))
+                    .map(|m| {
+                        (
+                            m.member_id.clone(),
+                            m.instance_id.clone(),
+                            Bytes::from(m.metadata_for(&protocol)),
+                        )
+                    })
                     .collect()
             } else {
                 Vec::new()
@@ -481,7 +596,12 @@ impl ClassicGroup {
         }
     }
 
-    fn check_member(&self, member_id: &str, generation_id: i32, instance: Option<&str>) -> Result<(), GroupError> {
+    fn check_member(
+        &self,
+        member_id: &str,
+        generation_id: i32,
+        instance: Option<&str>,
+    ) -> Result<(), GroupError> {
         self.check_instance(member_id, instance)?;
         if !self.members.contains_key(member_id) {
             return Err(GroupError::UnknownMemberId);
@@ -503,16 +623,28 @@ impl ClassicGroup {
         if let Err(e) = self.check_member(member_id, generation_id, instance) {
             return (Reply::Now(SyncResult::error(e)), Effects::default());
         }
-        self.members.get_mut(member_id).expect("checked").last_heartbeat_ms = now_ms;
+        self.members
+            .get_mut(member_id)
+            .expect("checked")
+            .last_heartbeat_ms = now_ms;
         match self.state {
-            GroupState::PreparingRebalance => (Reply::Now(SyncResult::error(GroupError::RebalanceInProgress)), Effects::default()),
+            GroupState::PreparingRebalance => (
+                Reply::Now(SyncResult::error(GroupError::RebalanceInProgress)),
+                Effects::default(),
+            ),
             GroupState::CompletingRebalance => {
-                self.members.get_mut(member_id).expect("checked").awaiting_sync = true;
+                self.members
+                    .get_mut(member_id)
+                    .expect("checked")
+                    .awaiting_sync = true;
                 if self.leader.as_deref() != Some(member_id) {
                     return (Reply::Wait(member_id.to_string()), Effects::default());
                 }
                 let given: BTreeMap<String, Vec<u8>> = assignments.into_iter().collect();
-                let mut effects = Effects { persist: true, ..Default::default() };
+                let mut effects = Effects {
+                    persist: true,
+                    ..Default::default()
+                };
                 for m in self.members.values_mut() {
                     m.assignment = given.get(&m.member_id).cloned().unwrap_or_default();
                 }
@@ -520,25 +652,47 @@ impl ClassicGroup {
                 for m in self.members.values_mut() {
                     if m.awaiting_sync {
                         m.awaiting_sync = false;
-                        effects.syncs.push((m.member_id.clone(), self_sync(&self.protocol_type, &self.protocol_name, &m.assignment)));
+                        effects.syncs.push((
+                            m.member_id.clone(),
+                            self_sync(&self.protocol_type, &self.protocol_name, &m.assignment),
+                        ));
                     }
                 }
                 (Reply::Wait(member_id.to_string()), effects)
             }
             GroupState::Stable => {
                 let m = &self.members[member_id];
-                (Reply::Now(self_sync(&self.protocol_type, &self.protocol_name, &m.assignment)), Effects::default())
+                (
+                    Reply::Now(self_sync(
+                        &self.protocol_type,
+                        &self.protocol_name,
+                        &m.assignment,
+                    )),
+                    Effects::default(),
+                )
             }
-            GroupState::Empty | GroupState::Dead => (Reply::Now(SyncResult::error(GroupError::UnknownMemberId)), Effects::default()),
+            GroupState::Empty | GroupState::Dead => (
+                Reply::Now(SyncResult::error(GroupError::UnknownMemberId)),
+                Effects::default(),
+            ),
         }
     }
 
-    pub fn heartbeat(&mut self, now_ms: i64, member_id: &str, generation_id: i32, instance: Option<&str>) -> Result<(), GroupError> {
+    pub fn heartbeat(
+        &mut self,
+        now_ms: i64,
+        member_id: &str,
+        generation_id: i32,
+        instance: Option<&str>,
+    ) -> Result<(), GroupError> {
         if matches!(self.state, GroupState::Empty | GroupState::Dead) {
             return Err(GroupError::UnknownMemberId);
         }
         self.check_member(member_id, generation_id, instance)?;
-        self.members.get_mut(member_id).expect("checked").last_heartbeat_ms = now_ms;
+        self.members
+            .get_mut(member_id)
+            .expect("checked")
+            .last_heartbeat_ms = now_ms;
         if self.state == GroupState::PreparingRebalance {
             return Err(GroupError::RebalanceInProgress);
         }
@@ -546,7 +700,11 @@ impl ClassicGroup {
     }
 
     /// Removes members; returns a per-member result in request order.
-    pub fn leave(&mut self, now_ms: i64, leaving: &[(String, Option<String>)]) -> (Vec<Result<(), GroupError>>, Effects) {
+    pub fn leave(
+        &mut self,
+        now_ms: i64,
+        leaving: &[(String, Option<String>)],
+    ) -> (Vec<Result<(), GroupError>>, Effects) {
         let mut results = Vec::new();
         let mut effects = Effects::default();
         let mut removed = false;
@@ -572,7 +730,10 @@ impl ClassicGroup {
             match self.members.remove(&id) {
                 Some(m) => {
                     if m.awaiting_join {
-                        effects.joins.push((id.clone(), JoinResult::error(GroupError::UnknownMemberId, &id)));
+                        effects.joins.push((
+                            id.clone(),
+                            JoinResult::error(GroupError::UnknownMemberId, &id),
+                        ));
                     }
                     removed = true;
                     results.push(Ok(()));
@@ -587,7 +748,10 @@ impl ClassicGroup {
     }
 
     fn after_member_loss(&mut self, now_ms: i64) -> Effects {
-        let mut effects = Effects { persist: true, ..Default::default() };
+        let mut effects = Effects {
+            persist: true,
+            ..Default::default()
+        };
         match self.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
                 if self.members.is_empty() {
@@ -597,7 +761,9 @@ impl ClassicGroup {
                     effects.merge(self.prepare_rebalance(now_ms));
                 }
             }
-            GroupState::PreparingRebalance => effects.merge(self.try_complete_join(now_ms, self.members.is_empty())),
+            GroupState::PreparingRebalance => {
+                effects.merge(self.try_complete_join(now_ms, self.members.is_empty()))
+            }
             _ => {}
         }
         effects
@@ -610,14 +776,18 @@ impl ClassicGroup {
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| !m.awaiting_join && now_ms - m.last_heartbeat_ms > i64::from(m.session_timeout_ms))
+            .filter(|m| {
+                !m.awaiting_join && now_ms - m.last_heartbeat_ms > i64::from(m.session_timeout_ms)
+            })
             .map(|m| m.member_id.clone())
             .collect();
         if !expired.is_empty() {
             for id in &expired {
                 if let Some(m) = self.members.remove(id) {
                     if m.awaiting_sync {
-                        effects.syncs.push((id.clone(), SyncResult::error(GroupError::UnknownMemberId)));
+                        effects
+                            .syncs
+                            .push((id.clone(), SyncResult::error(GroupError::UnknownMemberId)));
                     }
                 }
             }
@@ -638,7 +808,11 @@ impl ClassicGroup {
     }
 }
 
-fn self_sync(protocol_type: &Option<String>, protocol_name: &Option<String>, assignment: &[u8]) -> SyncResult {
+fn self_sync(
+    protocol_type: &Option<String>,
+    protocol_name: &Option<String>,
+    assignment: &[u8],
+) -> SyncResult {
     SyncResult {
         error: None,
         protocol_type: protocol_type.clone(),
@@ -651,7 +825,12 @@ fn self_sync(protocol_type: &Option<String>, protocol_name: &Option<String>, ass
 mod tests {
     use super::*;
 
-    const CFG: GroupConfig = GroupConfig { min_session_timeout_ms: 10, max_session_timeout_ms: 100_000, initial_rebalance_delay_ms: 0, max_size: 3 };
+    const CFG: GroupConfig = GroupConfig {
+        min_session_timeout_ms: 10,
+        max_session_timeout_ms: 100_000,
+        initial_rebalance_delay_ms: 0,
+        max_size: 3,
+    };
 
     fn req(id: &str, instance: Option<&str>) -> JoinRequest {
         JoinRequest {
@@ -699,17 +878,32 @@ mod tests {
         // b joins: the group rebalances; a must rejoin; then both get generation 2.
         let (b, e) = join_new(&mut g, 2, None);
         assert!(e.joins.is_empty());
-        assert_eq!(g.heartbeat(3, &a, 1, None), Err(GroupError::RebalanceInProgress));
+        assert_eq!(
+            g.heartbeat(3, &a, 1, None),
+            Err(GroupError::RebalanceInProgress)
+        );
         let (r, e) = g.join(4, &CFG, req(&a, None));
         assert_eq!(r, Reply::Wait(a.clone()));
         assert_eq!(e.joins.len(), 2);
         let leader = e.joins.iter().find(|(id, _)| *id == a).unwrap();
         assert_eq!(leader.1.members.len(), 2, "the leader sees every member");
-        assert_eq!(g.heartbeat(5, &b, 1, None), Err(GroupError::IllegalGeneration));
-        assert_eq!(g.heartbeat(5, "nobody", 2, None), Err(GroupError::UnknownMemberId));
+        assert_eq!(
+            g.heartbeat(5, &b, 1, None),
+            Err(GroupError::IllegalGeneration)
+        );
+        assert_eq!(
+            g.heartbeat(5, "nobody", 2, None),
+            Err(GroupError::UnknownMemberId)
+        );
         let (r, _) = g.sync(5, &b, 2, None, vec![]);
         assert_eq!(r, Reply::Wait(b.clone()));
-        let (_, e) = g.sync(6, &a, 2, None, vec![(a.clone(), vec![1]), (b.clone(), vec![2])]);
+        let (_, e) = g.sync(
+            6,
+            &a,
+            2,
+            None,
+            vec![(a.clone(), vec![1]), (b.clone(), vec![2])],
+        );
         assert_eq!(e.syncs.len(), 2);
 
         // b goes silent: its session expires and a is asked to rejoin.
@@ -735,17 +929,36 @@ mod tests {
         let (_, e) = g.join(2, &CFG, req(&a, None));
         assert_eq!(e.joins.len(), 2);
         g.sync(3, &s, 2, Some("inst-1"), vec![]);
-        g.sync(3, &a, 2, None, vec![(a.clone(), vec![1]), (s.clone(), vec![7])]);
+        g.sync(
+            3,
+            &a,
+            2,
+            None,
+            vec![(a.clone(), vec![1]), (s.clone(), vec![7])],
+        );
         assert_eq!(g.state, GroupState::Stable);
         // Restart: same instance id, no member id. Same generation, same assignment.
         let (r, _) = g.join(4, &CFG, req("", Some("inst-1")));
-        let Reply::Now(r) = r else { panic!("static rejoin must not wait") };
+        let Reply::Now(r) = r else {
+            panic!("static rejoin must not wait")
+        };
         assert_eq!((r.error, r.generation_id), (None, 2));
         assert_eq!(g.state, GroupState::Stable);
         let (sr, _) = g.sync(5, &r.member_id, 2, Some("inst-1"), vec![]);
-        assert_eq!(sr, Reply::Now(SyncResult { error: None, protocol_type: Some("consumer".into()), protocol_name: Some("range".into()), assignment: Bytes::from_static(&[7]) }));
+        assert_eq!(
+            sr,
+            Reply::Now(SyncResult {
+                error: None,
+                protocol_type: Some("consumer".into()),
+                protocol_name: Some("range".into()),
+                assignment: Bytes::from_static(&[7])
+            })
+        );
         // The old incarnation is fenced.
-        assert_eq!(g.heartbeat(6, &s, 2, Some("inst-1")), Err(GroupError::FencedInstanceId));
+        assert_eq!(
+            g.heartbeat(6, &s, 2, Some("inst-1")),
+            Err(GroupError::FencedInstanceId)
+        );
     }
 
     #[test]
@@ -753,14 +966,32 @@ mod tests {
         let mut g = ClassicGroup::new("g", 0);
         let mut bad = req("", None);
         bad.session_timeout_ms = 1;
-        assert!(matches!(g.join(0, &CFG, bad).0, Reply::Now(JoinResult { error: Some(GroupError::InvalidSessionTimeout), .. })));
+        assert!(matches!(
+            g.join(0, &CFG, bad).0,
+            Reply::Now(JoinResult {
+                error: Some(GroupError::InvalidSessionTimeout),
+                ..
+            })
+        ));
         join_new(&mut g, 0, None);
         let mut other = req("", None);
         other.protocols = vec![("cooperative-sticky".into(), vec![])];
-        assert!(matches!(g.join(0, &CFG, other).0, Reply::Now(JoinResult { error: Some(GroupError::InconsistentGroupProtocol), .. })));
+        assert!(matches!(
+            g.join(0, &CFG, other).0,
+            Reply::Now(JoinResult {
+                error: Some(GroupError::InconsistentGroupProtocol),
+                ..
+            })
+        ));
         join_new(&mut g, 0, None);
         join_new(&mut g, 0, None);
-        assert!(matches!(g.join(0, &CFG, req("", None)).0, Reply::Now(JoinResult { error: Some(GroupError::GroupMaxSizeReached), .. })));
+        assert!(matches!(
+            g.join(0, &CFG, req("", None)).0,
+            Reply::Now(JoinResult {
+                error: Some(GroupError::GroupMaxSizeReached),
+                ..
+            })
+        ));
     }
 
     #[test]

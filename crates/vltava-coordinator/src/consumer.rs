@@ -61,7 +61,11 @@ pub struct ConsumerGroupConfig {
 
 impl Default for ConsumerGroupConfig {
     fn default() -> Self {
-        Self { session_timeout_ms: 45_000, heartbeat_interval_ms: 5_000, max_size: i32::MAX as usize }
+        Self {
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 5_000,
+            max_size: i32::MAX as usize,
+        }
     }
 }
 
@@ -98,7 +102,11 @@ impl ConsumerGroup {
             "Empty"
         } else if self.assignment_epoch < self.group_epoch {
             "Assigning"
-        } else if self.members.values().any(|m| m.member_epoch != self.assignment_epoch || !m.revoking.is_empty() || self.target.get(&m.member_id) != Some(&m.assigned)) {
+        } else if self.members.values().any(|m| {
+            m.member_epoch != self.assignment_epoch
+                || !m.revoking.is_empty()
+                || self.target.get(&m.member_id) != Some(&m.assigned)
+        }) {
             "Reconciling"
         } else {
             "Stable"
@@ -106,14 +114,29 @@ impl ConsumerGroup {
     }
 
     fn subscribed_topics(&self) -> BTreeSet<String> {
-        self.members.values().flat_map(|m| m.subscribed.iter().cloned()).collect()
+        self.members
+            .values()
+            .flat_map(|m| m.subscribed.iter().cloned())
+            .collect()
     }
 
     fn recompute_target(&mut self, partitions_of: &dyn Fn(&str) -> Option<i32>) {
-        let topics: BTreeMap<String, i32> =
-            self.subscribed_topics().into_iter().filter_map(|t| partitions_of(&t).map(|n| (t, n))).collect();
-        let range = self.members.values().next().and_then(|m| m.assignor.as_deref()) == Some("range");
-        self.target = if range { assign_range(&self.members, &topics) } else { assign_uniform(&self.members, &topics, &self.target) };
+        let topics: BTreeMap<String, i32> = self
+            .subscribed_topics()
+            .into_iter()
+            .filter_map(|t| partitions_of(&t).map(|n| (t, n)))
+            .collect();
+        let range = self
+            .members
+            .values()
+            .next()
+            .and_then(|m| m.assignor.as_deref())
+            == Some("range");
+        self.target = if range {
+            assign_range(&self.members, &topics)
+        } else {
+            assign_uniform(&self.members, &topics, &self.target)
+        };
         self.topic_partitions = topics;
         self.assignment_epoch = self.group_epoch;
     }
@@ -134,12 +157,14 @@ impl ConsumerGroup {
         partitions_of: &dyn Fn(&str) -> Option<i32>,
     ) -> Result<HeartbeatResponse, GroupError> {
         if req.member_epoch == -1 || req.member_epoch == -2 {
-            return self.leave(&req.member_id, partitions_of).map(|()| HeartbeatResponse {
-                member_id: req.member_id.clone(),
-                member_epoch: req.member_epoch,
-                heartbeat_interval_ms: 0,
-                assignment: None,
-            });
+            return self
+                .leave(&req.member_id, partitions_of)
+                .map(|()| HeartbeatResponse {
+                    member_id: req.member_id.clone(),
+                    member_epoch: req.member_epoch,
+                    heartbeat_interval_ms: 0,
+                    assignment: None,
+                });
         }
         if let Some(a) = &req.assignor {
             if !ASSIGNORS.contains(&a.as_str()) {
@@ -147,7 +172,11 @@ impl ConsumerGroup {
             }
         }
         let mut bump = false;
-        let member_id = if req.member_id.is_empty() { uuid::Uuid::new_v4().simple().to_string() } else { req.member_id.clone() };
+        let member_id = if req.member_id.is_empty() {
+            uuid::Uuid::new_v4().simple().to_string()
+        } else {
+            req.member_id.clone()
+        };
         if req.member_epoch == 0 {
             if req.subscribed_topics.is_none() {
                 return Err(GroupError::InvalidRequest);
@@ -157,8 +186,12 @@ impl ConsumerGroup {
             }
             // A (re)joining member starts from nothing; with a static id it replaces the old one.
             if let Some(inst) = &req.instance_id {
-                let old: Vec<String> =
-                    self.members.values().filter(|m| m.instance_id.as_ref() == Some(inst) && m.member_id != member_id).map(|m| m.member_id.clone()).collect();
+                let old: Vec<String> = self
+                    .members
+                    .values()
+                    .filter(|m| m.instance_id.as_ref() == Some(inst) && m.member_id != member_id)
+                    .map(|m| m.member_id.clone())
+                    .collect();
                 for o in old {
                     self.members.remove(&o);
                 }
@@ -167,10 +200,17 @@ impl ConsumerGroup {
             bump = prev.is_none();
             self.members.insert(
                 member_id.clone(),
-                ConsumerMember { member_id: member_id.clone(), previous_member_epoch: -1, ..Default::default() },
+                ConsumerMember {
+                    member_id: member_id.clone(),
+                    previous_member_epoch: -1,
+                    ..Default::default()
+                },
             );
         } else {
-            let m = self.members.get(&member_id).ok_or(GroupError::UnknownMemberId)?;
+            let m = self
+                .members
+                .get(&member_id)
+                .ok_or(GroupError::UnknownMemberId)?;
             if req.member_epoch != m.member_epoch && req.member_epoch != m.previous_member_epoch {
                 return Err(GroupError::FencedMemberEpoch);
             }
@@ -240,10 +280,19 @@ impl ConsumerGroup {
         } else {
             None
         };
-        HeartbeatResponse { member_id: member_id.to_string(), member_epoch: m.member_epoch, heartbeat_interval_ms: cfg.heartbeat_interval_ms, assignment }
+        HeartbeatResponse {
+            member_id: member_id.to_string(),
+            member_epoch: m.member_epoch,
+            heartbeat_interval_ms: cfg.heartbeat_interval_ms,
+            assignment,
+        }
     }
 
-    fn leave(&mut self, member_id: &str, partitions_of: &dyn Fn(&str) -> Option<i32>) -> Result<(), GroupError> {
+    fn leave(
+        &mut self,
+        member_id: &str,
+        partitions_of: &dyn Fn(&str) -> Option<i32>,
+    ) -> Result<(), GroupError> {
         if self.members.remove(member_id).is_none() {
             return Err(GroupError::UnknownMemberId);
         }
@@ -253,9 +302,18 @@ impl ConsumerGroup {
     }
 
     /// Removes members whose session expired; returns whether anyone left.
-    pub fn tick(&mut self, now_ms: i64, cfg: &ConsumerGroupConfig, partitions_of: &dyn Fn(&str) -> Option<i32>) -> bool {
-        let expired: Vec<String> =
-            self.members.values().filter(|m| now_ms - m.last_heartbeat_ms > cfg.session_timeout_ms).map(|m| m.member_id.clone()).collect();
+    pub fn tick(
+        &mut self,
+        now_ms: i64,
+        cfg: &ConsumerGroupConfig,
+        partitions_of: &dyn Fn(&str) -> Option<i32>,
+    ) -> bool {
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| now_ms - m.last_heartbeat_ms > cfg.session_timeout_ms)
+            .map(|m| m.member_id.clone())
+            .collect();
         for id in &expired {
             self.members.remove(id);
         }
@@ -269,7 +327,10 @@ impl ConsumerGroup {
 
     /// OffsetCommit from a consumer-group member: its epoch must be current.
     pub fn check_commit(&self, member_id: &str, member_epoch: i32) -> Result<(), GroupError> {
-        let m = self.members.get(member_id).ok_or(GroupError::UnknownMemberId)?;
+        let m = self
+            .members
+            .get(member_id)
+            .ok_or(GroupError::UnknownMemberId)?;
         if member_epoch != m.member_epoch {
             return Err(GroupError::FencedMemberEpoch);
         }
@@ -278,10 +339,20 @@ impl ConsumerGroup {
 }
 
 /// Range: per topic, members subscribed to it (sorted) get contiguous ranges.
-fn assign_range(members: &BTreeMap<String, ConsumerMember>, topics: &BTreeMap<String, i32>) -> BTreeMap<String, BTreeSet<TopicPartition>> {
-    let mut out: BTreeMap<String, BTreeSet<TopicPartition>> = members.keys().map(|k| (k.clone(), BTreeSet::new())).collect();
+fn assign_range(
+    members: &BTreeMap<String, ConsumerMember>,
+    topics: &BTreeMap<String, i32>,
+) -> BTreeMap<String, BTreeSet<TopicPartition>> {
+    let mut out: BTreeMap<String, BTreeSet<TopicPartition>> = members
+        .keys()
+        .map(|k| (k.clone(), BTreeSet::new()))
+        .collect();
     for (topic, &n) in topics {
-        let subs: Vec<&String> = members.values().filter(|m| m.subscribed.contains(topic)).map(|m| &m.member_id).collect();
+        let subs: Vec<&String> = members
+            .values()
+            .filter(|m| m.subscribed.contains(topic))
+            .map(|m| &m.member_id)
+            .collect();
         if subs.is_empty() {
             continue;
         }
@@ -290,7 +361,9 @@ fn assign_range(members: &BTreeMap<String, ConsumerMember>, topics: &BTreeMap<St
         for (i, id) in subs.iter().enumerate() {
             let count = per + usize::from(i < extra);
             for _ in 0..count {
-                out.get_mut(*id).expect("member").insert((topic.clone(), p as i32));
+                out.get_mut(*id)
+                    .expect("member")
+                    .insert((topic.clone(), p as i32));
                 p += 1;
             }
         }
@@ -304,8 +377,14 @@ fn assign_uniform(
     topics: &BTreeMap<String, i32>,
     previous: &BTreeMap<String, BTreeSet<TopicPartition>>,
 ) -> BTreeMap<String, BTreeSet<TopicPartition>> {
-    let mut out: BTreeMap<String, BTreeSet<TopicPartition>> = members.keys().map(|k| (k.clone(), BTreeSet::new())).collect();
-    let all: Vec<TopicPartition> = topics.iter().flat_map(|(t, &n)| (0..n).map(move |p| (t.clone(), p))).collect();
+    let mut out: BTreeMap<String, BTreeSet<TopicPartition>> = members
+        .keys()
+        .map(|k| (k.clone(), BTreeSet::new()))
+        .collect();
+    let all: Vec<TopicPartition> = topics
+        .iter()
+        .flat_map(|(t, &n)| (0..n).map(move |p| (t.clone(), p)))
+        .collect();
     if members.is_empty() {
         return out;
     }
@@ -317,7 +396,11 @@ fn assign_uniform(
             continue;
         }
         for tp in prev {
-            if out[id].len() < quota && all.contains(tp) && eligible(id, tp) && taken.insert(tp.clone()) {
+            if out[id].len() < quota
+                && all.contains(tp)
+                && eligible(id, tp)
+                && taken.insert(tp.clone())
+            {
                 out.get_mut(id).expect("member").insert(tp.clone());
             }
         }
@@ -326,7 +409,10 @@ fn assign_uniform(
         if taken.contains(&tp) {
             continue;
         }
-        let best = members.keys().filter(|id| eligible(id, &tp)).min_by_key(|id| out[*id].len());
+        let best = members
+            .keys()
+            .filter(|id| eligible(id, &tp))
+            .min_by_key(|id| out[*id].len());
         if let Some(id) = best {
             out.get_mut(id).expect("member").insert(tp.clone());
             taken.insert(tp);
@@ -339,7 +425,12 @@ fn assign_uniform(
 mod tests {
     use super::*;
 
-    fn hb(id: &str, epoch: i32, topics: Option<&[&str]>, owned: Option<Vec<TopicPartition>>) -> HeartbeatRequest {
+    fn hb(
+        id: &str,
+        epoch: i32,
+        topics: Option<&[&str]>,
+        owned: Option<Vec<TopicPartition>>,
+    ) -> HeartbeatRequest {
         HeartbeatRequest {
             member_id: id.into(),
             member_epoch: epoch,
@@ -358,26 +449,40 @@ mod tests {
         let parts = |t: &str| (t == "t").then_some(4);
         let cfg = ConsumerGroupConfig::default();
         let mut g = ConsumerGroup::new("g", 0);
-        let a = g.heartbeat(0, &cfg, hb("a", 0, Some(&["t"]), Some(vec![])), &parts).unwrap();
+        let a = g
+            .heartbeat(0, &cfg, hb("a", 0, Some(&["t"]), Some(vec![])), &parts)
+            .unwrap();
         assert_eq!(a.assignment.as_ref().unwrap().len(), 4);
         assert_eq!(a.member_epoch, 1);
-        let b = g.heartbeat(1, &cfg, hb("b", 0, Some(&["t"]), Some(vec![])), &parts).unwrap();
+        let b = g
+            .heartbeat(1, &cfg, hb("b", 0, Some(&["t"]), Some(vec![])), &parts)
+            .unwrap();
         // a still owns everything: b gets nothing until a revokes.
         assert_eq!(b.assignment, Some(vec![]));
-        let a2 = g.heartbeat(2, &cfg, hb("a", 1, None, None), &parts).unwrap();
+        let a2 = g
+            .heartbeat(2, &cfg, hb("a", 1, None, None), &parts)
+            .unwrap();
         let kept = a2.assignment.unwrap();
         assert_eq!(kept.len(), 2);
         assert_eq!(a2.member_epoch, 1, "epoch waits for the revocation");
-        let a3 = g.heartbeat(3, &cfg, hb("a", 1, None, Some(kept.clone())), &parts).unwrap();
+        let a3 = g
+            .heartbeat(3, &cfg, hb("a", 1, None, Some(kept.clone())), &parts)
+            .unwrap();
         assert_eq!(a3.member_epoch, 2);
-        let b2 = g.heartbeat(4, &cfg, hb("b", b.member_epoch, None, Some(vec![])), &parts).unwrap();
+        let b2 = g
+            .heartbeat(4, &cfg, hb("b", b.member_epoch, None, Some(vec![])), &parts)
+            .unwrap();
         let got = b2.assignment.unwrap();
         assert_eq!(got.len(), 2);
         assert!(got.iter().all(|p| !kept.contains(p)));
         assert_eq!(g.state_name(), "Stable");
         // Fencing and leaving.
-        assert_eq!(g.heartbeat(5, &cfg, hb("b", 99, None, None), &parts), Err(GroupError::FencedMemberEpoch));
-        g.heartbeat(6, &cfg, hb("b", -1, None, None), &parts).unwrap();
+        assert_eq!(
+            g.heartbeat(5, &cfg, hb("b", 99, None, None), &parts),
+            Err(GroupError::FencedMemberEpoch)
+        );
+        g.heartbeat(6, &cfg, hb("b", -1, None, None), &parts)
+            .unwrap();
         assert_eq!(g.target["a"].len(), 4);
     }
 
@@ -385,11 +490,21 @@ mod tests {
     fn range_assignor_gives_contiguous_ranges() {
         let mut members = BTreeMap::new();
         for id in ["a", "b"] {
-            members.insert(id.to_string(), ConsumerMember { member_id: id.into(), subscribed: ["t".to_string()].into(), ..Default::default() });
+            members.insert(
+                id.to_string(),
+                ConsumerMember {
+                    member_id: id.into(),
+                    subscribed: ["t".to_string()].into(),
+                    ..Default::default()
+                },
+            );
         }
         let topics: BTreeMap<String, i32> = [("t".to_string(), 5)].into();
         let out = assign_range(&members, &topics);
-        assert_eq!(out["a"].iter().map(|p| p.1).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(
+            out["a"].iter().map(|p| p.1).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
         assert_eq!(out["b"].iter().map(|p| p.1).collect::<Vec<_>>(), vec![3, 4]);
     }
 }

@@ -56,7 +56,9 @@ pub enum GroupError {
 pub fn offsets_partition_for(group_id: &str, partitions: i32) -> i32 {
     let mut h: i32 = 0;
     for c in group_id.encode_utf16() {
-        h = h.wrapping_mul(31).wrapping_add(i32::from(c as i16 as i32 as u16 as i16) & 0xffff);
+        h = h
+            .wrapping_mul(31)
+            .wrapping_add(i32::from(c as i16 as i32 as u16 as i16) & 0xffff);
     }
     let abs = if h == i32::MIN { 0 } else { h.abs() };
     abs % partitions.max(1)

@@ -11,11 +11,20 @@ pub struct OffsetStore {
 
 impl OffsetStore {
     pub fn apply(&mut self, record: &Record) {
-        if let Record::Offset { group, topic, partition, value } = record {
+        if let Record::Offset {
+            group,
+            topic,
+            partition,
+            value,
+        } = record
+        {
             let key = (topic.clone(), *partition);
             match value {
                 Some(v) => {
-                    self.groups.entry(group.clone()).or_default().insert(key, v.clone());
+                    self.groups
+                        .entry(group.clone())
+                        .or_default()
+                        .insert(key, v.clone());
                 }
                 None => {
                     if let Some(g) = self.groups.get_mut(group) {
@@ -48,14 +57,24 @@ impl OffsetStore {
     /// Tombstones for every offset of `group`.
     pub fn delete_group(&self, group: &str) -> Vec<Record> {
         self.group(group)
-            .map(|((t, p), _)| Record::Offset { group: group.to_string(), topic: t.clone(), partition: *p, value: None })
+            .map(|((t, p), _)| Record::Offset {
+                group: group.to_string(),
+                topic: t.clone(),
+                partition: *p,
+                value: None,
+            })
             .collect()
     }
 
     /// Kafka's `offsets.retention.minutes`: offsets of a group that has had no members for
     /// the retention period (or, for groups without members ever, committed that long ago)
     /// are removed. `empty_since` gives when a group became empty, `None` if it has members.
-    pub fn expire(&self, now_ms: i64, retention_ms: i64, empty_since: impl Fn(&str) -> Option<Option<i64>>) -> Vec<Record> {
+    pub fn expire(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        empty_since: impl Fn(&str) -> Option<Option<i64>>,
+    ) -> Vec<Record> {
         let mut out = Vec::new();
         for (group, offsets) in &self.groups {
             match empty_since(group) {
@@ -65,7 +84,12 @@ impl OffsetStore {
                 None => {
                     for ((t, p), v) in offsets {
                         if now_ms - v.commit_timestamp_ms >= retention_ms {
-                            out.push(Record::Offset { group: group.clone(), topic: t.clone(), partition: *p, value: None });
+                            out.push(Record::Offset {
+                                group: group.clone(),
+                                topic: t.clone(),
+                                partition: *p,
+                                value: None,
+                            });
                         }
                     }
                 }
@@ -84,7 +108,12 @@ mod tests {
             group: group.into(),
             topic: "t".into(),
             partition,
-            value: Some(OffsetValue { offset, leader_epoch: -1, metadata: None, commit_timestamp_ms: ts }),
+            value: Some(OffsetValue {
+                offset,
+                leader_epoch: -1,
+                metadata: None,
+                commit_timestamp_ms: ts,
+            }),
         }
     }
 

@@ -16,15 +16,27 @@ pub struct OffsetValue {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum Key {
     #[serde(rename = "offset")]
-    Offset { group: String, topic: String, partition: i32 },
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
     #[serde(rename = "group")]
     Group { group: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Offset { group: String, topic: String, partition: i32, value: Option<OffsetValue> },
-    Group { group: String, value: Option<GroupSnapshot> },
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+        value: Option<OffsetValue>,
+    },
+    Group {
+        group: String,
+        value: Option<GroupSnapshot>,
+    },
 }
 
 impl Record {
@@ -40,25 +52,46 @@ impl Record {
             serde_json::to_vec(v).expect("plain data serialises")
         }
         match self {
-            Record::Offset { group, topic, partition, value } => (
-                json(&Key::Offset { group: group.clone(), topic: topic.clone(), partition: *partition }),
+            Record::Offset {
+                group,
+                topic,
+                partition,
+                value,
+            } => (
+                json(&Key::Offset {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                }),
                 value.as_ref().map(|v| json(v)),
             ),
-            Record::Group { group, value } => {
-                (json(&Key::Group { group: group.clone() }), value.as_ref().map(|v| json(v)))
-            }
+            Record::Group { group, value } => (
+                json(&Key::Group {
+                    group: group.clone(),
+                }),
+                value.as_ref().map(|v| json(v)),
+            ),
         }
     }
 
     /// Decodes a stored record; `None` for bytes this version does not understand.
     pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<Self> {
         match serde_json::from_slice::<Key>(key).ok()? {
-            Key::Offset { group, topic, partition } => {
+            Key::Offset {
+                group,
+                topic,
+                partition,
+            } => {
                 let value = match value {
                     Some(v) => Some(serde_json::from_slice(v).ok()?),
                     None => None,
                 };
-                Some(Record::Offset { group, topic, partition, value })
+                Some(Record::Offset {
+                    group,
+                    topic,
+                    partition,
+                    value,
+                })
             }
             Key::Group { group } => {
                 let value = match value {
@@ -81,11 +114,19 @@ mod tests {
             group: "g".into(),
             topic: "t".into(),
             partition: 3,
-            value: Some(OffsetValue { offset: 9, leader_epoch: -1, metadata: None, commit_timestamp_ms: 5 }),
+            value: Some(OffsetValue {
+                offset: 9,
+                leader_epoch: -1,
+                metadata: None,
+                commit_timestamp_ms: 5,
+            }),
         };
         let (k, v) = r.encode();
         assert_eq!(Record::decode(&k, v.as_deref()), Some(r));
-        let t = Record::Group { group: "g".into(), value: None };
+        let t = Record::Group {
+            group: "g".into(),
+            value: None,
+        };
         let (k, v) = t.encode();
         assert_eq!(Record::decode(&k, v.as_deref()), Some(t));
         assert_eq!(Record::decode(b"\xff", None), None);

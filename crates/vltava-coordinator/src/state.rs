@@ -61,8 +61,14 @@ impl CoordinatorState {
     pub fn replay(&mut self, record: &Record, now_ms: i64) {
         match record {
             Record::Offset { .. } => self.offsets.apply(record),
-            Record::Group { group, value: Some(snap) } => {
-                self.groups.insert(group.clone(), Group::Classic(ClassicGroup::restore(group, snap.clone(), now_ms)));
+            Record::Group {
+                group,
+                value: Some(snap),
+            } => {
+                self.groups.insert(
+                    group.clone(),
+                    Group::Classic(ClassicGroup::restore(group, snap.clone(), now_ms)),
+                );
             }
             Record::Group { group, value: None } => {
                 self.groups.remove(group);
@@ -71,28 +77,44 @@ impl CoordinatorState {
     }
 
     /// The classic group named `group`, created empty if missing.
-    pub fn classic_mut(&mut self, group: &str, now_ms: i64) -> Result<&mut ClassicGroup, GroupError> {
+    pub fn classic_mut(
+        &mut self,
+        group: &str,
+        now_ms: i64,
+    ) -> Result<&mut ClassicGroup, GroupError> {
         if let Some(Group::Consumer(g)) = self.groups.get(group) {
             if !g.members.is_empty() {
                 return Err(GroupError::GroupIdTypeMismatch);
             }
             self.groups.remove(group);
         }
-        match self.groups.entry(group.to_string()).or_insert_with(|| Group::Classic(ClassicGroup::new(group, now_ms))) {
+        match self
+            .groups
+            .entry(group.to_string())
+            .or_insert_with(|| Group::Classic(ClassicGroup::new(group, now_ms)))
+        {
             Group::Classic(g) => Ok(g),
             Group::Consumer(_) => unreachable!("replaced above"),
         }
     }
 
     /// The consumer (KIP-848) group named `group`; an empty classic group converts.
-    pub fn consumer_mut(&mut self, group: &str, now_ms: i64) -> Result<&mut ConsumerGroup, GroupError> {
+    pub fn consumer_mut(
+        &mut self,
+        group: &str,
+        now_ms: i64,
+    ) -> Result<&mut ConsumerGroup, GroupError> {
         if let Some(Group::Classic(g)) = self.groups.get(group) {
             if !g.is_empty() {
                 return Err(GroupError::GroupIdTypeMismatch);
             }
             self.groups.remove(group);
         }
-        match self.groups.entry(group.to_string()).or_insert_with(|| Group::Consumer(ConsumerGroup::new(group, now_ms))) {
+        match self
+            .groups
+            .entry(group.to_string())
+            .or_insert_with(|| Group::Consumer(ConsumerGroup::new(group, now_ms)))
+        {
             Group::Consumer(g) => Ok(g),
             Group::Classic(_) => unreachable!("replaced above"),
         }
@@ -100,7 +122,13 @@ impl CoordinatorState {
 
     /// Kafka's OffsetCommit checks: a member of a live group must be current; a commit
     /// without a member (generation -1) is only for groups with no members.
-    pub fn validate_commit(&self, group: &str, member_id: &str, generation_or_epoch: i32, instance: Option<&str>) -> Result<(), GroupError> {
+    pub fn validate_commit(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation_or_epoch: i32,
+        instance: Option<&str>,
+    ) -> Result<(), GroupError> {
         match self.groups.get(group) {
             None => {
                 if generation_or_epoch >= 0 {
@@ -111,10 +139,17 @@ impl CoordinatorState {
             }
             Some(Group::Classic(g)) => {
                 if generation_or_epoch < 0 && member_id.is_empty() {
-                    return if g.members.is_empty() { Ok(()) } else { Err(GroupError::UnknownMemberId) };
+                    return if g.members.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(GroupError::UnknownMemberId)
+                    };
                 }
                 if let Some(inst) = instance {
-                    if g.members.values().any(|m| m.instance_id.as_deref() == Some(inst) && m.member_id != member_id) {
+                    if g.members
+                        .values()
+                        .any(|m| m.instance_id.as_deref() == Some(inst) && m.member_id != member_id)
+                    {
                         return Err(GroupError::FencedInstanceId);
                     }
                 }
@@ -131,7 +166,11 @@ impl CoordinatorState {
             }
             Some(Group::Consumer(g)) => {
                 if generation_or_epoch < 0 && member_id.is_empty() {
-                    return if g.members.is_empty() { Ok(()) } else { Err(GroupError::UnknownMemberId) };
+                    return if g.members.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(GroupError::UnknownMemberId)
+                    };
                 }
                 g.check_commit(member_id, generation_or_epoch)
             }
@@ -162,7 +201,10 @@ impl CoordinatorState {
             None if !self.offsets.has_group(group) => Err(GroupError::GroupIdNotFound),
             _ => {
                 let mut out = self.offsets.delete_group(group);
-                out.push(Record::Group { group: group.to_string(), value: None });
+                out.push(Record::Group {
+                    group: group.to_string(),
+                    value: None,
+                });
                 Ok(out)
             }
         }

@@ -393,6 +393,94 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         Some(1),
         "Requests one connection may have in flight."
     ),
+    def!(
+        "offsets.topic.num.partitions",
+        Int,
+        "50",
+        &[],
+        Some(1),
+        "Partitions of __consumer_offsets."
+    ),
+    def!(
+        "offsets.retention.minutes",
+        Int,
+        "10080",
+        &[],
+        Some(1),
+        "How long offsets of an empty group are kept."
+    ),
+    def!(
+        "offsets.retention.check.interval.ms",
+        Long,
+        "600000",
+        &[],
+        Some(1),
+        "How often expired offsets are removed."
+    ),
+    def!(
+        "offsets.commit.timeout.ms",
+        Int,
+        "5000",
+        &[],
+        Some(1),
+        "How long an offset commit waits to be durable."
+    ),
+    def!(
+        "offset.metadata.max.bytes",
+        Int,
+        "4096",
+        &[],
+        Some(0),
+        "Largest metadata string of a committed offset."
+    ),
+    def!(
+        "group.initial.rebalance.delay.ms",
+        Int,
+        "3000",
+        &[],
+        Some(0),
+        "How long the first rebalance of an empty group waits for more members."
+    ),
+    def!(
+        "group.min.session.timeout.ms",
+        Int,
+        "6000",
+        &[],
+        Some(0),
+        "Shortest session timeout a member may ask for."
+    ),
+    def!(
+        "group.max.session.timeout.ms",
+        Int,
+        "1800000",
+        &[],
+        Some(0),
+        "Longest session timeout a member may ask for."
+    ),
+    def!(
+        "group.max.size",
+        Int,
+        "2147483647",
+        &[],
+        Some(1),
+        "Most members in one group."
+    ),
+    def!(
+        "group.consumer.session.timeout.ms",
+        Int,
+        "45000",
+        &[],
+        Some(1),
+        "Session timeout of consumer-protocol (KIP-848) members."
+    ),
+    def!(
+        "group.consumer.heartbeat.interval.ms",
+        Int,
+        "5000",
+        &[],
+        Some(1),
+        "Heartbeat interval given to consumer-protocol members."
+    ),
 ];
 
 pub fn topic_config_def(name: &str) -> Option<&'static (ConfigDef, &'static str)> {

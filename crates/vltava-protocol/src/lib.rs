@@ -141,6 +141,19 @@ apis! {
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse);
     DescribeCluster(DescribeClusterRequest, DescribeClusterResponse);
     DescribeTopicPartitions(DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse);
+    FindCoordinator(FindCoordinatorRequest, FindCoordinatorResponse);
+    JoinGroup(JoinGroupRequest, JoinGroupResponse);
+    SyncGroup(SyncGroupRequest, SyncGroupResponse);
+    Heartbeat(HeartbeatRequest, HeartbeatResponse);
+    LeaveGroup(LeaveGroupRequest, LeaveGroupResponse);
+    OffsetCommit(OffsetCommitRequest, OffsetCommitResponse);
+    OffsetFetch(OffsetFetchRequest, OffsetFetchResponse);
+    ListGroups(ListGroupsRequest, ListGroupsResponse);
+    DescribeGroups(DescribeGroupsRequest, DescribeGroupsResponse);
+    DeleteGroups(DeleteGroupsRequest, DeleteGroupsResponse);
+    OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse);
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse);
+    ConsumerGroupDescribe(ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse);
 }
 
 /// The header fields the broker needs, whatever the header version.

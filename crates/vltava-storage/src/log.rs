@@ -29,6 +29,8 @@ pub struct LogConfig {
     pub max_message_bytes: usize,
     /// `message.timestamp.type` is LogAppendTime.
     pub log_append_time: bool,
+    /// `cleanup.policy` includes `delete`; compacted-only logs are never trimmed by time or size.
+    pub delete_retention: bool,
 }
 
 impl Default for LogConfig {
@@ -41,6 +43,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             log_append_time: false,
+            delete_retention: true,
         }
     }
 }

@@ -260,6 +260,21 @@ fn retention_by_time_and_size_and_delete_records() {
     log.enforce_retention(0).unwrap();
     assert_eq!(log.segment_count(), 1);
     assert!(log.delete_records_before(11).is_err());
+
+    // cleanup.policy=compact: time and size never delete.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 2500,
+        retention_ms: 1,
+        retention_bytes: 1,
+        delete_retention: false,
+        ..LogConfig::default()
+    };
+    let log = open(dir.path(), cfg, true);
+    for i in 0..10 {
+        log.append(&mut batch(1, i, 1000), 0, 0).unwrap();
+    }
+    assert_eq!(log.enforce_retention(1_000_000).unwrap(), 0);
 }
 
 #[test]

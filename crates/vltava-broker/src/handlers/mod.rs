@@ -4,6 +4,7 @@
 pub mod api_versions;
 pub mod configs;
 pub mod fetch;
+pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -52,6 +53,40 @@ pub fn dispatch(
             ready(offsets::offset_for_leader_epoch(broker, r).into())
         }
         Request::DescribeLogDirs(r) => ready(offsets::describe_log_dirs(broker, r).into()),
+        Request::FindCoordinator(r) => ready(groups::find_coordinator(broker, v, r).into()),
+        Request::JoinGroup(r) => {
+            let (b, client) = (
+                Arc::clone(broker),
+                header.client_id.clone().unwrap_or_default(),
+            );
+            Box::pin(async move { Some(groups::join_group(b, v, client, r).await.into()) })
+        }
+        Request::SyncGroup(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move { Some(groups::sync_group(b, v, r).await.into()) })
+        }
+        Request::Heartbeat(r) => ready(groups::heartbeat(broker, r).into()),
+        Request::LeaveGroup(r) => ready(groups::leave_group(broker, v, r).into()),
+        Request::OffsetCommit(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move { Some(groups::offset_commit(b, v, r).await.into()) })
+        }
+        Request::OffsetFetch(r) => ready(groups::offset_fetch(broker, v, r).into()),
+        Request::ListGroups(r) => ready(groups::list_groups(broker, v, r).into()),
+        Request::DescribeGroups(r) => ready(groups::describe_groups(broker, r).into()),
+        Request::DeleteGroups(r) => ready(groups::delete_groups(broker, r).into()),
+        Request::OffsetDelete(r) => ready(groups::offset_delete(broker, r).into()),
+        Request::ConsumerGroupHeartbeat(r) => ready(
+            groups::consumer_group_heartbeat(
+                broker,
+                header.client_id.clone().unwrap_or_default(),
+                r,
+            )
+            .into(),
+        ),
+        Request::ConsumerGroupDescribe(r) => {
+            ready(groups::consumer_group_describe(broker, r).into())
+        }
         Request::DeleteRecords(r) => {
             let b = Arc::clone(broker);
             Box::pin(async move { Some(offsets::delete_records(b, r).await.into()) })

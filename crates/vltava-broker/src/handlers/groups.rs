@@ -1,0 +1,829 @@
+//! Group APIs: FindCoordinator, the classic protocol, offsets, group admin, and KIP-848.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use vltava_coordinator::classic::{JoinRequest, JoinResult, SyncResult};
+use vltava_coordinator::consumer::HeartbeatRequest as CgRequest;
+use vltava_coordinator::state::{CommitEntry, Group};
+use vltava_coordinator::GroupError;
+use vltava_protocol::messages::*;
+use vltava_protocol::ErrorCode;
+
+use super::{sb, tn};
+use crate::broker::Broker;
+use crate::group_coordinator::Parked;
+
+pub fn error_code(e: GroupError) -> ErrorCode {
+    match e {
+        GroupError::UnknownMemberId => ErrorCode::UnknownMemberId,
+        GroupError::IllegalGeneration => ErrorCode::IllegalGeneration,
+        GroupError::RebalanceInProgress => ErrorCode::RebalanceInProgress,
+        GroupError::FencedInstanceId => ErrorCode::FencedInstanceId,
+        GroupError::MemberIdRequired => ErrorCode::MemberIdRequired,
+        GroupError::InconsistentGroupProtocol | GroupError::GroupIdTypeMismatch => {
+            ErrorCode::InconsistentGroupProtocol
+        }
+        GroupError::InvalidSessionTimeout => ErrorCode::InvalidSessionTimeout,
+        GroupError::GroupMaxSizeReached => ErrorCode::GroupMaxSizeReached,
+        GroupError::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
+        GroupError::NonEmptyGroup => ErrorCode::NonEmptyGroup,
+        GroupError::GroupIdNotFound => ErrorCode::GroupIdNotFound,
+        GroupError::FencedMemberEpoch => ErrorCode::FencedMemberEpoch,
+        GroupError::UnknownMemberEpoch => ErrorCode::StaleMemberEpoch,
+        GroupError::UnsupportedAssignor => ErrorCode::UnsupportedAssignor,
+        GroupError::InvalidRequest => ErrorCode::InvalidRequest,
+        GroupError::OffsetMetadataTooLarge => ErrorCode::OffsetMetadataTooLarge,
+        GroupError::GroupSubscribedToTopic => ErrorCode::GroupSubscribedToTopic,
+    }
+}
+
+fn code_of(e: Option<GroupError>) -> i16 {
+    e.map_or(0, |e| error_code(e).code())
+}
+
+pub fn find_coordinator(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let answer = |key_type: i8| -> Option<(ErrorCode, &'static str)> {
+        match key_type {
+            0 => None,
+            1 => Some((
+                ErrorCode::CoordinatorNotAvailable,
+                "transactions are not supported yet",
+            )),
+            _ => Some((ErrorCode::InvalidRequest, "unknown coordinator key type")),
+        }
+    };
+    let (host, port, node) = (
+        sb(&broker.advertised.0),
+        i32::from(broker.advertised.1),
+        BrokerId(broker.config.node_id),
+    );
+    let mut resp = FindCoordinatorResponse::default();
+    if version < 4 {
+        match answer(req.key_type) {
+            Some((code, msg)) => {
+                resp.error_code = code.code();
+                if version >= 1 {
+                    resp.error_message = Some(sb(msg));
+                }
+                resp.node_id = BrokerId(-1);
+                resp.port = -1;
+            }
+            None => {
+                resp.node_id = node;
+                resp.host = host;
+                resp.port = port;
+            }
+        }
+        return resp;
+    }
+    resp.coordinators = req
+        .coordinator_keys
+        .iter()
+        .map(|key| {
+            let mut c = find_coordinator_response::Coordinator::default();
+            c.key = key.clone();
+            match answer(req.key_type) {
+                Some((code, msg)) => {
+                    c.error_code = code.code();
+                    c.node_id = BrokerId(-1);
+                    c.port = -1;
+                    c.error_message = Some(sb(msg));
+                }
+                None => {
+                    c.node_id = node;
+                    c.host = host.clone();
+                    c.port = port;
+                }
+            }
+            c
+        })
+        .collect();
+    resp
+}
+
+fn invalid_group(group: &str) -> bool {
+    group.is_empty()
+}
+
+async fn settle<T>(parked: Parked<T>, timeout_ms: u64, on_timeout: T) -> T {
+    match parked {
+        Parked::Now(r) => r,
+        Parked::Later(rx) => {
+            match tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await {
+                Ok(Ok(r)) => r,
+                _ => on_timeout,
+            }
+        }
+    }
+}
+
+pub async fn join_group(
+    broker: Arc<Broker>,
+    version: i16,
+    client_id: String,
+    req: JoinGroupRequest,
+) -> JoinGroupResponse {
+    let group = req.group_id.0.to_string();
+    let mut resp = JoinGroupResponse::default();
+    if invalid_group(&group) {
+        resp.error_code = ErrorCode::InvalidGroupId.code();
+        return resp;
+    }
+    let rebalance_timeout = if version >= 1 {
+        req.rebalance_timeout_ms
+    } else {
+        req.session_timeout_ms
+    };
+    let jr = JoinRequest {
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+        client_id,
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: req.session_timeout_ms,
+        rebalance_timeout_ms: rebalance_timeout,
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.to_vec()))
+            .collect(),
+        require_known_member_id: version >= 4,
+    };
+    let member = jr.member_id.clone();
+    let parked = broker.groups.join(&broker, &group, jr);
+    let wait = rebalance_timeout.max(0) as u64 + 5_000;
+    let r: JoinResult = settle(
+        parked,
+        wait,
+        JoinResult::error(GroupError::RebalanceInProgress, &member),
+    )
+    .await;
+    resp.error_code = code_of(r.error);
+    resp.generation_id = r.generation_id;
+    resp.protocol_type = if version >= 7 {
+        r.protocol_type.map(sb)
+    } else {
+        None
+    };
+    resp.protocol_name = match (version >= 7, r.protocol_name) {
+        (true, p) => p.map(sb),
+        (false, p) => Some(sb(p.unwrap_or_default())),
+    };
+    resp.leader = sb(r.leader);
+    resp.member_id = sb(r.member_id);
+    resp.members = r
+        .members
+        .into_iter()
+        .map(|(id, inst, meta)| {
+            let mut m = join_group_response::JoinGroupResponseMember::default();
+            m.member_id = sb(id);
+            m.group_instance_id = if version >= 5 { inst.map(sb) } else { None };
+            m.metadata = meta;
+            m
+        })
+        .collect();
+    resp
+}
+
+pub async fn sync_group(
+    broker: Arc<Broker>,
+    version: i16,
+    req: SyncGroupRequest,
+) -> SyncGroupResponse {
+    let group = req.group_id.0.to_string();
+    let assignments = req
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.to_vec()))
+        .collect();
+    let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
+    let parked = broker.groups.sync(
+        &broker,
+        &group,
+        &req.member_id.to_string(),
+        req.generation_id,
+        instance.as_deref(),
+        assignments,
+    );
+    let r: SyncResult = settle(
+        parked,
+        300_000,
+        SyncResult::error(GroupError::RebalanceInProgress),
+    )
+    .await;
+    let mut resp = SyncGroupResponse::default();
+    resp.error_code = code_of(r.error);
+    if version >= 5 {
+        resp.protocol_type = r.protocol_type.map(sb);
+        resp.protocol_name = r.protocol_name.map(sb);
+    }
+    resp.assignment = r.assignment;
+    resp
+}
+
+pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest) -> HeartbeatResponse {
+    let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
+    let r = broker.groups.heartbeat(
+        &req.group_id.0.to_string(),
+        &req.member_id.to_string(),
+        req.generation_id,
+        instance.as_deref(),
+    );
+    HeartbeatResponse::default().with_error_code(code_of(r.err()))
+}
+
+pub fn leave_group(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: LeaveGroupRequest,
+) -> LeaveGroupResponse {
+    let group = req.group_id.0.to_string();
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        req.members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|s| s.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(req.member_id.to_string(), None)]
+    };
+    let mut resp = LeaveGroupResponse::default();
+    match broker.groups.leave(broker, &group, &members) {
+        Err(e) => resp.error_code = error_code(e).code(),
+        Ok(results) => {
+            if version >= 3 {
+                resp.members = members
+                    .iter()
+                    .zip(&results)
+                    .map(|((id, inst), r)| {
+                        let mut m = leave_group_response::MemberResponse::default();
+                        m.member_id = sb(id.clone());
+                        m.group_instance_id = inst.clone().map(sb);
+                        m.error_code = code_of(r.err());
+                        m
+                    })
+                    .collect();
+            } else if let Some(Err(e)) = results.first() {
+                resp.error_code = error_code(*e).code();
+            }
+        }
+    }
+    resp
+}
+
+pub async fn offset_commit(
+    broker: Arc<Broker>,
+    version: i16,
+    req: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let group = req.group_id.0.to_string();
+    let image = broker.controller.image();
+    let mut topics = Vec::new();
+    let mut entries = Vec::new();
+    // Per-partition validation first; only valid partitions are written.
+    let mut slots: Vec<(usize, usize)> = Vec::new();
+    for t in &req.topics {
+        let name = if version >= 10 {
+            image.topic_by_id(&t.topic_id).map(|x| x.name.clone())
+        } else {
+            Some(t.name.0.to_string())
+        };
+        let mut tr = offset_commit_response::OffsetCommitResponseTopic::default();
+        tr.name = if version >= 10 {
+            Default::default()
+        } else {
+            t.name.clone()
+        };
+        tr.topic_id = t.topic_id;
+        for p in &t.partitions {
+            let mut pr = offset_commit_response::OffsetCommitResponsePartition::default();
+            pr.partition_index = p.partition_index;
+            let known = name
+                .as_deref()
+                .and_then(|n| image.topic(n))
+                .is_some_and(|ti| ti.partitions.contains_key(&p.partition_index));
+            if !known {
+                pr.error_code = if name.is_none() {
+                    ErrorCode::UnknownTopicId
+                } else {
+                    ErrorCode::UnknownTopicOrPartition
+                }
+                .code();
+            } else if p
+                .committed_metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > broker.groups.metadata_max_bytes)
+            {
+                pr.error_code = ErrorCode::OffsetMetadataTooLarge.code();
+            } else {
+                slots.push((topics.len(), tr.partitions.len()));
+                entries.push(CommitEntry {
+                    topic: name.clone().expect("known"),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: if version >= 6 {
+                        p.committed_leader_epoch
+                    } else {
+                        -1
+                    },
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                });
+            }
+            tr.partitions.push(pr);
+        }
+        topics.push(tr);
+    }
+    let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
+    let outcome = if invalid_group(&group) {
+        Err(ErrorCode::InvalidGroupId)
+    } else {
+        broker
+            .groups
+            .commit(
+                &broker,
+                &group,
+                &req.member_id.to_string(),
+                req.generation_id_or_member_epoch,
+                instance.as_deref(),
+                &entries,
+            )
+            .map_err(|e| match e {
+                GroupError::FencedMemberEpoch => ErrorCode::StaleMemberEpoch,
+                e => error_code(e),
+            })
+    };
+    let failure = match outcome {
+        Err(code) => Some(code),
+        Ok(None) => None,
+        Ok(Some((p, end))) => {
+            let wait = tokio::time::timeout(
+                Duration::from_millis(broker.groups.commit_timeout_ms),
+                p.wait_durable(end),
+            )
+            .await;
+            match wait {
+                Ok(Ok(())) => None,
+                Ok(Err(_)) => Some(ErrorCode::CoordinatorNotAvailable),
+                Err(_) => Some(ErrorCode::RequestTimedOut),
+            }
+        }
+    };
+    if let Some(code) = failure {
+        for (ti, pi) in slots {
+            topics[ti].partitions[pi].error_code = code.code();
+        }
+    }
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+fn fetch_group_offsets(
+    broker: &Broker,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<(i32, i64, i32, Option<String>, i16)>)> {
+    broker.groups.with_state(|s| {
+        let wanted = wanted.unwrap_or_else(|| {
+            let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            for ((t, p), _) in s.offsets.group(group) {
+                by_topic.entry(t.clone()).or_default().push(*p);
+            }
+            by_topic.into_iter().collect()
+        });
+        wanted
+            .into_iter()
+            .map(|(t, parts)| {
+                let rows = parts
+                    .into_iter()
+                    .map(|p| match s.offsets.get(group, &t, p) {
+                        Some(v) => (p, v.offset, v.leader_epoch, v.metadata.clone(), 0),
+                        None => (p, -1, -1, Some(String::new()), 0),
+                    })
+                    .collect();
+                (t, rows)
+            })
+            .collect()
+    })
+}
+
+pub fn offset_fetch(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    let mut resp = OffsetFetchResponse::default();
+    if version < 8 {
+        let group = req.group_id.0.to_string();
+        let wanted = req.topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                .collect()
+        });
+        resp.topics = fetch_group_offsets(broker, &group, wanted)
+            .into_iter()
+            .map(|(t, rows)| {
+                let mut tr = offset_fetch_response::OffsetFetchResponseTopic::default();
+                tr.name = tn(t);
+                tr.partitions = rows
+                    .into_iter()
+                    .map(|(p, off, epoch, meta, code)| {
+                        let mut pr = offset_fetch_response::OffsetFetchResponsePartition::default();
+                        pr.partition_index = p;
+                        pr.committed_offset = off;
+                        if version >= 5 {
+                            pr.committed_leader_epoch = epoch;
+                        }
+                        pr.metadata = meta.map(sb);
+                        pr.error_code = code;
+                        pr
+                    })
+                    .collect();
+                tr
+            })
+            .collect();
+        return resp;
+    }
+    let image = broker.controller.image();
+    resp.groups = req
+        .groups
+        .into_iter()
+        .map(|g| {
+            let group = g.group_id.0.to_string();
+            let wanted = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| {
+                        let name = if version >= 10 {
+                            image
+                                .topic_by_id(&t.topic_id)
+                                .map(|x| x.name.clone())
+                                .unwrap_or_default()
+                        } else {
+                            t.name.0.to_string()
+                        };
+                        (name, t.partition_indexes)
+                    })
+                    .collect()
+            });
+            let mut gr = offset_fetch_response::OffsetFetchResponseGroup::default();
+            gr.group_id = g.group_id;
+            gr.topics = fetch_group_offsets(broker, &group, wanted)
+                .into_iter()
+                .map(|(t, rows)| {
+                    let mut tr = offset_fetch_response::OffsetFetchResponseTopics::default();
+                    if version >= 10 {
+                        tr.topic_id = image.topic(&t).map(|x| x.topic_id).unwrap_or_default();
+                    } else {
+                        tr.name = tn(t);
+                    }
+                    tr.partitions = rows
+                        .into_iter()
+                        .map(|(p, off, epoch, meta, code)| {
+                            let mut pr =
+                                offset_fetch_response::OffsetFetchResponsePartitions::default();
+                            pr.partition_index = p;
+                            pr.committed_offset = off;
+                            pr.committed_leader_epoch = epoch;
+                            pr.metadata = meta.map(sb);
+                            pr.error_code = code;
+                            pr
+                        })
+                        .collect();
+                    tr
+                })
+                .collect();
+            gr
+        })
+        .collect();
+    resp
+}
+
+pub fn list_groups(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: ListGroupsRequest,
+) -> ListGroupsResponse {
+    let states: Vec<String> = req
+        .states_filter
+        .iter()
+        .map(|s| s.to_string().to_ascii_lowercase())
+        .collect();
+    let types: Vec<String> = req
+        .types_filter
+        .iter()
+        .map(|s| s.to_string().to_ascii_lowercase())
+        .collect();
+    let groups = broker.groups.with_state(|s| {
+        s.group_ids()
+            .into_iter()
+            .map(|id| match s.groups.get(&id) {
+                Some(g) => {
+                    let ptype = match g {
+                        Group::Classic(c) => c.protocol_type.clone().unwrap_or_default(),
+                        Group::Consumer(_) => "consumer".to_string(),
+                    };
+                    (
+                        id,
+                        ptype,
+                        g.state_name().to_string(),
+                        g.type_name().to_string(),
+                    )
+                }
+                None => (
+                    id,
+                    String::new(),
+                    "Empty".to_string(),
+                    "classic".to_string(),
+                ),
+            })
+            .collect::<Vec<_>>()
+    });
+    let groups = groups
+        .into_iter()
+        .filter(|(_, _, state, ty)| {
+            (states.is_empty() || states.contains(&state.to_ascii_lowercase()))
+                && (types.is_empty() || types.contains(&ty.to_ascii_lowercase()))
+        })
+        .map(|(id, ptype, state, ty)| {
+            let mut g = list_groups_response::ListedGroup::default();
+            g.group_id = GroupId(sb(id));
+            g.protocol_type = sb(ptype);
+            if version >= 4 {
+                g.group_state = sb(state);
+            }
+            if version >= 5 {
+                g.group_type = sb(ty);
+            }
+            g
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub fn describe_groups(broker: &Arc<Broker>, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let groups = req
+        .groups
+        .into_iter()
+        .map(|gid| {
+            let id = gid.0.to_string();
+            let mut d = describe_groups_response::DescribedGroup::default();
+            d.group_id = gid;
+            broker.groups.with_state(|s| match s.groups.get(&id) {
+                Some(Group::Classic(g)) => {
+                    d.group_state = sb(g.state.name());
+                    d.protocol_type = sb(g.protocol_type.clone().unwrap_or_default());
+                    d.protocol_data = sb(g.protocol_name.clone().unwrap_or_default());
+                    d.members = g
+                        .members
+                        .values()
+                        .map(|m| {
+                            let mut dm = describe_groups_response::DescribedGroupMember::default();
+                            dm.member_id = sb(m.member_id.clone());
+                            dm.group_instance_id = m.instance_id.clone().map(sb);
+                            dm.client_id = sb(m.client_id.clone());
+                            dm.client_host = sb(m.client_host.clone());
+                            let proto = g.protocol_name.clone().unwrap_or_default();
+                            dm.member_metadata = Bytes::from(
+                                m.protocols
+                                    .iter()
+                                    .find(|(n, _)| *n == proto)
+                                    .map(|(_, v)| v.clone())
+                                    .unwrap_or_default(),
+                            );
+                            dm.member_assignment = Bytes::from(m.assignment.clone());
+                            dm
+                        })
+                        .collect();
+                }
+                Some(Group::Consumer(_)) => {
+                    // Kafka answers classic describes of consumer groups with this code.
+                    d.error_code = ErrorCode::GroupIdNotFound.code();
+                    d.group_state = sb("Dead");
+                }
+                None => d.group_state = sb("Dead"),
+            });
+            d
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub fn delete_groups(broker: &Arc<Broker>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let results = req
+        .groups_names
+        .into_iter()
+        .map(|gid| {
+            let mut r = delete_groups_response::DeletableGroupResult::default();
+            r.error_code = code_of(broker.groups.delete_group(broker, &gid.0.to_string()).err());
+            r.group_id = gid;
+            r
+        })
+        .collect();
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+pub fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group = req.group_id.0.to_string();
+    let wanted: Vec<(String, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.0.to_string(), p.partition_index))
+        })
+        .collect();
+    let mut resp = OffsetDeleteResponse::default();
+    match broker.groups.delete_offsets(broker, &group, &wanted) {
+        Err(e) => resp.error_code = error_code(e).code(),
+        Ok(results) => {
+            let mut it = results.into_iter();
+            resp.topics = req
+                .topics
+                .into_iter()
+                .map(|t| {
+                    let mut tr = offset_delete_response::OffsetDeleteResponseTopic::default();
+                    tr.name = t.name;
+                    tr.partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let mut pr =
+                                offset_delete_response::OffsetDeleteResponsePartition::default();
+                            pr.partition_index = p.partition_index;
+                            pr.error_code = code_of(it.next().and_then(Result::err));
+                            pr
+                        })
+                        .collect();
+                    tr
+                })
+                .collect();
+        }
+    }
+    resp
+}
+
+pub fn consumer_group_heartbeat(
+    broker: &Arc<Broker>,
+    client_id: String,
+    req: ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
+    let image = broker.controller.image();
+    let owned = req.topic_partitions.as_ref().map(|tps| {
+        tps.iter()
+            .filter_map(|tp| {
+                image
+                    .topic_by_id(&tp.topic_id)
+                    .map(|t| (t.name.clone(), tp.partitions.clone()))
+            })
+            .flat_map(|(name, parts)| parts.into_iter().map(move |p| (name.clone(), p)))
+            .collect()
+    });
+    let cg = CgRequest {
+        member_id: req.member_id.to_string(),
+        member_epoch: req.member_epoch,
+        instance_id: req.instance_id.as_ref().map(|s| s.to_string()),
+        client_id,
+        client_host: "/127.0.0.1".into(),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        subscribed_topics: req
+            .subscribed_topic_names
+            .as_ref()
+            .map(|ts| ts.iter().map(|t| t.0.to_string()).collect()),
+        assignor: req.server_assignor.as_ref().map(|s| s.to_string()),
+        owned,
+    };
+    let mut resp = ConsumerGroupHeartbeatResponse::default();
+    let group = req.group_id.0.to_string();
+    if invalid_group(&group) {
+        resp.error_code = ErrorCode::InvalidGroupId.code();
+        return resp;
+    }
+    if req.subscribed_topic_regex.is_some()
+        && req.member_epoch == 0
+        && req.subscribed_topic_names.is_none()
+    {
+        resp.error_code = ErrorCode::InvalidRequest.code();
+        resp.error_message = Some(sb(
+            "subscription by regular expression is not supported yet",
+        ));
+        return resp;
+    }
+    match broker.groups.consumer_heartbeat(broker, &group, cg) {
+        Err(e) => {
+            resp.error_code = error_code(e).code();
+            resp.error_message = Some(sb(e.to_string()));
+        }
+        Ok(r) => {
+            resp.member_id = Some(sb(r.member_id));
+            resp.member_epoch = r.member_epoch;
+            resp.heartbeat_interval_ms = r.heartbeat_interval_ms;
+            resp.assignment = r.assignment.map(|parts| {
+                let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+                for (t, p) in parts {
+                    by_topic.entry(t).or_default().push(p);
+                }
+                let mut a = consumer_group_heartbeat_response::Assignment::default();
+                a.topic_partitions = by_topic
+                    .into_iter()
+                    .filter_map(|(t, ps)| {
+                        image.topic(&t).map(|ti| {
+                            let mut tp =
+                                consumer_group_heartbeat_response::TopicPartitions::default();
+                            tp.topic_id = ti.topic_id;
+                            tp.partitions = ps;
+                            tp
+                        })
+                    })
+                    .collect();
+                a
+            });
+        }
+    }
+    resp
+}
+
+pub fn consumer_group_describe(
+    broker: &Arc<Broker>,
+    req: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    let image = broker.controller.image();
+    let to_assignment = |parts: &std::collections::BTreeSet<(String, i32)>| {
+        let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for (t, p) in parts {
+            by_topic.entry(t.clone()).or_default().push(*p);
+        }
+        let mut a = consumer_group_describe_response::Assignment::default();
+        a.topic_partitions = by_topic
+            .into_iter()
+            .map(|(t, ps)| {
+                let mut tp = consumer_group_describe_response::TopicPartitions::default();
+                tp.topic_id = image.topic(&t).map(|x| x.topic_id).unwrap_or_default();
+                tp.topic_name = tn(t);
+                tp.partitions = ps;
+                tp
+            })
+            .collect();
+        a
+    };
+    let groups = req
+        .group_ids
+        .into_iter()
+        .map(|gid| {
+            let id = gid.0.to_string();
+            let mut d = consumer_group_describe_response::DescribedGroup::default();
+            d.group_id = gid;
+            broker.groups.with_state(|s| match s.groups.get(&id) {
+                Some(Group::Consumer(g)) => {
+                    d.group_state = sb(g.state_name());
+                    d.group_epoch = g.group_epoch;
+                    d.assignment_epoch = g.assignment_epoch;
+                    d.assignor_name = sb(g
+                        .members
+                        .values()
+                        .next()
+                        .and_then(|m| m.assignor.clone())
+                        .unwrap_or_else(|| "uniform".into()));
+                    d.members = g
+                        .members
+                        .values()
+                        .map(|m| {
+                            let mut dm = consumer_group_describe_response::Member::default();
+                            dm.member_id = sb(m.member_id.clone());
+                            dm.instance_id = m.instance_id.clone().map(sb);
+                            dm.member_epoch = m.member_epoch;
+                            dm.client_id = sb(m.client_id.clone());
+                            dm.client_host = sb(m.client_host.clone());
+                            dm.subscribed_topic_names =
+                                m.subscribed.iter().map(|t| tn(t.clone())).collect();
+                            dm.assignment = to_assignment(&m.assigned);
+                            dm.target_assignment = to_assignment(
+                                &g.target.get(&m.member_id).cloned().unwrap_or_default(),
+                            );
+                            dm
+                        })
+                        .collect();
+                }
+                Some(Group::Classic(_)) => {
+                    d.error_code = ErrorCode::GroupIdNotFound.code();
+                    d.error_message = Some(sb(format!("Group {id} is not a consumer group.")));
+                }
+                None => {
+                    d.error_code = ErrorCode::GroupIdNotFound.code();
+                    d.error_message = Some(sb(format!("Group {id} not found.")));
+                }
+            });
+            d
+        })
+        .collect();
+    ConsumerGroupDescribeResponse::default().with_groups(groups)
+}
