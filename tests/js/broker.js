@@ -55,18 +55,26 @@ async function startBroker({ overrides = {}, dataDir } = {}) {
 
   // vltava reads VLTAVA_<KEY> variables as broker config: keep them out.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VLTAVA_')))
+  env.NO_COLOR = '1' // plain stderr logs, for failure reports
   const child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', logFd] })
   fs.closeSync(logFd)
   running.add(child)
   const exited = new Promise(resolve => child.once('exit', (code, signal) => resolve({ code, signal })))
   exited.then(() => running.delete(child))
 
+  // The end of stderr, plus the start of any error or panic report (its
+  // message comes before a long backtrace).
   const stderrTail = (n = 40) => {
+    let lines
     try {
-      return fs.readFileSync(logPath, 'utf8').split('\n').slice(-n).join('\n')
+      lines = fs.readFileSync(logPath, 'utf8').split('\n')
     } catch (_) {
       return '<no stderr log>'
     }
+    const tailStart = Math.max(0, lines.length - n)
+    const firstError = lines.findIndex(l => l.includes('panicked at') || l.startsWith('Error:'))
+    if (firstError < 0 || firstError >= tailStart) return lines.slice(tailStart).join('\n')
+    return [...lines.slice(firstError, Math.min(firstError + 20, tailStart)), '[...]', ...lines.slice(tailStart)].join('\n')
   }
 
   const lines = readline.createInterface({ input: child.stdout })

@@ -83,6 +83,7 @@ class Broker:
         # vltava reads VLTAVA_<KEY> variables as broker config: keep the
         # test's own settings (and a developer's shell) out of the broker.
         env = {k: v for k, v in os.environ.items() if not k.startswith("VLTAVA_")}
+        env["NO_COLOR"] = "1"  # plain stderr logs, for failure reports
         self.proc = subprocess.Popen(
             cmd,
             env=env,
@@ -112,12 +113,15 @@ class Broker:
         )
         self._reader.start()
         if not ready.wait(timeout) or "port" not in found:
-            rc = self.proc.poll()
+            try:
+                rc = self.proc.wait(5)  # stdout closed: it is exiting
+                what = f"vltava exited with code {rc} before printing 'vltava: listening on HOST:PORT'"
+            except subprocess.TimeoutExpired:
+                what = f"vltava did not print 'vltava: listening on HOST:PORT' within {timeout:.0f}s"
             self.kill()
             raise RuntimeError(
-                f"vltava did not print 'vltava: listening on HOST:PORT' within {timeout:.0f}s "
-                f"(exit code {rc}); stdout={self._stdout_lines!r}\n"
-                f"--- stderr tail ({self.log_path}) ---\n{self.stderr_tail()}"
+                f"{what}; stdout={self._stdout_lines!r}\n"
+                f"--- stderr ({self.log_path}) ---\n{self.stderr_tail()}"
             )
         self.host, self.port = found["host"], found["port"]
         return self
@@ -164,10 +168,19 @@ class Broker:
         return self.proc is not None and self.proc.poll() is None
 
     def stderr_tail(self, n: int = 40) -> str:
+        """The end of the broker's stderr, plus the start of any error or
+        panic report (whose message comes before a long backtrace)."""
         try:
-            return "\n".join(self.log_path.read_text("utf-8", "replace").splitlines()[-n:])
+            lines = self.log_path.read_text("utf-8", "replace").splitlines()
         except OSError:
             return "<no stderr log>"
+        tail_start = max(0, len(lines) - n)
+        first_error = next((i for i, line in enumerate(lines)
+                            if "panicked at" in line or line.startswith("Error:")), None)
+        if first_error is None or first_error >= tail_start:
+            return "\n".join(lines[tail_start:])
+        head = lines[first_error:min(first_error + 20, tail_start)]
+        return "\n".join(head + ["[...]"] + lines[tail_start:])
 
 
 class BrokerFactory:

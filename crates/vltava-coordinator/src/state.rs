@@ -159,7 +159,9 @@ impl CoordinatorState {
                 if generation_or_epoch != g.generation_id {
                     return Err(GroupError::IllegalGeneration);
                 }
-                if g.state == GroupState::PreparingRebalance {
+                // Kafka accepts commits while a rebalance is being prepared (members commit in
+                // their revocation callbacks) but not while assignments are being handed out.
+                if g.state == GroupState::CompletingRebalance {
                     return Err(GroupError::RebalanceInProgress);
                 }
                 Ok(())

@@ -335,7 +335,11 @@ pub struct RecordRef<'a> {
 fn read_varint(b: &[u8], pos: &mut usize) -> Result<i64, RecordError> {
     let mut z: u64 = 0;
     for shift in (0..64).step_by(7) {
-        let byte = *b.get(*pos).ok_or(RecordError::Truncated { offset: *pos, need: 1, have: 0 })?;
+        let byte = *b.get(*pos).ok_or(RecordError::Truncated {
+            offset: *pos,
+            need: 1,
+            have: 0,
+        })?;
         *pos += 1;
         z |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
@@ -350,11 +354,14 @@ fn read_bytes<'a>(b: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, Reco
     if len < 0 {
         return Ok(None);
     }
-    let end = pos.checked_add(len as usize).filter(|e| *e <= b.len()).ok_or(RecordError::Truncated {
-        offset: *pos,
-        need: len as usize,
-        have: b.len() - *pos,
-    })?;
+    let end = pos
+        .checked_add(len as usize)
+        .filter(|e| *e <= b.len())
+        .ok_or(RecordError::Truncated {
+            offset: *pos,
+            need: len as usize,
+            have: b.len() - *pos,
+        })?;
     let out = &b[*pos..end];
     *pos = end;
     Ok(Some(out))
@@ -365,7 +372,9 @@ fn read_bytes<'a>(b: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, Reco
 pub fn uncompressed_records(batch: &[u8]) -> Result<Vec<RecordRef<'_>>, RecordError> {
     let h = BatchHeader::parse(batch)?;
     if h.compression() != Compression::None {
-        return Err(RecordError::InvalidLength { length: h.batch_length });
+        return Err(RecordError::InvalidLength {
+            length: h.batch_length,
+        });
     }
     let end = h.total_len().min(batch.len());
     let mut pos = HEADER_LEN;
@@ -375,14 +384,23 @@ pub fn uncompressed_records(batch: &[u8]) -> Result<Vec<RecordRef<'_>>, RecordEr
         let rec_end = pos
             .checked_add(len.max(0) as usize)
             .filter(|e| *e <= end)
-            .ok_or(RecordError::Truncated { offset: pos, need: len.max(0) as usize, have: end - pos })?;
+            .ok_or(RecordError::Truncated {
+                offset: pos,
+                need: len.max(0) as usize,
+                have: end - pos,
+            })?;
         let rec = &batch[..rec_end];
         pos += 1; // attributes
         let timestamp_delta = read_varint(rec, &mut pos)?;
         let offset_delta = read_varint(rec, &mut pos)?;
         let key = read_bytes(rec, &mut pos)?;
         let value = read_bytes(rec, &mut pos)?;
-        out.push(RecordRef { offset_delta, timestamp_delta, key, value });
+        out.push(RecordRef {
+            offset_delta,
+            timestamp_delta,
+            key,
+            value,
+        });
         pos = rec_end;
     }
     Ok(out)
@@ -465,8 +483,14 @@ mod tests {
         let b = build_batch(5, &[(Some(b"k"), Some(b"v"), 10), (None, None, 12)]);
         let recs = uncompressed_records(&b).unwrap();
         assert_eq!(recs.len(), 2);
-        assert_eq!((recs[0].key, recs[0].value, recs[0].offset_delta), (Some(&b"k"[..]), Some(&b"v"[..]), 0));
-        assert_eq!((recs[1].key, recs[1].value, recs[1].timestamp_delta), (None, None, 2));
+        assert_eq!(
+            (recs[0].key, recs[0].value, recs[0].offset_delta),
+            (Some(&b"k"[..]), Some(&b"v"[..]), 0)
+        );
+        assert_eq!(
+            (recs[1].key, recs[1].value, recs[1].timestamp_delta),
+            (None, None, 2)
+        );
         assert!(uncompressed_records(&b[..b.len() - 1]).is_err());
     }
 

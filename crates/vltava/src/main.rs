@@ -2,14 +2,23 @@
 
 mod broker_cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "vltava",
     version,
     about = "A Kafka-compatible streaming platform",
-    propagate_version = true
+    propagate_version = true,
+    after_help = "Client commands work against any Kafka-compatible cluster; they connect to
+--bootstrap-server, else $VLTAVA_BOOTSTRAP, else localhost:9092.
+
+Examples:
+  vltava broker
+  vltava topic create orders --partitions 6
+  echo 'k1:hello' | vltava produce orders --key-separator :
+  vltava consume orders --from-beginning --format '%k %s (partition %p, offset %o)'
+  vltava perf produce --topic bench --num-records 1000000 --record-size 1024"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -20,18 +29,45 @@ struct Cli {
 enum Command {
     /// Run a broker (defaults: 127.0.0.1:9092, data in ./vltava-data)
     Broker(broker_cmd::BrokerArgs),
+    #[command(flatten)]
+    Client(vltava_cli::Command),
+    /// Print a shell completion script
+    #[command(after_help = "Examples:
+  vltava completions bash > /etc/bash_completion.d/vltava
+  vltava completions zsh > \"${fpath[1]}/_vltava\"
+  vltava completions fish > ~/.config/fish/completions/vltava.fish")]
+    Completions {
+        /// Shell to generate for
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Broker(args) => broker_cmd::run(args),
+        Command::Broker(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            broker_cmd::run(args)
+        }
+        Command::Client(command) => std::process::exit(vltava_cli::run(command)),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "vltava", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

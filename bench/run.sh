@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Throughput and latency of a local broker, measured with `vltava perf`.
+#
+# Builds the release binary, starts `vltava broker` on an ephemeral 127.0.0.1 port with a
+# temporary data dir, runs produce then consume for 1 and 8 partitions, 100 B and 1 KiB
+# records, acks=1 and acks=all, and prints a Markdown table. Takes a few minutes.
+#
+#   bench/run.sh                      # standard set
+#   RECORDS_1K=200000 RECORDS_100=500000 bench/run.sh   # smaller
+#   SKIP_BUILD=1 bench/run.sh         # reuse the built binary ($VLTAVA_BIN to pick another)
+#
+# The client and the broker share the machine: numbers measure both together.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+RECORDS_1K=${RECORDS_1K:-1000000}
+RECORDS_100=${RECORDS_100:-2000000}
+BIN=${VLTAVA_BIN:-target/release/vltava}
+
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+    if pgrep -x cargo >/dev/null; then
+        echo "bench: another cargo is running; waiting for it so the build does not compete" >&2
+        while pgrep -x cargo >/dev/null; do sleep 5; done
+    fi
+    cargo build --release -p vltava >&2
+fi
+command -v jq >/dev/null || { echo "bench: needs jq (apt-get install jq)" >&2; exit 1; }
+
+DATA=$(mktemp -d -t vltava-bench.XXXXXX)
+READY=$(mktemp -t vltava-bench-ready.XXXXXX)
+BROKER_PID=
+cleanup() {
+    if [[ -n "$BROKER_PID" ]]; then
+        kill "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$DATA" "$READY"
+}
+trap cleanup EXIT
+
+RUST_LOG=warn "$BIN" broker --listeners PLAINTEXT://127.0.0.1:0 --data-dir "$DATA" >"$READY" &
+BROKER_PID=$!
+for _ in $(seq 100); do
+    grep -q 'listening on' "$READY" && break
+    sleep 0.1
+done
+ADDR=$(sed -n 's/^vltava: listening on //p' "$READY")
+[[ -n "$ADDR" ]] || { echo "bench: broker did not start" >&2; exit 1; }
+export VLTAVA_BOOTSTRAP=$ADDR
+
+echo "bench: broker at $ADDR, data in $DATA; $(nproc) cores; $(git rev-parse --short HEAD 2>/dev/null || echo '?')" >&2
+printf '| partitions | record | acks | records | produce rec/s | produce MB/s | p50 ms | p99 ms | p99.9 ms | max ms | consume rec/s | consume MB/s |\n'
+printf '|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+for partitions in 1 8; do
+    for size in 100 1024; do
+        if [[ $size == 1024 ]]; then n=$RECORDS_1K; label="1 KiB"; else n=$RECORDS_100; label="100 B"; fi
+        for acks in 1 all; do
+            topic="bench-p$partitions-s$size-a$acks"
+            echo "bench: $topic, $n records" >&2
+            p=$("$BIN" perf produce --topic "$topic" --partitions "$partitions" --num-records "$n" \
+                --record-size "$size" --acks "$acks" -o json)
+            c=$("$BIN" perf consume --topic "$topic" --num-records "$n" -o json)
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+                "$partitions" "$label" "$acks" "$n" \
+                "$(jq -r '.records_per_sec | floor' <<<"$p")" \
+                "$(jq -r '.mb_per_sec * 10 | round / 10' <<<"$p")" \
+                "$(jq -r '.latency_ms.p50' <<<"$p")" \
+                "$(jq -r '.latency_ms.p99' <<<"$p")" \
+                "$(jq -r '.latency_ms.p999' <<<"$p")" \
+                "$(jq -r '.latency_ms.max' <<<"$p")" \
+                "$(jq -r '.records_per_sec | floor' <<<"$c")" \
+                "$(jq -r '.mb_per_sec * 10 | round / 10' <<<"$c")"
+            # Keep the disk small: the next workload does not need this one's data.
+            "$BIN" topic delete "$topic" >/dev/null
+        done
+    done
+done

@@ -1,0 +1,632 @@
+//! `vltava perf produce|consume`: throughput and latency, like Kafka's
+//! `kafka-producer-perf-test` and `kafka-consumer-perf-test`.
+//!
+//! The produce loop is one thread with a `BaseProducer`: one reused payload buffer, the send
+//! time carried in the delivery opaque (no allocation per record), delivery reports served
+//! by `poll` between sends, latency = send to delivery report, in an HDR histogram.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::Serialize;
+
+use crate::client::{
+    self, admin_options, block_on, ClientArgs, Compression, LogContext, Output, Settings,
+};
+use crate::output::{print, print_json};
+use crate::Error;
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  vltava perf produce --topic bench --num-records 1000000 --record-size 1024
+  vltava perf produce --topic bench --partitions 8 --throughput 50000 --acks 1 -o json
+  vltava perf consume --topic bench --num-records 1000000")]
+pub struct PerfArgs {
+    #[command(subcommand)]
+    pub command: PerfCommand,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PerfCommand {
+    /// Send records as fast as allowed and report throughput and latency percentiles
+    #[command(after_help = "Examples:
+  vltava perf produce --topic bench --num-records 1000000 --record-size 1024
+  vltava perf produce --topic bench --partitions 8 --acks all --compression lz4
+  vltava perf produce --topic bench --throughput 10000 --num-records 100000
+
+Defaults tuned for throughput: linger.ms=5, batch.size=1000000,
+queue.buffering.max.messages=1000000, queue.buffering.max.kbytes=32768 (Kafka's
+buffer.memory); --linger-ms, --batch-size and -X override them. Latency is the time from
+send to delivery report, so it includes time spent waiting in that queue.")]
+    Produce(ProduceArgs),
+    /// Read records as fast as possible and report throughput
+    #[command(after_help = "Examples:
+  vltava perf consume --topic bench
+  vltava perf consume --topic bench --num-records 1000000 -o json")]
+    Consume(ConsumeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Topic to write to
+    #[arg(long)]
+    pub topic: String,
+    /// Records to send
+    #[arg(long, default_value_t = 1_000_000)]
+    pub num_records: u64,
+    /// Bytes per record value
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// Records per second at most; -1 for no limit
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub throughput: i64,
+    /// Acknowledgements: 0, 1 or all [default: all]
+    #[arg(long, value_parser = client::parse_acks, allow_hyphen_values = true)]
+    pub acks: Option<String>,
+    /// librdkafka batch.size in bytes [default: 1000000]
+    #[arg(long)]
+    pub batch_size: Option<u64>,
+    /// linger.ms [default: 5]
+    #[arg(long)]
+    pub linger_ms: Option<u64>,
+    /// Compression codec
+    #[arg(long, value_enum)]
+    pub compression: Option<Compression>,
+    /// Create the topic with this many partitions if it does not exist
+    #[arg(long)]
+    pub partitions: Option<i32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Topic to read
+    #[arg(long)]
+    pub topic: String,
+    /// Records to read [default: everything up to the end of every partition]
+    #[arg(long)]
+    pub num_records: Option<u64>,
+    /// Give up when no record arrives for this long (ms, or 5s, 1m)
+    #[arg(long, default_value = "10s", value_parser = client::parse_duration)]
+    pub timeout: Duration,
+    /// Consume in this group (commits nothing); default: assign all partitions directly
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+pub fn run(args: PerfArgs) -> Result<(), Error> {
+    match args.command {
+        PerfCommand::Produce(a) => produce(&args.client, a),
+        PerfCommand::Consume(a) => consume(&args.client, a),
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+/// Latencies above this (in µs) are recorded as this.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+struct PerfContext {
+    log: LogContext,
+    start: Instant,
+    latency_us: Mutex<Histogram<u64>>,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for PerfContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        self.log.log(level, fac, msg)
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(error, reason)
+    }
+}
+
+impl ProducerContext for PerfContext {
+    /// Nanoseconds since `start` when the record was sent.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_ns: usize) {
+        match result {
+            Ok(_) => {
+                let now_ns = self.start.elapsed().as_nanos() as u64;
+                let us = now_ns.saturating_sub(sent_ns as u64) / 1_000;
+                self.latency_us
+                    .lock()
+                    .unwrap()
+                    .saturating_record(us.clamp(1, MAX_LATENCY_US));
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first_error.lock().unwrap();
+                if first.is_none() {
+                    *first = Some(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// A payload of uppercase letters, as Kafka's perf test sends: compressible like text.
+pub fn payload(size: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            b'A' + (x % 26) as u8
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct LatencyMs {
+    pub avg: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl LatencyMs {
+    pub fn from_histogram(h: &Histogram<u64>) -> LatencyMs {
+        let ms = |us: u64| us as f64 / 1_000.0;
+        LatencyMs {
+            avg: h.mean() / 1_000.0,
+            p50: ms(h.value_at_quantile(0.50)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProduceReport {
+    pub topic: String,
+    pub partitions: usize,
+    pub records: u64,
+    pub failed: u64,
+    pub record_size: usize,
+    pub elapsed_s: f64,
+    pub records_per_sec: f64,
+    pub mb_per_sec: f64,
+    pub latency_ms: LatencyMs,
+}
+
+/// Kafka's perf-test summary line.
+pub fn produce_line(r: &ProduceReport) -> String {
+    let l = &r.latency_ms;
+    format!(
+        "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max latency, \
+         {:.2} ms 50th, {:.2} ms 95th, {:.2} ms 99th, {:.2} ms 99.9th.\n",
+        r.records, r.records_per_sec, r.mb_per_sec, l.avg, l.max, l.p50, l.p95, l.p99, l.p999
+    )
+}
+
+fn progress(total: Option<u64>, settings: &Settings) -> ProgressBar {
+    let show = settings.output == Output::Table && std::io::stdout().is_terminal();
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+    let style = match total {
+        Some(_) => "{bar:40} {human_pos}/{human_len} records  {rate}  eta {eta}",
+        None => "{spinner} {human_pos} records  {rate}",
+    };
+    pb.set_style(
+        ProgressStyle::with_template(style)
+            .expect("valid template")
+            .with_key(
+                "rate",
+                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} records/s", s.per_sec());
+                },
+            ),
+    );
+    pb
+}
+
+/// Makes sure the topic exists, creating it when `--partitions` is given; returns its
+/// partition count.
+fn ensure_topic(settings: &Settings, topic: &str, partitions: Option<i32>) -> Result<usize, Error> {
+    let admin = settings.admin()?;
+    match client::topic_metadata(admin.inner(), settings, topic) {
+        Ok(info) => {
+            if let Some(p) = partitions {
+                if p as usize != info.partitions.len() {
+                    eprintln!(
+                        "note: topic {topic} exists with {} partitions; --partitions {p} ignored",
+                        info.partitions.len()
+                    );
+                }
+            }
+            Ok(info.partitions.len())
+        }
+        Err(Error::UnknownTopic { .. }) => {
+            let Some(p) = partitions else {
+                return Err(Error::Refused {
+                    resource: format!("topic '{topic}'"),
+                    reason: "does not exist; create it first or pass --partitions N".into(),
+                });
+            };
+            let t = NewTopic::new(topic, p, TopicReplication::Fixed(-1));
+            let results = block_on(admin.create_topics([&t], &admin_options()))
+                .map_err(Error::kafka(format!("cannot create topic '{topic}'")))?;
+            for r in results {
+                if let Err((name, code)) = r {
+                    if code != RDKafkaErrorCode::TopicAlreadyExists {
+                        return Err(Error::Refused {
+                            resource: format!("cannot create topic '{name}'"),
+                            reason: code.to_string(),
+                        });
+                    }
+                }
+            }
+            Ok(client::topic_metadata(admin.inner(), settings, topic)?
+                .partitions
+                .len())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
+    if a.record_size == 0 {
+        return Err(Error::usage("--record-size must be at least 1"));
+    }
+    if a.throughput == 0 || a.throughput < -1 {
+        return Err(Error::usage(
+            "--throughput must be positive, or -1 for no limit",
+        ));
+    }
+    let mut settings = Settings::new(
+        client_args,
+        &[
+            ("linger.ms", "5"),
+            ("batch.size", "1000000"),
+            ("queue.buffering.max.messages", "1000000"),
+            // Kafka's buffer.memory: a bigger queue adds latency, not throughput.
+            ("queue.buffering.max.kbytes", "32768"),
+            ("message.timeout.ms", "60000"),
+        ],
+    )?;
+    if let Some(acks) = &a.acks {
+        settings.set("acks", acks.as_str());
+    }
+    if let Some(b) = a.batch_size {
+        settings.set("batch.size", b.to_string());
+    }
+    if let Some(l) = a.linger_ms {
+        settings.set("linger.ms", l.to_string());
+    }
+    if let Some(c) = a.compression {
+        settings.set("compression.type", c.as_str());
+    }
+    let partitions = ensure_topic(&settings, &a.topic, a.partitions)?;
+
+    let start = Instant::now();
+    let context = PerfContext {
+        log: settings.log_context(),
+        start,
+        latency_us: Mutex::new(
+            Histogram::new_with_max(MAX_LATENCY_US, 3).expect("histogram bounds"),
+        ),
+        delivered: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        first_error: Mutex::new(None),
+    };
+    let producer: BaseProducer<PerfContext> = settings.create(context)?;
+    let payload = payload(a.record_size);
+    let stop = client::stop_flag();
+    let pb = progress(Some(a.num_records), &settings);
+    let rate = (a.throughput > 0).then_some(a.throughput as f64);
+    let topic = a.topic.as_str();
+    let mut sent = 0u64;
+    let mut send_error = None;
+    let begin = Instant::now();
+    'send: while sent < a.num_records {
+        if sent & 1023 == 0 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            pb.set_position(producer.context().delivered.load(Ordering::Relaxed));
+        }
+        if let Some(rate) = rate {
+            // Kafka's ThroughputThrottler: never ahead of sent/rate seconds.
+            let due = begin + Duration::from_secs_f64(sent as f64 / rate);
+            loop {
+                let now = Instant::now();
+                if now >= due {
+                    break;
+                }
+                producer.poll(due - now);
+            }
+        }
+        let sent_ns = start.elapsed().as_nanos() as usize;
+        let mut record = BaseRecord::with_opaque_to(topic, sent_ns).payload(&payload[..]);
+        loop {
+            match producer.send::<(), [u8]>(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => {
+                    send_error = Some(e);
+                    break 'send;
+                }
+            }
+        }
+        sent += 1;
+        if sent & 63 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    while producer.in_flight_count() > 0 {
+        producer.poll(Duration::from_millis(50));
+        pb.set_position(producer.context().delivered.load(Ordering::Relaxed));
+    }
+    let elapsed = begin.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    if let Some(e) = send_error {
+        return Err(Error::Kafka {
+            context: format!("cannot send to '{topic}'"),
+            source: e,
+        });
+    }
+    let ctx = producer.context();
+    let delivered = ctx.delivered.load(Ordering::Relaxed);
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    let report = ProduceReport {
+        topic: a.topic.clone(),
+        partitions,
+        records: delivered,
+        failed,
+        record_size: a.record_size,
+        elapsed_s: elapsed,
+        records_per_sec: delivered as f64 / elapsed,
+        mb_per_sec: delivered as f64 * a.record_size as f64 / MIB / elapsed,
+        latency_ms: LatencyMs::from_histogram(&ctx.latency_us.lock().unwrap()),
+    };
+    match settings.output {
+        Output::Json => print_json(&report)?,
+        Output::Table => print(&produce_line(&report))?,
+    }
+    if failed > 0 {
+        if let Some(e) = ctx.first_error.lock().unwrap().as_ref() {
+            eprintln!("error: first delivery failure: {e}");
+        }
+        return Err(Error::Delivery {
+            failed,
+            total: sent,
+        });
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConsumeReport {
+    pub topic: String,
+    pub partitions: usize,
+    pub records: u64,
+    pub bytes: u64,
+    pub elapsed_s: f64,
+    pub records_per_sec: f64,
+    pub mb_per_sec: f64,
+}
+
+pub fn consume_line(r: &ConsumeReport) -> String {
+    format!(
+        "{} records consumed ({:.2} MB) in {:.2} s, {:.1} records/sec ({:.2} MB/sec).\n",
+        r.records,
+        r.bytes as f64 / MIB,
+        r.elapsed_s,
+        r.records_per_sec,
+        r.mb_per_sec
+    )
+}
+
+fn consume(client_args: &ClientArgs, a: ConsumeArgs) -> Result<(), Error> {
+    let mut settings = Settings::new(
+        client_args,
+        &[
+            ("fetch.wait.max.ms", "100"),
+            ("queued.min.messages", "1000000"),
+            ("fetch.message.max.bytes", "4194304"),
+        ],
+    )?;
+    settings.set("enable.auto.commit", "false");
+    settings.set("enable.auto.offset.store", "false");
+    settings.set(
+        "enable.partition.eof",
+        if a.num_records.is_none() {
+            "true"
+        } else {
+            "false"
+        },
+    );
+    settings.set_default("allow.auto.create.topics", "false");
+    match &a.group {
+        Some(g) => {
+            settings.set("group.id", g.as_str());
+            settings.set("auto.offset.reset", "earliest");
+        }
+        // librdkafka's assign() needs a group id; this one never joins or commits.
+        None => settings.set_default("group.id", format!("vltava-perf-{}", std::process::id())),
+    }
+    let consumer: BaseConsumer<LogContext> = settings.create(settings.log_context())?;
+    let info = client::topic_metadata(consumer.client(), &settings, &a.topic)?;
+    let partitions = info.partitions.len();
+    if a.group.is_some() {
+        consumer
+            .subscribe(&[&a.topic])
+            .map_err(Error::kafka(format!("cannot subscribe to '{}'", a.topic)))?;
+    } else {
+        let mut tpl = TopicPartitionList::new();
+        for p in &info.partitions {
+            tpl.add_partition_offset(&a.topic, p.id, Offset::Beginning)
+                .map_err(Error::kafka("cannot build assignment"))?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(Error::kafka(format!("cannot assign '{}'", a.topic)))?;
+    }
+    let stop = client::stop_flag();
+    let pb = progress(a.num_records, &settings);
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    let mut at_end = std::collections::HashSet::new();
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    let mut last_record = Instant::now();
+    let mut timed_out = false;
+    loop {
+        if a.num_records.is_some_and(|n| records >= n) || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                last = now;
+                last_record = now;
+                records += 1;
+                bytes += m.payload_len() as u64 + m.key().map_or(0, |k| k.len() as u64);
+                at_end.remove(&m.partition());
+                if records & 4095 == 0 {
+                    pb.set_position(records);
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+                if a.num_records.is_none() && at_end.len() >= partitions {
+                    break;
+                }
+            }
+            Some(Err(e)) => {
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
+                    return Err(Error::UnknownTopic {
+                        topic: a.topic.clone(),
+                    });
+                }
+                eprintln!("warning: {e}");
+            }
+            None => {
+                if last_record.elapsed() >= a.timeout {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+    }
+    pb.finish_and_clear();
+    // Time from the first record to the last: connection set-up is not throughput.
+    let elapsed = first
+        .map_or(0.0, |f| last.duration_since(f).as_secs_f64())
+        .max(1e-9);
+    let report = ConsumeReport {
+        topic: a.topic.clone(),
+        partitions,
+        records,
+        bytes,
+        elapsed_s: elapsed,
+        records_per_sec: if records > 1 {
+            records as f64 / elapsed
+        } else {
+            0.0
+        },
+        mb_per_sec: if records > 1 {
+            bytes as f64 / MIB / elapsed
+        } else {
+            0.0
+        },
+    };
+    match settings.output {
+        Output::Json => print_json(&report)?,
+        Output::Table => print(&consume_line(&report))?,
+    }
+    if timed_out {
+        if let Some(n) = a.num_records {
+            if records < n {
+                return Err(Error::Timeout {
+                    what: format!("waiting for records ({records} of {n} consumed)"),
+                    timeout_ms: a.timeout.as_millis() as u64,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_is_letters_and_sized() {
+        let p = payload(1000);
+        assert_eq!(p.len(), 1000);
+        assert!(p.iter().all(u8::is_ascii_uppercase));
+        assert_eq!(payload(1000), p, "deterministic");
+    }
+
+    #[test]
+    fn latency_summary() {
+        let mut h = Histogram::<u64>::new_with_max(MAX_LATENCY_US, 3).unwrap();
+        for us in 1..=1000u64 {
+            h.record(us * 1000).unwrap(); // 1..=1000 ms
+        }
+        let l = LatencyMs::from_histogram(&h);
+        assert!((l.avg - 500.5).abs() < 1.0, "{l:?}");
+        assert!((l.p50 - 500.0).abs() < 1.0, "{l:?}");
+        assert!((l.p99 - 990.0).abs() < 1.5, "{l:?}");
+        assert!((l.max - 1000.0).abs() < 1.0, "{l:?}");
+    }
+
+    #[test]
+    fn summary_lines() {
+        let r = ProduceReport {
+            topic: "t".into(),
+            partitions: 1,
+            records: 1000,
+            failed: 0,
+            record_size: 100,
+            elapsed_s: 0.5,
+            records_per_sec: 2000.0,
+            mb_per_sec: 0.19073,
+            latency_ms: LatencyMs {
+                avg: 1.0,
+                p50: 1.0,
+                p95: 2.0,
+                p99: 3.0,
+                p999: 4.0,
+                max: 5.0,
+            },
+        };
+        assert_eq!(
+            produce_line(&r),
+            "1000 records sent, 2000.0 records/sec (0.19 MB/sec), 1.00 ms avg latency, 5.00 ms max latency, \
+             1.00 ms 50th, 2.00 ms 95th, 3.00 ms 99th, 4.00 ms 99.9th.\n"
+        );
+    }
+}

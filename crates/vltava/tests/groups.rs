@@ -1,0 +1,398 @@
+//! Consumer groups with librdkafka: sharing, takeover, exactly-once with sync commits,
+//! resume after kill -9, static membership, cooperative rebalancing, KIP-848, admin.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+/// Tracks a consumer's assignment and commits before partitions are taken away, which is
+/// what makes delivery exactly-once across rebalances.
+#[derive(Clone, Default)]
+struct Tracker {
+    assigned: Arc<Mutex<BTreeSet<i32>>>,
+    rebalances: Arc<AtomicUsize>,
+    revoked: Arc<Mutex<Vec<BTreeSet<i32>>>>,
+}
+
+impl ClientContext for Tracker {}
+impl ConsumerContext for Tracker {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let _ = consumer.commit_consumer_state(CommitMode::Sync);
+            let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            let mut a = self.assigned.lock().unwrap();
+            for p in &parts {
+                a.remove(p);
+            }
+            self.revoked.lock().unwrap().push(parts);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.assigned.lock().unwrap().extend(tpl.elements().iter().map(|e| e.partition()));
+        }
+    }
+}
+
+fn create_topic(rt: &tokio::runtime::Runtime, addr: SocketAddr, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client_config(addr).create().unwrap();
+    let r = rt.block_on(admin.create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())).unwrap();
+    assert!(r[0].is_ok(), "{r:?}");
+}
+
+fn produce(addr: SocketAddr, topic: &str, n: usize) {
+    let p: BaseProducer = client_config(addr).set("linger.ms", "5").create().unwrap();
+    for i in 0..n {
+        let key = i.to_string();
+        let value = format!("v{i}");
+        let mut rec = BaseRecord::to(topic).key(&key).payload(&value);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    p.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+fn consumer(addr: SocketAddr, group: &str, extra: &[(&str, &str)], tracker: Tracker) -> BaseConsumer<Tracker> {
+    let mut c = client_config(addr);
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create_with_context(tracker).unwrap()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+type Seen = Arc<Mutex<Vec<(i32, i64)>>>;
+
+/// A consumer thread: polls, records what it saw, commits synchronously every `every` records.
+fn spawn_member(c: BaseConsumer<Tracker>, seen: Seen, stop: Arc<AtomicBool>, every: usize) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut since_commit = 0;
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                seen.lock().unwrap().push((m.partition(), m.offset()));
+                c.store_offset_from_message(&m).unwrap();
+                since_commit += 1;
+                if since_commit >= every {
+                    c.commit_consumer_state(CommitMode::Sync).unwrap();
+                    since_commit = 0;
+                }
+            }
+        }
+        let _ = c.commit_consumer_state(CommitMode::Sync);
+        drop(c);
+    })
+}
+
+#[test]
+fn three_members_share_take_over_and_consume_exactly_once() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[("group.initial.rebalance.delay.ms", "500")]);
+    let addr = broker.local_addr;
+    create_topic(&rt, addr, "share", 6);
+    produce(addr, "share", 100_000);
+
+    let seen: Seen = Arc::default();
+    let trackers: Vec<Tracker> = (0..3).map(|_| Tracker::default()).collect();
+    let stops: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::default()).collect();
+    let mut threads = Vec::new();
+    for i in 0..3 {
+        let c = consumer(addr, "sharers", &[("enable.auto.offset.store", "false")], trackers[i].clone());
+        c.subscribe(&["share"]).unwrap();
+        threads.push(Some(spawn_member(c, Arc::clone(&seen), Arc::clone(&stops[i]), 200)));
+    }
+    wait_until("2 partitions each", Duration::from_secs(30), || {
+        trackers.iter().all(|t| t.assigned.lock().unwrap().len() == 2)
+    });
+    let all: BTreeSet<i32> = trackers.iter().flat_map(|t| t.assigned.lock().unwrap().clone()).collect();
+    assert_eq!(all.len(), 6, "no partition is assigned twice");
+
+    wait_until("some progress", Duration::from_secs(60), || seen.lock().unwrap().len() >= 20_000);
+    stops[2].store(true, Ordering::Relaxed);
+    threads[2].take().unwrap().join().unwrap();
+    let left_at = Instant::now();
+    wait_until("takeover", Duration::from_secs(30), || {
+        trackers[..2].iter().map(|t| t.assigned.lock().unwrap().len()).sum::<usize>() == 6
+    });
+    assert!(left_at.elapsed() < Duration::from_secs(6), "the others took over within the session timeout");
+
+    wait_until("all records", Duration::from_secs(120), || seen.lock().unwrap().len() >= 100_000);
+    std::thread::sleep(Duration::from_millis(500));
+    for s in &stops {
+        s.store(true, Ordering::Relaxed);
+    }
+    for t in threads.into_iter().flatten() {
+        t.join().unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    let unique: HashSet<(i32, i64)> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), 100_000, "every record consumed");
+    assert_eq!(seen.len(), 100_000, "no record consumed twice");
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn consumers_resume_from_committed_offsets_after_kill_9() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["group.initial.rebalance.delay.ms=0"]);
+    create_topic(&rt, broker.addr, "resume", 3);
+    produce(broker.addr, "resume", 30_000);
+
+    let c = consumer(broker.addr, "resumers", &[("enable.auto.offset.store", "false")], Tracker::default());
+    c.subscribe(&["resume"]).unwrap();
+    let mut consumed = 0;
+    while consumed < 10_000 {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            c.store_offset_from_message(&m).unwrap();
+            consumed += 1;
+        }
+    }
+    c.commit_consumer_state(CommitMode::Sync).unwrap();
+    let committed = c.committed(Duration::from_secs(5)).unwrap();
+    let committed: HashMap<i32, i64> = committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(committed.values().sum::<i64>(), 10_000);
+    broker.kill9();
+    drop(c);
+
+    let broker = BrokerProcess::start(dir.path(), &["group.initial.rebalance.delay.ms=0"]);
+    let c = consumer(broker.addr, "resumers", &[], Tracker::default());
+    c.subscribe(&["resume"]).unwrap();
+    let mut first: HashMap<i32, i64> = HashMap::new();
+    let mut count = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count < 20_000 {
+        assert!(Instant::now() < deadline, "only {count} of the remaining 20000 arrived");
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            first.entry(m.partition()).or_insert(m.offset());
+            count += 1;
+        }
+    }
+    for (p, off) in &first {
+        assert_eq!(Some(off), committed.get(p).or(Some(&0)), "partition {p} resumed exactly at its committed offset");
+    }
+}
+
+#[test]
+fn static_member_restart_does_not_rebalance() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
+    let addr = broker.local_addr;
+    create_topic(&rt, addr, "static", 4);
+    let leader_t = Tracker::default();
+    let leader = consumer(addr, "statics", &[], leader_t.clone());
+    leader.subscribe(&["static"]).unwrap();
+    wait_until("leader assigned", Duration::from_secs(20), || {
+        leader.poll(Duration::from_millis(50));
+        leader_t.assigned.lock().unwrap().len() == 4
+    });
+    let run_static = |t: Tracker| {
+        let c = consumer(addr, "statics", &[("group.instance.id", "instance-1"), ("session.timeout.ms", "10000")], t);
+        c.subscribe(&["static"]).unwrap();
+        c
+    };
+    let s_t = Tracker::default();
+    let s = run_static(s_t.clone());
+    wait_until("split 2/2", Duration::from_secs(20), || {
+        leader.poll(Duration::from_millis(20));
+        s.poll(Duration::from_millis(20));
+        leader_t.assigned.lock().unwrap().len() == 2 && s_t.assigned.lock().unwrap().len() == 2
+    });
+    let before = leader_t.rebalances.load(Ordering::SeqCst);
+    let static_parts = s_t.assigned.lock().unwrap().clone();
+    drop(s); // a static member leaves no LeaveGroup behind
+    let s2_t = Tracker::default();
+    let s2 = run_static(s2_t.clone());
+    wait_until("restarted static member assigned", Duration::from_secs(20), || {
+        leader.poll(Duration::from_millis(20));
+        s2.poll(Duration::from_millis(20));
+        !s2_t.assigned.lock().unwrap().is_empty()
+    });
+    for _ in 0..20 {
+        leader.poll(Duration::from_millis(50));
+        s2.poll(Duration::from_millis(50));
+    }
+    assert_eq!(*s2_t.assigned.lock().unwrap(), static_parts, "same partitions as before the restart");
+    assert_eq!(leader_t.rebalances.load(Ordering::SeqCst), before, "the other member saw no rebalance");
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn cooperative_sticky_moves_only_what_must_move() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
+    let addr = broker.local_addr;
+    create_topic(&rt, addr, "coop", 6);
+    let coop = [("partition.assignment.strategy", "cooperative-sticky")];
+    let a_t = Tracker::default();
+    let a = consumer(addr, "coops", &coop, a_t.clone());
+    a.subscribe(&["coop"]).unwrap();
+    wait_until("a has all", Duration::from_secs(20), || {
+        a.poll(Duration::from_millis(50));
+        a_t.assigned.lock().unwrap().len() == 6
+    });
+    let b_t = Tracker::default();
+    let b = consumer(addr, "coops", &coop, b_t.clone());
+    b.subscribe(&["coop"]).unwrap();
+    wait_until("3/3", Duration::from_secs(30), || {
+        a.poll(Duration::from_millis(20));
+        b.poll(Duration::from_millis(20));
+        a_t.assigned.lock().unwrap().len() == 3 && b_t.assigned.lock().unwrap().len() == 3
+    });
+    let revoked = a_t.revoked.lock().unwrap().clone();
+    let total: usize = revoked.iter().map(BTreeSet::len).sum();
+    assert_eq!(total, 3, "a gave up exactly the 3 partitions b needed: {revoked:?}");
+    let a_now = a_t.assigned.lock().unwrap().clone();
+    let b_now = b_t.assigned.lock().unwrap().clone();
+    assert!(a_now.is_disjoint(&b_now));
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn kip_848_consumer_protocol_assigns_and_rebalances() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[("group.consumer.heartbeat.interval.ms", "300")]);
+    let addr = broker.local_addr;
+    create_topic(&rt, addr, "kip848", 4);
+    produce(addr, "kip848", 1000);
+    let new_protocol = [("group.protocol", "consumer")];
+    let mk = |t: Tracker| {
+        let mut c = client_config(addr);
+        c.set("group.id", "new-protocol").set("auto.offset.reset", "earliest");
+        for (k, v) in new_protocol {
+            c.set(k, v);
+        }
+        let c: BaseConsumer<Tracker> = c.create_with_context(t).unwrap();
+        c.subscribe(&["kip848"]).unwrap();
+        c
+    };
+    let a_t = Tracker::default();
+    let a = mk(a_t.clone());
+    wait_until("a has 4", Duration::from_secs(30), || {
+        a.poll(Duration::from_millis(50));
+        a_t.assigned.lock().unwrap().len() == 4
+    });
+    let b_t = Tracker::default();
+    let b = mk(b_t.clone());
+    wait_until("2/2", Duration::from_secs(30), || {
+        a.poll(Duration::from_millis(20));
+        b.poll(Duration::from_millis(20));
+        a_t.assigned.lock().unwrap().len() == 2 && b_t.assigned.lock().unwrap().len() == 2
+    });
+    assert!(a_t.assigned.lock().unwrap().is_disjoint(&b_t.assigned.lock().unwrap()));
+    // Consume and commit through the new protocol too.
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got < 1000 {
+        assert!(Instant::now() < deadline, "consumed {got} of 1000");
+        for c in [&a, &b] {
+            if let Some(Ok(_)) = c.poll(Duration::from_millis(20)) {
+                got += 1;
+            }
+        }
+    }
+    a.commit_consumer_state(CommitMode::Sync).unwrap();
+    drop(b);
+    wait_until("a takes all back", Duration::from_secs(30), || {
+        a.poll(Duration::from_millis(50));
+        a_t.assigned.lock().unwrap().len() == 4
+    });
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn groups_are_listed_described_and_deleted() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
+    let addr = broker.local_addr;
+    create_topic(&rt, addr, "adm", 2);
+    produce(addr, "adm", 100);
+    let t = Tracker::default();
+    let c = consumer(addr, "admins", &[], t.clone());
+    c.subscribe(&["adm"]).unwrap();
+    let mut n = 0;
+    while n < 100 {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(50)) {
+            n += 1;
+        }
+    }
+    c.commit_consumer_state(CommitMode::Sync).unwrap();
+
+    let list = c.fetch_group_list(Some("admins"), Duration::from_secs(5)).unwrap();
+    let g = &list.groups()[0];
+    assert_eq!((g.name(), g.state(), g.protocol_type()), ("admins", "Stable", "consumer"));
+    assert_eq!(g.members().len(), 1);
+    assert!(!g.members()[0].assignment().unwrap_or_default().is_empty());
+    let all = c.fetch_group_list(None, Duration::from_secs(5)).unwrap();
+    assert!(all.groups().iter().any(|g| g.name() == "admins"));
+
+    // Lag is end offset minus committed offset: zero here.
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("adm", 0);
+    tpl.add_partition("adm", 1);
+    let committed = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+    let mut lag = 0;
+    for e in committed.elements() {
+        let (_, high) = c.fetch_watermarks("adm", e.partition(), Duration::from_secs(5)).unwrap();
+        lag += high - e.offset().to_raw().unwrap();
+    }
+    assert_eq!(lag, 0);
+
+    let admin: AdminClient<DefaultClientContext> = client_config(addr).create().unwrap();
+    let r = rt.block_on(admin.delete_groups(&["admins"], &AdminOptions::new())).unwrap();
+    assert!(r[0].is_err(), "a group with members cannot be deleted");
+    drop(c);
+    wait_until("group empty", Duration::from_secs(20), || {
+        let l = admin.inner().fetch_group_list(Some("admins"), Duration::from_secs(5)).unwrap();
+        l.groups()[0].state() == "Empty"
+    });
+    let r = rt.block_on(admin.delete_groups(&["admins"], &AdminOptions::new())).unwrap();
+    assert!(r[0].is_ok(), "{r:?}");
+    let l = admin.inner().fetch_group_list(Some("admins"), Duration::from_secs(5)).unwrap();
+    assert_eq!(l.groups()[0].state(), "Dead");
+    rt.block_on(broker.shutdown());
+}
