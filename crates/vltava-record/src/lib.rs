@@ -7,6 +7,9 @@
 
 use thiserror::Error;
 
+mod compression;
+pub use compression::records_body;
+
 /// Length of the fixed RecordBatch v2 header.
 pub const HEADER_LEN: usize = 61;
 /// Bytes before `batchLength` counts: `baseOffset` (8) + `batchLength` (4).
@@ -54,6 +57,11 @@ pub enum RecordError {
     InvalidRecordCount { count: i32, last_offset_delta: i32 },
     #[error("no record batches")]
     Empty,
+    #[error("cannot decompress {codec:?} records: {reason}")]
+    Decompress {
+        codec: Compression,
+        reason: String,
+    },
 }
 
 /// Compression codec from the low three attribute bits.
@@ -377,10 +385,16 @@ pub fn uncompressed_records(batch: &[u8]) -> Result<Vec<RecordRef<'_>>, RecordEr
         });
     }
     let end = h.total_len().min(batch.len());
-    let mut pos = HEADER_LEN;
-    let mut out = Vec::new();
-    while pos < end && out.len() < h.record_count.max(0) as usize {
-        let len = read_varint(batch, &mut pos)?;
+    parse_records(&batch[HEADER_LEN..end], h.record_count)
+}
+
+/// Decodes `count` records from the record section of a batch (decompressed if need be).
+pub fn parse_records(body: &[u8], count: i32) -> Result<Vec<RecordRef<'_>>, RecordError> {
+    let end = body.len();
+    let mut pos = 0;
+    let mut out = Vec::with_capacity(count.clamp(0, 4096) as usize);
+    while pos < end && out.len() < count.max(0) as usize {
+        let len = read_varint(body, &mut pos)?;
         let rec_end = pos
             .checked_add(len.max(0) as usize)
             .filter(|e| *e <= end)
@@ -389,7 +403,7 @@ pub fn uncompressed_records(batch: &[u8]) -> Result<Vec<RecordRef<'_>>, RecordEr
                 need: len.max(0) as usize,
                 have: end - pos,
             })?;
-        let rec = &batch[..rec_end];
+        let rec = &body[..rec_end];
         pos += 1; // attributes
         let timestamp_delta = read_varint(rec, &mut pos)?;
         let offset_delta = read_varint(rec, &mut pos)?;

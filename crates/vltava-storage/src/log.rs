@@ -523,10 +523,12 @@ impl Log {
             if size == 0 && is_active {
                 break;
             }
-            let expired = retention_ms >= 0
+            let delete = inner.config.delete_retention;
+            let expired = delete
+                && retention_ms >= 0
                 && seg.max_timestamp() >= 0
                 && now_ms - seg.max_timestamp() > retention_ms;
-            let over_size = retention_bytes >= 0 && total - size >= retention_bytes;
+            let over_size = delete && retention_bytes >= 0 && total - size >= retention_bytes;
             let below_start = next_base.is_some_and(|n| n <= inner.log_start_offset);
             if !(expired || over_size || below_start) {
                 break;

@@ -13,6 +13,10 @@ use crate::index::{
 };
 use crate::{io_err, StorageError};
 
+/// Cap on one batch's decompressed size when the broker must look inside it: far above any
+/// real batch (message.max.bytes defaults to 1 MiB compressed), far below harm.
+const MAX_DECOMPRESSED: usize = 256 << 20;
+
 /// Kafka names files by base offset, zero-padded to 20 digits.
 pub fn file_stem(base_offset: i64) -> String {
     format!("{base_offset:020}")
@@ -423,11 +427,42 @@ impl Segment {
                 source: e,
             })?;
             if h.max_timestamp >= ts {
-                return Ok(Some((h.base_offset, h.max_timestamp)));
+                return self.first_record_at(pos, &h, ts).map(Some);
             }
             pos += h.total_len() as u64;
         }
         Ok(None)
+    }
+
+    /// The first record of the batch at `pos` whose timestamp is at least `ts`, as Kafka
+    /// answers ListOffsets: this looks inside the batch, decompressing it if need be.
+    fn first_record_at(
+        &self,
+        pos: u64,
+        h: &BatchHeader,
+        ts: i64,
+    ) -> Result<(i64, i64), StorageError> {
+        if h.is_log_append_time() {
+            return Ok((h.base_offset, h.max_timestamp));
+        }
+        let corrupt = |e| StorageError::Corrupt {
+            path: self.log_path.clone(),
+            position: pos,
+            source: e,
+        };
+        let batch = self.read_range(pos, h.total_len())?;
+        let body = vltava_record::records_body(&batch, MAX_DECOMPRESSED).map_err(corrupt)?;
+        let records = vltava_record::parse_records(&body, h.record_count).map_err(corrupt)?;
+        Ok(records
+            .iter()
+            .map(|r| {
+                (
+                    h.base_offset + r.offset_delta,
+                    h.base_timestamp + r.timestamp_delta,
+                )
+            })
+            .find(|&(_, t)| t >= ts)
+            .unwrap_or((h.base_offset + i64::from(h.last_offset_delta), h.max_timestamp)))
     }
 
     /// Reads `[pos, pos+len)` into a fresh buffer.

@@ -200,6 +200,13 @@ fn timestamps_lookup() {
     assert_eq!(log.offset_for_timestamp(1190).unwrap(), Some((19, 1190)));
     assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
     assert_eq!(log.max_timestamp(), Some((19, 1190)));
+
+    // Inside a batch the answer is the first record at or after the target, not the batch.
+    log.append(&mut batch(5, 2000, 10), 0, 0).unwrap(); // offsets 20..25, ts 2000..2004
+    assert_eq!(log.offset_for_timestamp(2000).unwrap(), Some((20, 2000)));
+    assert_eq!(log.offset_for_timestamp(2003).unwrap(), Some((23, 2003)));
+    assert_eq!(log.offset_for_timestamp(1500).unwrap(), Some((20, 2000)));
+    assert_eq!(log.offset_for_timestamp(2005).unwrap(), None);
 }
 
 #[test]

@@ -22,7 +22,8 @@ fn record_error_code(e: &RecordError) -> ErrorCode {
         | RecordError::Truncated { .. }
         | RecordError::InvalidLength { .. }
         | RecordError::InvalidRecordCount { .. }
-        | RecordError::Empty => ErrorCode::CorruptMessage,
+        | RecordError::Empty
+        | RecordError::Decompress { .. } => ErrorCode::CorruptMessage,
     }
 }
 
