@@ -28,6 +28,14 @@ pub fn start_broker(
     dir: &Path,
     extra: &[(&str, &str)],
 ) -> BrokerHandle {
+    // Broker logs for debugging a test: RUST_LOG=debug cargo nextest run ... --no-capture
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
     let mut props: BTreeMap<String, String> = [
         ("listeners", "PLAINTEXT://127.0.0.1:0"),
         ("log.dirs", dir.to_str().unwrap()),
