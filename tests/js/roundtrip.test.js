@@ -2,15 +2,10 @@
 
 // KafkaJS 2.2.x end-to-end tests against a real vltava broker.
 //
-// Why records are read back without kafkajs' Consumer: the KafkaJS consumer
-// only works inside a consumer group (FindCoordinator/JoinGroup/SyncGroup/
-// OffsetFetch...), and vltava does not implement the group APIs yet. Instead
-// we use KafkaJS's own protocol stack below the consumer: a Cluster object
-// (metadata, leader lookup, connection pool) and Broker#fetch, which encodes
-// the Fetch request and decodes record batches -- including decompression --
-// with exactly the code the KafkaJS consumer uses. Only the group
-// bookkeeping is skipped. When groups land, a consumer.run() test can be
-// added next to this one.
+// Records are read back with KafkaJS's own protocol stack below the consumer (a Cluster
+// object and Broker#fetch, which decodes and decompresses batches with exactly the code the
+// consumer uses), so that a round trip checks every record without group bookkeeping. The
+// group consumer itself is tested in groups.test.js.
 
 const { describe, test, before, after } = require('node:test')
 const assert = require('node:assert/strict')

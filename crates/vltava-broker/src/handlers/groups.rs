@@ -609,6 +609,8 @@ pub fn describe_groups(broker: &Arc<Broker>, req: DescribeGroupsRequest) -> Desc
                     d.error_code = ErrorCode::GroupIdNotFound.code();
                     d.group_state = sb("Dead");
                 }
+                // Standalone consumers' commits make a group with no members, as in Kafka.
+                None if s.offsets.has_group(&id) => d.group_state = sb("Empty"),
                 None => d.group_state = sb("Dead"),
             });
             d
