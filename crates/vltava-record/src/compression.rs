@@ -1,10 +1,10 @@
-//! Decompression of a batch's record section. The produce and fetch paths never call this:
-//! batches are stored and served compressed. It is for the few places that must look inside
-//! a batch (ListOffsets by timestamp, and later compaction), always with an output cap so a
-//! small hostile batch cannot expand without bound.
+//! Reading the records inside a batch, decompressing if need be. The produce and fetch paths
+//! never call this: batches are stored and served as they arrived. It is for the few places
+//! that must look inside a batch (ListOffsets by timestamp), and it streams: memory stays
+//! small whatever a batch expands to, and a cap on decompressed bytes bounds the work, so a
+//! small hostile batch can cost neither memory nor unbounded time.
 
-use std::borrow::Cow;
-use std::io::Read;
+use std::io::{self, BufRead, BufReader, Read};
 
 use crate::{BatchHeader, Compression, RecordError, HEADER_LEN};
 
@@ -13,9 +13,24 @@ use crate::{BatchHeader, Compression, RecordError, HEADER_LEN};
 const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
 const XERIAL_HEADER_LEN: usize = 16;
 
-/// Returns the record section of `batch` (the bytes after the 61-byte header), decompressed
-/// when the batch is compressed. Fails if the output would exceed `limit` bytes.
-pub fn records_body(batch: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, RecordError> {
+/// What a record says about itself before its key, value and headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMeta {
+    pub offset_delta: i64,
+    pub timestamp_delta: i64,
+}
+
+/// Streams the records of one batch: each item is one record's deltas; key, value and
+/// headers are skipped. At most `record_count` items; the first error ends the stream.
+pub struct RecordStream<'a> {
+    reader: BufReader<Capped<Box<dyn Read + 'a>>>,
+    remaining: i32,
+    codec: Compression,
+}
+
+/// Opens the record section of `batch`, failing once more than `limit` decompressed bytes
+/// have been read.
+pub fn record_stream(batch: &[u8], limit: u64) -> Result<RecordStream<'_>, RecordError> {
     let h = BatchHeader::parse(batch)?;
     let end = h.total_len();
     if batch.len() < end {
@@ -25,35 +40,150 @@ pub fn records_body(batch: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, RecordE
             have: batch.len(),
         });
     }
-    let body = &batch[HEADER_LEN..end];
     let codec = h.compression();
+    let inner = body_reader(&batch[HEADER_LEN..end], codec, limit)?;
+    Ok(RecordStream {
+        reader: BufReader::with_capacity(8192, Capped { inner, left: limit }),
+        remaining: h.record_count.max(0),
+        codec,
+    })
+}
+
+fn body_reader(
+    body: &[u8],
+    codec: Compression,
+    limit: u64,
+) -> Result<Box<dyn Read + '_>, RecordError> {
     let fail = |reason: String| RecordError::Decompress { codec, reason };
-    let out = match codec {
-        Compression::None => return Ok(Cow::Borrowed(body)),
-        Compression::Gzip => read_capped(flate2::read::MultiGzDecoder::new(body), limit),
-        Compression::Lz4 => read_capped(lz4_flex::frame::FrameDecoder::new(body), limit),
-        Compression::Zstd => match zstd::stream::read::Decoder::new(body) {
-            Ok(d) => read_capped(d, limit),
-            Err(e) => Err(e.to_string()),
-        },
-        Compression::Snappy => snappy(body, limit),
-        Compression::Unknown(n) => Err(format!("unknown codec id {n}")),
-    };
-    out.map(Cow::Owned).map_err(fail)
+    Ok(match codec {
+        Compression::None => Box::new(body),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(body)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(body).map_err(|e| fail(e.to_string()))?,
+        ),
+        Compression::Snappy => Box::new(io::Cursor::new(snappy(body, limit).map_err(fail)?)),
+        Compression::Unknown(n) => return Err(fail(format!("unknown codec id {n}"))),
+    })
 }
 
-fn read_capped(r: impl Read, limit: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    r.take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| e.to_string())?;
-    if out.len() > limit {
-        return Err(format!("decompressed size exceeds {limit} bytes"));
+/// A reader that fails, rather than ends, past its budget: running out is an error here.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // Anything more is over the cap; nothing more is an honest end.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::other("decompressed size exceeds the limit")),
+            };
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
     }
-    Ok(out)
 }
 
-fn snappy(body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+fn stream_err(codec: Compression, e: io::Error) -> RecordError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        RecordError::Truncated {
+            offset: 0,
+            need: 1,
+            have: 0,
+        }
+    } else {
+        RecordError::Decompress {
+            codec,
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl RecordStream<'_> {
+    fn byte(&mut self) -> Result<u8, RecordError> {
+        let mut b = [0u8; 1];
+        let codec = self.codec;
+        self.reader
+            .read_exact(&mut b)
+            .map_err(|e| stream_err(codec, e))?;
+        Ok(b[0])
+    }
+
+    /// A zigzag varint and how many bytes it took.
+    fn varint(&mut self) -> Result<(i64, u64), RecordError> {
+        let mut z: u64 = 0;
+        for (i, shift) in (0..64).step_by(7).enumerate() {
+            let byte = self.byte()?;
+            z |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok((((z >> 1) as i64) ^ -((z & 1) as i64), i as u64 + 1));
+            }
+        }
+        Err(RecordError::InvalidLength { length: -1 })
+    }
+
+    fn next_record(&mut self) -> Result<RecordMeta, RecordError> {
+        let (len, _) = self.varint()?;
+        let len =
+            u64::try_from(len).map_err(|_| RecordError::InvalidLength { length: len as i32 })?;
+        self.byte()?; // attributes
+        let (timestamp_delta, a) = self.varint()?;
+        let (offset_delta, b) = self.varint()?;
+        let rest = len
+            .checked_sub(1 + a + b)
+            .ok_or(RecordError::InvalidLength { length: len as i32 })?;
+        // Skip key, value and headers without holding them.
+        let codec = self.codec;
+        let mut left = rest;
+        while left > 0 {
+            let avail = self
+                .reader
+                .fill_buf()
+                .map_err(|e| stream_err(codec, e))?
+                .len() as u64;
+            if avail == 0 {
+                return Err(RecordError::Truncated {
+                    offset: 0,
+                    need: left as usize,
+                    have: 0,
+                });
+            }
+            let n = avail.min(left);
+            self.reader.consume(n as usize);
+            left -= n;
+        }
+        Ok(RecordMeta {
+            offset_delta,
+            timestamp_delta,
+        })
+    }
+}
+
+impl Iterator for RecordStream<'_> {
+    type Item = Result<RecordMeta, RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining <= 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let r = self.next_record();
+        if r.is_err() {
+            self.remaining = 0;
+        }
+        Some(r)
+    }
+}
+
+fn snappy(body: &[u8], limit: u64) -> Result<Vec<u8>, String> {
     if !body.starts_with(&XERIAL_MAGIC) {
         return snappy_block(body, limit, Vec::new());
     }
@@ -72,10 +202,12 @@ fn snappy(body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn snappy_block(block: &[u8], limit: usize, mut out: Vec<u8>) -> Result<Vec<u8>, String> {
+/// Raw snappy has no streaming form; its header states the output size, checked against the
+/// cap before anything is allocated.
+fn snappy_block(block: &[u8], limit: u64, mut out: Vec<u8>) -> Result<Vec<u8>, String> {
     let n = snap::raw::decompress_len(block).map_err(|e| e.to_string())?;
-    if out.len().saturating_add(n) > limit {
-        return Err(format!("decompressed size exceeds {limit} bytes"));
+    if (out.len() as u64).saturating_add(n as u64) > limit {
+        return Err("decompressed size exceeds the limit".into());
     }
     let start = out.len();
     out.resize(start + n, 0);
@@ -88,7 +220,7 @@ fn snappy_block(block: &[u8], limit: usize, mut out: Vec<u8>) -> Result<Vec<u8>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{build_batch, compute_crc, parse_records};
+    use crate::{build_batch, compute_crc};
     use std::io::Write;
 
     /// Re-packs an uncompressed batch's records with `codec`, fixing length and CRC.
@@ -134,13 +266,28 @@ mod tests {
         out
     }
 
+    fn metas(batch: &[u8], limit: u64) -> Result<Vec<RecordMeta>, RecordError> {
+        record_stream(batch, limit)?.collect()
+    }
+
     #[test]
-    fn every_codec_round_trips_and_respects_the_cap() {
+    fn every_codec_streams_records_and_respects_the_cap() {
         let value = vec![b'x'; 10_000];
         let plain = build_batch(
             0,
-            &[(Some(b"a"), Some(&value), 1), (None, Some(b"second"), 2)],
+            &[(Some(b"a"), Some(&value), 1), (None, Some(b"second"), 4)],
         );
+        let want = vec![
+            RecordMeta {
+                offset_delta: 0,
+                timestamp_delta: 0,
+            },
+            RecordMeta {
+                offset_delta: 1,
+                timestamp_delta: 3,
+            },
+        ];
+        assert_eq!(metas(&plain, 1 << 20).unwrap(), want);
         for (codec, xerial) in [
             (Compression::Gzip, false),
             (Compression::Snappy, false),
@@ -150,12 +297,16 @@ mod tests {
         ] {
             let packed = compress(&plain, codec, xerial);
             assert!(packed.len() < plain.len(), "{codec:?} compresses");
-            let body = records_body(&packed, 1 << 20).unwrap();
-            assert_eq!(&body[..], &plain[HEADER_LEN..], "{codec:?} xerial={xerial}");
-            let recs = parse_records(&body, 2).unwrap();
-            assert_eq!(recs[1].value, Some(&b"second"[..]));
-            let err = records_body(&packed, 1000).unwrap_err();
-            assert!(matches!(err, RecordError::Decompress { .. }), "{err}");
+            assert_eq!(
+                metas(&packed, 1 << 20).unwrap(),
+                want,
+                "{codec:?} xerial={xerial}"
+            );
+            let err = metas(&packed, 1000).unwrap_err();
+            assert!(
+                matches!(err, RecordError::Decompress { .. }),
+                "{codec:?}: {err}"
+            );
         }
     }
 
@@ -165,7 +316,29 @@ mod tests {
         for id in 1..=4i16 {
             let mut b = plain.clone();
             b[21..23].copy_from_slice(&id.to_be_bytes());
-            assert!(records_body(&b, 1 << 20).is_err(), "codec {id}");
+            assert!(metas(&b, 1 << 20).is_err(), "codec {id}");
         }
+        // A record claiming more bytes than the batch holds.
+        let mut b = plain.clone();
+        b[HEADER_LEN] = 0x7e;
+        assert!(metas(&b, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn a_bomb_costs_only_its_cap() {
+        // 64 MiB of zeros in one gzip record: the stream gives up at the cap.
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            e.write_all(&zeros).unwrap();
+        }
+        let mut b = build_batch(0, &[(None, Some(b"v"), 1)]);
+        b.truncate(HEADER_LEN);
+        b.extend_from_slice(&e.finish().unwrap());
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        b[21..23].copy_from_slice(&1i16.to_be_bytes());
+        // Zeros decode as zero-length records, which are invalid: the first one ends it.
+        assert!(metas(&b, 1 << 20).is_err());
     }
 }

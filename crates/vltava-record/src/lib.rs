@@ -8,7 +8,7 @@
 use thiserror::Error;
 
 mod compression;
-pub use compression::records_body;
+pub use compression::{record_stream, RecordMeta, RecordStream};
 
 /// Length of the fixed RecordBatch v2 header.
 pub const HEADER_LEN: usize = 61;
@@ -58,10 +58,7 @@ pub enum RecordError {
     #[error("no record batches")]
     Empty,
     #[error("cannot decompress {codec:?} records: {reason}")]
-    Decompress {
-        codec: Compression,
-        reason: String,
-    },
+    Decompress { codec: Compression, reason: String },
 }
 
 /// Compression codec from the low three attribute bits.

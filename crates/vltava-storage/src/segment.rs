@@ -13,9 +13,9 @@ use crate::index::{
 };
 use crate::{io_err, StorageError};
 
-/// Cap on one batch's decompressed size when the broker must look inside it: far above any
-/// real batch (message.max.bytes defaults to 1 MiB compressed), far below harm.
-const MAX_DECOMPRESSED: usize = 256 << 20;
+/// Cap on the bytes one batch may decompress to when the broker looks inside it: far above
+/// any real batch, and reading is streamed, so the cap bounds work, not memory.
+const MAX_DECOMPRESSED: u64 = 256 << 20;
 
 /// Kafka names files by base offset, zero-padded to 20 digits.
 pub fn file_stem(base_offset: i64) -> String {
@@ -451,18 +451,17 @@ impl Segment {
             source: e,
         };
         let batch = self.read_range(pos, h.total_len())?;
-        let body = vltava_record::records_body(&batch, MAX_DECOMPRESSED).map_err(corrupt)?;
-        let records = vltava_record::parse_records(&body, h.record_count).map_err(corrupt)?;
-        Ok(records
-            .iter()
-            .map(|r| {
-                (
-                    h.base_offset + r.offset_delta,
-                    h.base_timestamp + r.timestamp_delta,
-                )
-            })
-            .find(|&(_, t)| t >= ts)
-            .unwrap_or((h.base_offset + i64::from(h.last_offset_delta), h.max_timestamp)))
+        for meta in vltava_record::record_stream(&batch, MAX_DECOMPRESSED).map_err(corrupt)? {
+            let meta = meta.map_err(corrupt)?;
+            let t = h.base_timestamp + meta.timestamp_delta;
+            if t >= ts {
+                return Ok((h.base_offset + meta.offset_delta, t));
+            }
+        }
+        Ok((
+            h.base_offset + i64::from(h.last_offset_delta),
+            h.max_timestamp,
+        ))
     }
 
     /// Reads `[pos, pos+len)` into a fresh buffer.

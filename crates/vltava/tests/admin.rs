@@ -203,7 +203,11 @@ fn topic_lifecycle_and_configs() {
         .fetch_metadata(None, Duration::from_secs(5))
         .unwrap();
     let names: Vec<&str> = md.topics().iter().map(|t| t.name()).collect();
-    assert_eq!(names, vec!["__consumer_offsets"], "deleted topic stays deleted");
+    assert_eq!(
+        names,
+        vec!["__consumer_offsets"],
+        "deleted topic stays deleted"
+    );
     rt.block_on(broker.shutdown());
 }
 

@@ -18,7 +18,9 @@ use vltava_protocol::messages::offset_commit_request::{
 use vltava_protocol::messages::offset_delete_request::{
     OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
 };
-use vltava_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+use vltava_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+};
 use vltava_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use vltava_protocol::messages::*;
 use vltava_protocol::{ApiKey, ErrorCode, StrBytes};
@@ -50,11 +52,20 @@ fn join(c: &mut RawClient, group: &str, member: &str, rebalance_ms: i32) -> Join
 fn join_new(c: &mut RawClient, group: &str, rebalance_ms: i32) -> JoinGroupResponse {
     let first = join(c, group, "", rebalance_ms);
     assert_eq!(first.error_code, ErrorCode::MemberIdRequired.code());
-    assert!(!first.member_id.is_empty(), "the broker hands out the member id");
+    assert!(
+        !first.member_id.is_empty(),
+        "the broker hands out the member id"
+    );
     join(c, group, &first.member_id.to_string(), rebalance_ms)
 }
 
-fn sync(c: &mut RawClient, group: &str, generation: i32, member: &str, assignment: &[u8]) -> SyncGroupResponse {
+fn sync(
+    c: &mut RawClient,
+    group: &str,
+    generation: i32,
+    member: &str,
+    assignment: &[u8],
+) -> SyncGroupResponse {
     let req = SyncGroupRequest::default()
         .with_group_id(gid(group))
         .with_generation_id(generation)
@@ -108,7 +119,11 @@ fn commit(
         .collect()
 }
 
-fn list_groups(c: &mut RawClient, states: &[&str], types: &[&str]) -> Vec<(String, String, String)> {
+fn list_groups(
+    c: &mut RawClient,
+    states: &[&str],
+    types: &[&str],
+) -> Vec<(String, String, String)> {
     let req = ListGroupsRequest::default()
         .with_states_filter(states.iter().map(|v| s(v)).collect())
         .with_types_filter(types.iter().map(|v| s(v)).collect());
@@ -116,7 +131,13 @@ fn list_groups(c: &mut RawClient, states: &[&str], types: &[&str]) -> Vec<(Strin
     assert_eq!(r.error_code, 0);
     r.groups
         .iter()
-        .map(|g| (g.group_id.to_string(), g.group_state.to_string(), g.group_type.to_string()))
+        .map(|g| {
+            (
+                g.group_id.to_string(),
+                g.group_state.to_string(),
+                g.group_type.to_string(),
+            )
+        })
         .collect()
 }
 
@@ -124,7 +145,11 @@ fn list_groups(c: &mut RawClient, states: &[&str], types: &[&str]) -> Vec<(Strin
 fn group_apis_on_the_wire() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(&rt, dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
+    let broker = start_broker(
+        &rt,
+        dir.path(),
+        &[("group.initial.rebalance.delay.ms", "0")],
+    );
     let mut c = RawClient::connect(broker.local_addr);
     let mut t = CreatableTopic::default();
     t.name = tname("t");
@@ -152,17 +177,32 @@ fn group_apis_on_the_wire() {
     let j = join_new(&mut c, "g1", 1000);
     assert_eq!(j.error_code, 0);
     let m1 = j.member_id.to_string();
-    assert_eq!((j.generation_id, j.leader.to_string(), j.members.len()), (1, m1.clone(), 1));
+    assert_eq!(
+        (j.generation_id, j.leader.to_string(), j.members.len()),
+        (1, m1.clone(), 1)
+    );
     assert_eq!(
         sync(&mut c, "g1", 7, &m1, b"x").error_code,
         ErrorCode::IllegalGeneration.code()
     );
     let sy = sync(&mut c, "g1", 1, &m1, b"assignment-1");
-    assert_eq!((sy.error_code, &sy.assignment[..]), (0, &b"assignment-1"[..]));
+    assert_eq!(
+        (sy.error_code, &sy.assignment[..]),
+        (0, &b"assignment-1"[..])
+    );
     assert_eq!(heartbeat(&mut c, "g1", 1, &m1), 0);
-    assert_eq!(heartbeat(&mut c, "g1", 2, &m1), ErrorCode::IllegalGeneration.code());
-    assert_eq!(heartbeat(&mut c, "g1", 1, "stranger"), ErrorCode::UnknownMemberId.code());
-    assert_eq!(heartbeat(&mut c, "nope", 1, "stranger"), ErrorCode::UnknownMemberId.code());
+    assert_eq!(
+        heartbeat(&mut c, "g1", 2, &m1),
+        ErrorCode::IllegalGeneration.code()
+    );
+    assert_eq!(
+        heartbeat(&mut c, "g1", 1, "stranger"),
+        ErrorCode::UnknownMemberId.code()
+    );
+    assert_eq!(
+        heartbeat(&mut c, "nope", 1, "stranger"),
+        ErrorCode::UnknownMemberId.code()
+    );
 
     // Commits: good, unknown topic, partition out of range, metadata too large, stale generation.
     let big = Some("m".repeat(5000));
@@ -210,22 +250,42 @@ fn group_apis_on_the_wire() {
         .iter()
         .map(|g| {
             assert_eq!(g.error_code, 0);
-            let o = g.topics[0].partitions.iter().map(|p| p.committed_offset).collect();
+            let o = g.topics[0]
+                .partitions
+                .iter()
+                .map(|p| p.committed_offset)
+                .collect();
             (g.group_id.to_string(), o)
         })
         .collect();
     assert_eq!(
         offsets,
-        vec![("g1".to_string(), vec![42, -1]), ("unknown".to_string(), vec![-1, -1])]
+        vec![
+            ("g1".to_string(), vec![42, -1]),
+            ("unknown".to_string(), vec![-1, -1])
+        ]
     );
     let p0 = &of.groups[0].topics[0].partitions[0];
-    assert_eq!(p0.metadata.as_ref().map(|m| m.to_string()), Some("meta".to_string()));
+    assert_eq!(
+        p0.metadata.as_ref().map(|m| m.to_string()),
+        Some("meta".to_string())
+    );
 
     // ListGroups filters by state and type.
-    assert!(list_groups(&mut c, &[], &[]).contains(&("g1".into(), "Stable".into(), "classic".into())));
-    assert!(list_groups(&mut c, &["Stable"], &[]).iter().any(|g| g.0 == "g1"));
-    assert!(list_groups(&mut c, &["Empty"], &[]).iter().all(|g| g.0 != "g1"));
-    assert!(list_groups(&mut c, &[], &["consumer"]).iter().all(|g| g.0 != "g1"));
+    assert!(list_groups(&mut c, &[], &[]).contains(&(
+        "g1".into(),
+        "Stable".into(),
+        "classic".into()
+    )));
+    assert!(list_groups(&mut c, &["Stable"], &[])
+        .iter()
+        .any(|g| g.0 == "g1"));
+    assert!(list_groups(&mut c, &["Empty"], &[])
+        .iter()
+        .all(|g| g.0 != "g1"));
+    assert!(list_groups(&mut c, &[], &["consumer"])
+        .iter()
+        .all(|g| g.0 != "g1"));
 
     // A second member joins; the first never rejoins. The rebalance completes when the first
     // member's rebalance timeout (1 s) ends, without it.
@@ -233,47 +293,74 @@ fn group_apis_on_the_wire() {
     let started = Instant::now();
     let j2 = join_new(&mut c2, "g1", 1000);
     assert_eq!(j2.error_code, 0);
-    assert!(started.elapsed() < Duration::from_secs(8), "a silent member stalls the group only until its timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "a silent member stalls the group only until its timeout"
+    );
     let m2 = j2.member_id.to_string();
-    assert_eq!((j2.generation_id, j2.leader.to_string(), j2.members.len()), (2, m2.clone(), 1));
-    assert_eq!(heartbeat(&mut c, "g1", 1, &m1), ErrorCode::UnknownMemberId.code());
+    assert_eq!(
+        (j2.generation_id, j2.leader.to_string(), j2.members.len()),
+        (2, m2.clone(), 1)
+    );
+    assert_eq!(
+        heartbeat(&mut c, "g1", 1, &m1),
+        ErrorCode::UnknownMemberId.code()
+    );
     assert_eq!(sync(&mut c2, "g1", 2, &m2, b"a2").error_code, 0);
 
     // LeaveGroup v3 answers each member of a batch.
     let lg: LeaveGroupResponse = c2.call(
         ApiKey::LeaveGroup,
         3,
-        &LeaveGroupRequest::default().with_group_id(gid("g1")).with_members(vec![
-            MemberIdentity::default().with_member_id(s(&m2)),
-            MemberIdentity::default().with_member_id(s("ghost")),
-        ]),
+        &LeaveGroupRequest::default()
+            .with_group_id(gid("g1"))
+            .with_members(vec![
+                MemberIdentity::default().with_member_id(s(&m2)),
+                MemberIdentity::default().with_member_id(s("ghost")),
+            ]),
     );
     assert_eq!(lg.error_code, 0);
     let codes: Vec<i16> = lg.members.iter().map(|m| m.error_code).collect();
     assert_eq!(codes, vec![0, ErrorCode::UnknownMemberId.code()]);
-    assert!(list_groups(&mut c, &["Empty"], &[]).iter().any(|g| g.0 == "g1"));
+    assert!(list_groups(&mut c, &["Empty"], &[])
+        .iter()
+        .any(|g| g.0 == "g1"));
 
     // Session expiry: a member that stops heartbeating is removed after session.timeout.ms.
     let j3 = join_new(&mut c2, "g2", 1000);
     let m3 = j3.member_id.to_string();
-    assert_eq!(sync(&mut c2, "g2", j3.generation_id, &m3, b"").error_code, 0);
+    assert_eq!(
+        sync(&mut c2, "g2", j3.generation_id, &m3, b"").error_code,
+        0
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !list_groups(&mut c, &["Empty"], &[]).iter().any(|g| g.0 == "g2") {
-        assert!(Instant::now() < deadline, "the silent member was never expired");
+    while !list_groups(&mut c, &["Empty"], &[])
+        .iter()
+        .any(|g| g.0 == "g2")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the silent member was never expired"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(heartbeat(&mut c2, "g2", j3.generation_id, &m3), ErrorCode::UnknownMemberId.code());
+    assert_eq!(
+        heartbeat(&mut c2, "g2", j3.generation_id, &m3),
+        ErrorCode::UnknownMemberId.code()
+    );
 
     // OffsetDelete on an empty group; unknown groups are GROUP_ID_NOT_FOUND.
     let od = |c: &mut RawClient, g: &str| -> OffsetDeleteResponse {
         c.call(
             ApiKey::OffsetDelete,
             0,
-            &OffsetDeleteRequest::default().with_group_id(gid(g)).with_topics(vec![
-                OffsetDeleteRequestTopic::default()
+            &OffsetDeleteRequest::default()
+                .with_group_id(gid(g))
+                .with_topics(vec![OffsetDeleteRequestTopic::default()
                     .with_name(tname("t"))
-                    .with_partitions(vec![OffsetDeleteRequestPartition::default().with_partition_index(0)]),
-            ]),
+                    .with_partitions(vec![
+                        OffsetDeleteRequestPartition::default().with_partition_index(0)
+                    ])]),
         )
     };
     let r = od(&mut c, "g1");
@@ -284,6 +371,9 @@ fn group_apis_on_the_wire() {
         &OffsetFetchRequest::default().with_groups(vec![group_req("g1")]),
     );
     assert_eq!(of.groups[0].topics[0].partitions[0].committed_offset, -1);
-    assert_eq!(od(&mut c, "never-was").error_code, ErrorCode::GroupIdNotFound.code());
+    assert_eq!(
+        od(&mut c, "never-was").error_code,
+        ErrorCode::GroupIdNotFound.code()
+    );
     rt.block_on(broker.shutdown());
 }

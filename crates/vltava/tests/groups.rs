@@ -43,14 +43,22 @@ impl ConsumerContext for Tracker {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.rebalances.fetch_add(1, Ordering::SeqCst);
         if let Rebalance::Assign(tpl) = rebalance {
-            self.assigned.lock().unwrap().extend(tpl.elements().iter().map(|e| e.partition()));
+            self.assigned
+                .lock()
+                .unwrap()
+                .extend(tpl.elements().iter().map(|e| e.partition()));
         }
     }
 }
 
 fn create_topic(rt: &tokio::runtime::Runtime, addr: SocketAddr, name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = client_config(addr).create().unwrap();
-    let r = rt.block_on(admin.create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())).unwrap();
+    let r = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
     assert!(r[0].is_ok(), "{r:?}");
 }
 
@@ -73,7 +81,12 @@ fn produce(addr: SocketAddr, topic: &str, n: usize) {
     p.flush(Duration::from_secs(30)).unwrap();
 }
 
-fn consumer(addr: SocketAddr, group: &str, extra: &[(&str, &str)], tracker: Tracker) -> BaseConsumer<Tracker> {
+fn consumer(
+    addr: SocketAddr,
+    group: &str,
+    extra: &[(&str, &str)],
+    tracker: Tracker,
+) -> BaseConsumer<Tracker> {
     let mut c = client_config(addr);
     c.set("group.id", group)
         .set("enable.auto.commit", "false")
@@ -97,7 +110,12 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 type Seen = Arc<Mutex<Vec<(i32, i64)>>>;
 
 /// A consumer thread: polls, records what it saw, commits synchronously every `every` records.
-fn spawn_member(c: BaseConsumer<Tracker>, seen: Seen, stop: Arc<AtomicBool>, every: usize) -> std::thread::JoinHandle<()> {
+fn spawn_member(
+    c: BaseConsumer<Tracker>,
+    seen: Seen,
+    stop: Arc<AtomicBool>,
+    every: usize,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut since_commit = 0;
         while !stop.load(Ordering::Relaxed) {
@@ -120,7 +138,11 @@ fn spawn_member(c: BaseConsumer<Tracker>, seen: Seen, stop: Arc<AtomicBool>, eve
 fn three_members_share_take_over_and_consume_exactly_once() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(&rt, dir.path(), &[("group.initial.rebalance.delay.ms", "500")]);
+    let broker = start_broker(
+        &rt,
+        dir.path(),
+        &[("group.initial.rebalance.delay.ms", "500")],
+    );
     let addr = broker.local_addr;
     create_topic(&rt, addr, "share", 6);
     produce(addr, "share", 100_000);
@@ -130,26 +152,52 @@ fn three_members_share_take_over_and_consume_exactly_once() {
     let stops: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::default()).collect();
     let mut threads = Vec::new();
     for i in 0..3 {
-        let c = consumer(addr, "sharers", &[("enable.auto.offset.store", "false")], trackers[i].clone());
+        let c = consumer(
+            addr,
+            "sharers",
+            &[("enable.auto.offset.store", "false")],
+            trackers[i].clone(),
+        );
         c.subscribe(&["share"]).unwrap();
-        threads.push(Some(spawn_member(c, Arc::clone(&seen), Arc::clone(&stops[i]), 200)));
+        threads.push(Some(spawn_member(
+            c,
+            Arc::clone(&seen),
+            Arc::clone(&stops[i]),
+            200,
+        )));
     }
     wait_until("2 partitions each", Duration::from_secs(30), || {
-        trackers.iter().all(|t| t.assigned.lock().unwrap().len() == 2)
+        trackers
+            .iter()
+            .all(|t| t.assigned.lock().unwrap().len() == 2)
     });
-    let all: BTreeSet<i32> = trackers.iter().flat_map(|t| t.assigned.lock().unwrap().clone()).collect();
+    let all: BTreeSet<i32> = trackers
+        .iter()
+        .flat_map(|t| t.assigned.lock().unwrap().clone())
+        .collect();
     assert_eq!(all.len(), 6, "no partition is assigned twice");
 
-    wait_until("some progress", Duration::from_secs(60), || seen.lock().unwrap().len() >= 20_000);
+    wait_until("some progress", Duration::from_secs(60), || {
+        seen.lock().unwrap().len() >= 20_000
+    });
     stops[2].store(true, Ordering::Relaxed);
     threads[2].take().unwrap().join().unwrap();
     let left_at = Instant::now();
     wait_until("takeover", Duration::from_secs(30), || {
-        trackers[..2].iter().map(|t| t.assigned.lock().unwrap().len()).sum::<usize>() == 6
+        trackers[..2]
+            .iter()
+            .map(|t| t.assigned.lock().unwrap().len())
+            .sum::<usize>()
+            == 6
     });
-    assert!(left_at.elapsed() < Duration::from_secs(6), "the others took over within the session timeout");
+    assert!(
+        left_at.elapsed() < Duration::from_secs(6),
+        "the others took over within the session timeout"
+    );
 
-    wait_until("all records", Duration::from_secs(120), || seen.lock().unwrap().len() >= 100_000);
+    wait_until("all records", Duration::from_secs(120), || {
+        seen.lock().unwrap().len() >= 100_000
+    });
     std::thread::sleep(Duration::from_millis(500));
     for s in &stops {
         s.store(true, Ordering::Relaxed);
@@ -172,12 +220,20 @@ fn consumers_resume_from_committed_offsets_after_kill_9() {
     create_topic(&rt, broker.addr, "resume", 3);
     produce(broker.addr, "resume", 30_000);
 
-    let c = consumer(broker.addr, "resumers", &[("enable.auto.offset.store", "false")], Tracker::default());
+    let c = consumer(
+        broker.addr,
+        "resumers",
+        &[("enable.auto.offset.store", "false")],
+        Tracker::default(),
+    );
     c.subscribe(&["resume"]).unwrap();
     let mut consumed = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     while consumed < 10_000 {
-        assert!(Instant::now() < deadline, "only {consumed} of the first 10000 arrived");
+        assert!(
+            Instant::now() < deadline,
+            "only {consumed} of the first 10000 arrived"
+        );
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
             c.store_offset_from_message(&m).unwrap();
             consumed += 1;
@@ -205,14 +261,21 @@ fn consumers_resume_from_committed_offsets_after_kill_9() {
     let mut count = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     while count < 20_000 {
-        assert!(Instant::now() < deadline, "only {count} of the remaining 20000 arrived");
+        assert!(
+            Instant::now() < deadline,
+            "only {count} of the remaining 20000 arrived"
+        );
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
             first.entry(m.partition()).or_insert(m.offset());
             count += 1;
         }
     }
     for (p, off) in &first {
-        assert_eq!(Some(off), committed.get(p).or(Some(&0)), "partition {p} resumed exactly at its committed offset");
+        assert_eq!(
+            Some(off),
+            committed.get(p).or(Some(&0)),
+            "partition {p} resumed exactly at its committed offset"
+        );
     }
 }
 
@@ -220,7 +283,11 @@ fn consumers_resume_from_committed_offsets_after_kill_9() {
 fn static_member_restart_does_not_rebalance() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(&rt, dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
+    let broker = start_broker(
+        &rt,
+        dir.path(),
+        &[("group.initial.rebalance.delay.ms", "0")],
+    );
     let addr = broker.local_addr;
     create_topic(&rt, addr, "static", 4);
     let leader_t = Tracker::default();
@@ -231,7 +298,15 @@ fn static_member_restart_does_not_rebalance() {
         leader_t.assigned.lock().unwrap().len() == 4
     });
     let run_static = |t: Tracker| {
-        let c = consumer(addr, "statics", &[("group.instance.id", "instance-1"), ("session.timeout.ms", "10000")], t);
+        let c = consumer(
+            addr,
+            "statics",
+            &[
+                ("group.instance.id", "instance-1"),
+                ("session.timeout.ms", "10000"),
+            ],
+            t,
+        );
         c.subscribe(&["static"]).unwrap();
         c
     };
@@ -247,17 +322,29 @@ fn static_member_restart_does_not_rebalance() {
     drop(s); // a static member leaves no LeaveGroup behind
     let s2_t = Tracker::default();
     let s2 = run_static(s2_t.clone());
-    wait_until("restarted static member assigned", Duration::from_secs(20), || {
-        leader.poll(Duration::from_millis(20));
-        s2.poll(Duration::from_millis(20));
-        !s2_t.assigned.lock().unwrap().is_empty()
-    });
+    wait_until(
+        "restarted static member assigned",
+        Duration::from_secs(20),
+        || {
+            leader.poll(Duration::from_millis(20));
+            s2.poll(Duration::from_millis(20));
+            !s2_t.assigned.lock().unwrap().is_empty()
+        },
+    );
     for _ in 0..20 {
         leader.poll(Duration::from_millis(50));
         s2.poll(Duration::from_millis(50));
     }
-    assert_eq!(*s2_t.assigned.lock().unwrap(), static_parts, "same partitions as before the restart");
-    assert_eq!(leader_t.rebalances.load(Ordering::SeqCst), before, "the other member saw no rebalance");
+    assert_eq!(
+        *s2_t.assigned.lock().unwrap(),
+        static_parts,
+        "same partitions as before the restart"
+    );
+    assert_eq!(
+        leader_t.rebalances.load(Ordering::SeqCst),
+        before,
+        "the other member saw no rebalance"
+    );
     rt.block_on(broker.shutdown());
 }
 
@@ -265,7 +352,11 @@ fn static_member_restart_does_not_rebalance() {
 fn cooperative_sticky_moves_only_what_must_move() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(&rt, dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
+    let broker = start_broker(
+        &rt,
+        dir.path(),
+        &[("group.initial.rebalance.delay.ms", "0")],
+    );
     let addr = broker.local_addr;
     create_topic(&rt, addr, "coop", 6);
     let coop = [("partition.assignment.strategy", "cooperative-sticky")];
@@ -286,7 +377,10 @@ fn cooperative_sticky_moves_only_what_must_move() {
     });
     let revoked = a_t.revoked.lock().unwrap().clone();
     let total: usize = revoked.iter().map(BTreeSet::len).sum();
-    assert_eq!(total, 3, "a gave up exactly the 3 partitions b needed: {revoked:?}");
+    assert_eq!(
+        total, 3,
+        "a gave up exactly the 3 partitions b needed: {revoked:?}"
+    );
     let a_now = a_t.assigned.lock().unwrap().clone();
     let b_now = b_t.assigned.lock().unwrap().clone();
     assert!(a_now.is_disjoint(&b_now));
@@ -297,13 +391,18 @@ fn cooperative_sticky_moves_only_what_must_move() {
 fn kip_848_consumer_protocol_assigns_and_rebalances() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(&rt, dir.path(), &[("group.consumer.heartbeat.interval.ms", "300")]);
+    let broker = start_broker(
+        &rt,
+        dir.path(),
+        &[("group.consumer.heartbeat.interval.ms", "300")],
+    );
     let addr = broker.local_addr;
     create_topic(&rt, addr, "kip848", 4);
     let new_protocol = [("group.protocol", "consumer")];
     let mk = |t: Tracker| {
         let mut c = client_config(addr);
-        c.set("group.id", "new-protocol").set("auto.offset.reset", "earliest");
+        c.set("group.id", "new-protocol")
+            .set("auto.offset.reset", "earliest");
         for (k, v) in new_protocol {
             c.set(k, v);
         }
@@ -324,7 +423,11 @@ fn kip_848_consumer_protocol_assigns_and_rebalances() {
         b.poll(Duration::from_millis(20));
         a_t.assigned.lock().unwrap().len() == 2 && b_t.assigned.lock().unwrap().len() == 2
     });
-    assert!(a_t.assigned.lock().unwrap().is_disjoint(&b_t.assigned.lock().unwrap()));
+    assert!(a_t
+        .assigned
+        .lock()
+        .unwrap()
+        .is_disjoint(&b_t.assigned.lock().unwrap()));
     // Records produced now are consumed exactly once between the two members.
     produce(addr, "kip848", 1000);
     let mut got = 0;
@@ -353,7 +456,11 @@ fn kip_848_consumer_protocol_assigns_and_rebalances() {
 fn groups_are_listed_described_and_deleted() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(&rt, dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
+    let broker = start_broker(
+        &rt,
+        dir.path(),
+        &[("group.initial.rebalance.delay.ms", "0")],
+    );
     let addr = broker.local_addr;
     create_topic(&rt, addr, "adm", 2);
     produce(addr, "adm", 100);
@@ -373,17 +480,26 @@ fn groups_are_listed_described_and_deleted() {
     // ask until it answers.
     let mut list = None;
     wait_until("group listed", Duration::from_secs(10), || {
-        let l = admin.inner().fetch_group_list(Some("admins"), Duration::from_secs(5)).unwrap();
+        let l = admin
+            .inner()
+            .fetch_group_list(Some("admins"), Duration::from_secs(5))
+            .unwrap();
         let found = !l.groups().is_empty();
         list = Some(l);
         found
     });
     let list = list.unwrap();
     let g = &list.groups()[0];
-    assert_eq!((g.name(), g.state(), g.protocol_type()), ("admins", "Stable", "consumer"));
+    assert_eq!(
+        (g.name(), g.state(), g.protocol_type()),
+        ("admins", "Stable", "consumer")
+    );
     assert_eq!(g.members().len(), 1);
     assert!(!g.members()[0].assignment().unwrap_or_default().is_empty());
-    let all = admin.inner().fetch_group_list(None, Duration::from_secs(5)).unwrap();
+    let all = admin
+        .inner()
+        .fetch_group_list(None, Duration::from_secs(5))
+        .unwrap();
     assert!(all.groups().iter().any(|g| g.name() == "admins"));
 
     // Lag is end offset minus committed offset: zero here.
@@ -393,23 +509,42 @@ fn groups_are_listed_described_and_deleted() {
     let committed = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
     let mut lag = 0;
     for e in committed.elements() {
-        let (_, high) = c.fetch_watermarks("adm", e.partition(), Duration::from_secs(5)).unwrap();
+        let (_, high) = c
+            .fetch_watermarks("adm", e.partition(), Duration::from_secs(5))
+            .unwrap();
         lag += high - e.offset().to_raw().unwrap();
     }
     assert_eq!(lag, 0);
 
-    let r = rt.block_on(admin.delete_groups(&["admins"], &AdminOptions::new())).unwrap();
+    let r = rt
+        .block_on(admin.delete_groups(&["admins"], &AdminOptions::new()))
+        .unwrap();
     assert!(r[0].is_err(), "a group with members cannot be deleted");
     drop(c);
     wait_until("group empty", Duration::from_secs(20), || {
-        let l = admin.inner().fetch_group_list(Some("admins"), Duration::from_secs(5)).unwrap();
-        l.groups().first().is_some_and(|g| g.state() == "Empty" && g.members().is_empty())
+        let l = admin
+            .inner()
+            .fetch_group_list(Some("admins"), Duration::from_secs(5))
+            .unwrap();
+        l.groups()
+            .first()
+            .is_some_and(|g| g.state() == "Empty" && g.members().is_empty())
     });
-    let r = rt.block_on(admin.delete_groups(&["admins"], &AdminOptions::new())).unwrap();
+    let r = rt
+        .block_on(admin.delete_groups(&["admins"], &AdminOptions::new()))
+        .unwrap();
     assert!(r[0].is_ok(), "{r:?}");
-    let l = admin.inner().fetch_group_list(None, Duration::from_secs(5)).unwrap();
-    assert!(l.groups().iter().all(|g| g.name() != "admins"), "a deleted group is no longer listed");
-    let r = rt.block_on(admin.delete_groups(&["admins"], &AdminOptions::new())).unwrap();
+    let l = admin
+        .inner()
+        .fetch_group_list(None, Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        l.groups().iter().all(|g| g.name() != "admins"),
+        "a deleted group is no longer listed"
+    );
+    let r = rt
+        .block_on(admin.delete_groups(&["admins"], &AdminOptions::new()))
+        .unwrap();
     assert!(r[0].is_err(), "deleting it again fails: {r:?}");
     rt.block_on(broker.shutdown());
 }
