@@ -143,7 +143,10 @@ impl GroupCoordinator {
         for r in records {
             // The live group already is what its snapshot records; replaying it would reset
             // in-flight join and sync state.
-            if !matches!(r, Record::Group { value: Some(_), .. }) {
+            if !matches!(
+                r,
+                Record::Group { value: Some(_), .. } | Record::ConsumerGroup { value: Some(_), .. }
+            ) {
                 inner.state.replay(r, now);
             }
         }
@@ -362,7 +365,35 @@ impl GroupCoordinator {
         let mut inner = self.inner.lock();
         let cfg = inner.state.consumer;
         let g = inner.state.consumer_mut(group, now_ms())?;
-        g.heartbeat(now_ms(), &cfg, req, &partitions_of)
+        let before = g.durable();
+        let result = g.heartbeat(now_ms(), &cfg, req, &partitions_of);
+        self.persist_consumer_group(broker, &mut inner, group, Some(before));
+        result
+    }
+
+    /// Stores a KIP-848 group when its durable part differs from `before` (`None`: always).
+    /// Most heartbeats change nothing durable and write nothing.
+    fn persist_consumer_group(
+        &self,
+        broker: &Broker,
+        inner: &mut Inner,
+        group: &str,
+        before: Option<vltava_coordinator::consumer::ConsumerGroup>,
+    ) {
+        let Some(Group::Consumer(g)) = inner.state.groups.get(group) else {
+            return;
+        };
+        let now = g.durable();
+        if before.as_ref() == Some(&now) {
+            return;
+        }
+        let rec = Record::ConsumerGroup {
+            group: group.to_string(),
+            value: Some(Box::new(now)),
+        };
+        if let Err(e) = self.write(broker, inner, group, &[rec]) {
+            tracing::warn!(group, error = %e, "could not persist consumer group");
+        }
     }
 
     /// Drives time: session expiry, overdue rebalances.
@@ -377,7 +408,9 @@ impl GroupCoordinator {
             let effects = match inner.state.groups.get_mut(&id) {
                 Some(Group::Classic(g)) => g.tick(now),
                 Some(Group::Consumer(g)) => {
-                    g.tick(now, &cfg, &partitions_of);
+                    if g.tick(now, &cfg, &partitions_of) {
+                        self.persist_consumer_group(broker, &mut inner, &id, None);
+                    }
                     Effects::default()
                 }
                 None => continue,

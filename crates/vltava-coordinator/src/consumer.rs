@@ -4,11 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use crate::GroupError;
 
 pub type TopicPartition = (String, i32);
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ConsumerMember {
     pub member_id: String,
     pub instance_id: Option<String>,
@@ -23,8 +25,11 @@ pub struct ConsumerMember {
     pub assigned: BTreeSet<TopicPartition>,
     /// Partitions the member must give up before they can move.
     pub revoking: BTreeSet<TopicPartition>,
+    /// Not stored: a restored member's session counts from the restore.
+    #[serde(skip)]
     pub last_heartbeat_ms: i64,
     /// Last assignment sent, so unchanged ones are not resent.
+    #[serde(skip)]
     last_sent: Option<BTreeSet<TopicPartition>>,
 }
 
@@ -71,7 +76,8 @@ impl Default for ConsumerGroupConfig {
 
 pub const ASSIGNORS: [&str; 2] = ["uniform", "range"];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Stored whole in `__consumer_offsets` whenever its durable part changes (see `durable`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerGroup {
     pub group_id: String,
     pub group_epoch: i32,
@@ -94,6 +100,27 @@ impl ConsumerGroup {
             topic_partitions: BTreeMap::new(),
             state_since_ms: now_ms,
         }
+    }
+
+    /// The group as stored: without session clocks and send caches, which change on every
+    /// heartbeat and mean nothing after a restart.
+    pub fn durable(&self) -> Self {
+        let mut g = self.clone();
+        for m in g.members.values_mut() {
+            m.last_heartbeat_ms = 0;
+            m.last_sent = None;
+        }
+        g
+    }
+
+    /// A stored group brought back: every member's session starts now, and the next
+    /// heartbeat answer carries its full assignment.
+    pub fn restore(mut self, now_ms: i64) -> Self {
+        for m in self.members.values_mut() {
+            m.last_heartbeat_ms = now_ms;
+            m.last_sent = None;
+        }
+        self
     }
 
     /// Kafka's consumer group states: Empty, Assigning, Reconciling, Stable.
@@ -484,6 +511,41 @@ mod tests {
         g.heartbeat(6, &cfg, hb("b", -1, None, None), &parts)
             .unwrap();
         assert_eq!(g.target["a"].len(), 4);
+    }
+
+    #[test]
+    fn stored_group_replays_and_keeps_serving_its_members() {
+        use crate::records::Record;
+        let parts = |t: &str| (t == "t").then_some(4);
+        let cfg = ConsumerGroupConfig::default();
+        let mut g = ConsumerGroup::new("g", 0);
+        let a = g
+            .heartbeat(0, &cfg, hb("a", 0, Some(&["t"]), Some(vec![])), &parts)
+            .unwrap();
+        let rec = Record::ConsumerGroup {
+            group: "g".into(),
+            value: Some(Box::new(g.durable())),
+        };
+        let (k, v) = rec.encode();
+        let Some(Record::ConsumerGroup {
+            value: Some(back), ..
+        }) = Record::decode(&k, v.as_deref())
+        else {
+            panic!("decodes");
+        };
+        assert_eq!(*back, g.durable());
+        // After a restart the member's session starts afresh and its epoch is still current.
+        let mut restored = back.restore(100_000);
+        assert!(!restored.tick(100_000 + cfg.session_timeout_ms, &cfg, &parts));
+        let again = restored
+            .heartbeat(100_001, &cfg, hb("a", a.member_epoch, None, None), &parts)
+            .unwrap();
+        assert_eq!(again.member_epoch, a.member_epoch);
+        assert_eq!(
+            again.assignment.map(|v| v.len()),
+            Some(4),
+            "full assignment resent once"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::classic::GroupSnapshot;
+use crate::consumer::ConsumerGroup;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffsetValue {
@@ -23,6 +24,8 @@ enum Key {
     },
     #[serde(rename = "group")]
     Group { group: String },
+    #[serde(rename = "consumer_group")]
+    ConsumerGroup { group: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,12 +40,19 @@ pub enum Record {
         group: String,
         value: Option<GroupSnapshot>,
     },
+    /// A KIP-848 group; deleting one is a `Group` tombstone, as for any group.
+    ConsumerGroup {
+        group: String,
+        value: Option<Box<ConsumerGroup>>,
+    },
 }
 
 impl Record {
     pub fn group(&self) -> &str {
         match self {
-            Record::Offset { group, .. } | Record::Group { group, .. } => group,
+            Record::Offset { group, .. }
+            | Record::Group { group, .. }
+            | Record::ConsumerGroup { group, .. } => group,
         }
     }
 
@@ -67,6 +77,12 @@ impl Record {
             ),
             Record::Group { group, value } => (
                 json(&Key::Group {
+                    group: group.clone(),
+                }),
+                value.as_ref().map(|v| json(v)),
+            ),
+            Record::ConsumerGroup { group, value } => (
+                json(&Key::ConsumerGroup {
                     group: group.clone(),
                 }),
                 value.as_ref().map(|v| json(v)),
@@ -99,6 +115,13 @@ impl Record {
                     None => None,
                 };
                 Some(Record::Group { group, value })
+            }
+            Key::ConsumerGroup { group } => {
+                let value = match value {
+                    Some(v) => Some(serde_json::from_slice(v).ok()?),
+                    None => None,
+                };
+                Some(Record::ConsumerGroup { group, value })
             }
         }
     }

@@ -73,6 +73,18 @@ impl CoordinatorState {
             Record::Group { group, value: None } => {
                 self.groups.remove(group);
             }
+            Record::ConsumerGroup {
+                group,
+                value: Some(g),
+            } => {
+                self.groups.insert(
+                    group.clone(),
+                    Group::Consumer(g.as_ref().clone().restore(now_ms)),
+                );
+            }
+            Record::ConsumerGroup { group, value: None } => {
+                self.groups.remove(group);
+            }
         }
     }
 

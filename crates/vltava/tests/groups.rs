@@ -548,3 +548,53 @@ fn groups_are_listed_described_and_deleted() {
     assert!(r[0].is_err(), "deleting it again fails: {r:?}");
     rt.block_on(broker.shutdown());
 }
+
+#[test]
+fn kip_848_member_keeps_its_assignment_across_a_broker_kill_9() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let hb = "group.consumer.heartbeat.interval.ms=300";
+    let broker = BrokerProcess::start(dir.path(), &[hb]);
+    let port = broker.addr.port();
+    create_topic(&rt, broker.addr, "kip848-restart", 4);
+    let t = Tracker::default();
+    let mut cfg = client_config(broker.addr);
+    cfg.set("group.id", "survivors")
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    let c: BaseConsumer<Tracker> = cfg.create_with_context(t.clone()).unwrap();
+    c.subscribe(&["kip848-restart"]).unwrap();
+    wait_until("assigned", Duration::from_secs(30), || {
+        c.poll(Duration::from_millis(50));
+        t.assigned.lock().unwrap().len() == 4
+    });
+    let rebalances = t.rebalances.load(Ordering::SeqCst);
+
+    broker.kill9();
+    let broker = BrokerProcess::start_on(dir.path(), port, &[hb]);
+    produce(broker.addr, "kip848-restart", 200);
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "consumed {got} of 200 after the restart"
+        );
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(50)) {
+            got += 1;
+        }
+    }
+    // A few more heartbeats against the restarted broker.
+    for _ in 0..20 {
+        c.poll(Duration::from_millis(50));
+    }
+    assert_eq!(t.assigned.lock().unwrap().len(), 4);
+    assert_eq!(
+        t.rebalances.load(Ordering::SeqCst),
+        rebalances,
+        "the member kept its id, epoch and partitions: no rebalance"
+    );
+    drop(c);
+    drop(broker);
+}

@@ -58,17 +58,19 @@ pub struct BrokerProcess {
 
 impl BrokerProcess {
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_on(dir, 0, extra)
+    }
+
+    /// Starts on a given port (0: any), e.g. to restart where clients already point.
+    pub fn start_on(dir: &Path, port: u16, extra: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vltava"));
-        cmd.args([
-            "broker",
-            "--listeners",
-            "PLAINTEXT://127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        cmd.args(["broker", "--listeners"])
+            .arg(format!("PLAINTEXT://127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         for o in extra {
             cmd.args(["--override", o]);
         }
