@@ -598,3 +598,92 @@ fn kip_848_member_keeps_its_assignment_across_a_broker_kill_9() {
     drop(c);
     drop(broker);
 }
+
+#[test]
+fn standalone_consumers_commit_and_resume_without_joining() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let addr = broker.local_addr;
+    create_topic(&rt, addr, "solo", 2);
+    produce(addr, "solo", 400);
+    let mk = || consumer(addr, "solos", &[], Tracker::default());
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("solo", 0, Offset::Beginning)
+        .unwrap();
+    tpl.add_partition_offset("solo", 1, Offset::Beginning)
+        .unwrap();
+
+    let c = mk();
+    c.assign(&tpl).unwrap();
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while n < 100 {
+        assert!(Instant::now() < deadline, "read {n} of 100");
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            c.store_offset_from_message(&m).unwrap();
+            n += 1;
+        }
+    }
+    c.commit_consumer_state(CommitMode::Sync).unwrap();
+    let committed: HashMap<i32, i64> = c
+        .committed(Duration::from_secs(5))
+        .unwrap()
+        .elements()
+        .iter()
+        .filter_map(|e| {
+            e.offset()
+                .to_raw()
+                .filter(|o| *o >= 0)
+                .map(|o| (e.partition(), o))
+        })
+        .collect();
+    assert_eq!(committed.values().sum::<i64>(), 100, "{committed:?}");
+    drop(c);
+
+    // Another standalone consumer of the same group id starts at the commits.
+    let c = mk();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("solo", 0, Offset::Stored).unwrap();
+    tpl.add_partition_offset("solo", 1, Offset::Stored).unwrap();
+    c.assign(&tpl).unwrap();
+    let mut first: HashMap<i32, i64> = HashMap::new();
+    let mut rest = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rest < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "read {rest} of the remaining 300"
+        );
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            first.entry(m.partition()).or_insert(m.offset());
+            rest += 1;
+        }
+    }
+    for (p, off) in &first {
+        assert_eq!(
+            off,
+            committed.get(p).unwrap_or(&0),
+            "partition {p} resumes at its commit"
+        );
+    }
+    drop(c);
+
+    // The group exists only through its offsets: listed and described as Empty.
+    let admin: AdminClient<DefaultClientContext> = client_config(addr).create().unwrap();
+    let mut state = String::new();
+    wait_until("group listed", Duration::from_secs(10), || {
+        let l = admin
+            .inner()
+            .fetch_group_list(Some("solos"), Duration::from_secs(5))
+            .unwrap();
+        state = l
+            .groups()
+            .first()
+            .map(|g| g.state().to_string())
+            .unwrap_or_default();
+        !state.is_empty()
+    });
+    assert_eq!(state, "Empty");
+    rt.block_on(broker.shutdown());
+}
