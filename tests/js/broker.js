@@ -130,4 +130,28 @@ async function startBroker({ overrides = {}, dataDir } = {}) {
   }
 }
 
-module.exports = { startBroker }
+// KAFKAJS_LOG_LEVEL=debug|info|warn|error to see KafkaJS's own logs. KafkaJS logs expected
+// broker errors (e.g. TOPIC_ALREADY_EXISTS) at ERROR level; failures surface as exceptions.
+function kafkaFor(broker, clientId) {
+  const { Kafka, logLevel } = require('kafkajs')
+  const level = logLevel[String(process.env.KAFKAJS_LOG_LEVEL || 'nothing').toUpperCase()] ?? logLevel.NOTHING
+  return new Kafka({
+    clientId,
+    brokers: [broker.bootstrap],
+    logLevel: level,
+    connectionTimeout: 10000,
+    requestTimeout: 30000,
+    retry: { retries: 5 },
+  })
+}
+
+// Stops the broker and checks it was alive until then and exited cleanly on SIGTERM.
+async function stopAndCheck(broker) {
+  const assert = require('node:assert/strict')
+  const alive = broker.alive()
+  const { code, signal } = await broker.stop()
+  assert.ok(alive, `broker died during the tests:\n${broker.stderrTail()}`)
+  assert.equal(code, 0, `broker exit after SIGTERM: code ${code} signal ${signal}`)
+}
+
+module.exports = { startBroker, kafkaFor, stopAndCheck }

@@ -11,17 +11,15 @@ const { describe, test, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const crypto = require('node:crypto')
 
-const { Kafka, Partitioners, AssignerProtocol, logLevel } = require('kafkajs')
+const { Partitioners, AssignerProtocol } = require('kafkajs')
 
-const { startBroker } = require('./broker')
+const { startBroker, kafkaFor, stopAndCheck } = require('./broker')
 
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1'
 
 const PARTITIONS = 4
 const N_RECORDS = 1000
 const TEST_TIMEOUT = 120000 // ceiling; the test takes ~20 s
-// KAFKAJS_LOG_LEVEL=debug|info|warn|error to see KafkaJS's own logs.
-const LOG_LEVEL = logLevel[String(process.env.KAFKAJS_LOG_LEVEL || 'nothing').toUpperCase()] ?? logLevel.NOTHING
 
 const unique = prefix => `${prefix}-${crypto.randomBytes(6).toString('hex')}`
 const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
@@ -51,26 +49,14 @@ describe('KafkaJS consumer groups against vltava', { timeout: 300000 }, () => {
 
   before(async () => {
     broker = await startBroker()
-    kafka = new Kafka({
-      clientId: 'vltava-e2e-js-groups',
-      brokers: [broker.bootstrap],
-      logLevel: LOG_LEVEL,
-      connectionTimeout: 10000,
-      requestTimeout: 30000,
-      retry: { retries: 5 },
-    })
+    kafka = kafkaFor(broker, 'vltava-e2e-js-groups')
     admin = kafka.admin()
     await admin.connect()
   })
 
   after(async () => {
     if (admin) await admin.disconnect()
-    if (broker) {
-      const alive = broker.alive()
-      const { code, signal } = await broker.stop()
-      assert.ok(alive, `broker died during the tests:\n${broker.stderrTail()}`)
-      assert.equal(code, 0, `broker exit after SIGTERM: code ${code} signal ${signal}`)
-    }
+    if (broker) await stopAndCheck(broker)
   })
 
   // Produces value strings to explicit partitions; returns the base offsets.

@@ -12,7 +12,6 @@ const assert = require('node:assert/strict')
 const crypto = require('node:crypto')
 
 const {
-  Kafka,
   CompressionTypes,
   CompressionCodecs,
   ConfigResourceTypes,
@@ -27,7 +26,7 @@ const LoggerConsole = require('kafkajs/src/loggers/console')
 const defaultSocketFactory = require('kafkajs/src/network/socketFactory')
 const ISOLATION_LEVEL = require('kafkajs/src/protocol/isolationLevel')
 
-const { startBroker } = require('./broker')
+const { startBroker, kafkaFor, stopAndCheck } = require('./broker')
 
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1'
 
@@ -100,26 +99,14 @@ describe('KafkaJS against vltava', { timeout: 900000 }, () => {
 
   before(async () => {
     broker = await startBroker()
-    kafka = new Kafka({
-      clientId: 'vltava-e2e-js',
-      brokers: [broker.bootstrap],
-      logLevel: LOG_LEVEL,
-      connectionTimeout: 10000,
-      requestTimeout: 30000,
-      retry: { retries: 5 },
-    })
+    kafka = kafkaFor(broker, 'vltava-e2e-js')
     admin = kafka.admin()
     await admin.connect()
   })
 
   after(async () => {
     if (admin) await admin.disconnect()
-    if (broker) {
-      const alive = broker.alive()
-      const { code, signal } = await broker.stop()
-      assert.ok(alive, `broker died during the tests:\n${broker.stderrTail()}`)
-      assert.equal(code, 0, `broker exit after SIGTERM: code ${code} signal ${signal}`)
-    }
+    if (broker) await stopAndCheck(broker)
   })
 
   async function createTopic(topic, numPartitions, configEntries = []) {
