@@ -174,7 +174,7 @@ fn list(settings: &Settings) -> Result<(), Error> {
     match settings.output {
         Output::Json => print_json(&out),
         Output::Table => {
-            let mut t = Table::new(&["GROUP", "STATE", "TYPE", "MEMBERS"]);
+            let mut t = Table::new(&["GROUP", "STATE", "PROTOCOL-TYPE", "MEMBERS"]);
             for g in &out {
                 t.row([
                     g.group.clone(),
