@@ -99,6 +99,24 @@ fn consumer(
     c.create_with_context(tracker).unwrap()
 }
 
+/// Consumes `n` records (within 60 s) and returns the first offset seen on each partition.
+fn first_offsets(c: &BaseConsumer<Tracker>, n: usize) -> HashMap<i32, i64> {
+    let mut first = HashMap::new();
+    let mut count = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {count} of {n} records arrived"
+        );
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            first.entry(m.partition()).or_insert(m.offset());
+            count += 1;
+        }
+    }
+    first
+}
+
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
@@ -257,19 +275,7 @@ fn consumers_resume_from_committed_offsets_after_kill_9() {
     let broker = BrokerProcess::start(dir.path(), &["group.initial.rebalance.delay.ms=0"]);
     let c = consumer(broker.addr, "resumers", &[], Tracker::default());
     c.subscribe(&["resume"]).unwrap();
-    let mut first: HashMap<i32, i64> = HashMap::new();
-    let mut count = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count < 20_000 {
-        assert!(
-            Instant::now() < deadline,
-            "only {count} of the remaining 20000 arrived"
-        );
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            first.entry(m.partition()).or_insert(m.offset());
-            count += 1;
-        }
-    }
+    let first = first_offsets(&c, 20_000);
     for (p, off) in &first {
         assert_eq!(
             Some(off),
@@ -647,19 +653,7 @@ fn standalone_consumers_commit_and_resume_without_joining() {
     tpl.add_partition_offset("solo", 0, Offset::Stored).unwrap();
     tpl.add_partition_offset("solo", 1, Offset::Stored).unwrap();
     c.assign(&tpl).unwrap();
-    let mut first: HashMap<i32, i64> = HashMap::new();
-    let mut rest = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rest < 300 {
-        assert!(
-            Instant::now() < deadline,
-            "read {rest} of the remaining 300"
-        );
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
-            first.entry(m.partition()).or_insert(m.offset());
-            rest += 1;
-        }
-    }
+    let first = first_offsets(&c, 300);
     for (p, off) in &first {
         assert_eq!(
             off,
