@@ -21,6 +21,7 @@ use vltava_protocol::{decode_request, encode_response, frame_len, DecodeError, D
 
 use crate::broker::Broker;
 use crate::handlers;
+use crate::handlers::produce::Hostile;
 
 /// A response still being computed, or `None` when the request gets no answer (acks=0).
 pub type Pending = BoxFuture<'static, Option<Bytes>>;
@@ -120,7 +121,13 @@ async fn serve(broker: Arc<Broker>, stream: TcpStream, mut shutdown: watch::Rece
             break;
         }
         let pending = match decode_request(body.freeze()) {
-            Ok(Decoded::Request(header, request)) => handle(&broker, header, request),
+            Ok(Decoded::Request(header, request)) => match handle(&broker, header, request) {
+                Ok(pending) => pending,
+                Err(Hostile(reason)) => {
+                    tracing::warn!(%reason, "hostile request; closing connection");
+                    break;
+                }
+            },
             Ok(Decoded::ApiVersionsTooNew(header)) => {
                 let resp = handlers::api_versions::unsupported_version();
                 respond_now(&header, vltava_protocol::Response::ApiVersions(resp), 0)
@@ -162,7 +169,11 @@ fn encode(
     }
 }
 
-fn handle(broker: &Arc<Broker>, header: Header, request: vltava_protocol::Request) -> Pending {
+fn handle(
+    broker: &Arc<Broker>,
+    header: Header,
+    request: vltava_protocol::Request,
+) -> Result<Pending, Hostile> {
     let span = tracing::debug_span!(
         "request",
         api_key = ?header.api_key,
@@ -172,12 +183,12 @@ fn handle(broker: &Arc<Broker>, header: Header, request: vltava_protocol::Reques
     );
     let _enter = span.enter();
     let (corr, version) = (header.correlation_id, header.api_version);
-    let fut = handlers::dispatch(broker, &header, request);
-    Box::pin(
+    let fut = handlers::dispatch(broker, &header, request)?;
+    Ok(Box::pin(
         async move {
             let response = fut.await?;
             encode(corr, version, &response)
         }
         .instrument(span.clone()),
-    )
+    ))
 }

@@ -1,8 +1,9 @@
-//! Reading the records inside a batch, decompressing if need be. The produce and fetch paths
-//! never call this: batches are stored and served as they arrived. It is for the few places
-//! that must look inside a batch (ListOffsets by timestamp), and it streams: memory stays
-//! small whatever a batch expands to, and a cap on decompressed bytes bounds the work, so a
-//! small hostile batch can cost neither memory nor unbounded time.
+//! Reading the records inside a batch, decompressing if need be. Fetch never calls this and
+//! uncompressed produce never does: batches are stored and served as they arrived. Compressed
+//! produce payloads are checked once here (a bomb must be refused, not stored for consumers to
+//! choke on), and ListOffsets by timestamp looks inside batches. It streams: memory stays small
+//! whatever a batch expands to, and a cap on decompressed bytes bounds the work, so a small
+//! hostile batch can cost neither memory nor unbounded time.
 
 use std::io::{self, BufRead, BufReader, Read};
 
@@ -26,6 +27,7 @@ pub struct RecordStream<'a> {
     reader: BufReader<Capped<Box<dyn Read + 'a>>>,
     remaining: i32,
     codec: Compression,
+    limit: u64,
 }
 
 /// Opens the record section of `batch`, failing once more than `limit` decompressed bytes
@@ -44,6 +46,7 @@ pub fn record_stream(batch: &[u8], limit: u64) -> Result<RecordStream<'_>, Recor
     let inner = body_reader(&batch[HEADER_LEN..end], codec, limit)?;
     Ok(RecordStream {
         reader: BufReader::with_capacity(8192, Capped { inner, left: limit }),
+        limit,
         remaining: h.record_count.max(0),
         codec,
     })
@@ -62,10 +65,52 @@ fn body_reader(
         Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(body).map_err(|e| fail(e.to_string()))?,
         ),
-        Compression::Snappy => Box::new(io::Cursor::new(snappy(body, limit).map_err(fail)?)),
+        Compression::Snappy => Box::new(io::Cursor::new(snappy(body, limit)?)),
         Compression::Unknown(n) => return Err(fail(format!("unknown codec id {n}"))),
     })
 }
+
+/// Checks a compressed batch all the way through: it must decompress within `limit` bytes
+/// into exactly its declared number of well-formed records and nothing after them. An
+/// uncompressed batch is left alone (its record section is never parsed on produce).
+pub fn check_compressed(batch: &[u8], limit: u64) -> Result<(), RecordError> {
+    let h = BatchHeader::parse(batch)?;
+    if h.compression() == Compression::None {
+        return Ok(());
+    }
+    let mut stream = record_stream(batch, limit)?;
+    for r in &mut stream {
+        r?;
+    }
+    let codec = stream.codec;
+    let trailing = stream
+        .reader
+        .fill_buf()
+        .map_err(|e| stream_err(codec, limit, e))?
+        .len();
+    if trailing > 0 {
+        return Err(RecordError::Decompress {
+            codec,
+            reason: format!(
+                "bytes follow the {} records the batch declares",
+                h.record_count
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The marker inside the I/O error [`Capped`] raises, so the cap can be told from corruption.
+#[derive(Debug)]
+struct OverCap;
+
+impl std::fmt::Display for OverCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("decompressed size exceeds the limit")
+    }
+}
+
+impl std::error::Error for OverCap {}
 
 /// A reader that fails, rather than ends, past its budget: running out is an error here.
 struct Capped<R> {
@@ -80,7 +125,7 @@ impl<R: Read> Read for Capped<R> {
             let mut probe = [0u8; 1];
             return match self.inner.read(&mut probe)? {
                 0 => Ok(0),
-                _ => Err(io::Error::other("decompressed size exceeds the limit")),
+                _ => Err(io::Error::other(OverCap)),
             };
         }
         let want = buf
@@ -92,8 +137,10 @@ impl<R: Read> Read for Capped<R> {
     }
 }
 
-fn stream_err(codec: Compression, e: io::Error) -> RecordError {
-    if e.kind() == io::ErrorKind::UnexpectedEof {
+fn stream_err(codec: Compression, limit: u64, e: io::Error) -> RecordError {
+    if e.get_ref().is_some_and(|inner| inner.is::<OverCap>()) {
+        RecordError::DecompressionBomb { codec, limit }
+    } else if e.kind() == io::ErrorKind::UnexpectedEof {
         RecordError::Truncated {
             offset: 0,
             need: 1,
@@ -110,10 +157,10 @@ fn stream_err(codec: Compression, e: io::Error) -> RecordError {
 impl RecordStream<'_> {
     fn byte(&mut self) -> Result<u8, RecordError> {
         let mut b = [0u8; 1];
-        let codec = self.codec;
+        let (codec, limit) = (self.codec, self.limit);
         self.reader
             .read_exact(&mut b)
-            .map_err(|e| stream_err(codec, e))?;
+            .map_err(|e| stream_err(codec, limit, e))?;
         Ok(b[0])
     }
 
@@ -141,13 +188,13 @@ impl RecordStream<'_> {
             .checked_sub(1 + a + b)
             .ok_or(RecordError::InvalidLength { length: len as i32 })?;
         // Skip key, value and headers without holding them.
-        let codec = self.codec;
+        let (codec, limit) = (self.codec, self.limit);
         let mut left = rest;
         while left > 0 {
             let avail = self
                 .reader
                 .fill_buf()
-                .map_err(|e| stream_err(codec, e))?
+                .map_err(|e| stream_err(codec, limit, e))?
                 .len() as u64;
             if avail == 0 {
                 return Err(RecordError::Truncated {
@@ -183,7 +230,31 @@ impl Iterator for RecordStream<'_> {
     }
 }
 
-fn snappy(body: &[u8], limit: u64) -> Result<Vec<u8>, String> {
+fn snappy(body: &[u8], limit: u64) -> Result<Vec<u8>, RecordError> {
+    snappy_inner(body, limit).map_err(|e| match e {
+        SnappyError::OverCap => RecordError::DecompressionBomb {
+            codec: Compression::Snappy,
+            limit,
+        },
+        SnappyError::Bad(reason) => RecordError::Decompress {
+            codec: Compression::Snappy,
+            reason,
+        },
+    })
+}
+
+enum SnappyError {
+    OverCap,
+    Bad(String),
+}
+
+impl From<&str> for SnappyError {
+    fn from(s: &str) -> Self {
+        SnappyError::Bad(s.into())
+    }
+}
+
+fn snappy_inner(body: &[u8], limit: u64) -> Result<Vec<u8>, SnappyError> {
     if !body.starts_with(&XERIAL_MAGIC) {
         return snappy_block(body, limit, Vec::new());
     }
@@ -204,16 +275,17 @@ fn snappy(body: &[u8], limit: u64) -> Result<Vec<u8>, String> {
 
 /// Raw snappy has no streaming form; its header states the output size, checked against the
 /// cap before anything is allocated.
-fn snappy_block(block: &[u8], limit: u64, mut out: Vec<u8>) -> Result<Vec<u8>, String> {
-    let n = snap::raw::decompress_len(block).map_err(|e| e.to_string())?;
+fn snappy_block(block: &[u8], limit: u64, mut out: Vec<u8>) -> Result<Vec<u8>, SnappyError> {
+    let bad = |e: snap::Error| SnappyError::Bad(e.to_string());
+    let n = snap::raw::decompress_len(block).map_err(bad)?;
     if (out.len() as u64).saturating_add(n as u64) > limit {
-        return Err("decompressed size exceeds the limit".into());
+        return Err(SnappyError::OverCap);
     }
     let start = out.len();
     out.resize(start + n, 0);
     snap::raw::Decoder::new()
         .decompress(block, &mut out[start..])
-        .map_err(|e| e.to_string())?;
+        .map_err(bad)?;
     Ok(out)
 }
 
@@ -304,7 +376,13 @@ mod tests {
             );
             let err = metas(&packed, 1000).unwrap_err();
             assert!(
-                matches!(err, RecordError::Decompress { .. }),
+                matches!(err, RecordError::DecompressionBomb { limit: 1000, .. }),
+                "{codec:?}: {err}"
+            );
+            check_compressed(&packed, 1 << 20).unwrap();
+            let err = check_compressed(&packed, 1000).unwrap_err();
+            assert!(
+                matches!(err, RecordError::DecompressionBomb { .. }),
                 "{codec:?}: {err}"
             );
         }
@@ -326,19 +404,45 @@ mod tests {
 
     #[test]
     fn a_bomb_costs_only_its_cap() {
-        // 64 MiB of zeros in one gzip record: the stream gives up at the cap.
+        // One record whose value is 64 MiB of zeros: gzip packs it into ~64 KiB.
+        let zeros = vec![0u8; 64 << 20];
+        let plain = build_batch(0, &[(None, Some(&zeros), 1)]);
+        let bomb = compress(&plain, Compression::Gzip, false);
+        assert!(bomb.len() < 1 << 20);
+        let err = check_compressed(&bomb, 1 << 20).unwrap_err();
+        assert!(
+            matches!(err, RecordError::DecompressionBomb { limit, .. } if limit == 1 << 20),
+            "{err}"
+        );
+        check_compressed(&bomb, 65 << 20).unwrap();
+        // Zeros where records should be decode as zero-length records, which are invalid.
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        let zeros = vec![0u8; 1 << 20];
-        for _ in 0..64 {
-            e.write_all(&zeros).unwrap();
-        }
-        let mut b = build_batch(0, &[(None, Some(b"v"), 1)]);
-        b.truncate(HEADER_LEN);
+        e.write_all(&zeros[..1 << 20]).unwrap();
+        let mut b = plain[..HEADER_LEN].to_vec();
         b.extend_from_slice(&e.finish().unwrap());
         let len = (b.len() - 12) as i32;
         b[8..12].copy_from_slice(&len.to_be_bytes());
         b[21..23].copy_from_slice(&1i16.to_be_bytes());
-        // Zeros decode as zero-length records, which are invalid: the first one ends it.
         assert!(metas(&b, 1 << 20).is_err());
+        assert!(check_compressed(&b, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn record_count_must_match_what_the_batch_declares() {
+        let plain = build_batch(0, &[(None, Some(b"a"), 1), (None, Some(b"b"), 1)]);
+        let good = compress(&plain, Compression::Lz4, false);
+        check_compressed(&good, 1 << 20).unwrap();
+        // Declares one record but holds two: trailing bytes.
+        let mut fewer = good.clone();
+        fewer[57..61].copy_from_slice(&1i32.to_be_bytes());
+        assert!(check_compressed(&fewer, 1 << 20).is_err());
+        // Declares three but holds two: runs out.
+        let mut more = good.clone();
+        more[57..61].copy_from_slice(&3i32.to_be_bytes());
+        assert!(check_compressed(&more, 1 << 20).is_err());
+        // Uncompressed batches are not parsed here at all.
+        let mut odd = plain.clone();
+        odd[57..61].copy_from_slice(&3i32.to_be_bytes());
+        check_compressed(&odd, 1).unwrap();
     }
 }

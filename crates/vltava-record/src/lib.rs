@@ -8,7 +8,7 @@
 use thiserror::Error;
 
 mod compression;
-pub use compression::{record_stream, RecordMeta, RecordStream};
+pub use compression::{check_compressed, record_stream, RecordMeta, RecordStream};
 
 /// Length of the fixed RecordBatch v2 header.
 pub const HEADER_LEN: usize = 61;
@@ -59,6 +59,8 @@ pub enum RecordError {
     Empty,
     #[error("cannot decompress {codec:?} records: {reason}")]
     Decompress { codec: Compression, reason: String },
+    #[error("{codec:?} batch expands past {limit} bytes: a decompression bomb")]
+    DecompressionBomb { codec: Compression, limit: u64 },
 }
 
 /// Compression codec from the low three attribute bits.

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use common::*;
+use vltava_broker::BrokerHandle;
 use vltava_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use vltava_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
@@ -280,31 +281,73 @@ fn api_versions_too_new_gets_v0_answer() {
     rt.block_on(broker.shutdown());
 }
 
-#[test]
-fn compressed_bomb_is_stored_without_expansion() {
+/// Re-packs an uncompressed batch's records with gzip, fixing length, attributes and CRC.
+fn gzip_batch(plain: &[u8]) -> Vec<u8> {
     use flate2::write::GzEncoder;
+    const HEADER: usize = 61;
+    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain[HEADER..]).unwrap();
+    let mut batch = plain[..HEADER].to_vec();
+    batch.extend_from_slice(&gz.finish().unwrap());
+    let len = (batch.len() - 12) as i32;
+    batch[8..12].copy_from_slice(&len.to_be_bytes());
+    batch[22] |= 1;
+    let crc = vltava_record::compute_crc(&batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+fn log_end(broker: &BrokerHandle, topic: &str) -> i64 {
+    let p = broker.broker.partitions.get(topic, 0).unwrap();
+    p.log.offsets().log_end_offset
+}
+
+#[test]
+fn compressed_batches_are_checked_and_a_bomb_closes_only_its_connection() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(&rt, dir.path(), &[]);
     let mut c = RawClient::connect(broker.local_addr);
+    create(&mut c, "zip", &[]);
     create(&mut c, "bomb", &[]);
-    // 64 MiB of zeros gzip to ~64 KiB. The broker validates headers and CRCs only and never
-    // inflates a batch, so a bomb costs it no memory.
-    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::best());
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..64 {
-        gz.write_all(&zeros).unwrap();
-    }
-    let payload = gz.finish().unwrap();
-    let mut batch = build_batch(0, &[(None, Some(&payload), 1)]);
-    // Mark the batch gzip-compressed (attributes at byte 21) and fix the CRC.
-    batch[22] |= 1;
-    let crc = vltava_record::compute_crc(&batch);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
-    assert_eq!(produce(&mut c, "bomb", batch.clone()), 0);
-    let p = broker.broker.partitions.get("bomb", 0).unwrap();
-    let stored = p.log.read(0, 1 << 20, true).unwrap().records;
-    assert_eq!(stored.len(), batch.len(), "stored as received");
+
+    // Highly compressible but honest: 4 MiB of zeros in one record is accepted.
+    let zeros = vec![0u8; 80 << 20];
+    let honest = gzip_batch(&build_batch(0, &[(None, Some(&zeros[..4 << 20]), 1)]));
+    assert!(honest.len() < 64 << 10);
+    assert_eq!(produce(&mut c, "zip", honest), 0);
+    assert_eq!(log_end(&broker, "zip"), 1);
+
+    // A batch that declares one record more than it holds is corrupt.
+    let mut short = build_batch(0, &[(None, Some(b"a"), 1), (None, Some(b"b"), 1)]);
+    short[57..61].copy_from_slice(&3i32.to_be_bytes());
+    short[23..27].copy_from_slice(&2i32.to_be_bytes()); // last offset delta
+    let short = gzip_batch(&short);
+    assert_eq!(
+        produce(&mut c, "zip", short),
+        ErrorCode::CorruptMessage.code()
+    );
+
+    // 80 MiB of zeros gzip to well under 1 MiB: past 64 times the batch limit, a bomb. The
+    // request also carries an honest batch for another topic; neither is appended.
+    let bomb = gzip_batch(&build_batch(0, &[(None, Some(&zeros), 1)]));
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let data = |topic: &str, records: Vec<u8>| {
+        TopicProduceData::default()
+            .with_name(TopicName(s(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(records)))])
+    };
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![data("zip", valid_batch(10)), data("bomb", bomb)]);
+    let frame = vltava_protocol::encode_request(ApiKey::Produce, 9, 99, Some("raw"), &req).unwrap();
+    c.send_raw(&frame);
+    assert!(c.is_closed(), "a bomb closes its connection");
+    assert_eq!(log_end(&broker, "bomb"), 0);
+    assert_eq!(log_end(&broker, "zip"), 1);
     assert_serving(broker.local_addr);
     rt.block_on(broker.shutdown());
 }

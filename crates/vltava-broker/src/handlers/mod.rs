@@ -19,17 +19,18 @@ use vltava_protocol::{ErrorCode, Header, Request, Response, StrBytes};
 use crate::broker::Broker;
 
 /// Starts handling a request. Work that must happen in arrival order (appends) is done before
-/// this returns; the future finishes the answer (`None`: no answer, as for acks=0).
+/// this returns; the future finishes the answer (`None`: no answer, as for acks=0). `Err`: the
+/// request is hostile and its connection must be closed.
 pub fn dispatch(
     broker: &Arc<Broker>,
     header: &Header,
     request: Request,
-) -> BoxFuture<'static, Option<Response>> {
+) -> Result<BoxFuture<'static, Option<Response>>, produce::Hostile> {
     let v = header.api_version;
     let ready =
         |r: Response| -> BoxFuture<'static, Option<Response>> { Box::pin(async move { Some(r) }) };
-    match request {
-        Request::Produce(r) => produce::handle(broker, v, r),
+    Ok(match request {
+        Request::Produce(r) => return produce::handle(broker, v, r),
         Request::Fetch(r) => {
             let b = Arc::clone(broker);
             Box::pin(async move { Some(fetch::handle(&b, v, r).await.into()) })
@@ -91,7 +92,7 @@ pub fn dispatch(
             let b = Arc::clone(broker);
             Box::pin(async move { Some(offsets::delete_records(b, r).await.into()) })
         }
-    }
+    })
 }
 
 pub(crate) fn sb(s: impl Into<String>) -> StrBytes {

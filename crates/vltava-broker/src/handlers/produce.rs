@@ -1,4 +1,5 @@
-//! Produce: validate batch headers and CRCs, append as received, answer by `acks`.
+//! Produce: validate batch headers and CRCs, check that compressed batches hold what they
+//! claim, append as received, answer by `acks`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +24,24 @@ fn record_error_code(e: &RecordError) -> ErrorCode {
         | RecordError::InvalidLength { .. }
         | RecordError::InvalidRecordCount { .. }
         | RecordError::Empty
-        | RecordError::Decompress { .. } => ErrorCode::CorruptMessage,
+        | RecordError::Decompress { .. }
+        | RecordError::DecompressionBomb { .. } => ErrorCode::CorruptMessage,
     }
+}
+
+/// How far a compressed batch may expand, as a multiple of the largest batch the topic
+/// accepts (at least 1 MiB). Producers close batches near their own size limits before
+/// compressing, so honest batches stay far below; a batch past it is an attack.
+const MAX_EXPANSION: u64 = 64;
+
+/// A request built to hurt the broker: its connection is closed rather than answered.
+#[derive(Debug)]
+pub struct Hostile(pub String);
+
+/// What to do with one partition's payload once it has been checked.
+enum Plan {
+    Append(Arc<Partition>, bytes::Bytes),
+    Answer(PartitionProduceResponse),
 }
 
 fn storage_error_code(e: &StorageError) -> ErrorCode {
@@ -49,32 +66,54 @@ fn partition_error(
     r
 }
 
-/// Appends one partition's payload. Returns the response entry and, when the answer must wait
+/// Checks one partition's payload without appending it: headers, sizes and CRCs, and for
+/// compressed batches every record inside, within the expansion cap.
+fn check(p: Arc<Partition>, index: i32, records: Option<bytes::Bytes>) -> Result<Plan, Hostile> {
+    let Some(records) = records.filter(|r| !r.is_empty()) else {
+        return Ok(Plan::Answer(partition_error(
+            index,
+            ErrorCode::CorruptMessage,
+            Some("produce request has no record batches".into()),
+        )));
+    };
+    let max = p.settings().log.max_message_bytes;
+    let rejected = |e: RecordError| {
+        tracing::debug!(partition = ?p, error = %e, "rejected produce payload");
+        Ok(Plan::Answer(partition_error(
+            index,
+            record_error_code(&e),
+            Some(e.to_string()),
+        )))
+    };
+    if let Err(e) = vltava_record::validate(&records, max) {
+        return rejected(e);
+    }
+    let limit = (max as u64).max(1 << 20) * MAX_EXPANSION;
+    for batch in vltava_record::Batches::new(&records) {
+        let range = match batch {
+            Ok((h, range)) if h.compression() != vltava_record::Compression::None => range,
+            _ => continue,
+        };
+        match vltava_record::check_compressed(&records[range], limit) {
+            Ok(()) => {}
+            Err(e @ RecordError::DecompressionBomb { .. }) => {
+                return Err(Hostile(format!("produce to {p:?}: {e}")))
+            }
+            Err(e) => return rejected(e),
+        }
+    }
+    Ok(Plan::Append(p, records))
+}
+
+/// Appends one checked payload. Returns the response entry and, when the answer must wait
 /// for an fsync, the partition and the offset that must become durable.
 fn append_one(
     p: &Arc<Partition>,
     index: i32,
-    records: Option<bytes::Bytes>,
+    records: bytes::Bytes,
     acks: i16,
 ) -> (PartitionProduceResponse, Option<(Arc<Partition>, i64)>) {
-    let Some(records) = records.filter(|r| !r.is_empty()) else {
-        return (
-            partition_error(
-                index,
-                ErrorCode::CorruptMessage,
-                Some("produce request has no record batches".into()),
-            ),
-            None,
-        );
-    };
     let settings = p.settings();
-    if let Err(e) = vltava_record::validate(&records, settings.log.max_message_bytes) {
-        tracing::debug!(partition = ?p, error = %e, "rejected produce payload");
-        return (
-            partition_error(index, record_error_code(&e), Some(e.to_string())),
-            None,
-        );
-    }
     // The one copy on the produce path: the request buffer is shared, the log needs the batch
     // with its offsets rewritten.
     let mut buf = records.to_vec();
@@ -109,33 +148,36 @@ fn append_one(
     (r, wait.map(|w| (Arc::clone(p), w)))
 }
 
+/// Starts a Produce. Every payload is checked before any is appended, so a request carrying
+/// a bomb is refused whole: `Err` closes the connection.
 pub fn handle(
     broker: &Arc<Broker>,
     version: i16,
     req: ProduceRequest,
-) -> BoxFuture<'static, Option<Response>> {
+) -> Result<BoxFuture<'static, Option<Response>>, Hostile> {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1 | 0 | 1);
     let image = (version >= 13).then(|| broker.controller.image());
-    let mut responses = Vec::with_capacity(req.topic_data.len());
-    let mut waits = Vec::new();
-    for (ti, topic) in req.topic_data.into_iter().enumerate() {
+    let mut planned = Vec::with_capacity(req.topic_data.len());
+    for topic in req.topic_data {
         let name = match &image {
             Some(img) => img.topic_by_id(&topic.topic_id).map(|t| t.name.clone()),
             None => Some(topic.name.0.to_string()),
         };
-        let mut tr = TopicProduceResponse::default();
-        tr.name = topic.name.clone();
-        tr.topic_id = topic.topic_id;
+        let mut plans = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
-            let entry = if !valid_acks {
-                partition_error(pd.index, ErrorCode::InvalidRequiredAcks, None)
+            let plan = if !valid_acks {
+                Plan::Answer(partition_error(
+                    pd.index,
+                    ErrorCode::InvalidRequiredAcks,
+                    None,
+                ))
             } else if req.transactional_id.is_some() {
-                partition_error(
+                Plan::Answer(partition_error(
                     pd.index,
                     ErrorCode::TransactionalIdAuthorizationFailed,
                     Some("transactions are not supported yet".into()),
-                )
+                ))
             } else {
                 match name
                     .as_deref()
@@ -147,28 +189,41 @@ pub fn handle(
                         } else {
                             ErrorCode::UnknownTopicOrPartition
                         };
-                        partition_error(pd.index, code, None)
+                        Plan::Answer(partition_error(pd.index, code, None))
                     }
-                    Some(p) => {
-                        let (r, wait) = append_one(&p, pd.index, pd.records, acks);
-                        if let Some((p, end)) = wait {
-                            waits.push((ti, tr.partition_responses.len(), p, end));
-                        }
-                        r
+                    Some(p) => check(p, pd.index, pd.records)?,
+                }
+            };
+            plans.push((pd.index, plan));
+        }
+        let mut tr = TopicProduceResponse::default();
+        tr.topic_id = topic.topic_id;
+        tr.name = match name {
+            Some(n) if version >= 13 => tn(n),
+            _ => topic.name,
+        };
+        planned.push((tr, plans));
+    }
+    let mut responses = Vec::with_capacity(planned.len());
+    let mut waits = Vec::new();
+    for (ti, (mut tr, plans)) in planned.into_iter().enumerate() {
+        for (index, plan) in plans {
+            let entry = match plan {
+                Plan::Answer(r) => r,
+                Plan::Append(p, records) => {
+                    let (r, wait) = append_one(&p, index, records, acks);
+                    if let Some((p, end)) = wait {
+                        waits.push((ti, tr.partition_responses.len(), p, end));
                     }
+                    r
                 }
             };
             tr.partition_responses.push(entry);
         }
-        if version < 13 {
-            tr.name = topic.name;
-        } else if let Some(n) = name {
-            tr.name = tn(n);
-        }
         responses.push(tr);
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
-    Box::pin(async move {
+    Ok(Box::pin(async move {
         if !waits.is_empty() {
             let results = tokio::time::timeout(
                 timeout.max(Duration::from_millis(1)),
@@ -191,5 +246,5 @@ pub fn handle(
             return None;
         }
         Some(ProduceResponse::default().with_responses(responses).into())
-    })
+    }))
 }
