@@ -74,6 +74,11 @@ fn run_with(addr: Option<SocketAddr>, args: &[&str], stdin: &[u8]) -> Run {
     }
 }
 
+/// A command line's words, so that tests read like the commands people type.
+fn w(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
 fn run(addr: SocketAddr, args: &[&str]) -> Run {
     run_with(Some(addr), args, b"")
 }
@@ -117,21 +122,13 @@ fn topic_lifecycle() {
 
     let r = run(
         a,
-        &[
-            "topic",
-            "create",
-            "orders",
-            "--partitions",
-            "3",
-            "--config",
-            "retention.ms=60000",
-        ],
+        &w("topic create orders --partitions 3 --config retention.ms=60000"),
     )
     .ok();
     assert_eq!(r.stdout, "Created topic orders.\n");
-    run(a, &["topic", "create", "orders", "--partitions", "3"]).fails(1, "already exists");
-    run(a, &["topic", "create", "orders", "--if-not-exists"]).ok();
-    run(a, &["topic", "create", "auto-sized"]).ok();
+    run(a, &w("topic create orders --partitions 3")).fails(1, "already exists");
+    run(a, &w("topic create orders --if-not-exists")).ok();
+    run(a, &w("topic create auto-sized")).ok();
 
     let r = run(a, &["topic", "list"]).ok();
     let lines: Vec<&str> = r.stdout.lines().collect();
@@ -145,7 +142,7 @@ fn topic_lifecycle() {
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["orders", "3", "1"]),
         "{r:?}"
     );
-    let listed = run(a, &["topic", "list", "-o", "json"]).ok().json();
+    let listed = run(a, &w("topic list -o json")).ok().json();
     let orders = listed
         .as_array()
         .unwrap()
@@ -161,7 +158,7 @@ fn topic_lifecycle() {
         .unwrap();
     assert_eq!(auto["partitions"], 1, "broker default num.partitions");
 
-    let r = run(a, &["topic", "describe", "orders"]).ok();
+    let r = run(a, &w("topic describe orders")).ok();
     assert!(
         r.stdout
             .starts_with("Topic: orders  Partitions: 3  Replication factor: 1\n"),
@@ -179,11 +176,9 @@ fn topic_lifecycle() {
                 == ["retention.ms", "60000", "DYNAMIC_TOPIC_CONFIG"]),
         "{r:?}"
     );
-    let r = run(a, &["topic", "describe", "orders", "--all-configs"]).ok();
+    let r = run(a, &w("topic describe orders --all-configs")).ok();
     assert!(r.stdout.contains("DEFAULT_CONFIG"), "{r:?}");
-    let d = run(a, &["topic", "describe", "orders", "-o", "json"])
-        .ok()
-        .json();
+    let d = run(a, &w("topic describe orders -o json")).ok().json();
     assert_eq!(d["partitions"].as_array().unwrap().len(), 3);
     assert_eq!(d["partitions"][2]["leader"], 1);
     assert_eq!(d["partitions"][2]["isr"], serde_json::json!([1]));
@@ -198,23 +193,11 @@ fn topic_lifecycle() {
 
     let r = run(
         a,
-        &[
-            "topic",
-            "alter",
-            "orders",
-            "--partitions",
-            "5",
-            "--config",
-            "segment.ms=600000",
-            "--delete-config",
-            "retention.ms",
-        ],
+        &w("topic alter orders --partitions 5 --config segment.ms=600000 --delete-config retention.ms"),
     )
     .ok();
     assert!(r.stdout.contains("partitions 3 -> 5"), "{r:?}");
-    let d = run(a, &["topic", "describe", "orders", "-o", "json"])
-        .ok()
-        .json();
+    let d = run(a, &w("topic describe orders -o json")).ok().json();
     assert_eq!(d["partitions"].as_array().unwrap().len(), 5);
     let names: Vec<&str> = d["configs"]
         .as_array()
@@ -224,21 +207,17 @@ fn topic_lifecycle() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["segment.ms"]);
-    run(a, &["topic", "alter", "orders", "--partitions", "2"]).fails(2, "can only increase");
-    run(a, &["topic", "alter", "orders"]).fails(2, "nothing to alter");
-    run(
-        a,
-        &["topic", "alter", "orders", "--config", "segment.ms=-5"],
-    )
-    .fails(1, "segment.ms");
+    run(a, &w("topic alter orders --partitions 2")).fails(2, "can only increase");
+    run(a, &w("topic alter orders")).fails(2, "nothing to alter");
+    run(a, &w("topic alter orders --config segment.ms=-5")).fails(1, "segment.ms");
 
-    run(a, &["topic", "describe", "missing"]).fails(1, "topic 'missing' does not exist");
-    run(a, &["topic", "alter", "missing", "--partitions", "4"]).fails(1, "does not exist");
-    let r = run(a, &["topic", "delete", "orders"]).ok();
+    run(a, &w("topic describe missing")).fails(1, "topic 'missing' does not exist");
+    run(a, &w("topic alter missing --partitions 4")).fails(1, "does not exist");
+    let r = run(a, &w("topic delete orders")).ok();
     assert_eq!(r.stdout, "Deleted topic orders.\n");
-    run(a, &["topic", "delete", "orders"]).fails(1, "topic 'orders' does not exist");
-    run(a, &["topic", "delete", "orders", "--if-exists"]).ok();
-    let listed = run(a, &["topic", "list", "-o", "json"]).ok().json();
+    run(a, &w("topic delete orders")).fails(1, "topic 'orders' does not exist");
+    run(a, &w("topic delete orders --if-exists")).ok();
+    let listed = run(a, &w("topic list -o json")).ok().json();
     assert!(listed
         .as_array()
         .unwrap()
@@ -251,23 +230,12 @@ fn produce_and_consume() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(&dir);
     let a = b.addr;
-    run(a, &["topic", "create", "events", "--partitions", "2"]).ok();
+    run(a, &w("topic create events --partitions 2")).ok();
 
     let input = b"k1:one\nk2:two\nno key here\n:empty key\r\nk3:\n";
     let r = run_with(
         Some(a),
-        &[
-            "produce",
-            "events",
-            "--key-separator",
-            ":",
-            "--header",
-            "src=cli",
-            "--header",
-            "n=1",
-            "--acks",
-            "all",
-        ],
+        &w("produce events --key-separator : --header src=cli --header n=1 --acks all"),
         input,
     );
     r.ok();
@@ -304,17 +272,7 @@ fn produce_and_consume() {
     .ok();
     let r = run(
         a,
-        &[
-            "consume",
-            "events",
-            "--partition",
-            "1",
-            "--offset",
-            "-3",
-            "--exit-at-end",
-            "--format",
-            "%p:%o:%s",
-        ],
+        &w("consume events --partition 1 --offset -3 --exit-at-end --format %p:%o:%s"),
     )
     .ok();
     let lines: Vec<&str> = r.stdout.lines().collect();
@@ -346,14 +304,7 @@ fn produce_and_consume() {
     // JSON lines.
     let r = run(
         a,
-        &[
-            "consume",
-            "events",
-            "--from-beginning",
-            "--exit-at-end",
-            "-o",
-            "json",
-        ],
+        &w("consume events --from-beginning --exit-at-end -o json"),
     )
     .ok();
     let records: Vec<Value> = r
@@ -377,30 +328,18 @@ fn produce_and_consume() {
     assert!(no_key["key"].is_null());
 
     // Stopping conditions: --max-messages, --timeout with nothing new.
-    let r = run(
-        a,
-        &[
-            "consume",
-            "events",
-            "--from-beginning",
-            "--max-messages",
-            "2",
-        ],
-    )
-    .ok();
+    let r = run(a, &w("consume events --from-beginning --max-messages 2")).ok();
     assert_eq!(r.stdout.lines().count(), 2);
-    let r = run(a, &["consume", "events", "--timeout", "300ms"]).ok();
+    let r = run(a, &w("consume events --timeout 300ms")).ok();
     assert_eq!(r.stdout, "", "default start is the end of the log");
 
     // Errors.
-    run(a, &["consume", "missing", "--exit-at-end"]).fails(1, "topic 'missing' does not exist");
-    run(a, &["consume", "events", "--partition", "7"]).fails(1, "has no partition 7");
-    run_with(Some(a), &["produce", "events", "--partition", "9"], b"x\n")
-        .fails(1, "has no partition 9");
-    run(a, &["produce", "events", "--file", "/nonexistent/input"])
+    run(a, &w("consume missing --exit-at-end")).fails(1, "topic 'missing' does not exist");
+    run(a, &w("consume events --partition 7")).fails(1, "has no partition 7");
+    run_with(Some(a), &w("produce events --partition 9"), b"x\n").fails(1, "has no partition 9");
+    run(a, &w("produce events --file /nonexistent/input"))
         .fails(1, "cannot read /nonexistent/input");
-    run(a, &["consume", "events", "--format", "%s", "-o", "json"])
-        .fails(2, "cannot be used together");
+    run(a, &w("consume events --format %s -o json")).fails(2, "cannot be used together");
 }
 
 #[test]
@@ -408,28 +347,11 @@ fn produce_reports_delivery_failures() {
     let dir = tempfile::tempdir().unwrap();
     let b = BrokerProcess::start(dir.path(), &["auto.create.topics.enable=false"]);
     let a = b.addr;
-    run(
-        a,
-        &[
-            "topic",
-            "create",
-            "small",
-            "--config",
-            "max.message.bytes=200",
-        ],
-    )
-    .ok();
+    run(a, &w("topic create small --config max.message.bytes=200")).ok();
     let big = format!("ok\n{}\nok\n", "x".repeat(1000));
     let r = run_with(
         Some(a),
-        &[
-            "produce",
-            "small",
-            "--acks",
-            "1",
-            "-X",
-            "batch.num.messages=1",
-        ],
+        &w("produce small --acks 1 -X batch.num.messages=1"),
         big.as_bytes(),
     );
     let r = r.fails(1, "not delivered");
@@ -445,20 +367,13 @@ fn configs_and_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(&dir);
     let a = b.addr;
-    run(a, &["topic", "create", "cfg"]).ok();
+    run(a, &w("topic create cfg")).ok();
 
-    let r = run(a, &["config", "describe", "--topic", "cfg"]).ok();
+    let r = run(a, &w("config describe --topic cfg")).ok();
     assert!(r.stdout.contains("have their defaults"), "{r:?}");
     let r = run(
         a,
-        &[
-            "config",
-            "set",
-            "--topic",
-            "cfg",
-            "retention.ms=3600000",
-            "cleanup.policy=compact",
-        ],
+        &w("config set --topic cfg retention.ms=3600000 cleanup.policy=compact"),
     )
     .ok();
     assert!(
@@ -467,8 +382,8 @@ fn configs_and_cluster() {
         "{r:?}"
     );
     // Incremental: a second set leaves the first key alone.
-    run(a, &["config", "set", "--topic", "cfg", "segment.ms=600000"]).ok();
-    let rows = run(a, &["config", "describe", "--topic", "cfg", "-o", "json"])
+    run(a, &w("config set --topic cfg segment.ms=600000")).ok();
+    let rows = run(a, &w("config describe --topic cfg -o json"))
         .ok()
         .json();
     let dynamic: Vec<(String, String)> = rows
@@ -493,27 +408,15 @@ fn configs_and_cluster() {
     );
     run(
         a,
-        &[
-            "config",
-            "delete",
-            "--topic",
-            "cfg",
-            "retention.ms",
-            "cleanup.policy",
-        ],
+        &w("config delete --topic cfg retention.ms cleanup.policy"),
     )
     .ok();
-    let r = run(a, &["config", "describe", "--topic", "cfg"]).ok();
+    let r = run(a, &w("config describe --topic cfg")).ok();
     assert_eq!(r.stdout.lines().count(), 2, "{r:?}");
     assert!(r.stdout.contains("segment.ms"));
-    let all = run(
-        a,
-        &[
-            "config", "describe", "--topic", "cfg", "--all", "-o", "json",
-        ],
-    )
-    .ok()
-    .json();
+    let all = run(a, &w("config describe --topic cfg --all -o json"))
+        .ok()
+        .json();
     let ret = all
         .as_array()
         .unwrap()
@@ -522,29 +425,17 @@ fn configs_and_cluster() {
         .unwrap();
     assert_eq!(ret["source"], "DEFAULT_CONFIG");
 
-    run(a, &["config", "set", "--topic", "cfg", "retention.ms=soon"]).fails(1, "retention.ms");
-    run(a, &["config", "set", "--topic", "cfg", "no.such.config=1"]).fails(1, "no.such.config");
-    run(a, &["config", "describe", "--topic", "missing"]).fails(1, "does not exist");
-    run(a, &["config", "describe", "--broker", "42"]).fails(1, "broker 42 is not in the cluster");
-    run(a, &["config", "set", "--topic", "cfg"]).fails(2, "required");
+    run(a, &w("config set --topic cfg retention.ms=soon")).fails(1, "retention.ms");
+    run(a, &w("config set --topic cfg no.such.config=1")).fails(1, "no.such.config");
+    run(a, &w("config describe --topic missing")).fails(1, "does not exist");
+    run(a, &w("config describe --broker 42")).fails(1, "broker 42 is not in the cluster");
+    run(a, &w("config set --topic cfg")).fails(2, "required");
     run(a, &["config", "describe"]).fails(2, "required");
 
-    let r = run(a, &["config", "describe", "--broker", "1", "--all"]).ok();
+    let r = run(a, &w("config describe --broker 1 --all")).ok();
     assert!(r.stdout.contains("log.dirs"), "{r:?}");
-    run(
-        a,
-        &[
-            "config",
-            "set",
-            "--broker",
-            "1",
-            "log.retention.ms=86400000",
-        ],
-    )
-    .ok();
-    let rows = run(a, &["config", "describe", "--broker", "1", "-o", "json"])
-        .ok()
-        .json();
+    run(a, &w("config set --broker 1 log.retention.ms=86400000")).ok();
+    let rows = run(a, &w("config describe --broker 1 -o json")).ok().json();
     let ret = rows
         .as_array()
         .unwrap()
@@ -565,7 +456,7 @@ fn configs_and_cluster() {
                 == ["1", "127.0.0.1", port.as_str(), "yes"]),
         "{r:?}"
     );
-    let c = run(a, &["cluster", "describe", "-o", "json"]).ok().json();
+    let c = run(a, &w("cluster describe -o json")).ok().json();
     assert!(!c["cluster_id"].as_str().unwrap().is_empty());
     assert_eq!(c["controller_id"], 1);
     assert_eq!(c["brokers"][0]["port"], a.port());
@@ -607,17 +498,8 @@ fn connection_settings_and_unreachable_brokers() {
         b"",
     )
     .ok();
-    run(a, &["topic", "list", "-X", "no.such.property=1"]).fails(2, "no.such.property");
-    run(
-        a,
-        &[
-            "topic",
-            "list",
-            "--command-config",
-            "/nonexistent.properties",
-        ],
-    )
-    .fails(1, "cannot read");
+    run(a, &w("topic list -X no.such.property=1")).fails(2, "no.such.property");
+    run(a, &w("topic list --command-config /nonexistent.properties")).fails(1, "cannot read");
 
     // Nothing listens on this port: a clear message, quickly, for every kind of command.
     let closed = {
@@ -626,9 +508,9 @@ fn connection_settings_and_unreachable_brokers() {
     };
     for args in [
         &["topic", "list"][..],
-        &["consume", "t", "--exit-at-end"],
+        &w("consume t --exit-at-end"),
         &["group", "list"],
-        &["perf", "produce", "--topic", "t", "--num-records", "10"],
+        &w("perf produce --topic t --num-records 10"),
     ] {
         let start = Instant::now();
         let r = run(closed, args);
@@ -648,74 +530,41 @@ fn usage_errors_exit_2() {
     for (args, needle) in [
         (&["topic", "create"][..], "required"),
         (&["topic", "frobnicate"], "unrecognized subcommand"),
-        (&["topic", "create", "t", "--partitions", "0"], "at least 1"),
-        (&["consume", "t", "--offset", "soon"], "invalid offset"),
+        (&w("topic create t --partitions 0"), "at least 1"),
+        (&w("consume t --offset soon"), "invalid offset"),
+        (&w("consume t --format %x"), "unknown format token %x"),
         (
-            &["consume", "t", "--format", "%x"],
-            "unknown format token %x",
-        ),
-        (
-            &["consume", "t", "--group", "g", "--partition", "1"],
+            &w("consume t --group g --partition 1"),
             "cannot be used with",
         ),
         (
             &["consume", "t", "--timeout", "5 fortnights"],
             "invalid duration",
         ),
-        (&["produce", "t", "--acks", "2"], "invalid acks"),
+        (&w("produce t --acks 2"), "invalid acks"),
+        (&w("produce t --idempotent --acks 1"), "requires --acks all"),
+        (&w("group reset-offsets g --topic t"), "required"),
+        (&w("group reset-offsets g --to-earliest"), "required"),
         (
-            &["produce", "t", "--idempotent", "--acks", "1"],
-            "requires --acks all",
-        ),
-        (&["group", "reset-offsets", "g", "--topic", "t"], "required"),
-        (
-            &["group", "reset-offsets", "g", "--to-earliest"],
-            "required",
-        ),
-        (
-            &[
-                "group",
-                "reset-offsets",
-                "g",
-                "--all-topics",
-                "--to-earliest",
-                "--to-latest",
-            ],
+            &w("group reset-offsets g --all-topics --to-earliest --to-latest"),
             "cannot be used with",
         ),
         (
-            &[
-                "group",
-                "reset-offsets",
-                "g",
-                "--all-topics",
-                "--to-datetime",
-                "yesterday",
-            ],
+            &w("group reset-offsets g --all-topics --to-datetime yesterday"),
             "invalid date-time",
         ),
         (
-            &[
-                "group",
-                "reset-offsets",
-                "g",
-                "--topic",
-                "t:x",
-                "--to-earliest",
-            ],
+            &w("group reset-offsets g --topic t:x --to-earliest"),
             "invalid partition",
         ),
         (
-            &["config", "describe", "--topic", "t", "--broker", "1"],
+            &w("config describe --topic t --broker 1"),
             "cannot be used with",
         ),
         (&["perf", "produce"], "--topic"),
-        (
-            &["perf", "produce", "--topic", "t", "--throughput", "0"],
-            "--throughput",
-        ),
+        (&w("perf produce --topic t --throughput 0"), "--throughput"),
         (&["completions", "tcsh"], "invalid value"),
-        (&["topic", "list", "-o", "yaml"], "invalid value"),
+        (&w("topic list -o yaml"), "invalid value"),
     ] {
         run(nowhere, args).fails(2, needle);
     }
@@ -727,27 +576,27 @@ fn help_and_completions() {
     for args in [
         &["--help"][..],
         &["topic", "--help"],
-        &["topic", "create", "--help"],
-        &["topic", "list", "--help"],
-        &["topic", "describe", "--help"],
-        &["topic", "alter", "--help"],
-        &["topic", "delete", "--help"],
+        &w("topic create --help"),
+        &w("topic list --help"),
+        &w("topic describe --help"),
+        &w("topic alter --help"),
+        &w("topic delete --help"),
         &["produce", "--help"],
         &["consume", "--help"],
         &["group", "--help"],
-        &["group", "list", "--help"],
-        &["group", "describe", "--help"],
-        &["group", "delete", "--help"],
-        &["group", "reset-offsets", "--help"],
+        &w("group list --help"),
+        &w("group describe --help"),
+        &w("group delete --help"),
+        &w("group reset-offsets --help"),
         &["config", "--help"],
-        &["config", "describe", "--help"],
-        &["config", "set", "--help"],
-        &["config", "delete", "--help"],
+        &w("config describe --help"),
+        &w("config set --help"),
+        &w("config delete --help"),
         &["cluster", "--help"],
-        &["cluster", "describe", "--help"],
+        &w("cluster describe --help"),
         &["perf", "--help"],
-        &["perf", "produce", "--help"],
-        &["perf", "consume", "--help"],
+        &w("perf produce --help"),
+        &w("perf consume --help"),
         &["completions", "--help"],
     ] {
         let r = run(nowhere, args).ok();
@@ -773,27 +622,10 @@ fn perf_produce_and_consume() {
     let b = broker(&dir);
     let a = b.addr;
 
-    run(
-        a,
-        &["perf", "produce", "--topic", "bench", "--num-records", "10"],
-    )
-    .fails(1, "pass --partitions");
+    run(a, &w("perf produce --topic bench --num-records 10")).fails(1, "pass --partitions");
     let r = run(
         a,
-        &[
-            "perf",
-            "produce",
-            "--topic",
-            "bench",
-            "--partitions",
-            "2",
-            "--num-records",
-            "5000",
-            "--record-size",
-            "100",
-            "-o",
-            "json",
-        ],
+        &w("perf produce --topic bench --partitions 2 --num-records 5000 --record-size 100 -o json"),
     )
     .ok();
     let p = r.json();
@@ -809,26 +641,7 @@ fn perf_produce_and_consume() {
 
     let r = run(
         a,
-        &[
-            "perf",
-            "produce",
-            "--topic",
-            "bench",
-            "--num-records",
-            "2000",
-            "--record-size",
-            "10",
-            "--throughput",
-            "100000",
-            "--acks",
-            "1",
-            "--compression",
-            "lz4",
-            "--linger-ms",
-            "1",
-            "--batch-size",
-            "16384",
-        ],
+        &w("perf produce --topic bench --num-records 2000 --record-size 10 --throughput 100000 --acks 1 --compression lz4 --linger-ms 1 --batch-size 16384"),
     )
     .ok();
     assert!(r.stdout.starts_with("2000 records sent, "), "{r:?}");
@@ -838,39 +651,17 @@ fn perf_produce_and_consume() {
         "no progress bar when stdout is not a terminal: {r:?}"
     );
 
-    let c = run(a, &["perf", "consume", "--topic", "bench", "-o", "json"])
-        .ok()
-        .json();
+    let c = run(a, &w("perf consume --topic bench -o json")).ok().json();
     assert_eq!(c["records"], 7000);
     assert_eq!(c["bytes"], 5000 * 100 + 2000 * 10);
-    let r = run(
-        a,
-        &[
-            "perf",
-            "consume",
-            "--topic",
-            "bench",
-            "--num-records",
-            "3000",
-        ],
-    )
-    .ok();
+    let r = run(a, &w("perf consume --topic bench --num-records 3000")).ok();
     assert!(r.stdout.starts_with("3000 records consumed"), "{r:?}");
     run(
         a,
-        &[
-            "perf",
-            "consume",
-            "--topic",
-            "bench",
-            "--num-records",
-            "8000",
-            "--timeout",
-            "500ms",
-        ],
+        &w("perf consume --topic bench --num-records 8000 --timeout 500ms"),
     )
     .fails(1, "7000 of 8000 consumed");
-    run(a, &["perf", "consume", "--topic", "missing"]).fails(1, "does not exist");
+    run(a, &w("perf consume --topic missing")).fails(1, "does not exist");
 }
 
 fn lag(a: SocketAddr, group: &str) -> Vec<(i32, Option<i64>, i64)> {
@@ -896,11 +687,11 @@ fn groups_describe_reset_delete() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(&dir);
     let a = b.addr;
-    run(a, &["topic", "create", "jobs", "--partitions", "2"]).ok();
+    run(a, &w("topic create jobs --partitions 2")).ok();
     let lines: String = (0..10).map(|i| format!("k{i}:v{i}\n")).collect();
     run_with(
         Some(a),
-        &["produce", "jobs", "--key-separator", ":"],
+        &w("produce jobs --key-separator :"),
         lines.as_bytes(),
     )
     .ok();
@@ -908,20 +699,13 @@ fn groups_describe_reset_delete() {
     // A group member reads everything and commits when it stops at the end.
     let r = run(
         a,
-        &[
-            "consume",
-            "jobs",
-            "--group",
-            "billing",
-            "--from-beginning",
-            "--exit-at-end",
-        ],
+        &w("consume jobs --group billing --from-beginning --exit-at-end"),
     )
     .ok();
     assert_eq!(r.stdout.lines().count(), 10, "{r:?}");
     let r = run(a, &["group", "list"]).ok();
     assert!(r.stdout.lines().any(|l| l.starts_with("billing ")), "{r:?}");
-    let groups = run(a, &["group", "list", "-o", "json"]).ok().json();
+    let groups = run(a, &w("group list -o json")).ok().json();
     let billing = groups
         .as_array()
         .unwrap()
@@ -930,7 +714,7 @@ fn groups_describe_reset_delete() {
         .unwrap();
     assert_eq!(billing["state"], "Empty");
 
-    let r = run(a, &["group", "describe", "billing"]).ok();
+    let r = run(a, &w("group describe billing")).ok();
     assert!(
         r.stdout.starts_with("Group: billing  State: Empty"),
         "{r:?}"
@@ -951,14 +735,7 @@ fn groups_describe_reset_delete() {
     // Dry run by default.
     let r = run(
         a,
-        &[
-            "group",
-            "reset-offsets",
-            "billing",
-            "--topic",
-            "jobs",
-            "--to-earliest",
-        ],
+        &w("group reset-offsets billing --topic jobs --to-earliest"),
     )
     .ok();
     assert!(r.stdout.contains("Dry run"), "{r:?}");
@@ -973,31 +750,13 @@ fn groups_describe_reset_delete() {
 
     run(
         a,
-        &[
-            "group",
-            "reset-offsets",
-            "billing",
-            "--topic",
-            "jobs",
-            "--to-earliest",
-            "--execute",
-        ],
+        &w("group reset-offsets billing --topic jobs --to-earliest --execute"),
     )
     .ok();
     assert_eq!(lag(a, "billing").iter().map(|(_, _, l)| l).sum::<i64>(), 10);
     let plan = run(
         a,
-        &[
-            "group",
-            "reset-offsets",
-            "billing",
-            "--all-topics",
-            "--shift-by",
-            "1",
-            "--execute",
-            "-o",
-            "json",
-        ],
+        &w("group reset-offsets billing --all-topics --shift-by 1 --execute -o json"),
     )
     .ok()
     .json();
@@ -1009,16 +768,7 @@ fn groups_describe_reset_delete() {
         .all(|p| p["new_offset"] == 1));
     run(
         a,
-        &[
-            "group",
-            "reset-offsets",
-            "billing",
-            "--topic",
-            "jobs:0",
-            "--to-offset",
-            "1000",
-            "--execute",
-        ],
+        &w("group reset-offsets billing --topic jobs:0 --to-offset 1000 --execute"),
     )
     .ok();
     let state = lag(a, "billing");
@@ -1026,16 +776,7 @@ fn groups_describe_reset_delete() {
     assert_eq!(state[1], (1, Some(1), ends[1] - 1));
     run(
         a,
-        &[
-            "group",
-            "reset-offsets",
-            "billing",
-            "--topic",
-            "jobs",
-            "--to-datetime",
-            "2000-01-01T00:00:00Z",
-            "--execute",
-        ],
+        &w("group reset-offsets billing --topic jobs --to-datetime 2000-01-01T00:00:00Z --execute"),
     )
     .ok();
     assert!(
@@ -1044,16 +785,7 @@ fn groups_describe_reset_delete() {
     );
     run(
         a,
-        &[
-            "group",
-            "reset-offsets",
-            "billing",
-            "--topic",
-            "jobs",
-            "--to-datetime",
-            "2999-01-01T00:00:00Z",
-            "--execute",
-        ],
+        &w("group reset-offsets billing --topic jobs --to-datetime 2999-01-01T00:00:00Z --execute"),
     )
     .ok();
     assert!(
@@ -1062,57 +794,29 @@ fn groups_describe_reset_delete() {
     );
     run(
         a,
-        &[
-            "group",
-            "reset-offsets",
-            "fresh",
-            "--topic",
-            "jobs",
-            "--shift-by",
-            "-1",
-        ],
+        &w("group reset-offsets fresh --topic jobs --shift-by -1"),
     )
     .fails(1, "no committed offset");
     run(
         a,
-        &[
-            "group",
-            "reset-offsets",
-            "billing",
-            "--topic",
-            "missing",
-            "--to-latest",
-        ],
+        &w("group reset-offsets billing --topic missing --to-latest"),
     )
     .fails(1, "does not exist");
 
     // A running member: reset and delete are refused; Ctrl-C stops it cleanly with a commit.
     run(
         a,
-        &[
-            "group",
-            "reset-offsets",
-            "billing",
-            "--topic",
-            "jobs",
-            "--to-earliest",
-            "--execute",
-        ],
+        &w("group reset-offsets billing --topic jobs --to-earliest --execute"),
     )
     .ok();
-    let member = command(
-        Some(a),
-        &["consume", "jobs", "--group", "billing", "--format", "%s"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let member = command(Some(a), &w("consume jobs --group billing --format %s"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let d = run(a, &["group", "describe", "billing", "-o", "json"])
-            .ok()
-            .json();
+        let d = run(a, &w("group describe billing -o json")).ok().json();
         let members = d["members"].as_array().unwrap().len();
         if members == 1 && lag(a, "billing").iter().all(|(_, _, l)| *l == 0) {
             assert!(
@@ -1133,17 +837,10 @@ fn groups_describe_reset_delete() {
     }
     run(
         a,
-        &[
-            "group",
-            "reset-offsets",
-            "billing",
-            "--topic",
-            "jobs",
-            "--to-earliest",
-        ],
+        &w("group reset-offsets billing --topic jobs --to-earliest"),
     )
     .fails(1, "stop its consumers");
-    run(a, &["group", "delete", "billing"]).fails(1, "billing");
+    run(a, &w("group delete billing")).fails(1, "billing");
     signal(&member, "-INT");
     let out = member.wait_with_output().unwrap();
     assert_eq!(
@@ -1154,10 +851,10 @@ fn groups_describe_reset_delete() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 10);
 
-    let r = run(a, &["group", "delete", "billing"]).ok();
+    let r = run(a, &w("group delete billing")).ok();
     assert_eq!(r.stdout, "Deleted group billing.\n");
-    run(a, &["group", "describe", "billing"]).fails(1, "consumer group 'billing' does not exist");
-    run(a, &["group", "delete", "billing"]).fails(1, "billing");
+    run(a, &w("group describe billing")).fails(1, "consumer group 'billing' does not exist");
+    run(a, &w("group delete billing")).fails(1, "billing");
 }
 
 #[test]
@@ -1166,7 +863,7 @@ fn consume_stops_cleanly_on_ctrl_c() {
     let b = broker(&dir);
     let a = b.addr;
     run_with(Some(a), &["produce", "tail"], b"first\n").ok();
-    let mut consumer = command(Some(a), &["consume", "tail", "--from-beginning"])
+    let mut consumer = command(Some(a), &w("consume tail --from-beginning"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
