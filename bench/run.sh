@@ -8,6 +8,7 @@
 #   bench/run.sh                      # standard set
 #   RECORDS_1K=200000 RECORDS_100=500000 bench/run.sh   # smaller
 #   SKIP_BUILD=1 bench/run.sh         # reuse the built binary ($VLTAVA_BIN to pick another)
+#   COMPRESSION=lz4 bench/run.sh      # producer compression: none (default), gzip, snappy, lz4, zstd
 #
 # The client and the broker share the machine: numbers measure both together.
 set -euo pipefail
@@ -15,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RECORDS_1K=${RECORDS_1K:-1000000}
 RECORDS_100=${RECORDS_100:-2000000}
+COMPRESSION=${COMPRESSION:-none}
 BIN=${VLTAVA_BIN:-target/release/vltava}
 
 if [[ -z "${SKIP_BUILD:-}" ]]; then
@@ -48,7 +50,7 @@ ADDR=$(sed -n 's/^vltava: listening on //p' "$READY")
 [[ -n "$ADDR" ]] || { echo "bench: broker did not start" >&2; exit 1; }
 export VLTAVA_BOOTSTRAP=$ADDR
 
-echo "bench: broker at $ADDR, data in $DATA; $(nproc) cores; $(git rev-parse --short HEAD 2>/dev/null || echo '?')" >&2
+echo "bench: broker at $ADDR, data in $DATA; $(nproc) cores; compression $COMPRESSION; $(git rev-parse --short HEAD 2>/dev/null || echo '?')" >&2
 printf '| partitions | record | acks | records | produce rec/s | produce MB/s | p50 ms | p99 ms | p99.9 ms | max ms | consume rec/s | consume MB/s |\n'
 printf '|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for partitions in 1 8; do
@@ -58,7 +60,7 @@ for partitions in 1 8; do
             topic="bench-p$partitions-s$size-a$acks"
             echo "bench: $topic, $n records" >&2
             p=$("$BIN" perf produce --topic "$topic" --partitions "$partitions" --num-records "$n" \
-                --record-size "$size" --acks "$acks" -o json)
+                --record-size "$size" --acks "$acks" --compression "$COMPRESSION" -o json)
             c=$("$BIN" perf consume --topic "$topic" --num-records "$n" -o json)
             printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
                 "$partitions" "$label" "$acks" "$n" \
