@@ -132,7 +132,7 @@ impl GroupCoordinator {
             })?;
         let now = now_ms();
         let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = records.iter().map(Record::encode).collect();
-        let recs: Vec<(Option<&[u8]>, Option<&[u8]>, i64)> = encoded
+        let recs: Vec<vltava_record::RecordSpec<'_>> = encoded
             .iter()
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref(), now))
             .collect();

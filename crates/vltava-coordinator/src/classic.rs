@@ -326,7 +326,7 @@ impl ClassicGroup {
                 (Reply::Wait(req.member_id.clone()), effects)
             }
             GroupState::CompletingRebalance | GroupState::Stable
-                if !changed && !(is_leader && self.state == GroupState::Stable) =>
+                if !changed && (!is_leader || self.state != GroupState::Stable) =>
             {
                 (
                     Reply::Now(self.join_result_for(&req.member_id)),

@@ -388,9 +388,7 @@ fn assign_range(
         for (i, id) in subs.iter().enumerate() {
             let count = per + usize::from(i < extra);
             for _ in 0..count {
-                out.get_mut(*id)
-                    .expect("member")
-                    .insert((topic.clone(), p as i32));
+                out.get_mut(*id).expect("member").insert((topic.clone(), p));
                 p += 1;
             }
         }

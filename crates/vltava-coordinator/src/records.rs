@@ -73,19 +73,19 @@ impl Record {
                     topic: topic.clone(),
                     partition: *partition,
                 }),
-                value.as_ref().map(|v| json(v)),
+                value.as_ref().map(json),
             ),
             Record::Group { group, value } => (
                 json(&Key::Group {
                     group: group.clone(),
                 }),
-                value.as_ref().map(|v| json(v)),
+                value.as_ref().map(json),
             ),
             Record::ConsumerGroup { group, value } => (
                 json(&Key::ConsumerGroup {
                     group: group.clone(),
                 }),
-                value.as_ref().map(|v| json(v)),
+                value.as_ref().map(json),
             ),
         }
     }

@@ -166,6 +166,8 @@ pub struct Header {
 }
 
 /// What a frame decodes to.
+// Not boxed: nearly every frame is a `Request`, and boxing would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Decoded {
     Request(Header, Request),

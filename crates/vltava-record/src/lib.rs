@@ -419,9 +419,12 @@ pub fn parse_records(body: &[u8], count: i32) -> Result<Vec<RecordRef<'_>>, Reco
     Ok(out)
 }
 
+/// A record for [`build_batch`]: key, value and timestamp.
+pub type RecordSpec<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, i64);
+
 /// Builds an uncompressed batch from `(key, value, timestamp)` records, for tests and tools
 /// that need a well-formed batch without a client library.
-pub fn build_batch(base_offset: i64, records: &[(Option<&[u8]>, Option<&[u8]>, i64)]) -> Vec<u8> {
+pub fn build_batch(base_offset: i64, records: &[RecordSpec<'_>]) -> Vec<u8> {
     fn varint(out: &mut Vec<u8>, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         loop {

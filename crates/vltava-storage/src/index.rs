@@ -33,7 +33,7 @@ impl OffsetIndex {
     /// Parses index bytes; `None` if they are not a valid index for a segment of `segment_len`
     /// bytes (wrong length, positions or offsets not increasing, a position past the end).
     pub fn parse(bytes: &[u8], segment_len: u64) -> Option<Self> {
-        if bytes.len() % OFFSET_ENTRY_LEN != 0 {
+        if !bytes.len().is_multiple_of(OFFSET_ENTRY_LEN) {
             return None;
         }
         let mut entries = Vec::with_capacity(bytes.len() / OFFSET_ENTRY_LEN);
@@ -83,7 +83,7 @@ pub struct TimeIndex {
 
 impl TimeIndex {
     pub fn parse(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() % TIME_ENTRY_LEN != 0 {
+        if !bytes.len().is_multiple_of(TIME_ENTRY_LEN) {
             return None;
         }
         let mut entries: Vec<TimeEntry> = Vec::with_capacity(bytes.len() / TIME_ENTRY_LEN);

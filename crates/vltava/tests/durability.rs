@@ -14,8 +14,11 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+/// An acknowledged record: partition, offset, value.
+type Acked = (i32, i64, Vec<u8>);
+
 #[derive(Clone, Default)]
-struct Acks(Arc<Mutex<Vec<(i32, i64, Vec<u8>)>>>);
+struct Acks(Arc<Mutex<Vec<Acked>>>);
 
 impl ClientContext for Acks {}
 impl ProducerContext for Acks {

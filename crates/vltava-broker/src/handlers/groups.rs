@@ -387,11 +387,19 @@ pub async fn offset_commit(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// One partition's committed position; a partition with no commit reads offset -1, as in Kafka.
+struct Committed {
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<String>,
+}
+
 fn fetch_group_offsets(
     broker: &Broker,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<(i32, i64, i32, Option<String>, i16)>)> {
+) -> Vec<(String, Vec<Committed>)> {
     broker.groups.with_state(|s| {
         let wanted = wanted.unwrap_or_else(|| {
             let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
@@ -405,9 +413,19 @@ fn fetch_group_offsets(
             .map(|(t, parts)| {
                 let rows = parts
                     .into_iter()
-                    .map(|p| match s.offsets.get(group, &t, p) {
-                        Some(v) => (p, v.offset, v.leader_epoch, v.metadata.clone(), 0),
-                        None => (p, -1, -1, Some(String::new()), 0),
+                    .map(|partition| match s.offsets.get(group, &t, partition) {
+                        Some(v) => Committed {
+                            partition,
+                            offset: v.offset,
+                            leader_epoch: v.leader_epoch,
+                            metadata: v.metadata.clone(),
+                        },
+                        None => Committed {
+                            partition,
+                            offset: -1,
+                            leader_epoch: -1,
+                            metadata: Some(String::new()),
+                        },
                     })
                     .collect();
                 (t, rows)
@@ -436,15 +454,14 @@ pub fn offset_fetch(
                 tr.name = tn(t);
                 tr.partitions = rows
                     .into_iter()
-                    .map(|(p, off, epoch, meta, code)| {
+                    .map(|c| {
                         let mut pr = offset_fetch_response::OffsetFetchResponsePartition::default();
-                        pr.partition_index = p;
-                        pr.committed_offset = off;
+                        pr.partition_index = c.partition;
+                        pr.committed_offset = c.offset;
                         if version >= 5 {
-                            pr.committed_leader_epoch = epoch;
+                            pr.committed_leader_epoch = c.leader_epoch;
                         }
-                        pr.metadata = meta.map(sb);
-                        pr.error_code = code;
+                        pr.metadata = c.metadata.map(sb);
                         pr
                     })
                     .collect();
@@ -487,14 +504,13 @@ pub fn offset_fetch(
                     }
                     tr.partitions = rows
                         .into_iter()
-                        .map(|(p, off, epoch, meta, code)| {
+                        .map(|c| {
                             let mut pr =
                                 offset_fetch_response::OffsetFetchResponsePartitions::default();
-                            pr.partition_index = p;
-                            pr.committed_offset = off;
-                            pr.committed_leader_epoch = epoch;
-                            pr.metadata = meta.map(sb);
-                            pr.error_code = code;
+                            pr.partition_index = c.partition;
+                            pr.committed_offset = c.offset;
+                            pr.committed_leader_epoch = c.leader_epoch;
+                            pr.metadata = c.metadata.map(sb);
                             pr
                         })
                         .collect();

@@ -156,7 +156,7 @@ pub fn handle(
     req: ProduceRequest,
 ) -> Result<BoxFuture<'static, Option<Response>>, Hostile> {
     let acks = req.acks;
-    let valid_acks = matches!(acks, -1 | 0 | 1);
+    let valid_acks = matches!(acks, -1..=1);
     let image = (version >= 13).then(|| broker.controller.image());
     let mut planned = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
