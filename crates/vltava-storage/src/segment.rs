@@ -112,6 +112,9 @@ impl Segment {
                 .open(p)
                 .map_err(|e| io_err("open", p, e))
         };
+        // Opening creates a missing index as an empty file, which would then parse as a valid
+        // empty index: note which were missing so they are rebuilt rather than trusted.
+        let indexes_present = index_path.exists() && time_path.exists();
         let file = rw(&log_path)?;
         let index_file = rw(&index_path)?;
         let time_index_file = rw(&time_path)?;
@@ -136,7 +139,7 @@ impl Segment {
                 created_ms: now_ms,
             }),
         };
-        let loaded = if recovery == Recovery::TrustIndexes {
+        let loaded = if recovery == Recovery::TrustIndexes && indexes_present {
             let idx = std::fs::read(&index_path)
                 .ok()
                 .and_then(|b| OffsetIndex::parse(&b, file_len));

@@ -1,5 +1,6 @@
 use std::fs::OpenOptions as FsOpen;
 use std::io::Write;
+use std::path::Path;
 
 use proptest::prelude::*;
 use vltava_record::{build_batch, validate, BatchHeader, Batches};
@@ -155,8 +156,9 @@ fn corrupt_batch_truncates_from_there() {
     assert_eq!(log.offsets().log_end_offset, 2);
 }
 
-#[test]
-fn missing_or_garbage_index_is_rebuilt() {
+/// Removes or damages index files after a clean close, reopens, and checks that lookups are
+/// right and that the offset index was written again.
+fn reopen_after(damage: impl Fn(&Path)) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig {
         index_interval_bytes: 100,
@@ -168,19 +170,35 @@ fn missing_or_garbage_index_is_rebuilt() {
     }
     log.close().unwrap();
     drop(log);
-    std::fs::remove_file(dir.path().join("00000000000000000000.index")).unwrap();
-    std::fs::write(
-        dir.path().join("00000000000000000000.timeindex"),
-        b"garbage",
-    )
-    .unwrap();
+    damage(dir.path());
     let log = open(dir.path(), cfg, true);
     assert_eq!(log.offsets().log_end_offset, 50);
     let r = log.read(37, 1, true).unwrap();
     assert_eq!(BatchHeader::parse(&r.records).unwrap().base_offset, 37);
     assert_eq!(log.offset_for_timestamp(20).unwrap(), Some((20, 20)));
+    log.close().unwrap();
     let idx = std::fs::read(dir.path().join("00000000000000000000.index")).unwrap();
-    assert!(idx.len() >= 8 * 10, "index file rewritten");
+    assert!(idx.len() >= 8 * 10, "offset index rewritten: {} bytes", idx.len());
+    let tidx = std::fs::read(dir.path().join("00000000000000000000.timeindex")).unwrap();
+    assert!(tidx.len() >= 12 * 10, "time index rewritten: {} bytes", tidx.len());
+}
+
+#[test]
+fn missing_offset_index_is_rebuilt() {
+    reopen_after(|d| std::fs::remove_file(d.join("00000000000000000000.index")).unwrap());
+}
+
+#[test]
+fn missing_time_index_is_rebuilt() {
+    reopen_after(|d| std::fs::remove_file(d.join("00000000000000000000.timeindex")).unwrap());
+}
+
+#[test]
+fn garbage_indexes_are_rebuilt() {
+    reopen_after(|d| {
+        std::fs::remove_file(d.join("00000000000000000000.index")).unwrap();
+        std::fs::write(d.join("00000000000000000000.timeindex"), b"garbage").unwrap();
+    });
 }
 
 #[test]
