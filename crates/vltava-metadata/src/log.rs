@@ -54,12 +54,21 @@ impl MetadataLog {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io("create dir", parent))?;
         }
+        let created = !path.exists();
         let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(path)
             .map_err(io("open", path))?;
+        if created {
+            // Appends fsync the file; the directory entry that names it needs its own fsync.
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io("fsync dir", parent))?;
+            }
+        }
         let bytes = std::fs::read(path).map_err(io("read", path))?;
         let (records, valid) = parse(&bytes);
         if valid < bytes.len() {

@@ -62,7 +62,10 @@ pub fn write(path: &Path, entries: &Checkpoint) -> Result<(), StorageError> {
         .map_err(|e| io_err("write", &tmp, e))?;
     f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_err("rename", path, e))?;
-    Ok(())
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => crate::sync_dir(dir),
+        _ => crate::sync_dir(Path::new(".")),
+    }
 }
 
 #[cfg(test)]

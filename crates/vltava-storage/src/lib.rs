@@ -57,6 +57,14 @@ pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> S
     }
 }
 
+/// Makes a directory's entries (files created, renamed or removed in it) durable: an fsync of
+/// a file covers its bytes but not the name that reaches it.
+pub fn sync_dir(path: &Path) -> Result<(), StorageError> {
+    std::fs::File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("fsync dir", path, e))
+}
+
 /// Kafka's partition directory name.
 pub fn partition_dir_name(topic: &str, partition: i32) -> String {
     format!("{topic}-{partition}")

@@ -103,6 +103,9 @@ pub struct Log {
     /// Set after a failed write or fsync: nothing more is accepted, since what reached the
     /// disk is unknown.
     poisoned: AtomicBool,
+    /// Set when a segment file is created; the next flush fsyncs the directory so the new
+    /// file's name is as durable as its bytes.
+    dir_dirty: AtomicBool,
 }
 
 impl std::fmt::Debug for Log {
@@ -133,7 +136,12 @@ impl Log {
         opts: OpenOptions,
         now_ms: i64,
     ) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| io_err("create dir", dir, e))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| io_err("create dir", dir, e))?;
+            if let Some(parent) = dir.parent() {
+                crate::sync_dir(parent)?;
+            }
+        }
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io_err("list", dir, e))? {
             let entry = entry.map_err(|e| io_err("list", dir, e))?;
@@ -204,6 +212,8 @@ impl Log {
             flush_lock: Mutex::new(()),
             flushed_offset: AtomicI64::new(flushed),
             poisoned: AtomicBool::new(false),
+            // Recovery may have created or truncated files: the first flush syncs the dir.
+            dir_dirty: AtomicBool::new(true),
         })
     }
 
@@ -335,6 +345,7 @@ impl Log {
         let seg = Segment::create(&self.dir, inner.next_offset, now_ms)?;
         tracing::debug!(dir = %self.dir.display(), base_offset = inner.next_offset, "rolled segment");
         inner.segments.insert(inner.next_offset, Arc::new(seg));
+        self.dir_dirty.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -367,12 +378,23 @@ impl Log {
                 .collect();
             (target, segs)
         };
-        for seg in &to_sync {
-            if let Err(e) = seg.sync() {
-                self.poisoned.store(true, Ordering::Release);
-                tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; log stops accepting writes");
-                return Err(e);
-            }
+        // A roll sets `dir_dirty` under the inner lock before `target` could cover the new
+        // segment, so this swap sees every segment that `target` includes.
+        let sync_dir = self.dir_dirty.swap(false, Ordering::AcqRel);
+        let synced = to_sync
+            .iter()
+            .try_for_each(|seg| seg.sync())
+            .and_then(|()| {
+                if sync_dir {
+                    crate::sync_dir(&self.dir)
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = synced {
+            self.poisoned.store(true, Ordering::Release);
+            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; log stops accepting writes");
+            return Err(e);
         }
         self.flushed_offset.store(target, Ordering::Release);
         Ok(target)

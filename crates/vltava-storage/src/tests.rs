@@ -178,9 +178,17 @@ fn reopen_after(damage: impl Fn(&Path)) {
     assert_eq!(log.offset_for_timestamp(20).unwrap(), Some((20, 20)));
     log.close().unwrap();
     let idx = std::fs::read(dir.path().join("00000000000000000000.index")).unwrap();
-    assert!(idx.len() >= 8 * 10, "offset index rewritten: {} bytes", idx.len());
+    assert!(
+        idx.len() >= 8 * 10,
+        "offset index rewritten: {} bytes",
+        idx.len()
+    );
     let tidx = std::fs::read(dir.path().join("00000000000000000000.timeindex")).unwrap();
-    assert!(tidx.len() >= 12 * 10, "time index rewritten: {} bytes", tidx.len());
+    assert!(
+        tidx.len() >= 12 * 10,
+        "time index rewritten: {} bytes",
+        tidx.len()
+    );
 }
 
 #[test]
