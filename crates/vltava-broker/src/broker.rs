@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -54,7 +53,8 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     /// Host and port given to clients in Metadata.
     pub advertised: (String, u16),
-    pub(crate) shutting_down: AtomicBool,
+    /// Set once the broker stops accepting; waiting fetches watch it to answer at once.
+    pub(crate) shutting_down: watch::Sender<bool>,
     /// Keeps an exclusive lock on the data dir for the broker's life.
     _lock: std::fs::File,
 }
@@ -260,7 +260,7 @@ impl Broker {
     }
 
     pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
+        *self.shutting_down.borrow()
     }
 }
 
@@ -305,7 +305,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         controller,
         partitions: PartitionTable::default(),
         advertised,
-        shutting_down: AtomicBool::new(false),
+        shutting_down: watch::Sender::new(false),
         _lock: lock,
     });
     let image = broker.controller.image();
@@ -345,6 +345,7 @@ async fn run(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Re
     );
     let mut offsets_expiry =
         tokio::time::interval_at(tokio::time::Instant::now() + offsets_every, offsets_every);
+    let mut retention_run: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -358,8 +359,12 @@ async fn run(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Re
             _ = group_tick.tick() => broker.groups.tick(&broker),
             _ = offsets_expiry.tick() => broker.groups.expire_offsets(&broker),
             _ = retention.tick() => {
-                let b = Arc::clone(&broker);
-                let _ = tokio::task::spawn_blocking(move || b.run_retention()).await;
+                // Not awaited here, so accepting goes on while segments are deleted; a run
+                // still going when the next is due makes that one skip.
+                if retention_run.as_ref().is_none_or(|r| r.is_finished()) {
+                    let b = Arc::clone(&broker);
+                    retention_run = Some(tokio::task::spawn_blocking(move || b.run_retention()));
+                }
             }
             _ = periodic_flush.tick() => {
                 // `flush.ms`: a time-based fsync for topics that configure one.
@@ -377,9 +382,12 @@ async fn run(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Re
             }
         }
     }
-    broker.shutting_down.store(true, Ordering::Release);
+    broker.shutting_down.send_replace(true);
     drop(listener);
     connections.drain(Duration::from_secs(10)).await;
+    if let Some(run) = retention_run {
+        let _ = run.await;
+    }
     let b = Arc::clone(&broker);
     let _ = tokio::task::spawn_blocking(move || {
         let mut ok = true;

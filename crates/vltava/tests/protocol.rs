@@ -117,6 +117,33 @@ fn pipelined_requests_are_answered_in_order() {
 }
 
 #[test]
+fn shutdown_answers_a_waiting_fetch() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let mut c = RawClient::connect(broker.local_addr);
+    create(&mut c, "quiet");
+    let fetcher = std::thread::spawn(move || {
+        let resp: FetchResponse = c.call(
+            ApiKey::Fetch,
+            12,
+            &fetch_req(FetchTopic::default().with_topic(topic("quiet")), 0, 60_000),
+        );
+        resp
+    });
+    // Let the fetch reach the broker and start waiting for data that never comes.
+    std::thread::sleep(Duration::from_millis(500));
+    rt.block_on(broker.shutdown());
+    let resp = fetcher
+        .join()
+        .expect("the waiting fetch got its answer before the broker closed");
+    let part = &resp.responses[0].partitions[0];
+    assert_eq!(part.error_code, 0);
+    assert_eq!(part.high_watermark, 0);
+    assert!(part.records.as_ref().is_none_or(|r| r.is_empty()));
+}
+
+#[test]
 fn fetch_long_poll_wakes_on_new_data() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();

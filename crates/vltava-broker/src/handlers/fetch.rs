@@ -132,6 +132,7 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: FetchRequest) -> Fe
         .iter()
         .filter_map(|t| t.partition.as_ref().map(|p| p.subscribe_appends()))
         .collect();
+    let mut stopping = broker.shutting_down.subscribe();
     loop {
         for w in &mut watches {
             w.borrow_and_update();
@@ -160,6 +161,8 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: FetchRequest) -> Fe
         let woke = tokio::select! {
             (r, _, _) = changed => r.is_ok(),
             () = tokio::time::sleep(remaining) => true,
+            // Loops once more and answers with what there is.
+            _ = stopping.wait_for(|stop| *stop) => true,
         };
         if !woke {
             // A partition went away (topic deleted): answer with what there is.
