@@ -49,7 +49,8 @@ pub struct ConsumeArgs {
     /// Stop after this many records
     #[arg(long)]
     pub max_messages: Option<u64>,
-    /// Stop when no record arrives for this long (ms, or 500ms, 5s, 1m)
+    /// Stop when no record arrives for this long (ms, or 500ms, 5s, 1m); with --group, counted
+    /// from the first assignment (or from 30 s after start if none comes)
     #[arg(long, value_parser = client::parse_duration)]
     pub timeout: Option<Duration>,
     /// Stop once every partition has been read to its end
@@ -244,6 +245,7 @@ pub fn run(a: ConsumeArgs) -> Result<(), Error> {
     let mut buf = Vec::with_capacity(4096);
     let mut count = 0u64;
     let mut last_record = Instant::now();
+    let mut assigned = a.group.is_none();
     let mut at_end: HashSet<i32> = HashSet::new();
     let mut warned: HashSet<String> = HashSet::new();
     let result = loop {
@@ -255,7 +257,16 @@ pub fn run(a: ConsumeArgs) -> Result<(), Error> {
                 if let Err(e) = out.flush() {
                     break Err(Error::from(e));
                 }
-                if a.timeout.is_some_and(|t| last_record.elapsed() >= t) {
+                // In a group, the wait for records starts once partitions are assigned: the
+                // join itself may take longer than the timeout.
+                if !assigned {
+                    assigned = consumer.assignment().is_ok_and(|t| t.count() > 0)
+                        || last_record.elapsed() >= JOIN_ALLOWANCE;
+                    if assigned {
+                        last_record = Instant::now();
+                    }
+                }
+                if assigned && a.timeout.is_some_and(|t| last_record.elapsed() >= t) {
                     break Ok(());
                 }
             }
@@ -274,6 +285,15 @@ pub fn run(a: ConsumeArgs) -> Result<(), Error> {
                     break Err(Error::UnknownTopic {
                         topic: a.topic.clone(),
                     });
+                }
+                if let Some((code, reason)) = consumer.client().fatal_error() {
+                    break Err(Error::Refused {
+                        resource: "consumer".into(),
+                        reason: format!("{reason} ({code:?})"),
+                    });
+                }
+                if e.rdkafka_error_code().is_some_and(permanent) {
+                    break Err(Error::kafka("the group refused this consumer")(e));
                 }
                 let msg = e.to_string();
                 if warned.insert(msg.clone()) {
@@ -312,6 +332,25 @@ pub fn run(a: ConsumeArgs) -> Result<(), Error> {
     result?;
     flushed?;
     Ok(())
+}
+
+/// How long `--timeout` waits for a group to assign partitions before it starts counting
+/// anyway (a member can be left with none).
+const JOIN_ALLOWANCE: Duration = Duration::from_secs(30);
+
+/// Errors that retrying cannot fix: the group or broker refuses this consumer's settings.
+fn permanent(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::InvalidSessionTimeout
+            | RDKafkaErrorCode::InconsistentGroupProtocol
+            | RDKafkaErrorCode::UnsupportedAssignor
+            | RDKafkaErrorCode::FencedInstanceId
+            | RDKafkaErrorCode::InvalidGroupId
+            | RDKafkaErrorCode::GroupMaxSizeReached
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+    )
 }
 
 #[cfg(test)]

@@ -464,20 +464,25 @@ fn delete(settings: &Settings, groups: &[String]) -> Result<(), Error> {
     for r in results {
         match r {
             Ok(g) => deleted.push(g),
-            Err((g, RDKafkaErrorCode::GroupIdNotFound)) => {
-                eprintln!("error: consumer group '{g}' does not exist");
-                failure.get_or_insert(Error::UnknownGroup { group: g });
-            }
             Err((g, code)) => {
-                let reason = match code {
-                    RDKafkaErrorCode::NonEmptyGroup => format!("{code} (stop its consumers first)"),
-                    _ => code.to_string(),
+                let e = match code {
+                    RDKafkaErrorCode::GroupIdNotFound => Error::UnknownGroup { group: g },
+                    _ => Error::Refused {
+                        resource: format!("cannot delete group '{g}'"),
+                        reason: match code {
+                            RDKafkaErrorCode::NonEmptyGroup => {
+                                format!("{code} (stop its consumers first)")
+                            }
+                            _ => code.to_string(),
+                        },
+                    },
                 };
-                eprintln!("error: cannot delete group '{g}': {reason}");
-                failure.get_or_insert(Error::Refused {
-                    resource: format!("cannot delete group '{g}'"),
-                    reason,
-                });
+                // The first failure is the command's error, printed once on exit.
+                if failure.is_none() {
+                    failure = Some(e);
+                } else {
+                    eprintln!("error: {e}");
+                }
             }
         }
     }

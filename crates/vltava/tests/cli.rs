@@ -840,7 +840,8 @@ fn groups_describe_reset_delete() {
         &w("group reset-offsets billing --topic jobs --to-earliest"),
     )
     .fails(1, "stop its consumers");
-    run(a, &w("group delete billing")).fails(1, "billing");
+    let r = run(a, &w("group delete billing")).fails(1, "cannot delete group 'billing'");
+    assert_eq!(r.stderr.matches("billing").count(), 1, "said once: {r:?}");
     signal(&member, "-INT");
     let out = member.wait_with_output().unwrap();
     assert_eq!(
@@ -855,6 +856,27 @@ fn groups_describe_reset_delete() {
     assert_eq!(r.stdout, "Deleted group billing.\n");
     run(a, &w("group describe billing")).fails(1, "consumer group 'billing' does not exist");
     run(a, &w("group delete billing")).fails(1, "billing");
+}
+
+#[test]
+fn group_consumers_time_out_after_joining_and_stop_when_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Joining takes at least this delay, longer than the --timeout below.
+    let b = BrokerProcess::start(dir.path(), &["group.initial.rebalance.delay.ms=2000"]);
+    let a = b.addr;
+    run_with(Some(a), &w("produce slow"), b"a\nb\nc\n").ok();
+    let r = run(
+        a,
+        &w("consume slow --group late --from-beginning --timeout 1s"),
+    )
+    .ok();
+    assert_eq!(r.stdout, "a\nb\nc\n", "{r:?}");
+    // A setting the group refuses for good ends the command instead of warning forever.
+    run(
+        a,
+        &w("consume slow --group strict -X session.timeout.ms=1000 --timeout 30s"),
+    )
+    .fails(1, "InvalidSessionTimeout");
 }
 
 #[test]
