@@ -31,6 +31,10 @@ pub struct ConsumerMember {
     /// Last assignment sent, so unchanged ones are not resent.
     #[serde(skip)]
     last_sent: Option<BTreeSet<TopicPartition>>,
+    /// When `revoking` last became non-empty; past the rebalance timeout the member is
+    /// removed so it cannot hold partitions that others are waiting for.
+    #[serde(skip)]
+    revoking_since_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +266,9 @@ impl ConsumerGroup {
             // Whatever the member no longer reports owning has been revoked.
             let owned: BTreeSet<TopicPartition> = owned.iter().cloned().collect();
             m.revoking.retain(|p| owned.contains(p));
+            if m.revoking.is_empty() {
+                m.revoking_since_ms = None;
+            }
         }
         // Topic metadata changes (new partitions, deleted topics) also move the target.
         let current: BTreeMap<String, i32> = self
@@ -279,16 +286,24 @@ impl ConsumerGroup {
         if self.assignment_epoch < self.group_epoch {
             self.recompute_target(partitions_of);
         }
-        Ok(self.reconcile(&member_id, cfg))
+        Ok(self.reconcile(now_ms, &member_id, cfg))
     }
 
-    fn reconcile(&mut self, member_id: &str, cfg: &ConsumerGroupConfig) -> HeartbeatResponse {
+    fn reconcile(
+        &mut self,
+        now_ms: i64,
+        member_id: &str,
+        cfg: &ConsumerGroupConfig,
+    ) -> HeartbeatResponse {
         let others = self.owned_by_others(member_id);
         let target = self.target.get(member_id).cloned().unwrap_or_default();
         let epoch = self.assignment_epoch;
         let m = self.members.get_mut(member_id).expect("present");
         let to_revoke: BTreeSet<TopicPartition> = m.assigned.difference(&target).cloned().collect();
         if !to_revoke.is_empty() {
+            if m.revoking.is_empty() {
+                m.revoking_since_ms = Some(now_ms);
+            }
             m.revoking.extend(to_revoke.iter().cloned());
             m.assigned.retain(|p| target.contains(p));
         }
@@ -328,19 +343,34 @@ impl ConsumerGroup {
         Ok(())
     }
 
-    /// Removes members whose session expired; returns whether anyone left.
+    /// Removes members whose session expired or who kept partitions to revoke past their
+    /// rebalance timeout; returns whether anyone left.
     pub fn tick(
         &mut self,
         now_ms: i64,
         cfg: &ConsumerGroupConfig,
         partitions_of: &dyn Fn(&str) -> Option<i32>,
     ) -> bool {
-        let expired: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| now_ms - m.last_heartbeat_ms > cfg.session_timeout_ms)
-            .map(|m| m.member_id.clone())
-            .collect();
+        let mut expired = Vec::new();
+        for m in self.members.values_mut() {
+            if m.revoking.is_empty() {
+                m.revoking_since_ms = None;
+            }
+            // A member restored with pending revocations gets a full timeout from now.
+            let since = match m.revoking.is_empty() {
+                true => None,
+                false => Some(*m.revoking_since_ms.get_or_insert(now_ms)),
+            };
+            let rebalance_timeout = match m.rebalance_timeout_ms {
+                t if t > 0 => i64::from(t),
+                _ => cfg.session_timeout_ms,
+            };
+            if now_ms - m.last_heartbeat_ms > cfg.session_timeout_ms
+                || since.is_some_and(|s| now_ms - s > rebalance_timeout)
+            {
+                expired.push(m.member_id.clone());
+            }
+        }
         for id in &expired {
             self.members.remove(id);
         }
@@ -509,6 +539,46 @@ mod tests {
         g.heartbeat(6, &cfg, hb("b", -1, None, None), &parts)
             .unwrap();
         assert_eq!(g.target["a"].len(), 4);
+    }
+
+    #[test]
+    fn a_member_that_never_revokes_is_removed_after_its_rebalance_timeout() {
+        let parts = |t: &str| (t == "t").then_some(4);
+        let cfg = ConsumerGroupConfig::default();
+        let mut g = ConsumerGroup::new("g", 0);
+        let a = g
+            .heartbeat(0, &cfg, hb("a", 0, Some(&["t"]), Some(vec![])), &parts)
+            .unwrap();
+        let all = a.assignment.unwrap();
+        let b = g
+            .heartbeat(10, &cfg, hb("b", 0, Some(&["t"]), Some(vec![])), &parts)
+            .unwrap();
+        assert_eq!(b.assignment, Some(vec![]));
+        // `a` is asked to give up two partitions, keeps heartbeating, and keeps them all.
+        let mut t = 20;
+        g.heartbeat(t, &cfg, hb("a", 1, None, Some(all.clone())), &parts)
+            .unwrap();
+        while t < 1000 {
+            t += 100;
+            g.heartbeat(t, &cfg, hb("a", 1, None, Some(all.clone())), &parts)
+                .unwrap();
+            assert!(
+                !g.tick(t, &cfg, &parts),
+                "within the 1000 ms rebalance timeout"
+            );
+        }
+        t = 1100;
+        g.heartbeat(t, &cfg, hb("a", 1, None, Some(all.clone())), &parts)
+            .unwrap();
+        assert!(g.tick(t, &cfg, &parts), "past the rebalance timeout");
+        assert_eq!(
+            g.heartbeat(t, &cfg, hb("a", 1, None, None), &parts),
+            Err(GroupError::UnknownMemberId)
+        );
+        let b2 = g
+            .heartbeat(t, &cfg, hb("b", b.member_epoch, None, Some(vec![])), &parts)
+            .unwrap();
+        assert_eq!(b2.assignment.unwrap().len(), 4, "b gets what a held");
     }
 
     #[test]
