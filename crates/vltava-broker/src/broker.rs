@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -411,7 +412,16 @@ async fn run(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Re
 
 /// Creates `__consumer_offsets` on first start: compacted, `offsets.topic.num.partitions`.
 fn ensure_offsets_topic(broker: &Broker) -> Result<(), BrokerError> {
-    if broker.controller.image().topic(OFFSETS_TOPIC).is_some() {
+    if let Some(t) = broker.controller.image().topic(OFFSETS_TOPIC) {
+        let existing = t.partitions.len() as i32;
+        let configured = broker.groups.partitions.swap(existing, Ordering::Relaxed);
+        if configured != existing {
+            tracing::warn!(
+                configured,
+                existing,
+                "offsets.topic.num.partitions differs from the existing {OFFSETS_TOPIC}; keeping its {existing} partitions"
+            );
+        }
         return Ok(());
     }
     let configs: std::collections::BTreeMap<String, String> = [
@@ -422,7 +432,7 @@ fn ensure_offsets_topic(broker: &Broker) -> Result<(), BrokerError> {
     crate::handlers::topics::create_topic(
         broker,
         OFFSETS_TOPIC,
-        broker.groups.partitions,
+        broker.groups.partitions.load(Ordering::Relaxed),
         1,
         &configs,
         false,

@@ -3,6 +3,7 @@
 //! them at start, and drives time (session expiry, rebalance deadlines, offset expiry).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -28,7 +29,9 @@ pub struct Inner {
 
 pub struct GroupCoordinator {
     inner: Mutex<Inner>,
-    pub partitions: i32,
+    /// `offsets.topic.num.partitions` until the topic exists; then its real partition count,
+    /// which fixes where each group lives (a later config change must not move groups).
+    pub partitions: std::sync::atomic::AtomicI32,
     pub retention_ms: i64,
     pub metadata_max_bytes: usize,
     pub commit_timeout_ms: u64,
@@ -63,7 +66,7 @@ impl GroupCoordinator {
                 joins: HashMap::new(),
                 syncs: HashMap::new(),
             }),
-            partitions: i("offsets.topic.num.partitions") as i32,
+            partitions: (i("offsets.topic.num.partitions") as i32).into(),
             retention_ms: i("offsets.retention.minutes") * 60_000,
             metadata_max_bytes: i("offset.metadata.max.bytes") as usize,
             commit_timeout_ms: i("offsets.commit.timeout.ms") as u64,
@@ -112,9 +115,10 @@ impl GroupCoordinator {
     }
 
     fn partition_for(&self, broker: &Broker, group: &str) -> Option<Arc<Partition>> {
-        broker
-            .partitions
-            .get(OFFSETS_TOPIC, offsets_partition_for(group, self.partitions))
+        broker.partitions.get(
+            OFFSETS_TOPIC,
+            offsets_partition_for(group, self.partitions.load(Ordering::Relaxed)),
+        )
     }
 
     /// Appends records for `group` and applies them; returns what to wait on for durability.

@@ -1,7 +1,7 @@
 //! Group APIs on the wire, where client libraries hide the details: batched
 //! FindCoordinator, the MEMBER_ID_REQUIRED join, generation fencing, bad commits, multi-group
 //! OffsetFetch, ListGroups filters, a member that never rejoins, batched LeaveGroup,
-//! session expiry and OffsetDelete.
+//! session expiry, OffsetDelete, and a later change of `offsets.topic.num.partitions`.
 
 mod common;
 
@@ -374,6 +374,60 @@ fn group_apis_on_the_wire() {
     assert_eq!(
         od(&mut c, "never-was").error_code,
         ErrorCode::GroupIdNotFound.code()
+    );
+    rt.block_on(broker.shutdown());
+}
+
+/// The committed offset of `group` for partition 0 of topic `t`, through OffsetFetch v8.
+fn committed(c: &mut RawClient, group: &str) -> i64 {
+    let req = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+        .with_group_id(gid(group))
+        .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+            .with_name(tname("t"))
+            .with_partition_indexes(vec![0])]))]);
+    let r: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, 8, &req);
+    r.groups[0].topics[0].partitions[0].committed_offset
+}
+
+#[test]
+fn changing_offsets_topic_partitions_later_does_not_move_groups() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let restart = |overrides: &[(&str, &str)]| {
+        let broker = start_broker(&rt, dir.path(), overrides);
+        let c = RawClient::connect(broker.local_addr);
+        (broker, c)
+    };
+    let (broker, mut c) = restart(&[]);
+    let mut t = CreatableTopic::default();
+    t.name = tname("t");
+    t.num_partitions = 1;
+    t.replication_factor = 1;
+    let _: CreateTopicsResponse = c.call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default().with_topics(vec![t]),
+    );
+    assert_eq!(
+        commit(&mut c, "moved", -1, "", &[("t", 0, 1, None)])[0].2,
+        0
+    );
+    rt.block_on(broker.shutdown());
+
+    // The topic already has 50 partitions; a smaller setting must not re-home the group.
+    let fewer = [("offsets.topic.num.partitions", "10")];
+    let (broker, mut c) = restart(&fewer);
+    assert_eq!(committed(&mut c, "moved"), 1);
+    assert_eq!(
+        commit(&mut c, "moved", -1, "", &[("t", 0, 3, None)])[0].2,
+        0
+    );
+    rt.block_on(broker.shutdown());
+    let (broker, mut c) = restart(&fewer);
+    assert_eq!(
+        committed(&mut c, "moved"),
+        3,
+        "the newer commit wins after a restart"
     );
     rt.block_on(broker.shutdown());
 }
