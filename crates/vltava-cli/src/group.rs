@@ -1,24 +1,24 @@
 //! `vltava group`: list, describe (members, assignments, committed offsets, lag), delete,
 //! and reset offsets, following `kafka-consumer-groups`.
 //!
-//! rust-rdkafka has no admin call for group offsets, so: ListGroups/DescribeGroups through
-//! `fetch_group_list`; committed offsets through a consumer that carries the group id but
-//! never joins (OffsetFetch); log start and end offsets through ListOffsets; and a reset is
-//! an OffsetCommit from such a consumer, which Kafka accepts only while the group is empty.
+//! rust-rdkafka has no admin call for groups or their offsets, so: ListConsumerGroups and
+//! DescribeConsumerGroups through librdkafka's C API (`ffi`), which cover classic and KIP-848
+//! groups alike; committed offsets through a consumer that carries the group id but never
+//! joins (OffsetFetch); log start and end offsets through ListOffsets; and a reset is an
+//! OffsetCommit from such a consumer, which Kafka accepts only while the group is empty.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use clap::{ArgGroup, Args, Subcommand};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::groups::GroupInfo;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use crate::assignment::decode_assignment;
 use crate::client::{
     self, admin_options, block_on, ClientArgs, LogContext, Output, Settings, ADMIN_TIMEOUT,
 };
+use crate::ffi;
 use crate::output::{print, print_json};
 use crate::table::Table;
 use crate::timefmt::parse_datetime_ms;
@@ -148,38 +148,46 @@ fn group_error(context: String) -> impl FnOnce(KafkaError) -> Error {
 #[derive(Debug, Serialize)]
 struct GroupSummary {
     group: String,
+    /// `classic` or `consumer` (KIP-848).
+    #[serde(rename = "type")]
+    group_type: String,
     state: String,
-    protocol_type: String,
     members: usize,
 }
 
 fn list(settings: &Settings) -> Result<(), Error> {
     let consumer = settings.consumer(None)?;
     client::metadata(consumer.client(), settings, None)?;
-    let groups = consumer
-        .client()
-        .fetch_group_list(None, ADMIN_TIMEOUT)
-        .map_err(group_error("cannot list groups".into()))?;
-    let mut out: Vec<GroupSummary> = groups
-        .groups()
-        .iter()
-        .map(|g| GroupSummary {
-            group: g.name().to_string(),
-            state: g.state().to_string(),
-            protocol_type: g.protocol_type().to_string(),
-            members: g.members().len(),
+    let listed = ffi::list_consumer_groups(consumer.client(), ADMIN_TIMEOUT)
+        .map_err(|e| refused("cannot list groups", e.to_string()))?;
+    let names: Vec<&str> = listed.iter().map(|g| g.group.as_str()).collect();
+    let described = ffi::describe_consumer_groups(consumer.client(), &names, ADMIN_TIMEOUT)
+        .map_err(|e| refused("cannot describe groups", e.to_string()))?;
+    let mut out: Vec<GroupSummary> = listed
+        .into_iter()
+        .map(|g| {
+            let d = described
+                .iter()
+                .find(|d| d.group == g.group && d.error.is_none());
+            GroupSummary {
+                members: d.map_or(0, |d| d.members.len()),
+                // The description is the fresher of the two.
+                state: d.map_or(g.state, |d| d.state.clone()),
+                group_type: g.group_type,
+                group: g.group,
+            }
         })
         .collect();
     out.sort_by(|a, b| a.group.cmp(&b.group));
     match settings.output {
         Output::Json => print_json(&out),
         Output::Table => {
-            let mut t = Table::new(&["GROUP", "STATE", "PROTOCOL-TYPE", "MEMBERS"]);
+            let mut t = Table::new(&["GROUP", "TYPE", "STATE", "MEMBERS"]);
             for g in &out {
                 t.row([
                     g.group.clone(),
+                    g.group_type.clone(),
                     g.state.clone(),
-                    g.protocol_type.clone(),
                     g.members.to_string(),
                 ]);
             }
@@ -188,9 +196,18 @@ fn list(settings: &Settings) -> Result<(), Error> {
     }
 }
 
+fn refused(context: &str, reason: String) -> Error {
+    Error::Refused {
+        resource: context.to_string(),
+        reason,
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct MemberJson {
     member_id: String,
+    /// `group.instance.id` of a static member.
+    instance_id: Option<String>,
     client_id: String,
     host: String,
     assignment: Vec<(String, Vec<i32>)>,
@@ -212,56 +229,71 @@ struct PartitionLag {
 struct GroupDescription {
     group: String,
     state: String,
-    protocol_type: String,
-    protocol: String,
+    #[serde(rename = "type")]
+    group_type: String,
+    assignor: String,
     members: Vec<MemberJson>,
     partitions: Vec<PartitionLag>,
 }
 
 struct GroupState {
     state: String,
-    protocol_type: String,
-    protocol: String,
+    group_type: String,
+    assignor: String,
     members: Vec<MemberJson>,
 }
 
 fn group_state(consumer: &BaseConsumer<LogContext>, group: &str) -> Result<GroupState, Error> {
-    let list = consumer
-        .client()
-        .fetch_group_list(Some(group), ADMIN_TIMEOUT)
-        .map_err(group_error(format!("cannot describe group '{group}'")))?;
-    let info: Option<&GroupInfo> = list.groups().iter().find(|g| g.name() == group);
-    let Some(info) = info else {
-        return Ok(GroupState {
-            state: "Dead".into(),
-            protocol_type: String::new(),
-            protocol: String::new(),
-            members: vec![],
-        });
+    let described = ffi::describe_consumer_groups(consumer.client(), &[group], ADMIN_TIMEOUT)
+        .map_err(|e| refused(&format!("cannot describe group '{group}'"), e.to_string()))?;
+    let Some(d) = described.into_iter().find(|d| d.group == group) else {
+        return Err(refused(
+            &format!("cannot describe group '{group}'"),
+            "no description in the answer".into(),
+        ));
     };
-    let consumer_protocol = info.protocol_type() == "consumer" || info.protocol_type().is_empty();
-    let members = info
-        .members()
-        .iter()
+    match d.error {
+        None => {}
+        // Kafka answers a group it does not know as Dead; some brokers answer this.
+        Some((RDKafkaErrorCode::GroupIdNotFound, _)) => {
+            return Ok(GroupState {
+                state: "Dead".into(),
+                group_type: String::new(),
+                assignor: String::new(),
+                members: vec![],
+            })
+        }
+        Some((code, message)) => {
+            return Err(refused(
+                &format!("cannot describe group '{group}'"),
+                format!("{code} {message}").trim().to_string(),
+            ))
+        }
+    }
+    let members = d
+        .members
+        .into_iter()
         .map(|m| {
-            let assignment = match (consumer_protocol, m.assignment()) {
-                (true, Some(bytes)) => decode_assignment(bytes)
-                    .map(|a| a.topics)
-                    .unwrap_or_default(),
-                _ => vec![],
-            };
+            let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            for (t, p) in m.assignment {
+                by_topic.entry(t).or_default().push(p);
+            }
+            for ps in by_topic.values_mut() {
+                ps.sort_unstable();
+            }
             MemberJson {
-                member_id: m.id().to_string(),
-                client_id: m.client_id().to_string(),
-                host: m.client_host().to_string(),
-                assignment,
+                member_id: m.member_id,
+                instance_id: m.instance_id,
+                client_id: m.client_id,
+                host: m.host,
+                assignment: by_topic.into_iter().collect(),
             }
         })
         .collect();
     Ok(GroupState {
-        state: info.state().to_string(),
-        protocol_type: info.protocol_type().to_string(),
-        protocol: info.protocol().to_string(),
+        state: d.state,
+        group_type: d.group_type,
+        assignor: d.assignor,
         members,
     })
 }
@@ -401,8 +433,8 @@ fn describe(settings: &Settings, group: &str) -> Result<(), Error> {
     let d = GroupDescription {
         group: group.to_string(),
         state: state.state,
-        protocol_type: state.protocol_type,
-        protocol: state.protocol,
+        group_type: state.group_type,
+        assignor: state.assignor,
         members: state.members,
         partitions,
     };
@@ -410,15 +442,19 @@ fn describe(settings: &Settings, group: &str) -> Result<(), Error> {
         Output::Json => print_json(&d),
         Output::Table => {
             let dash = || "-".to_string();
-            let mut text = format!(
-                "Group: {}  State: {}  Protocol: {}  Members: {}\n\n",
-                d.group,
-                d.state,
-                if d.protocol.is_empty() {
+            let or_dash = |v: &str| {
+                if v.is_empty() {
                     "-".to_string()
                 } else {
-                    format!("{}/{}", d.protocol_type, d.protocol)
-                },
+                    v.to_string()
+                }
+            };
+            let mut text = format!(
+                "Group: {}  State: {}  Type: {}  Assignor: {}  Members: {}\n\n",
+                d.group,
+                d.state,
+                or_dash(&d.group_type),
+                or_dash(&d.assignor),
                 d.members.len()
             );
             let mut t = Table::new(&[

@@ -9,10 +9,9 @@
 //! internals.
 //!
 //! Each command group is one module with its clap arguments and a `run` function; the
-//! formatting helpers (`table`, `template`, `timefmt`, `assignment`) are pure and unit-tested.
+//! formatting helpers (`table`, `template`, `timefmt`) are pure and unit-tested.
 //! Exit codes: 0 success, 1 the operation failed, 2 bad usage ([`Error::exit_code`]).
 
-pub mod assignment;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -859,6 +859,55 @@ fn groups_describe_reset_delete() {
 }
 
 #[test]
+fn kip_848_groups_are_listed_described_and_guarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(&dir);
+    let a = b.addr;
+    run(a, &w("topic create kt --partitions 4")).ok();
+    let member = command(
+        Some(a),
+        &w("consume kt --group newg --from-beginning -X group.protocol=consumer -X client.id=m1"),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let d = loop {
+        let d = run(a, &w("group describe newg -o json")).ok().json();
+        let owned = d["members"]
+            .as_array()
+            .and_then(|m| m.first())
+            .map(|m| m["assignment"].clone());
+        if d["state"] == "Stable" && owned == Some(serde_json::json!([["kt", [0, 1, 2, 3]]])) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "never assigned: {d}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(d["type"], "consumer", "{d}");
+    assert_eq!(d["members"][0]["client_id"], "m1", "{d}");
+    let list = run(a, &w("group list -o json")).ok().json();
+    assert_eq!(
+        list,
+        serde_json::json!([{"group": "newg", "type": "consumer", "state": "Stable", "members": 1}])
+    );
+    run(
+        a,
+        &w("group reset-offsets newg --topic kt --to-earliest --execute"),
+    )
+    .fails(1, "stop its consumers");
+    signal(&member, "-INT");
+    assert_eq!(member.wait_with_output().unwrap().status.code(), Some(0));
+    let r = run(a, &w("group describe newg")).ok();
+    assert!(
+        r.stdout
+            .starts_with("Group: newg  State: Empty  Type: consumer"),
+        "{r:?}"
+    );
+}
+
+#[test]
 fn group_consumers_time_out_after_joining_and_stop_when_refused() {
     let dir = tempfile::tempdir().unwrap();
     // Joining takes at least this delay, longer than the --timeout below.
