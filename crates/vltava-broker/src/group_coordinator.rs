@@ -192,10 +192,14 @@ impl GroupCoordinator {
         let now = now_ms();
         let member = req.member_id.clone();
         let cfg = inner.state.classic;
+        let existed = inner.state.groups.contains_key(group);
         let (reply, effects) = match inner.state.classic_mut(group, now) {
             Ok(g) => g.join(now, &cfg, req),
             Err(e) => return Parked::Now(JoinResult::error(e, &member)),
         };
+        if !existed {
+            inner.state.discard_if_empty(group);
+        }
         let parked = match reply {
             Reply::Now(r) => Parked::Now(r),
             Reply::Wait(id) => {
@@ -368,9 +372,13 @@ impl GroupCoordinator {
         let partitions_of = |t: &str| image.topic(t).map(|t| t.partitions.len() as i32);
         let mut inner = self.inner.lock();
         let cfg = inner.state.consumer;
+        let existed = inner.state.groups.contains_key(group);
         let g = inner.state.consumer_mut(group, now_ms())?;
         let before = g.durable();
         let result = g.heartbeat(now_ms(), &cfg, req, &partitions_of);
+        if !existed {
+            inner.state.discard_if_empty(group);
+        }
         self.persist_consumer_group(broker, &mut inner, group, Some(before));
         result
     }
@@ -432,7 +440,7 @@ impl GroupCoordinator {
             by_group.entry(r.group().to_string()).or_default().push(r);
         }
         for (group, recs) in by_group {
-            tracing::info!(group = %group, offsets = recs.len(), "expiring committed offsets");
+            tracing::info!(group = %group, records = recs.len(), "expiring committed offsets or an empty group");
             if let Err(e) = self.write(broker, &mut inner, &group, &recs) {
                 tracing::warn!(group = %group, error = %e, "offset expiry failed");
             }

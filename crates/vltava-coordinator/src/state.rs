@@ -215,24 +215,45 @@ impl CoordinatorState {
             None if !self.offsets.has_group(group) => Err(GroupError::GroupIdNotFound),
             _ => {
                 let mut out = self.offsets.delete_group(group);
-                out.push(Record::Group {
-                    group: group.to_string(),
-                    value: None,
-                });
+                out.extend(group_tombstones(group));
                 Ok(out)
             }
         }
     }
 
+    /// Drops `group` again if the call that just created it left it empty (a refused join or
+    /// heartbeat): nothing of it was stored, so nothing needs a tombstone.
+    pub fn discard_if_empty(&mut self, group: &str) {
+        if self.groups.get(group).is_some_and(Group::is_empty) {
+            self.groups.remove(group);
+        }
+    }
+
     /// Records that remove offsets past `offsets.retention.minutes`.
+    /// Also removes, as Kafka does, every empty group left with no committed offsets.
     pub fn expire_offsets(&self, now_ms: i64, retention_ms: i64) -> Vec<Record> {
-        self.offsets.expire(now_ms, retention_ms, |g| {
+        let mut out = self.offsets.expire(now_ms, retention_ms, |g| {
             self.groups.get(g).map(|grp| match grp {
                 Group::Classic(c) if c.is_empty() => Some(c.state_since_ms),
                 Group::Consumer(c) if c.members.is_empty() => Some(c.state_since_ms),
                 _ => None,
             })
-        })
+        });
+        let mut expiring: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in &out {
+            *expiring.entry(r.group()).or_default() += 1;
+        }
+        let mut gone = Vec::new();
+        for (id, g) in &self.groups {
+            let left = self.offsets.group(id).count() - expiring.get(id.as_str()).unwrap_or(&0);
+            if g.is_empty() && left == 0 {
+                gone.push(id.clone());
+            }
+        }
+        for id in gone {
+            out.extend(group_tombstones(&id));
+        }
+        out
     }
 
     /// Every group id known by state or by committed offsets.
@@ -245,5 +266,83 @@ impl CoordinatorState {
         }
         ids.sort();
         ids
+    }
+}
+
+/// What removes a group for good, whichever type it was stored as.
+fn group_tombstones(group: &str) -> [Record; 2] {
+    [
+        Record::Group {
+            group: group.to_string(),
+            value: None,
+        },
+        Record::ConsumerGroup {
+            group: group.to_string(),
+            value: None,
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(s: &mut CoordinatorState, group: &str, now_ms: i64) {
+        let entry = CommitEntry {
+            topic: "t".into(),
+            partition: 0,
+            offset: 1,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        for r in CoordinatorState::commit_records(group, &[entry], now_ms) {
+            s.replay(&r, now_ms);
+        }
+    }
+
+    #[test]
+    fn empty_groups_without_offsets_are_removed_with_their_last_offsets() {
+        let mut s = CoordinatorState::default();
+        s.classic_mut("idle", 0).unwrap();
+        s.consumer_mut("idle848", 0).unwrap();
+        commit(&mut s, "kept", 0);
+        s.classic_mut("kept", 0).unwrap();
+        // Fresh offsets keep "kept"; the two groups with no offsets go now.
+        let records = s.expire_offsets(10, 1000);
+        for r in &records {
+            s.replay(r, 10);
+        }
+        assert_eq!(s.groups.keys().collect::<Vec<_>>(), ["kept"]);
+        // Once "kept" has been empty past retention, its offsets and then the group go.
+        let records = s.expire_offsets(5000, 1000);
+        assert!(records
+            .iter()
+            .any(|r| matches!(r, Record::Offset { value: None, .. })));
+        for r in &records {
+            s.replay(r, 5000);
+        }
+        assert!(s.groups.is_empty());
+        assert!(!s.offsets.has_group("kept"));
+    }
+
+    #[test]
+    fn deleting_a_group_tombstones_both_group_records() {
+        let mut s = CoordinatorState::default();
+        s.consumer_mut("g", 0).unwrap();
+        let records = s.delete_group("g").unwrap();
+        assert!(records
+            .iter()
+            .any(|r| matches!(r, Record::ConsumerGroup { value: None, .. })));
+        assert!(records
+            .iter()
+            .any(|r| matches!(r, Record::Group { value: None, .. })));
+    }
+
+    #[test]
+    fn a_group_created_by_a_refused_call_is_discarded() {
+        let mut s = CoordinatorState::default();
+        s.classic_mut("g", 0).unwrap();
+        s.discard_if_empty("g");
+        assert!(s.groups.is_empty());
     }
 }

@@ -431,3 +431,23 @@ fn changing_offsets_topic_partitions_later_does_not_move_groups() {
     );
     rt.block_on(broker.shutdown());
 }
+
+#[test]
+fn a_refused_join_leaves_no_group_behind() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let mut c = RawClient::connect(broker.local_addr);
+    let req = JoinGroupRequest::default()
+        .with_group_id(gid("too-short"))
+        .with_session_timeout_ms(1000)
+        .with_rebalance_timeout_ms(1000)
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(s("range"))
+            .with_metadata(Bytes::from_static(b"meta"))]);
+    let r: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &req);
+    assert_eq!(r.error_code, ErrorCode::InvalidSessionTimeout.code());
+    assert_eq!(list_groups(&mut c, &[], &[]), vec![]);
+    rt.block_on(broker.shutdown());
+}
