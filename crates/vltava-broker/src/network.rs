@@ -5,7 +5,7 @@
 //! The writer polls all pending answers together but writes them in request order, so a
 //! pipelined client gets in-order responses while acks=all produces share one fsync.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,7 +55,7 @@ impl ConnectionTracker {
         while tasks.try_join_next().is_some() {}
         tasks.spawn(
             async move {
-                serve(broker, stream, shutdown).await;
+                serve(broker, stream, peer.ip(), shutdown).await;
                 drop(permit);
             }
             .instrument(tracing::debug_span!("conn", %peer)),
@@ -73,7 +73,12 @@ impl ConnectionTracker {
     }
 }
 
-async fn serve(broker: Arc<Broker>, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
+async fn serve(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: IpAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Pending>(broker.config.queued_max_requests());
     let writer = tokio::spawn(async move {
@@ -121,7 +126,7 @@ async fn serve(broker: Arc<Broker>, stream: TcpStream, mut shutdown: watch::Rece
             break;
         }
         let pending = match decode_request(body.freeze()) {
-            Ok(Decoded::Request(header, request)) => match handle(&broker, header, request) {
+            Ok(Decoded::Request(header, request)) => match handle(&broker, header, peer, request) {
                 Ok(pending) => pending,
                 Err(Hostile(reason)) => {
                     tracing::warn!(%reason, "hostile request; closing connection");
@@ -172,6 +177,7 @@ fn encode(
 fn handle(
     broker: &Arc<Broker>,
     header: Header,
+    peer: IpAddr,
     request: vltava_protocol::Request,
 ) -> Result<Pending, Hostile> {
     let span = tracing::debug_span!(
@@ -183,7 +189,7 @@ fn handle(
     );
     let _enter = span.enter();
     let (corr, version) = (header.correlation_id, header.api_version);
-    let fut = handlers::dispatch(broker, &header, request)?;
+    let fut = handlers::dispatch(broker, &header, peer, request)?;
     Ok(Box::pin(
         async move {
             let response = fut.await?;

@@ -124,10 +124,16 @@ async fn settle<T>(parked: Parked<T>, timeout_ms: u64, on_timeout: T) -> T {
     }
 }
 
+/// Who sent a request, as group descriptions show it: Kafka's `client.id` and `/host`.
+pub struct ClientInfo {
+    pub client_id: String,
+    pub host: String,
+}
+
 pub async fn join_group(
     broker: Arc<Broker>,
     version: i16,
-    client_id: String,
+    client: ClientInfo,
     req: JoinGroupRequest,
 ) -> JoinGroupResponse {
     let group = req.group_id.0.to_string();
@@ -144,8 +150,8 @@ pub async fn join_group(
     let jr = JoinRequest {
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
-        client_id,
-        client_host: "/127.0.0.1".into(),
+        client_id: client.client_id,
+        client_host: client.host,
         session_timeout_ms: req.session_timeout_ms,
         rebalance_timeout_ms: rebalance_timeout,
         protocol_type: req.protocol_type.to_string(),
@@ -692,7 +698,7 @@ pub fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDe
 
 pub fn consumer_group_heartbeat(
     broker: &Arc<Broker>,
-    client_id: String,
+    client: ClientInfo,
     req: ConsumerGroupHeartbeatRequest,
 ) -> ConsumerGroupHeartbeatResponse {
     let image = broker.controller.image();
@@ -710,8 +716,8 @@ pub fn consumer_group_heartbeat(
         member_id: req.member_id.to_string(),
         member_epoch: req.member_epoch,
         instance_id: req.instance_id.as_ref().map(|s| s.to_string()),
-        client_id,
-        client_host: "/127.0.0.1".into(),
+        client_id: client.client_id,
+        client_host: client.host,
         rebalance_timeout_ms: req.rebalance_timeout_ms,
         subscribed_topics: req
             .subscribed_topic_names

@@ -10,6 +10,7 @@ pub mod offsets;
 pub mod produce;
 pub mod topics;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -24,9 +25,14 @@ use crate::broker::Broker;
 pub fn dispatch(
     broker: &Arc<Broker>,
     header: &Header,
+    peer: IpAddr,
     request: Request,
 ) -> Result<BoxFuture<'static, Option<Response>>, produce::Hostile> {
     let v = header.api_version;
+    let client = || groups::ClientInfo {
+        client_id: header.client_id.clone().unwrap_or_default(),
+        host: format!("/{peer}"),
+    };
     let ready =
         |r: Response| -> BoxFuture<'static, Option<Response>> { Box::pin(async move { Some(r) }) };
     Ok(match request {
@@ -56,10 +62,7 @@ pub fn dispatch(
         Request::DescribeLogDirs(r) => ready(offsets::describe_log_dirs(broker, r).into()),
         Request::FindCoordinator(r) => ready(groups::find_coordinator(broker, v, r).into()),
         Request::JoinGroup(r) => {
-            let (b, client) = (
-                Arc::clone(broker),
-                header.client_id.clone().unwrap_or_default(),
-            );
+            let (b, client) = (Arc::clone(broker), client());
             Box::pin(async move { Some(groups::join_group(b, v, client, r).await.into()) })
         }
         Request::SyncGroup(r) => {
@@ -77,14 +80,9 @@ pub fn dispatch(
         Request::DescribeGroups(r) => ready(groups::describe_groups(broker, r).into()),
         Request::DeleteGroups(r) => ready(groups::delete_groups(broker, r).into()),
         Request::OffsetDelete(r) => ready(groups::offset_delete(broker, r).into()),
-        Request::ConsumerGroupHeartbeat(r) => ready(
-            groups::consumer_group_heartbeat(
-                broker,
-                header.client_id.clone().unwrap_or_default(),
-                r,
-            )
-            .into(),
-        ),
+        Request::ConsumerGroupHeartbeat(r) => {
+            ready(groups::consumer_group_heartbeat(broker, client(), r).into())
+        }
         Request::ConsumerGroupDescribe(r) => {
             ready(groups::consumer_group_describe(broker, r).into())
         }
