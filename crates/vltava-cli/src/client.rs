@@ -46,7 +46,7 @@ pub struct ClientArgs {
     /// Client properties file (key=value lines, as Kafka's tools take), applied before -X
     #[arg(long, global = true, value_name = "FILE")]
     pub command_config: Option<PathBuf>,
-    /// Any librdkafka client property, repeatable (-X security.protocol=SASL_SSL)
+    /// Any librdkafka client property, repeatable (-X linger.ms=5)
     #[arg(short = 'X', global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub property: Vec<(String, String)>,
     /// Output format
@@ -118,6 +118,11 @@ impl Settings {
             .entry("bootstrap.servers".into())
             .or_insert_with(|| DEFAULT_BOOTSTRAP.into());
         props.extend(args.property.iter().cloned());
+        if props["bootstrap.servers"].trim().is_empty() {
+            return Err(Error::usage(
+                "the bootstrap server list is empty (give --bootstrap-server host:port)",
+            ));
+        }
         Ok(Settings {
             bootstrap: props["bootstrap.servers"].clone(),
             output: args.output,
@@ -430,6 +435,12 @@ mod tests {
         a.property.push(("bootstrap.servers".into(), "x:2".into()));
         let s = Settings::new(&a, &[]).unwrap();
         assert_eq!(s.bootstrap, "x:2", "-X wins over the flag");
+
+        a.property.push(("bootstrap.servers".into(), " ".into()));
+        let Err(e) = Settings::new(&a, &[]) else {
+            panic!("an empty bootstrap list is a usage error");
+        };
+        assert_eq!(e.exit_code(), 2, "{e}");
     }
 }
 

@@ -100,7 +100,7 @@ pub struct ResetArgs {
     #[arg(long)]
     pub to_latest: bool,
     /// To this offset
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub to_offset: Option<i64>,
     /// To the first offset at or after this time (YYYY-MM-DDTHH:MM:SS[.sss][Z|+HH:MM])
     #[arg(long, value_name = "DATETIME", value_parser = parse_datetime_ms)]

@@ -86,7 +86,8 @@ pub struct DescribeArgs {
     /// Topic names
     #[arg(required = true)]
     pub names: Vec<String>,
-    /// List every config, not only those that differ from the default
+    /// List every config, not only those that differ from the default (-o json always lists
+    /// every config with its source, for scripts to filter)
     #[arg(long)]
     pub all_configs: bool,
 }
@@ -318,10 +319,11 @@ fn alter_topic(settings: &Settings, a: AlterArgs) -> Result<(), Error> {
     if let Some(n) = a.partitions {
         let current = info.partitions.len() as i32;
         if n <= current {
-            return Err(Error::usage(format!(
-                "topic '{}' has {current} partitions; --partitions can only increase it",
-                a.name
-            )));
+            // Depends on the topic as it is now, so the cluster refuses it, not the syntax.
+            return Err(Error::Refused {
+                resource: format!("topic '{}'", a.name),
+                reason: format!("has {current} partitions; --partitions can only increase it"),
+            });
         }
         let p = NewPartitions::new(&a.name, n as usize);
         let results = block_on(admin.create_partitions([&p], &admin_options())).map_err(

@@ -207,7 +207,7 @@ fn topic_lifecycle() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["segment.ms"]);
-    run(a, &w("topic alter orders --partitions 2")).fails(2, "can only increase");
+    run(a, &w("topic alter orders --partitions 2")).fails(1, "can only increase");
     run(a, &w("topic alter orders")).fails(2, "nothing to alter");
     run(a, &w("topic alter orders --config segment.ms=-5")).fails(1, "segment.ms");
 
@@ -797,6 +797,11 @@ fn groups_describe_reset_delete() {
         &w("group reset-offsets fresh --topic jobs --shift-by -1"),
     )
     .fails(1, "no committed offset");
+    run(
+        a,
+        &w("group reset-offsets billing --topic jobs --to-offset -1"),
+    )
+    .fails(2, "--to-offset must not be negative");
     run(
         a,
         &w("group reset-offsets billing --topic missing --to-latest"),
