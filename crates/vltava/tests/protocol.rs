@@ -1,4 +1,5 @@
-//! Wire-level behaviour: pipelining order, long-poll wake-up, fetch errors, topic ids.
+//! Wire-level behaviour: pipelining order, long-poll wake-up and its answer at shutdown, fetch
+//! errors, topic ids (Fetch, DeleteTopics), DescribeTopicPartitions, OffsetForLeaderEpoch.
 
 mod common;
 
@@ -205,6 +206,89 @@ fn fetch_long_poll_wakes_on_new_data() {
     assert_eq!(
         resp.responses[0].partitions[0].error_code,
         ErrorCode::UnknownTopicId.code()
+    );
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn topic_ids_leader_epochs_and_partition_descriptions() {
+    use vltava_protocol::messages::delete_topics_request::DeleteTopicState;
+    use vltava_protocol::messages::describe_topic_partitions_request::TopicRequest;
+    use vltava_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let mut c = RawClient::connect(broker.local_addr);
+    let topic_id = create(&mut c, "ids").topics[0].topic_id;
+    for _ in 0..3 {
+        let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_req("ids", b"v", 1));
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+
+    let describe = |c: &mut RawClient, name: &str| -> DescribeTopicPartitionsResponse {
+        c.call(
+            ApiKey::DescribeTopicPartitions,
+            0,
+            &DescribeTopicPartitionsRequest::default()
+                .with_topics(vec![TopicRequest::default().with_name(topic(name))])
+                .with_response_partition_limit(2000),
+        )
+    };
+    let d = describe(&mut c, "ids");
+    let t = &d.topics[0];
+    assert_eq!(
+        (t.error_code, t.topic_id, t.is_internal),
+        (0, topic_id, false)
+    );
+    assert_eq!(t.partitions.len(), 1);
+    let p = &t.partitions[0];
+    assert_eq!((p.partition_index, p.leader_id.0), (0, 1));
+    assert_eq!(p.isr_nodes.iter().map(|b| b.0).collect::<Vec<_>>(), [1]);
+
+    // The end offset of the leader's epoch is the log end; an unknown partition says so.
+    let epoch_of = |c: &mut RawClient, partition: i32| -> (i16, i32, i64) {
+        let r: OffsetForLeaderEpochResponse = c.call(
+            ApiKey::OffsetForLeaderEpoch,
+            4,
+            &OffsetForLeaderEpochRequest::default()
+                .with_replica_id(vltava_protocol::messages::BrokerId(-1))
+                .with_topics(vec![OffsetForLeaderTopic::default()
+                    .with_topic(topic("ids"))
+                    .with_partitions(vec![OffsetForLeaderPartition::default()
+                        .with_partition(partition)
+                        .with_current_leader_epoch(-1)
+                        .with_leader_epoch(p.leader_epoch)])]),
+        );
+        let e = &r.topics[0].partitions[0];
+        (e.error_code, e.leader_epoch, e.end_offset)
+    };
+    assert_eq!(epoch_of(&mut c, 0), (0, p.leader_epoch, 3));
+    assert_eq!(
+        epoch_of(&mut c, 7).0,
+        ErrorCode::UnknownTopicOrPartition.code()
+    );
+
+    // DeleteTopics v6 by id: an unknown id is refused, the real one deletes the topic.
+    let delete = |c: &mut RawClient, id: uuid::Uuid| -> i16 {
+        let r: DeleteTopicsResponse = c.call(
+            ApiKey::DeleteTopics,
+            6,
+            &DeleteTopicsRequest::default()
+                .with_topics(vec![DeleteTopicState::default().with_topic_id(id)])
+                .with_timeout_ms(5000),
+        );
+        r.responses[0].error_code
+    };
+    assert_eq!(
+        delete(&mut c, uuid::Uuid::from_u128(7)),
+        ErrorCode::UnknownTopicId.code()
+    );
+    assert_eq!(delete(&mut c, topic_id), 0);
+    assert_eq!(
+        describe(&mut c, "ids").topics[0].error_code,
+        ErrorCode::UnknownTopicOrPartition.code()
     );
     rt.block_on(broker.shutdown());
 }
