@@ -25,6 +25,10 @@ pub struct ConsumerMember {
     pub assigned: BTreeSet<TopicPartition>,
     /// Partitions the member must give up before they can move.
     pub revoking: BTreeSet<TopicPartition>,
+    /// A static member that left with epoch -2 (KIP-848): it keeps its assignment until its
+    /// session times out, so that a restart with the same instance id moves nothing.
+    #[serde(default)]
+    pub departed: bool,
     /// Not stored: a restored member's session counts from the restore.
     #[serde(skip)]
     pub last_heartbeat_ms: i64,
@@ -113,6 +117,7 @@ impl ConsumerGroup {
         for m in g.members.values_mut() {
             m.last_heartbeat_ms = 0;
             m.last_sent = None;
+            m.revoking_since_ms = None;
         }
         g
     }
@@ -187,6 +192,21 @@ impl ConsumerGroup {
         req: HeartbeatRequest,
         partitions_of: &dyn Fn(&str) -> Option<i32>,
     ) -> Result<HeartbeatResponse, GroupError> {
+        if req.member_epoch == -2 {
+            if let Some(m) = self
+                .members
+                .get_mut(&req.member_id)
+                .filter(|m| m.instance_id.is_some())
+            {
+                m.departed = true;
+                return Ok(HeartbeatResponse {
+                    member_id: req.member_id.clone(),
+                    member_epoch: -2,
+                    heartbeat_interval_ms: 0,
+                    assignment: None,
+                });
+            }
+        }
         if req.member_epoch == -1 || req.member_epoch == -2 {
             return self
                 .leave(&req.member_id, partitions_of)
@@ -215,28 +235,36 @@ impl ConsumerGroup {
             if !self.members.contains_key(&member_id) && self.members.len() >= cfg.max_size {
                 return Err(GroupError::GroupMaxSizeReached);
             }
-            // A (re)joining member starts from nothing; with a static id it replaces the old one.
-            if let Some(inst) = &req.instance_id {
-                let old: Vec<String> = self
-                    .members
+            // A static member coming back takes over its old identity: same assignment and
+            // epoch, so nothing moves. Anyone else (re)joining starts from nothing.
+            let old_static = req.instance_id.as_ref().and_then(|inst| {
+                self.members
                     .values()
-                    .filter(|m| m.instance_id.as_ref() == Some(inst) && m.member_id != member_id)
+                    .find(|m| m.instance_id.as_ref() == Some(inst) && m.member_id != member_id)
                     .map(|m| m.member_id.clone())
-                    .collect();
-                for o in old {
-                    self.members.remove(&o);
+            });
+            let member = match old_static.and_then(|o| self.members.remove(&o)) {
+                Some(old) => {
+                    if let Some(target) = self.target.remove(&old.member_id) {
+                        self.target.insert(member_id.clone(), target);
+                    }
+                    ConsumerMember {
+                        member_id: member_id.clone(),
+                        departed: false,
+                        last_sent: None,
+                        ..old
+                    }
                 }
-            }
-            let prev = self.members.remove(&member_id);
-            bump = prev.is_none();
-            self.members.insert(
-                member_id.clone(),
-                ConsumerMember {
-                    member_id: member_id.clone(),
-                    previous_member_epoch: -1,
-                    ..Default::default()
-                },
-            );
+                None => {
+                    bump = self.members.remove(&member_id).is_none();
+                    ConsumerMember {
+                        member_id: member_id.clone(),
+                        previous_member_epoch: -1,
+                        ..Default::default()
+                    }
+                }
+            };
+            self.members.insert(member_id.clone(), member);
         } else {
             let m = self
                 .members
@@ -539,6 +567,83 @@ mod tests {
         g.heartbeat(6, &cfg, hb("b", -1, None, None), &parts)
             .unwrap();
         assert_eq!(g.target["a"].len(), 4);
+    }
+
+    #[test]
+    fn a_static_member_that_leaves_with_minus_two_returns_to_its_assignment() {
+        let parts = |t: &str| (t == "t").then_some(4);
+        let cfg = ConsumerGroupConfig::default();
+        let mut g = ConsumerGroup::new("g", 0);
+        let static_hb = |id: &str, epoch, topics, owned| HeartbeatRequest {
+            instance_id: Some("inst-1".into()),
+            ..hb(id, epoch, topics, owned)
+        };
+        g.heartbeat(
+            0,
+            &cfg,
+            static_hb("a", 0, Some(&["t"]), Some(vec![])),
+            &parts,
+        )
+        .unwrap();
+        let b = g
+            .heartbeat(1, &cfg, hb("b", 0, Some(&["t"]), Some(vec![])), &parts)
+            .unwrap();
+        let kept = g
+            .heartbeat(2, &cfg, static_hb("a", 1, None, None), &parts)
+            .unwrap()
+            .assignment
+            .unwrap();
+        g.heartbeat(3, &cfg, static_hb("a", 1, None, Some(kept.clone())), &parts)
+            .unwrap();
+        let b_parts = g
+            .heartbeat(4, &cfg, hb("b", b.member_epoch, None, Some(vec![])), &parts)
+            .unwrap()
+            .assignment
+            .unwrap();
+        assert_eq!(g.state_name(), "Stable");
+        let epoch = g.group_epoch;
+        let a_epoch = g.members["a"].member_epoch;
+        let b_epoch = g.members["b"].member_epoch;
+
+        // Leave with -2, come back under a new member id with the same instance id.
+        let left = g
+            .heartbeat(5, &cfg, static_hb("a", -2, None, None), &parts)
+            .unwrap();
+        assert_eq!(left.member_epoch, -2);
+        assert!(!g.tick(6, &cfg, &parts), "kept within its session");
+        let back = g
+            .heartbeat(
+                7,
+                &cfg,
+                static_hb("a2", 0, Some(&["t"]), Some(vec![])),
+                &parts,
+            )
+            .unwrap();
+        assert_eq!(back.member_epoch, a_epoch, "same epoch as before");
+        assert_eq!(back.assignment.unwrap(), kept, "same partitions as before");
+        assert_eq!(g.group_epoch, epoch, "no rebalance");
+        assert!(!g.members.contains_key("a"));
+        let b_now = g
+            .heartbeat(
+                8,
+                &cfg,
+                hb("b", b.member_epoch, None, Some(b_parts.clone())),
+                &parts,
+            )
+            .unwrap();
+        assert_eq!(b_now.member_epoch, b_epoch, "b saw no new epoch");
+        assert_eq!(b_now.assignment, None, "and no new assignment");
+        assert_eq!(
+            g.members["b"].assigned.len(),
+            b_parts.len(),
+            "b keeps its share"
+        );
+
+        // Gone for longer than the session: removed, and b takes everything.
+        g.heartbeat(9, &cfg, static_hb("a2", -2, None, None), &parts)
+            .unwrap();
+        assert!(g.tick(9 + cfg.session_timeout_ms + 1, &cfg, &parts));
+        assert!(!g.members.contains_key("a2"));
     }
 
     #[test]
