@@ -278,8 +278,13 @@ impl ConsumerGroup {
         m.last_heartbeat_ms = now_ms;
         m.client_id = req.client_id.clone();
         m.client_host = req.client_host.clone();
-        m.instance_id = req.instance_id.clone();
-        m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        // KIP-848 heartbeats carry these only when they change: null and -1 mean "as before".
+        if req.instance_id.is_some() {
+            m.instance_id = req.instance_id.clone();
+        }
+        if req.rebalance_timeout_ms >= 0 {
+            m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        }
         if req.assignor.is_some() {
             m.assignor = req.assignor.clone();
         }
@@ -588,12 +593,13 @@ mod tests {
         let b = g
             .heartbeat(1, &cfg, hb("b", 0, Some(&["t"]), Some(vec![])), &parts)
             .unwrap();
+        // Later heartbeats leave the instance id out: unchanged, as KIP-848 clients send it.
         let kept = g
-            .heartbeat(2, &cfg, static_hb("a", 1, None, None), &parts)
+            .heartbeat(2, &cfg, hb("a", 1, None, None), &parts)
             .unwrap()
             .assignment
             .unwrap();
-        g.heartbeat(3, &cfg, static_hb("a", 1, None, Some(kept.clone())), &parts)
+        g.heartbeat(3, &cfg, hb("a", 1, None, Some(kept.clone())), &parts)
             .unwrap();
         let b_parts = g
             .heartbeat(4, &cfg, hb("b", b.member_epoch, None, Some(vec![])), &parts)
@@ -607,7 +613,7 @@ mod tests {
 
         // Leave with -2, come back under a new member id with the same instance id.
         let left = g
-            .heartbeat(5, &cfg, static_hb("a", -2, None, None), &parts)
+            .heartbeat(5, &cfg, hb("a", -2, None, None), &parts)
             .unwrap();
         assert_eq!(left.member_epoch, -2);
         assert!(!g.tick(6, &cfg, &parts), "kept within its session");

@@ -459,6 +459,96 @@ fn kip_848_consumer_protocol_assigns_and_rebalances() {
 }
 
 #[test]
+fn kip_848_static_member_restart_does_not_move_partitions() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(
+        &rt,
+        dir.path(),
+        &[("group.consumer.heartbeat.interval.ms", "300")],
+    );
+    let addr = broker.local_addr;
+    create_topic(&rt, addr, "static848", 4);
+    let mk = |t: Tracker, instance: Option<&str>| {
+        let mut c = client_config(addr);
+        c.set("group.id", "static-new")
+            .set("group.protocol", "consumer")
+            .set("auto.offset.reset", "earliest");
+        if let Some(i) = instance {
+            c.set("group.instance.id", i);
+        }
+        let c: BaseConsumer<Tracker> = c.create_with_context(t).unwrap();
+        c.subscribe(&["static848"]).unwrap();
+        c
+    };
+    let a_t = Tracker::default();
+    let a = mk(a_t.clone(), None);
+    wait_until("a has 4", Duration::from_secs(30), || {
+        a.poll(Duration::from_millis(50));
+        a_t.assigned.lock().unwrap().len() == 4
+    });
+    let s_t = Tracker::default();
+    let s = mk(s_t.clone(), Some("instance-848"));
+    wait_until("2/2", Duration::from_secs(30), || {
+        a.poll(Duration::from_millis(20));
+        s.poll(Duration::from_millis(20));
+        a_t.assigned.lock().unwrap().len() == 2 && s_t.assigned.lock().unwrap().len() == 2
+    });
+    let a_parts = a_t.assigned.lock().unwrap().clone();
+    let s_parts = s_t.assigned.lock().unwrap().clone();
+    let a_rebalances = a_t.rebalances.load(Ordering::SeqCst);
+    // The group epoch moves on any rebalance, even one that happens to assign the same
+    // partitions again; librdkafka alone cannot tell the two apart.
+    let group_epoch = || {
+        use vltava_protocol::messages::{
+            ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, GroupId,
+        };
+        let r: ConsumerGroupDescribeResponse = RawClient::connect(addr).call(
+            vltava_protocol::ApiKey::ConsumerGroupDescribe,
+            0,
+            &ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(
+                vltava_protocol::StrBytes::from_static_str("static-new"),
+            )]),
+        );
+        r.groups[0].group_epoch
+    };
+    let epoch_before = group_epoch();
+    drop(s);
+    let s2_t = Tracker::default();
+    let s2 = mk(s2_t.clone(), Some("instance-848"));
+    wait_until(
+        "restarted static member assigned",
+        Duration::from_secs(30),
+        || {
+            a.poll(Duration::from_millis(20));
+            s2.poll(Duration::from_millis(20));
+            !s2_t.assigned.lock().unwrap().is_empty()
+        },
+    );
+    for _ in 0..20 {
+        a.poll(Duration::from_millis(50));
+        s2.poll(Duration::from_millis(50));
+    }
+    assert_eq!(
+        *s2_t.assigned.lock().unwrap(),
+        s_parts,
+        "same partitions as before"
+    );
+    assert_eq!(
+        *a_t.assigned.lock().unwrap(),
+        a_parts,
+        "the other member kept its own"
+    );
+    assert_eq!(
+        a_t.rebalances.load(Ordering::SeqCst),
+        a_rebalances,
+        "the other member saw no rebalance"
+    );
+    assert_eq!(group_epoch(), epoch_before, "the group did not rebalance");
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
 fn groups_are_listed_described_and_deleted() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
