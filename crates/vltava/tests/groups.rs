@@ -285,6 +285,69 @@ fn consumers_resume_from_committed_offsets_after_kill_9() {
     }
 }
 
+/// A dynamic member and a static one share a 4-partition topic; the static member stops
+/// and starts again with the same instance id. It must get the same partitions back and the
+/// dynamic member must see no rebalance. `mk(tracker, instance)` builds a subscribed member;
+/// `group_epoch`, where the protocol has one to read, must not move either.
+fn static_restart_moves_nothing(
+    mk: impl Fn(Tracker, Option<&str>) -> BaseConsumer<Tracker>,
+    group_epoch: Option<&dyn Fn() -> i32>,
+) {
+    let a_t = Tracker::default();
+    let a = mk(a_t.clone(), None);
+    wait_until("a has 4", Duration::from_secs(30), || {
+        a.poll(Duration::from_millis(50));
+        a_t.assigned.lock().unwrap().len() == 4
+    });
+    let s_t = Tracker::default();
+    let s = mk(s_t.clone(), Some("instance-1"));
+    wait_until("split 2/2", Duration::from_secs(30), || {
+        a.poll(Duration::from_millis(20));
+        s.poll(Duration::from_millis(20));
+        a_t.assigned.lock().unwrap().len() == 2 && s_t.assigned.lock().unwrap().len() == 2
+    });
+    let a_parts = a_t.assigned.lock().unwrap().clone();
+    let s_parts = s_t.assigned.lock().unwrap().clone();
+    let a_rebalances = a_t.rebalances.load(Ordering::SeqCst);
+    let epoch_before = group_epoch.map(|f| f());
+    drop(s);
+    let s2_t = Tracker::default();
+    let s2 = mk(s2_t.clone(), Some("instance-1"));
+    wait_until(
+        "restarted static member assigned",
+        Duration::from_secs(30),
+        || {
+            a.poll(Duration::from_millis(20));
+            s2.poll(Duration::from_millis(20));
+            !s2_t.assigned.lock().unwrap().is_empty()
+        },
+    );
+    for _ in 0..20 {
+        a.poll(Duration::from_millis(50));
+        s2.poll(Duration::from_millis(50));
+    }
+    assert_eq!(
+        *s2_t.assigned.lock().unwrap(),
+        s_parts,
+        "same partitions as before"
+    );
+    assert_eq!(
+        *a_t.assigned.lock().unwrap(),
+        a_parts,
+        "the other member kept its own"
+    );
+    assert_eq!(
+        a_t.rebalances.load(Ordering::SeqCst),
+        a_rebalances,
+        "the other member saw no rebalance"
+    );
+    assert_eq!(
+        group_epoch.map(|f| f()),
+        epoch_before,
+        "the group did not rebalance"
+    );
+}
+
 #[test]
 fn static_member_restart_does_not_rebalance() {
     let rt = runtime();
@@ -296,60 +359,16 @@ fn static_member_restart_does_not_rebalance() {
     );
     let addr = broker.local_addr;
     create_topic(&rt, addr, "static", 4);
-    let leader_t = Tracker::default();
-    let leader = consumer(addr, "statics", &[], leader_t.clone());
-    leader.subscribe(&["static"]).unwrap();
-    wait_until("leader assigned", Duration::from_secs(20), || {
-        leader.poll(Duration::from_millis(50));
-        leader_t.assigned.lock().unwrap().len() == 4
-    });
-    let run_static = |t: Tracker| {
-        let c = consumer(
-            addr,
-            "statics",
-            &[
-                ("group.instance.id", "instance-1"),
-                ("session.timeout.ms", "10000"),
-            ],
-            t,
-        );
-        c.subscribe(&["static"]).unwrap();
-        c
-    };
-    let s_t = Tracker::default();
-    let s = run_static(s_t.clone());
-    wait_until("split 2/2", Duration::from_secs(20), || {
-        leader.poll(Duration::from_millis(20));
-        s.poll(Duration::from_millis(20));
-        leader_t.assigned.lock().unwrap().len() == 2 && s_t.assigned.lock().unwrap().len() == 2
-    });
-    let before = leader_t.rebalances.load(Ordering::SeqCst);
-    let static_parts = s_t.assigned.lock().unwrap().clone();
-    drop(s); // a static member leaves no LeaveGroup behind
-    let s2_t = Tracker::default();
-    let s2 = run_static(s2_t.clone());
-    wait_until(
-        "restarted static member assigned",
-        Duration::from_secs(20),
-        || {
-            leader.poll(Duration::from_millis(20));
-            s2.poll(Duration::from_millis(20));
-            !s2_t.assigned.lock().unwrap().is_empty()
+    // A static member leaves no LeaveGroup behind when it stops.
+    static_restart_moves_nothing(
+        |t, instance| {
+            let mut extra = vec![("session.timeout.ms", "10000")];
+            extra.extend(instance.map(|i| ("group.instance.id", i)));
+            let c = consumer(addr, "statics", &extra, t);
+            c.subscribe(&["static"]).unwrap();
+            c
         },
-    );
-    for _ in 0..20 {
-        leader.poll(Duration::from_millis(50));
-        s2.poll(Duration::from_millis(50));
-    }
-    assert_eq!(
-        *s2_t.assigned.lock().unwrap(),
-        static_parts,
-        "same partitions as before the restart"
-    );
-    assert_eq!(
-        leader_t.rebalances.load(Ordering::SeqCst),
-        before,
-        "the other member saw no rebalance"
+        None,
     );
     rt.block_on(broker.shutdown());
 }
@@ -469,36 +488,9 @@ fn kip_848_static_member_restart_does_not_move_partitions() {
     );
     let addr = broker.local_addr;
     create_topic(&rt, addr, "static848", 4);
-    let mk = |t: Tracker, instance: Option<&str>| {
-        let mut c = client_config(addr);
-        c.set("group.id", "static-new")
-            .set("group.protocol", "consumer")
-            .set("auto.offset.reset", "earliest");
-        if let Some(i) = instance {
-            c.set("group.instance.id", i);
-        }
-        let c: BaseConsumer<Tracker> = c.create_with_context(t).unwrap();
-        c.subscribe(&["static848"]).unwrap();
-        c
-    };
-    let a_t = Tracker::default();
-    let a = mk(a_t.clone(), None);
-    wait_until("a has 4", Duration::from_secs(30), || {
-        a.poll(Duration::from_millis(50));
-        a_t.assigned.lock().unwrap().len() == 4
-    });
-    let s_t = Tracker::default();
-    let s = mk(s_t.clone(), Some("instance-848"));
-    wait_until("2/2", Duration::from_secs(30), || {
-        a.poll(Duration::from_millis(20));
-        s.poll(Duration::from_millis(20));
-        a_t.assigned.lock().unwrap().len() == 2 && s_t.assigned.lock().unwrap().len() == 2
-    });
-    let a_parts = a_t.assigned.lock().unwrap().clone();
-    let s_parts = s_t.assigned.lock().unwrap().clone();
-    let a_rebalances = a_t.rebalances.load(Ordering::SeqCst);
-    // The group epoch moves on any rebalance, even one that happens to assign the same
-    // partitions again; librdkafka alone cannot tell the two apart.
+    // The group epoch moves on any rebalance, even one that happens to hand out the same
+    // partitions again, which librdkafka alone cannot tell apart. The member leaves with
+    // epoch -2 and comes back.
     let group_epoch = || {
         use vltava_protocol::messages::{
             ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, GroupId,
@@ -512,39 +504,21 @@ fn kip_848_static_member_restart_does_not_move_partitions() {
         );
         r.groups[0].group_epoch
     };
-    let epoch_before = group_epoch();
-    drop(s);
-    let s2_t = Tracker::default();
-    let s2 = mk(s2_t.clone(), Some("instance-848"));
-    wait_until(
-        "restarted static member assigned",
-        Duration::from_secs(30),
-        || {
-            a.poll(Duration::from_millis(20));
-            s2.poll(Duration::from_millis(20));
-            !s2_t.assigned.lock().unwrap().is_empty()
+    static_restart_moves_nothing(
+        |t, instance| {
+            let mut c = client_config(addr);
+            c.set("group.id", "static-new")
+                .set("group.protocol", "consumer")
+                .set("auto.offset.reset", "earliest");
+            if let Some(i) = instance {
+                c.set("group.instance.id", i);
+            }
+            let c: BaseConsumer<Tracker> = c.create_with_context(t).unwrap();
+            c.subscribe(&["static848"]).unwrap();
+            c
         },
+        Some(&group_epoch),
     );
-    for _ in 0..20 {
-        a.poll(Duration::from_millis(50));
-        s2.poll(Duration::from_millis(50));
-    }
-    assert_eq!(
-        *s2_t.assigned.lock().unwrap(),
-        s_parts,
-        "same partitions as before"
-    );
-    assert_eq!(
-        *a_t.assigned.lock().unwrap(),
-        a_parts,
-        "the other member kept its own"
-    );
-    assert_eq!(
-        a_t.rebalances.load(Ordering::SeqCst),
-        a_rebalances,
-        "the other member saw no rebalance"
-    );
-    assert_eq!(group_epoch(), epoch_before, "the group did not rebalance");
     rt.block_on(broker.shutdown());
 }
 
