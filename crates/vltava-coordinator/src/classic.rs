@@ -172,7 +172,17 @@ pub struct ClassicGroup {
     pub pending: BTreeMap<String, i64>,
     rebalance_deadline_ms: i64,
     /// The join phase of a group that was empty waits `group.initial.rebalance.delay.ms`.
-    initial_delay: bool,
+    initial_delay: Option<InitialDelay>,
+}
+
+/// Kafka's initial delayed join: the first rebalance of an empty group waits one delay, and
+/// another (up to the rebalance timeout in all) each time a member joined during the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InitialDelay {
+    step_ms: i64,
+    /// What is left of the rebalance timeout for further steps.
+    budget_ms: i64,
+    joined_during_step: bool,
 }
 
 /// The durable part of a group, written to `__consumer_offsets`.
@@ -199,7 +209,7 @@ impl ClassicGroup {
             members: BTreeMap::new(),
             pending: BTreeMap::new(),
             rebalance_deadline_ms: 0,
-            initial_delay: false,
+            initial_delay: None,
         }
     }
 
@@ -446,13 +456,18 @@ impl ClassicGroup {
             effects.merge(self.prepare_rebalance(now_ms));
             if from_empty && cfg.initial_rebalance_delay_ms > 0 {
                 // group.initial.rebalance.delay.ms: let a starting fleet join one generation.
-                self.rebalance_deadline_ms = now_ms
-                    + cfg
-                        .initial_rebalance_delay_ms
-                        .min(self.max_rebalance_timeout());
-                self.initial_delay = true;
+                let timeout = self.max_rebalance_timeout();
+                let step = cfg.initial_rebalance_delay_ms.min(timeout);
+                self.rebalance_deadline_ms = now_ms + step;
+                self.initial_delay = Some(InitialDelay {
+                    step_ms: cfg.initial_rebalance_delay_ms,
+                    budget_ms: timeout - step,
+                    joined_during_step: false,
+                });
                 return (Reply::Wait(waiting), effects);
             }
+        } else if let Some(d) = &mut self.initial_delay {
+            d.joined_during_step = true;
         }
         effects.merge(self.try_complete_join(now_ms, false));
         (Reply::Wait(waiting), effects)
@@ -492,11 +507,11 @@ impl ClassicGroup {
             return effects;
         }
         let all_joined = self.members.values().all(|m| m.awaiting_join) && self.pending.is_empty();
-        let delaying = self.initial_delay && now_ms < self.rebalance_deadline_ms;
+        let delaying = self.initial_delay.is_some() && now_ms < self.rebalance_deadline_ms;
         if !(at_deadline || all_joined && !delaying) {
             return effects;
         }
-        self.initial_delay = false;
+        self.initial_delay = None;
         if at_deadline {
             let gone: Vec<String> = self
                 .members
@@ -794,7 +809,16 @@ impl ClassicGroup {
             effects.merge(self.after_member_loss(now_ms));
         }
         if self.state == GroupState::PreparingRebalance {
-            if now_ms >= self.rebalance_deadline_ms {
+            let extend = self
+                .initial_delay
+                .as_mut()
+                .filter(|d| d.joined_during_step && d.budget_ms > 0);
+            if let (true, Some(d)) = (now_ms >= self.rebalance_deadline_ms, extend) {
+                let step = d.step_ms.min(d.budget_ms);
+                d.budget_ms -= step;
+                d.joined_during_step = false;
+                self.rebalance_deadline_ms = now_ms + step;
+            } else if now_ms >= self.rebalance_deadline_ms {
                 effects.merge(self.try_complete_join(now_ms, true));
             } else {
                 effects.merge(self.try_complete_join(now_ms, false));
@@ -860,6 +884,39 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_initial_delay_grows_while_members_keep_joining() {
+        let cfg = GroupConfig {
+            initial_rebalance_delay_ms: 100,
+            ..CFG
+        };
+        let join = |g: &mut ClassicGroup, now: i64| {
+            let mut r = req("", None);
+            r.require_known_member_id = false;
+            r.rebalance_timeout_ms = 250;
+            g.join(now, &cfg, r)
+        };
+        let mut g = ClassicGroup::new("g", 0);
+        join(&mut g, 0);
+        join(&mut g, 50);
+        assert!(
+            g.tick(100).joins.is_empty(),
+            "b joined during the first delay"
+        );
+        join(&mut g, 150);
+        assert!(g.tick(200).joins.is_empty(), "c joined during the second");
+        // The third step is cut to what is left of the 250 ms rebalance timeout.
+        assert!(g.tick(249).joins.is_empty());
+        let e = g.tick(250);
+        assert_eq!(e.joins.len(), 3, "all three in one generation");
+        assert_eq!(g.generation_id, 1);
+
+        // Nobody else joins: one delay and done.
+        let mut g = ClassicGroup::new("h", 0);
+        join(&mut g, 0);
+        assert_eq!(g.tick(100).joins.len(), 1);
     }
 
     #[test]
