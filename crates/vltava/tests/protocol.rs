@@ -1,5 +1,6 @@
 //! Wire-level behaviour: pipelining order, long-poll wake-up and its answer at shutdown, fetch
-//! errors, topic ids (Fetch, DeleteTopics), DescribeTopicPartitions, OffsetForLeaderEpoch.
+//! errors and size limits, topic ids (Fetch, DeleteTopics), ListOffsets specs,
+//! DescribeTopicPartitions, OffsetForLeaderEpoch.
 
 mod common;
 
@@ -290,5 +291,67 @@ fn topic_ids_leader_epochs_and_partition_descriptions() {
         describe(&mut c, "ids").topics[0].error_code,
         ErrorCode::UnknownTopicOrPartition.code()
     );
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn list_offsets_specs_and_fetch_size_limits() {
+    use vltava_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let mut c = RawClient::connect(broker.local_addr);
+    create(&mut c, "specs");
+    // One record per batch; timestamps out of order, so the newest is not the last.
+    for ts in [5, 50, 20] {
+        let mut req = produce_req("specs", &[b'x'; 100], 1);
+        req.topic_data[0].partition_data[0].records = Some(Bytes::from(build_batch(
+            0,
+            &[(None, Some(&[b'x'; 100]), ts)],
+        )));
+        let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    let list = |c: &mut RawClient, spec: i64| -> (i64, i64) {
+        let r: ListOffsetsResponse = c.call(
+            ApiKey::ListOffsets,
+            7,
+            &ListOffsetsRequest::default()
+                .with_replica_id(vltava_protocol::messages::BrokerId(-1))
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(topic("specs"))
+                    .with_partitions(vec![ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_current_leader_epoch(-1)
+                        .with_timestamp(spec)])]),
+        );
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        (p.offset, p.timestamp)
+    };
+    assert_eq!(list(&mut c, -2).0, 0, "earliest");
+    assert_eq!(list(&mut c, -1).0, 3, "latest");
+    assert_eq!(list(&mut c, -3), (1, 50), "max timestamp");
+    assert_eq!(list(&mut c, 10), (1, 50), "first at or after 10");
+    assert_eq!(list(&mut c, 51).0, -1, "none that new");
+
+    // partition_max_bytes smaller than one batch still returns that one whole batch (KIP-74);
+    // room for two batches returns two.
+    let fetch_with = |c: &mut RawClient, partition_max: i32| -> Vec<i64> {
+        let mut req = fetch_req(FetchTopic::default().with_topic(topic("specs")), 0, 0);
+        req.topics[0].partitions[0].partition_max_bytes = partition_max;
+        let r: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
+        let records = r.responses[0].partitions[0]
+            .records
+            .clone()
+            .unwrap_or_default();
+        Batches::new(&records)
+            .map(|b| b.unwrap().0.base_offset)
+            .collect()
+    };
+    assert_eq!(fetch_with(&mut c, 1), [0]);
+    let one_batch = build_batch(0, &[(None, Some(&[b'x'; 100]), 5)]).len() as i32;
+    assert_eq!(fetch_with(&mut c, 2 * one_batch), [0, 1]);
+    assert_eq!(fetch_with(&mut c, 1 << 20), [0, 1, 2]);
     rt.block_on(broker.shutdown());
 }
