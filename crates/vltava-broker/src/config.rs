@@ -151,6 +151,10 @@ impl BrokerConfig {
         self.get_i64("max.connections").clamp(0, 1 << 20) as usize
     }
 
+    pub fn connections_max_idle(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.get_i64("connections.max.idle.ms").max(1) as u64)
+    }
+
     pub fn queued_max_requests(&self) -> usize {
         self.get_i64("queued.max.requests").clamp(1, 10_000) as usize
     }

@@ -104,11 +104,16 @@ async fn serve(
         let _ = wr.shutdown().await;
     });
     let max = broker.config.socket_request_max_bytes();
+    let idle = broker.config.connections_max_idle();
     loop {
         let mut prefix = [0u8; 4];
         let read = tokio::select! {
-            r = rd.read_exact(&mut prefix) => r,
+            r = tokio::time::timeout(idle, rd.read_exact(&mut prefix)) => r,
             _ = shutdown.changed() => break,
+        };
+        let Ok(read) = read else {
+            tracing::debug!("idle for connections.max.idle.ms; closing connection");
+            break;
         };
         if read.is_err() {
             break; // peer closed
@@ -121,9 +126,16 @@ async fn serve(
             }
         };
         let mut body = BytesMut::zeroed(len);
-        if let Err(e) = rd.read_exact(&mut body).await {
-            tracing::warn!(error = %e, "truncated request; closing connection");
-            break;
+        match tokio::time::timeout(idle, rd.read_exact(&mut body)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "truncated request; closing connection");
+                break;
+            }
+            Err(_) => {
+                tracing::warn!("request stalled for connections.max.idle.ms; closing connection");
+                break;
+            }
         }
         let pending = match decode_request(body.freeze()) {
             Ok(Decoded::Request(header, request)) => match handle(&broker, header, peer, request) {

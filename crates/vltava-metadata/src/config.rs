@@ -386,6 +386,14 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Most client connections accepted at once."
     ),
     def!(
+        "connections.max.idle.ms",
+        Long,
+        "600000",
+        &[],
+        Some(1),
+        "A connection that sends no request for this long, or takes longer to send one, is closed."
+    ),
+    def!(
         "queued.max.requests",
         Int,
         "500",

@@ -351,3 +351,40 @@ fn compressed_batches_are_checked_and_a_bomb_closes_only_its_connection() {
     assert_serving(broker.local_addr);
     rt.block_on(broker.shutdown());
 }
+
+/// Whether the broker closed `c` (as opposed to the read timing out on an open connection).
+fn closed_by_broker(c: &mut RawClient) -> bool {
+    use std::io::Read;
+    let mut b = [0u8; 1];
+    match c.stream.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => panic!("unexpected bytes"),
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn silent_and_stalled_connections_are_closed_after_connections_max_idle_ms() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[("connections.max.idle.ms", "300")]);
+    let addr = broker.local_addr;
+    let mut silent = RawClient::connect(addr);
+    // Half a length prefix, then nothing; and a frame that promises 100 bytes and sends 3.
+    let mut half_prefix = RawClient::connect(addr);
+    half_prefix.send_raw(&[0, 0]);
+    let mut stalled = RawClient::connect(addr);
+    stalled.send_raw(&[0, 0, 0, 100, 0, 18, 0]);
+    for (name, c) in [
+        ("silent", &mut silent),
+        ("half prefix", &mut half_prefix),
+        ("stalled body", &mut stalled),
+    ] {
+        assert!(closed_by_broker(c), "{name} connection still open");
+    }
+    assert_serving(addr);
+    rt.block_on(broker.shutdown());
+}
