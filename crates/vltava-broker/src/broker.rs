@@ -358,7 +358,10 @@ async fn run(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Re
                 }
             },
             _ = group_tick.tick() => broker.groups.tick(&broker),
-            _ = offsets_expiry.tick() => broker.groups.expire_offsets(&broker),
+            _ = offsets_expiry.tick() => {
+                broker.groups.expire_offsets(&broker);
+                broker.groups.trim_offsets_log(&broker);
+            }
             _ = retention.tick() => {
                 // Not awaited here, so accepting goes on while segments are deleted; a run
                 // still going when the next is due makes that one skip.

@@ -43,6 +43,10 @@ pub enum Parked<T> {
     Later(oneshot::Receiver<T>),
 }
 
+/// Records a `__consumer_offsets` partition may hold beyond twice its live state before it is
+/// trimmed.
+const TRIM_SLACK_RECORDS: i64 = 1000;
+
 impl GroupCoordinator {
     pub fn new(config: &BrokerConfig) -> Self {
         let i = |k: &str| config.get_i64(k);
@@ -432,6 +436,44 @@ impl GroupCoordinator {
     }
 
     /// Removes offsets past `offsets.retention.minutes`.
+    /// Keeps each `__consumer_offsets` partition from growing without bound: once it holds
+    /// many more records than its groups' live state, the live state is written again, made
+    /// durable, and the log start moves past everything older (retention then deletes the
+    /// old segments). Replay from the log start rebuilds the same state.
+    pub fn trim_offsets_log(&self, broker: &Broker) {
+        let mut inner = self.inner.lock();
+        let n = self.partitions.load(Ordering::Relaxed);
+        for p in broker.partitions.topic(OFFSETS_TOPIC) {
+            let offs = p.log.offsets();
+            let held = offs.log_end_offset - offs.log_start_offset;
+            let live = inner
+                .state
+                .live_records(|g| offsets_partition_for(g, n) == p.index);
+            if held <= 2 * live.len() as i64 + TRIM_SLACK_RECORDS {
+                continue;
+            }
+            let first = offs.log_end_offset;
+            let written = live.chunks(1000).try_for_each(|chunk| {
+                // The records are grouped by group; `write` only needs a group for placement,
+                // and every group here lives on `p`.
+                self.write(broker, &mut inner, chunk[0].group(), chunk)
+                    .map(|_| ())
+            });
+            let durable = written.and_then(|()| p.log.flush());
+            match durable.and_then(|_| p.log.delete_records_before(first)) {
+                Ok(start) => tracing::info!(
+                    partition = p.index,
+                    dropped = start - offs.log_start_offset,
+                    live = live.len(),
+                    "rewrote live group state; older records are no longer needed"
+                ),
+                Err(e) => tracing::warn!(partition = p.index, error = %e, "could not trim"),
+            }
+        }
+        drop(inner);
+        broker.persist_log_starts();
+    }
+
     pub fn expire_offsets(&self, broker: &Broker) {
         let mut inner = self.inner.lock();
         let records = inner.state.expire_offsets(now_ms(), self.retention_ms);

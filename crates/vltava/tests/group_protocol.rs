@@ -1,7 +1,8 @@
 //! Group APIs on the wire, where client libraries hide the details: batched
 //! FindCoordinator, the MEMBER_ID_REQUIRED join, generation fencing, bad commits, multi-group
 //! OffsetFetch, ListGroups filters, a member that never rejoins, batched LeaveGroup,
-//! session expiry, OffsetDelete, and a later change of `offsets.topic.num.partitions`.
+//! session expiry, OffsetDelete, a later change of `offsets.topic.num.partitions`, a refused
+//! join, and trimming of the offsets log.
 
 mod common;
 
@@ -449,5 +450,76 @@ fn a_refused_join_leaves_no_group_behind() {
     let r: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &req);
     assert_eq!(r.error_code, ErrorCode::InvalidSessionTimeout.code());
     assert_eq!(list_groups(&mut c, &[], &[]), vec![]);
+    rt.block_on(broker.shutdown());
+}
+
+/// The log start offset of every `__consumer_offsets` partition.
+fn offsets_log_starts(c: &mut RawClient) -> Vec<i64> {
+    use vltava_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let r: ListOffsetsResponse = c.call(
+        ApiKey::ListOffsets,
+        7,
+        &ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(tname("__consumer_offsets"))
+                .with_partitions(
+                    (0..50)
+                        .map(|p| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(p)
+                                .with_timestamp(-2)
+                        })
+                        .collect(),
+                )]),
+    );
+    r.topics[0].partitions.iter().map(|p| p.offset).collect()
+}
+
+#[test]
+fn the_offsets_log_is_trimmed_to_live_state_and_replays_the_same() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let overrides = [("offsets.retention.check.interval.ms", "200")];
+    let broker = start_broker(&rt, dir.path(), &overrides);
+    let mut c = RawClient::connect(broker.local_addr);
+    let mut t = CreatableTopic::default();
+    t.name = tname("t");
+    t.num_partitions = 1;
+    t.replication_factor = 1;
+    let _: CreateTopicsResponse = c.call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default().with_topics(vec![t]),
+    );
+    assert_eq!(
+        commit(&mut c, "quiet", -1, "", &[("t", 0, 7, None)])[0].2,
+        0
+    );
+    for i in 0..1500 {
+        assert_eq!(commit(&mut c, "busy", -1, "", &[("t", 0, i, None)])[0].2, 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while offsets_log_starts(&mut c).iter().all(|s| *s == 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the offsets log was never trimmed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        (committed(&mut c, "busy"), committed(&mut c, "quiet")),
+        (1499, 7)
+    );
+    rt.block_on(broker.shutdown());
+
+    // Replay from the new log start gives the same offsets.
+    let broker = start_broker(&rt, dir.path(), &overrides);
+    let mut c = RawClient::connect(broker.local_addr);
+    assert!(offsets_log_starts(&mut c).iter().any(|s| *s > 0));
+    assert_eq!(
+        (committed(&mut c, "busy"), committed(&mut c, "quiet")),
+        (1499, 7)
+    );
     rt.block_on(broker.shutdown());
 }
