@@ -475,6 +475,11 @@ impl Segment {
     }
 
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
+        #[cfg(test)]
+        if FAIL_NEXT_SYNC.with(|f| f.replace(false)) {
+            let e = std::io::Error::other("injected fsync failure");
+            return Err(io_err("fsync", &self.log_path, e));
+        }
         self.file
             .sync_data()
             .map_err(|e| io_err("fsync", &self.log_path, e))
@@ -535,4 +540,10 @@ impl From<(PathBuf, u64, RecordError)> for StorageError {
             source,
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set by tests to make this thread's next segment fsync fail, as a failing disk would.
+    pub(crate) static FAIL_NEXT_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

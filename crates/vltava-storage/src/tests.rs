@@ -364,3 +364,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_failed_fsync_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    log.append(&mut batch(1, 0, 100), 0, 0).unwrap();
+    assert_eq!(log.flush().unwrap(), 1);
+    log.append(&mut batch(1, 1, 100), 0, 0).unwrap();
+    crate::segment::FAIL_NEXT_SYNC.with(|f| f.set(true));
+    assert!(matches!(
+        log.flush(),
+        Err(StorageError::Io { op: "fsync", .. })
+    ));
+    assert!(log.is_poisoned());
+    // Nothing more is accepted or claimed durable: what reached the disk is unknown.
+    assert!(matches!(
+        log.append(&mut batch(1, 2, 100), 0, 0),
+        Err(StorageError::Poisoned { .. })
+    ));
+    assert!(matches!(log.flush(), Err(StorageError::Poisoned { .. })));
+    // Reads of what was written still work.
+    let r = log.read(0, 1 << 20, true).unwrap();
+    assert_eq!(Batches::new(&r.records).count(), 2);
+}
