@@ -36,6 +36,20 @@ fn tname(v: &str) -> TopicName {
     TopicName(s(v))
 }
 
+/// Creates topic `t` with `partitions` partitions.
+fn create_t(c: &mut RawClient, partitions: i32) {
+    let mut t = CreatableTopic::default();
+    t.name = tname("t");
+    t.num_partitions = partitions;
+    t.replication_factor = 1;
+    let r: CreateTopicsResponse = c.call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default().with_topics(vec![t]),
+    );
+    assert_eq!(r.topics[0].error_code, 0);
+}
+
 fn join(c: &mut RawClient, group: &str, member: &str, rebalance_ms: i32) -> JoinGroupResponse {
     let req = JoinGroupRequest::default()
         .with_group_id(gid(group))
@@ -152,15 +166,7 @@ fn group_apis_on_the_wire() {
         &[("group.initial.rebalance.delay.ms", "0")],
     );
     let mut c = RawClient::connect(broker.local_addr);
-    let mut t = CreatableTopic::default();
-    t.name = tname("t");
-    t.num_partitions = 2;
-    t.replication_factor = 1;
-    let _: CreateTopicsResponse = c.call(
-        ApiKey::CreateTopics,
-        7,
-        &CreateTopicsRequest::default().with_topics(vec![t]),
-    );
+    create_t(&mut c, 2);
 
     // FindCoordinator v4 answers every key of a batch.
     let fc: FindCoordinatorResponse = c.call(
@@ -400,15 +406,7 @@ fn changing_offsets_topic_partitions_later_does_not_move_groups() {
         (broker, c)
     };
     let (broker, mut c) = restart(&[]);
-    let mut t = CreatableTopic::default();
-    t.name = tname("t");
-    t.num_partitions = 1;
-    t.replication_factor = 1;
-    let _: CreateTopicsResponse = c.call(
-        ApiKey::CreateTopics,
-        7,
-        &CreateTopicsRequest::default().with_topics(vec![t]),
-    );
+    create_t(&mut c, 1);
     assert_eq!(
         commit(&mut c, "moved", -1, "", &[("t", 0, 1, None)])[0].2,
         0
@@ -483,15 +481,7 @@ fn the_offsets_log_is_trimmed_to_live_state_and_replays_the_same() {
     let overrides = [("offsets.retention.check.interval.ms", "200")];
     let broker = start_broker(&rt, dir.path(), &overrides);
     let mut c = RawClient::connect(broker.local_addr);
-    let mut t = CreatableTopic::default();
-    t.name = tname("t");
-    t.num_partitions = 1;
-    t.replication_factor = 1;
-    let _: CreateTopicsResponse = c.call(
-        ApiKey::CreateTopics,
-        7,
-        &CreateTopicsRequest::default().with_topics(vec![t]),
-    );
+    create_t(&mut c, 1);
     assert_eq!(
         commit(&mut c, "quiet", -1, "", &[("t", 0, 7, None)])[0].2,
         0
