@@ -99,6 +99,28 @@ fn consumer(
     c.create_with_context(tracker).unwrap()
 }
 
+/// A KIP-848 (`group.protocol=consumer`) member of `group`, subscribed to `topic`; static when
+/// given an instance id.
+fn kip848_member(
+    addr: SocketAddr,
+    group: &str,
+    topic: &str,
+    instance: Option<&str>,
+    tracker: Tracker,
+) -> BaseConsumer<Tracker> {
+    let mut c = client_config(addr);
+    c.set("group.id", group)
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    if let Some(i) = instance {
+        c.set("group.instance.id", i);
+    }
+    let c: BaseConsumer<Tracker> = c.create_with_context(tracker).unwrap();
+    c.subscribe(&[topic]).unwrap();
+    c
+}
+
 /// Consumes `n` records (within 60 s) and returns the first offset seen on each partition.
 fn first_offsets(c: &BaseConsumer<Tracker>, n: usize) -> HashMap<i32, i64> {
     let mut first = HashMap::new();
@@ -423,18 +445,7 @@ fn kip_848_consumer_protocol_assigns_and_rebalances() {
     );
     let addr = broker.local_addr;
     create_topic(&rt, addr, "kip848", 4);
-    let new_protocol = [("group.protocol", "consumer")];
-    let mk = |t: Tracker| {
-        let mut c = client_config(addr);
-        c.set("group.id", "new-protocol")
-            .set("auto.offset.reset", "earliest");
-        for (k, v) in new_protocol {
-            c.set(k, v);
-        }
-        let c: BaseConsumer<Tracker> = c.create_with_context(t).unwrap();
-        c.subscribe(&["kip848"]).unwrap();
-        c
-    };
+    let mk = |t: Tracker| kip848_member(addr, "new-protocol", "kip848", None, t);
     let a_t = Tracker::default();
     let a = mk(a_t.clone());
     wait_until("a has 4", Duration::from_secs(30), || {
@@ -505,18 +516,7 @@ fn kip_848_static_member_restart_does_not_move_partitions() {
         r.groups[0].group_epoch
     };
     static_restart_moves_nothing(
-        |t, instance| {
-            let mut c = client_config(addr);
-            c.set("group.id", "static-new")
-                .set("group.protocol", "consumer")
-                .set("auto.offset.reset", "earliest");
-            if let Some(i) = instance {
-                c.set("group.instance.id", i);
-            }
-            let c: BaseConsumer<Tracker> = c.create_with_context(t).unwrap();
-            c.subscribe(&["static848"]).unwrap();
-            c
-        },
+        |t, instance| kip848_member(addr, "static-new", "static848", instance, t),
         Some(&group_epoch),
     );
     rt.block_on(broker.shutdown());
@@ -628,13 +628,7 @@ fn kip_848_member_keeps_its_assignment_across_a_broker_kill_9() {
     let port = broker.addr.port();
     create_topic(&rt, broker.addr, "kip848-restart", 4);
     let t = Tracker::default();
-    let mut cfg = client_config(broker.addr);
-    cfg.set("group.id", "survivors")
-        .set("group.protocol", "consumer")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false");
-    let c: BaseConsumer<Tracker> = cfg.create_with_context(t.clone()).unwrap();
-    c.subscribe(&["kip848-restart"]).unwrap();
+    let c = kip848_member(broker.addr, "survivors", "kip848-restart", None, t.clone());
     wait_until("assigned", Duration::from_secs(30), || {
         c.poll(Duration::from_millis(50));
         t.assigned.lock().unwrap().len() == 4
