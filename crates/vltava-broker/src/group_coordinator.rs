@@ -435,7 +435,6 @@ impl GroupCoordinator {
         }
     }
 
-    /// Removes offsets past `offsets.retention.minutes`.
     /// Keeps each `__consumer_offsets` partition from growing without bound: once it holds
     /// many more records than its groups' live state, the live state is written again, made
     /// durable, and the log start moves past everything older (retention then deletes the
@@ -443,6 +442,7 @@ impl GroupCoordinator {
     pub fn trim_offsets_log(&self, broker: &Broker) {
         let mut inner = self.inner.lock();
         let n = self.partitions.load(Ordering::Relaxed);
+        let mut trimmed = false;
         for p in broker.partitions.topic(OFFSETS_TOPIC) {
             let offs = p.log.offsets();
             let held = offs.log_end_offset - offs.log_start_offset;
@@ -461,19 +461,25 @@ impl GroupCoordinator {
             });
             let durable = written.and_then(|()| p.log.flush());
             match durable.and_then(|_| p.log.delete_records_before(first)) {
-                Ok(start) => tracing::info!(
-                    partition = p.index,
-                    dropped = start - offs.log_start_offset,
-                    live = live.len(),
-                    "rewrote live group state; older records are no longer needed"
-                ),
+                Ok(start) => {
+                    trimmed = true;
+                    tracing::info!(
+                        partition = p.index,
+                        dropped = start - offs.log_start_offset,
+                        live = live.len(),
+                        "rewrote live group state; older records are no longer needed"
+                    )
+                }
                 Err(e) => tracing::warn!(partition = p.index, error = %e, "could not trim"),
             }
         }
         drop(inner);
-        broker.persist_log_starts();
+        if trimmed {
+            broker.persist_log_starts();
+        }
     }
 
+    /// Removes offsets past `offsets.retention.minutes`, and empty groups left without any.
     pub fn expire_offsets(&self, broker: &Broker) {
         let mut inner = self.inner.lock();
         let records = inner.state.expire_offsets(now_ms(), self.retention_ms);
