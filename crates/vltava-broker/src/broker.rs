@@ -15,8 +15,11 @@ use vltava_metadata::{MetadataImage, ResourceType};
 use vltava_storage::{checkpoint, Log, OpenOptions};
 
 use crate::config::{topic_settings, BrokerConfig, TopicSettings};
+use crate::context::{AclOperation, AllowAll, Authorizer, RequestContext, Resource};
 use crate::controller::Controller;
 use crate::group_coordinator::{GroupCoordinator, OFFSETS_TOPIC};
+use crate::memory_pool::MemoryPool;
+use crate::network::BoundListener;
 use crate::partition::{Partition, PartitionTable};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".vltava_cleanshutdown";
@@ -52,16 +55,23 @@ pub struct Broker {
     pub controller: Controller,
     pub partitions: PartitionTable,
     pub groups: GroupCoordinator,
-    /// Host and port given to clients in Metadata.
-    pub advertised: (String, u16),
+    /// Every listener, bound; Metadata tells each client the address of the listener it
+    /// came through.
+    pub listeners: Vec<BoundListener>,
+    pub authorizer: Arc<dyn Authorizer>,
+    /// Request bytes in memory, received or queued (`queued.max.request.bytes`).
+    pub memory: Arc<MemoryPool>,
     /// Set once the broker stops accepting; waiting fetches watch it to answer at once.
     pub(crate) shutting_down: watch::Sender<bool>,
+    /// `RLIMIT_NOFILE` after raising it at start.
+    open_file_limit: u64,
     /// Keeps an exclusive lock on the data dir for the broker's life.
     _lock: std::fs::File,
 }
 
 /// A running broker: its address and a way to stop it.
 pub struct BrokerHandle {
+    /// The first listener's address.
     pub local_addr: SocketAddr,
     pub broker: Arc<Broker>,
     shutdown: watch::Sender<bool>,
@@ -124,6 +134,32 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, BrokerError> {
 }
 
 impl Broker {
+    /// Host and port to give a client that connected through `listener`.
+    pub fn advertised_for(&self, listener: &str) -> (&str, u16) {
+        let l = self
+            .listeners
+            .iter()
+            .find(|l| &*l.name == listener)
+            .unwrap_or(&self.listeners[0]);
+        (&l.advertised.0, l.advertised.1)
+    }
+
+    /// The most partitions this broker can host with its open-file limit: each needs at least
+    /// its active segment's three files, and connections need files too.
+    pub fn max_hosted_partitions(&self) -> usize {
+        (self.open_file_limit.saturating_sub(FILES_RESERVED) / FILES_PER_PARTITION) as usize
+    }
+
+    /// Whether the request's principal may perform `op` on `resource`.
+    pub fn authorize(
+        &self,
+        ctx: &RequestContext,
+        op: AclOperation,
+        resource: Resource<'_>,
+    ) -> bool {
+        self.authorizer.authorize(ctx, op, resource)
+    }
+
     /// Effective settings of a topic from its overrides and the broker layers.
     pub fn topic_settings(&self, image: &MetadataImage, topic: &str) -> TopicSettings {
         topic_settings(self.config_layers(image, Some(topic)))
@@ -217,6 +253,7 @@ impl Broker {
                     index,
                     t.topic_id,
                     part.leader_epoch,
+                    part.isr.clone(),
                     log,
                     settings.clone(),
                 );
@@ -268,6 +305,14 @@ impl Broker {
 /// Opens the data dir, replays metadata, opens every log, binds the listener and starts
 /// serving. Returns once the broker accepts connections.
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
+    start_with(config, Arc::new(AllowAll)).await
+}
+
+/// [`start`] with an authorizer other than allow-all.
+pub async fn start_with(
+    config: BrokerConfig,
+    authorizer: Arc<dyn Authorizer>,
+) -> Result<BrokerHandle, BrokerError> {
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
     let lock = lock_data_dir(&dir)?;
@@ -284,29 +329,44 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         &dir.join("__cluster_metadata").join("metadata.log"),
         config.node_id,
     )?;
-    let listener = TcpListener::bind(&config.listener)
-        .await
-        .map_err(io(format!("bind {}", config.listener)))?;
-    let local_addr = listener.local_addr().map_err(io("local addr"))?;
-    let advertised = match &config.advertised {
-        Some((h, p)) => (h.clone(), if *p == 0 { local_addr.port() } else { *p }),
-        None => {
-            let host = if local_addr.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                local_addr.ip().to_string()
-            };
-            (host, local_addr.port())
-        }
-    };
+    let mut bound = Vec::new();
+    let mut sockets = Vec::new();
+    for l in &config.listeners {
+        let socket = TcpListener::bind(&l.bind)
+            .await
+            .map_err(io(format!("bind {} ({})", l.bind, l.name)))?;
+        let local_addr = socket.local_addr().map_err(io("local addr"))?;
+        let advertised = match &l.advertised {
+            Some((h, p)) => (h.clone(), if *p == 0 { local_addr.port() } else { *p }),
+            None => {
+                let host = if local_addr.ip().is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else {
+                    local_addr.ip().to_string()
+                };
+                (host, local_addr.port())
+            }
+        };
+        bound.push(BoundListener {
+            name: Arc::from(l.name.as_str()),
+            security_protocol: l.security_protocol,
+            local_addr,
+            advertised,
+        });
+        sockets.push(socket);
+    }
+    let local_addr = bound[0].local_addr;
     let broker = Arc::new(Broker {
         groups: GroupCoordinator::new(&config),
+        memory: MemoryPool::new(config.queued_max_request_bytes()),
         config,
         cluster_id,
         controller,
         partitions: PartitionTable::default(),
-        advertised,
+        listeners: bound,
+        authorizer,
         shutting_down: watch::Sender::new(false),
+        open_file_limit: raise_open_file_limit(),
         _lock: lock,
     });
     let image = broker.controller.image();
@@ -319,7 +379,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     tracing::info!(addr = %local_addr, cluster_id = %broker.cluster_id, topics = image.topics.len(), "broker started");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let task = tokio::spawn(run(Arc::clone(&broker), listener, shutdown_rx));
+    let task = tokio::spawn(run(Arc::clone(&broker), sockets, shutdown_rx));
     Ok(BrokerHandle {
         local_addr,
         broker,
@@ -328,8 +388,36 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     })
 }
 
-async fn run(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let connections = crate::network::ConnectionTracker::new(broker.config.max_connections());
+async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch::Receiver<bool>) {
+    let connections = Arc::new(crate::network::ConnectionTracker::new(
+        broker.config.max_connections(),
+        Arc::clone(&broker.memory),
+    ));
+    let mut acceptors = tokio::task::JoinSet::new();
+    for (socket, listener) in sockets.into_iter().zip(broker.listeners.clone()) {
+        let (broker, connections, mut shutdown) = (
+            Arc::clone(&broker),
+            Arc::clone(&connections),
+            shutdown.clone(),
+        );
+        acceptors.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    accepted = socket.accept() => match accepted {
+                        Ok((stream, peer)) => {
+                            let _ = stream.set_nodelay(true);
+                            connections.spawn(Arc::clone(&broker), stream, &listener, peer, shutdown.clone());
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, listener = %listener.name, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                }
+            }
+        });
+    }
     let retention_every = Duration::from_millis(broker.config.retention_check_interval_ms());
     let mut retention = tokio::time::interval_at(
         tokio::time::Instant::now() + retention_every,
@@ -350,13 +438,6 @@ async fn run(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Re
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => connections.spawn(Arc::clone(&broker), stream, peer, shutdown.clone()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
             _ = group_tick.tick() => broker.groups.tick(&broker),
             _ = offsets_expiry.tick() => {
                 broker.groups.expire_offsets(&broker);
@@ -387,7 +468,8 @@ async fn run(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Re
         }
     }
     broker.shutting_down.send_replace(true);
-    drop(listener);
+    // Acceptors watch the same signal; once they end no listener socket is open.
+    while acceptors.join_next().await.is_some() {}
     connections.drain(Duration::from_secs(10)).await;
     if let Some(run) = retention_run {
         let _ = run.await;
@@ -445,6 +527,27 @@ fn ensure_offsets_topic(broker: &Broker) -> Result<(), BrokerError> {
         context: format!("creating {OFFSETS_TOPIC}"),
         source: std::io::Error::other(e.message),
     })
+}
+
+/// Files kept for connections, checkpoints and the metadata log.
+const FILES_RESERVED: u64 = 1024;
+/// A partition's active segment: log, offset index, time index.
+const FILES_PER_PARTITION: u64 = 3;
+
+/// Raises the soft open-file limit to the hard one, as a broker with many partitions needs,
+/// and returns the limit in force.
+fn raise_open_file_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(cur), Some(max)) = (limit.current, limit.maximum) {
+        if cur < max {
+            limit.current = Some(max);
+            if let Err(e) = setrlimit(Resource::Nofile, limit) {
+                tracing::warn!(error = %e, "could not raise the open-file limit");
+            }
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
 /// Resource-name helper shared by config handlers.

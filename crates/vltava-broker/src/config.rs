@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use vltava_metadata::config::{self as defs, ConfigLayers};
 use vltava_storage::LogConfig;
 
+use crate::context::SecurityProtocol;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{0}")]
@@ -17,34 +19,102 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
-    /// `host:port` to bind.
-    pub listener: String,
-    /// `(host, port)` given to clients; port 0 means "the bound port".
-    pub advertised: Option<(String, u16)>,
+    /// `listeners`, in the order given; the first is the one clients are told about when a
+    /// request's own listener has no advertised address.
+    pub listeners: Vec<ListenerConfig>,
     pub data_dir: PathBuf,
     pub props: BTreeMap<String, String>,
 }
 
-fn parse_listener(value: &str) -> Result<String, ConfigError> {
-    let first = value.split(',').next().unwrap_or("").trim();
-    let addr = match first.split_once("://") {
-        Some((proto, addr)) => {
-            if !proto.eq_ignore_ascii_case("PLAINTEXT") {
-                return Err(ConfigError::Invalid(format!(
-                    "listener {first}: only PLAINTEXT listeners are supported"
-                )));
-            }
-            addr
-        }
-        None => first,
-    };
+/// One entry of `listeners`: a name, its security protocol and where to bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub security_protocol: SecurityProtocol,
+    /// `host:port` to bind.
+    pub bind: String,
+    /// `(host, port)` from `advertised.listeners`; port 0 means "the bound port".
+    pub advertised: Option<(String, u16)>,
+}
+
+/// Kafka's default `listener.security.protocol.map`.
+const DEFAULT_PROTOCOL_MAP: &str =
+    "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL";
+
+/// Parses `NAME://host:port` (a bare `host:port` is `PLAINTEXT`).
+fn parse_endpoint(entry: &str) -> Result<(String, String, u16), ConfigError> {
+    let entry = entry.trim();
+    let (name, addr) = entry.split_once("://").unwrap_or(("PLAINTEXT", entry));
     let (host, port) = addr
         .rsplit_once(':')
-        .ok_or_else(|| ConfigError::Invalid(format!("listener {first}: expected host:port")))?;
-    port.parse::<u16>()
-        .map_err(|_| ConfigError::Invalid(format!("listener {first}: bad port {port:?}")))?;
-    let host = if host.is_empty() { "0.0.0.0" } else { host };
-    Ok(format!("{host}:{port}"))
+        .ok_or_else(|| ConfigError::Invalid(format!("listener {entry}: expected host:port")))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| ConfigError::Invalid(format!("listener {entry}: bad port {port:?}")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((name.to_ascii_uppercase(), host.to_string(), port))
+}
+
+fn parse_listeners(
+    listeners: &str,
+    advertised: Option<&str>,
+    protocol_map: &str,
+) -> Result<Vec<ListenerConfig>, ConfigError> {
+    let mut map = BTreeMap::new();
+    for pair in protocol_map.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, proto) = pair.trim().split_once(':').ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "listener.security.protocol.map entry {pair:?}: expected NAME:PROTOCOL"
+            ))
+        })?;
+        let proto = SecurityProtocol::parse(proto)
+            .ok_or_else(|| ConfigError::Invalid(format!("unknown security protocol {proto:?}")))?;
+        map.insert(name.trim().to_ascii_uppercase(), proto);
+    }
+    let mut out: Vec<ListenerConfig> = Vec::new();
+    for entry in listeners.split(',').filter(|e| !e.trim().is_empty()) {
+        let (name, host, port) = parse_endpoint(entry)?;
+        let protocol = *map.get(&name).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "listener {name} has no entry in listener.security.protocol.map"
+            ))
+        })?;
+        if protocol != SecurityProtocol::Plaintext {
+            return Err(ConfigError::Invalid(format!(
+                "listener {name}: security protocol {} is not supported yet; use PLAINTEXT",
+                protocol.name()
+            )));
+        }
+        if out.iter().any(|l| l.name == name) {
+            return Err(ConfigError::Invalid(format!(
+                "listener name {name} appears more than once in listeners"
+            )));
+        }
+        let host = if host.is_empty() { "0.0.0.0" } else { &host };
+        out.push(ListenerConfig {
+            name,
+            security_protocol: protocol,
+            bind: format!("{host}:{port}"),
+            advertised: None,
+        });
+    }
+    if out.is_empty() {
+        return Err(ConfigError::Invalid("listeners is empty".into()));
+    }
+    for entry in advertised
+        .unwrap_or("")
+        .split(',')
+        .filter(|e| !e.trim().is_empty())
+    {
+        let (name, host, port) = parse_endpoint(entry)?;
+        let listener = out.iter_mut().find(|l| l.name == name).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "advertised.listeners names {name}, which is not in listeners"
+            ))
+        })?;
+        listener.advertised = Some((host, port));
+    }
+    Ok(out)
 }
 
 impl Default for BrokerConfig {
@@ -87,19 +157,15 @@ impl BrokerConfig {
             .get("node.id")
             .map_or(Ok(1), |v| v.parse::<i32>())
             .map_err(|_| ConfigError::Invalid("node.id must be an integer".into()))?;
-        let listener = parse_listener(
+        let listeners = parse_listeners(
             props
                 .get("listeners")
                 .map_or("PLAINTEXT://127.0.0.1:9092", String::as_str),
+            props.get("advertised.listeners").map(String::as_str),
+            props
+                .get("listener.security.protocol.map")
+                .map_or(DEFAULT_PROTOCOL_MAP, String::as_str),
         )?;
-        let advertised = match props.get("advertised.listeners") {
-            Some(a) if !a.is_empty() => {
-                let hp = parse_listener(a)?;
-                let (h, p) = hp.rsplit_once(':').expect("validated");
-                Some((h.to_string(), p.parse().expect("validated")))
-            }
-            _ => None,
-        };
         let data_dir = PathBuf::from(
             props
                 .get("log.dirs")
@@ -108,8 +174,7 @@ impl BrokerConfig {
         );
         Ok(Self {
             node_id,
-            listener,
-            advertised,
+            listeners,
             data_dir,
             props,
         })
@@ -155,6 +220,16 @@ impl BrokerConfig {
         std::time::Duration::from_millis(self.get_i64("connections.max.idle.ms").max(1) as u64)
     }
 
+    /// `queued.max.request.bytes`: `None` when set to -1 (unbounded).
+    pub fn queued_max_request_bytes(&self) -> Option<usize> {
+        usize::try_from(self.get_i64("queued.max.request.bytes")).ok()
+    }
+
+    /// The broker's `fetch.max.bytes`: no Fetch response is larger, whatever it asks for.
+    pub fn fetch_max_bytes(&self) -> usize {
+        self.get_i64("fetch.max.bytes").max(1024) as usize
+    }
+
     pub fn queued_max_requests(&self) -> usize {
         self.get_i64("queued.max.requests").clamp(1, 10_000) as usize
     }
@@ -171,6 +246,8 @@ pub struct TopicSettings {
     /// `flush.messages` / `flush.ms` when set below Kafka's "never" default.
     pub flush_messages: Option<i64>,
     pub flush_ms: Option<i64>,
+    /// `min.insync.replicas`: acks=all fails with NOT_ENOUGH_REPLICAS below this ISR size.
+    pub min_insync_replicas: usize,
 }
 
 pub fn topic_settings(layers: ConfigLayers<'_>) -> TopicSettings {
@@ -197,6 +274,7 @@ pub fn topic_settings(layers: ConfigLayers<'_>) -> TopicSettings {
         },
         flush_messages: never(num("flush.messages")),
         flush_ms: never(num("flush.ms")),
+        min_insync_replicas: num("min.insync.replicas").max(1) as usize,
     }
 }
 
@@ -216,7 +294,8 @@ mod tests {
     #[test]
     fn defaults_and_precedence() {
         let c = BrokerConfig::default();
-        assert_eq!(c.listener, "127.0.0.1:9092");
+        assert_eq!(c.listeners[0].bind, "127.0.0.1:9092");
+        assert_eq!(c.listeners[0].name, "PLAINTEXT");
         assert!(c.auto_create_topics());
         assert_eq!(c.num_partitions(), 1);
         let c = cfg(&[
@@ -225,11 +304,38 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.props["log.retention.ms"], "7200000");
-        assert_eq!(c.listener, "0.0.0.0:9093");
+        assert_eq!(c.listeners[0].bind, "0.0.0.0:9093");
         let c = cfg(&[("log.retention.hours", "2"), ("log.retention.ms", "5")]).unwrap();
         assert_eq!(c.props["log.retention.ms"], "5");
         assert!(cfg(&[("num.partitions", "zero")]).is_err());
         assert!(cfg(&[("listeners", "SSL://a:1")]).is_err());
+    }
+
+    #[test]
+    fn named_listeners() {
+        let c = cfg(&[
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:0,INTERNAL://127.0.0.1:0",
+            ),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT",
+            ),
+            ("advertised.listeners", "INTERNAL://broker.internal:19092"),
+        ])
+        .unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[0].advertised, None);
+        assert_eq!(
+            c.listeners[1].advertised,
+            Some(("broker.internal".to_string(), 19092))
+        );
+        // A name without a protocol, a repeated name, an unknown advertised name.
+        assert!(cfg(&[("listeners", "INTERNAL://127.0.0.1:0")]).is_err());
+        assert!(cfg(&[("listeners", "PLAINTEXT://a:1,PLAINTEXT://a:2")]).is_err());
+        assert!(cfg(&[("advertised.listeners", "OTHER://a:1")]).is_err());
+        assert!(cfg(&[("listeners", "")]).is_err());
     }
 
     #[test]

@@ -94,6 +94,18 @@ pub fn create_topic_records(
             format!("Topic '{name}' already exists."),
         ));
     }
+    // Metric names replace '.' with '_', so Kafka refuses names that differ only there.
+    let unified = |n: &str| n.replace('.', "_");
+    if let Some(other) = image
+        .topics
+        .keys()
+        .find(|existing| unified(existing) == unified(name))
+    {
+        return Err(OpError::new(
+            ErrorCode::InvalidTopicException,
+            format!("Topic '{name}' collides with existing topic: {other}"),
+        ));
+    }
     if num_partitions <= 0 {
         return Err(OpError::new(
             ErrorCode::InvalidPartitions,
@@ -214,6 +226,14 @@ mod tests {
         assert_eq!(
             err(create_topic_records(&img, 1, "t", 1, 1, &bad)),
             Some(ErrorCode::InvalidConfig)
+        );
+        let (_, recs) = create_topic_records(&img, 1, "coll.x", 1, 1, &none).unwrap();
+        for r in &recs {
+            img.apply(r);
+        }
+        assert_eq!(
+            err(create_topic_records(&img, 1, "coll_x", 1, 1, &none)),
+            Some(ErrorCode::InvalidTopicException)
         );
         let (_, recs) = create_topic_records(&img, 1, "t", 3, 1, &none).unwrap();
         for r in &recs {

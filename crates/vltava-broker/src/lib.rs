@@ -6,11 +6,13 @@
 
 pub mod broker;
 pub mod config;
+pub mod context;
 pub mod controller;
 pub mod group_coordinator;
 pub mod handlers;
+pub mod memory_pool;
 pub mod network;
 pub mod partition;
 
-pub use broker::{start, Broker, BrokerError, BrokerHandle};
+pub use broker::{start, start_with, Broker, BrokerError, BrokerHandle};
 pub use config::{BrokerConfig, ConfigError};

@@ -5,60 +5,79 @@
 //! The writer polls all pending answers together but writes them in request order, so a
 //! pipelined client gets in-order responses while acks=all produces share one fsync.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use vltava_protocol::{decode_request, encode_response, frame_len, DecodeError, Decoded, Header};
 
 use crate::broker::Broker;
+use crate::context::{ConnectionContext, KafkaPrincipal, RequestContext, SecurityProtocol};
 use crate::handlers;
 use crate::handlers::produce::Hostile;
+use crate::memory_pool::{Member, MemoryPool, Reservation};
 
-/// A response still being computed, or `None` when the request gets no answer (acks=0).
-pub type Pending = BoxFuture<'static, Option<Bytes>>;
+/// A response still being computed, or `None` when the request gets no answer (acks=0),
+/// with what must stay held until it is written.
+pub type Pending = BoxFuture<'static, Option<(Bytes, Hold)>>;
+
+/// Budget held by a response until it is written.
+pub type Hold = Option<OwnedSemaphorePermit>;
 
 pub struct ConnectionTracker {
     limit: Arc<Semaphore>,
     tasks: parking_lot::Mutex<JoinSet<()>>,
+    memory: Arc<MemoryPool>,
 }
 
 impl ConnectionTracker {
-    pub fn new(max_connections: usize) -> Self {
+    pub fn new(max_connections: usize, memory: Arc<MemoryPool>) -> Self {
         Self {
             limit: Arc::new(Semaphore::new(max_connections)),
             tasks: parking_lot::Mutex::new(JoinSet::new()),
+            memory,
         }
     }
 
-    pub fn spawn(
+    /// Serves one accepted connection of `listener` until it closes.
+    pub fn spawn<S>(
         &self,
         broker: Arc<Broker>,
-        stream: TcpStream,
+        stream: S,
+        listener: &BoundListener,
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
-    ) {
+    ) where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let Ok(permit) = Arc::clone(&self.limit).try_acquire_owned() else {
             tracing::warn!(%peer, "max.connections reached; closing new connection");
             return;
         };
-        let _ = stream.set_nodelay(true);
+        let connection = Arc::new(ConnectionContext {
+            listener_name: Arc::clone(&listener.name),
+            security_protocol: listener.security_protocol,
+            principal: KafkaPrincipal::anonymous(),
+            client_address: peer.ip(),
+            response_budget: Arc::new(Semaphore::new(broker.config.fetch_max_bytes())),
+        });
+        let member = self.memory.join();
+        let listener_name = Arc::clone(&listener.name);
         let mut tasks = self.tasks.lock();
         while tasks.try_join_next().is_some() {}
         tasks.spawn(
             async move {
-                serve(broker, stream, peer.ip(), shutdown).await;
+                serve(broker, stream, connection, member, shutdown).await;
                 drop(permit);
             }
-            .instrument(tracing::debug_span!("conn", %peer)),
+            .instrument(tracing::debug_span!("conn", %peer, listener = %listener_name)),
         );
     }
 
@@ -73,13 +92,92 @@ impl ConnectionTracker {
     }
 }
 
-async fn serve(
+/// A listener after binding: what connections accepted on it are told and tagged with.
+#[derive(Debug, Clone)]
+pub struct BoundListener {
+    pub name: Arc<str>,
+    pub security_protocol: SecurityProtocol,
+    pub local_addr: SocketAddr,
+    /// Host and port given to clients that connect through this listener.
+    pub advertised: (String, u16),
+}
+
+/// The first frame of memory is taken at once up to this size (almost every request), so
+/// only large frames grow their buffer as they arrive.
+const FIRST_CHUNK: usize = 1 << 20;
+
+/// Why a frame could not be read.
+enum FrameError {
+    Closed,
+    Idle,
+    Stalled,
+    Evicted,
+    Truncated(std::io::Error),
+    TooLarge(vltava_protocol::FrameError),
+}
+
+/// Reads one frame, taking memory from the pool only as its bytes arrive.
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    member: &Member,
+    max: usize,
+    idle: Duration,
+) -> Result<(Bytes, Reservation), FrameError> {
+    let mut prefix = [0u8; 4];
+    match tokio::time::timeout(idle, rd.read_exact(&mut prefix)).await {
+        Err(_) => return Err(FrameError::Idle),
+        Ok(Err(_)) => return Err(FrameError::Closed),
+        Ok(Ok(_)) => {}
+    }
+    let len = frame_len(prefix, max).map_err(FrameError::TooLarge)?;
+    let deadline = tokio::time::Instant::now() + idle;
+    let mut reservation = member.empty();
+    let mut body: Vec<u8> = Vec::new();
+    let result = async {
+        while body.len() < len {
+            let chunk = (len - body.len()).min(FIRST_CHUNK.max(body.len()));
+            tokio::select! {
+                () = member.reserve(&mut reservation, chunk) => {}
+                () = member.closed() => return Err(FrameError::Evicted),
+            }
+            body.reserve_exact(chunk);
+            let target = body.len() + chunk;
+            while body.len() < target {
+                let remaining = target - body.len();
+                let mut limited = (&mut body).limit(remaining);
+                let read = tokio::select! {
+                    r = tokio::time::timeout_at(deadline, rd.read_buf(&mut limited)) => r,
+                    () = member.closed() => return Err(FrameError::Evicted),
+                };
+                match read {
+                    Err(_) => return Err(FrameError::Stalled),
+                    Ok(Err(e)) => return Err(FrameError::Truncated(e)),
+                    Ok(Ok(0)) => {
+                        return Err(FrameError::Truncated(
+                            std::io::ErrorKind::UnexpectedEof.into(),
+                        ))
+                    }
+                    Ok(Ok(_)) => member.progress(),
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    member.frame_done();
+    result.map(|()| (Bytes::from(body), reservation))
+}
+
+async fn serve<S>(
     broker: Arc<Broker>,
-    stream: TcpStream,
-    peer: IpAddr,
+    stream: S,
+    connection: Arc<ConnectionContext>,
+    member: Member,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Pending>(broker.config.queued_max_requests());
     let writer = tokio::spawn(async move {
         let mut pending = FuturesOrdered::new();
@@ -91,11 +189,12 @@ async fn serve(
                     None => open = false,
                 },
                 Some(done) = pending.next(), if !pending.is_empty() => {
-                    if let Some(bytes) = done {
+                    if let Some((bytes, hold)) = done {
                         if let Err(e) = wr.write_all(&bytes).await {
                             tracing::debug!(error = %e, "write failed; closing");
                             return;
                         }
+                        drop(hold);
                     }
                 }
                 else => break,
@@ -106,45 +205,42 @@ async fn serve(
     let max = broker.config.socket_request_max_bytes();
     let idle = broker.config.connections_max_idle();
     loop {
-        let mut prefix = [0u8; 4];
-        let read = tokio::select! {
-            r = tokio::time::timeout(idle, rd.read_exact(&mut prefix)) => r,
+        let frame = tokio::select! {
+            f = read_frame(&mut rd, &member, max, idle) => f,
             _ = shutdown.changed() => break,
         };
-        let Ok(read) = read else {
-            tracing::debug!("idle for connections.max.idle.ms; closing connection");
-            break;
-        };
-        if read.is_err() {
-            break; // peer closed
-        }
-        let len = match frame_len(prefix, max) {
-            Ok(n) => n,
+        let (body, reservation) = match frame {
+            Ok(f) => f,
             Err(e) => {
-                tracing::warn!(error = %e, "closing connection");
+                match e {
+                    FrameError::Closed => {}
+                    FrameError::Idle => {
+                        tracing::debug!("idle for connections.max.idle.ms; closing connection")
+                    }
+                    FrameError::Stalled => tracing::warn!(
+                        "request stalled for connections.max.idle.ms; closing connection"
+                    ),
+                    FrameError::Evicted => tracing::warn!(
+                        "queued.max.request.bytes spent while this request stalled mid-frame; closing connection"
+                    ),
+                    FrameError::Truncated(e) => {
+                        tracing::warn!(error = %e, "truncated request; closing connection")
+                    }
+                    FrameError::TooLarge(e) => tracing::warn!(error = %e, "closing connection"),
+                }
                 break;
             }
         };
-        let mut body = BytesMut::zeroed(len);
-        match tokio::time::timeout(idle, rd.read_exact(&mut body)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "truncated request; closing connection");
-                break;
-            }
-            Err(_) => {
-                tracing::warn!("request stalled for connections.max.idle.ms; closing connection");
-                break;
-            }
-        }
-        let pending = match decode_request(body.freeze()) {
-            Ok(Decoded::Request(header, request)) => match handle(&broker, header, peer, request) {
-                Ok(pending) => pending,
-                Err(Hostile(reason)) => {
-                    tracing::warn!(%reason, "hostile request; closing connection");
-                    break;
+        let pending = match decode_request(body) {
+            Ok(Decoded::Request(header, request)) => {
+                match handle(&broker, &connection, header, request) {
+                    Ok(pending) => pending,
+                    Err(Hostile(reason)) => {
+                        tracing::warn!(%reason, "hostile request; closing connection");
+                        break;
+                    }
                 }
-            },
+            }
             Ok(Decoded::ApiVersionsTooNew(header)) => {
                 let resp = handlers::api_versions::unsupported_version();
                 respond_now(&header, vltava_protocol::Response::ApiVersions(resp), 0)
@@ -159,6 +255,13 @@ async fn serve(
                 break;
             }
         };
+        // The request's memory stays taken until its answer is ready: a produce's records
+        // are slices of the frame.
+        let pending: Pending = Box::pin(async move {
+            let out = pending.await;
+            drop(reservation);
+            out
+        });
         if tx.send(pending).await.is_err() {
             break;
         }
@@ -169,7 +272,7 @@ async fn serve(
 
 fn respond_now(header: &Header, response: vltava_protocol::Response, version: i16) -> Pending {
     let bytes = encode(header.correlation_id, version, &response);
-    Box::pin(async move { bytes })
+    Box::pin(async move { bytes.map(|b| (b, None)) })
 }
 
 fn encode(
@@ -188,8 +291,8 @@ fn encode(
 
 fn handle(
     broker: &Arc<Broker>,
+    connection: &Arc<ConnectionContext>,
     header: Header,
-    peer: IpAddr,
     request: vltava_protocol::Request,
 ) -> Result<Pending, Hostile> {
     let span = tracing::debug_span!(
@@ -201,11 +304,18 @@ fn handle(
     );
     let _enter = span.enter();
     let (corr, version) = (header.correlation_id, header.api_version);
-    let fut = handlers::dispatch(broker, &header, peer, request)?;
+    let ctx = RequestContext {
+        connection: Arc::clone(connection),
+        client_id: header.client_id.clone(),
+        api_key: header.api_key,
+        api_version: header.api_version,
+        correlation_id: header.correlation_id,
+    };
+    let fut = handlers::dispatch(broker, ctx, request)?;
     Ok(Box::pin(
         async move {
-            let response = fut.await?;
-            encode(corr, version, &response)
+            let answer = fut.await?;
+            encode(corr, version, &answer.response).map(|b| (b, answer.hold))
         }
         .instrument(span.clone()),
     ))

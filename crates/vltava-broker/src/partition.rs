@@ -24,6 +24,8 @@ pub struct Partition {
     pub index: i32,
     pub topic_id: Uuid,
     pub leader_epoch: i32,
+    /// In-sync replicas, from the partition's metadata record.
+    pub isr: Vec<i32>,
     pub log: Arc<Log>,
     /// Log end offset after each append: long-polling fetches wait on it.
     appended: watch::Sender<i64>,
@@ -44,6 +46,7 @@ impl Partition {
         index: i32,
         topic_id: Uuid,
         leader_epoch: i32,
+        isr: Vec<i32>,
         log: Log,
         settings: TopicSettings,
     ) -> Arc<Self> {
@@ -58,6 +61,7 @@ impl Partition {
             index,
             topic_id,
             leader_epoch,
+            isr,
             log: Arc::new(log),
             appended,
             durable,

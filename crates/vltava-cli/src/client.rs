@@ -238,6 +238,14 @@ impl ClientContext for LogContext {
     }
 }
 
+/// A producer that only asks for metadata (as producers do, with topic auto-creation) never
+/// delivers anything.
+impl rdkafka::producer::ProducerContext for LogContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
 impl ConsumerContext for LogContext {}
 
 /// True for errors that mean no broker could be reached at all.

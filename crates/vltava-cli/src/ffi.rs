@@ -3,6 +3,9 @@
 //! controller id, and ListConsumerGroups/DescribeConsumerGroups (rust-rdkafka only has the
 //! legacy group list, built on DescribeGroups, which reports KIP-848 groups as Dead). Each
 //! function owns every native object it creates and frees it on all paths.
+//!
+//! The only module in the workspace allowed `unsafe`.
+#![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString};
 use std::time::Duration;

@@ -264,10 +264,17 @@ fn ensure_topic(settings: &Settings, topic: &str, partitions: Option<i32>) -> Re
         }
         Err(Error::UnknownTopic { .. }) => {
             let Some(p) = partitions else {
-                return Err(Error::Refused {
-                    resource: format!("topic '{topic}'"),
-                    reason: "does not exist; create it first or pass --partitions N".into(),
-                });
+                // As a producer would: its metadata request asks the cluster to create the
+                // topic on first use, which it does if auto.create.topics.enable is set.
+                let producer: BaseProducer<LogContext> = settings.create(settings.log_context())?;
+                return match client::topic_metadata(producer.client(), settings, topic) {
+                    Ok(info) => Ok(info.partitions.len()),
+                    Err(Error::UnknownTopic { .. }) => Err(Error::Refused {
+                        resource: format!("topic '{topic}'"),
+                        reason: "does not exist and the cluster does not create topics on first use; create it first or pass --partitions N".into(),
+                    }),
+                    Err(e) => Err(e),
+                };
             };
             let t = NewTopic::new(topic, p, TopicReplication::Fixed(-1));
             let results = block_on(admin.create_topics([&t], &admin_options()))

@@ -394,6 +394,30 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "A connection that sends no request for this long, or takes longer to send one, is closed."
     ),
     def!(
+        "listener.security.protocol.map",
+        String,
+        "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+        &[],
+        None,
+        "Security protocol of each listener name."
+    ),
+    def!(
+        "queued.max.request.bytes",
+        Long,
+        "268435456",
+        &[],
+        Some(-1),
+        "Request bytes the broker holds in memory at once, received or queued; -1 is unbounded."
+    ),
+    def!(
+        "fetch.max.bytes",
+        Int,
+        "57671680",
+        &[],
+        Some(1024),
+        "Largest Fetch response the broker builds, whatever the request asks for."
+    ),
+    def!(
         "queued.max.requests",
         Int,
         "500",
@@ -547,7 +571,46 @@ pub fn validate_value(def: &ConfigDef, value: &str) -> Result<(), String> {
             }
         }
     }
+    if NOT_APPLIED_YET.contains(&def.name) && !same_value(def, value, def.default) {
+        return bad(&format!(
+            "this broker does not apply it yet, so only its default ({}) is accepted",
+            def.default
+        ));
+    }
     Ok(())
+}
+
+/// Configs the broker reports but does not act on yet (topic names and their broker
+/// synonyms). Accepting another value would claim an effect that does not happen.
+pub const NOT_APPLIED_YET: &[&str] = &[
+    "compression.type",
+    "delete.retention.ms",
+    "log.cleaner.delete.retention.ms",
+    "min.cleanable.dirty.ratio",
+    "log.cleaner.min.cleanable.ratio",
+    "min.compaction.lag.ms",
+    "log.cleaner.min.compaction.lag.ms",
+    "max.compaction.lag.ms",
+    "log.cleaner.max.compaction.lag.ms",
+    "segment.jitter.ms",
+    "log.roll.jitter.ms",
+    "segment.index.bytes",
+    "log.index.size.max.bytes",
+    "preallocate",
+    "log.preallocate",
+    "file.delete.delay.ms",
+    "log.segment.delete.delay.ms",
+    "unclean.leader.election.enable",
+];
+
+fn same_value(def: &ConfigDef, a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim(), b.trim());
+    match def.ty {
+        ConfigType::Boolean => a.eq_ignore_ascii_case(b),
+        ConfigType::Int | ConfigType::Long => a.parse::<i64>().ok() == b.parse::<i64>().ok(),
+        ConfigType::Double => a.parse::<f64>().ok() == b.parse::<f64>().ok(),
+        ConfigType::String | ConfigType::List => a == b,
+    }
 }
 
 /// Validates a topic config override by key.
@@ -682,6 +745,26 @@ mod tests {
         assert!(validate_topic_config("max.message.bytes", "99999999999").is_err());
         assert!(validate_topic_config("no.such.thing", "1").is_err());
         assert!(validate_topic_config("message.timestamp.type", "LogAppendTime").is_ok());
+    }
+
+    #[test]
+    fn configs_without_effect_accept_only_their_default() {
+        assert!(validate_topic_config("compression.type", "producer").is_ok());
+        assert!(validate_topic_config("compression.type", "zstd").is_err());
+        assert!(validate_topic_config("preallocate", "FALSE").is_ok());
+        assert!(validate_topic_config("preallocate", "true").is_err());
+        assert!(validate_topic_config("min.cleanable.dirty.ratio", "0.50").is_ok());
+        assert!(validate_topic_config("min.cleanable.dirty.ratio", "0.1").is_err());
+        assert!(validate_topic_config("segment.jitter.ms", "5").is_err());
+        let syn = broker_config_def("log.cleaner.delete.retention.ms").unwrap();
+        assert!(validate_value(syn, "1").is_err());
+        // Every listed name is a real config, so the list cannot rot silently.
+        for name in NOT_APPLIED_YET {
+            assert!(
+                broker_config_def(name).is_some() || topic_config_def(name).is_some(),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -37,6 +37,30 @@ pub struct BrokerArgs {
     /// Set any broker config: --override log.retention.hours=24 (repeatable)
     #[arg(long = "override", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Log lines as text (coloured only on a terminal) or one JSON object per line for log
+    /// shippers; RUST_LOG sets the level (default info)
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs go to stderr; colour codes only when it is a terminal, never into files or pipes.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 fn parse_properties(text: &str) -> BTreeMap<String, String> {
@@ -87,6 +111,7 @@ fn collect(args: &BrokerArgs) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
     let config =
         BrokerConfig::from_props(collect(&args)?).context("invalid broker configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -622,7 +622,18 @@ fn perf_produce_and_consume() {
     let b = broker(&dir);
     let a = b.addr;
 
-    run(a, &w("perf produce --topic bench --num-records 10")).fails(1, "pass --partitions");
+    // A missing topic is created on first use, as a producer's would be.
+    let r = run(a, &w("perf produce --topic fresh --num-records 10 -o json")).ok();
+    assert_eq!(r.json()["records"], 10);
+    assert_eq!(r.json()["partitions"], 1);
+    // Unless the cluster does not create topics on first use.
+    let no_auto_dir = tempfile::tempdir().unwrap();
+    let no_auto = BrokerProcess::start(no_auto_dir.path(), &["auto.create.topics.enable=false"]);
+    run(
+        no_auto.addr,
+        &w("perf produce --topic bench --num-records 10"),
+    )
+    .fails(1, "pass --partitions");
     let r = run(
         a,
         &w("perf produce --topic bench --partitions 2 --num-records 5000 --record-size 100 -o json"),

@@ -14,6 +14,7 @@ use vltava_protocol::ErrorCode;
 
 use super::sb;
 use crate::broker::Broker;
+use crate::context::{AclOperation, RequestContext, Resource};
 use crate::controller::OpError;
 use vltava_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResourceResponse;
 use vltava_protocol::StrBytes;
@@ -67,9 +68,10 @@ fn check_broker(broker: &Broker, name: &str) -> Result<(), OpError> {
 
 pub fn describe_configs(
     broker: &Arc<Broker>,
-    version: i16,
+    ctx: &RequestContext,
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
+    let version = ctx.api_version;
     let image = broker.controller.image();
     let synonyms = version >= 1 && req.include_synonyms;
     let docs = version >= 3 && req.include_documentation;
@@ -84,6 +86,26 @@ pub fn describe_configs(
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name.clone();
         let outcome: Result<Vec<_>, OpError> = match ResourceType::from_wire(res.resource_type) {
+            Some(ResourceType::Topic)
+                if !broker.authorize(
+                    ctx,
+                    AclOperation::DescribeConfigs,
+                    Resource::Topic(&name),
+                ) =>
+            {
+                Err(OpError::new(
+                    ErrorCode::TopicAuthorizationFailed,
+                    "Authorization failed.",
+                ))
+            }
+            Some(ResourceType::Broker)
+                if !broker.authorize(ctx, AclOperation::DescribeConfigs, Resource::Cluster) =>
+            {
+                Err(OpError::new(
+                    ErrorCode::ClusterAuthorizationFailed,
+                    "Authorization failed.",
+                ))
+            }
             Some(ResourceType::Topic) => {
                 if image.topic(&name).is_none() {
                     Err(OpError::new(
@@ -209,6 +231,7 @@ fn change_records(
 
 fn apply(
     broker: &Broker,
+    ctx: &RequestContext,
     rtype_wire: i8,
     name: &str,
     validate_only: bool,
@@ -220,6 +243,13 @@ fn apply(
             format!("Unsupported resource type {rtype_wire}"),
         )
     })?;
+    let (resource, denied) = match rtype {
+        ResourceType::Topic => (Resource::Topic(name), ErrorCode::TopicAuthorizationFailed),
+        ResourceType::Broker => (Resource::Cluster, ErrorCode::ClusterAuthorizationFailed),
+    };
+    if !broker.authorize(ctx, AclOperation::AlterConfigs, resource) {
+        return Err(OpError::new(denied, "Authorization failed."));
+    }
     broker.controller.with_lock(|c| {
         let image = c.image();
         let changes = changes(&image, rtype)?;
@@ -258,12 +288,17 @@ fn current(image: &MetadataImage, rtype: ResourceType, name: &str) -> BTreeMap<S
 }
 
 /// AlterConfigs replaces the resource's whole set of dynamic overrides.
-pub fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub fn alter_configs(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut responses = Vec::new();
     for res in req.resources {
         let name = res.resource_name.to_string();
         let outcome = apply(
             broker,
+            ctx,
             res.resource_type,
             &name,
             req.validate_only,
@@ -298,6 +333,7 @@ pub fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterCon
 
 pub fn incremental_alter_configs(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::new();
@@ -305,6 +341,7 @@ pub fn incremental_alter_configs(
         let name = res.resource_name.to_string();
         let outcome = apply(
             broker,
+            ctx,
             res.resource_type,
             &name,
             req.validate_only,

@@ -1,7 +1,10 @@
 //! Fetch: return stored batches as they are, long-polling until `min_bytes` or `max_wait_ms`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
 
 use futures::future::{select_all, FutureExt};
 use vltava_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -11,6 +14,7 @@ use vltava_storage::StorageError;
 
 use super::check_leader_epoch;
 use crate::broker::Broker;
+use crate::context::{AclOperation, RequestContext, Resource};
 use crate::partition::Partition;
 
 struct Target {
@@ -77,16 +81,26 @@ fn read_all(
     (out, total)
 }
 
-pub async fn handle(broker: &Arc<Broker>, version: i16, req: FetchRequest) -> FetchResponse {
+/// Answers a Fetch. The returned permit holds the response's size against the connection's
+/// response budget until the response is written, so unread responses pin at most about
+/// `fetch.max.bytes` per connection.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: FetchRequest,
+) -> (FetchResponse, Option<OwnedSemaphorePermit>) {
+    let version = ctx.api_version;
     let mut resp = FetchResponse::default();
     // No fetch sessions: a session id of 0 tells clients to keep sending full fetches.
     if req.session_id != 0 {
         resp.error_code = ErrorCode::FetchSessionIdNotFound.code();
-        return resp;
+        return (resp, None);
     }
     let image = (version >= 13).then(|| broker.controller.image());
     let mut topics = Vec::new();
     let mut targets = Vec::new();
+    let mut seen_topics = HashMap::new();
+    let mut seen_partitions = HashMap::new();
     for ft in &req.topics {
         let name = match &image {
             Some(img) => img.topic_by_id(&ft.topic_id).map(|t| t.name.clone()),
@@ -99,17 +113,38 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: FetchRequest) -> Fe
             ft.topic.clone()
         };
         tr.topic_id = ft.topic_id;
-        let ti = topics.len();
-        topics.push(tr);
+        // A topic named twice is one topic, as in Kafka's map of fetch partitions.
+        let key = (ft.topic.0.to_string(), ft.topic_id);
+        let ti = match seen_topics.get(&key) {
+            Some(&ti) => ti,
+            None => {
+                seen_topics.insert(key.clone(), topics.len());
+                topics.push(tr);
+                topics.len() - 1
+            }
+        };
+        let authorized = name
+            .as_deref()
+            .is_none_or(|n| broker.authorize(ctx, AclOperation::Read, Resource::Topic(n)));
         for fp in &ft.partitions {
             let partition = name
                 .as_deref()
                 .and_then(|n| broker.partitions.get(n, fp.partition));
             let error = match (&name, &partition) {
+                (Some(_), _) if !authorized => Some(ErrorCode::TopicAuthorizationFailed),
                 (None, _) => Some(ErrorCode::UnknownTopicId),
                 (Some(_), None) => Some(ErrorCode::UnknownTopicOrPartition),
                 (Some(_), Some(p)) => check_leader_epoch(fp.current_leader_epoch, p.leader_epoch),
             };
+            // A partition named twice is fetched once, with the last entry's position.
+            if let Some(&i) = seen_partitions.get(&(ti, fp.partition)) {
+                let t: &mut Target = &mut targets[i];
+                t.fetch_offset = fp.fetch_offset;
+                t.max_bytes = fp.partition_max_bytes.max(0) as usize;
+                t.error = error;
+                continue;
+            }
+            seen_partitions.insert((ti, fp.partition), targets.len());
             targets.push(Target {
                 topic: ti,
                 index: fp.partition,
@@ -120,10 +155,25 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: FetchRequest) -> Fe
             });
         }
     }
+    // The broker's own `fetch.max.bytes` caps every response, whatever the client asks.
+    let cap = broker.config.fetch_max_bytes();
     let max_bytes = if version >= 3 {
-        req.max_bytes.max(0) as usize
+        (req.max_bytes.max(0) as usize).min(cap)
     } else {
-        usize::MAX
+        cap
+    };
+    let budget = Arc::clone(&ctx.connection.response_budget);
+    let mut hold = budget
+        .acquire_many_owned(u32::try_from(max_bytes).unwrap_or(u32::MAX))
+        .await
+        .ok();
+    // Keeps only what the response holds; the rest returns to the budget now.
+    let finish = move |resp: FetchResponse, total: usize| {
+        if let Some(h) = &mut hold {
+            let extra = h.num_permits().saturating_sub(total);
+            drop(h.split(extra));
+        }
+        (resp, hold)
     };
     let min_bytes = req.min_bytes.max(0) as usize;
     let deadline =
@@ -150,12 +200,12 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: FetchRequest) -> Fe
             || broker.is_shutting_down()
         {
             resp.responses = out;
-            return resp;
+            return finish(resp, total);
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         if remaining.is_zero() {
             resp.responses = out;
-            return resp;
+            return finish(resp, total);
         }
         let changed = select_all(watches.iter_mut().map(|w| w.changed().boxed()));
         let woke = tokio::select! {
@@ -166,9 +216,9 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: FetchRequest) -> Fe
         };
         if !woke {
             // A partition went away (topic deleted): answer with what there is.
-            let (out, _) = read_all(&targets, &topics, max_bytes);
+            let (out, total) = read_all(&targets, &topics, max_bytes);
             resp.responses = out;
-            return resp;
+            return finish(resp, total);
         }
     }
 }

@@ -14,7 +14,13 @@ use vltava_protocol::ErrorCode;
 
 use super::{sb, tn};
 use crate::broker::Broker;
+use crate::context::{AclOperation, RequestContext, Resource};
 use crate::group_coordinator::Parked;
+
+/// Whether the request's principal may perform `op` on `group`.
+fn may(broker: &Broker, ctx: &RequestContext, op: AclOperation, group: &str) -> bool {
+    broker.authorize(ctx, op, Resource::Group(group))
+}
 
 pub fn error_code(e: GroupError) -> ErrorCode {
     match e {
@@ -46,9 +52,10 @@ fn code_of(e: Option<GroupError>) -> i16 {
 
 pub fn find_coordinator(
     broker: &Arc<Broker>,
-    version: i16,
+    ctx: &RequestContext,
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
+    let version = ctx.api_version;
     let answer = |key_type: i8| -> Option<(ErrorCode, &'static str)> {
         match key_type {
             0 => None,
@@ -59,11 +66,8 @@ pub fn find_coordinator(
             _ => Some((ErrorCode::InvalidRequest, "unknown coordinator key type")),
         }
     };
-    let (host, port, node) = (
-        sb(&broker.advertised.0),
-        i32::from(broker.advertised.1),
-        BrokerId(broker.config.node_id),
-    );
+    let (host, port) = broker.advertised_for(ctx.listener_name());
+    let (host, port, node) = (sb(host), i32::from(port), BrokerId(broker.config.node_id));
     let mut resp = FindCoordinatorResponse::default();
     if version < 4 {
         match answer(req.key_type) {
@@ -130,14 +134,28 @@ pub struct ClientInfo {
     pub host: String,
 }
 
+impl From<&RequestContext> for ClientInfo {
+    fn from(ctx: &RequestContext) -> Self {
+        Self {
+            client_id: ctx.client_id().to_string(),
+            host: format!("/{}", ctx.client_address()),
+        }
+    }
+}
+
 pub async fn join_group(
     broker: Arc<Broker>,
-    version: i16,
-    client: ClientInfo,
+    ctx: RequestContext,
     req: JoinGroupRequest,
 ) -> JoinGroupResponse {
+    let version = ctx.api_version;
+    let client = ClientInfo::from(&ctx);
     let group = req.group_id.0.to_string();
     let mut resp = JoinGroupResponse::default();
+    if !may(&broker, &ctx, AclOperation::Read, &group) {
+        resp.error_code = ErrorCode::GroupAuthorizationFailed.code();
+        return resp;
+    }
     if invalid_group(&group) {
         resp.error_code = ErrorCode::InvalidGroupId.code();
         return resp;
@@ -200,10 +218,15 @@ pub async fn join_group(
 
 pub async fn sync_group(
     broker: Arc<Broker>,
-    version: i16,
+    ctx: RequestContext,
     req: SyncGroupRequest,
 ) -> SyncGroupResponse {
+    let version = ctx.api_version;
     let group = req.group_id.0.to_string();
+    if !may(&broker, &ctx, AclOperation::Read, &group) {
+        return SyncGroupResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
     let assignments = req
         .assignments
         .iter()
@@ -234,7 +257,15 @@ pub async fn sync_group(
     resp
 }
 
-pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest) -> HeartbeatResponse {
+pub fn heartbeat(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: HeartbeatRequest,
+) -> HeartbeatResponse {
+    if !may(broker, ctx, AclOperation::Read, &req.group_id.0) {
+        return HeartbeatResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
     let r = broker.groups.heartbeat(
         &req.group_id.0.to_string(),
@@ -247,9 +278,10 @@ pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest) -> HeartbeatRespon
 
 pub fn leave_group(
     broker: &Arc<Broker>,
-    version: i16,
+    ctx: &RequestContext,
     req: LeaveGroupRequest,
 ) -> LeaveGroupResponse {
+    let version = ctx.api_version;
     let group = req.group_id.0.to_string();
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
@@ -265,6 +297,10 @@ pub fn leave_group(
         vec![(req.member_id.to_string(), None)]
     };
     let mut resp = LeaveGroupResponse::default();
+    if !may(broker, ctx, AclOperation::Read, &group) {
+        resp.error_code = ErrorCode::GroupAuthorizationFailed.code();
+        return resp;
+    }
     match broker.groups.leave(broker, &group, &members) {
         Err(e) => resp.error_code = error_code(e).code(),
         Ok(results) => {
@@ -290,9 +326,10 @@ pub fn leave_group(
 
 pub async fn offset_commit(
     broker: Arc<Broker>,
-    version: i16,
+    ctx: RequestContext,
     req: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
+    let version = ctx.api_version;
     let group = req.group_id.0.to_string();
     let image = broker.controller.image();
     let mut topics = Vec::new();
@@ -442,9 +479,10 @@ fn fetch_group_offsets(
 
 pub fn offset_fetch(
     broker: &Arc<Broker>,
-    version: i16,
+    ctx: &RequestContext,
     req: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
+    let version = ctx.api_version;
     let mut resp = OffsetFetchResponse::default();
     if version < 8 {
         let group = req.group_id.0.to_string();
@@ -531,9 +569,10 @@ pub fn offset_fetch(
 
 pub fn list_groups(
     broker: &Arc<Broker>,
-    version: i16,
+    ctx: &RequestContext,
     req: ListGroupsRequest,
 ) -> ListGroupsResponse {
+    let version = ctx.api_version;
     let states: Vec<String> = req
         .states_filter
         .iter()
@@ -591,7 +630,11 @@ pub fn list_groups(
     ListGroupsResponse::default().with_groups(groups)
 }
 
-pub fn describe_groups(broker: &Arc<Broker>, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub fn describe_groups(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let groups = req
         .groups
         .into_iter()
@@ -599,6 +642,10 @@ pub fn describe_groups(broker: &Arc<Broker>, req: DescribeGroupsRequest) -> Desc
             let id = gid.0.to_string();
             let mut d = describe_groups_response::DescribedGroup::default();
             d.group_id = gid;
+            if !may(broker, ctx, AclOperation::Describe, &id) {
+                d.error_code = ErrorCode::GroupAuthorizationFailed.code();
+                return d;
+            }
             broker.groups.with_state(|s| match s.groups.get(&id) {
                 Some(Group::Classic(g)) => {
                     d.group_state = sb(g.state.name());
@@ -641,13 +688,21 @@ pub fn describe_groups(broker: &Arc<Broker>, req: DescribeGroupsRequest) -> Desc
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
-pub fn delete_groups(broker: &Arc<Broker>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub fn delete_groups(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
     let results = req
         .groups_names
         .into_iter()
         .map(|gid| {
             let mut r = delete_groups_response::DeletableGroupResult::default();
-            r.error_code = code_of(broker.groups.delete_group(broker, &gid.0.to_string()).err());
+            r.error_code = if may(broker, ctx, AclOperation::Delete, &gid.0) {
+                code_of(broker.groups.delete_group(broker, &gid.0.to_string()).err())
+            } else {
+                ErrorCode::GroupAuthorizationFailed.code()
+            };
             r.group_id = gid;
             r
         })
@@ -655,7 +710,11 @@ pub fn delete_groups(broker: &Arc<Broker>, req: DeleteGroupsRequest) -> DeleteGr
     DeleteGroupsResponse::default().with_results(results)
 }
 
-pub fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub fn offset_delete(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
     let group = req.group_id.0.to_string();
     let wanted: Vec<(String, i32)> = req
         .topics
@@ -667,6 +726,10 @@ pub fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDe
         })
         .collect();
     let mut resp = OffsetDeleteResponse::default();
+    if !may(broker, ctx, AclOperation::Delete, &group) {
+        resp.error_code = ErrorCode::GroupAuthorizationFailed.code();
+        return resp;
+    }
     match broker.groups.delete_offsets(broker, &group, &wanted) {
         Err(e) => resp.error_code = error_code(e).code(),
         Ok(results) => {
@@ -698,9 +761,15 @@ pub fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDe
 
 pub fn consumer_group_heartbeat(
     broker: &Arc<Broker>,
-    client: ClientInfo,
+    ctx: &RequestContext,
     req: ConsumerGroupHeartbeatRequest,
 ) -> ConsumerGroupHeartbeatResponse {
+    if !may(broker, ctx, AclOperation::Read, &req.group_id.0) {
+        return ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code())
+            .with_heartbeat_interval_ms(0);
+    }
+    let client = ClientInfo::from(ctx);
     let image = broker.controller.image();
     let owned = req.topic_partitions.as_ref().map(|tps| {
         tps.iter()
@@ -778,6 +847,7 @@ pub fn consumer_group_heartbeat(
 
 pub fn consumer_group_describe(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
     let image = broker.controller.image();
@@ -806,6 +876,10 @@ pub fn consumer_group_describe(
             let id = gid.0.to_string();
             let mut d = consumer_group_describe_response::DescribedGroup::default();
             d.group_id = gid;
+            if !may(broker, ctx, AclOperation::Describe, &id) {
+                d.error_code = ErrorCode::GroupAuthorizationFailed.code();
+                return d;
+            }
             broker.groups.with_state(|s| match s.groups.get(&id) {
                 Some(Group::Consumer(g)) => {
                     d.group_state = sb(g.state_name());

@@ -16,6 +16,7 @@ use vltava_protocol::ErrorCode;
 
 use super::{sb, tn};
 use crate::broker::Broker;
+use crate::context::{AclOperation, RequestContext, Resource};
 
 fn ids(v: &[i32]) -> Vec<BrokerId> {
     v.iter().map(|i| BrokerId(*i)).collect()
@@ -25,7 +26,7 @@ fn topic_entry(t: &TopicImage) -> MetadataResponseTopic {
     let mut r = MetadataResponseTopic::default();
     r.name = Some(tn(&t.name));
     r.topic_id = t.topic_id;
-    r.is_internal = t.name.starts_with("__");
+    r.is_internal = super::topics::is_internal_topic(&t.name);
     r.partitions = t
         .partitions
         .values()
@@ -50,7 +51,12 @@ fn error_topic(name: Option<String>, id: uuid::Uuid, code: ErrorCode) -> Metadat
     r
 }
 
-pub fn metadata(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> MetadataResponse {
+pub fn metadata(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: MetadataRequest,
+) -> MetadataResponse {
+    let version = ctx.api_version;
     let mut image = broker.controller.image();
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested = match req.topics {
@@ -60,18 +66,37 @@ pub fn metadata(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> Met
     };
     let allow_auto =
         (version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics();
+    let may_describe =
+        |name: &str| broker.authorize(ctx, AclOperation::Describe, Resource::Topic(name));
     let topics = match requested {
-        None => image.topics.values().map(topic_entry).collect(),
+        // Listing all topics leaves out those the principal may not describe, as Kafka does.
+        None => image
+            .topics
+            .values()
+            .filter(|t| may_describe(&t.name))
+            .map(topic_entry)
+            .collect(),
         Some(list) => {
             let mut out = Vec::new();
             for t in list {
                 let Some(name) = t.name.as_ref().map(|n| n.0.to_string()) else {
                     out.push(match image.topic_by_id(&t.topic_id) {
+                        Some(ti) if !may_describe(&ti.name) => {
+                            error_topic(None, t.topic_id, ErrorCode::TopicAuthorizationFailed)
+                        }
                         Some(ti) => topic_entry(ti),
                         None => error_topic(None, t.topic_id, ErrorCode::UnknownTopicId),
                     });
                     continue;
                 };
+                if !may_describe(&name) {
+                    out.push(error_topic(
+                        Some(name),
+                        t.topic_id,
+                        ErrorCode::TopicAuthorizationFailed,
+                    ));
+                    continue;
+                }
                 if let Some(ti) = image.topic(&name) {
                     out.push(topic_entry(ti));
                     continue;
@@ -116,8 +141,9 @@ pub fn metadata(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> Met
     };
     let mut b = MetadataResponseBroker::default();
     b.node_id = BrokerId(broker.config.node_id);
-    b.host = sb(&broker.advertised.0);
-    b.port = i32::from(broker.advertised.1);
+    let (host, port) = broker.advertised_for(ctx.listener_name());
+    b.host = sb(host);
+    b.port = i32::from(port);
     let mut resp = MetadataResponse::default();
     resp.brokers = vec![b];
     resp.cluster_id = Some(sb(&broker.cluster_id));
@@ -128,9 +154,10 @@ pub fn metadata(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> Met
 
 pub fn describe_cluster(
     broker: &Arc<Broker>,
-    version: i16,
+    ctx: &RequestContext,
     req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
+    let version = ctx.api_version;
     let mut resp = DescribeClusterResponse::default();
     if version >= 1 && req.endpoint_type != 1 {
         resp.error_code = ErrorCode::UnsupportedEndpointType.code();
@@ -140,8 +167,9 @@ pub fn describe_cluster(
     }
     let mut b = DescribeClusterBroker::default();
     b.broker_id = BrokerId(broker.config.node_id);
-    b.host = sb(&broker.advertised.0);
-    b.port = i32::from(broker.advertised.1);
+    let (host, port) = broker.advertised_for(ctx.listener_name());
+    b.host = sb(host);
+    b.port = i32::from(port);
     resp.endpoint_type = 1;
     resp.cluster_id = sb(&broker.cluster_id);
     resp.controller_id = BrokerId(broker.config.node_id);
@@ -151,11 +179,19 @@ pub fn describe_cluster(
 
 pub fn describe_topic_partitions(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
     let image = broker.controller.image();
+    let may_describe =
+        |name: &str| broker.authorize(ctx, AclOperation::Describe, Resource::Topic(name));
     let mut names: Vec<String> = if req.topics.is_empty() {
-        image.topics.keys().cloned().collect()
+        image
+            .topics
+            .keys()
+            .filter(|n| may_describe(n))
+            .cloned()
+            .collect()
     } else {
         req.topics.iter().map(|t| t.name.0.to_string()).collect()
     };
@@ -171,13 +207,18 @@ pub fn describe_topic_partitions(
     for name in names.into_iter().filter(|n| *n >= start_topic) {
         let mut t = DescribeTopicPartitionsResponseTopic::default();
         t.name = Some(tn(&name));
+        if !may_describe(&name) {
+            t.error_code = ErrorCode::TopicAuthorizationFailed.code();
+            topics.push(t);
+            continue;
+        }
         let Some(ti) = image.topic(&name) else {
             t.error_code = ErrorCode::UnknownTopicOrPartition.code();
             topics.push(t);
             continue;
         };
         t.topic_id = ti.topic_id;
-        t.is_internal = name.starts_with("__");
+        t.is_internal = super::topics::is_internal_topic(&name);
         let first = if name == start_topic {
             start_partition
         } else {

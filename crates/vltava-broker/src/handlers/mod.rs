@@ -10,87 +10,123 @@ pub mod offsets;
 pub mod produce;
 pub mod topics;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use vltava_protocol::messages::TopicName;
-use vltava_protocol::{ErrorCode, Header, Request, Response, StrBytes};
+use vltava_protocol::{ErrorCode, Request, Response, StrBytes};
 
 use crate::broker::Broker;
+use crate::context::RequestContext;
 
 /// Starts handling a request. Work that must happen in arrival order (appends) is done before
 /// this returns; the future finishes the answer (`None`: no answer, as for acks=0). `Err`: the
 /// request is hostile and its connection must be closed.
 pub fn dispatch(
     broker: &Arc<Broker>,
-    header: &Header,
-    peer: IpAddr,
+    ctx: RequestContext,
     request: Request,
-) -> Result<BoxFuture<'static, Option<Response>>, produce::Hostile> {
-    let v = header.api_version;
-    let client = || groups::ClientInfo {
-        client_id: header.client_id.clone().unwrap_or_default(),
-        host: format!("/{peer}"),
+) -> Result<BoxFuture<'static, Option<Answer>>, produce::Hostile> {
+    let ready = |r: Response| -> BoxFuture<'static, Option<Answer>> {
+        Box::pin(async move { Some(Answer::from(r)) })
     };
-    let ready =
-        |r: Response| -> BoxFuture<'static, Option<Response>> { Box::pin(async move { Some(r) }) };
+    let c = &ctx;
     Ok(match request {
-        Request::Produce(r) => return produce::handle(broker, v, r),
+        Request::Produce(r) => {
+            let fut = produce::handle(broker, c, r)?;
+            Box::pin(async move { fut.await.map(Answer::from) })
+        }
         Request::Fetch(r) => {
             let b = Arc::clone(broker);
-            Box::pin(async move { Some(fetch::handle(&b, v, r).await.into()) })
+            Box::pin(async move {
+                let (response, hold) = fetch::handle(&b, &ctx, r).await;
+                Some(Answer {
+                    response: response.into(),
+                    hold,
+                })
+            })
         }
         Request::ApiVersions(_) => ready(api_versions::handle().into()),
-        Request::Metadata(r) => ready(metadata::metadata(broker, v, r).into()),
-        Request::DescribeCluster(r) => ready(metadata::describe_cluster(broker, v, r).into()),
+        Request::Metadata(r) => ready(metadata::metadata(broker, c, r).into()),
+        Request::DescribeCluster(r) => ready(metadata::describe_cluster(broker, c, r).into()),
         Request::DescribeTopicPartitions(r) => {
-            ready(metadata::describe_topic_partitions(broker, r).into())
+            ready(metadata::describe_topic_partitions(broker, c, r).into())
         }
-        Request::CreateTopics(r) => ready(topics::create_topics(broker, v, r).into()),
-        Request::DeleteTopics(r) => ready(topics::delete_topics(broker, v, r).into()),
-        Request::CreatePartitions(r) => ready(topics::create_partitions(broker, r).into()),
-        Request::DescribeConfigs(r) => ready(configs::describe_configs(broker, v, r).into()),
-        Request::AlterConfigs(r) => ready(configs::alter_configs(broker, r).into()),
+        Request::CreateTopics(r) => ready(topics::create_topics(broker, c, r).into()),
+        Request::DeleteTopics(r) => ready(topics::delete_topics(broker, c, r).into()),
+        Request::CreatePartitions(r) => ready(topics::create_partitions(broker, c, r).into()),
+        Request::DescribeConfigs(r) => ready(configs::describe_configs(broker, c, r).into()),
+        Request::AlterConfigs(r) => ready(configs::alter_configs(broker, c, r).into()),
         Request::IncrementalAlterConfigs(r) => {
-            ready(configs::incremental_alter_configs(broker, r).into())
+            ready(configs::incremental_alter_configs(broker, c, r).into())
         }
-        Request::ListOffsets(r) => ready(offsets::list_offsets(broker, v, r).into()),
+        Request::ListOffsets(r) => ready(offsets::list_offsets(broker, c, r).into()),
         Request::OffsetForLeaderEpoch(r) => {
-            ready(offsets::offset_for_leader_epoch(broker, r).into())
+            ready(offsets::offset_for_leader_epoch(broker, c, r).into())
         }
-        Request::DescribeLogDirs(r) => ready(offsets::describe_log_dirs(broker, r).into()),
-        Request::FindCoordinator(r) => ready(groups::find_coordinator(broker, v, r).into()),
+        Request::DescribeLogDirs(r) => ready(offsets::describe_log_dirs(broker, c, r).into()),
+        Request::FindCoordinator(r) => ready(groups::find_coordinator(broker, c, r).into()),
         Request::JoinGroup(r) => {
-            let (b, client) = (Arc::clone(broker), client());
-            Box::pin(async move { Some(groups::join_group(b, v, client, r).await.into()) })
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    groups::join_group(b, ctx, r).await,
+                )))
+            })
         }
         Request::SyncGroup(r) => {
             let b = Arc::clone(broker);
-            Box::pin(async move { Some(groups::sync_group(b, v, r).await.into()) })
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    groups::sync_group(b, ctx, r).await,
+                )))
+            })
         }
-        Request::Heartbeat(r) => ready(groups::heartbeat(broker, r).into()),
-        Request::LeaveGroup(r) => ready(groups::leave_group(broker, v, r).into()),
+        Request::Heartbeat(r) => ready(groups::heartbeat(broker, c, r).into()),
+        Request::LeaveGroup(r) => ready(groups::leave_group(broker, c, r).into()),
         Request::OffsetCommit(r) => {
             let b = Arc::clone(broker);
-            Box::pin(async move { Some(groups::offset_commit(b, v, r).await.into()) })
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    groups::offset_commit(b, ctx, r).await,
+                )))
+            })
         }
-        Request::OffsetFetch(r) => ready(groups::offset_fetch(broker, v, r).into()),
-        Request::ListGroups(r) => ready(groups::list_groups(broker, v, r).into()),
-        Request::DescribeGroups(r) => ready(groups::describe_groups(broker, r).into()),
-        Request::DeleteGroups(r) => ready(groups::delete_groups(broker, r).into()),
-        Request::OffsetDelete(r) => ready(groups::offset_delete(broker, r).into()),
+        Request::OffsetFetch(r) => ready(groups::offset_fetch(broker, c, r).into()),
+        Request::ListGroups(r) => ready(groups::list_groups(broker, c, r).into()),
+        Request::DescribeGroups(r) => ready(groups::describe_groups(broker, c, r).into()),
+        Request::DeleteGroups(r) => ready(groups::delete_groups(broker, c, r).into()),
+        Request::OffsetDelete(r) => ready(groups::offset_delete(broker, c, r).into()),
         Request::ConsumerGroupHeartbeat(r) => {
-            ready(groups::consumer_group_heartbeat(broker, client(), r).into())
+            ready(groups::consumer_group_heartbeat(broker, c, r).into())
         }
         Request::ConsumerGroupDescribe(r) => {
-            ready(groups::consumer_group_describe(broker, r).into())
+            ready(groups::consumer_group_describe(broker, c, r).into())
         }
         Request::DeleteRecords(r) => {
             let b = Arc::clone(broker);
-            Box::pin(async move { Some(offsets::delete_records(b, r).await.into()) })
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    offsets::delete_records(b, ctx, r).await,
+                )))
+            })
         }
     })
+}
+
+/// A handler's answer and the budget it holds until written.
+pub struct Answer {
+    pub response: Response,
+    pub hold: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl From<Response> for Answer {
+    fn from(response: Response) -> Self {
+        Self {
+            response,
+            hold: None,
+        }
+    }
 }
 
 pub(crate) fn sb(s: impl Into<String>) -> StrBytes {

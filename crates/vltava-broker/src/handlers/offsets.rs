@@ -20,6 +20,7 @@ use vltava_storage::StorageError;
 
 use super::{check_leader_epoch, sb, tn};
 use crate::broker::Broker;
+use crate::context::{AclOperation, RequestContext, Resource};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -29,9 +30,10 @@ const LATEST_TIERED: i64 = -5;
 
 pub fn list_offsets(
     broker: &Arc<Broker>,
-    version: i16,
+    ctx: &RequestContext,
     req: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
+    let version = ctx.api_version;
     let mut topics = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -44,6 +46,9 @@ pub fn list_offsets(
             r.offset = -1;
             r.leader_epoch = -1;
             match broker.partitions.get(&name, lp.partition_index) {
+                _ if !broker.authorize(ctx, AclOperation::Describe, Resource::Topic(&name)) => {
+                    r.error_code = ErrorCode::TopicAuthorizationFailed.code()
+                }
                 None => r.error_code = ErrorCode::UnknownTopicOrPartition.code(),
                 Some(p) => {
                     if let Some(code) = check_leader_epoch(lp.current_leader_epoch, p.leader_epoch)
@@ -86,6 +91,7 @@ pub fn list_offsets(
 
 pub fn offset_for_leader_epoch(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
     let mut topics = Vec::new();
@@ -99,6 +105,9 @@ pub fn offset_for_leader_epoch(
             r.leader_epoch = -1;
             r.end_offset = -1;
             match broker.partitions.get(&name, op.partition) {
+                _ if !broker.authorize(ctx, AclOperation::Describe, Resource::Topic(&name)) => {
+                    r.error_code = ErrorCode::TopicAuthorizationFailed.code()
+                }
                 None => r.error_code = ErrorCode::UnknownTopicOrPartition.code(),
                 Some(p) => {
                     if let Some(code) = check_leader_epoch(op.current_leader_epoch, p.leader_epoch)
@@ -121,6 +130,7 @@ pub fn offset_for_leader_epoch(
 
 pub async fn delete_records(
     broker: Arc<Broker>,
+    ctx: RequestContext,
     req: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     let b = Arc::clone(&broker);
@@ -136,6 +146,9 @@ pub async fn delete_records(
                 r.partition_index = dp.partition_index;
                 r.low_watermark = -1;
                 match b.partitions.get(&name, dp.partition_index) {
+                    _ if !b.authorize(&ctx, AclOperation::Delete, Resource::Topic(&name)) => {
+                        r.error_code = ErrorCode::TopicAuthorizationFailed.code()
+                    }
                     None => r.error_code = ErrorCode::UnknownTopicOrPartition.code(),
                     Some(p) => match p.log.delete_records_before(dp.offset) {
                         Ok(low) => {
@@ -164,8 +177,13 @@ pub async fn delete_records(
 
 pub fn describe_log_dirs(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
+    if !broker.authorize(ctx, AclOperation::Describe, Resource::Cluster) {
+        return DescribeLogDirsResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
     let image = broker.controller.image();
     let wanted: Vec<(String, Vec<i32>)> = match req.topics {
         None => image

@@ -13,6 +13,7 @@ use vltava_storage::StorageError;
 
 use super::{sb, tn};
 use crate::broker::{now_ms, Broker};
+use crate::context::{AclOperation, RequestContext, Resource};
 use crate::partition::Partition;
 
 fn record_error_code(e: &RecordError) -> ErrorCode {
@@ -152,9 +153,10 @@ fn append_one(
 /// a bomb is refused whole: `Err` closes the connection.
 pub fn handle(
     broker: &Arc<Broker>,
-    version: i16,
+    ctx: &RequestContext,
     req: ProduceRequest,
 ) -> Result<BoxFuture<'static, Option<Response>>, Hostile> {
+    let version = ctx.api_version;
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
     let image = (version >= 13).then(|| broker.controller.image());
@@ -178,6 +180,15 @@ pub fn handle(
                     ErrorCode::TransactionalIdAuthorizationFailed,
                     Some("transactions are not supported yet".into()),
                 ))
+            } else if name
+                .as_deref()
+                .is_some_and(|n| !broker.authorize(ctx, AclOperation::Write, Resource::Topic(n)))
+            {
+                Plan::Answer(partition_error(
+                    pd.index,
+                    ErrorCode::TopicAuthorizationFailed,
+                    None,
+                ))
             } else {
                 match name
                     .as_deref()
@@ -190,6 +201,17 @@ pub fn handle(
                             ErrorCode::UnknownTopicOrPartition
                         };
                         Plan::Answer(partition_error(pd.index, code, None))
+                    }
+                    Some(p) if acks == -1 && p.isr.len() < p.settings().min_insync_replicas => {
+                        Plan::Answer(partition_error(
+                            pd.index,
+                            ErrorCode::NotEnoughReplicas,
+                            Some(format!(
+                                "The size of the current ISR {} is insufficient to satisfy the min.isr requirement of {}",
+                                p.isr.len(),
+                                p.settings().min_insync_replicas
+                            )),
+                        ))
                     }
                     Some(p) => check(p, pd.index, pd.records)?,
                 }

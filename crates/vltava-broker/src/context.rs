@@ -1,0 +1,159 @@
+//! Who sent a request and through which listener, and the one place that decides whether
+//! they may do it.
+//!
+//! Every handler receives a [`RequestContext`] and asks the broker's [`Authorizer`] before it
+//! acts on a resource, so TLS, SASL and ACLs change what the context holds and which authorizer
+//! is installed, never the handlers.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Kafka's `security.protocol` of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Some(Self::Plaintext),
+            "SSL" => Some(Self::Ssl),
+            "SASL_PLAINTEXT" => Some(Self::SaslPlaintext),
+            "SASL_SSL" => Some(Self::SaslSsl),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+}
+
+/// Kafka's `KafkaPrincipal`: a type and a name, written `User:alice`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KafkaPrincipal {
+    pub principal_type: Arc<str>,
+    pub name: Arc<str>,
+}
+
+impl KafkaPrincipal {
+    /// The principal of an unauthenticated connection.
+    pub fn anonymous() -> Self {
+        Self {
+            principal_type: Arc::from("User"),
+            name: Arc::from("ANONYMOUS"),
+        }
+    }
+}
+
+impl fmt::Display for KafkaPrincipal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.principal_type, self.name)
+    }
+}
+
+/// What a connection knows about itself; shared by all its requests.
+#[derive(Debug, Clone)]
+pub struct ConnectionContext {
+    pub listener_name: Arc<str>,
+    pub security_protocol: SecurityProtocol,
+    pub principal: KafkaPrincipal,
+    pub client_address: IpAddr,
+    /// Bytes of responses computed but not yet written (Fetch holds its size here).
+    pub response_budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// One request's context: its connection plus the header fields handlers need.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub connection: Arc<ConnectionContext>,
+    pub client_id: Option<String>,
+    pub api_key: vltava_protocol::ApiKey,
+    pub api_version: i16,
+    pub correlation_id: i32,
+}
+
+impl RequestContext {
+    pub fn principal(&self) -> &KafkaPrincipal {
+        &self.connection.principal
+    }
+
+    pub fn listener_name(&self) -> &str {
+        &self.connection.listener_name
+    }
+
+    pub fn client_address(&self) -> IpAddr {
+        self.connection.client_address
+    }
+
+    /// `client_id` as Kafka's describe APIs show it (empty when absent).
+    pub fn client_id(&self) -> &str {
+        self.client_id.as_deref().unwrap_or("")
+    }
+}
+
+/// Kafka's ACL operations (`AclOperation`, wire codes in comments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AclOperation {
+    Read,            // 3
+    Write,           // 4
+    Create,          // 5
+    Delete,          // 6
+    Alter,           // 7
+    Describe,        // 8
+    ClusterAction,   // 9
+    DescribeConfigs, // 10
+    AlterConfigs,    // 11
+    IdempotentWrite, // 12
+}
+
+/// The resource an operation acts on (Kafka's `ResourceType` with a literal name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource<'a> {
+    Topic(&'a str),
+    Group(&'a str),
+    Cluster,
+    TransactionalId(&'a str),
+}
+
+/// Decides whether a request's principal may perform an operation on a resource. One
+/// instance serves the whole broker; handlers call it before acting.
+pub trait Authorizer: Send + Sync {
+    fn authorize(&self, ctx: &RequestContext, op: AclOperation, resource: Resource<'_>) -> bool;
+}
+
+/// The authorizer installed until ACLs exist: every principal may do everything, as in a
+/// Kafka cluster without `authorizer.class.name`.
+#[derive(Debug, Default)]
+pub struct AllowAll;
+
+impl Authorizer for AllowAll {
+    fn authorize(&self, _: &RequestContext, _: AclOperation, _: Resource<'_>) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_principal_is_kafkas() {
+        assert_eq!(KafkaPrincipal::anonymous().to_string(), "User:ANONYMOUS");
+        assert_eq!(
+            SecurityProtocol::parse("sasl_ssl"),
+            Some(SecurityProtocol::SaslSsl)
+        );
+        assert_eq!(SecurityProtocol::parse("x"), None);
+    }
+}
