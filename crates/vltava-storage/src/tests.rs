@@ -7,6 +7,27 @@ use vltava_record::{build_batch, validate, BatchHeader, Batches};
 
 use crate::*;
 
+/// Plain leader appends with no producer-state checks, as most tests want.
+trait AppendExt {
+    fn append(
+        &self,
+        batches: &mut [u8],
+        epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError>;
+}
+
+impl AppendExt for Log {
+    fn append(
+        &self,
+        batches: &mut [u8],
+        epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_as_leader(batches, epoch, now_ms, accept_all)
+    }
+}
+
 fn batch(n: usize, ts: i64, payload: usize) -> Vec<u8> {
     let value = vec![b'x'; payload];
     let recs: Vec<_> = (0..n)
@@ -33,7 +54,7 @@ fn read_all(log: &Log) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
     let mut offset = log.offsets().log_start_offset;
     loop {
-        let r = log.read(offset, 1 << 20, true).unwrap();
+        let r = log.read(offset, i64::MAX, 1 << 20, true).unwrap();
         if r.records.is_empty() {
             return out;
         }
@@ -56,7 +77,7 @@ fn append_assigns_offsets_and_reads_back() {
         assert_eq!(info.last_offset, i * 3 + 2);
     }
     assert_eq!(log.offsets().log_end_offset, 30);
-    let r = log.read(4, 1 << 20, true).unwrap();
+    let r = log.read(4, i64::MAX, 1 << 20, true).unwrap();
     let first = BatchHeader::parse(&r.records).unwrap();
     assert_eq!(
         first.base_offset, 3,
@@ -64,9 +85,13 @@ fn append_assigns_offsets_and_reads_back() {
     );
     validate(&r.records, usize::MAX).unwrap();
     assert_eq!(read_all(&log).len(), 10);
-    assert!(log.read(30, 100, true).unwrap().records.is_empty());
+    assert!(log
+        .read(30, i64::MAX, 100, true)
+        .unwrap()
+        .records
+        .is_empty());
     assert!(matches!(
-        log.read(31, 100, true),
+        log.read(31, i64::MAX, 100, true),
         Err(StorageError::OffsetOutOfRange { .. })
     ));
 }
@@ -78,15 +103,15 @@ fn max_bytes_returns_whole_batches_and_at_least_one() {
     for _ in 0..5 {
         log.append(&mut batch(1, 0, 1000), 0, 0).unwrap();
     }
-    let r = log.read(0, 2500, true).unwrap();
+    let r = log.read(0, i64::MAX, 2500, true).unwrap();
     assert_eq!(Batches::new(&r.records).count(), 2);
-    let r = log.read(0, 10, true).unwrap();
+    let r = log.read(0, i64::MAX, 10, true).unwrap();
     assert_eq!(
         Batches::new(&r.records).count(),
         1,
         "KIP-74: first batch even if over max_bytes"
     );
-    let r = log.read(0, 10, false).unwrap();
+    let r = log.read(0, i64::MAX, 10, false).unwrap();
     assert!(r.records.is_empty());
 }
 
@@ -173,7 +198,7 @@ fn reopen_after(damage: impl Fn(&Path)) {
     damage(dir.path());
     let log = open(dir.path(), cfg, true);
     assert_eq!(log.offsets().log_end_offset, 50);
-    let r = log.read(37, 1, true).unwrap();
+    let r = log.read(37, i64::MAX, 1, true).unwrap();
     assert_eq!(BatchHeader::parse(&r.records).unwrap().base_offset, 37);
     assert_eq!(log.offset_for_timestamp(20).unwrap(), Some((20, 20)));
     log.close().unwrap();
@@ -255,7 +280,7 @@ fn retention_by_time_and_size_and_delete_records() {
     assert_eq!(deleted, 2);
     assert_eq!(log.offsets().log_start_offset, 4);
     assert!(matches!(
-        log.read(0, 100, true),
+        log.read(0, i64::MAX, 100, true),
         Err(StorageError::OffsetOutOfRange { .. })
     ));
     // Everything expired: the active segment is rolled and deleted too.
@@ -283,9 +308,9 @@ fn retention_by_time_and_size_and_delete_records() {
     assert_eq!(log.offsets().log_start_offset, 6);
 
     assert_eq!(log.delete_records_before(8).unwrap(), 8);
-    assert!(log.read(7, 100, true).is_err());
+    assert!(log.read(7, i64::MAX, 100, true).is_err());
     assert_eq!(
-        BatchHeader::parse(&log.read(8, 100, true).unwrap().records)
+        BatchHeader::parse(&log.read(8, i64::MAX, 100, true).unwrap().records)
             .unwrap()
             .base_offset,
         8
@@ -330,7 +355,7 @@ fn log_append_time_stamps_batches() {
     let log = open(dir.path(), cfg, true);
     let info = log.append(&mut batch(2, 5, 10), 0, 777).unwrap();
     assert_eq!(info.log_append_time, 777);
-    let r = log.read(0, 1000, true).unwrap();
+    let r = log.read(0, i64::MAX, 1000, true).unwrap();
     validate(&r.records, usize::MAX).unwrap();
     assert!(BatchHeader::parse(&r.records).unwrap().is_log_append_time());
 }
@@ -359,7 +384,7 @@ proptest! {
         prop_assert_eq!(log.offsets().log_end_offset, next);
         prop_assert_eq!(read_all(&log), expect.clone());
         for (base, last) in &expect {
-            let r = log.read(*last, 1, true).unwrap();
+            let r = log.read(*last, i64::MAX, 1, true).unwrap();
             prop_assert_eq!(BatchHeader::parse(&r.records).unwrap().base_offset, *base);
         }
     }
@@ -385,6 +410,6 @@ fn a_failed_fsync_poisons_the_log() {
     ));
     assert!(matches!(log.flush(), Err(StorageError::Poisoned { .. })));
     // Reads of what was written still work.
-    let r = log.read(0, 1 << 20, true).unwrap();
+    let r = log.read(0, i64::MAX, 1 << 20, true).unwrap();
     assert_eq!(Batches::new(&r.records).count(), 2);
 }
