@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         let Ok(log) = Log::open(dir.path(), LogConfig::default(), opts, 0) else { return };
         let end = log.offsets().log_end_offset;
         let mut offset = log.offsets().log_start_offset;
-        while let Ok(r) = log.read(offset, 1 << 16, true) {
+        while let Ok(r) = log.read(offset, i64::MAX, 1 << 16, true) {
             if r.records.is_empty() {
                 break;
             }
@@ -35,5 +35,5 @@ fuzz_target!(|data: &[u8]| {
     }
     let log = Log::open(dir.path(), LogConfig::default(), OpenOptions { clean_shutdown: false, recovery_point: 0, log_start_offset: 0 }, 0).unwrap();
     let mut batch = vltava_record::build_batch(0, &[(None, Some(b"v"), 1)]);
-    log.append(&mut batch, 0, 0).unwrap();
+    log.append_as_leader(&mut batch, 0, 0, vltava_storage::accept_all).unwrap();
 });

@@ -13,7 +13,7 @@ use vltava_coordinator::consumer::ConsumerGroupConfig;
 use vltava_coordinator::records::Record;
 use vltava_coordinator::state::{CoordinatorState, Group};
 use vltava_coordinator::{offsets_partition_for, GroupError};
-use vltava_storage::StorageError;
+use vltava_storage::{accept_all, StorageError};
 
 use crate::broker::{now_ms, Broker};
 use crate::config::BrokerConfig;
@@ -90,7 +90,8 @@ impl GroupCoordinator {
         for p in broker.partitions.topic(OFFSETS_TOPIC) {
             let mut offset = p.log.offsets().log_start_offset;
             loop {
-                let Ok(r) = p.log.read(offset, 1 << 20, true) else {
+                // Every record written so far is replayed: reads go up to the log end.
+                let Ok(r) = p.log.read(offset, i64::MAX, 1 << 20, true) else {
                     break;
                 };
                 if r.records.is_empty() {
@@ -145,7 +146,9 @@ impl GroupCoordinator {
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref(), now))
             .collect();
         let mut batch = vltava_record::build_batch(0, &recs);
-        let info = p.log.append(&mut batch, p.leader_epoch, now)?;
+        let info = p
+            .log
+            .append_as_leader(&mut batch, p.leader_epoch, now, accept_all)?;
         p.notify_appended(info.last_offset + 1);
         p.request_flush();
         for r in records {

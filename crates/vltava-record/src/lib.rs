@@ -171,6 +171,14 @@ impl BatchHeader {
         }
     }
 
+    /// The header as [`set_log_append_time`] leaves the batch (except the CRC, which is not
+    /// recomputed), for checks that must see a batch as it will be stored before it is.
+    pub fn with_log_append_time(mut self, now_ms: i64) -> Self {
+        self.attributes |= TIMESTAMP_TYPE_BIT;
+        self.max_timestamp = now_ms;
+        self
+    }
+
     pub fn is_log_append_time(&self) -> bool {
         self.attributes & TIMESTAMP_TYPE_BIT != 0
     }

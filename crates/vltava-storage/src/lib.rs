@@ -4,6 +4,7 @@
 //! <data dir>/<topic>-<partition>/00000000000000000000.log        record batches as received
 //!                                00000000000000000000.index      sparse offset -> position
 //!                                00000000000000000000.timeindex  sparse timestamp -> offset
+//!                                leader-epoch-checkpoint         first offset of each leader epoch
 //! <data dir>/recovery-point-offset-checkpoint, log-start-offset-checkpoint
 //! ```
 //!
@@ -11,13 +12,15 @@
 //! so every decision (roll, retention) is testable without a clock.
 
 pub mod checkpoint;
+pub mod epoch;
 pub mod index;
 mod log;
 mod segment;
 
 use std::path::{Path, PathBuf};
 
-pub use log::{AppendInfo, Log, LogConfig, LogOffsets, OpenOptions, ReadResult};
+pub use epoch::{EpochEntry, LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
+pub use log::{accept_all, AppendInfo, Log, LogConfig, LogOffsets, OpenOptions, ReadResult};
 use thiserror::Error;
 pub use vltava_record::RecordError;
 
@@ -47,6 +50,14 @@ pub enum StorageError {
     },
     #[error("bad checkpoint file {path}: {reason}")]
     BadCheckpoint { path: PathBuf, reason: &'static str },
+    #[error("follower batch at offset {actual} does not start at the log end offset {expected}")]
+    UnexpectedAppendOffset { expected: i64, actual: i64 },
+    #[error("offset {offset} is inside the batch {batch_base_offset}..={batch_last_offset}, not at its start")]
+    NotBatchBoundary {
+        offset: i64,
+        batch_base_offset: i64,
+        batch_last_offset: i64,
+    },
 }
 
 pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> StorageError {

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use vltava_record::Batches;
+use vltava_record::{BatchHeader, Batches};
 
-use crate::segment::{Recovery, Segment};
+use crate::epoch::{EpochEntry, LeaderEpochCache};
+use crate::segment::{Loaded, Segment, SegmentFile};
 use crate::{io_err, StorageError};
 
 /// Per-log settings, in Kafka's topic-config terms.
@@ -63,7 +64,7 @@ pub struct AppendInfo {
 pub struct ReadResult {
     /// Whole record batches, exactly as stored.
     pub records: Bytes,
-    pub high_watermark: i64,
+    pub log_end_offset: i64,
     pub log_start_offset: i64,
 }
 
@@ -76,11 +77,17 @@ pub struct LogOffsets {
     pub flushed_offset: i64,
 }
 
+/// An append validator that accepts everything, for appends with no producer state to check.
+pub fn accept_all(_: &BatchHeader) -> Result<(), StorageError> {
+    Ok(())
+}
+
 struct Inner {
     segments: BTreeMap<i64, Arc<Segment>>,
     next_offset: i64,
     log_start_offset: i64,
     config: LogConfig,
+    epochs: LeaderEpochCache,
 }
 
 impl Inner {
@@ -92,8 +99,19 @@ impl Inner {
     }
 }
 
+/// What loading a log directory produced.
+struct LoadedLog {
+    inner: Inner,
+    flushed_offset: i64,
+    /// A batch header below the recovery point of the last segment is unreadable: the log
+    /// cannot know its true end, so it must not accept writes.
+    damaged: bool,
+}
+
 /// A partition log. Appends are serialised by one mutex held only for in-memory work and a
-/// write into the page cache; fsync and reads run outside it.
+/// write into the page cache; fsync and reads run outside it. The exceptions are rare: a new
+/// leader epoch's checkpoint and a truncation are made durable before the lock is released,
+/// as Kafka does, because later appends depend on them.
 pub struct Log {
     dir: PathBuf,
     inner: Mutex<Inner>,
@@ -121,11 +139,112 @@ impl std::fmt::Debug for Log {
 pub struct OpenOptions {
     /// The previous process shut down cleanly, so indexes can be trusted.
     pub clean_shutdown: bool,
-    /// Offsets below this were flushed before the last stop (from the checkpoint); segments
-    /// that start at or above it are fully validated after an unclean stop.
+    /// Offsets below this were flushed before the last stop (from the checkpoint); after an
+    /// unclean stop, segments that may hold offsets at or above it are fully validated.
     pub recovery_point: i64,
     /// Persisted log start offset, if any (DeleteRecords moves it inside a segment).
     pub log_start_offset: i64,
+}
+
+/// Reads a log directory back: segments, offsets and the leader-epoch cache.
+///
+/// Only data at or above the recovery point after an unclean stop can be cut (at its first
+/// bad byte, with every later segment, all of which are unflushed too). Anything below it was
+/// acknowledged as durable: damage there is reported and the bytes are kept.
+fn load(
+    dir: &Path,
+    config: LogConfig,
+    opts: OpenOptions,
+    now_ms: i64,
+) -> Result<LoadedLog, StorageError> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| io_err("create dir", dir, e))?;
+        if let Some(parent) = dir.parent() {
+            crate::sync_dir(parent)?;
+        }
+    }
+    let mut bases = Vec::new();
+    let mut index_files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io_err("list", dir, e))? {
+        let entry = entry.map_err(|e| io_err("list", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        match SegmentFile::parse_name(&name) {
+            Some((SegmentFile::Log, base)) => bases.push(base),
+            Some((_, base)) => index_files.push((base, entry.path())),
+            None if name.ends_with(".deleted")
+                || name.ends_with(".cleaned")
+                || name.ends_with(".swap") =>
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+            None => {}
+        }
+    }
+    bases.sort_unstable();
+    // An index whose log is gone (a deletion cut short) would be mistaken for a new
+    // segment's index later.
+    for (base, path) in index_files {
+        if bases.binary_search(&base).is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let mut segments = BTreeMap::new();
+    let mut next_offset = 0;
+    let mut cut_at: Option<i64> = None;
+    let mut damaged = false;
+    for (i, base) in bases.iter().copied().enumerate() {
+        if let Some(cut) = cut_at {
+            // Later segments start past the cut, so above the recovery point: unflushed.
+            tracing::warn!(dir = %dir.display(), base_offset = base, cut_offset = cut, "deleting unflushed segment after a cut");
+            SegmentFile::delete_all(dir, base);
+            continue;
+        }
+        let next_base = bases.get(i + 1).copied();
+        let may_be_unflushed = next_base.is_none_or(|n| n > opts.recovery_point);
+        let cut_from = (!opts.clean_shutdown && may_be_unflushed).then_some(opts.recovery_point);
+        let (seg, loaded) =
+            Segment::open(dir, base, cut_from, config.index_interval_bytes, now_ms)?;
+        next_offset = seg.next_offset().max(base);
+        match loaded {
+            Loaded::Clean => {}
+            Loaded::Cut => cut_at = Some(next_offset),
+            Loaded::Damaged => damaged |= next_base.is_none(),
+        }
+        segments.insert(base, Arc::new(seg));
+    }
+    if segments.is_empty() {
+        let base = opts.log_start_offset.max(0);
+        segments.insert(base, Arc::new(Segment::create(dir, base, now_ms)?));
+        next_offset = base;
+    }
+    let first_base = *segments.keys().next().expect("non-empty");
+    let log_start_offset = opts.log_start_offset.clamp(first_base, next_offset);
+    let flushed_offset = if opts.clean_shutdown {
+        next_offset
+    } else {
+        opts.recovery_point.min(next_offset)
+    };
+    let mut epochs = LeaderEpochCache::read(dir)?;
+    let trimmed_end = epochs.truncate_from_end(next_offset);
+    let trimmed_start = epochs.truncate_from_start(log_start_offset);
+    if trimmed_end || trimmed_start {
+        epochs.write(dir)?;
+    }
+    if damaged {
+        tracing::error!(dir = %dir.display(), "log end is unknown after damage below the recovery point; refusing writes");
+    }
+    Ok(LoadedLog {
+        inner: Inner {
+            segments,
+            next_offset,
+            log_start_offset,
+            config,
+            epochs,
+        },
+        flushed_offset,
+        damaged,
+    })
 }
 
 impl Log {
@@ -136,85 +255,48 @@ impl Log {
         opts: OpenOptions,
         now_ms: i64,
     ) -> Result<Self, StorageError> {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| io_err("create dir", dir, e))?;
-            if let Some(parent) = dir.parent() {
-                crate::sync_dir(parent)?;
-            }
-        }
-        let mut bases = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| io_err("list", dir, e))? {
-            let entry = entry.map_err(|e| io_err("list", dir, e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if let Some(stem) = name.strip_suffix(".log") {
-                if let Ok(base) = stem.parse::<i64>() {
-                    bases.push(base);
-                }
-            } else if name.ends_with(".deleted")
-                || name.ends_with(".cleaned")
-                || name.ends_with(".swap")
-            {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        bases.sort_unstable();
-        let mut segments = BTreeMap::new();
-        let mut next_offset = 0;
-        let mut cut = false;
-        for (i, base) in bases.iter().copied().enumerate() {
-            if cut {
-                // A torn segment invalidates everything after it.
-                for ext in ["log", "index", "timeindex"] {
-                    let _ = std::fs::remove_file(
-                        dir.join(format!("{}.{ext}", crate::segment::file_stem(base))),
-                    );
-                }
-                continue;
-            }
-            let is_last = i + 1 == bases.len();
-            let next_base = bases.get(i + 1).copied();
-            let recovery = if !opts.clean_shutdown
-                && (is_last || next_base.is_some_and(|n| n > opts.recovery_point))
-            {
-                Recovery::Full
-            } else {
-                Recovery::TrustIndexes
-            };
-            let (seg, truncated) =
-                Segment::open(dir, base, recovery, config.index_interval_bytes, now_ms)?;
-            if truncated && !is_last {
-                cut = true;
-            }
-            next_offset = seg.next_offset().max(base);
-            segments.insert(base, Arc::new(seg));
-        }
-        if segments.is_empty() {
-            let base = opts.log_start_offset.max(0);
-            segments.insert(base, Arc::new(Segment::create(dir, base, now_ms)?));
-            next_offset = base;
-        }
-        let first_base = *segments.keys().next().expect("non-empty");
-        let log_start_offset = opts.log_start_offset.clamp(first_base, next_offset);
-        let flushed = if opts.clean_shutdown {
-            next_offset
-        } else {
-            opts.recovery_point.min(next_offset)
-        };
+        let loaded = load(dir, config, opts, now_ms)?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            inner: Mutex::new(Inner {
-                segments,
-                next_offset,
-                log_start_offset,
-                config,
-            }),
+            inner: Mutex::new(loaded.inner),
             flush_lock: Mutex::new(()),
-            flushed_offset: AtomicI64::new(flushed),
-            poisoned: AtomicBool::new(false),
+            flushed_offset: AtomicI64::new(loaded.flushed_offset),
+            poisoned: AtomicBool::new(loaded.damaged),
             // Recovery may have created or truncated files: the first flush syncs the dir.
             dir_dirty: AtomicBool::new(true),
         })
+    }
+
+    /// Brings a poisoned log back without a process restart (once the disk works again):
+    /// the directory is loaded afresh, as after an unclean stop, and cut back to the last
+    /// flushed offset, since nothing above it is known to be on disk. A log that is not
+    /// poisoned is left alone.
+    pub fn reopen(&self, now_ms: i64) -> Result<(), StorageError> {
+        let _flush = self.flush_lock.lock();
+        let mut inner = self.inner.lock();
+        if !self.is_poisoned() {
+            return Ok(());
+        }
+        let durable = self.flushed_offset.load(Ordering::Acquire);
+        let opts = OpenOptions {
+            clean_shutdown: false,
+            recovery_point: durable,
+            log_start_offset: inner.log_start_offset,
+        };
+        let loaded = load(&self.dir, inner.config.clone(), opts, now_ms)?;
+        if loaded.damaged {
+            return Err(self.poisoned_err());
+        }
+        *inner = loaded.inner;
+        self.flushed_offset
+            .store(loaded.flushed_offset, Ordering::Release);
+        self.dir_dirty.store(true, Ordering::Release);
+        if inner.next_offset > durable {
+            self.truncate_locked(&mut inner, durable)?;
+        }
+        self.poisoned.store(false, Ordering::Release);
+        tracing::warn!(dir = %self.dir.display(), log_end_offset = inner.next_offset, "poisoned log reopened at its last flushed offset");
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -242,74 +324,116 @@ impl Log {
         self.poisoned.load(Ordering::Acquire)
     }
 
+    fn poisoned_err(&self) -> StorageError {
+        StorageError::Poisoned {
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// Marks the log unwritable after a failed write, fsync, roll or truncation: what reached
+    /// the disk is unknown, so nothing more is accepted until [`Log::reopen`].
+    fn poison(&self, e: StorageError) -> StorageError {
+        self.poisoned.store(true, Ordering::Release);
+        tracing::error!(dir = %self.dir.display(), error = %e, "log stops accepting writes");
+        e
+    }
+
     /// Total bytes of all segments.
     pub fn size_bytes(&self) -> u64 {
         self.inner.lock().segments.values().map(|s| s.size()).sum()
     }
 
-    /// Appends a validated produce payload (one or more v2 batches), assigning offsets in place.
+    /// The leader-epoch cache's entries, oldest first.
+    pub fn leader_epochs(&self) -> Vec<EpochEntry> {
+        self.inner.lock().epochs.entries().to_vec()
+    }
+
+    /// OffsetForLeaderEpoch: `(epoch, end_offset)` with Kafka's semantics, see
+    /// [`LeaderEpochCache::end_offset_for`].
+    pub fn end_offset_for_epoch(&self, requested_epoch: i32) -> (i32, i64) {
+        let inner = self.inner.lock();
+        inner
+            .epochs
+            .end_offset_for(requested_epoch, inner.next_offset)
+    }
+
+    /// Appends a validated produce payload (one or more v2 batches) as the partition leader:
+    /// assigns offsets and stamps `leader_epoch` in place, and records the epoch's start
+    /// offset if it is new.
     ///
-    /// The caller has validated `batches` with [`vltava_record::validate`]; this only rewrites
-    /// the fields outside the CRC (and, for LogAppendTime, the max timestamp and CRC).
-    pub fn append(
+    /// `validator` runs under the log's lock, before anything is written, once per batch with
+    /// the header as it will be stored (assigned offsets and epoch, LogAppendTime applied), so
+    /// checks against producer state see appends in their true order. Its error aborts the
+    /// whole append and is returned as is; it should only commit state once this returns
+    /// `Ok`. The caller has validated `batches` with [`vltava_record::validate`]; this only
+    /// rewrites the fields outside the CRC (and, for LogAppendTime, the max timestamp and CRC).
+    pub fn append_as_leader<E, V>(
         &self,
         batches: &mut [u8],
         leader_epoch: i32,
         now_ms: i64,
-    ) -> Result<AppendInfo, StorageError> {
-        if self.is_poisoned() {
-            return Err(StorageError::Poisoned {
-                dir: self.dir.clone(),
-            });
-        }
+        mut validator: V,
+    ) -> Result<AppendInfo, E>
+    where
+        E: From<StorageError>,
+        V: FnMut(&BatchHeader) -> Result<(), E>,
+    {
         let mut inner = self.inner.lock();
+        if self.is_poisoned() {
+            return Err(self.poisoned_err().into());
+        }
         let base_offset = inner.next_offset;
         let log_append = inner.config.log_append_time;
+        // First pass, headers only: a rejected append leaves the log and the buffer untouched.
         let mut offset = base_offset;
+        for header in self.headers(batches) {
+            let mut h = header?;
+            h.base_offset = offset;
+            h.partition_leader_epoch = leader_epoch;
+            if log_append {
+                h = h.with_log_append_time(now_ms);
+            }
+            validator(&h)?;
+            offset = h.next_offset();
+        }
         let mut max_ts = -1i64;
         let mut offset_of_max_ts = base_offset;
         let mut pos = 0;
+        let mut next = base_offset;
         while pos < batches.len() {
-            let batch = &mut batches[pos..];
-            let h = vltava_record::BatchHeader::parse(batch).map_err(|source| {
+            let h = vltava_record::BatchHeader::parse(&batches[pos..]).map_err(|source| {
                 StorageError::Corrupt {
                     path: self.dir.clone(),
                     position: pos as u64,
                     source,
                 }
             })?;
-            let len = h.total_len();
-            let batch = &mut batch[..len];
-            vltava_record::set_base_offset(batch, offset);
+            let batch = &mut batches[pos..pos + h.total_len()];
+            vltava_record::set_base_offset(batch, next);
             vltava_record::set_partition_leader_epoch(batch, leader_epoch);
             if log_append {
                 vltava_record::set_log_append_time(batch, now_ms);
             }
             let ts = if log_append { now_ms } else { h.max_timestamp };
-            let last = offset + i64::from(h.last_offset_delta);
+            let last = next + i64::from(h.last_offset_delta);
             if ts > max_ts {
                 max_ts = ts;
                 offset_of_max_ts = last;
             }
-            offset = last + 1;
-            pos += len;
+            next = last + 1;
+            pos += h.total_len();
         }
-        self.maybe_roll(&mut inner, batches.len() as u64, now_ms)?;
-        let active = Arc::clone(inner.active());
-        let interval = inner.config.index_interval_bytes;
-        if let Err(e) = active.append(
+        debug_assert_eq!(next, offset);
+        let epoch_start = (leader_epoch >= 0).then_some((leader_epoch, base_offset));
+        self.write_locked(
+            &mut inner,
             batches,
-            base_offset,
             offset,
             max_ts,
             offset_of_max_ts,
-            interval,
-        ) {
-            self.poisoned.store(true, Ordering::Release);
-            tracing::error!(dir = %self.dir.display(), error = %e, "write failed; log stops accepting writes");
-            return Err(e);
-        }
-        inner.next_offset = offset;
+            epoch_start.as_slice(),
+            now_ms,
+        )?;
         Ok(AppendInfo {
             base_offset,
             last_offset: offset - 1,
@@ -318,10 +442,154 @@ impl Log {
         })
     }
 
+    /// Appends batches fetched from the leader as they are: offsets, epochs and timestamps
+    /// are the leader's. The first batch must start at this log's end offset and the rest
+    /// must follow on; a new epoch in the batches is recorded in the epoch cache. `validator`
+    /// runs as for [`Log::append_as_leader`]. The caller has checked the CRCs.
+    pub fn append_as_follower<E, V>(
+        &self,
+        batches: &[u8],
+        now_ms: i64,
+        mut validator: V,
+    ) -> Result<AppendInfo, E>
+    where
+        E: From<StorageError>,
+        V: FnMut(&BatchHeader) -> Result<(), E>,
+    {
+        let mut inner = self.inner.lock();
+        if self.is_poisoned() {
+            return Err(self.poisoned_err().into());
+        }
+        let base_offset = inner.next_offset;
+        let mut next = base_offset;
+        let mut max_ts = -1i64;
+        let mut offset_of_max_ts = base_offset;
+        let mut epoch_starts: Vec<(i32, i64)> = Vec::new();
+        let mut latest_epoch = inner.epochs.latest_epoch();
+        for header in self.headers(batches) {
+            let h = header?;
+            if h.base_offset != next || h.last_offset_delta < 0 {
+                return Err(StorageError::UnexpectedAppendOffset {
+                    expected: next,
+                    actual: h.base_offset,
+                }
+                .into());
+            }
+            validator(&h)?;
+            let epoch = h.partition_leader_epoch;
+            if epoch >= 0 && latest_epoch.is_none_or(|l| epoch > l) {
+                epoch_starts.push((epoch, h.base_offset));
+                latest_epoch = Some(epoch);
+            }
+            if h.max_timestamp > max_ts {
+                max_ts = h.max_timestamp;
+                offset_of_max_ts = h.last_offset();
+            }
+            next = h.next_offset();
+        }
+        self.write_locked(
+            &mut inner,
+            batches,
+            next,
+            max_ts,
+            offset_of_max_ts,
+            &epoch_starts,
+            now_ms,
+        )?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time: -1,
+            log_start_offset: inner.log_start_offset,
+        })
+    }
+
+    /// The headers of the whole batches in `batches`; bytes that are not whole batches are
+    /// an error, never silently dropped.
+    fn headers<'a>(
+        &'a self,
+        batches: &'a [u8],
+    ) -> impl Iterator<Item = Result<BatchHeader, StorageError>> + 'a {
+        let mut pos = 0usize;
+        std::iter::from_fn(move || {
+            if pos >= batches.len() {
+                return None;
+            }
+            let corrupt = |source| StorageError::Corrupt {
+                path: self.dir.clone(),
+                position: pos as u64,
+                source,
+            };
+            let rest = &batches[pos..];
+            let item = BatchHeader::parse(rest).map_err(corrupt).and_then(|h| {
+                if h.total_len() > rest.len() {
+                    Err(corrupt(vltava_record::RecordError::Truncated {
+                        offset: pos,
+                        need: h.total_len(),
+                        have: rest.len(),
+                    }))
+                } else {
+                    Ok(h)
+                }
+            });
+            pos = match &item {
+                Ok(h) => pos + h.total_len(),
+                Err(_) => batches.len(),
+            };
+            Some(item)
+        })
+    }
+
+    /// The common tail of both appends, under the lock: record new epochs (durably, before
+    /// any batch of theirs is written), roll if due, write. Any failure poisons the log.
+    #[allow(clippy::too_many_arguments)]
+    fn write_locked(
+        &self,
+        inner: &mut Inner,
+        batches: &[u8],
+        next_offset: i64,
+        max_timestamp: i64,
+        offset_of_max_timestamp: i64,
+        epoch_starts: &[(i32, i64)],
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let base_offset = inner.next_offset;
+        let mut epochs = None;
+        for &(epoch, start) in epoch_starts {
+            // Kafka records an epoch only when it is newer than the latest one.
+            let cache = epochs.as_ref().unwrap_or(&inner.epochs);
+            if cache.latest_epoch().is_none_or(|l| epoch > l) {
+                epochs
+                    .get_or_insert_with(|| inner.epochs.clone())
+                    .assign(epoch, start);
+            }
+        }
+        if let Some(epochs) = epochs {
+            epochs.write(&self.dir).map_err(|e| self.poison(e))?;
+            inner.epochs = epochs;
+        }
+        self.maybe_roll(inner, batches.len() as u64, next_offset, now_ms)?;
+        let active = Arc::clone(inner.active());
+        let interval = inner.config.index_interval_bytes;
+        active
+            .append(
+                batches,
+                base_offset,
+                next_offset,
+                max_timestamp,
+                offset_of_max_timestamp,
+                interval,
+            )
+            .map_err(|e| self.poison(e))?;
+        inner.next_offset = next_offset;
+        Ok(())
+    }
+
     fn maybe_roll(
         &self,
         inner: &mut Inner,
-        incoming: u64,
+        incoming_bytes: u64,
+        incoming_next_offset: i64,
         now_ms: i64,
     ) -> Result<(), StorageError> {
         let active = inner.active();
@@ -330,22 +598,97 @@ impl Log {
             return Ok(());
         }
         let created = active.state.lock().created_ms;
-        let too_big = size + incoming > inner.config.segment_bytes;
+        let too_big = size + incoming_bytes > inner.config.segment_bytes;
         let too_old = now_ms - created >= inner.config.segment_ms;
-        let offset_overflow = inner.next_offset - active.base_offset > i64::from(i32::MAX);
+        // Index entries hold offsets relative to the segment's base.
+        let offset_overflow = incoming_next_offset - 1 - active.base_offset > i64::from(i32::MAX);
         if too_big || too_old || offset_overflow {
             self.roll(inner, now_ms)?;
         }
         Ok(())
     }
 
+    /// Seals the active segment and starts a new one at the log end. A failure poisons the
+    /// log: the old segment's index may be half-synced and the new file may half exist.
     fn roll(&self, inner: &mut Inner, now_ms: i64) -> Result<(), StorageError> {
         let old = Arc::clone(inner.active());
-        old.seal()?;
-        let seg = Segment::create(&self.dir, inner.next_offset, now_ms)?;
-        tracing::debug!(dir = %self.dir.display(), base_offset = inner.next_offset, "rolled segment");
-        inner.segments.insert(inner.next_offset, Arc::new(seg));
+        let base = inner.next_offset;
+        let seg = old
+            .seal()
+            .and_then(|()| Segment::create(&self.dir, base, now_ms))
+            .map_err(|e| self.poison(e))?;
+        tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
+        inner.segments.insert(base, Arc::new(seg));
         self.dir_dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Removes everything from `offset` on (a follower dropping a divergent tail): whole
+    /// segments above it go, the segment holding it is cut at that batch boundary with its
+    /// indexes, epochs starting at or after it are forgotten, and the flushed offset is
+    /// lowered. An offset inside a batch is refused; one at or past the log end changes
+    /// nothing. Durable before it returns; a failure poisons the log.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        let _flush = self.flush_lock.lock();
+        let mut inner = self.inner.lock();
+        if self.is_poisoned() {
+            return Err(self.poisoned_err());
+        }
+        self.truncate_locked(&mut inner, offset)
+    }
+
+    /// [`Log::truncate_to`] with the flush lock and the log lock held.
+    fn truncate_locked(&self, inner: &mut Inner, offset: i64) -> Result<(), StorageError> {
+        if offset >= inner.next_offset {
+            return Ok(());
+        }
+        if offset < inner.log_start_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: inner.log_start_offset,
+                log_end_offset: inner.next_offset,
+            });
+        }
+        let (&base, seg) = inner
+            .segments
+            .range(..=offset)
+            .next_back()
+            .expect("the first segment starts at or below the log start");
+        let seg = Arc::clone(seg);
+        let size = seg.size();
+        // Checked before anything changes, so a refused truncation leaves the log as it was.
+        let position = match seg.find_position(offset, size)? {
+            Some((pos, h)) if h.base_offset == offset => pos,
+            Some((_, h)) => {
+                return Err(StorageError::NotBatchBoundary {
+                    offset,
+                    batch_base_offset: h.base_offset,
+                    batch_last_offset: h.last_offset(),
+                })
+            }
+            None => size,
+        };
+        let later: Vec<i64> = inner.segments.range(base + 1..).map(|(b, _)| *b).collect();
+        for b in &later {
+            let gone = inner.segments.remove(b).expect("listed");
+            gone.delete_files();
+        }
+        let interval = inner.config.index_interval_bytes;
+        seg.truncate_to(position, interval)
+            .and_then(|()| {
+                if later.is_empty() {
+                    Ok(())
+                } else {
+                    crate::sync_dir(&self.dir)
+                }
+            })
+            .map_err(|e| self.poison(e))?;
+        inner.next_offset = offset;
+        self.flushed_offset.fetch_min(offset, Ordering::AcqRel);
+        if inner.epochs.truncate_from_end(offset) {
+            inner.epochs.write(&self.dir).map_err(|e| self.poison(e))?;
+        }
+        tracing::info!(dir = %self.dir.display(), offset, removed_segments = later.len(), "truncated log");
         Ok(())
     }
 
@@ -353,9 +696,7 @@ impl Log {
     /// on stable storage. Concurrent appends continue during the fsync.
     pub fn flush(&self) -> Result<i64, StorageError> {
         if self.is_poisoned() {
-            return Err(StorageError::Poisoned {
-                dir: self.dir.clone(),
-            });
+            return Err(self.poisoned_err());
         }
         let _guard = self.flush_lock.lock();
         let flushed = self.flushed_offset.load(Ordering::Acquire);
@@ -392,9 +733,7 @@ impl Log {
                 }
             });
         if let Err(e) = synced {
-            self.poisoned.store(true, Ordering::Release);
-            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; log stops accepting writes");
-            return Err(e);
+            return Err(self.poison(e));
         }
         self.flushed_offset.store(target, Ordering::Release);
         Ok(target)
@@ -402,13 +741,19 @@ impl Log {
 
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
     /// (but always at least one whole batch when `min_one` is set, as KIP-74 asks).
+    ///
+    /// Only batches whose last offset is below `max_offset` are returned: the caller passes
+    /// the high watermark or the last stable offset, so a batch that straddles it is held
+    /// back until it is wholly visible. The batch containing `offset` may start below the log
+    /// start offset (after DeleteRecords inside a batch); clients skip those records.
     pub fn read(
         &self,
         offset: i64,
+        max_offset: i64,
         max_bytes: usize,
         min_one: bool,
     ) -> Result<ReadResult, StorageError> {
-        let (segments, hw, log_start) = {
+        let (segments, log_end, log_start) = {
             let inner = self.inner.lock();
             if offset < inner.log_start_offset || offset > inner.next_offset {
                 return Err(StorageError::OffsetOutOfRange {
@@ -432,38 +777,38 @@ impl Log {
         };
         let empty = ReadResult {
             records: Bytes::new(),
-            high_watermark: hw,
+            log_end_offset: log_end,
             log_start_offset: log_start,
         };
-        if offset == hw {
+        if offset >= log_end.min(max_offset) {
             return Ok(empty);
         }
         for (seg, size) in segments {
-            let Some(pos) = seg.find_position(offset, size)? else {
+            let Some((pos, first)) = seg.find_position(offset, size)? else {
                 continue;
             };
+            if first.last_offset() >= max_offset {
+                return Ok(empty);
+            }
             let available = (size - pos) as usize;
             let mut want = available.min(max_bytes);
             if min_one {
-                let mut len_buf = [0u8; 12];
-                seg.read_exact_at(&mut len_buf, pos)?;
-                let first =
-                    i32::from_be_bytes(len_buf[8..12].try_into().expect("4 bytes")) as usize + 12;
-                want = want.max(first.min(available));
+                want = want.max(first.total_len().min(available));
             }
             if want == 0 {
                 return Ok(empty);
             }
             let mut buf = seg.read_range(pos, want)?;
-            // Trim to whole batches so clients never see a partial one.
+            // Trim to whole batches below `max_offset` so clients never see a partial one.
             let whole = Batches::new(&buf)
                 .map_while(Result::ok)
+                .take_while(|(h, _)| h.last_offset() < max_offset)
                 .last()
                 .map_or(0, |(_, r)| r.end);
             buf.truncate(whole);
             return Ok(ReadResult {
                 records: Bytes::from(buf),
-                high_watermark: hw,
+                log_end_offset: log_end,
                 log_start_offset: log_start,
             });
         }
@@ -523,6 +868,7 @@ impl Log {
             });
         }
         inner.log_start_offset = inner.log_start_offset.max(target);
+        self.trim_epochs_to_start(&mut inner)?;
         Ok(inner.log_start_offset)
     }
 
@@ -575,14 +921,25 @@ impl Log {
             inner.log_start_offset = inner.log_start_offset.max(first);
             tracing::info!(dir = %self.dir.display(), base_offset = base, expired, over_size, below_start, "deleted segment");
         }
+        if deleted > 0 {
+            self.trim_epochs_to_start(&mut inner)?;
+        }
         Ok(deleted)
+    }
+
+    /// The epoch cache starts where the log does, as Kafka keeps it.
+    fn trim_epochs_to_start(&self, inner: &mut Inner) -> Result<(), StorageError> {
+        if inner.epochs.truncate_from_start(inner.log_start_offset) {
+            inner.epochs.write(&self.dir).map_err(|e| self.poison(e))?;
+        }
+        Ok(())
     }
 
     /// Flushes and seals the active segment; called on clean shutdown.
     pub fn close(&self) -> Result<(), StorageError> {
         self.flush()?;
         let inner = self.inner.lock();
-        inner.active().seal()
+        inner.active().seal().map_err(|e| self.poison(e))
     }
 
     /// Number of segments, for tests and metrics.

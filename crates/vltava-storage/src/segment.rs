@@ -22,6 +22,54 @@ pub fn file_stem(base_offset: i64) -> String {
     format!("{base_offset:020}")
 }
 
+/// The files that make up one segment. Create, delete and recovery all go through this one
+/// list, so a new index kind (the transaction index next) is handled everywhere at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SegmentFile {
+    Log,
+    OffsetIndex,
+    TimeIndex,
+}
+
+impl SegmentFile {
+    pub(crate) const ALL: [SegmentFile; 3] = [Self::Log, Self::OffsetIndex, Self::TimeIndex];
+
+    pub(crate) fn suffix(self) -> &'static str {
+        match self {
+            Self::Log => ".log",
+            Self::OffsetIndex => ".index",
+            Self::TimeIndex => ".timeindex",
+        }
+    }
+
+    pub(crate) fn path(self, dir: &Path, base_offset: i64) -> PathBuf {
+        dir.join(format!("{}{}", file_stem(base_offset), self.suffix()))
+    }
+
+    /// The segment file kind and base offset a directory entry names, if it is one.
+    pub(crate) fn parse_name(name: &str) -> Option<(Self, i64)> {
+        Self::ALL.into_iter().find_map(|kind| {
+            let stem = name.strip_suffix(kind.suffix())?;
+            let base = stem.parse::<i64>().ok()?;
+            (stem.len() == 20 && base >= 0).then_some((kind, base))
+        })
+    }
+
+    /// Removes every file of the segment at `base_offset` that exists.
+    pub(crate) fn delete_all(dir: &Path, base_offset: i64) {
+        for kind in Self::ALL {
+            let p = kind.path(dir, base_offset);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), error = %e, "could not delete segment file")
+                }
+            }
+        }
+    }
+}
+
 /// Mutable per-segment bookkeeping, changed only by the appender (under the log's lock).
 #[derive(Debug)]
 pub(crate) struct SegmentState {
@@ -38,6 +86,7 @@ pub(crate) struct SegmentState {
 #[derive(Debug)]
 pub struct Segment {
     pub base_offset: i64,
+    dir: PathBuf,
     pub(crate) log_path: PathBuf,
     file: File,
     index_file: File,
@@ -47,20 +96,52 @@ pub struct Segment {
     pub(crate) state: Mutex<SegmentState>,
 }
 
-/// How a segment is opened from disk.
+/// What loading a segment from disk found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Recovery {
-    /// Trust the indexes if they look valid; only scan the tail past the last index entry.
-    TrustIndexes,
-    /// Validate every batch's CRC, truncate at the first bad one and rebuild the indexes.
-    Full,
+pub(crate) enum Loaded {
+    /// Every batch read back whole.
+    Clean,
+    /// An unflushed tail failed validation and was cut off.
+    Cut,
+    /// A batch below the recovery point has an unreadable header. Nothing was cut (that data
+    /// was acknowledged as durable); the segment's offsets end before it.
+    Damaged,
+}
+
+/// How a scan of batch headers ended.
+enum ScanEnd {
+    Clean,
+    /// Cut here: the first invalid byte of the unflushed tail.
+    Cut(u64),
+    /// Stopped at an unreadable header below the recovery point; nothing may be cut.
+    Damaged,
+}
+
+fn fresh_state(base_offset: i64, now_ms: i64) -> SegmentState {
+    SegmentState {
+        offset_index: OffsetIndex::default(),
+        time_index: TimeIndex::default(),
+        bytes_since_index: 0,
+        next_offset: base_offset,
+        max_timestamp: -1,
+        offset_of_max_timestamp: base_offset,
+        created_ms: now_ms,
+    }
 }
 
 impl Segment {
     pub(crate) fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Self, StorageError> {
-        let stem = file_stem(base_offset);
-        let log_path = dir.join(format!("{stem}.log"));
-        let open = |p: PathBuf| {
+        #[cfg(test)]
+        if FAIL_NEXT_CREATE.with(|f| f.replace(false)) {
+            let e = std::io::Error::other("injected create failure");
+            return Err(io_err(
+                "create",
+                &SegmentFile::Log.path(dir, base_offset),
+                e,
+            ));
+        }
+        let open = |kind: SegmentFile| {
+            let p = kind.path(dir, base_offset);
             OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -69,40 +150,39 @@ impl Segment {
                 .open(&p)
                 .map_err(|e| io_err("create", &p, e))
         };
-        let file = open(log_path.clone())?;
-        let index_file = open(dir.join(format!("{stem}.index")))?;
-        let time_index_file = open(dir.join(format!("{stem}.timeindex")))?;
         Ok(Self {
             base_offset,
-            log_path,
-            file,
-            index_file,
-            time_index_file,
+            dir: dir.to_path_buf(),
+            log_path: SegmentFile::Log.path(dir, base_offset),
+            file: open(SegmentFile::Log)?,
+            index_file: open(SegmentFile::OffsetIndex)?,
+            time_index_file: open(SegmentFile::TimeIndex)?,
             size: AtomicU64::new(0),
-            state: Mutex::new(SegmentState {
-                offset_index: OffsetIndex::default(),
-                time_index: TimeIndex::default(),
-                bytes_since_index: 0,
-                next_offset: base_offset,
-                max_timestamp: -1,
-                offset_of_max_timestamp: base_offset,
-                created_ms: now_ms,
-            }),
+            state: Mutex::new(fresh_state(base_offset, now_ms)),
         })
     }
 
-    /// Opens an existing segment. Returns the segment and whether it had to truncate bytes.
+    pub(crate) fn path(&self, kind: SegmentFile) -> PathBuf {
+        kind.path(&self.dir, self.base_offset)
+    }
+
+    /// Opens an existing segment.
+    ///
+    /// `cut_from` is the recovery point when the segment may hold data that was never fsynced
+    /// (an unclean stop): every CRC is checked, and from the first bad batch at or above that
+    /// offset the rest of the file is cut. Batches below it were acknowledged as durable and
+    /// are never cut: a bad one is reported loudly and kept. With `None` the whole segment is
+    /// below the recovery point; its indexes are trusted if they look valid.
     pub(crate) fn open(
         dir: &Path,
         base_offset: i64,
-        recovery: Recovery,
+        cut_from: Option<i64>,
         index_interval_bytes: u64,
         now_ms: i64,
-    ) -> Result<(Self, bool), StorageError> {
-        let stem = file_stem(base_offset);
-        let log_path = dir.join(format!("{stem}.log"));
-        let index_path = dir.join(format!("{stem}.index"));
-        let time_path = dir.join(format!("{stem}.timeindex"));
+    ) -> Result<(Self, Loaded), StorageError> {
+        let index_path = SegmentFile::OffsetIndex.path(dir, base_offset);
+        let time_path = SegmentFile::TimeIndex.path(dir, base_offset);
+        let log_path = SegmentFile::Log.path(dir, base_offset);
         let rw = |p: &Path| {
             OpenOptions::new()
                 .read(true)
@@ -124,22 +204,15 @@ impl Segment {
             .len();
         let seg = Self {
             base_offset,
-            log_path: log_path.clone(),
+            dir: dir.to_path_buf(),
+            log_path,
             file,
             index_file,
             time_index_file,
             size: AtomicU64::new(file_len),
-            state: Mutex::new(SegmentState {
-                offset_index: OffsetIndex::default(),
-                time_index: TimeIndex::default(),
-                bytes_since_index: 0,
-                next_offset: base_offset,
-                max_timestamp: -1,
-                offset_of_max_timestamp: base_offset,
-                created_ms: now_ms,
-            }),
+            state: Mutex::new(fresh_state(base_offset, now_ms)),
         };
-        let loaded = if recovery == Recovery::TrustIndexes && indexes_present {
+        let loaded = if cut_from.is_none() && indexes_present {
             let idx = std::fs::read(&index_path)
                 .ok()
                 .and_then(|b| OffsetIndex::parse(&b, file_len));
@@ -150,7 +223,7 @@ impl Segment {
         } else {
             None
         };
-        let truncated = match loaded {
+        let outcome = match loaded {
             Some((idx, tidx)) => {
                 let start = idx.entries.last().map_or(0, |e| u64::from(e.position));
                 {
@@ -162,56 +235,80 @@ impl Segment {
                     st.offset_index = idx;
                     st.time_index = tidx;
                 }
-                // Index entries are hints; the tail past the last one is scanned (and must be
-                // valid, or the whole segment is recovered).
-                match seg.scan(start, file_len, true, index_interval_bytes, false)? {
-                    ScanEnd::Clean => false,
-                    ScanEnd::Invalid(_) => seg.recover(file_len, index_interval_bytes)?,
+                // Index entries are hints; the tail past the last one is scanned, and if its
+                // headers cannot be followed the indexes are rebuilt from the start.
+                match seg.scan(start, file_len, true, index_interval_bytes, false, None)? {
+                    ScanEnd::Clean => Loaded::Clean,
+                    ScanEnd::Cut(_) | ScanEnd::Damaged => {
+                        seg.rebuild(file_len, true, index_interval_bytes, None)?
+                    }
                 }
             }
-            None => seg.recover(file_len, index_interval_bytes)?,
+            None => seg.rebuild(file_len, true, index_interval_bytes, cut_from)?,
         };
-        Ok((seg, truncated))
+        Ok((seg, outcome))
     }
 
-    /// Rebuilds both indexes from the log bytes, validating CRCs, and truncates a torn or
-    /// corrupt tail. Returns whether bytes were cut.
-    fn recover(&self, file_len: u64, index_interval_bytes: u64) -> Result<bool, StorageError> {
+    /// Rebuilds both indexes and the segment's offsets from the first `len` log bytes,
+    /// optionally checking CRCs, and cuts an invalid tail at or above `cut_from`.
+    fn rebuild(
+        &self,
+        len: u64,
+        check_crc: bool,
+        index_interval_bytes: u64,
+        cut_from: Option<i64>,
+    ) -> Result<Loaded, StorageError> {
         {
             let mut st = self.state.lock();
-            st.offset_index = OffsetIndex::default();
-            st.time_index = TimeIndex::default();
-            st.bytes_since_index = 0;
-            st.next_offset = self.base_offset;
-            st.max_timestamp = -1;
-            st.offset_of_max_timestamp = self.base_offset;
+            let created_ms = st.created_ms;
+            *st = fresh_state(self.base_offset, created_ms);
         }
-        let end = match self.scan(0, file_len, true, index_interval_bytes, true)? {
-            ScanEnd::Clean => file_len,
-            ScanEnd::Invalid(pos) => pos,
+        let outcome = match self.scan(0, len, check_crc, index_interval_bytes, true, cut_from)? {
+            ScanEnd::Clean => Loaded::Clean,
+            ScanEnd::Damaged => Loaded::Damaged,
+            ScanEnd::Cut(end) => {
+                tracing::warn!(
+                    segment = %self.log_path.display(),
+                    valid_bytes = end,
+                    file_bytes = len,
+                    "truncating invalid or torn unflushed tail of segment"
+                );
+                self.file
+                    .set_len(end)
+                    .map_err(|e| io_err("truncate", &self.log_path, e))?;
+                self.file
+                    .sync_all()
+                    .map_err(|e| io_err("fsync", &self.log_path, e))?;
+                self.size.store(end, Ordering::Release);
+                Loaded::Cut
+            }
         };
-        let truncated = end < file_len;
-        if truncated {
-            tracing::warn!(
-                segment = %self.log_path.display(),
-                valid_bytes = end,
-                file_bytes = file_len,
-                "truncating invalid or torn tail of segment"
-            );
-            self.file
-                .set_len(end)
-                .map_err(|e| io_err("truncate", &self.log_path, e))?;
-            self.file
-                .sync_all()
-                .map_err(|e| io_err("fsync", &self.log_path, e))?;
-        }
-        self.size.store(end, Ordering::Release);
         self.rewrite_index_files()?;
-        Ok(truncated)
+        Ok(outcome)
+    }
+
+    /// Cuts the segment at byte `position`, a batch boundary, and rebuilds its indexes from
+    /// the headers that remain. The cut is fsynced: truncated batches must not come back after
+    /// a crash, since other replicas may already hold different ones at those offsets.
+    pub(crate) fn truncate_to(
+        &self,
+        position: u64,
+        index_interval_bytes: u64,
+    ) -> Result<(), StorageError> {
+        self.size.store(position, Ordering::Release);
+        self.file
+            .set_len(position)
+            .map_err(|e| io_err("truncate", &self.log_path, e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| io_err("fsync", &self.log_path, e))?;
+        self.rebuild(position, false, index_interval_bytes, None)?;
+        Ok(())
     }
 
     /// Walks batch headers in `[start, end)`, updating next offset and max timestamp, and,
     /// when `build_index` is set, the indexes. With `check_crc`, reads whole batches to verify.
+    /// See [`Segment::open`] for what `cut_from` means.
     fn scan(
         &self,
         start: u64,
@@ -219,33 +316,53 @@ impl Segment {
         check_crc: bool,
         index_interval_bytes: u64,
         build_index: bool,
+        cut_from: Option<i64>,
     ) -> Result<ScanEnd, StorageError> {
         let mut pos = start;
         let mut st = self.state.lock();
         let mut header_buf = [0u8; HEADER_LEN];
         let mut batch_buf = Vec::new();
+        let unflushed = |offset: i64| cut_from.is_some_and(|rp| offset >= rp);
         while pos < end {
-            if end - pos < HEADER_LEN as u64 {
-                return Ok(ScanEnd::Invalid(pos));
-            }
-            self.read_exact_at(&mut header_buf, pos)?;
-            let header = match BatchHeader::parse(&header_buf) {
-                Ok(h) => h,
-                Err(_) => return Ok(ScanEnd::Invalid(pos)),
+            let header = if end - pos < HEADER_LEN as u64 {
+                None
+            } else {
+                self.read_exact_at(&mut header_buf, pos)?;
+                BatchHeader::parse(&header_buf).ok().filter(|h| {
+                    pos + h.total_len() as u64 <= end
+                        && h.base_offset >= st.next_offset
+                        && h.last_offset_delta >= 0
+                        && h.last_offset() - self.base_offset <= i64::from(u32::MAX)
+                })
+            };
+            let Some(header) = header else {
+                if unflushed(st.next_offset) {
+                    return Ok(ScanEnd::Cut(pos));
+                }
+                tracing::error!(
+                    segment = %self.log_path.display(),
+                    position = pos,
+                    next_offset = st.next_offset,
+                    "unreadable batch header below the recovery point: bytes kept, offsets from \
+                     here on in this segment cannot be served"
+                );
+                return Ok(ScanEnd::Damaged);
             };
             let len = header.total_len() as u64;
-            if pos + len > end
-                || header.base_offset < st.next_offset
-                || header.last_offset_delta < 0
-                || header.last_offset() - self.base_offset > i64::from(u32::MAX)
-            {
-                return Ok(ScanEnd::Invalid(pos));
-            }
             if check_crc {
                 batch_buf.resize(len as usize, 0);
                 self.read_exact_at(&mut batch_buf, pos)?;
                 if vltava_record::compute_crc(&batch_buf) != header.crc {
-                    return Ok(ScanEnd::Invalid(pos));
+                    if unflushed(header.base_offset) {
+                        return Ok(ScanEnd::Cut(pos));
+                    }
+                    tracing::error!(
+                        segment = %self.log_path.display(),
+                        position = pos,
+                        base_offset = header.base_offset,
+                        last_offset = header.last_offset(),
+                        "batch below the recovery point fails its CRC: kept as written"
+                    );
                 }
             }
             if build_index {
@@ -294,20 +411,15 @@ impl Segment {
             tidx.extend_from_slice(&TimeIndex::encode_entry(*e));
         }
         drop(st);
-        let path = self.log_path.with_extension("index");
-        self.index_file
-            .set_len(0)
-            .map_err(|e| io_err("truncate", &path, e))?;
-        self.index_file
-            .write_all_at(&idx, 0)
-            .map_err(|e| io_err("write", &path, e))?;
-        let tpath = self.log_path.with_extension("timeindex");
-        self.time_index_file
-            .set_len(0)
-            .map_err(|e| io_err("truncate", &tpath, e))?;
-        self.time_index_file
-            .write_all_at(&tidx, 0)
-            .map_err(|e| io_err("write", &tpath, e))?;
+        for (file, kind, bytes) in [
+            (&self.index_file, SegmentFile::OffsetIndex, idx),
+            (&self.time_index_file, SegmentFile::TimeIndex, tidx),
+        ] {
+            let path = self.path(kind);
+            file.set_len(0).map_err(|e| io_err("truncate", &path, e))?;
+            file.write_all_at(&bytes, 0)
+                .map_err(|e| io_err("write", &path, e))?;
+        }
         Ok(())
     }
 
@@ -367,10 +479,10 @@ impl Segment {
             st.bytes_since_index = 0;
             self.index_file
                 .write_all_at(&OffsetIndex::encode_entry(e), n * OFFSET_ENTRY_LEN as u64)
-                .map_err(|e| io_err("write", &self.log_path.with_extension("index"), e))?;
+                .map_err(|e| io_err("write", &self.path(SegmentFile::OffsetIndex), e))?;
             self.time_index_file
                 .write_all_at(&TimeIndex::encode_entry(te), tn * TIME_ENTRY_LEN as u64)
-                .map_err(|e| io_err("write", &self.log_path.with_extension("timeindex"), e))?;
+                .map_err(|e| io_err("write", &self.path(SegmentFile::TimeIndex), e))?;
         }
         st.next_offset = next_offset;
         drop(st);
@@ -379,33 +491,29 @@ impl Segment {
         Ok(())
     }
 
-    /// Byte position of the batch containing `offset`, or `None` if the segment ends first.
-    /// Starts from the offset index and hops batch headers.
+    /// The batch containing `offset`: its byte position and header, or `None` if the segment
+    /// ends first. Starts from the offset index and hops batch headers.
     pub(crate) fn find_position(
         &self,
         offset: i64,
         size: u64,
-    ) -> Result<Option<u64>, StorageError> {
+    ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
         let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         let mut pos = u64::from(self.state.lock().offset_index.lookup(rel));
-        let mut header = [0u8; 27];
+        let mut buf = [0u8; HEADER_LEN];
         while pos + HEADER_LEN as u64 <= size {
-            self.read_exact_at(&mut header, pos)?;
-            let base = i64::from_be_bytes(header[0..8].try_into().expect("8 bytes"));
-            let len = i32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
-            let delta = i32::from_be_bytes(header[23..27].try_into().expect("4 bytes"));
-            if len < (HEADER_LEN - vltava_record::LOG_OVERHEAD) as i32 {
-                // Only a lying index can lead here; refuse rather than read garbage.
-                return Err(StorageError::Corrupt {
-                    path: self.log_path.clone(),
-                    position: pos,
-                    source: RecordError::InvalidLength { length: len },
-                });
+            self.read_exact_at(&mut buf, pos)?;
+            // Only a lying index or damage found at load can make this fail: refuse rather
+            // than serve garbage.
+            let header = BatchHeader::parse(&buf).map_err(|source| StorageError::Corrupt {
+                path: self.log_path.clone(),
+                position: pos,
+                source,
+            })?;
+            if header.last_offset() >= offset {
+                return Ok(Some((pos, header)));
             }
-            if base + i64::from(delta) >= offset {
-                return Ok(Some(pos));
-            }
-            pos += len as u64 + vltava_record::LOG_OVERHEAD as u64;
+            pos += header.total_len() as u64;
         }
         Ok(None)
     }
@@ -417,7 +525,8 @@ impl Segment {
         size: u64,
     ) -> Result<Option<(i64, i64)>, StorageError> {
         let start_rel = self.state.lock().time_index.lookup(ts);
-        let Some(mut pos) = self.find_position(self.base_offset + i64::from(start_rel), size)?
+        let Some((mut pos, _)) =
+            self.find_position(self.base_offset + i64::from(start_rel), size)?
         else {
             return Ok(None);
         };
@@ -502,34 +611,22 @@ impl Segment {
             };
             let tn = st.time_index.entries.len() as u64;
             st.time_index.entries.push(te);
-            let tpath = self.log_path.with_extension("timeindex");
             self.time_index_file
                 .write_all_at(&TimeIndex::encode_entry(te), tn * TIME_ENTRY_LEN as u64)
-                .map_err(|e| io_err("write", &tpath, e))?;
+                .map_err(|e| io_err("write", &self.path(SegmentFile::TimeIndex), e))?;
         }
         drop(st);
         self.index_file
             .sync_data()
-            .map_err(|e| io_err("fsync", &self.log_path.with_extension("index"), e))?;
+            .map_err(|e| io_err("fsync", &self.path(SegmentFile::OffsetIndex), e))?;
         self.time_index_file
             .sync_data()
-            .map_err(|e| io_err("fsync", &self.log_path.with_extension("timeindex"), e))
+            .map_err(|e| io_err("fsync", &self.path(SegmentFile::TimeIndex), e))
     }
 
     pub(crate) fn delete_files(&self) {
-        for ext in ["log", "index", "timeindex"] {
-            let p = self.log_path.with_extension(ext);
-            if let Err(e) = std::fs::remove_file(&p) {
-                tracing::warn!(path = %p.display(), error = %e, "could not delete segment file");
-            }
-        }
+        SegmentFile::delete_all(&self.dir, self.base_offset);
     }
-}
-
-enum ScanEnd {
-    Clean,
-    /// The first invalid byte position.
-    Invalid(u64),
 }
 
 impl From<(PathBuf, u64, RecordError)> for StorageError {
@@ -546,4 +643,6 @@ impl From<(PathBuf, u64, RecordError)> for StorageError {
 thread_local! {
     /// Set by tests to make this thread's next segment fsync fail, as a failing disk would.
     pub(crate) static FAIL_NEXT_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by tests to make this thread's next segment creation fail (a full disk, say).
+    pub(crate) static FAIL_NEXT_CREATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

@@ -7,6 +7,27 @@ use vltava_record::{build_batch, validate, BatchHeader, Batches};
 
 use crate::*;
 
+/// Plain leader appends with no producer-state checks, as most tests want.
+trait AppendExt {
+    fn append(
+        &self,
+        batches: &mut [u8],
+        epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError>;
+}
+
+impl AppendExt for Log {
+    fn append(
+        &self,
+        batches: &mut [u8],
+        epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_as_leader(batches, epoch, now_ms, accept_all)
+    }
+}
+
 fn batch(n: usize, ts: i64, payload: usize) -> Vec<u8> {
     let value = vec![b'x'; payload];
     let recs: Vec<_> = (0..n)
@@ -33,7 +54,7 @@ fn read_all(log: &Log) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
     let mut offset = log.offsets().log_start_offset;
     loop {
-        let r = log.read(offset, 1 << 20, true).unwrap();
+        let r = log.read(offset, i64::MAX, 1 << 20, true).unwrap();
         if r.records.is_empty() {
             return out;
         }
@@ -56,7 +77,7 @@ fn append_assigns_offsets_and_reads_back() {
         assert_eq!(info.last_offset, i * 3 + 2);
     }
     assert_eq!(log.offsets().log_end_offset, 30);
-    let r = log.read(4, 1 << 20, true).unwrap();
+    let r = log.read(4, i64::MAX, 1 << 20, true).unwrap();
     let first = BatchHeader::parse(&r.records).unwrap();
     assert_eq!(
         first.base_offset, 3,
@@ -64,9 +85,13 @@ fn append_assigns_offsets_and_reads_back() {
     );
     validate(&r.records, usize::MAX).unwrap();
     assert_eq!(read_all(&log).len(), 10);
-    assert!(log.read(30, 100, true).unwrap().records.is_empty());
+    assert!(log
+        .read(30, i64::MAX, 100, true)
+        .unwrap()
+        .records
+        .is_empty());
     assert!(matches!(
-        log.read(31, 100, true),
+        log.read(31, i64::MAX, 100, true),
         Err(StorageError::OffsetOutOfRange { .. })
     ));
 }
@@ -78,15 +103,15 @@ fn max_bytes_returns_whole_batches_and_at_least_one() {
     for _ in 0..5 {
         log.append(&mut batch(1, 0, 1000), 0, 0).unwrap();
     }
-    let r = log.read(0, 2500, true).unwrap();
+    let r = log.read(0, i64::MAX, 2500, true).unwrap();
     assert_eq!(Batches::new(&r.records).count(), 2);
-    let r = log.read(0, 10, true).unwrap();
+    let r = log.read(0, i64::MAX, 10, true).unwrap();
     assert_eq!(
         Batches::new(&r.records).count(),
         1,
         "KIP-74: first batch even if over max_bytes"
     );
-    let r = log.read(0, 10, false).unwrap();
+    let r = log.read(0, i64::MAX, 10, false).unwrap();
     assert!(r.records.is_empty());
 }
 
@@ -173,7 +198,7 @@ fn reopen_after(damage: impl Fn(&Path)) {
     damage(dir.path());
     let log = open(dir.path(), cfg, true);
     assert_eq!(log.offsets().log_end_offset, 50);
-    let r = log.read(37, 1, true).unwrap();
+    let r = log.read(37, i64::MAX, 1, true).unwrap();
     assert_eq!(BatchHeader::parse(&r.records).unwrap().base_offset, 37);
     assert_eq!(log.offset_for_timestamp(20).unwrap(), Some((20, 20)));
     log.close().unwrap();
@@ -255,7 +280,7 @@ fn retention_by_time_and_size_and_delete_records() {
     assert_eq!(deleted, 2);
     assert_eq!(log.offsets().log_start_offset, 4);
     assert!(matches!(
-        log.read(0, 100, true),
+        log.read(0, i64::MAX, 100, true),
         Err(StorageError::OffsetOutOfRange { .. })
     ));
     // Everything expired: the active segment is rolled and deleted too.
@@ -283,9 +308,9 @@ fn retention_by_time_and_size_and_delete_records() {
     assert_eq!(log.offsets().log_start_offset, 6);
 
     assert_eq!(log.delete_records_before(8).unwrap(), 8);
-    assert!(log.read(7, 100, true).is_err());
+    assert!(log.read(7, i64::MAX, 100, true).is_err());
     assert_eq!(
-        BatchHeader::parse(&log.read(8, 100, true).unwrap().records)
+        BatchHeader::parse(&log.read(8, i64::MAX, 100, true).unwrap().records)
             .unwrap()
             .base_offset,
         8
@@ -330,7 +355,7 @@ fn log_append_time_stamps_batches() {
     let log = open(dir.path(), cfg, true);
     let info = log.append(&mut batch(2, 5, 10), 0, 777).unwrap();
     assert_eq!(info.log_append_time, 777);
-    let r = log.read(0, 1000, true).unwrap();
+    let r = log.read(0, i64::MAX, 1000, true).unwrap();
     validate(&r.records, usize::MAX).unwrap();
     assert!(BatchHeader::parse(&r.records).unwrap().is_log_append_time());
 }
@@ -359,7 +384,7 @@ proptest! {
         prop_assert_eq!(log.offsets().log_end_offset, next);
         prop_assert_eq!(read_all(&log), expect.clone());
         for (base, last) in &expect {
-            let r = log.read(*last, 1, true).unwrap();
+            let r = log.read(*last, i64::MAX, 1, true).unwrap();
             prop_assert_eq!(BatchHeader::parse(&r.records).unwrap().base_offset, *base);
         }
     }
@@ -385,6 +410,432 @@ fn a_failed_fsync_poisons_the_log() {
     ));
     assert!(matches!(log.flush(), Err(StorageError::Poisoned { .. })));
     // Reads of what was written still work.
-    let r = log.read(0, 1 << 20, true).unwrap();
+    let r = log.read(0, i64::MAX, 1 << 20, true).unwrap();
     assert_eq!(Batches::new(&r.records).count(), 2);
+}
+
+fn open_with(dir: &Path, cfg: LogConfig, clean: bool, recovery_point: i64) -> Log {
+    Log::open(
+        dir,
+        cfg,
+        OpenOptions {
+            clean_shutdown: clean,
+            recovery_point,
+            log_start_offset: 0,
+        },
+        0,
+    )
+    .unwrap()
+}
+
+/// Every epoch from -1 to `max`, answered by OffsetForLeaderEpoch.
+fn epoch_answers(log: &Log, max: i32) -> Vec<(i32, (i32, i64))> {
+    (-1..=max)
+        .map(|e| (e, log.end_offset_for_epoch(e)))
+        .collect()
+}
+
+#[test]
+fn epochs_follow_leader_appends_truncation_and_follower_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 400,
+        index_interval_bytes: 1,
+        ..LogConfig::default()
+    };
+    let log = open(dir.path(), cfg.clone(), true);
+    // Epoch 0: offsets 0..4, epoch 1: 4..10, epoch 2: 10..13; segments roll as they go.
+    for (epoch, n) in [(0, 2), (0, 2), (1, 3), (1, 3), (2, 3)] {
+        log.append(&mut batch(n, 100, 50), epoch, 0).unwrap();
+    }
+    assert!(log.segment_count() > 2);
+    let entries = |log: &Log| {
+        log.leader_epochs()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(entries(&log), [(0, 0), (1, 4), (2, 10)]);
+    assert_eq!(
+        epoch_answers(&log, 3),
+        [
+            (-1, (-1, -1)),
+            (0, (0, 4)),
+            (1, (1, 10)),
+            (2, (2, 13)),
+            (3, (-1, -1))
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("leader-epoch-checkpoint")).unwrap(),
+        "0\n3\n0 0\n1 4\n2 10\n"
+    );
+    log.flush().unwrap();
+
+    // A follower truncates into epoch 1, at the start of its second batch.
+    assert!(matches!(
+        log.truncate_to(8),
+        Err(StorageError::NotBatchBoundary {
+            offset: 8,
+            batch_base_offset: 7,
+            batch_last_offset: 9
+        })
+    ));
+    log.truncate_to(7).unwrap();
+    assert_eq!(log.offsets().log_end_offset, 7);
+    assert_eq!(log.offsets().flushed_offset, 7);
+    assert_eq!(entries(&log), [(0, 0), (1, 4)]);
+    assert_eq!(read_all(&log), [(0, 1), (2, 3), (4, 6)]);
+
+    // It then copies the new leader's epoch 3 batches, offsets and epochs unchanged.
+    let mut leader_batch = batch(2, 200, 50);
+    vltava_record::set_base_offset(&mut leader_batch, 7);
+    vltava_record::set_partition_leader_epoch(&mut leader_batch, 3);
+    let mut wrong = leader_batch.clone();
+    vltava_record::set_base_offset(&mut wrong, 8);
+    assert!(matches!(
+        log.append_as_follower(&wrong, 0, accept_all),
+        Err(StorageError::UnexpectedAppendOffset {
+            expected: 7,
+            actual: 8
+        })
+    ));
+    let info = log
+        .append_as_follower(&leader_batch, 0, accept_all)
+        .unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (7, 8));
+    let mut next = batch(1, 300, 50);
+    vltava_record::set_base_offset(&mut next, 9);
+    vltava_record::set_partition_leader_epoch(&mut next, 3);
+    log.append_as_follower(&next, 0, accept_all).unwrap();
+    let expect = [
+        (-1, (-1, -1)),
+        (0, (0, 4)),
+        (1, (1, 7)),
+        (2, (1, 7)),
+        (3, (3, 10)),
+        (4, (-1, -1)),
+    ];
+    assert_eq!(epoch_answers(&log, 4), expect);
+    let r = log.read(7, i64::MAX, 1 << 20, true).unwrap();
+    let h = BatchHeader::parse(&r.records).unwrap();
+    assert_eq!((h.base_offset, h.partition_leader_epoch), (7, 3));
+
+    // The cache and the truncated indexes survive a reopen, clean or not.
+    log.close().unwrap();
+    drop(log);
+    for clean in [true, false] {
+        let log = open_with(dir.path(), cfg.clone(), clean, 0);
+        assert_eq!(log.offsets().log_end_offset, 10);
+        assert_eq!(epoch_answers(&log, 4), expect);
+        assert_eq!(read_all(&log), [(0, 1), (2, 3), (4, 6), (7, 8), (9, 9)]);
+        assert_eq!(log.offset_for_timestamp(250).unwrap(), Some((9, 300)));
+    }
+}
+
+#[test]
+fn epoch_cache_is_cut_to_the_log_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    log.append(&mut batch(2, 0, 10), 4, 0).unwrap();
+    log.close().unwrap();
+    drop(log);
+    // An entry at the log end (a leader elected, nothing written) and one past it.
+    std::fs::write(
+        dir.path().join("leader-epoch-checkpoint"),
+        "0\n3\n4 0\n5 2\n6 9\n",
+    )
+    .unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    assert_eq!(
+        log.leader_epochs(),
+        [EpochEntry {
+            epoch: 4,
+            start_offset: 0
+        }]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("leader-epoch-checkpoint")).unwrap(),
+        "0\n1\n4 0\n"
+    );
+}
+
+#[test]
+fn the_validator_sees_assigned_headers_and_can_refuse() {
+    #[derive(Debug)]
+    #[allow(dead_code)] // `Storage` only carries the error back to the caller.
+    enum ProduceError {
+        Storage(StorageError),
+        Refused { producer_id: i64, base_offset: i64 },
+    }
+    impl From<StorageError> for ProduceError {
+        fn from(e: StorageError) -> Self {
+            Self::Storage(e)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    log.append(&mut batch(3, 0, 10), 0, 0).unwrap();
+    let mut two = batch(2, 0, 10);
+    two.extend_from_slice(&batch(4, 0, 10));
+    let mut seen = Vec::new();
+    let info = log
+        .append_as_leader::<ProduceError, _>(&mut two.clone(), 7, 0, |h| {
+            seen.push((
+                h.base_offset,
+                h.last_offset(),
+                h.partition_leader_epoch,
+                h.record_count,
+            ));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, [(3, 4, 7, 2), (5, 8, 7, 4)]);
+    assert_eq!(info.last_offset, 8);
+    let before = (log.offsets(), log.size_bytes(), log.leader_epochs());
+    let refused = log.append_as_leader(&mut two, 9, 0, |h| {
+        if h.base_offset > 9 {
+            Err(ProduceError::Refused {
+                producer_id: h.producer_id,
+                base_offset: h.base_offset,
+            })
+        } else {
+            Ok(())
+        }
+    });
+    assert!(matches!(
+        refused,
+        Err(ProduceError::Refused {
+            producer_id: -1,
+            base_offset: 11
+        })
+    ));
+    assert_eq!(
+        (log.offsets(), log.size_bytes(), log.leader_epochs()),
+        before,
+        "a refused append writes nothing, not even its epoch"
+    );
+}
+
+#[test]
+fn reads_stop_below_max_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    for _ in 0..4 {
+        log.append(&mut batch(3, 0, 10), 0, 0).unwrap(); // 0..3, 3..6, 6..9, 9..12
+    }
+    let bases = |r: ReadResult| {
+        Batches::new(&r.records)
+            .map(|b| b.unwrap().0.base_offset)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(bases(log.read(0, 12, 1 << 20, true).unwrap()), [0, 3, 6, 9]);
+    assert_eq!(bases(log.read(0, 9, 1 << 20, true).unwrap()), [0, 3, 6]);
+    // A batch straddling the bound is held back, even as the first batch of a min_one read.
+    assert_eq!(bases(log.read(0, 8, 1 << 20, true).unwrap()), [0, 3]);
+    assert_eq!(
+        bases(log.read(6, 8, 1 << 20, true).unwrap()),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        bases(log.read(7, 7, 1 << 20, true).unwrap()),
+        Vec::<i64>::new()
+    );
+    let r = log.read(4, 6, 1, true).unwrap();
+    assert_eq!(r.log_end_offset, 12);
+    assert_eq!(bases(r), [3]);
+}
+
+#[test]
+fn fetch_at_a_log_start_inside_a_batch_returns_that_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 300,
+        ..LogConfig::default()
+    };
+    let log = open(dir.path(), cfg.clone(), true);
+    for _ in 0..6 {
+        log.append(&mut batch(5, 0, 20), 0, 0).unwrap(); // 0..5, 5..10, ...
+    }
+    assert!(log.segment_count() > 2);
+    assert_eq!(log.delete_records_before(7).unwrap(), 7);
+    log.enforce_retention(0).unwrap();
+    let check = |log: &Log| {
+        let start = log.offsets().log_start_offset;
+        assert_eq!(start, 7);
+        let r = log.read(start, i64::MAX, 1, true).unwrap();
+        let h = BatchHeader::parse(&r.records).unwrap();
+        assert_eq!((h.base_offset, h.last_offset()), (5, 9));
+    };
+    check(&log);
+    log.close().unwrap();
+    drop(log);
+    let reopened = Log::open(
+        dir.path(),
+        cfg,
+        OpenOptions {
+            clean_shutdown: true,
+            recovery_point: 30,
+            log_start_offset: 7,
+        },
+        0,
+    )
+    .unwrap();
+    check(&reopened);
+}
+
+/// Flips a byte inside the last batch of the segment at `base`, so its CRC no longer matches.
+fn corrupt_last_batch(dir: &Path, base: i64) -> u64 {
+    let path = dir.join(format!("{base:020}.log"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = Batches::new(&bytes).last().unwrap().unwrap().1;
+    bytes[last.end - 3] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    bytes.len() as u64
+}
+
+fn segment_bases(dir: &Path) -> Vec<i64> {
+    let mut bases: Vec<i64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            name.strip_suffix(".log").and_then(|s| s.parse().ok())
+        })
+        .collect();
+    bases.sort_unstable();
+    bases
+}
+
+/// Ten segments of two batches each (offsets 0..20), written and flushed.
+fn ten_segments(dir: &Path) -> LogConfig {
+    let cfg = LogConfig {
+        segment_bytes: 250,
+        ..LogConfig::default()
+    };
+    let log = open(dir, cfg.clone(), true);
+    for i in 0..20 {
+        log.append(&mut batch(1, i, 50), 0, 0).unwrap();
+    }
+    log.close().unwrap();
+    assert_eq!(segment_bases(dir), (0..20).step_by(2).collect::<Vec<_>>());
+    cfg
+}
+
+#[test]
+fn a_bad_old_batch_after_a_clean_stop_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ten_segments(dir.path());
+    let len = corrupt_last_batch(dir.path(), 4);
+    // Missing indexes force the whole segment to be re-read.
+    std::fs::remove_file(dir.path().join(format!("{:020}.index", 4))).unwrap();
+    let log = open_with(dir.path(), cfg.clone(), true, 20);
+    assert_eq!(log.offsets().log_end_offset, 20);
+    assert_eq!(segment_bases(dir.path()).len(), 10, "no segment deleted");
+    assert_eq!(
+        std::fs::metadata(dir.path().join(format!("{:020}.log", 4)))
+            .unwrap()
+            .len(),
+        len,
+        "the damaged segment is not cut"
+    );
+    assert_eq!(read_all(&log).len(), 20);
+    // The offsets after it are not reused.
+    assert_eq!(
+        log.append(&mut batch(1, 0, 5), 0, 0).unwrap().base_offset,
+        20
+    );
+    log.close().unwrap();
+    drop(log);
+
+    // Same after an unclean stop: the segment is below the recovery point.
+    let log = open_with(dir.path(), cfg, false, 21);
+    assert_eq!(log.offsets().log_end_offset, 21);
+    assert_eq!(read_all(&log).len(), 21);
+}
+
+#[test]
+fn an_unclean_stop_cuts_only_above_the_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ten_segments(dir.path());
+    // The segment holding the recovery point (10) has a bad batch below it (offset 9 is in
+    // segment 8, fully flushed) and the last segments are unflushed.
+    corrupt_last_batch(dir.path(), 8);
+    let log = open_with(dir.path(), cfg.clone(), false, 10);
+    assert_eq!(
+        log.offsets().log_end_offset,
+        20,
+        "bad batch below the recovery point kept"
+    );
+    assert_eq!(segment_bases(dir.path()).len(), 10);
+    drop(log);
+
+    // Now a bad batch above the recovery point: cut there, later (unflushed) segments go.
+    corrupt_last_batch(dir.path(), 14);
+    let log = open_with(dir.path(), cfg, false, 10);
+    assert_eq!(log.offsets().log_end_offset, 15);
+    assert_eq!(segment_bases(dir.path()), [0, 2, 4, 6, 8, 10, 12, 14]);
+    assert_eq!(read_all(&log).len(), 15);
+    assert!(!log.is_poisoned());
+}
+
+#[test]
+fn a_failed_roll_poisons_the_log_and_reopen_recovers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 250,
+        ..LogConfig::default()
+    };
+    let log = open(dir.path(), cfg.clone(), true);
+    log.append(&mut batch(1, 0, 50), 0, 0).unwrap();
+    log.append(&mut batch(1, 0, 50), 0, 0).unwrap();
+    assert_eq!(log.flush().unwrap(), 2);
+    crate::segment::FAIL_NEXT_CREATE.with(|f| f.set(true));
+    assert!(matches!(
+        log.append(&mut batch(1, 0, 50), 0, 0),
+        Err(StorageError::Io { op: "create", .. })
+    ));
+    assert!(log.is_poisoned());
+    assert!(matches!(
+        log.append(&mut batch(1, 0, 50), 0, 0),
+        Err(StorageError::Poisoned { .. })
+    ));
+    assert!(matches!(
+        log.truncate_to(1),
+        Err(StorageError::Poisoned { .. })
+    ));
+    log.reopen(0).unwrap();
+    assert!(!log.is_poisoned());
+    assert_eq!(log.offsets().log_end_offset, 2);
+    assert_eq!(
+        log.append(&mut batch(1, 0, 50), 0, 0).unwrap().base_offset,
+        2
+    );
+    assert_eq!(read_all(&log).len(), 3);
+}
+
+#[test]
+fn reopen_after_a_failed_fsync_drops_what_was_never_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    log.append(&mut batch(2, 0, 50), 0, 0).unwrap();
+    assert_eq!(log.flush().unwrap(), 2);
+    log.append(&mut batch(3, 0, 50), 1, 0).unwrap();
+    crate::segment::FAIL_NEXT_SYNC.with(|f| f.set(true));
+    assert!(log.flush().is_err());
+    log.reopen(0).unwrap();
+    assert_eq!(log.offsets().log_end_offset, 2);
+    assert_eq!(log.offsets().flushed_offset, 2);
+    assert_eq!(
+        log.leader_epochs(),
+        [EpochEntry {
+            epoch: 0,
+            start_offset: 0
+        }],
+        "the epoch that only the lost batch started is gone too"
+    );
+    assert_eq!(
+        log.append(&mut batch(1, 0, 5), 1, 0).unwrap().base_offset,
+        2
+    );
+    assert_eq!(log.flush().unwrap(), 3);
 }

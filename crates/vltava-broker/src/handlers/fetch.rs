@@ -52,11 +52,17 @@ fn read_all(
             let budget = t.max_bytes.min(max_bytes.saturating_sub(total));
             // KIP-74: the first batch is returned even if larger than the limits, so a big
             // batch never blocks a consumer.
-            match p.log.read(t.fetch_offset, budget, total == 0) {
+            // One replica and no transactions yet: the high watermark and the last stable
+            // offset are both the log end offset.
+            let high_watermark = p.log.offsets().log_end_offset;
+            match p
+                .log
+                .read(t.fetch_offset, high_watermark, budget, total == 0)
+            {
                 Ok(r) => {
                     total += r.records.len();
-                    d.high_watermark = r.high_watermark;
-                    d.last_stable_offset = r.high_watermark;
+                    d.high_watermark = high_watermark;
+                    d.last_stable_offset = high_watermark;
                     d.log_start_offset = r.log_start_offset;
                     d.records = Some(r.records);
                 }

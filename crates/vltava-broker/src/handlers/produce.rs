@@ -9,7 +9,7 @@ use vltava_protocol::messages::produce_response::{PartitionProduceResponse, Topi
 use vltava_protocol::messages::*;
 use vltava_protocol::{ErrorCode, Response};
 use vltava_record::RecordError;
-use vltava_storage::StorageError;
+use vltava_storage::{accept_all, StorageError};
 
 use super::{sb, tn};
 use crate::broker::{now_ms, Broker};
@@ -118,7 +118,10 @@ fn append_one(
     // The one copy on the produce path: the request buffer is shared, the log needs the batch
     // with its offsets rewritten.
     let mut buf = records.to_vec();
-    let info = match p.log.append(&mut buf, p.leader_epoch, now_ms()) {
+    let info = match p
+        .log
+        .append_as_leader(&mut buf, p.leader_epoch, now_ms(), accept_all)
+    {
         Ok(i) => i,
         Err(e) => {
             return (
