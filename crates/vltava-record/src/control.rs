@@ -198,3 +198,136 @@ pub fn read_end_txn_marker(batch: &[u8]) -> Result<EndTxnMarker, RecordError> {
         coordinator_epoch: i32::from_be_bytes(value[2..6].try_into().expect("6 bytes checked")),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{check_compressed, validate, BatchHeader};
+
+    fn marker_batch() -> MarkerBatch {
+        MarkerBatch {
+            base_offset: 17,
+            partition_leader_epoch: 4,
+            producer_id: 9000,
+            producer_epoch: 2,
+            timestamp: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn markers_round_trip_as_kafka_lays_them_out() {
+        for result in [TransactionResult::Commit, TransactionResult::Abort] {
+            let marker = EndTxnMarker {
+                result,
+                coordinator_epoch: 77,
+            };
+            let b = write_end_txn_marker(&marker_batch(), marker);
+            validate(&b, usize::MAX).unwrap();
+            check_compressed(&b, 1 << 20).unwrap();
+            let h = BatchHeader::parse(&b).unwrap();
+            assert!(h.is_control() && h.is_transactional() && !h.is_log_append_time());
+            assert_eq!(h.compression(), Compression::None);
+            assert_eq!(
+                (h.base_offset, h.partition_leader_epoch, h.producer_id),
+                (17, 4, 9000)
+            );
+            assert_eq!(
+                (h.producer_epoch, h.base_sequence, h.record_count),
+                (2, -1, 1)
+            );
+            assert_eq!(h.base_timestamp, 1_700_000_000_000);
+            assert_eq!(read_end_txn_marker(&b), Ok(marker));
+
+            // The record as Kafka writes it: key version 0 and type, value version 0 and epoch.
+            let r = read_records(&b, 1 << 20).unwrap().next().unwrap().unwrap();
+            let type_id = if result == TransactionResult::Commit {
+                1
+            } else {
+                0
+            };
+            assert_eq!(r.key.as_deref(), Some(&[0, 0, 0, type_id][..]));
+            assert_eq!(r.value.as_deref(), Some(&[0, 0, 0, 0, 0, 77][..]));
+            assert!(r.headers.is_empty());
+        }
+    }
+
+    /// A marker batch with the given key and value, for the refusals below.
+    fn control_batch(key: Option<&[u8]>, value: Option<&[u8]>, control: bool) -> Vec<u8> {
+        let mut b = BatchBuilder::new(BatchAttributes {
+            control,
+            transactional: true,
+            ..BatchAttributes::default()
+        });
+        b.push(0, key, value, &[]);
+        b.finish()
+    }
+
+    #[test]
+    fn newer_versions_read_and_bad_markers_are_named() {
+        // A later version may append fields: what we know is still read.
+        let later = control_batch(Some(&[0, 1, 0, 1, 9]), Some(&[0, 1, 0, 0, 0, 5, 1]), true);
+        assert_eq!(
+            read_end_txn_marker(&later),
+            Ok(EndTxnMarker {
+                result: TransactionResult::Commit,
+                coordinator_epoch: 5
+            })
+        );
+        let value = [0, 0, 0, 0, 0, 1];
+        let cases: [(Vec<u8>, ControlError); 7] = [
+            (
+                control_batch(Some(&[0, 0, 0, 1]), Some(&value), false),
+                ControlError::NotControl,
+            ),
+            (
+                control_batch(Some(&[0, 0, 0]), Some(&value), true),
+                ControlError::ShortKey { len: 3 },
+            ),
+            (
+                control_batch(None, Some(&value), true),
+                ControlError::ShortKey { len: 0 },
+            ),
+            (
+                control_batch(Some(&[0xff, 0xff, 0, 1]), Some(&value), true),
+                ControlError::NegativeKeyVersion { version: -1 },
+            ),
+            (
+                control_batch(Some(&[0, 0, 0, 2]), Some(&value), true),
+                ControlError::NotAMarker { record_type: 2 },
+            ),
+            (
+                control_batch(Some(&[0, 0, 0, 0]), Some(&value[..5]), true),
+                ControlError::ShortValue { len: 5 },
+            ),
+            (
+                control_batch(Some(&[0, 0, 0, 0]), Some(&[0x80, 0, 0, 0, 0, 0]), true),
+                ControlError::NegativeValueVersion { version: -32768 },
+            ),
+        ];
+        for (batch, want) in cases {
+            assert_eq!(read_end_txn_marker(&batch), Err(want.into()));
+        }
+        let mut two = BatchBuilder::new(BatchAttributes {
+            control: true,
+            ..BatchAttributes::default()
+        });
+        two.push(0, Some(&[0, 0, 0, 1]), Some(&value), &[]);
+        two.push(0, Some(&[0, 0, 0, 1]), Some(&value), &[]);
+        assert_eq!(
+            read_end_txn_marker(&two.finish()),
+            Err(ControlError::RecordCount { count: 2 }.into())
+        );
+    }
+
+    #[test]
+    fn control_key_types() {
+        for id in [-1i16, 0, 1, 2, 6, i16::MAX] {
+            let k = ControlKey {
+                version: 0,
+                record_type: ControlRecordType::from_id(id),
+            };
+            assert_eq!(k.record_type.id(), id);
+            assert_eq!(ControlKey::parse(Some(&k.encode())), Ok(k));
+        }
+    }
+}
