@@ -3,7 +3,9 @@
 //! The broker never decodes individual records on the produce or fetch path: it reads the
 //! 61-byte batch header, checks the CRC-32C, and rewrites the two fields that are outside the
 //! CRC (`baseOffset` and `partitionLeaderEpoch`). This crate owns that byte layout so storage
-//! and the broker share one definition of it.
+//! and the broker share one definition of it. Where records must be read or written
+//! (coordinator replay, compaction, transaction markers), `reader` and `writer` do it for
+//! every codec, so no caller special-cases compression and no other crate encodes a varint.
 
 use thiserror::Error;
 

@@ -122,7 +122,8 @@ impl BatchBuilder {
         if self.count == 0 {
             self.base_timestamp = timestamp;
         }
-        let timestamp_delta = timestamp - self.base_timestamp;
+        // Wrapping, as Java's long arithmetic: any timestamps a batch can hold rewrite exactly.
+        let timestamp_delta = timestamp.wrapping_sub(self.base_timestamp);
         let fields = 1
             + varlong_len(timestamp_delta)
             + varint_len(offset_delta)
@@ -157,7 +158,7 @@ impl BatchBuilder {
     pub fn append_record(&mut self, base_timestamp: i64, record: &Record<'_>) {
         self.append(
             record.offset_delta,
-            base_timestamp + record.timestamp_delta,
+            base_timestamp.wrapping_add(record.timestamp_delta),
             record.key.as_deref(),
             record.value.as_deref(),
             &record.headers,
