@@ -7,12 +7,13 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
+use crate::varint::{self, VarintError};
 use crate::{BatchHeader, Compression, RecordError, HEADER_LEN};
 
 /// xerial snappy-java's stream header, which the Java producer writes; librdkafka writes a
 /// bare snappy block. Kafka reads both, so do we.
-const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
-const XERIAL_HEADER_LEN: usize = 16;
+pub(crate) const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
+pub(crate) const XERIAL_HEADER_LEN: usize = 16;
 
 /// What a record says about itself before its key, value and headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,26 @@ pub struct RecordStream<'a> {
     remaining: i32,
     codec: Compression,
     limit: u64,
+    /// Decompressed bytes read so far, to say where a malformed varint starts.
+    consumed: u64,
+}
+
+/// A varint read from the stream fails either way: the stream's, or the varint's own.
+enum StreamVarintError {
+    Record(RecordError),
+    Varint(VarintError),
+}
+
+impl From<VarintError> for StreamVarintError {
+    fn from(e: VarintError) -> Self {
+        StreamVarintError::Varint(e)
+    }
+}
+
+impl From<RecordError> for StreamVarintError {
+    fn from(e: RecordError) -> Self {
+        StreamVarintError::Record(e)
+    }
 }
 
 /// Opens the record section of `batch`, failing once more than `limit` decompressed bytes
@@ -49,6 +70,7 @@ pub fn record_stream(batch: &[u8], limit: u64) -> Result<RecordStream<'_>, Recor
         limit,
         remaining: h.record_count.max(0),
         codec,
+        consumed: 0,
     })
 }
 
@@ -68,6 +90,24 @@ fn body_reader(
         Compression::Snappy => Box::new(io::Cursor::new(snappy(body, limit)?)),
         Compression::Unknown(n) => return Err(fail(format!("unknown codec id {n}"))),
     })
+}
+
+/// Decompresses a whole records section, failing past `limit` bytes: for readers that must
+/// hold the records (compaction, markers), where streaming would not help.
+pub(crate) fn decompress(
+    section: &[u8],
+    codec: Compression,
+    limit: u64,
+) -> Result<Vec<u8>, RecordError> {
+    if codec == Compression::Snappy {
+        return snappy(section, limit);
+    }
+    let inner = body_reader(section, codec, limit)?;
+    let mut out = Vec::new();
+    Capped { inner, left: limit }
+        .read_to_end(&mut out)
+        .map_err(|e| stream_err(codec, limit, e))?;
+    Ok(out)
 }
 
 /// Checks a compressed batch all the way through: it must decompress within `limit` bytes
@@ -161,29 +201,46 @@ impl RecordStream<'_> {
         self.reader
             .read_exact(&mut b)
             .map_err(|e| stream_err(codec, limit, e))?;
+        self.consumed += 1;
         Ok(b[0])
     }
 
-    /// A zigzag varint and how many bytes it took.
-    fn varint(&mut self) -> Result<(i64, u64), RecordError> {
-        let mut z: u64 = 0;
-        for (i, shift) in (0..64).step_by(7).enumerate() {
-            let byte = self.byte()?;
-            z |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok((((z >> 1) as i64) ^ -((z & 1) as i64), i as u64 + 1));
-            }
-        }
-        Err(RecordError::InvalidLength { length: -1 })
+    /// A zigzag varint of at most `max_len` bytes and how many bytes it took.
+    fn varint(&mut self, max_len: usize) -> Result<(i64, u64), RecordError> {
+        let offset = self.consumed;
+        let (codec, limit) = (self.codec, self.limit);
+        let reader = &mut self.reader;
+        let (z, n) = varint::decode_unsigned::<StreamVarintError>(max_len, || {
+            let buf = reader.fill_buf().map_err(|e| stream_err(codec, limit, e))?;
+            let Some(&byte) = buf.first() else {
+                return Ok(None);
+            };
+            reader.consume(1);
+            Ok(Some(byte))
+        })
+        .map_err(|e| match e {
+            StreamVarintError::Record(e) => e,
+            StreamVarintError::Varint(source) => RecordError::Varint {
+                offset: offset as usize,
+                source,
+            },
+        })?;
+        self.consumed += n as u64;
+        let v = if max_len == varint::MAX_VARINT_LEN {
+            i64::from(varint::zigzag_decode_32(z))
+        } else {
+            varint::zigzag_decode(z)
+        };
+        Ok((v, n as u64))
     }
 
     fn next_record(&mut self) -> Result<RecordMeta, RecordError> {
-        let (len, _) = self.varint()?;
+        let (len, _) = self.varint(varint::MAX_VARINT_LEN)?;
         let len =
             u64::try_from(len).map_err(|_| RecordError::InvalidLength { length: len as i32 })?;
         self.byte()?; // attributes
-        let (timestamp_delta, a) = self.varint()?;
-        let (offset_delta, b) = self.varint()?;
+        let (timestamp_delta, a) = self.varint(varint::MAX_VARLONG_LEN)?;
+        let (offset_delta, b) = self.varint(varint::MAX_VARINT_LEN)?;
         let rest = len
             .checked_sub(1 + a + b)
             .ok_or(RecordError::InvalidLength { length: len as i32 })?;
@@ -205,6 +262,7 @@ impl RecordStream<'_> {
             }
             let n = avail.min(left);
             self.reader.consume(n as usize);
+            self.consumed += n;
             left -= n;
         }
         Ok(RecordMeta {

@@ -3,12 +3,25 @@
 //! The broker never decodes individual records on the produce or fetch path: it reads the
 //! 61-byte batch header, checks the CRC-32C, and rewrites the two fields that are outside the
 //! CRC (`baseOffset` and `partitionLeaderEpoch`). This crate owns that byte layout so storage
-//! and the broker share one definition of it.
+//! and the broker share one definition of it. Where records must be read or written
+//! (coordinator replay, compaction, transaction markers), `reader` and `writer` do it for
+//! every codec, so no caller special-cases compression and no other crate encodes a varint.
 
 use thiserror::Error;
 
 mod compression;
+mod control;
+mod reader;
+pub mod varint;
+mod writer;
 pub use compression::{check_compressed, record_stream, RecordMeta, RecordStream};
+pub use control::{
+    read_end_txn_marker, write_end_txn_marker, ControlError, ControlKey, ControlRecordType,
+    EndTxnMarker, MarkerBatch, TransactionResult,
+};
+pub use reader::{read_records, BatchRecords, Header, Record, RecordIter, RecordProblem, Records};
+pub use varint::VarintError;
+pub use writer::{BatchAttributes, BatchBuilder};
 
 /// Length of the fixed RecordBatch v2 header.
 pub const HEADER_LEN: usize = 61;
@@ -61,6 +74,14 @@ pub enum RecordError {
     Decompress { codec: Compression, reason: String },
     #[error("{codec:?} batch expands past {limit} bytes: a decompression bomb")]
     DecompressionBomb { codec: Compression, limit: u64 },
+    #[error("malformed varint at byte {offset} of the records: {source}")]
+    Varint { offset: usize, source: VarintError },
+    #[error("record {index} is malformed: {problem}")]
+    MalformedRecord { index: i32, problem: RecordProblem },
+    #[error("bytes follow the {declared} records the batch declares")]
+    TrailingBytes { declared: i32 },
+    #[error("invalid control batch: {0}")]
+    Control(#[from] ControlError),
 }
 
 /// Compression codec from the low three attribute bits.
@@ -347,43 +368,9 @@ pub struct RecordRef<'a> {
     pub value: Option<&'a [u8]>,
 }
 
-fn read_varint(b: &[u8], pos: &mut usize) -> Result<i64, RecordError> {
-    let mut z: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.get(*pos).ok_or(RecordError::Truncated {
-            offset: *pos,
-            need: 1,
-            have: 0,
-        })?;
-        *pos += 1;
-        z |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok((z >> 1) as i64 ^ -((z & 1) as i64));
-        }
-    }
-    Err(RecordError::InvalidLength { length: -1 })
-}
-
-fn read_bytes<'a>(b: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, RecordError> {
-    let len = read_varint(b, pos)?;
-    if len < 0 {
-        return Ok(None);
-    }
-    let end = pos
-        .checked_add(len as usize)
-        .filter(|e| *e <= b.len())
-        .ok_or(RecordError::Truncated {
-            offset: *pos,
-            need: len as usize,
-            have: b.len() - *pos,
-        })?;
-    let out = &b[*pos..end];
-    *pos = end;
-    Ok(Some(out))
-}
-
-/// Decodes the records of one uncompressed batch (used for internal topics the broker writes
-/// itself, never on the produce or fetch path). Compressed batches are refused.
+/// Decodes the records of one uncompressed batch, borrowed from it (the coordinator's replay
+/// of batches the broker wrote itself). Compressed batches are refused: [`read_records`]
+/// reads any batch.
 pub fn uncompressed_records(batch: &[u8]) -> Result<Vec<RecordRef<'_>>, RecordError> {
     let h = BatchHeader::parse(batch)?;
     if h.compression() != Compression::None {
@@ -391,98 +378,58 @@ pub fn uncompressed_records(batch: &[u8]) -> Result<Vec<RecordRef<'_>>, RecordEr
             length: h.batch_length,
         });
     }
-    let end = h.total_len().min(batch.len());
+    let end = h.total_len();
+    if batch.len() < end {
+        return Err(RecordError::Truncated {
+            offset: 0,
+            need: end,
+            have: batch.len(),
+        });
+    }
     parse_records(&batch[HEADER_LEN..end], h.record_count)
 }
 
 /// Decodes `count` records from the record section of a batch (decompressed if need be).
 pub fn parse_records(body: &[u8], count: i32) -> Result<Vec<RecordRef<'_>>, RecordError> {
-    let end = body.len();
-    let mut pos = 0;
-    let mut out = Vec::with_capacity(count.clamp(0, 4096) as usize);
-    while pos < end && out.len() < count.max(0) as usize {
-        let len = read_varint(body, &mut pos)?;
-        let rec_end = pos
-            .checked_add(len.max(0) as usize)
-            .filter(|e| *e <= end)
-            .ok_or(RecordError::Truncated {
-                offset: pos,
-                need: len.max(0) as usize,
-                have: end - pos,
-            })?;
-        let rec = &body[..rec_end];
-        pos += 1; // attributes
-        let timestamp_delta = read_varint(rec, &mut pos)?;
-        let offset_delta = read_varint(rec, &mut pos)?;
-        let key = read_bytes(rec, &mut pos)?;
-        let value = read_bytes(rec, &mut pos)?;
-        out.push(RecordRef {
-            offset_delta,
-            timestamp_delta,
-            key,
-            value,
-        });
-        pos = rec_end;
+    reader::RecordIter::new(body, count)
+        .map(|r| r.map(|r| RecordRef::from_record(&r)))
+        .collect()
+}
+
+impl<'a> RecordRef<'a> {
+    /// `r` was parsed from a borrowed section, so its fields borrow from it too.
+    fn from_record(r: &Record<'a>) -> Self {
+        fn borrowed<'a>(c: &Option<std::borrow::Cow<'a, [u8]>>) -> Option<&'a [u8]> {
+            match c {
+                None => None,
+                Some(std::borrow::Cow::Borrowed(b)) => Some(b),
+                Some(std::borrow::Cow::Owned(_)) => unreachable!("RecordIter only borrows"),
+            }
+        }
+        Self {
+            offset_delta: i64::from(r.offset_delta),
+            timestamp_delta: r.timestamp_delta,
+            key: borrowed(&r.key),
+            value: borrowed(&r.value),
+        }
     }
-    Ok(out)
 }
 
 /// A record for [`build_batch`]: key, value and timestamp.
 pub type RecordSpec<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, i64);
 
 /// Builds an uncompressed batch from `(key, value, timestamp)` records, for tests and tools
-/// that need a well-formed batch without a client library.
+/// that need a well-formed batch without a client library. [`BatchBuilder`] writes any batch.
 pub fn build_batch(base_offset: i64, records: &[RecordSpec<'_>]) -> Vec<u8> {
-    fn varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            if z < 0x80 {
-                out.push(z as u8);
-                return;
-            }
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
-        }
+    let mut b = BatchBuilder::new(BatchAttributes {
+        base_offset,
+        partition_leader_epoch: 0,
+        ..BatchAttributes::default()
+    });
+    for (key, value, timestamp) in records {
+        b.push(*timestamp, *key, *value, &[]);
     }
-    assert!(!records.is_empty(), "a batch holds at least one record");
-    let base_ts = records[0].2;
-    let max_ts = records.iter().map(|r| r.2).max().unwrap_or(base_ts);
-    let mut body = Vec::new();
-    for (i, (key, value, ts)) in records.iter().enumerate() {
-        let mut rec = vec![0u8]; // attributes
-        varint(&mut rec, ts - base_ts);
-        varint(&mut rec, i as i64);
-        for field in [key, value] {
-            match field {
-                Some(b) => {
-                    varint(&mut rec, b.len() as i64);
-                    rec.extend_from_slice(b);
-                }
-                None => varint(&mut rec, -1),
-            }
-        }
-        varint(&mut rec, 0); // headers
-        varint(&mut body, rec.len() as i64);
-        body.extend_from_slice(&rec);
-    }
-    let mut b = Vec::with_capacity(HEADER_LEN + body.len());
-    b.extend_from_slice(&base_offset.to_be_bytes());
-    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
-    b.extend_from_slice(&0i32.to_be_bytes());
-    b.push(CURRENT_MAGIC as u8);
-    b.extend_from_slice(&0u32.to_be_bytes());
-    b.extend_from_slice(&0i16.to_be_bytes());
-    b.extend_from_slice(&((records.len() - 1) as i32).to_be_bytes());
-    b.extend_from_slice(&base_ts.to_be_bytes());
-    b.extend_from_slice(&max_ts.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes());
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
-    b.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    b.extend_from_slice(&body);
-    let crc = compute_crc(&b);
-    b[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
-    b
+    b.finish()
 }
 
 #[cfg(test)]
@@ -500,6 +447,21 @@ mod tests {
         let h = BatchHeader::parse(&b).unwrap();
         assert_eq!(h.total_len(), b.len());
         assert_eq!(h.compression(), Compression::None);
+    }
+
+    #[test]
+    fn build_batch_bytes_are_stable() {
+        // The bytes `build_batch` wrote before it became a wrapper over `BatchBuilder`.
+        let b = build_batch(7, &[(Some(b"k"), Some(b"v"), 10), (None, None, 300)]);
+        let want: &[u8] = &[
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x42, 0x00, 0x00,
+            0x00, 0x00, 0x02, 0xb8, 0xed, 0x2c, 0xf5, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+            0x2c, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0x00, 0x00, 0x00, 0x02, 0x10, 0x00, 0x00, 0x00, 0x02, 0x6b, 0x02, 0x76, 0x00,
+            0x0e, 0x00, 0xc4, 0x04, 0x02, 0x01, 0x01, 0x00,
+        ];
+        assert_eq!(b, want);
     }
 
     #[test]

@@ -26,7 +26,11 @@ fn record_error_code(e: &RecordError) -> ErrorCode {
         | RecordError::InvalidRecordCount { .. }
         | RecordError::Empty
         | RecordError::Decompress { .. }
-        | RecordError::DecompressionBomb { .. } => ErrorCode::CorruptMessage,
+        | RecordError::DecompressionBomb { .. }
+        | RecordError::Varint { .. }
+        | RecordError::MalformedRecord { .. }
+        | RecordError::TrailingBytes { .. }
+        | RecordError::Control(_) => ErrorCode::CorruptMessage,
     }
 }
 
