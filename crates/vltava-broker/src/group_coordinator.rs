@@ -44,6 +44,16 @@ pub enum Parked<T> {
     Later(oneshot::Receiver<T>),
 }
 
+/// Why a write to `__consumer_offsets` failed.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A name too long for Kafka's record layout; nothing of the write was appended.
+    #[error(transparent)]
+    Encode(#[from] vltava_coordinator::records::RecordError),
+}
+
 /// Topic names and ids from the metadata image, for the KIP-848 records (which store ids).
 struct ImageTopics<'a>(&'a MetadataImage);
 
@@ -156,7 +166,7 @@ impl GroupCoordinator {
         inner: &mut Inner,
         group: &str,
         records: &[Record],
-    ) -> Result<(Arc<Partition>, i64), StorageError> {
+    ) -> Result<(Arc<Partition>, i64), WriteError> {
         let p = self
             .partition_for(broker, group)
             .ok_or_else(|| StorageError::Poisoned {
@@ -165,8 +175,10 @@ impl GroupCoordinator {
         let now = now_ms();
         let image = broker.controller.image();
         let topics = ImageTopics(&image);
-        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-            records.iter().map(|r| r.encode(&topics)).collect();
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = records
+            .iter()
+            .map(|r| r.encode(&topics))
+            .collect::<Result<_, _>>()?;
         let recs: Vec<vltava_record::RecordSpec<'_>> = encoded
             .iter()
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref(), now))
@@ -485,8 +497,8 @@ impl GroupCoordinator {
                 self.write(broker, &mut inner, chunk[0].group(), chunk)
                     .map(|_| ())
             });
-            let durable = written.and_then(|()| p.log.flush());
-            match durable.and_then(|_| p.log.delete_records_before(first)) {
+            let durable = written.and_then(|()| Ok(p.log.flush()?));
+            match durable.and_then(|_| Ok(p.log.delete_records_before(first)?)) {
                 Ok(start) => {
                     trimmed = true;
                     tracing::info!(

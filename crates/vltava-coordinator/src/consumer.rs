@@ -906,7 +906,7 @@ mod tests {
         let topics = crate::records::tests::TestTopics;
         let mut restored = ConsumerGroup::new("g", 100_000);
         for rec in g.durable().records(None) {
-            let (k, v) = rec.encode(&topics);
+            let (k, v) = rec.encode(&topics).unwrap();
             for back in Record::decode(&k, v.as_deref(), &topics).expect("decodes") {
                 restored.replay(&back, 100_000);
             }

@@ -68,6 +68,8 @@ pub enum RecordError {
     UnknownRecordType { version: i16 },
     #[error("unknown value version {version} for key version {key_version}")]
     UnknownValueVersion { key_version: i16, version: i16 },
+    #[error("a field of {len} bytes is longer than its length field allows")]
+    FieldTooLong { len: usize },
     #[error("{extra} unexpected bytes after the key")]
     TrailingKeyBytes { extra: usize },
     #[error("legacy json record: {reason}")]
@@ -204,8 +206,9 @@ impl Record {
         }
     }
 
-    /// `(key, value)` bytes for a record batch, in Kafka's layout.
-    pub fn encode(&self, topics: &dyn TopicIds) -> (Vec<u8>, Option<Vec<u8>>) {
+    /// `(key, value)` bytes for a record batch, in Kafka's layout. Fails only for a name
+    /// longer than Kafka's layout can hold (`FieldTooLong`), which Kafka cannot store either.
+    pub fn encode(&self, topics: &dyn TopicIds) -> Result<(Vec<u8>, Option<Vec<u8>>), RecordError> {
         let mut key = Writer::default();
         let value = match self {
             Record::Offset {
@@ -263,7 +266,7 @@ impl Record {
                     let mut w = value_writer(CONSUMER_VALUE_VERSION);
                     topic_partitions(&mut w, p, topics);
                     w.no_tagged_fields();
-                    w.buf
+                    w
                 })
             }
             Record::ConsumerGroupCurrentMemberAssignment {
@@ -279,7 +282,10 @@ impl Record {
                     .map(|v| encode_current_assignment_value(v, topics))
             }
         };
-        (key.buf, value)
+        match key.too_long.or(value.as_ref().and_then(|v| v.too_long)) {
+            Some(len) => Err(RecordError::FieldTooLong { len }),
+            None => Ok((key.buf, value.map(|v| v.buf))),
+        }
     }
 
     /// Decodes a stored record. Most keys give one record; a legacy JSON KIP-848 group gives
@@ -388,13 +394,13 @@ fn value_writer(version: i16) -> Writer {
     w
 }
 
-fn encode_offset_value(v: &OffsetValue) -> Vec<u8> {
+fn encode_offset_value(v: &OffsetValue) -> Writer {
     let mut w = value_writer(OFFSET_COMMIT_VALUE_WRITE);
     w.i64(v.offset);
     w.i32(v.leader_epoch);
     w.string(v.metadata.as_deref().unwrap_or(""));
     w.i64(v.commit_timestamp_ms);
-    w.buf
+    w
 }
 
 /// OffsetCommitValue v0..=4: v1 adds expireTimestamp (which we ignore: KIP-211 expiry
@@ -434,7 +440,7 @@ fn decode_offset_value(r: &mut Reader<'_>) -> Result<OffsetValue, RecordError> {
 /// GroupMetadataValue v3. Each member's `subscription` is its metadata for the group's
 /// chosen protocol: Kafka's value has room for no other, so a member's other protocols
 /// are not stored (Kafka restores members the same way).
-fn encode_group_value(s: &GroupSnapshot) -> Vec<u8> {
+fn encode_group_value(s: &GroupSnapshot) -> Writer {
     let mut w = value_writer(GROUP_METADATA_VALUE_WRITE);
     w.string(s.protocol_type.as_deref().unwrap_or(""));
     w.i32(s.generation_id);
@@ -458,7 +464,7 @@ fn encode_group_value(s: &GroupSnapshot) -> Vec<u8> {
         w.bytes(subscription);
         w.bytes(&m.assignment);
     }
-    w.buf
+    w
 }
 
 /// GroupMetadataValue v0..=4: v1 adds rebalanceTimeout, v2 currentStateTimestamp, v3
@@ -560,11 +566,11 @@ fn consumer_value_version(r: &mut Reader<'_>, key_version: i16) -> Result<(), Re
 }
 
 /// ConsumerGroupMetadataValue and ConsumerGroupTargetAssignmentMetadataValue: one epoch.
-fn encode_epoch_value(epoch: i32) -> Vec<u8> {
+fn encode_epoch_value(epoch: i32) -> Writer {
     let mut w = value_writer(CONSUMER_VALUE_VERSION);
     w.i32(epoch);
     w.no_tagged_fields();
-    w.buf
+    w
 }
 
 fn decode_epoch_value(r: &mut Reader<'_>, key_version: i16) -> Result<i32, RecordError> {
@@ -576,7 +582,7 @@ fn decode_epoch_value(r: &mut Reader<'_>, key_version: i16) -> Result<i32, Recor
 
 /// ConsumerGroupPartitionMetadataValue. Rack information is not kept (stored empty, as
 /// Kafka does when it has none).
-fn encode_partition_metadata_value(t: &BTreeMap<String, i32>, topics: &dyn TopicIds) -> Vec<u8> {
+fn encode_partition_metadata_value(t: &BTreeMap<String, i32>, topics: &dyn TopicIds) -> Writer {
     let known: Vec<(Uuid, &String, i32)> = t
         .iter()
         .filter_map(|(name, &n)| topics.topic_id(name).map(|id| (id, name, n)))
@@ -591,7 +597,7 @@ fn encode_partition_metadata_value(t: &BTreeMap<String, i32>, topics: &dyn Topic
         w.no_tagged_fields();
     }
     w.no_tagged_fields();
-    w.buf
+    w
 }
 
 fn decode_partition_metadata_value(
@@ -620,7 +626,7 @@ fn decode_partition_metadata_value(
 
 /// ConsumerGroupMemberMetadataValue. Rack, regex and classic-member metadata (tag 0) are
 /// features this broker does not have: written null, ignored when read.
-fn encode_member_metadata_value(m: &MemberSubscription) -> Vec<u8> {
+fn encode_member_metadata_value(m: &MemberSubscription) -> Writer {
     let mut w = value_writer(CONSUMER_VALUE_VERSION);
     w.compact_nullable_string(m.instance_id.as_deref());
     w.compact_nullable_string(None);
@@ -634,7 +640,7 @@ fn encode_member_metadata_value(m: &MemberSubscription) -> Vec<u8> {
     w.i32(m.rebalance_timeout_ms);
     w.compact_nullable_string(m.assignor.as_deref());
     w.no_tagged_fields();
-    w.buf
+    w
 }
 
 fn decode_member_metadata_value(
@@ -676,7 +682,7 @@ fn member_state(v: &MemberAssignment) -> i8 {
     }
 }
 
-fn encode_current_assignment_value(v: &MemberAssignment, topics: &dyn TopicIds) -> Vec<u8> {
+fn encode_current_assignment_value(v: &MemberAssignment, topics: &dyn TopicIds) -> Writer {
     let mut w = value_writer(CONSUMER_VALUE_VERSION);
     if v.departed {
         w.i32(LEAVE_GROUP_STATIC_MEMBER_EPOCH);
@@ -689,7 +695,7 @@ fn encode_current_assignment_value(v: &MemberAssignment, topics: &dyn TopicIds) 
     topic_partitions(&mut w, &v.assigned, topics);
     topic_partitions(&mut w, &v.revoking, topics);
     w.no_tagged_fields();
-    w.buf
+    w
 }
 
 fn decode_current_assignment_value(
@@ -821,7 +827,7 @@ pub(crate) mod tests {
     }
 
     fn round_trip(r: &Record) -> Record {
-        let (k, v) = r.encode(&TestTopics);
+        let (k, v) = r.encode(&TestTopics).unwrap();
         decode_one(&k, v.as_deref()).expect("decodes")
     }
 
@@ -876,7 +882,7 @@ pub(crate) mod tests {
             \x00\x00\x00\x02\
             \x00\x01m\
             \x00\x00\x00\x00\x00\x00\x00\x05";
-        let (k, v) = offset_record().encode(&TestTopics);
+        let (k, v) = offset_record().encode(&TestTopics).unwrap();
         assert_eq!(k, offset_key);
         assert_eq!(v.as_deref(), Some(&offset_value[..]));
         assert_eq!(
@@ -900,7 +906,7 @@ pub(crate) mod tests {
             \x00\x00\x00\x64\
             \x00\x00\x00\x02\x01\x02\
             \x00\x00\x00\x01\x03";
-        let (k, v) = group_record().encode(&TestTopics);
+        let (k, v) = group_record().encode(&TestTopics).unwrap();
         assert_eq!(k, group_key);
         assert_eq!(v.as_deref(), Some(&group_value[..]));
         assert_eq!(decode_one(group_key, Some(group_value)), Ok(group_record()));
@@ -911,7 +917,7 @@ pub(crate) mod tests {
             group: "g".into(),
             epoch: Some(5),
         };
-        let (k, v) = r.encode(&TestTopics);
+        let (k, v) = r.encode(&TestTopics).unwrap();
         assert_eq!(k, b"\x00\x03\x00\x01g");
         assert_eq!(v.as_deref(), Some(&b"\x00\x00\x00\x00\x00\x05\x00"[..]));
         // A tombstone is a null value.
@@ -921,7 +927,7 @@ pub(crate) mod tests {
             partition: 3,
             value: None,
         };
-        assert_eq!(t.encode(&TestTopics), (offset_key.to_vec(), None));
+        assert_eq!(t.encode(&TestTopics).unwrap(), (offset_key.to_vec(), None));
     }
 
     #[test]
@@ -1062,7 +1068,7 @@ pub(crate) mod tests {
                 (id == Uuid::from_u128(1)).then(|| "t".into())
             }
         }
-        let (k, v) = r.encode(&OnlyT);
+        let (k, v) = r.encode(&OnlyT).unwrap();
         let back = Record::decode(&k, v.as_deref(), &OnlyT).unwrap();
         assert_eq!(
             back,
@@ -1106,6 +1112,15 @@ pub(crate) mod tests {
         v.extend_from_slice(b"\x7f\xff\xff\xff");
         assert!(decode_one(b"\x00\x02\x00\x01g", Some(&v)).is_err());
         assert!(decode_one(b"{", None).is_err());
+        // A client may send a group id longer than an int16 string holds: refused, no panic.
+        let long = Record::Group {
+            group: "g".repeat(40_000),
+            value: None,
+        };
+        assert_eq!(
+            long.encode(&TestTopics),
+            Err(RecordError::FieldTooLong { len: 40_000 })
+        );
         assert!(decode_one(b"", None).is_err());
     }
 
@@ -1281,7 +1296,7 @@ pub(crate) mod tests {
         /// Stored bytes cut short anywhere are an error, never a panic or a wrong record.
         #[test]
         fn truncated_records_are_errors(r in record()) {
-            let (k, v) = r.encode(&TestTopics);
+            let (k, v) = r.encode(&TestTopics).unwrap();
             for n in 0..k.len() {
                 prop_assert!(Record::decode(&k[..n], v.as_deref(), &TestTopics).is_err());
             }

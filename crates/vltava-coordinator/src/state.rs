@@ -478,7 +478,7 @@ mod tests {
             let before = g.durable();
             let _ = g.heartbeat(now, &cfg, req, &parts);
             for r in g.durable().records(Some(&before)) {
-                let (k, v) = r.encode(&TestTopics);
+                let (k, v) = r.encode(&TestTopics).unwrap();
                 for back in Record::decode(&k, v.as_deref(), &TestTopics).unwrap() {
                     disk.replay(&back, 0);
                 }

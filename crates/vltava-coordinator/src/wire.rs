@@ -177,6 +177,10 @@ impl<'a> Reader<'a> {
 #[derive(Default)]
 pub(crate) struct Writer {
     pub(crate) buf: Vec<u8>,
+    /// The first length that did not fit its length field. Names come from clients (a
+    /// flexible request may carry a group id longer than an int16 string allows), so this
+    /// is an error for the caller, not a panic.
+    pub(crate) too_long: Option<usize>,
 }
 
 impl Writer {
@@ -208,22 +212,29 @@ impl Writer {
         self.buf.push(v as u8);
     }
 
-    /// Lengths beyond what the format can hold are a bug of ours, not bad input: Kafka
-    /// caps group ids, member ids and topic names far below them.
-    fn len_i16(n: usize) -> i16 {
-        i16::try_from(n).expect("string longer than Kafka's int16 length allows")
+    fn fits<T: TryFrom<usize>>(&mut self, n: usize) -> Option<T> {
+        let v = T::try_from(n).ok();
+        if v.is_none() {
+            self.too_long.get_or_insert(n);
+        }
+        v
     }
 
-    fn len_i32(n: usize) -> i32 {
-        i32::try_from(n).expect("field longer than Kafka's int32 length allows")
+    fn len_i16(&mut self, n: usize) -> i16 {
+        self.fits(n).unwrap_or(0)
     }
 
-    fn len_compact(n: usize) -> u32 {
-        u32::try_from(n + 1).expect("field longer than Kafka's compact length allows")
+    fn len_i32(&mut self, n: usize) -> i32 {
+        self.fits(n).unwrap_or(0)
+    }
+
+    fn len_compact(&mut self, n: usize) -> u32 {
+        self.fits(n + 1).unwrap_or(0)
     }
 
     pub(crate) fn string(&mut self, s: &str) {
-        self.i16(Self::len_i16(s.len()));
+        let n = self.len_i16(s.len());
+        self.i16(n);
         self.buf.extend_from_slice(s.as_bytes());
     }
 
@@ -235,16 +246,19 @@ impl Writer {
     }
 
     pub(crate) fn bytes(&mut self, b: &[u8]) {
-        self.i32(Self::len_i32(b.len()));
+        let n = self.len_i32(b.len());
+        self.i32(n);
         self.buf.extend_from_slice(b);
     }
 
     pub(crate) fn array_len(&mut self, n: usize) {
-        self.i32(Self::len_i32(n));
+        let n = self.len_i32(n);
+        self.i32(n);
     }
 
     pub(crate) fn compact_string(&mut self, s: &str) {
-        self.unsigned_varint(Self::len_compact(s.len()));
+        let n = self.len_compact(s.len());
+        self.unsigned_varint(n);
         self.buf.extend_from_slice(s.as_bytes());
     }
 
@@ -256,7 +270,8 @@ impl Writer {
     }
 
     pub(crate) fn compact_array_len(&mut self, n: usize) {
-        self.unsigned_varint(Self::len_compact(n));
+        let n = self.len_compact(n);
+        self.unsigned_varint(n);
     }
 
     /// An empty tagged-field section.
