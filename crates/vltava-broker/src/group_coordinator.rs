@@ -10,9 +10,10 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use vltava_coordinator::classic::{Effects, GroupConfig, JoinResult, Reply, SyncResult};
 use vltava_coordinator::consumer::ConsumerGroupConfig;
-use vltava_coordinator::records::Record;
+use vltava_coordinator::records::{Record, TopicIds};
 use vltava_coordinator::state::{CoordinatorState, Group};
 use vltava_coordinator::{offsets_partition_for, GroupError};
+use vltava_metadata::MetadataImage;
 use vltava_storage::{accept_all, StorageError};
 
 use crate::broker::{now_ms, Broker};
@@ -41,6 +42,29 @@ pub struct GroupCoordinator {
 pub enum Parked<T> {
     Now(T),
     Later(oneshot::Receiver<T>),
+}
+
+/// Why a write to `__consumer_offsets` failed.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A name too long for Kafka's record layout; nothing of the write was appended.
+    #[error(transparent)]
+    Encode(#[from] vltava_coordinator::records::RecordError),
+}
+
+/// Topic names and ids from the metadata image, for the KIP-848 records (which store ids).
+struct ImageTopics<'a>(&'a MetadataImage);
+
+impl TopicIds for ImageTopics<'_> {
+    fn topic_id(&self, name: &str) -> Option<uuid::Uuid> {
+        self.0.topic(name).map(|t| t.topic_id)
+    }
+
+    fn topic_name(&self, id: uuid::Uuid) -> Option<String> {
+        self.0.topic_by_id(&id).map(|t| t.name.clone())
+    }
 }
 
 /// Records a `__consumer_offsets` partition may hold beyond twice its live state before it is
@@ -86,6 +110,8 @@ impl GroupCoordinator {
     pub fn load(&self, broker: &Broker) {
         let now = now_ms();
         let mut count = 0;
+        let image = broker.controller.image();
+        let topics = ImageTopics(&image);
         let mut inner = self.inner.lock();
         for p in broker.partitions.topic(OFFSETS_TOPIC) {
             let mut offset = p.log.offsets().log_start_offset;
@@ -104,9 +130,17 @@ impl GroupCoordinator {
                         continue;
                     };
                     for rec in records {
-                        if let Some(record) = rec.key.and_then(|k| Record::decode(k, rec.value)) {
-                            inner.state.replay(&record, now);
-                            count += 1;
+                        let Some(key) = rec.key else { continue };
+                        match Record::decode(key, rec.value, &topics) {
+                            Ok(decoded) => {
+                                for record in &decoded {
+                                    inner.state.replay(record, now);
+                                    count += 1;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::debug!(partition = p.index, error = %e, "skipped a record of __consumer_offsets");
+                            }
                         }
                     }
                 }
@@ -133,14 +167,19 @@ impl GroupCoordinator {
         inner: &mut Inner,
         group: &str,
         records: &[Record],
-    ) -> Result<(Arc<Partition>, i64), StorageError> {
+    ) -> Result<(Arc<Partition>, i64), WriteError> {
         let p = self
             .partition_for(broker, group)
             .ok_or_else(|| StorageError::Poisoned {
                 dir: OFFSETS_TOPIC.into(),
             })?;
         let now = now_ms();
-        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = records.iter().map(Record::encode).collect();
+        let image = broker.controller.image();
+        let topics = ImageTopics(&image);
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = records
+            .iter()
+            .map(|r| r.encode(&topics))
+            .collect::<Result<_, _>>()?;
         let recs: Vec<vltava_record::RecordSpec<'_>> = encoded
             .iter()
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref(), now))
@@ -152,12 +191,10 @@ impl GroupCoordinator {
         p.notify_appended(info.last_offset + 1);
         p.request_flush();
         for r in records {
-            // The live group already is what its snapshot records; replaying it would reset
-            // in-flight join and sync state.
-            if !matches!(
-                r,
-                Record::Group { value: Some(_), .. } | Record::ConsumerGroup { value: Some(_), .. }
-            ) {
+            // The live group already is what its group records say; replaying them would reset
+            // in-flight join, sync and session state. Offsets and tombstones (deletion,
+            // expiry) are applied here.
+            if matches!(r, Record::Offset { .. }) || r.is_tombstone() {
                 inner.state.replay(r, now);
             }
         }
@@ -390,8 +427,8 @@ impl GroupCoordinator {
         result
     }
 
-    /// Stores a KIP-848 group when its durable part differs from `before` (`None`: always).
-    /// Most heartbeats change nothing durable and write nothing.
+    /// Stores what changed in a KIP-848 group since `before` (`None`: all of it), as the
+    /// coordinator's records for it. Most heartbeats change nothing durable and write nothing.
     fn persist_consumer_group(
         &self,
         broker: &Broker,
@@ -406,11 +443,11 @@ impl GroupCoordinator {
         if before.as_ref() == Some(&now) {
             return;
         }
-        let rec = Record::ConsumerGroup {
-            group: group.to_string(),
-            value: Some(Box::new(now)),
-        };
-        if let Err(e) = self.write(broker, inner, group, &[rec]) {
+        let records = now.records(before.as_ref());
+        if records.is_empty() {
+            return;
+        }
+        if let Err(e) = self.write(broker, inner, group, &records) {
             tracing::warn!(group, error = %e, "could not persist consumer group");
         }
     }
@@ -427,8 +464,9 @@ impl GroupCoordinator {
             let effects = match inner.state.groups.get_mut(&id) {
                 Some(Group::Classic(g)) => g.tick(now),
                 Some(Group::Consumer(g)) => {
+                    let before = g.durable();
                     if g.tick(now, &cfg, &partitions_of) {
-                        self.persist_consumer_group(broker, &mut inner, &id, None);
+                        self.persist_consumer_group(broker, &mut inner, &id, Some(before));
                     }
                     Effects::default()
                 }
@@ -462,8 +500,8 @@ impl GroupCoordinator {
                 self.write(broker, &mut inner, chunk[0].group(), chunk)
                     .map(|_| ())
             });
-            let durable = written.and_then(|()| p.log.flush());
-            match durable.and_then(|_| p.log.delete_records_before(first)) {
+            let durable = written.and_then(|()| Ok(p.log.flush()?));
+            match durable.and_then(|_| Ok(p.log.delete_records_before(first)?)) {
                 Ok(start) => {
                     trimmed = true;
                     tracing::info!(

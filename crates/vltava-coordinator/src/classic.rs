@@ -224,9 +224,16 @@ impl ClassicGroup {
         }
     }
 
-    /// Rebuilds a group from its record; members get a fresh session from `now_ms`.
+    /// Rebuilds a group from its record; members get a fresh session from `now_ms`. A record
+    /// without a state time (-1, from Kafka before 2.1) counts from now, so that an empty
+    /// group's offsets are not expired at once.
     pub fn restore(group_id: &str, s: GroupSnapshot, now_ms: i64) -> Self {
-        let mut g = Self::new(group_id, s.state_since_ms);
+        let since = if s.state_since_ms < 0 {
+            now_ms
+        } else {
+            s.state_since_ms
+        };
+        let mut g = Self::new(group_id, since);
         g.protocol_type = s.protocol_type;
         g.generation_id = s.generation_id;
         g.protocol_name = s.protocol_name;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::records::{MemberAssignment, MemberSubscription, Record};
 use crate::GroupError;
 
 pub type TopicPartition = (String, i32);
@@ -82,9 +83,34 @@ impl Default for ConsumerGroupConfig {
     }
 }
 
+impl ConsumerMember {
+    fn subscription(&self) -> MemberSubscription {
+        MemberSubscription {
+            instance_id: self.instance_id.clone(),
+            client_id: self.client_id.clone(),
+            client_host: self.client_host.clone(),
+            subscribed: self.subscribed.clone(),
+            rebalance_timeout_ms: self.rebalance_timeout_ms,
+            assignor: self.assignor.clone(),
+        }
+    }
+
+    fn current_assignment(&self) -> MemberAssignment {
+        MemberAssignment {
+            member_epoch: self.member_epoch,
+            previous_member_epoch: self.previous_member_epoch,
+            departed: self.departed,
+            assigned: self.assigned.clone(),
+            revoking: self.revoking.clone(),
+        }
+    }
+}
+
 pub const ASSIGNORS: [&str; 2] = ["uniform", "range"];
 
-/// Stored whole in `__consumer_offsets` whenever its durable part changes (see `durable`).
+/// Stored in `__consumer_offsets` as Kafka's KIP-848 records (see `records`) whenever its
+/// durable part changes (see `durable`). Not stored: `state_since_ms`, which Kafka's records
+/// have no room for; a replayed group counts from its replay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerGroup {
     pub group_id: String,
@@ -122,14 +148,191 @@ impl ConsumerGroup {
         g
     }
 
-    /// A stored group brought back: every member's session starts now, and the next
-    /// heartbeat answer carries its full assignment.
-    pub fn restore(mut self, now_ms: i64) -> Self {
-        for m in self.members.values_mut() {
-            m.last_heartbeat_ms = now_ms;
-            m.last_sent = None;
+    /// The records that take a log holding `before` (`None`: nothing of this group) to this
+    /// group, both as `durable` gives them. Kafka's order: departed members' tombstones,
+    /// subscriptions, partition metadata, group epoch, target assignment and its epoch,
+    /// current assignments. Only what changed is written, so a heartbeat that moves one
+    /// member writes that member's records.
+    pub fn records(&self, before: Option<&ConsumerGroup>) -> Vec<Record> {
+        let group = &self.group_id;
+        let mut out = Vec::new();
+        let removed: BTreeSet<&String> = before
+            .map(|b| {
+                b.members
+                    .keys()
+                    .filter(|id| !self.members.contains_key(*id))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in &removed {
+            out.push(Record::ConsumerGroupCurrentMemberAssignment {
+                group: group.clone(),
+                member: (*id).clone(),
+                value: None,
+            });
+            if !self.target.contains_key(*id) {
+                out.push(Record::ConsumerGroupTargetAssignmentMember {
+                    group: group.clone(),
+                    member: (*id).clone(),
+                    partitions: None,
+                });
+            }
+            out.push(Record::ConsumerGroupMemberMetadata {
+                group: group.clone(),
+                member: (*id).clone(),
+                value: None,
+            });
         }
-        self
+        let old_member = |id: &String| before.and_then(|b| b.members.get(id));
+        for (id, m) in &self.members {
+            let value = m.subscription();
+            if old_member(id).map(ConsumerMember::subscription) != Some(value.clone()) {
+                out.push(Record::ConsumerGroupMemberMetadata {
+                    group: group.clone(),
+                    member: id.clone(),
+                    value: Some(value),
+                });
+            }
+        }
+        if before.map(|b| &b.topic_partitions) != Some(&self.topic_partitions) {
+            out.push(Record::ConsumerGroupPartitionMetadata {
+                group: group.clone(),
+                topics: Some(self.topic_partitions.clone()),
+            });
+        }
+        if before.map(|b| b.group_epoch) != Some(self.group_epoch) {
+            out.push(Record::ConsumerGroupMetadata {
+                group: group.clone(),
+                epoch: Some(self.group_epoch),
+            });
+        }
+        if let Some(b) = before {
+            for id in b.target.keys() {
+                if !self.target.contains_key(id) && !removed.contains(id) {
+                    out.push(Record::ConsumerGroupTargetAssignmentMember {
+                        group: group.clone(),
+                        member: id.clone(),
+                        partitions: None,
+                    });
+                }
+            }
+        }
+        for (id, set) in &self.target {
+            if before.and_then(|b| b.target.get(id)) != Some(set) {
+                out.push(Record::ConsumerGroupTargetAssignmentMember {
+                    group: group.clone(),
+                    member: id.clone(),
+                    partitions: Some(set.clone()),
+                });
+            }
+        }
+        if before.map(|b| b.assignment_epoch) != Some(self.assignment_epoch) {
+            out.push(Record::ConsumerGroupTargetAssignmentMetadata {
+                group: group.clone(),
+                epoch: Some(self.assignment_epoch),
+            });
+        }
+        for (id, m) in &self.members {
+            let value = m.current_assignment();
+            if old_member(id).map(ConsumerMember::current_assignment) != Some(value.clone()) {
+                out.push(Record::ConsumerGroupCurrentMemberAssignment {
+                    group: group.clone(),
+                    member: id.clone(),
+                    value: Some(value),
+                });
+            }
+        }
+        out
+    }
+
+    /// Applies one of this group's stored records. A member a record touches gets a fresh
+    /// session from `now_ms` and is sent its full assignment on its next heartbeat; the
+    /// group-removing tombstone is the caller's (`CoordinatorState::replay`).
+    pub(crate) fn replay(&mut self, record: &Record, now_ms: i64) {
+        match record {
+            Record::ConsumerGroupMetadata {
+                epoch: Some(epoch), ..
+            } => self.group_epoch = *epoch,
+            Record::ConsumerGroupPartitionMetadata { topics, .. } => {
+                self.topic_partitions = topics.clone().unwrap_or_default();
+            }
+            Record::ConsumerGroupMemberMetadata {
+                member,
+                value: Some(s),
+                ..
+            } => {
+                let m = self.member_for_replay(member, now_ms);
+                m.instance_id = s.instance_id.clone();
+                m.client_id = s.client_id.clone();
+                m.client_host = s.client_host.clone();
+                m.subscribed = s.subscribed.clone();
+                m.rebalance_timeout_ms = s.rebalance_timeout_ms;
+                m.assignor = s.assignor.clone();
+            }
+            Record::ConsumerGroupMemberMetadata {
+                member,
+                value: None,
+                ..
+            } => {
+                self.members.remove(member);
+            }
+            Record::ConsumerGroupTargetAssignmentMetadata { epoch, .. } => {
+                self.assignment_epoch = epoch.unwrap_or(0);
+            }
+            Record::ConsumerGroupTargetAssignmentMember {
+                member, partitions, ..
+            } => match partitions {
+                Some(p) => {
+                    self.target.insert(member.clone(), p.clone());
+                }
+                None => {
+                    self.target.remove(member);
+                }
+            },
+            Record::ConsumerGroupCurrentMemberAssignment {
+                member,
+                value: Some(a),
+                ..
+            } => {
+                let m = self.member_for_replay(member, now_ms);
+                m.member_epoch = a.member_epoch;
+                m.previous_member_epoch = a.previous_member_epoch;
+                m.departed = a.departed;
+                m.assigned = a.assigned.clone();
+                m.revoking = a.revoking.clone();
+            }
+            Record::ConsumerGroupCurrentMemberAssignment {
+                member,
+                value: None,
+                ..
+            } => {
+                // As Kafka: the member stays (until its subscription's tombstone) but owns
+                // nothing and has left its epoch.
+                if let Some(m) = self.members.get_mut(member) {
+                    m.member_epoch = -1;
+                    m.previous_member_epoch = -1;
+                    m.assigned.clear();
+                    m.revoking.clear();
+                }
+            }
+            Record::ConsumerGroupMetadata { epoch: None, .. }
+            | Record::Offset { .. }
+            | Record::Group { .. } => {}
+        }
+    }
+
+    fn member_for_replay(&mut self, member_id: &str, now_ms: i64) -> &mut ConsumerMember {
+        let m = self
+            .members
+            .entry(member_id.to_string())
+            .or_insert_with(|| ConsumerMember {
+                member_id: member_id.to_string(),
+                previous_member_epoch: -1,
+                ..Default::default()
+            });
+        m.last_heartbeat_ms = now_ms;
+        m.last_sent = None;
+        m
     }
 
     /// Kafka's consumer group states: Empty, Assigning, Reconciling, Stable.
@@ -694,27 +897,24 @@ mod tests {
 
     #[test]
     fn stored_group_replays_and_keeps_serving_its_members() {
-        use crate::records::Record;
         let parts = |t: &str| (t == "t").then_some(4);
         let cfg = ConsumerGroupConfig::default();
         let mut g = ConsumerGroup::new("g", 0);
         let a = g
             .heartbeat(0, &cfg, hb("a", 0, Some(&["t"]), Some(vec![])), &parts)
             .unwrap();
-        let rec = Record::ConsumerGroup {
-            group: "g".into(),
-            value: Some(Box::new(g.durable())),
-        };
-        let (k, v) = rec.encode();
-        let Some(Record::ConsumerGroup {
-            value: Some(back), ..
-        }) = Record::decode(&k, v.as_deref())
-        else {
-            panic!("decodes");
-        };
-        assert_eq!(*back, g.durable());
+        let topics = crate::records::tests::TestTopics;
+        let mut restored = ConsumerGroup::new("g", 100_000);
+        for rec in g.durable().records(None) {
+            let (k, v) = rec.encode(&topics).unwrap();
+            for back in Record::decode(&k, v.as_deref(), &topics).expect("decodes") {
+                restored.replay(&back, 100_000);
+            }
+        }
+        let mut expect = g.durable();
+        expect.state_since_ms = 100_000;
+        assert_eq!(restored.durable(), expect);
         // After a restart the member's session starts afresh and its epoch is still current.
-        let mut restored = back.restore(100_000);
         assert!(!restored.tick(100_000 + cfg.session_timeout_ms, &cfg, &parts));
         let again = restored
             .heartbeat(100_001, &cfg, hb("a", a.member_epoch, None, None), &parts)

@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod offsets;
 pub mod records;
 pub mod state;
+mod wire;
 
 use thiserror::Error;
 

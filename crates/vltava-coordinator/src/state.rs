@@ -57,7 +57,9 @@ pub struct CoordinatorState {
 }
 
 impl CoordinatorState {
-    /// Applies a stored record (at startup, or after it was written).
+    /// Applies a stored record (at startup, or after it was written). Total: any sequence of
+    /// records replays. A group's value record makes the group that type (an empty group of
+    /// the other type converts, as it does live); a tombstone acts only on its own type.
     pub fn replay(&mut self, record: &Record, now_ms: i64) {
         match record {
             Record::Offset { .. } => self.offsets.apply(record),
@@ -71,19 +73,28 @@ impl CoordinatorState {
                 );
             }
             Record::Group { group, value: None } => {
-                self.groups.remove(group);
+                if let Some(Group::Classic(_)) = self.groups.get(group) {
+                    self.groups.remove(group);
+                }
             }
-            Record::ConsumerGroup {
-                group,
-                value: Some(g),
-            } => {
-                self.groups.insert(
-                    group.clone(),
-                    Group::Consumer(g.as_ref().clone().restore(now_ms)),
-                );
+            Record::ConsumerGroupMetadata { group, epoch: None } => {
+                if let Some(Group::Consumer(_)) = self.groups.get(group) {
+                    self.groups.remove(group);
+                }
             }
-            Record::ConsumerGroup { group, value: None } => {
-                self.groups.remove(group);
+            consumer => {
+                let group = consumer.group();
+                if !consumer.is_tombstone()
+                    && !matches!(self.groups.get(group), Some(Group::Consumer(_)))
+                {
+                    self.groups.insert(
+                        group.to_string(),
+                        Group::Consumer(ConsumerGroup::new(group, now_ms)),
+                    );
+                }
+                if let Some(Group::Consumer(g)) = self.groups.get_mut(group) {
+                    g.replay(consumer, now_ms);
+                }
             }
         }
     }
@@ -215,7 +226,7 @@ impl CoordinatorState {
             None if !self.offsets.has_group(group) => Err(GroupError::GroupIdNotFound),
             _ => {
                 let mut out = self.offsets.delete_group(group);
-                out.extend(group_tombstones(group));
+                out.extend(self.group_tombstones(group));
                 Ok(out)
             }
         }
@@ -251,7 +262,7 @@ impl CoordinatorState {
             }
         }
         for id in gone {
-            out.extend(group_tombstones(&id));
+            out.extend(self.group_tombstones(&id));
         }
         out
     }
@@ -278,13 +289,45 @@ impl CoordinatorState {
                     group: id.clone(),
                     value: Some(g.snapshot()),
                 }),
-                Some(Group::Consumer(g)) => out.push(Record::ConsumerGroup {
-                    group: id.clone(),
-                    value: Some(Box::new(g.durable())),
-                }),
+                Some(Group::Consumer(g)) => out.extend(g.durable().records(None)),
                 None => {}
             }
         }
+        out
+    }
+
+    /// What removes a group for good, whichever type it was stored as: Kafka's tombstones for
+    /// a classic group's key and for a KIP-848 group's keys (target assignment epoch and
+    /// member parts, partition metadata, and last the group epoch).
+    fn group_tombstones(&self, group: &str) -> Vec<Record> {
+        let mut out = vec![Record::Group {
+            group: group.to_string(),
+            value: None,
+        }];
+        if let Some(Group::Consumer(g)) = self.groups.get(group) {
+            // Empty groups only, so no member records are left; a target may be.
+            for member in g.target.keys() {
+                out.push(Record::ConsumerGroupTargetAssignmentMember {
+                    group: group.to_string(),
+                    member: member.clone(),
+                    partitions: None,
+                });
+            }
+        }
+        out.extend([
+            Record::ConsumerGroupTargetAssignmentMetadata {
+                group: group.to_string(),
+                epoch: None,
+            },
+            Record::ConsumerGroupPartitionMetadata {
+                group: group.to_string(),
+                topics: None,
+            },
+            Record::ConsumerGroupMetadata {
+                group: group.to_string(),
+                epoch: None,
+            },
+        ]);
         out
     }
 
@@ -299,20 +342,6 @@ impl CoordinatorState {
         ids.sort();
         ids
     }
-}
-
-/// What removes a group for good, whichever type it was stored as.
-fn group_tombstones(group: &str) -> [Record; 2] {
-    [
-        Record::Group {
-            group: group.to_string(),
-            value: None,
-        },
-        Record::ConsumerGroup {
-            group: group.to_string(),
-            value: None,
-        },
-    ]
 }
 
 #[cfg(test)]
@@ -362,12 +391,17 @@ mod tests {
         let mut s = CoordinatorState::default();
         s.consumer_mut("g", 0).unwrap();
         let records = s.delete_group("g").unwrap();
+        assert!(records.iter().all(Record::is_tombstone));
         assert!(records
             .iter()
-            .any(|r| matches!(r, Record::ConsumerGroup { value: None, .. })));
+            .any(|r| matches!(r, Record::ConsumerGroupMetadata { epoch: None, .. })));
         assert!(records
             .iter()
             .any(|r| matches!(r, Record::Group { value: None, .. })));
+        for r in &records {
+            s.replay(r, 1);
+        }
+        assert!(s.groups.is_empty());
     }
 
     #[test]
@@ -403,5 +437,65 @@ mod tests {
         s.classic_mut("g", 0).unwrap();
         s.discard_if_empty("g");
         assert!(s.groups.is_empty());
+    }
+
+    /// What the broker does with a KIP-848 group: after each change it writes the records
+    /// `records(before)` gives; replaying them, through Kafka's byte layout, from nothing
+    /// must rebuild the same group, member removals and static departures included.
+    #[test]
+    fn consumer_group_records_replay_to_the_same_group() {
+        use crate::consumer::HeartbeatRequest;
+        use crate::records::tests::TestTopics;
+        let parts = |t: &str| (t == "t" || t == "u").then_some(3);
+        let mut live = CoordinatorState::default();
+        let mut disk = CoordinatorState::default();
+        let hb = |id: &str, epoch: i32, inst: Option<&str>, owned: Option<Vec<(String, i32)>>| {
+            HeartbeatRequest {
+                member_id: id.into(),
+                member_epoch: epoch,
+                instance_id: inst.map(str::to_string),
+                client_id: "c".into(),
+                client_host: "h".into(),
+                rebalance_timeout_ms: 1000,
+                subscribed_topics: (epoch == 0).then(|| vec!["t".into(), "u".into()]),
+                assignor: None,
+                owned,
+            }
+        };
+        let steps = [
+            hb("a", 0, None, Some(vec![])),
+            hb("b", 0, Some("i"), Some(vec![])),
+            hb("a", 1, None, Some(vec![])),
+            hb("b", 2, Some("i"), Some(vec![])),
+            hb("a", -1, None, None),
+            hb("b", -2, Some("i"), None),
+            hb("c", 0, Some("i"), Some(vec![])),
+        ];
+        let cfg = live.consumer;
+        for (now, req) in steps.into_iter().enumerate() {
+            let now = now as i64;
+            let g = live.consumer_mut("g", now).unwrap();
+            let before = g.durable();
+            let _ = g.heartbeat(now, &cfg, req, &parts);
+            for r in g.durable().records(Some(&before)) {
+                let (k, v) = r.encode(&TestTopics).unwrap();
+                for back in Record::decode(&k, v.as_deref(), &TestTopics).unwrap() {
+                    disk.replay(&back, 0);
+                }
+            }
+            let (Some(Group::Consumer(l)), Some(Group::Consumer(d))) =
+                (live.groups.get("g"), disk.groups.get("g"))
+            else {
+                panic!("both hold the consumer group")
+            };
+            let mut expect = l.durable();
+            expect.state_since_ms = 0;
+            // Kafka stores a departed static member with epoch -2 and its epoch in the
+            // previous-epoch slot (see `MemberAssignment::departed`).
+            for m in expect.members.values_mut().filter(|m| m.departed) {
+                m.previous_member_epoch = m.member_epoch;
+            }
+            assert_eq!(d.durable(), expect, "after step {now}");
+        }
     }
 }
