@@ -8,7 +8,7 @@
 // "vltava: listening on 127.0.0.1:PORT", once it is ready; we wait for that
 // line (no fixed sleeps) and stop the broker with SIGTERM afterwards.
 //
-// Environment: VLTAVA_BIN (default <repo>/target/debug/vltava),
+// Environment: VLTAVA_BIN (default <target dir>/debug/vltava: $CARGO_TARGET_DIR or <repo>/target),
 //              VLTAVA_START_TIMEOUT seconds (default 30).
 
 const { spawn } = require('node:child_process')
@@ -32,7 +32,8 @@ process.on('exit', () => {
 })
 
 function vltavaBin() {
-  return process.env.VLTAVA_BIN || path.join(REPO_ROOT, 'target', 'debug', 'vltava')
+  // Where cargo puts it: $CARGO_TARGET_DIR (relative to the repo root) or <repo>/target.
+  return process.env.VLTAVA_BIN || path.resolve(REPO_ROOT, process.env.CARGO_TARGET_DIR || 'target', 'debug', 'vltava')
 }
 
 async function startBroker({ overrides = {}, dataDir } = {}) {

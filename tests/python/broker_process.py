@@ -10,7 +10,8 @@ fixture waits for that line (no fixed sleeps), and stops the broker with
 SIGTERM at the end of the module (or of the test, for per-test brokers).
 
 Environment:
-    VLTAVA_BIN            broker binary (default: <repo>/target/debug/vltava)
+    VLTAVA_BIN            broker binary (default: <target dir>/debug/vltava, where the
+                          target dir is $CARGO_TARGET_DIR or <repo>/target)
     VLTAVA_START_TIMEOUT  seconds to wait for the "listening" line (default 30)
 """
 
@@ -27,7 +28,8 @@ from typing import Optional
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "vltava"
+# Where cargo puts it: $CARGO_TARGET_DIR (relative to the repo root) or <repo>/target.
+DEFAULT_BIN = REPO_ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "debug" / "vltava"
 LISTENING_RE = re.compile(r"^vltava: listening on (\d{1,3}(?:\.\d{1,3}){3}):(\d+)\s*$")
 START_TIMEOUT = float(os.environ.get("VLTAVA_START_TIMEOUT", "30"))
 STOP_TIMEOUT = 30.0
@@ -60,6 +62,10 @@ class Broker:
         self._stdout_lines: list[str] = []
         self._reader: Optional[threading.Thread] = None
         self._log_file = None
+        # Set by stop() and kill(): the broker was asked to exit, so an exit is no crash; after
+        # kill(), a deliberate crash, its exit code says nothing either.
+        self.stopped = False
+        self.killed = False
 
     # -- lifecycle --------------------------------------------------------
     def start(self, timeout: float = START_TIMEOUT) -> "Broker":
@@ -130,6 +136,7 @@ class Broker:
         """SIGTERM, wait for exit, SIGKILL as a last resort. Returns the exit code."""
         if self.proc is None:
             return None
+        self.stopped = True
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -146,6 +153,7 @@ class Broker:
         """SIGKILL (simulated crash)."""
         if self.proc is None:
             return None
+        self.killed = True
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
@@ -204,8 +212,30 @@ class BrokerFactory:
         return broker.start()
 
     def close(self) -> None:
-        for b in self.brokers:
-            try:
-                b.stop()
-            except Exception:  # noqa: BLE001 - cleanup must not mask test errors
+        """Stops every broker (SIGTERM), then fails if any of them did not shut down cleanly:
+        exited before it was asked to (a crash), exited non-zero or by a signal, or did not
+        exit within STOP_TIMEOUT. Brokers a test crashed on purpose with kill() are exempt."""
+        problems = []
+        for i, b in enumerate(self.brokers):
+            if b.proc is None or b.killed:
                 b.kill()
+                continue
+            exited_early = not b.stopped and b.proc.poll() is not None
+            try:
+                rc = b.stop()
+            except Exception as e:  # noqa: BLE001 - every broker is stopped before reporting
+                b.kill()
+                problems.append((i, b, f"did not shut down: {e}"))
+                continue
+            if exited_early:
+                problems.append((i, b, f"had exited on its own (code {rc}) before the shutdown"))
+            elif rc != 0:
+                problems.append((i, b, f"exited with code {rc} after SIGTERM (expected a clean 0)"))
+        if problems:
+            raise BrokerShutdownError("\n\n".join(
+                f"broker #{i} ({b.data_dir}) {what}\n--- stderr tail ({b.log_path}) ---\n{b.stderr_tail()}"
+                for i, b, what in problems))
+
+
+class BrokerShutdownError(RuntimeError):
+    """A broker crashed, exited non-zero, or hung at shutdown."""

@@ -20,25 +20,100 @@ fn frame_cap_is_checked_before_allocation() {
     ));
 }
 
+/// Versions the broker advertises that `proto-kafka`'s request codec cannot encode, with the
+/// reason; none today (OffsetCommit and OffsetFetch are advertised up to v9, where the
+/// codec's requests stop).
+const KNOWN_REQUEST_GAPS: &[(ApiKey, i16)] = &[];
+
+/// Round-trips a default request and a default response of `key` at `version`: the request
+/// through `encode_request` and `decode_request`, the response through `encode_response` and
+/// `decode_response`. Each must come back equal and as the right variant.
+macro_rules! round_trip {
+    ($key:expr, $version:expr, $gaps:expr; $( $variant:ident ( $req:ident, $resp:ident ); )*) => {
+        match $key {
+            $( ApiKey::$variant => {
+                let (key, v) = (ApiKey::$variant, $version);
+                let req = messages::$req::default();
+                let frame = encode_request(key, v, 7, Some("c"), &req);
+                if KNOWN_REQUEST_GAPS.contains(&(key, v)) {
+                    assert!(frame.is_err(), "{key:?} v{v} requests now encode: drop the known gap");
+                    $gaps += 1;
+                } else {
+                    let frame = frame
+                        .unwrap_or_else(|e| panic!("encode {key:?} v{v} request: {e}"));
+                    match decode_request(body(&frame)) {
+                        Ok(Decoded::Request(h, Request::$variant(back))) => {
+                            assert_eq!(
+                                (h.api_key, h.api_version, h.correlation_id),
+                                (key, v, 7)
+                            );
+                            assert_eq!(h.client_id.as_deref(), Some("c"), "{key:?} v{v}");
+                            assert_eq!(back, req, "{key:?} v{v} request");
+                        }
+                        other => panic!("{key:?} v{v} request decoded as {other:?}"),
+                    }
+                }
+                let resp = messages::$resp::default();
+                let frame = encode_response(9, v, &Response::$variant(resp.clone()))
+                    .unwrap_or_else(|e| panic!("encode {key:?} v{v} response: {e}"));
+                let (corr, back): (i32, messages::$resp) = decode_response(key, v, body(&frame))
+                    .unwrap_or_else(|e| panic!("decode {key:?} v{v} response: {e}"));
+                assert_eq!(corr, 9, "{key:?} v{v}");
+                assert_eq!(back, resp, "{key:?} v{v} response");
+            } )*
+            other => panic!("{other:?} is advertised but has no round trip in this test"),
+        }
+    };
+}
+
 #[test]
-fn request_round_trip_every_supported_version() {
+fn round_trip_every_supported_api_and_version() {
+    let (mut checked, mut gaps) = (0, 0);
     for (key, min, max) in supported_apis() {
         assert!(min <= max, "{key:?}");
-        if key != ApiKey::Metadata {
-            continue;
-        }
         for v in min..=max {
-            let req = messages::MetadataRequest::default();
-            let frame = encode_request(key, v, 7, Some("c"), &req).unwrap();
-            match decode_request(body(&frame)).unwrap() {
-                Decoded::Request(h, Request::Metadata(_)) => {
-                    assert_eq!((h.api_version, h.correlation_id), (v, 7));
-                    assert_eq!(h.client_id.as_deref(), Some("c"));
-                }
-                other => panic!("{other:?}"),
+            round_trip! { key, v, gaps;
+                Produce(ProduceRequest, ProduceResponse);
+                Fetch(FetchRequest, FetchResponse);
+                ListOffsets(ListOffsetsRequest, ListOffsetsResponse);
+                Metadata(MetadataRequest, MetadataResponse);
+                ApiVersions(ApiVersionsRequest, ApiVersionsResponse);
+                CreateTopics(CreateTopicsRequest, CreateTopicsResponse);
+                DeleteTopics(DeleteTopicsRequest, DeleteTopicsResponse);
+                DeleteRecords(DeleteRecordsRequest, DeleteRecordsResponse);
+                OffsetForLeaderEpoch(OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse);
+                DescribeConfigs(DescribeConfigsRequest, DescribeConfigsResponse);
+                AlterConfigs(AlterConfigsRequest, AlterConfigsResponse);
+                DescribeLogDirs(DescribeLogDirsRequest, DescribeLogDirsResponse);
+                CreatePartitions(CreatePartitionsRequest, CreatePartitionsResponse);
+                IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse);
+                DescribeCluster(DescribeClusterRequest, DescribeClusterResponse);
+                DescribeTopicPartitions(DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse);
+                FindCoordinator(FindCoordinatorRequest, FindCoordinatorResponse);
+                JoinGroup(JoinGroupRequest, JoinGroupResponse);
+                SyncGroup(SyncGroupRequest, SyncGroupResponse);
+                Heartbeat(HeartbeatRequest, HeartbeatResponse);
+                LeaveGroup(LeaveGroupRequest, LeaveGroupResponse);
+                OffsetCommit(OffsetCommitRequest, OffsetCommitResponse);
+                OffsetFetch(OffsetFetchRequest, OffsetFetchResponse);
+                ListGroups(ListGroupsRequest, ListGroupsResponse);
+                DescribeGroups(DescribeGroupsRequest, DescribeGroupsResponse);
+                DeleteGroups(DeleteGroupsRequest, DeleteGroupsResponse);
+                OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse);
+                ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse);
+                ConsumerGroupDescribe(ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse);
             }
+            checked += 1;
         }
     }
+    // 29 APIs; a change in this count means the advertised set changed (see ApiVersions'
+    // pinned table in crates/vltava/tests/bad_input.rs).
+    assert_eq!(checked, 166, "API versions round-tripped");
+    assert_eq!(
+        gaps,
+        KNOWN_REQUEST_GAPS.len(),
+        "known gaps no longer advertised: drop them"
+    );
 }
 
 #[test]

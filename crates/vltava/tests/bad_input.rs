@@ -248,10 +248,7 @@ fn hostile_frames_close_only_their_connection() {
     for (what, bytes) in cases {
         let mut c = RawClient::connect(addr);
         c.stream.write_all(&bytes).unwrap();
-        assert!(
-            c.read_frame().is_none() && c.is_closed(),
-            "{what}: connection should be closed"
-        );
+        c.assert_closed(what);
         let _: ApiVersionsResponse =
             bystander.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     }
@@ -272,12 +269,74 @@ fn api_versions_too_new_gets_v0_answer() {
         vltava_protocol::decode_response(ApiKey::ApiVersions, 0, body).unwrap();
     assert_eq!(corr, 42);
     assert_eq!(resp.error_code, ErrorCode::UnsupportedVersion.code());
-    assert!(resp
+    assert_eq!(
+        advertised(&resp),
+        ADVERTISED,
+        "the v0 answer to a too-new ApiVersions"
+    );
+    rt.block_on(broker.shutdown());
+}
+
+/// Exactly what the broker advertises: api key, min and max version. Written out rather than
+/// derived from `vltava-protocol`, so that a codec upgrade that widens a range (a promise to
+/// every client) fails here until the new versions are implemented, tested and entered.
+const ADVERTISED: &[(i16, i16, i16)] = &[
+    (0, 3, 13), // Produce
+    (1, 4, 18), // Fetch
+    (2, 1, 10), // ListOffsets
+    (3, 0, 13), // Metadata
+    // OffsetCommit and OffsetFetch v10 requests do not decode yet: see KNOWN_REQUEST_GAPS in
+    // vltava-protocol's tests.
+    (8, 2, 9),  // OffsetCommit
+    (9, 1, 9),  // OffsetFetch
+    (10, 0, 6), // FindCoordinator
+    (11, 0, 9), // JoinGroup
+    (12, 0, 4), // Heartbeat
+    (13, 0, 5), // LeaveGroup
+    (14, 0, 5), // SyncGroup
+    (15, 0, 6), // DescribeGroups
+    (16, 0, 5), // ListGroups
+    (18, 0, 4), // ApiVersions
+    (19, 2, 7), // CreateTopics
+    (20, 1, 6), // DeleteTopics
+    (21, 0, 2), // DeleteRecords
+    (23, 2, 4), // OffsetForLeaderEpoch
+    (32, 1, 4), // DescribeConfigs
+    (33, 0, 2), // AlterConfigs
+    (35, 1, 4), // DescribeLogDirs
+    (37, 0, 3), // CreatePartitions
+    (42, 0, 2), // DeleteGroups
+    (44, 0, 1), // IncrementalAlterConfigs
+    (47, 0, 0), // OffsetDelete
+    (60, 0, 2), // DescribeCluster
+    (68, 0, 1), // ConsumerGroupHeartbeat
+    (69, 0, 1), // ConsumerGroupDescribe
+    (75, 0, 0), // DescribeTopicPartitions
+];
+
+/// The ranges of an ApiVersions answer, sorted by api key (Kafka promises no order).
+fn advertised(resp: &ApiVersionsResponse) -> Vec<(i16, i16, i16)> {
+    let mut v: Vec<_> = resp
         .api_keys
         .iter()
-        .any(|k| k.api_key == ApiKey::Produce as i16));
-    // Exactly the implemented APIs are advertised.
-    assert_eq!(resp.api_keys.len(), vltava_protocol::supported_apis().len());
+        .map(|k| (k.api_key, k.min_version, k.max_version))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn api_versions_advertises_exactly_the_pinned_ranges() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let mut c = RawClient::connect(broker.local_addr);
+    for version in [0, 3] {
+        let resp: ApiVersionsResponse =
+            c.call(ApiKey::ApiVersions, version, &ApiVersionsRequest::default());
+        assert_eq!(resp.error_code, 0);
+        assert_eq!(advertised(&resp), ADVERTISED, "ApiVersions v{version}");
+    }
     rt.block_on(broker.shutdown());
 }
 
@@ -345,25 +404,11 @@ fn compressed_batches_are_checked_and_a_bomb_closes_only_its_connection() {
         .with_topic_data(vec![data("zip", valid_batch(10)), data("bomb", bomb)]);
     let frame = vltava_protocol::encode_request(ApiKey::Produce, 9, 99, Some("raw"), &req).unwrap();
     c.send_raw(&frame);
-    assert!(c.is_closed(), "a bomb closes its connection");
+    c.assert_closed("a decompression bomb");
     assert_eq!(log_end(&broker, "bomb"), 0);
     assert_eq!(log_end(&broker, "zip"), 1);
     assert_serving(broker.local_addr);
     rt.block_on(broker.shutdown());
-}
-
-/// Whether the broker closed `c` (as opposed to the read timing out on an open connection).
-fn closed_by_broker(c: &mut RawClient) -> bool {
-    use std::io::Read;
-    let mut b = [0u8; 1];
-    match c.stream.read(&mut b) {
-        Ok(0) => true,
-        Ok(_) => panic!("unexpected bytes"),
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
-    }
 }
 
 #[test]
@@ -383,7 +428,7 @@ fn silent_and_stalled_connections_are_closed_after_connections_max_idle_ms() {
         ("half prefix", &mut half_prefix),
         ("stalled body", &mut stalled),
     ] {
-        assert!(closed_by_broker(c), "{name} connection still open");
+        c.assert_closed(name);
     }
     assert_serving(addr);
     rt.block_on(broker.shutdown());

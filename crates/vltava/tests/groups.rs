@@ -14,7 +14,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::BaseRecord;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 /// Tracks a consumer's assignment and commits before partitions are taken away, which is
@@ -63,7 +63,7 @@ fn create_topic(rt: &tokio::runtime::Runtime, addr: SocketAddr, name: &str, part
 }
 
 fn produce(addr: SocketAddr, topic: &str, n: usize) {
-    let p: BaseProducer = client_config(addr).set("linger.ms", "5").create().unwrap();
+    let p = checked_producer(client_config(addr).set("linger.ms", "5"));
     for i in 0..n {
         let key = i.to_string();
         let value = format!("v{i}");
@@ -78,7 +78,7 @@ fn produce(addr: SocketAddr, topic: &str, n: usize) {
             }
         }
     }
-    p.flush(Duration::from_secs(30)).unwrap();
+    flush_delivered(&p, n, Duration::from_secs(30));
 }
 
 fn consumer(

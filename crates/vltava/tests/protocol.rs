@@ -131,14 +131,20 @@ fn shutdown_answers_a_waiting_fetch() {
             12,
             &fetch_req(FetchTopic::default().with_topic(topic("quiet")), 0, 60_000),
         );
-        resp
+        (resp, Instant::now())
     });
     // Let the fetch reach the broker and start waiting for data that never comes.
     std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !fetcher.is_finished(),
+        "a fetch with max_wait_ms 60000 and nothing to return was answered at once"
+    );
+    let shutdown_started = Instant::now();
     rt.block_on(broker.shutdown());
-    let resp = fetcher
+    let (resp, answered) = fetcher
         .join()
         .expect("the waiting fetch got its answer before the broker closed");
+    assert!(answered >= shutdown_started, "answered before the shutdown");
     let part = &resp.responses[0].partitions[0];
     assert_eq!(part.error_code, 0);
     assert_eq!(part.high_watermark, 0);
@@ -156,7 +162,9 @@ fn fetch_long_poll_wakes_on_new_data() {
     let producer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
         let mut p = RawClient::connect(addr);
+        let sent = Instant::now();
         let _: ProduceResponse = p.call(ApiKey::Produce, 9, &produce_req("poll", b"wake", 1));
+        sent
     });
     let started = Instant::now();
     // v16 addresses the topic by id.
@@ -166,7 +174,11 @@ fn fetch_long_poll_wakes_on_new_data() {
         &fetch_req(FetchTopic::default().with_topic_id(topic_id), 0, 30_000),
     );
     let waited = started.elapsed();
-    producer.join().unwrap();
+    let produce_sent = producer.join().unwrap();
+    assert!(
+        produce_sent < started + waited,
+        "the fetch was answered before the produce that should wake it was sent"
+    );
     let part = &resp.responses[0].partitions[0];
     assert_eq!(part.error_code, 0);
     assert_eq!(part.high_watermark, 1);
@@ -175,6 +187,22 @@ fn fetch_long_poll_wakes_on_new_data() {
     assert!(
         waited < Duration::from_secs(20),
         "the fetch was woken by the append, not its 30 s timeout"
+    );
+
+    // With nothing past the fetch offset, the fetch waits out max_wait_ms and answers empty.
+    let started = Instant::now();
+    let resp: FetchResponse = c.call(
+        ApiKey::Fetch,
+        12,
+        &fetch_req(FetchTopic::default().with_topic(topic("poll")), 1, 500),
+    );
+    let waited = started.elapsed();
+    let part = &resp.responses[0].partitions[0];
+    assert_eq!((part.error_code, part.high_watermark), (0, 1));
+    assert!(part.records.as_ref().is_none_or(|r| r.is_empty()));
+    assert!(
+        waited >= Duration::from_millis(500),
+        "answered after {waited:?}, before its max_wait_ms of 500"
     );
 
     // Out of range and unknown topics get their error codes.

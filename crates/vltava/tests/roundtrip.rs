@@ -11,7 +11,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
 const BASE_TS: i64 = 1_700_000_000_000;
@@ -28,12 +28,12 @@ fn create_topic(rt: &tokio::runtime::Runtime, addr: SocketAddr, name: &str, part
 }
 
 fn produce(addr: SocketAddr, topic: &str, n: usize, compression: &str) {
-    let producer: BaseProducer = client_config(addr)
-        .set("compression.type", compression)
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
+    let producer = checked_producer(
+        client_config(addr)
+            .set("compression.type", compression)
+            .set("acks", "all")
+            .set("linger.ms", "5"),
+    );
     for i in 0..n {
         let key = format!("key-{}", i % 1000);
         let value = format!("value-{i}-{}", "x".repeat(i % 50));
@@ -56,8 +56,7 @@ fn produce(addr: SocketAddr, topic: &str, n: usize, compression: &str) {
             }
         }
     }
-    producer.flush(Duration::from_secs(60)).unwrap();
-    assert_eq!(producer.in_flight_count(), 0);
+    flush_delivered(&producer, n, Duration::from_secs(60));
 }
 
 /// Reads every partition from the beginning until `n` records arrived; checks each record.

@@ -11,6 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use std::sync::{Arc, Mutex};
 use vltava_broker::{BrokerConfig, BrokerHandle};
 use vltava_protocol::{decode_response, encode_request, ApiKey};
 
@@ -122,6 +127,62 @@ pub fn client_config(addr: SocketAddr) -> ClientConfig {
     c
 }
 
+/// A producer context that keeps every delivery report. rdkafka's `flush` succeeds once
+/// nothing is in flight, also when deliveries failed, so tests check each report.
+#[derive(Clone, Default)]
+pub struct Deliveries(Arc<Mutex<Vec<Result<(i32, i64), KafkaError>>>>);
+
+impl ClientContext for Deliveries {}
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let report = match result {
+            Ok(m) => Ok((m.partition(), m.offset())),
+            Err((e, _)) => Err(e.clone()),
+        };
+        self.0.lock().unwrap().push(report);
+    }
+}
+
+impl Deliveries {
+    /// Takes the reports received so far: partition and offset, or the error.
+    pub fn take(&self) -> Vec<Result<(i32, i64), KafkaError>> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// A producer whose delivery reports are kept, for [`flush_delivered`].
+pub fn checked_producer(config: &ClientConfig) -> BaseProducer<Deliveries> {
+    config.create_with_context(Deliveries::default()).unwrap()
+}
+
+/// Flushes `producer` and checks that exactly `n` records were reported since the last check,
+/// every one delivered. Returns their partitions and offsets in report order.
+#[track_caller]
+pub fn flush_delivered(
+    producer: &BaseProducer<Deliveries>,
+    n: usize,
+    timeout: Duration,
+) -> Vec<(i32, i64)> {
+    if let Err(e) = producer.flush(timeout) {
+        panic!(
+            "flush: {e}, {} records still in flight",
+            producer.in_flight_count()
+        );
+    }
+    let reports = producer.context().take();
+    let failed: Vec<&KafkaError> = reports.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} deliveries failed, the first: {}",
+        failed.len(),
+        reports.len(),
+        failed[0]
+    );
+    assert_eq!(reports.len(), n, "delivery reports");
+    reports.into_iter().map(Result::unwrap).collect()
+}
+
 /// A minimal blocking Kafka client for raw protocol checks.
 pub struct RawClient {
     pub stream: TcpStream,
@@ -144,7 +205,8 @@ impl RawClient {
         self.stream.write_all(bytes).unwrap();
     }
 
-    /// Reads one response frame body; `None` if the broker closed the connection.
+    /// Reads one response frame body; `None` if the read failed: the broker closed the
+    /// connection, or nothing came within the read timeout.
     pub fn read_frame(&mut self) -> Option<Bytes> {
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len).ok()?;
@@ -167,9 +229,52 @@ impl RawClient {
         resp
     }
 
-    /// True once the broker has closed this connection.
-    pub fn is_closed(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    /// Checks that the broker closes this connection within `within`: EOF or a reset, with no
+    /// bytes before it. A read that times out means the connection is still open, and bytes
+    /// mean the broker answered; both are an error naming what was seen.
+    pub fn closed_within(&mut self, within: Duration) -> Result<(), String> {
+        use std::io::ErrorKind;
+        let deadline = std::time::Instant::now() + within;
+        let mut unexpected = 0usize;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(format!("connection still open after {within:?}"));
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut b = [0u8; 4096];
+            match self.stream.read(&mut b) {
+                Ok(0) if unexpected == 0 => return Ok(()),
+                Ok(0) => return Err(format!("closed, but only after {unexpected} bytes")),
+                Ok(n) => unexpected += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(format!(
+                        "connection still open after {within:?} ({unexpected} bytes read)"
+                    ));
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                    ) && unexpected == 0 =>
+                {
+                    return Ok(())
+                }
+                Err(e) => return Err(format!("read failed after {unexpected} bytes: {e}")),
+            }
+        }
+    }
+
+    /// Panics unless the broker closes this connection within [`CLOSE_TIMEOUT`].
+    #[track_caller]
+    pub fn assert_closed(&mut self, what: &str) {
+        if let Err(e) = self.closed_within(CLOSE_TIMEOUT) {
+            panic!("{what}: the broker should close the connection, but {e}");
+        }
     }
 }
+
+/// How long a broker may take to close a connection it must close. Generous for a loaded
+/// machine, yet far below any timeout that would close the connection for another reason.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
