@@ -89,4 +89,6 @@ pub fn partition_dir_name(topic: &str, partition: i32) -> String {
 }
 
 #[cfg(test)]
+mod power_loss;
+#[cfg(test)]
 mod tests;

@@ -222,12 +222,26 @@ fn load(
             now_ms,
         )?;
         next_offset = seg.next_offset().max(base);
+        // The segment ends before the next one starts: its unflushed tail never reached the
+        // disk but a later segment's name did (a directory sync for another reason). What
+        // follows the gap is unflushed too and must go, or offsets would have a hole.
+        let gap = cut_from.is_some_and(|rp| next_offset >= rp)
+            && next_base.is_some_and(|n| next_offset < n);
         match loaded {
+            Loaded::Clean if gap => {
+                tracing::warn!(dir = %dir.display(), base_offset = base, end_offset = next_offset, "segment ends before the next one starts: dropping the unflushed segments after it");
+                cut_at = Some(next_offset);
+            }
             Loaded::Clean => {}
             Loaded::Cut => cut_at = Some(next_offset),
             Loaded::Damaged => damaged |= next_base.is_none(),
         }
         segments.insert(base, Arc::new(seg));
+    }
+    if cut_at.is_some() {
+        // New batches will take the offsets of the deleted segments: their names must not
+        // come back after another crash.
+        crate::sync_dir_in(fs, dir)?;
     }
     if segments.is_empty() {
         let base = opts.log_start_offset.max(0);

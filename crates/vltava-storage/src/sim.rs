@@ -5,9 +5,11 @@
 //! its last [`Fs::sync_dir`]. [`SimFs::crash`] turns the tree into what a disk holds after a
 //! power loss: everything not yet durable is gone. That is the POSIX promise and no more
 //! (ext4 and xfs often keep more, and code that relies on that loses data elsewhere).
-//! [`SimFs::crash_torn`] is the unkind variant: with a seeded RNG, any part of what was not
-//! yet durable may or may not have reached the disk, block by block, so a torn or
-//! half-written tail is what recovery sees.
+//! [`SimFs::crash_torn`] is the unkind variant: with a seeded RNG, any part of a file's
+//! bytes that was not yet durable may or may not have reached the disk, block by block, so
+//! a torn or half-written tail is what recovery sees; and a prefix, in the order they were
+//! made, of the directory changes not yet synced survives, as a journaling file system
+//! (ext4, xfs) commits them.
 //!
 //! It can also fail the next write, sync, directory sync or file creation, as a failing or
 //! full disk does ([`SimFs::fail_next`]), and it counts open handles, so a test can check
@@ -64,6 +66,16 @@ struct Inode {
     durable: Vec<u8>,
 }
 
+/// What a directory change left at a path.
+#[derive(Debug, Clone)]
+enum Entry {
+    File(u64),
+    /// A rename to this path: one journal transaction, so both names change together.
+    RenamedFrom(PathBuf, u64),
+    Dir,
+    Gone,
+}
+
 #[derive(Default)]
 struct State {
     inodes: HashMap<u64, Inode>,
@@ -72,6 +84,8 @@ struct State {
     dirs: BTreeSet<PathBuf>,
     durable_files: BTreeMap<PathBuf, u64>,
     durable_dirs: BTreeSet<PathBuf>,
+    /// Directory changes not yet made durable by a directory sync, oldest first.
+    pending: Vec<(PathBuf, Entry)>,
     /// Bumped by a crash: handles opened before it fail, as the process that held them died.
     generation: u64,
     open_files: usize,
@@ -143,7 +157,7 @@ impl SimFs {
     /// Power loss where any unsynced block, length change or directory entry may or may not
     /// have reached the disk, decided by an RNG seeded with `seed`.
     pub fn crash_torn(&self, seed: u64) {
-        self.crash_inner(Some(Rng(seed)));
+        self.crash_inner(Some(Rng::new(seed)));
     }
 
     fn crash_inner(&self, mut rng: Option<Rng>) {
@@ -153,25 +167,24 @@ impl SimFs {
         st.faults.clear();
         let mut dirs = st.durable_dirs.clone();
         let mut files = st.durable_files.clone();
+        let pending = std::mem::take(&mut st.pending);
         if let Some(rng) = rng.as_mut() {
-            for d in st.dirs.symmetric_difference(&st.durable_dirs) {
-                if rng.coin() {
-                    if st.dirs.contains(d) {
-                        dirs.insert(d.clone());
-                    } else {
-                        dirs.remove(d);
+            let survived = rng.below(pending.len() + 1);
+            for (p, entry) in pending.into_iter().take(survived) {
+                match entry {
+                    Entry::File(ino) => {
+                        files.insert(p, ino);
                     }
-                }
-            }
-            let paths: BTreeSet<&PathBuf> =
-                st.files.keys().chain(st.durable_files.keys()).collect();
-            for p in paths {
-                let now = st.files.get(p);
-                if now != st.durable_files.get(p) && rng.coin() {
-                    match now {
-                        Some(ino) => files.insert(p.clone(), *ino),
-                        None => files.remove(p),
-                    };
+                    Entry::RenamedFrom(from, ino) => {
+                        files.remove(&from);
+                        files.insert(p, ino);
+                    }
+                    Entry::Dir => {
+                        dirs.insert(p);
+                    }
+                    Entry::Gone => {
+                        files.remove(&p);
+                    }
                 }
             }
         }
@@ -229,11 +242,15 @@ fn torn_image(durable: &[u8], current: &[u8], rng: &mut Rng) -> Vec<u8> {
     out
 }
 
-/// SplitMix64: deterministic, dependency-free, good enough to pick blocks.
-struct Rng(u64);
+/// SplitMix64: deterministic, dependency-free, good enough to pick blocks and test steps.
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -241,11 +258,12 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn coin(&mut self) -> bool {
+    pub(crate) fn coin(&mut self) -> bool {
         self.next() & 1 == 1
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    /// A number in `0..n`; `n` must not be 0.
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }
@@ -275,6 +293,7 @@ impl Fs for SimFs {
                 let ino = st.next_ino;
                 st.inodes.insert(ino, Inode::default());
                 st.files.insert(path.to_path_buf(), ino);
+                st.pending.push((path.to_path_buf(), Entry::File(ino)));
                 ino
             }
         };
@@ -319,8 +338,15 @@ impl Fs for SimFs {
                 return Err(io::Error::other(format!("{} is a file", a.display())));
             }
         }
-        for a in path.ancestors().filter(|a| !is_root(a)) {
-            st.dirs.insert(a.to_path_buf());
+        let mut new: Vec<PathBuf> = path
+            .ancestors()
+            .filter(|a| !is_root(a) && !st.dirs.contains(*a))
+            .map(Path::to_path_buf)
+            .collect();
+        new.reverse();
+        for a in new {
+            st.dirs.insert(a.clone());
+            st.pending.push((a, Entry::Dir));
         }
         Ok(())
     }
@@ -332,15 +358,18 @@ impl Fs for SimFs {
         }
         let ino = st.files.remove(from).ok_or_else(|| not_found(from))?;
         st.files.insert(to.to_path_buf(), ino);
+        st.pending.push((
+            to.to_path_buf(),
+            Entry::RenamedFrom(from.to_path_buf(), ino),
+        ));
         Ok(())
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
-        st.files
-            .remove(path)
-            .map(|_| ())
-            .ok_or_else(|| not_found(path))
+        st.files.remove(path).ok_or_else(|| not_found(path))?;
+        st.pending.push((path.to_path_buf(), Entry::Gone));
+        Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
@@ -359,6 +388,10 @@ impl Fs for SimFs {
         for p in st.dirs.iter().filter(|p| child(p)) {
             st.durable_dirs.insert(p.clone());
         }
+        st.pending.retain(|(p, e)| match e {
+            Entry::RenamedFrom(from, _) => !child(p) && !child(from),
+            _ => !child(p),
+        });
         Ok(())
     }
 }
