@@ -15,7 +15,7 @@ pub fn read(path: &Path) -> Result<Checkpoint, StorageError> {
     read_with(&StdFs, path)
 }
 
-/// [`read`] on the file system `fs`.
+/// [`read()`] on the file system `fs`.
 pub fn read_with(fs: &dyn Fs, path: &Path) -> Result<Checkpoint, StorageError> {
     let bad = |reason| StorageError::BadCheckpoint {
         path: path.to_path_buf(),
@@ -63,7 +63,7 @@ pub fn write(path: &Path, entries: &Checkpoint) -> Result<(), StorageError> {
     write_with(&StdFs, path, entries)
 }
 
-/// [`write`] on the file system `fs`.
+/// [`write()`] on the file system `fs`.
 pub fn write_with(fs: &dyn Fs, path: &Path, entries: &Checkpoint) -> Result<(), StorageError> {
     let tmp = path.with_extension("tmp");
     let mut text = format!("0\n{}\n", entries.len());

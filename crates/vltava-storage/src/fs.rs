@@ -1,5 +1,5 @@
 //! The file operations storage performs, behind a trait, so a test can run the real log code
-//! over [`crate::sim::SimFs`] and cut the power at any point: `kill -9` keeps the page cache,
+//! over `sim::SimFs` and cut the power at any point: `kill -9` keeps the page cache,
 //! so only a simulated disk can tell data that was fsynced from data that was merely written.
 //!
 //! The set is exactly what storage uses and no more. Production uses [`StdFs`], a thin

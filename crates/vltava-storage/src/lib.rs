@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Storage knows nothing of the network or of request types. Time is passed in as `now_ms`,
-//! so every decision (roll, retention) is testable without a clock.
+//! so every decision (roll, retention) is testable without a clock, and every file operation
+//! goes through [`fs::Fs`], so a test can run the same code over `sim::SimFs` (with the
+//! `sim` feature outside this crate) and cut the power at any point.
 
 pub mod checkpoint;
 pub mod epoch;
