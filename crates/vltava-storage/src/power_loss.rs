@@ -6,7 +6,8 @@
 //! checkpoint files) and checks what a client was promised: every offset below a value a
 //! successful `flush()` returned is there with the same bytes, the log reads end to end with
 //! dense offsets, and the leader-epoch cache agrees with the batches. Several crash cycles
-//! run per seed. A failure prints the seed; `VLTAVA_SEED=<n>` reruns just that one.
+//! run per seed. A failure prints the seed; `VLTAVA_SEED=<n>` reruns just that one, and
+//! `VLTAVA_TRACE=1` prints each step.
 
 use std::collections::BTreeMap;
 use std::path::Path;
