@@ -3,23 +3,30 @@
 //! `topic partition offset` lines. Written atomically via a temp file and rename.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
+use crate::fs::{Fs, OpenMode, StdFs};
 use crate::{io_err, StorageError};
 
 pub type Checkpoint = BTreeMap<(String, i32), i64>;
 
+/// Reads a checkpoint from the real file system; a missing file is an empty checkpoint.
 pub fn read(path: &Path) -> Result<Checkpoint, StorageError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    read_with(&StdFs, path)
+}
+
+/// [`read()`] on the file system `fs`.
+pub fn read_with(fs: &dyn Fs, path: &Path) -> Result<Checkpoint, StorageError> {
+    let bad = |reason| StorageError::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = match fs.read(path) {
+        Ok(t) => String::from_utf8(t).map_err(|_| bad("not UTF-8"))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Checkpoint::new()),
         Err(e) => return Err(io_err("read", path, e)),
     };
-    parse(&text).map_err(|reason| StorageError::BadCheckpoint {
-        path: path.to_path_buf(),
-        reason,
-    })
+    parse(&text).map_err(bad)
 }
 
 pub fn parse(text: &str) -> Result<Checkpoint, &'static str> {
@@ -51,21 +58,41 @@ pub fn parse(text: &str) -> Result<Checkpoint, &'static str> {
     Ok(out)
 }
 
+/// Replaces the checkpoint at `path` on the real file system, durably.
 pub fn write(path: &Path, entries: &Checkpoint) -> Result<(), StorageError> {
+    write_with(&StdFs, path, entries)
+}
+
+/// [`write()`] on the file system `fs`.
+pub fn write_with(fs: &dyn Fs, path: &Path, entries: &Checkpoint) -> Result<(), StorageError> {
     let tmp = path.with_extension("tmp");
     let mut text = format!("0\n{}\n", entries.len());
     for ((topic, partition), offset) in entries {
         text.push_str(&format!("{topic} {partition} {offset}\n"));
     }
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| io_err("write", &tmp, e))?;
-    f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err("rename", path, e))?;
+    replace_file(fs, &tmp, path, text.as_bytes())?;
     match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => crate::sync_dir(dir),
-        _ => crate::sync_dir(Path::new(".")),
+        Some(dir) if !dir.as_os_str().is_empty() => crate::sync_dir_in(fs, dir),
+        _ => crate::sync_dir_in(fs, Path::new(".")),
     }
+}
+
+/// Writes `bytes` to `tmp`, fsyncs it and renames it over `path`, so a crash leaves the old
+/// file or the new one, never a mix. The caller syncs the directory to make the rename
+/// durable.
+pub(crate) fn replace_file(
+    fs: &dyn Fs,
+    tmp: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), StorageError> {
+    let f = fs
+        .open(tmp, OpenMode::Truncate)
+        .map_err(|e| io_err("create", tmp, e))?;
+    f.write_all_at(bytes, 0)
+        .map_err(|e| io_err("write", tmp, e))?;
+    f.sync_all().map_err(|e| io_err("fsync", tmp, e))?;
+    fs.rename(tmp, path).map_err(|e| io_err("rename", path, e))
 }
 
 #[cfg(test)]

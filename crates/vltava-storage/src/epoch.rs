@@ -5,9 +5,9 @@
 //! Persisted per partition directory in Kafka's `leader-epoch-checkpoint` format: a version
 //! line `0`, a count line, then `<epoch> <start_offset>` lines, in increasing order.
 
-use std::io::Write;
 use std::path::Path;
 
+use crate::fs::Fs;
 use crate::{io_err, StorageError};
 
 /// File name inside the partition directory, as Kafka names it.
@@ -183,10 +183,13 @@ impl LeaderEpochCache {
     }
 
     /// Reads `dir`'s checkpoint; a missing file is an empty cache (a new or pre-epoch log).
-    pub fn read(dir: &Path) -> Result<Self, StorageError> {
+    pub fn read(fs: &dyn Fs, dir: &Path) -> Result<Self, StorageError> {
         let path = dir.join(LEADER_EPOCH_CHECKPOINT);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+        let text = match fs.read(&path) {
+            Ok(t) => String::from_utf8(t).map_err(|_| StorageError::BadCheckpoint {
+                path: path.clone(),
+                reason: "not UTF-8",
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) => return Err(io_err("read", &path, e)),
         };
@@ -195,15 +198,11 @@ impl LeaderEpochCache {
 
     /// Replaces `dir`'s checkpoint atomically: a crash leaves the old file or the new one,
     /// never a mix, and the rename itself is made durable.
-    pub fn write(&self, dir: &Path) -> Result<(), StorageError> {
+    pub fn write(&self, fs: &dyn Fs, dir: &Path) -> Result<(), StorageError> {
         let path = dir.join(LEADER_EPOCH_CHECKPOINT);
         let tmp = dir.join(format!("{LEADER_EPOCH_CHECKPOINT}.tmp"));
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
-        f.write_all(self.encode().as_bytes())
-            .map_err(|e| io_err("write", &tmp, e))?;
-        f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io_err("rename", &path, e))?;
-        crate::sync_dir(dir)
+        crate::checkpoint::replace_file(fs, &tmp, &path, self.encode().as_bytes())?;
+        crate::sync_dir_in(fs, dir)
     }
 }
 
@@ -283,11 +282,14 @@ mod tests {
         assert_eq!(c.encode(), "0\n3\n0 0\n2 7\n5 100\n");
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
-            LeaderEpochCache::read(dir.path()).unwrap(),
+            LeaderEpochCache::read(&crate::StdFs, dir.path()).unwrap(),
             LeaderEpochCache::default()
         );
-        c.write(dir.path()).unwrap();
-        assert_eq!(LeaderEpochCache::read(dir.path()).unwrap(), c);
+        c.write(&crate::StdFs, dir.path()).unwrap();
+        assert_eq!(
+            LeaderEpochCache::read(&crate::StdFs, dir.path()).unwrap(),
+            c
+        );
         for bad in [
             "1\n0\n",
             "0\n2\n0 0\n",

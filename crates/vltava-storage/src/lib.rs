@@ -9,17 +9,23 @@
 //! ```
 //!
 //! Storage knows nothing of the network or of request types. Time is passed in as `now_ms`,
-//! so every decision (roll, retention) is testable without a clock.
+//! so every decision (roll, retention) is testable without a clock, and every file operation
+//! goes through [`fs::Fs`], so a test can run the same code over `sim::SimFs` (with the
+//! `sim` feature outside this crate) and cut the power at any point.
 
 pub mod checkpoint;
 pub mod epoch;
+pub mod fs;
 pub mod index;
 mod log;
 mod segment;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 
 use std::path::{Path, PathBuf};
 
 pub use epoch::{EpochEntry, LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
+pub use fs::{Fs, FsFile, OpenMode, StdFs};
 pub use log::{accept_all, AppendInfo, Log, LogConfig, LogOffsets, OpenOptions, ReadResult};
 use thiserror::Error;
 pub use vltava_record::RecordError;
@@ -71,9 +77,12 @@ pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> S
 /// Makes a directory's entries (files created, renamed or removed in it) durable: an fsync of
 /// a file covers its bytes but not the name that reaches it.
 pub fn sync_dir(path: &Path) -> Result<(), StorageError> {
-    std::fs::File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err("fsync dir", path, e))
+    sync_dir_in(&StdFs, path)
+}
+
+/// [`sync_dir`] on the file system `fs`.
+pub fn sync_dir_in(fs: &dyn Fs, path: &Path) -> Result<(), StorageError> {
+    fs.sync_dir(path).map_err(|e| io_err("fsync dir", path, e))
 }
 
 /// Kafka's partition directory name.
@@ -81,5 +90,7 @@ pub fn partition_dir_name(topic: &str, partition: i32) -> String {
     format!("{topic}-{partition}")
 }
 
+#[cfg(test)]
+mod power_loss;
 #[cfg(test)]
 mod tests;

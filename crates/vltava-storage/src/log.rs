@@ -10,8 +10,14 @@ use parking_lot::Mutex;
 use vltava_record::{BatchHeader, Batches};
 
 use crate::epoch::{EpochEntry, LeaderEpochCache};
-use crate::segment::{Loaded, Segment, SegmentFile};
+use crate::fs::{Fs, StdFs};
+use crate::segment::{Loaded, Segment, SegmentFile, SegmentFs};
 use crate::{io_err, StorageError};
+
+/// How many sealed segments may hold their `.log` open because no fsync has covered their
+/// bytes yet. A roll past it fsyncs the oldest, so a log that is never flushed (acks=1 and
+/// no flush policy) still holds a bounded number of descriptors.
+const MAX_UNSYNCED_SEALED: usize = 2;
 
 /// Per-log settings, in Kafka's topic-config terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +94,9 @@ struct Inner {
     log_start_offset: i64,
     config: LogConfig,
     epochs: LeaderEpochCache,
+    /// Base offsets of sealed segments whose `.log` stays open until a flush covers them
+    /// (see `Segment::retire`), oldest first.
+    unsynced_sealed: Vec<i64>,
 }
 
 impl Inner {
@@ -114,6 +123,7 @@ struct LoadedLog {
 /// as Kafka does, because later appends depend on them.
 pub struct Log {
     dir: PathBuf,
+    files: SegmentFs,
     inner: Mutex<Inner>,
     /// Serialises fsyncs of this log so a flush knows exactly what it covered.
     flush_lock: Mutex<()>,
@@ -152,31 +162,31 @@ pub struct OpenOptions {
 /// bad byte, with every later segment, all of which are unflushed too). Anything below it was
 /// acknowledged as durable: damage there is reported and the bytes are kept.
 fn load(
+    files: &SegmentFs,
     dir: &Path,
     config: LogConfig,
     opts: OpenOptions,
     now_ms: i64,
 ) -> Result<LoadedLog, StorageError> {
-    if !dir.exists() {
-        std::fs::create_dir_all(dir).map_err(|e| io_err("create dir", dir, e))?;
+    let fs = &*files.fs;
+    if !fs.exists(dir) {
+        fs.create_dir_all(dir)
+            .map_err(|e| io_err("create dir", dir, e))?;
         if let Some(parent) = dir.parent() {
-            crate::sync_dir(parent)?;
+            crate::sync_dir_in(fs, parent)?;
         }
     }
     let mut bases = Vec::new();
     let mut index_files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| io_err("list", dir, e))? {
-        let entry = entry.map_err(|e| io_err("list", dir, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
+    for name in fs.read_dir(dir).map_err(|e| io_err("list", dir, e))? {
         match SegmentFile::parse_name(&name) {
             Some((SegmentFile::Log, base)) => bases.push(base),
-            Some((_, base)) => index_files.push((base, entry.path())),
+            Some((_, base)) => index_files.push((base, dir.join(&name))),
             None if name.ends_with(".deleted")
                 || name.ends_with(".cleaned")
                 || name.ends_with(".swap") =>
             {
-                let _ = std::fs::remove_file(entry.path());
+                let _ = fs.remove_file(&dir.join(&name));
             }
             None => {}
         }
@@ -186,7 +196,7 @@ fn load(
     // segment's index later.
     for (base, path) in index_files {
         if bases.binary_search(&base).is_err() {
-            let _ = std::fs::remove_file(path);
+            let _ = fs.remove_file(&path);
         }
     }
     let mut segments = BTreeMap::new();
@@ -197,27 +207,51 @@ fn load(
         if let Some(cut) = cut_at {
             // Later segments start past the cut, so above the recovery point: unflushed.
             tracing::warn!(dir = %dir.display(), base_offset = base, cut_offset = cut, "deleting unflushed segment after a cut");
-            SegmentFile::delete_all(dir, base);
+            SegmentFile::delete_all(fs, dir, base);
             continue;
         }
         let next_base = bases.get(i + 1).copied();
         let may_be_unflushed = next_base.is_none_or(|n| n > opts.recovery_point);
         let cut_from = (!opts.clean_shutdown && may_be_unflushed).then_some(opts.recovery_point);
-        let (seg, loaded) =
-            Segment::open(dir, base, cut_from, config.index_interval_bytes, now_ms)?;
+        let (seg, loaded) = Segment::open(
+            files,
+            dir,
+            base,
+            cut_from,
+            config.index_interval_bytes,
+            now_ms,
+        )?;
         next_offset = seg.next_offset().max(base);
+        // The segment ends before the next one starts: its unflushed tail never reached the
+        // disk but a later segment's name did (a directory sync for another reason). What
+        // follows the gap is unflushed too and must go, or offsets would have a hole.
+        let gap = cut_from.is_some_and(|rp| next_offset >= rp)
+            && next_base.is_some_and(|n| next_offset < n);
         match loaded {
+            Loaded::Clean if gap => {
+                tracing::warn!(dir = %dir.display(), base_offset = base, end_offset = next_offset, "segment ends before the next one starts: dropping the unflushed segments after it");
+                cut_at = Some(next_offset);
+            }
             Loaded::Clean => {}
             Loaded::Cut => cut_at = Some(next_offset),
             Loaded::Damaged => damaged |= next_base.is_none(),
         }
         segments.insert(base, Arc::new(seg));
     }
+    if cut_at.is_some() {
+        // New batches will take the offsets of the deleted segments: their names must not
+        // come back after another crash.
+        crate::sync_dir_in(fs, dir)?;
+    }
     if segments.is_empty() {
         let base = opts.log_start_offset.max(0);
-        segments.insert(base, Arc::new(Segment::create(dir, base, now_ms)?));
+        segments.insert(base, Arc::new(Segment::create(files, dir, base, now_ms)?));
         next_offset = base;
     }
+    // Only the active segment keeps its files open; sealed ones reopen their `.log` to read.
+    let mut iter = segments.values().rev();
+    iter.next().expect("non-empty").activate()?;
+    iter.for_each(|s| s.release());
     let first_base = *segments.keys().next().expect("non-empty");
     let log_start_offset = opts.log_start_offset.clamp(first_base, next_offset);
     let flushed_offset = if opts.clean_shutdown {
@@ -225,11 +259,11 @@ fn load(
     } else {
         opts.recovery_point.min(next_offset)
     };
-    let mut epochs = LeaderEpochCache::read(dir)?;
+    let mut epochs = LeaderEpochCache::read(fs, dir)?;
     let trimmed_end = epochs.truncate_from_end(next_offset);
     let trimmed_start = epochs.truncate_from_start(log_start_offset);
     if trimmed_end || trimmed_start {
-        epochs.write(dir)?;
+        epochs.write(fs, dir)?;
     }
     if damaged {
         tracing::error!(dir = %dir.display(), "log end is unknown after damage below the recovery point; refusing writes");
@@ -241,6 +275,7 @@ fn load(
             log_start_offset,
             config,
             epochs,
+            unsynced_sealed: Vec::new(),
         },
         flushed_offset,
         damaged,
@@ -248,16 +283,30 @@ fn load(
 }
 
 impl Log {
-    /// Opens or creates the log in `dir`, recovering from an unclean shutdown.
+    /// Opens or creates the log in `dir` on the real file system, recovering from an unclean
+    /// shutdown.
     pub fn open(
         dir: &Path,
         config: LogConfig,
         opts: OpenOptions,
         now_ms: i64,
     ) -> Result<Self, StorageError> {
-        let loaded = load(dir, config, opts, now_ms)?;
+        Self::open_with(StdFs::shared(), dir, config, opts, now_ms)
+    }
+
+    /// [`Log::open`] on the file system `fs` (a simulated one in tests).
+    pub fn open_with(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        config: LogConfig,
+        opts: OpenOptions,
+        now_ms: i64,
+    ) -> Result<Self, StorageError> {
+        let files = SegmentFs::new(fs);
+        let loaded = load(&files, dir, config, opts, now_ms)?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            files,
             inner: Mutex::new(loaded.inner),
             flush_lock: Mutex::new(()),
             flushed_offset: AtomicI64::new(loaded.flushed_offset),
@@ -283,7 +332,7 @@ impl Log {
             recovery_point: durable,
             log_start_offset: inner.log_start_offset,
         };
-        let loaded = load(&self.dir, inner.config.clone(), opts, now_ms)?;
+        let loaded = load(&self.files, &self.dir, inner.config.clone(), opts, now_ms)?;
         if loaded.damaged {
             return Err(self.poisoned_err());
         }
@@ -565,7 +614,9 @@ impl Log {
             }
         }
         if let Some(epochs) = epochs {
-            epochs.write(&self.dir).map_err(|e| self.poison(e))?;
+            epochs
+                .write(self.fs(), &self.dir)
+                .map_err(|e| self.poison(e))?;
             inner.epochs = epochs;
         }
         self.maybe_roll(inner, batches.len() as u64, next_offset, now_ms)?;
@@ -615,11 +666,26 @@ impl Log {
         let base = inner.next_offset;
         let seg = old
             .seal()
-            .and_then(|()| Segment::create(&self.dir, base, now_ms))
+            .and_then(|()| Segment::create(&self.files, &self.dir, base, now_ms))
             .map_err(|e| self.poison(e))?;
         tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
         inner.segments.insert(base, Arc::new(seg));
         self.dir_dirty.store(true, Ordering::Release);
+        old.retire();
+        if old.next_offset() <= self.flushed_offset.load(Ordering::Acquire) {
+            old.release();
+        } else {
+            inner.unsynced_sealed.push(old.base_offset);
+        }
+        if inner.unsynced_sealed.len() > MAX_UNSYNCED_SEALED {
+            let oldest = inner.unsynced_sealed.remove(0);
+            if let Some(seg) = inner.segments.get(&oldest) {
+                // Sealed two segments ago: the kernel has most likely written it back, so
+                // this fsync is cheap even under the lock.
+                seg.sync().map_err(|e| self.poison(e))?;
+                seg.release();
+            }
+        }
         Ok(())
     }
 
@@ -673,20 +739,25 @@ impl Log {
             let gone = inner.segments.remove(b).expect("listed");
             gone.delete_files();
         }
+        // The cut segment becomes the active one.
+        inner.unsynced_sealed.retain(|b| *b < base);
         let interval = inner.config.index_interval_bytes;
         seg.truncate_to(position, interval)
             .and_then(|()| {
                 if later.is_empty() {
                     Ok(())
                 } else {
-                    crate::sync_dir(&self.dir)
+                    crate::sync_dir_in(self.fs(), &self.dir)
                 }
             })
             .map_err(|e| self.poison(e))?;
         inner.next_offset = offset;
         self.flushed_offset.fetch_min(offset, Ordering::AcqRel);
         if inner.epochs.truncate_from_end(offset) {
-            inner.epochs.write(&self.dir).map_err(|e| self.poison(e))?;
+            inner
+                .epochs
+                .write(self.fs(), &self.dir)
+                .map_err(|e| self.poison(e))?;
         }
         tracing::info!(dir = %self.dir.display(), offset, removed_segments = later.len(), "truncated log");
         Ok(())
@@ -701,9 +772,10 @@ impl Log {
         let _guard = self.flush_lock.lock();
         let flushed = self.flushed_offset.load(Ordering::Acquire);
         let (target, to_sync) = {
-            let inner = self.inner.lock();
+            let mut inner = self.inner.lock();
             let target = inner.next_offset;
             if target <= flushed {
+                Self::release_synced(&mut inner, flushed);
                 return Ok(flushed);
             }
             // Segments that may hold unflushed offsets: the one containing `flushed` onward.
@@ -727,7 +799,7 @@ impl Log {
             .try_for_each(|seg| seg.sync())
             .and_then(|()| {
                 if sync_dir {
-                    crate::sync_dir(&self.dir)
+                    crate::sync_dir_in(self.fs(), &self.dir)
                 } else {
                     Ok(())
                 }
@@ -736,7 +808,30 @@ impl Log {
             return Err(self.poison(e));
         }
         self.flushed_offset.store(target, Ordering::Release);
+        Self::release_synced(&mut self.inner.lock(), target);
         Ok(target)
+    }
+
+    /// Closes the `.log` of sealed segments that end at or below `durable`: a flush has
+    /// covered all their bytes.
+    fn release_synced(inner: &mut Inner, durable: i64) {
+        let Inner {
+            segments,
+            unsynced_sealed,
+            ..
+        } = inner;
+        unsynced_sealed.retain(|base| match segments.get(base) {
+            Some(seg) if seg.next_offset() <= durable => {
+                seg.release();
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
+    }
+
+    fn fs(&self) -> &dyn Fs {
+        &*self.files.fs
     }
 
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
@@ -783,12 +878,39 @@ impl Log {
         if offset >= log_end.min(max_offset) {
             return Ok(empty);
         }
+        match Self::read_segments(segments, offset, max_offset, max_bytes, min_one) {
+            Ok(records) => Ok(ReadResult { records, ..empty }),
+            // A sealed segment's `.log` is opened on demand, so retention may have deleted
+            // it since the snapshot above: that is a read below the log start, not damage.
+            Err(e) => {
+                let now = self.offsets();
+                if offset < now.log_start_offset {
+                    Err(StorageError::OffsetOutOfRange {
+                        offset,
+                        log_start_offset: now.log_start_offset,
+                        log_end_offset: now.log_end_offset,
+                    })
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// The read part of [`Log::read`], over a snapshot of segments and their sizes.
+    fn read_segments(
+        segments: Vec<(Arc<Segment>, u64)>,
+        offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<Bytes, StorageError> {
         for (seg, size) in segments {
             let Some((pos, first)) = seg.find_position(offset, size)? else {
                 continue;
             };
             if first.last_offset() >= max_offset {
-                return Ok(empty);
+                return Ok(Bytes::new());
             }
             let available = (size - pos) as usize;
             let mut want = available.min(max_bytes);
@@ -796,7 +918,7 @@ impl Log {
                 want = want.max(first.total_len().min(available));
             }
             if want == 0 {
-                return Ok(empty);
+                return Ok(Bytes::new());
             }
             let mut buf = seg.read_range(pos, want)?;
             // Trim to whole batches below `max_offset` so clients never see a partial one.
@@ -806,13 +928,9 @@ impl Log {
                 .last()
                 .map_or(0, |(_, r)| r.end);
             buf.truncate(whole);
-            return Ok(ReadResult {
-                records: Bytes::from(buf),
-                log_end_offset: log_end,
-                log_start_offset: log_start,
-            });
+            return Ok(Bytes::from(buf));
         }
-        Ok(empty)
+        Ok(Bytes::new())
     }
 
     /// ListOffsets by timestamp: the first batch whose max timestamp is `>= ts`, as
@@ -910,6 +1028,7 @@ impl Log {
                 self.roll(&mut inner, now_ms)?;
             }
             let seg = inner.segments.remove(&base).expect("present");
+            inner.unsynced_sealed.retain(|b| *b != base);
             total -= size;
             seg.delete_files();
             deleted += 1;
@@ -930,7 +1049,10 @@ impl Log {
     /// The epoch cache starts where the log does, as Kafka keeps it.
     fn trim_epochs_to_start(&self, inner: &mut Inner) -> Result<(), StorageError> {
         if inner.epochs.truncate_from_start(inner.log_start_offset) {
-            inner.epochs.write(&self.dir).map_err(|e| self.poison(e))?;
+            inner
+                .epochs
+                .write(self.fs(), &self.dir)
+                .map_err(|e| self.poison(e))?;
         }
         Ok(())
     }

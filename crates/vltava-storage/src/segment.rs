@@ -1,13 +1,14 @@
 //! One log segment: `<base>.log` holding whole record batches, with its two sparse indexes.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use vltava_record::{BatchHeader, RecordError, HEADER_LEN};
 
+use crate::fs::{Fs, FsFile, OpenMode};
 use crate::index::{
     OffsetEntry, OffsetIndex, TimeEntry, TimeIndex, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
 };
@@ -56,10 +57,10 @@ impl SegmentFile {
     }
 
     /// Removes every file of the segment at `base_offset` that exists.
-    pub(crate) fn delete_all(dir: &Path, base_offset: i64) {
+    pub(crate) fn delete_all(fs: &dyn Fs, dir: &Path, base_offset: i64) {
         for kind in Self::ALL {
             let p = kind.path(dir, base_offset);
-            match std::fs::remove_file(&p) {
+            match fs.remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -83,14 +84,84 @@ pub(crate) struct SegmentState {
     pub created_ms: i64,
 }
 
+/// How many sealed segments of one log may keep their `.log` open after a read, so a
+/// consumer reading through old data does not reopen the file on every fetch.
+pub(crate) const SEALED_HANDLES_PER_LOG: usize = 2;
+
+/// The file system and the handle cache every segment of one log shares.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentFs {
+    pub(crate) fs: Arc<dyn Fs>,
+    cache: Arc<HandleCache>,
+}
+
+impl SegmentFs {
+    pub(crate) fn new(fs: Arc<dyn Fs>) -> Self {
+        Self {
+            fs,
+            cache: Arc::default(),
+        }
+    }
+}
+
+/// The sealed segments whose `.log` a read opened, oldest first. Opening one more closes the
+/// oldest, so a log holds a bounded number of descriptors however many segments it has.
+#[derive(Debug, Default)]
+struct HandleCache {
+    opened: parking_lot::Mutex<VecDeque<Weak<Mutex<Handles>>>>,
+}
+
+impl HandleCache {
+    /// Records that `handles` just opened its `.log` and closes whatever falls out. Called
+    /// without `handles` locked: eviction locks other segments' handles under the cache lock.
+    fn opened(&self, handles: &Arc<Mutex<Handles>>) {
+        let mut opened = self.opened.lock();
+        opened.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(handles)));
+        opened.push_back(Arc::downgrade(handles));
+        while opened.len() > SEALED_HANDLES_PER_LOG {
+            if let Some(h) = opened.pop_front().and_then(|w| w.upgrade()) {
+                let mut h = h.lock();
+                if h.hold == Hold::Cached {
+                    h.log = None;
+                }
+            }
+        }
+    }
+}
+
+/// Why a segment's `.log` handle is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// The active segment: appends write through it.
+    Active,
+    /// Sealed with bytes no fsync may have covered yet. The handle stays open until one does:
+    /// a writeback error is reported to open descriptors, and an inode nobody holds open can
+    /// be evicted with its error forgotten, so a later open and fsync would wrongly succeed.
+    Unsynced,
+    /// Sealed and durable: open only while in the log's [`HandleCache`], if at all.
+    Cached,
+}
+
+/// A segment's open files.
+#[derive(Debug)]
+struct Handles {
+    log: Option<Arc<dyn FsFile>>,
+    /// `.index` and `.timeindex`: open only while the segment is active (appends add entries)
+    /// or while an index is being rewritten.
+    indexes: Option<[Box<dyn FsFile>; 2]>,
+    hold: Hold,
+}
+
+/// One segment. Only the active segment keeps its files open; a sealed one opens its `.log`
+/// on demand for reads (its indexes are in memory), so descriptors do not grow with the
+/// number of segments.
 #[derive(Debug)]
 pub struct Segment {
     pub base_offset: i64,
+    files: SegmentFs,
     dir: PathBuf,
     pub(crate) log_path: PathBuf,
-    file: File,
-    index_file: File,
-    time_index_file: File,
+    handles: Arc<Mutex<Handles>>,
     /// Bytes of whole batches written; readers never look past it.
     size: AtomicU64,
     pub(crate) state: Mutex<SegmentState>,
@@ -130,36 +201,114 @@ fn fresh_state(base_offset: i64, now_ms: i64) -> SegmentState {
 }
 
 impl Segment {
-    pub(crate) fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Self, StorageError> {
-        #[cfg(test)]
-        if FAIL_NEXT_CREATE.with(|f| f.replace(false)) {
-            let e = std::io::Error::other("injected create failure");
-            return Err(io_err(
-                "create",
-                &SegmentFile::Log.path(dir, base_offset),
-                e,
-            ));
-        }
+    /// Creates the files of a new active segment.
+    pub(crate) fn create(
+        files: &SegmentFs,
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+    ) -> Result<Self, StorageError> {
         let open = |kind: SegmentFile| {
             let p = kind.path(dir, base_offset);
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&p)
+            files
+                .fs
+                .open(&p, OpenMode::Truncate)
                 .map_err(|e| io_err("create", &p, e))
         };
+        let log: Arc<dyn FsFile> = Arc::from(open(SegmentFile::Log)?);
+        let indexes = [
+            open(SegmentFile::OffsetIndex)?,
+            open(SegmentFile::TimeIndex)?,
+        ];
         Ok(Self {
             base_offset,
+            files: files.clone(),
             dir: dir.to_path_buf(),
             log_path: SegmentFile::Log.path(dir, base_offset),
-            file: open(SegmentFile::Log)?,
-            index_file: open(SegmentFile::OffsetIndex)?,
-            time_index_file: open(SegmentFile::TimeIndex)?,
+            handles: Arc::new(Mutex::new(Handles {
+                log: Some(log),
+                indexes: Some(indexes),
+                hold: Hold::Active,
+            })),
             size: AtomicU64::new(0),
             state: Mutex::new(fresh_state(base_offset, now_ms)),
         })
+    }
+
+    /// The `.log` handle, opened if this sealed segment has none (and then cached).
+    pub(crate) fn log_file(&self) -> Result<Arc<dyn FsFile>, StorageError> {
+        let mut h = self.handles.lock();
+        if let Some(f) = &h.log {
+            return Ok(Arc::clone(f));
+        }
+        let f: Arc<dyn FsFile> = Arc::from(
+            self.files
+                .fs
+                .open(&self.log_path, OpenMode::Read)
+                .map_err(|e| io_err("open", &self.log_path, e))?,
+        );
+        h.log = Some(Arc::clone(&f));
+        drop(h);
+        self.files.cache.opened(&self.handles);
+        Ok(f)
+    }
+
+    /// Runs `f` on the index handles, opening them (kept until [`Segment::retire`] or
+    /// [`Segment::close`]) if need be.
+    fn with_indexes<T>(
+        &self,
+        f: impl FnOnce(&[Box<dyn FsFile>; 2]) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut h = self.handles.lock();
+        if h.indexes.is_none() {
+            let open = |kind: SegmentFile| {
+                let p = self.path(kind);
+                self.files
+                    .fs
+                    .open(&p, OpenMode::Create)
+                    .map_err(|e| io_err("open", &p, e))
+            };
+            h.indexes = Some([
+                open(SegmentFile::OffsetIndex)?,
+                open(SegmentFile::TimeIndex)?,
+            ]);
+        }
+        f(h.indexes.as_ref().expect("just opened"))
+    }
+
+    /// Makes this the active segment (the last one after a load or a truncation): its files
+    /// are opened for writing and stay open.
+    pub(crate) fn activate(&self) -> Result<(), StorageError> {
+        let log = self
+            .files
+            .fs
+            .open(&self.log_path, OpenMode::Write)
+            .map_err(|e| io_err("open", &self.log_path, e))?;
+        {
+            let mut h = self.handles.lock();
+            h.log = Some(Arc::from(log));
+            h.hold = Hold::Active;
+        }
+        self.with_indexes(|_| Ok(()))
+    }
+
+    /// The segment stops being active (after [`Segment::seal`]): the index handles close, and
+    /// the `.log` handle stays open until [`Segment::release`] says its bytes are durable.
+    pub(crate) fn retire(&self) {
+        let mut h = self.handles.lock();
+        h.indexes = None;
+        h.hold = Hold::Unsynced;
+    }
+
+    /// A sealed segment's bytes are all durable: its `.log` handle may close. Does nothing to
+    /// the active segment.
+    pub(crate) fn release(&self) {
+        let mut h = self.handles.lock();
+        if h.hold != Hold::Active {
+            h.hold = Hold::Cached;
+            h.log = None;
+            h.indexes = None;
+        }
     }
 
     pub(crate) fn path(&self, kind: SegmentFile) -> PathBuf {
@@ -173,52 +322,44 @@ impl Segment {
     /// offset the rest of the file is cut. Batches below it were acknowledged as durable and
     /// are never cut: a bad one is reported loudly and kept. With `None` the whole segment is
     /// below the recovery point; its indexes are trusted if they look valid.
+    /// The segment comes back sealed with its `.log` open; the caller then calls
+    /// [`Segment::activate`] or [`Segment::release`].
     pub(crate) fn open(
+        files: &SegmentFs,
         dir: &Path,
         base_offset: i64,
         cut_from: Option<i64>,
         index_interval_bytes: u64,
         now_ms: i64,
     ) -> Result<(Self, Loaded), StorageError> {
+        let fs = &*files.fs;
         let index_path = SegmentFile::OffsetIndex.path(dir, base_offset);
         let time_path = SegmentFile::TimeIndex.path(dir, base_offset);
         let log_path = SegmentFile::Log.path(dir, base_offset);
-        let rw = |p: &Path| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(p)
-                .map_err(|e| io_err("open", p, e))
-        };
-        // Opening creates a missing index as an empty file, which would then parse as a valid
-        // empty index: note which were missing so they are rebuilt rather than trusted.
-        let indexes_present = index_path.exists() && time_path.exists();
-        let file = rw(&log_path)?;
-        let index_file = rw(&index_path)?;
-        let time_index_file = rw(&time_path)?;
-        let file_len = file
-            .metadata()
-            .map_err(|e| io_err("stat", &log_path, e))?
-            .len();
+        let indexes_present = fs.exists(&index_path) && fs.exists(&time_path);
+        let file = fs
+            .open(&log_path, OpenMode::Write)
+            .map_err(|e| io_err("open", &log_path, e))?;
+        let file_len = file.size().map_err(|e| io_err("stat", &log_path, e))?;
         let seg = Self {
             base_offset,
+            files: files.clone(),
             dir: dir.to_path_buf(),
             log_path,
-            file,
-            index_file,
-            time_index_file,
+            handles: Arc::new(Mutex::new(Handles {
+                log: Some(Arc::from(file)),
+                indexes: None,
+                hold: Hold::Cached,
+            })),
             size: AtomicU64::new(file_len),
             state: Mutex::new(fresh_state(base_offset, now_ms)),
         };
         let loaded = if cut_from.is_none() && indexes_present {
-            let idx = std::fs::read(&index_path)
+            let idx = fs
+                .read(&index_path)
                 .ok()
                 .and_then(|b| OffsetIndex::parse(&b, file_len));
-            let tidx = std::fs::read(&time_path)
-                .ok()
-                .and_then(|b| TimeIndex::parse(&b));
+            let tidx = fs.read(&time_path).ok().and_then(|b| TimeIndex::parse(&b));
             idx.zip(tidx)
         } else {
             None
@@ -273,11 +414,10 @@ impl Segment {
                     file_bytes = len,
                     "truncating invalid or torn unflushed tail of segment"
                 );
-                self.file
-                    .set_len(end)
+                let file = self.log_file()?;
+                file.set_len(end)
                     .map_err(|e| io_err("truncate", &self.log_path, e))?;
-                self.file
-                    .sync_all()
+                file.sync_all()
                     .map_err(|e| io_err("fsync", &self.log_path, e))?;
                 self.size.store(end, Ordering::Release);
                 Loaded::Cut
@@ -288,19 +428,20 @@ impl Segment {
     }
 
     /// Cuts the segment at byte `position`, a batch boundary, and rebuilds its indexes from
-    /// the headers that remain. The cut is fsynced: truncated batches must not come back after
-    /// a crash, since other replicas may already hold different ones at those offsets.
+    /// the headers that remain; it becomes the active segment. The cut is fsynced: truncated
+    /// batches must not come back after a crash, since other replicas may already hold
+    /// different ones at those offsets.
     pub(crate) fn truncate_to(
         &self,
         position: u64,
         index_interval_bytes: u64,
     ) -> Result<(), StorageError> {
+        self.activate()?;
+        let file = self.log_file()?;
         self.size.store(position, Ordering::Release);
-        self.file
-            .set_len(position)
+        file.set_len(position)
             .map_err(|e| io_err("truncate", &self.log_path, e))?;
-        self.file
-            .sync_all()
+        file.sync_all()
             .map_err(|e| io_err("fsync", &self.log_path, e))?;
         self.rebuild(position, false, index_interval_bytes, None)?;
         Ok(())
@@ -319,6 +460,11 @@ impl Segment {
         cut_from: Option<i64>,
     ) -> Result<ScanEnd, StorageError> {
         let mut pos = start;
+        let file = self.log_file()?;
+        let read_exact_at = |buf: &mut [u8], pos: u64| {
+            file.read_exact_at(buf, pos)
+                .map_err(|e| io_err("read", &self.log_path, e))
+        };
         let mut st = self.state.lock();
         let mut header_buf = [0u8; HEADER_LEN];
         let mut batch_buf = Vec::new();
@@ -327,7 +473,7 @@ impl Segment {
             let header = if end - pos < HEADER_LEN as u64 {
                 None
             } else {
-                self.read_exact_at(&mut header_buf, pos)?;
+                read_exact_at(&mut header_buf, pos)?;
                 BatchHeader::parse(&header_buf).ok().filter(|h| {
                     pos + h.total_len() as u64 <= end
                         && h.base_offset >= st.next_offset
@@ -351,7 +497,7 @@ impl Segment {
             let len = header.total_len() as u64;
             if check_crc {
                 batch_buf.resize(len as usize, 0);
-                self.read_exact_at(&mut batch_buf, pos)?;
+                read_exact_at(&mut batch_buf, pos)?;
                 if vltava_record::compute_crc(&batch_buf) != header.crc {
                     if unflushed(header.base_offset) {
                         return Ok(ScanEnd::Cut(pos));
@@ -411,16 +557,20 @@ impl Segment {
             tidx.extend_from_slice(&TimeIndex::encode_entry(*e));
         }
         drop(st);
-        for (file, kind, bytes) in [
-            (&self.index_file, SegmentFile::OffsetIndex, idx),
-            (&self.time_index_file, SegmentFile::TimeIndex, tidx),
-        ] {
-            let path = self.path(kind);
-            file.set_len(0).map_err(|e| io_err("truncate", &path, e))?;
-            file.write_all_at(&bytes, 0)
-                .map_err(|e| io_err("write", &path, e))?;
-        }
-        Ok(())
+        // Synced, because a sealed segment's indexes are trusted at the next load.
+        self.with_indexes(|[index, time]| {
+            for (file, kind, bytes) in [
+                (index, SegmentFile::OffsetIndex, idx),
+                (time, SegmentFile::TimeIndex, tidx),
+            ] {
+                let path = self.path(kind);
+                file.set_len(0).map_err(|e| io_err("truncate", &path, e))?;
+                file.write_all_at(&bytes, 0)
+                    .map_err(|e| io_err("write", &path, e))?;
+                file.sync_data().map_err(|e| io_err("fsync", &path, e))?;
+            }
+            Ok(())
+        })
     }
 
     pub fn size(&self) -> u64 {
@@ -435,9 +585,13 @@ impl Segment {
         self.state.lock().max_timestamp
     }
 
-    pub(crate) fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> Result<(), StorageError> {
-        self.file
-            .read_exact_at(buf, pos)
+    fn read_exact_at(
+        &self,
+        file: &dyn FsFile,
+        buf: &mut [u8],
+        pos: u64,
+    ) -> Result<(), StorageError> {
+        file.read_exact_at(buf, pos)
             .map_err(|e| io_err("read", &self.log_path, e))
     }
 
@@ -453,7 +607,7 @@ impl Segment {
         index_interval_bytes: u64,
     ) -> Result<(), StorageError> {
         let pos = self.size();
-        self.file
+        self.log_file()?
             .write_all_at(batches, pos)
             .map_err(|e| io_err("write", &self.log_path, e))?;
         let mut st = self.state.lock();
@@ -477,12 +631,13 @@ impl Segment {
             let tn = st.time_index.entries.len() as u64;
             st.time_index.entries.push(te);
             st.bytes_since_index = 0;
-            self.index_file
-                .write_all_at(&OffsetIndex::encode_entry(e), n * OFFSET_ENTRY_LEN as u64)
-                .map_err(|e| io_err("write", &self.path(SegmentFile::OffsetIndex), e))?;
-            self.time_index_file
-                .write_all_at(&TimeIndex::encode_entry(te), tn * TIME_ENTRY_LEN as u64)
-                .map_err(|e| io_err("write", &self.path(SegmentFile::TimeIndex), e))?;
+            self.with_indexes(|[index, time]| {
+                index
+                    .write_all_at(&OffsetIndex::encode_entry(e), n * OFFSET_ENTRY_LEN as u64)
+                    .map_err(|e| io_err("write", &self.path(SegmentFile::OffsetIndex), e))?;
+                time.write_all_at(&TimeIndex::encode_entry(te), tn * TIME_ENTRY_LEN as u64)
+                    .map_err(|e| io_err("write", &self.path(SegmentFile::TimeIndex), e))
+            })?;
         }
         st.next_offset = next_offset;
         drop(st);
@@ -500,9 +655,10 @@ impl Segment {
     ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
         let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         let mut pos = u64::from(self.state.lock().offset_index.lookup(rel));
+        let file = self.log_file()?;
         let mut buf = [0u8; HEADER_LEN];
         while pos + HEADER_LEN as u64 <= size {
-            self.read_exact_at(&mut buf, pos)?;
+            self.read_exact_at(&*file, &mut buf, pos)?;
             // Only a lying index or damage found at load can make this fail: refuse rather
             // than serve garbage.
             let header = BatchHeader::parse(&buf).map_err(|source| StorageError::Corrupt {
@@ -530,9 +686,10 @@ impl Segment {
         else {
             return Ok(None);
         };
+        let file = self.log_file()?;
         let mut buf = [0u8; HEADER_LEN];
         while pos + HEADER_LEN as u64 <= size {
-            self.read_exact_at(&mut buf, pos)?;
+            self.read_exact_at(&*file, &mut buf, pos)?;
             let h = BatchHeader::parse(&buf).map_err(|e| StorageError::Corrupt {
                 path: self.log_path.clone(),
                 position: pos,
@@ -579,17 +736,14 @@ impl Segment {
     /// Reads `[pos, pos+len)` into a fresh buffer.
     pub(crate) fn read_range(&self, pos: u64, len: usize) -> Result<Vec<u8>, StorageError> {
         let mut buf = vec![0u8; len];
-        self.read_exact_at(&mut buf, pos)?;
+        self.read_exact_at(&*self.log_file()?, &mut buf, pos)?;
         Ok(buf)
     }
 
+    /// Makes the `.log` bytes durable. A sealed segment whose handle was closed is reopened:
+    /// its bytes were then already durable or written by an earlier process.
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
-        #[cfg(test)]
-        if FAIL_NEXT_SYNC.with(|f| f.replace(false)) {
-            let e = std::io::Error::other("injected fsync failure");
-            return Err(io_err("fsync", &self.log_path, e));
-        }
-        self.file
+        self.log_file()?
             .sync_data()
             .map_err(|e| io_err("fsync", &self.log_path, e))
     }
@@ -611,21 +765,23 @@ impl Segment {
             };
             let tn = st.time_index.entries.len() as u64;
             st.time_index.entries.push(te);
-            self.time_index_file
-                .write_all_at(&TimeIndex::encode_entry(te), tn * TIME_ENTRY_LEN as u64)
-                .map_err(|e| io_err("write", &self.path(SegmentFile::TimeIndex), e))?;
+            self.with_indexes(|[_, time]| {
+                time.write_all_at(&TimeIndex::encode_entry(te), tn * TIME_ENTRY_LEN as u64)
+                    .map_err(|e| io_err("write", &self.path(SegmentFile::TimeIndex), e))
+            })?;
         }
         drop(st);
-        self.index_file
-            .sync_data()
-            .map_err(|e| io_err("fsync", &self.path(SegmentFile::OffsetIndex), e))?;
-        self.time_index_file
-            .sync_data()
-            .map_err(|e| io_err("fsync", &self.path(SegmentFile::TimeIndex), e))
+        self.with_indexes(|[index, time]| {
+            index
+                .sync_data()
+                .map_err(|e| io_err("fsync", &self.path(SegmentFile::OffsetIndex), e))?;
+            time.sync_data()
+                .map_err(|e| io_err("fsync", &self.path(SegmentFile::TimeIndex), e))
+        })
     }
 
     pub(crate) fn delete_files(&self) {
-        SegmentFile::delete_all(&self.dir, self.base_offset);
+        SegmentFile::delete_all(&*self.files.fs, &self.dir, self.base_offset);
     }
 }
 
@@ -637,12 +793,4 @@ impl From<(PathBuf, u64, RecordError)> for StorageError {
             source,
         }
     }
-}
-
-#[cfg(test)]
-thread_local! {
-    /// Set by tests to make this thread's next segment fsync fail, as a failing disk would.
-    pub(crate) static FAIL_NEXT_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Set by tests to make this thread's next segment creation fail (a full disk, say).
-    pub(crate) static FAIL_NEXT_CREATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

@@ -1,10 +1,12 @@
 use std::fs::OpenOptions as FsOpen;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use proptest::prelude::*;
 use vltava_record::{build_batch, validate, BatchHeader, Batches};
 
+use crate::sim::{Fault, SimFs};
 use crate::*;
 
 /// Plain leader appends with no producer-state checks, as most tests want.
@@ -390,14 +392,34 @@ proptest! {
     }
 }
 
+/// The partition directory the simulated-disk tests use.
+const SIM_DIR: &str = "/data/t-0";
+
+/// A fresh simulated disk with a durable, empty data directory.
+fn sim_fs() -> SimFs {
+    let fs = SimFs::new();
+    fs.create_dir_all(Path::new("/data")).unwrap();
+    fs.sync_dir(Path::new("/")).unwrap();
+    fs
+}
+
+fn sim_open(fs: &SimFs, cfg: LogConfig) -> Log {
+    let opts = OpenOptions {
+        clean_shutdown: true,
+        recovery_point: 0,
+        log_start_offset: 0,
+    };
+    Log::open_with(Arc::new(fs.clone()), Path::new(SIM_DIR), cfg, opts, 0).unwrap()
+}
+
 #[test]
 fn a_failed_fsync_poisons_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), LogConfig::default(), true);
+    let fs = sim_fs();
+    let log = sim_open(&fs, LogConfig::default());
     log.append(&mut batch(1, 0, 100), 0, 0).unwrap();
     assert_eq!(log.flush().unwrap(), 1);
     log.append(&mut batch(1, 1, 100), 0, 0).unwrap();
-    crate::segment::FAIL_NEXT_SYNC.with(|f| f.set(true));
+    fs.fail_next(Fault::Sync);
     assert!(matches!(
         log.flush(),
         Err(StorageError::Io { op: "fsync", .. })
@@ -780,16 +802,16 @@ fn an_unclean_stop_cuts_only_above_the_recovery_point() {
 
 #[test]
 fn a_failed_roll_poisons_the_log_and_reopen_recovers_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let fs = sim_fs();
     let cfg = LogConfig {
         segment_bytes: 250,
         ..LogConfig::default()
     };
-    let log = open(dir.path(), cfg.clone(), true);
+    let log = sim_open(&fs, cfg);
     log.append(&mut batch(1, 0, 50), 0, 0).unwrap();
     log.append(&mut batch(1, 0, 50), 0, 0).unwrap();
     assert_eq!(log.flush().unwrap(), 2);
-    crate::segment::FAIL_NEXT_CREATE.with(|f| f.set(true));
+    fs.fail_next(Fault::Create);
     assert!(matches!(
         log.append(&mut batch(1, 0, 50), 0, 0),
         Err(StorageError::Io { op: "create", .. })
@@ -815,12 +837,12 @@ fn a_failed_roll_poisons_the_log_and_reopen_recovers_it() {
 
 #[test]
 fn reopen_after_a_failed_fsync_drops_what_was_never_durable() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), LogConfig::default(), true);
+    let fs = sim_fs();
+    let log = sim_open(&fs, LogConfig::default());
     log.append(&mut batch(2, 0, 50), 0, 0).unwrap();
     assert_eq!(log.flush().unwrap(), 2);
     log.append(&mut batch(3, 0, 50), 1, 0).unwrap();
-    crate::segment::FAIL_NEXT_SYNC.with(|f| f.set(true));
+    fs.fail_next(Fault::Sync);
     assert!(log.flush().is_err());
     log.reopen(0).unwrap();
     assert_eq!(log.offsets().log_end_offset, 2);

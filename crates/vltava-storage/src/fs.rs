@@ -1,0 +1,155 @@
+//! The file operations storage performs, behind a trait, so a test can run the real log code
+//! over `sim::SimFs` and cut the power at any point: `kill -9` keeps the page cache,
+//! so only a simulated disk can tell data that was fsynced from data that was merely written.
+//!
+//! The set is exactly what storage uses and no more. Production uses [`StdFs`], a thin
+//! forwarding to `std::fs`; the log holds it as `Arc<dyn Fs>` and each open file as a
+//! `dyn FsFile`, so the cost is one indirect call per system call and no allocation per
+//! append.
+
+use std::fmt;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// How [`Fs::open`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// An existing file, for reading.
+    Read,
+    /// An existing file, for reading and writing.
+    Write,
+    /// For reading and writing; created empty if missing, kept as is otherwise.
+    Create,
+    /// For reading and writing; created if missing, emptied otherwise.
+    Truncate,
+}
+
+/// A directory tree storage can work in.
+///
+/// Durability follows POSIX, not the friendlier habits of one file system: a file's bytes
+/// and length are durable once [`FsFile::sync_data`] returns, and a file's name (its
+/// creation, rename or removal) once [`Fs::sync_dir`] of its directory returns.
+pub trait Fs: Send + Sync + fmt::Debug {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FsFile>>;
+    /// Names (not paths) of the entries of a directory, in no particular order.
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    fn exists(&self, path: &Path) -> bool;
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Replaces `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries durable: files created, renamed or removed in it.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+
+    /// A whole file's bytes.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let f = self.open(path, OpenMode::Read)?;
+        let len = usize::try_from(f.size()?).map_err(io::Error::other)?;
+        let mut buf = vec![0; len];
+        f.read_exact_at(&mut buf, 0)?;
+        Ok(buf)
+    }
+}
+
+/// An open file, addressed by position only (no cursor), so one handle serves concurrent
+/// readers and the appender.
+pub trait FsFile: Send + Sync + fmt::Debug {
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    /// The file's length in bytes.
+    fn size(&self) -> io::Result<u64>;
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes the bytes and the length durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// [`FsFile::sync_data`] plus the other metadata (`fsync`).
+    fn sync_all(&self) -> io::Result<()>;
+}
+
+/// The real file system.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdFs;
+
+impl StdFs {
+    /// The shared handle `Log::open` and the checkpoint functions use.
+    pub fn shared() -> Arc<dyn Fs> {
+        Arc::new(StdFs)
+    }
+}
+
+impl Fs for StdFs {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FsFile>> {
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true);
+        match mode {
+            OpenMode::Read => {}
+            OpenMode::Write => {
+                o.write(true);
+            }
+            OpenMode::Create => {
+                o.write(true).create(true).truncate(false);
+            }
+            OpenMode::Truncate => {
+                o.write(true).create(true).truncate(true);
+            }
+        }
+        Ok(Box::new(o.open(path)?))
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect()
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::File::open(path)?.sync_all()
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+}
+
+impl FsFile for std::fs::File {
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, pos)
+    }
+
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, buf, pos)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        std::fs::File::set_len(self, len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        std::fs::File::sync_data(self)
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        std::fs::File::sync_all(self)
+    }
+}
