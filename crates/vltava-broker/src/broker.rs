@@ -11,20 +11,20 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use uuid::Uuid;
 use vltava_metadata::config::ConfigLayers;
-use vltava_metadata::{MetadataImage, ResourceType};
-use vltava_storage::{checkpoint, Log, OpenOptions};
+use vltava_metadata::{MetadataDelta, MetadataImage, ResourceType};
+use vltava_storage::checkpoint;
 
 use crate::config::{topic_settings, BrokerConfig, TopicSettings};
 use crate::context::{AclOperation, AllowAll, Authorizer, RequestContext, Resource};
-use crate::controller::Controller;
+use crate::controller::{Controller, MetadataPublisher};
 use crate::group_coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::memory_pool::MemoryPool;
 use crate::network::BoundListener;
-use crate::partition::{Partition, PartitionTable};
+use crate::replica_manager::{
+    ReplicaManager, StartupState, LOG_START_CHECKPOINT, RECOVERY_CHECKPOINT,
+};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".vltava_cleanshutdown";
-const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
-const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -52,8 +52,9 @@ pub fn now_ms() -> i64 {
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
-    pub controller: Controller,
-    pub partitions: PartitionTable,
+    pub controller: Arc<Controller>,
+    /// The partitions this broker hosts.
+    pub partitions: ReplicaManager,
     pub groups: GroupCoordinator,
     /// Every listener, bound; Metadata tells each client the address of the listener it
     /// came through.
@@ -170,122 +171,18 @@ impl Broker {
         image: &'a MetadataImage,
         topic: Option<&str>,
     ) -> ConfigLayers<'a> {
-        ConfigLayers {
-            topic: topic.and_then(|t| image.topic_configs(t)),
-            dynamic_broker: image.broker_configs(&self.config.node_id.to_string()),
-            dynamic_default: image.broker_configs(""),
-            static_broker: Some(&self.config.props),
-        }
-    }
-
-    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        self.config
-            .data_dir
-            .join(vltava_storage::partition_dir_name(topic, partition))
-    }
-
-    /// Brings the partition table in line with a new metadata image: opens logs of new
-    /// partitions, deletes logs of removed topics, applies changed configs.
-    pub fn reconcile(&self, old: &MetadataImage, new: &MetadataImage) -> Result<(), BrokerError> {
-        self.reconcile_with(old, new, false)
-    }
-
-    fn reconcile_with(
-        &self,
-        old: &MetadataImage,
-        new: &MetadataImage,
-        startup: bool,
-    ) -> Result<(), BrokerError> {
-        let clean = startup && self.config.data_dir.join(CLEAN_SHUTDOWN_FILE).exists();
-        let recovery = if startup {
-            checkpoint::read(&self.config.data_dir.join(RECOVERY_CHECKPOINT))?
-        } else {
-            Default::default()
-        };
-        let starts = if startup {
-            checkpoint::read(&self.config.data_dir.join(LOG_START_CHECKPOINT))?
-        } else {
-            Default::default()
-        };
-        for (name, t) in &old.topics {
-            if new.topic_by_id(&t.topic_id).is_none() {
-                for p in self.partitions.remove_topic(name) {
-                    let dir = p.log.dir().to_path_buf();
-                    drop(p);
-                    let target = dir.with_file_name(format!(
-                        "{}.{}-delete",
-                        dir.file_name()
-                            .map(|n| n.to_string_lossy().to_string())
-                            .unwrap_or_default(),
-                        Uuid::new_v4().simple()
-                    ));
-                    if std::fs::rename(&dir, &target).is_ok() {
-                        std::thread::spawn(move || {
-                            let _ = std::fs::remove_dir_all(&target);
-                        });
-                    }
-                }
-            }
-        }
-        for (name, t) in &new.topics {
-            let settings = self.topic_settings(new, name);
-            let existing = self.partitions.topic(name);
-            for p in &existing {
-                if p.settings() != settings {
-                    p.set_settings(settings.clone());
-                }
-            }
-            for (&index, part) in t.partitions.range(existing.len() as i32..) {
-                let key = (name.clone(), index);
-                let opts = OpenOptions {
-                    clean_shutdown: clean,
-                    recovery_point: recovery.get(&key).copied().unwrap_or(0),
-                    log_start_offset: starts.get(&key).copied().unwrap_or(0),
-                };
-                let log = Log::open(
-                    &self.partition_dir(name, index),
-                    settings.log.clone(),
-                    opts,
-                    now_ms(),
-                )?;
-                let p = Partition::new(
-                    Arc::from(name.as_str()),
-                    index,
-                    t.topic_id,
-                    part.leader_epoch,
-                    part.isr.clone(),
-                    log,
-                    settings.clone(),
-                );
-                self.partitions.insert(p);
-            }
-        }
-        Ok(())
+        self.config.layers(image, topic)
     }
 
     fn write_checkpoints(&self) {
-        let mut recovery = checkpoint::Checkpoint::new();
-        let mut starts = checkpoint::Checkpoint::new();
-        for p in self.partitions.all() {
-            let o = p.log.offsets();
-            recovery.insert((p.topic.to_string(), p.index), o.flushed_offset);
-            starts.insert((p.topic.to_string(), p.index), o.log_start_offset);
-        }
-        for (name, cp) in [
-            (RECOVERY_CHECKPOINT, &recovery),
-            (LOG_START_CHECKPOINT, &starts),
-        ] {
-            if let Err(e) = checkpoint::write(&self.config.data_dir.join(name), cp) {
-                tracing::warn!(error = %e, "could not write checkpoint");
-            }
-        }
+        self.partitions.write_checkpoints();
     }
 
     /// Retention and log-start persistence, run every `log.retention.check.interval.ms`.
     pub fn run_retention(&self) {
         let now = now_ms();
         for p in self.partitions.all() {
-            if let Err(e) = p.log.enforce_retention(now) {
+            if let Err(e) = p.enforce_retention(now) {
                 tracing::warn!(partition = ?p, error = %e, "retention failed");
             }
         }
@@ -325,10 +222,15 @@ pub async fn start_with(
         }
     }
     let cluster_id = read_or_create_cluster_id(&dir, config.node_id)?;
-    let controller = Controller::open(
+    let controller = Arc::new(Controller::open(
         &dir.join("__cluster_metadata").join("metadata.log"),
         config.node_id,
-    )?;
+    )?);
+    let startup = StartupState {
+        clean_shutdown: dir.join(CLEAN_SHUTDOWN_FILE).exists(),
+        recovery: checkpoint::read(&dir.join(RECOVERY_CHECKPOINT))?,
+        log_starts: checkpoint::read(&dir.join(LOG_START_CHECKPOINT))?,
+    };
     let mut bound = Vec::new();
     let mut sockets = Vec::new();
     for l in &config.listeners {
@@ -356,22 +258,38 @@ pub async fn start_with(
         sockets.push(socket);
     }
     let local_addr = bound[0].local_addr;
+    let partitions = ReplicaManager::new(&config, startup);
     let broker = Arc::new(Broker {
         groups: GroupCoordinator::new(&config),
         memory: MemoryPool::new(config.queued_max_request_bytes()),
         config,
         cluster_id,
         controller,
-        partitions: PartitionTable::default(),
+        partitions,
         listeners: bound,
         authorizer,
         shutting_down: watch::Sender::new(false),
         open_file_limit: raise_open_file_limit(),
         _lock: lock,
     });
+    let publisher: Arc<dyn MetadataPublisher> = Arc::clone(&broker) as _;
+    broker.controller.set_publisher(Arc::downgrade(&publisher));
+    drop(publisher);
+    // Every partition in the metadata, opened from disk with what the last run left.
+    let b = Arc::clone(&broker);
+    tokio::task::spawn_blocking(move || b.controller.publish_all())
+        .await
+        .map_err(|e| BrokerError::Io {
+            context: "opening logs".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .map_err(|e| BrokerError::Io {
+            context: "opening logs".into(),
+            source: std::io::Error::other(e),
+        })?;
+    broker.partitions.startup_done();
     let image = broker.controller.image();
-    broker.reconcile_with(&MetadataImage::default(), &image, true)?;
-    ensure_offsets_topic(&broker)?;
+    ensure_offsets_topic(&broker).await?;
     broker.groups.load(&broker);
     // From here on, a crash is an unclean shutdown.
     let _ = std::fs::remove_file(dir.join(CLEAN_SHUTDOWN_FILE));
@@ -478,7 +396,7 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     let _ = tokio::task::spawn_blocking(move || {
         let mut ok = true;
         for p in b.partitions.all() {
-            if let Err(e) = p.log.close() {
+            if let Err(e) = p.close() {
                 ok = false;
                 tracing::error!(partition = ?p, error = %e, "close failed");
             }
@@ -496,7 +414,7 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
 }
 
 /// Creates `__consumer_offsets` on first start: compacted, `offsets.topic.num.partitions`.
-fn ensure_offsets_topic(broker: &Broker) -> Result<(), BrokerError> {
+async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), BrokerError> {
     if let Some(t) = broker.controller.image().topic(OFFSETS_TOPIC) {
         let existing = t.partitions.len() as i32;
         let configured = broker.groups.partitions.swap(existing, Ordering::Relaxed);
@@ -522,11 +440,29 @@ fn ensure_offsets_topic(broker: &Broker) -> Result<(), BrokerError> {
         &configs,
         false,
     )
+    .await
     .map(|_| ())
     .map_err(|e| BrokerError::Io {
         context: format!("creating {OFFSETS_TOPIC}"),
         source: std::io::Error::other(e.message),
     })
+}
+
+impl MetadataPublisher for Broker {
+    fn publish(&self, delta: &MetadataDelta, image: &MetadataImage) -> Result<(), String> {
+        let changes = self
+            .partitions
+            .apply_delta(delta, image, now_ms())
+            .map_err(|e| e.to_string())?;
+        if !delta.created_topics.is_empty() || !delta.deleted_topics.is_empty() {
+            // New partitions' log starts and recovery points are known from now on.
+            self.write_checkpoints();
+        }
+        for change in changes {
+            tracing::debug!(?change, "leadership changed");
+        }
+        Ok(())
+    }
 }
 
 /// Files kept for connections, checkpoints and the metadata log.

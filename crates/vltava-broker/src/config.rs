@@ -230,6 +230,20 @@ impl BrokerConfig {
         self.get_i64("fetch.max.bytes").max(1024) as usize
     }
 
+    /// The layers a config value is resolved through, most specific first.
+    pub fn layers<'a>(
+        &'a self,
+        image: &'a vltava_metadata::MetadataImage,
+        topic: Option<&str>,
+    ) -> ConfigLayers<'a> {
+        ConfigLayers {
+            topic: topic.and_then(|t| image.topic_configs(t)),
+            dynamic_broker: image.broker_configs(&self.node_id.to_string()),
+            dynamic_default: image.broker_configs(""),
+            static_broker: Some(&self.props),
+        }
+    }
+
     pub fn queued_max_requests(&self) -> usize {
         self.get_i64("queued.max.requests").clamp(1, 10_000) as usize
     }

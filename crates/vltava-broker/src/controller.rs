@@ -1,16 +1,17 @@
 //! Turns admin operations into metadata records, commits them to the metadata log and
-//! publishes the new image. Validation is pure: it reads an image and returns records or a
-//! Kafka error, so it can be tested without a broker.
+//! publishes each committed batch as a delta. Validation is pure: it reads an image and
+//! returns records or a Kafka error, so it can be tested without a broker.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 use vltava_metadata::config as defs;
 use vltava_metadata::{
-    validate_topic_name, MetadataError, MetadataImage, MetadataLog, MetadataRecord, ResourceType,
+    validate_topic_name, MetadataDelta, MetadataError, MetadataImage, MetadataLog, MetadataRecord,
+    ResourceType,
 };
 use vltava_protocol::ErrorCode;
 
@@ -30,10 +31,18 @@ impl OpError {
     }
 }
 
+/// Told about every committed batch, in commit order (Kafka's metadata publishers).
+pub trait MetadataPublisher: Send + Sync {
+    /// Applies what `delta` changed; `image` is the state after it. An error means the
+    /// records are committed but this broker could not act on all of them.
+    fn publish(&self, delta: &MetadataDelta, image: &MetadataImage) -> Result<(), String>;
+}
+
 pub struct Controller {
     log: Mutex<MetadataLog>,
     image: RwLock<Arc<MetadataImage>>,
     node_id: i32,
+    publisher: RwLock<Option<Weak<dyn MetadataPublisher>>>,
 }
 
 impl Controller {
@@ -43,38 +52,75 @@ impl Controller {
             log: Mutex::new(log),
             image: RwLock::new(Arc::new(image)),
             node_id,
+            publisher: RwLock::new(None),
         })
+    }
+
+    pub fn set_publisher(&self, publisher: Weak<dyn MetadataPublisher>) {
+        *self.publisher.write() = Some(publisher);
     }
 
     pub fn image(&self) -> Arc<MetadataImage> {
         Arc::clone(&self.image.read())
     }
 
-    /// Appends records durably and publishes the new image; returns `(old, new)`.
-    pub fn commit(
-        &self,
-        records: &[MetadataRecord],
-    ) -> Result<(Arc<MetadataImage>, Arc<MetadataImage>), OpError> {
-        let mut log = self.log.lock();
-        let old = self.image();
-        let mut next = (*old).clone();
-        log.append(records, &mut next).map_err(|e| {
-            OpError::new(ErrorCode::KafkaStorageError, format!("metadata log: {e}"))
-        })?;
-        let next = Arc::new(next);
-        *self.image.write() = Arc::clone(&next);
-        Ok((old, next))
-    }
-
     pub fn node_id(&self) -> i32 {
         self.node_id
     }
 
-    /// Serialises read-validate-commit sequences so two creates of one name cannot both pass.
-    pub fn with_lock<T>(&self, f: impl FnOnce(&Self) -> T) -> T {
-        static OP: Mutex<()> = Mutex::new(());
-        let _g = OP.lock();
-        f(self)
+    /// Proposes a change: `op` reads the current image and returns the records to commit
+    /// (or a Kafka error) plus a value for the caller. The future resolves once the records
+    /// are durable in the metadata log and published. Proposals are serialised, so an op
+    /// sees every earlier commit; the disk work runs off the async workers.
+    pub async fn write<T, F>(self: &Arc<Self>, op: F) -> Result<T, OpError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), OpError> + Send + 'static,
+    {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || me.write_blocking(op))
+            .await
+            .unwrap_or_else(|e| {
+                Err(OpError::new(
+                    ErrorCode::UnknownServerError,
+                    format!("metadata change failed: {e}"),
+                ))
+            })
+    }
+
+    /// [`Controller::write`] on the calling thread (start-up, tests).
+    pub fn write_blocking<T>(
+        &self,
+        op: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), OpError>,
+    ) -> Result<T, OpError> {
+        let mut log = self.log.lock();
+        let old = self.image();
+        let (records, out) = op(&old)?;
+        if records.is_empty() {
+            return Ok(out);
+        }
+        log.append(&records).map_err(|e| {
+            OpError::new(ErrorCode::KafkaStorageError, format!("metadata log: {e}"))
+        })?;
+        let (next, delta) = MetadataDelta::apply(&old, &records);
+        let next = Arc::new(next);
+        *self.image.write() = Arc::clone(&next);
+        let publisher = self.publisher.read().as_ref().and_then(Weak::upgrade);
+        if let Some(p) = publisher {
+            p.publish(&delta, &next)
+                .map_err(|e| OpError::new(ErrorCode::KafkaStorageError, e))?;
+        }
+        Ok(out)
+    }
+
+    /// Publishes the whole image as one delta, once, at start.
+    pub fn publish_all(&self) -> Result<(), String> {
+        let image = self.image();
+        let publisher = self.publisher.read().as_ref().and_then(Weak::upgrade);
+        match publisher {
+            Some(p) => p.publish(&MetadataDelta::everything(&image), &image),
+            None => Ok(()),
+        }
     }
 }
 

@@ -14,11 +14,11 @@ use vltava_coordinator::records::{Record, TopicIds};
 use vltava_coordinator::state::{CoordinatorState, Group};
 use vltava_coordinator::{offsets_partition_for, GroupError};
 use vltava_metadata::MetadataImage;
-use vltava_storage::{accept_all, StorageError};
+use vltava_storage::StorageError;
 
 use crate::broker::{now_ms, Broker};
 use crate::config::BrokerConfig;
-use crate::partition::Partition;
+use crate::partition::{AppendError, Partition, ReadLimit};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -49,6 +49,8 @@ pub enum Parked<T> {
 enum WriteError {
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Append(#[from] AppendError),
     /// A name too long for Kafka's record layout; nothing of the write was appended.
     #[error(transparent)]
     Encode(#[from] vltava_coordinator::records::RecordError),
@@ -114,10 +116,10 @@ impl GroupCoordinator {
         let topics = ImageTopics(&image);
         let mut inner = self.inner.lock();
         for p in broker.partitions.topic(OFFSETS_TOPIC) {
-            let mut offset = p.log.offsets().log_start_offset;
+            let mut offset = p.offsets().log_start_offset;
             loop {
                 // Every record written so far is replayed: reads go up to the log end.
-                let Ok(r) = p.log.read(offset, i64::MAX, 1 << 20, true) else {
+                let Ok(r) = p.read(offset, 1 << 20, true, ReadLimit::LogEnd) else {
                     break;
                 };
                 if r.records.is_empty() {
@@ -185,10 +187,7 @@ impl GroupCoordinator {
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref(), now))
             .collect();
         let mut batch = vltava_record::build_batch(0, &recs);
-        let info = p
-            .log
-            .append_as_leader(&mut batch, p.leader_epoch, now, accept_all)?;
-        p.notify_appended(info.last_offset + 1);
+        let info = p.append_as_leader(&mut batch, now, |_| Ok(()))?;
         p.request_flush();
         for r in records {
             // The live group already is what its group records say; replaying them would reset
@@ -485,7 +484,7 @@ impl GroupCoordinator {
         let n = self.partitions.load(Ordering::Relaxed);
         let mut trimmed = false;
         for p in broker.partitions.topic(OFFSETS_TOPIC) {
-            let offs = p.log.offsets();
+            let offs = p.offsets();
             let held = offs.log_end_offset - offs.log_start_offset;
             let live = inner
                 .state
@@ -500,8 +499,8 @@ impl GroupCoordinator {
                 self.write(broker, &mut inner, chunk[0].group(), chunk)
                     .map(|_| ())
             });
-            let durable = written.and_then(|()| Ok(p.log.flush()?));
-            match durable.and_then(|_| Ok(p.log.delete_records_before(first)?)) {
+            let durable = written.and_then(|()| Ok(p.flush_now()?));
+            match durable.and_then(|_| Ok(p.delete_records_before(first, now_ms())?)) {
                 Ok(start) => {
                     trimmed = true;
                     tracing::info!(

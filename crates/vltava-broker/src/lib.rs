@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod memory_pool;
 pub mod network;
 pub mod partition;
+pub mod replica_manager;
 
 pub use broker::{start, start_with, Broker, BrokerError, BrokerHandle};
 pub use config::{BrokerConfig, ConfigError};

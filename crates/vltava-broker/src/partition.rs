@@ -1,14 +1,18 @@
-//! Live partitions: each wraps a storage [`Log`] with what the network side needs — a
-//! wake-up for long-polling fetches and a group-commit flusher for acks=all.
+//! One partition this broker hosts: its log, its role (leader or follower) and leader epoch,
+//! its high watermark, the fetch wake-ups and the group-commit flusher.
+//!
+//! Only the replica manager creates partitions; handlers use these methods and never the log.
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
-use vltava_storage::{Log, StorageError};
+use vltava_metadata::TopicIdPartition;
+use vltava_record::BatchHeader;
+use vltava_storage::{AppendInfo, Log, LogOffsets, ReadResult, StorageError};
 
 use crate::config::TopicSettings;
 
@@ -19,14 +23,41 @@ pub struct Durable {
     pub failed: bool,
 }
 
+/// This broker's role for a partition, from the partition's metadata record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower,
+}
+
+/// Why an append was refused before it reached the log.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("this broker is not the leader of {0}")]
+    NotLeader(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// How far a read may go: consumers stop at the high watermark, the broker's own readers
+/// (coordinator loading) at the log end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadLimit {
+    HighWatermark,
+    LogEnd,
+}
+
 pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
     pub topic_id: Uuid,
-    pub leader_epoch: i32,
-    /// In-sync replicas, from the partition's metadata record.
-    pub isr: Vec<i32>,
-    pub log: Arc<Log>,
+    node_id: i32,
+    role: AtomicU8,
+    leader_epoch: AtomicI32,
+    isr: RwLock<Vec<i32>>,
+    /// Everything below is replicated to the whole ISR and visible to consumers.
+    high_watermark: AtomicI64,
+    log: Arc<Log>,
     /// Log end offset after each append: long-polling fetches wait on it.
     appended: watch::Sender<i64>,
     durable: watch::Sender<Durable>,
@@ -40,13 +71,20 @@ impl std::fmt::Debug for Partition {
     }
 }
 
+/// A partition's registration as this broker applies it.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub role: Role,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
 impl Partition {
-    pub fn new(
+    pub(crate) fn new(
         topic: Arc<str>,
-        index: i32,
-        topic_id: Uuid,
-        leader_epoch: i32,
-        isr: Vec<i32>,
+        tp: TopicIdPartition,
+        node_id: i32,
+        registration: Registration,
         log: Log,
         settings: TopicSettings,
     ) -> Arc<Self> {
@@ -58,27 +96,183 @@ impl Partition {
         });
         let p = Arc::new(Self {
             topic,
-            index,
-            topic_id,
-            leader_epoch,
-            isr,
+            index: tp.partition,
+            topic_id: tp.topic_id,
+            node_id,
+            role: AtomicU8::new(0),
+            leader_epoch: AtomicI32::new(-1),
+            isr: RwLock::new(Vec::new()),
+            high_watermark: AtomicI64::new(offsets.log_start_offset),
             log: Arc::new(log),
             appended,
             durable,
             flush_request: Arc::new(Notify::new()),
             settings: Mutex::new(settings),
         });
+        if let Err(e) = p.apply_registration(registration) {
+            tracing::error!(partition = ?p, error = %e, "could not record the leader epoch");
+        }
         tokio::spawn(Self::flusher(Arc::downgrade(&p)));
         p
+    }
+
+    pub fn topic_id_partition(&self) -> TopicIdPartition {
+        TopicIdPartition {
+            topic_id: self.topic_id,
+            partition: self.index,
+        }
+    }
+
+    /// Takes a new role, epoch and ISR from metadata. A new leader epoch starts at the log
+    /// end (Kafka's makeLeader); the high watermark follows the ISR.
+    pub(crate) fn apply_registration(&self, r: Registration) -> Result<(), StorageError> {
+        self.role.store(
+            match r.role {
+                Role::Leader => 0,
+                Role::Follower => 1,
+            },
+            Ordering::Release,
+        );
+        let previous = self.leader_epoch.swap(r.leader_epoch, Ordering::AcqRel);
+        *self.isr.write() = r.isr;
+        if r.role == Role::Leader && r.leader_epoch > previous {
+            self.log.assign_leader_epoch(r.leader_epoch)?;
+        }
+        self.maybe_advance_high_watermark();
+        Ok(())
+    }
+
+    pub fn role(&self) -> Role {
+        if self.role.load(Ordering::Acquire) == 0 {
+            Role::Leader
+        } else {
+            Role::Follower
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.role() == Role::Leader
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub fn isr(&self) -> Vec<i32> {
+        self.isr.read().clone()
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// No transactions yet: every offset below the high watermark is stable.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.high_watermark()
+    }
+
+    /// A leader that is its partition's only in-sync replica has replicated everything it
+    /// appended; with followers the high watermark waits for them.
+    fn maybe_advance_high_watermark(&self) {
+        let sole = self.is_leader() && *self.isr.read() == [self.node_id];
+        if sole {
+            let end = self.log.offsets().log_end_offset;
+            self.high_watermark.fetch_max(end, Ordering::AcqRel);
+        }
     }
 
     pub fn settings(&self) -> TopicSettings {
         self.settings.lock().clone()
     }
 
-    pub fn set_settings(&self, s: TopicSettings) {
+    pub(crate) fn set_settings(&self, s: TopicSettings) {
         self.log.set_config(s.log.clone());
         *self.settings.lock() = s;
+    }
+
+    pub fn offsets(&self) -> LogOffsets {
+        self.log.offsets()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
+    }
+
+    /// Appends a checked produce payload as leader. `validator` sees each batch header as it
+    /// will be stored, under the log's lock.
+    pub fn append_as_leader<V>(
+        &self,
+        batches: &mut [u8],
+        now_ms: i64,
+        validator: V,
+    ) -> Result<AppendInfo, AppendError>
+    where
+        V: FnMut(&BatchHeader) -> Result<(), AppendError>,
+    {
+        if !self.is_leader() {
+            return Err(AppendError::NotLeader(format!("{self:?}")));
+        }
+        let info = self
+            .log
+            .append_as_leader(batches, self.leader_epoch(), now_ms, validator)?;
+        self.maybe_advance_high_watermark();
+        self.appended.send_replace(info.last_offset + 1);
+        Ok(info)
+    }
+
+    /// Reads whole batches from `offset`, up to the high watermark or the log end.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        limit: ReadLimit,
+    ) -> Result<ReadResult, StorageError> {
+        let upper = match limit {
+            ReadLimit::HighWatermark => self.high_watermark(),
+            ReadLimit::LogEnd => i64::MAX,
+        };
+        self.log.read(offset, upper, max_bytes, min_one)
+    }
+
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        self.log.offset_for_timestamp(ts)
+    }
+
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.log.max_timestamp()
+    }
+
+    /// OffsetForLeaderEpoch from the leader-epoch cache.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.log.end_offset_for_epoch(epoch)
+    }
+
+    /// DeleteRecords: moves the log start offset, then deletes whole segments below it.
+    pub fn delete_records_before(&self, offset: i64, now_ms: i64) -> Result<i64, StorageError> {
+        let low = self.log.delete_records_before(offset)?;
+        if let Err(e) = self.log.enforce_retention(now_ms) {
+            tracing::warn!(partition = ?self, error = %e, "segment deletion after DeleteRecords failed");
+        }
+        Ok(low)
+    }
+
+    pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        self.log.enforce_retention(now_ms)
+    }
+
+    pub(crate) fn close(&self) -> Result<(), StorageError> {
+        self.log.close()
+    }
+
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.log.dir()
+    }
+
+    /// Appends made durable by a background flush or one this call does now (trimming of
+    /// internal partitions, which must not race ahead of the data it replaces).
+    pub(crate) fn flush_now(&self) -> Result<i64, StorageError> {
+        self.log.flush()
     }
 
     /// One fsync covers every append that happened before it started: producers waiting for
@@ -119,11 +313,6 @@ impl Partition {
         }
     }
 
-    /// Called after an append that reached `end_offset`.
-    pub fn notify_appended(&self, end_offset: i64) {
-        self.appended.send_replace(end_offset);
-    }
-
     pub fn subscribe_appends(&self) -> watch::Receiver<i64> {
         self.appended.subscribe()
     }
@@ -146,45 +335,14 @@ impl Partition {
         }
     }
 
-    /// Asks for a background flush without waiting (periodic `flush.ms`).
+    /// Asks for a background flush without waiting (periodic `flush.ms`, `flush.messages`).
     pub fn request_flush(&self) {
         self.flush_request.notify_one();
     }
-}
 
-/// All partitions this broker hosts, by topic name.
-#[derive(Default)]
-pub struct PartitionTable {
-    topics: RwLock<HashMap<String, Vec<Arc<Partition>>>>,
-}
-
-impl PartitionTable {
-    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
-        let topics = self.topics.read();
-        let parts = topics.get(topic)?;
-        usize::try_from(partition)
-            .ok()
-            .and_then(|i| parts.get(i))
-            .cloned()
-    }
-
-    pub fn topic(&self, topic: &str) -> Vec<Arc<Partition>> {
-        self.topics.read().get(topic).cloned().unwrap_or_default()
-    }
-
-    pub fn insert(&self, p: Arc<Partition>) {
-        let mut topics = self.topics.write();
-        let parts = topics.entry(p.topic.to_string()).or_default();
-        let i = p.index as usize;
-        assert_eq!(i, parts.len(), "partitions are added in order");
-        parts.push(p);
-    }
-
-    pub fn remove_topic(&self, topic: &str) -> Vec<Arc<Partition>> {
-        self.topics.write().remove(topic).unwrap_or_default()
-    }
-
-    pub fn all(&self) -> Vec<Arc<Partition>> {
-        self.topics.read().values().flatten().cloned().collect()
+    /// Offsets appended but not yet known to be durable.
+    pub fn unflushed(&self) -> i64 {
+        let o = self.log.offsets();
+        o.log_end_offset - o.flushed_offset
     }
 }

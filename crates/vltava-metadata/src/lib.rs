@@ -5,9 +5,11 @@
 //! local append-only file ([`MetadataLog`]); a Raft quorum will replicate the same records.
 
 pub mod config;
+mod delta;
 mod image;
 mod log;
 
+pub use delta::{MetadataDelta, TopicIdPartition};
 pub use image::{MetadataImage, PartitionImage, TopicImage};
 pub use log::MetadataLog;
 use serde::{Deserialize, Serialize};
@@ -77,6 +79,14 @@ pub enum MetadataError {
     },
     #[error("metadata record does not encode: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("metadata log {path} failed a write or fsync earlier and accepts no more records")]
+    Poisoned { path: std::path::PathBuf },
+    #[error("metadata log {path} is corrupt at byte {position}, before {later_records} later records; refusing to drop them")]
+    Corrupt {
+        path: std::path::PathBuf,
+        position: usize,
+        later_records: usize,
+    },
 }
 
 /// Kafka's topic-name rule: 1..=249 chars of `[a-zA-Z0-9._-]`, not `.` or `..`.

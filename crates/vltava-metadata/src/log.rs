@@ -1,5 +1,6 @@
 //! The durable metadata log: one record per line, `<crc32c hex> <json>\n`, fsynced per append.
-//! A torn or corrupt tail (a crash mid-write) is cut at the first bad line on open.
+//! A torn last line (a crash mid-write) is cut on open; a bad line with good lines after it is
+//! corruption of acknowledged records and stops the open instead.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -10,6 +11,9 @@ use crate::{MetadataError, MetadataImage, MetadataRecord};
 pub struct MetadataLog {
     path: PathBuf,
     file: File,
+    /// Set after a failed write or fsync: what reached the disk is unknown, so nothing more
+    /// is appended after it.
+    poisoned: bool,
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> MetadataError + 'a {
@@ -48,6 +52,20 @@ pub fn parse(bytes: &[u8]) -> (Vec<MetadataRecord>, usize) {
     (records, pos)
 }
 
+/// How many complete lines in `bytes` are valid records on their own (used to tell a torn
+/// tail from corruption in the middle).
+fn parse_all_lines(bytes: &[u8]) -> usize {
+    bytes
+        .split(|b| *b == b'\n')
+        .skip(1) // the bad line itself
+        .filter(|line| {
+            let mut l = line.to_vec();
+            l.push(b'\n');
+            !parse(&l).0.is_empty()
+        })
+        .count()
+}
+
 impl MetadataLog {
     /// Opens (or creates) the log and replays it into an image.
     pub fn open(path: &Path) -> Result<(Self, MetadataImage), MetadataError> {
@@ -71,6 +89,16 @@ impl MetadataLog {
         }
         let bytes = std::fs::read(path).map_err(io("read", path))?;
         let (records, valid) = parse(&bytes);
+        // Whole lines that still parse after the bad one were acknowledged after it: only a
+        // torn write at the very end may be cut.
+        let later_records = parse_all_lines(&bytes[valid..]);
+        if later_records > 0 {
+            return Err(MetadataError::Corrupt {
+                path: path.to_path_buf(),
+                position: valid,
+                later_records,
+            });
+        }
         if valid < bytes.len() {
             tracing::warn!(path = %path.display(), valid, total = bytes.len(), "truncating torn metadata log tail");
             file.set_len(valid as u64).map_err(io("truncate", path))?;
@@ -84,17 +112,19 @@ impl MetadataLog {
             Self {
                 path: path.to_path_buf(),
                 file,
+                poisoned: false,
             },
             image,
         ))
     }
 
-    /// Appends records durably (one write, one fsync) and applies them to `image`.
-    pub fn append(
-        &mut self,
-        records: &[MetadataRecord],
-        image: &mut MetadataImage,
-    ) -> Result<(), MetadataError> {
+    /// Appends records durably: one write, one fsync. A failure poisons the log.
+    pub fn append(&mut self, records: &[MetadataRecord]) -> Result<(), MetadataError> {
+        if self.poisoned {
+            return Err(MetadataError::Poisoned {
+                path: self.path.clone(),
+            });
+        }
         let mut buf = Vec::new();
         for r in records {
             let body = serde_json::to_vec(r)?;
@@ -102,12 +132,26 @@ impl MetadataLog {
             buf.extend_from_slice(&body);
             buf.push(b'\n');
         }
-        self.file.write_all(&buf).map_err(io("write", &self.path))?;
-        self.file.sync_data().map_err(io("fsync", &self.path))?;
-        for r in records {
-            image.apply(r);
+        let written = self
+            .file
+            .write_all(&buf)
+            .map_err(io("write", &self.path))
+            .and_then(|()| self.file.sync_data().map_err(io("fsync", &self.path)));
+        if written.is_err() {
+            self.poisoned = true;
+            tracing::error!(path = %self.path.display(), "metadata log write failed; it accepts no more records");
         }
-        Ok(())
+        written
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Makes the next append fail as a failed write would (tests of the poisoning).
+    #[doc(hidden)]
+    pub fn poison_for_test(&mut self) {
+        self.poisoned = true;
     }
 }
 
@@ -120,29 +164,63 @@ mod tests {
     fn replays_and_cuts_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta/metadata.log");
-        let (mut log, mut img) = MetadataLog::open(&path).unwrap();
+        let (mut log, _) = MetadataLog::open(&path).unwrap();
         let id = Uuid::new_v4();
-        log.append(
-            &[MetadataRecord::TopicRecord {
-                name: "a".into(),
-                topic_id: id,
-            }],
-            &mut img,
-        )
+        log.append(&[MetadataRecord::TopicRecord {
+            name: "a".into(),
+            topic_id: id,
+        }])
         .unwrap();
         drop(log);
+        let (_, img) = MetadataLog::open(&path).unwrap();
+        assert!(img.topic("a").is_some());
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"deadbeef {\"type\":\"Topic").unwrap();
         drop(f);
-        let (mut log, mut img2) = MetadataLog::open(&path).unwrap();
+        let (mut log, img2) = MetadataLog::open(&path).unwrap();
         assert_eq!(img, img2);
-        log.append(
-            &[MetadataRecord::RemoveTopicRecord { topic_id: id }],
-            &mut img2,
-        )
-        .unwrap();
+        log.append(&[MetadataRecord::RemoveTopicRecord { topic_id: id }])
+            .unwrap();
         let (_, img3) = MetadataLog::open(&path).unwrap();
         assert!(img3.topics.is_empty());
+    }
+
+    #[test]
+    fn a_bad_line_before_good_ones_stops_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.log");
+        let (mut log, _) = MetadataLog::open(&path).unwrap();
+        for i in 0..3 {
+            log.append(&[MetadataRecord::TopicRecord {
+                name: format!("t{i}"),
+                topic_id: Uuid::from_u128(i),
+            }])
+            .unwrap();
+        }
+        drop(log);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Flip a byte inside the first record's JSON.
+        bytes[12] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        match MetadataLog::open(&path) {
+            Err(MetadataError::Corrupt { later_records, .. }) => assert_eq!(later_records, 2),
+            other => panic!("expected Corrupt, got {:?}", other.map(|(_, i)| i)),
+        }
+        // Nothing was cut.
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_poisoned_log_refuses_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = MetadataLog::open(&dir.path().join("metadata.log")).unwrap();
+        log.poison_for_test();
+        assert!(matches!(
+            log.append(&[MetadataRecord::RemoveTopicRecord {
+                topic_id: Uuid::nil()
+            }]),
+            Err(MetadataError::Poisoned { .. })
+        ));
     }
 
     #[test]

@@ -406,6 +406,26 @@ impl Log {
             .end_offset_for(requested_epoch, inner.next_offset)
     }
 
+    /// Records that `leader_epoch` starts at the current log end, as a new leader does before
+    /// its first append, so OffsetForLeaderEpoch can answer for an epoch that has written
+    /// nothing yet. An epoch not newer than the latest one is ignored.
+    pub fn assign_leader_epoch(&self, leader_epoch: i32) -> Result<(), StorageError> {
+        let mut inner = self.inner.lock();
+        if leader_epoch < 0
+            || inner
+                .epochs
+                .latest_epoch()
+                .is_some_and(|l| leader_epoch <= l)
+        {
+            return Ok(());
+        }
+        let mut epochs = inner.epochs.clone();
+        epochs.assign(leader_epoch, inner.next_offset);
+        epochs.write(&self.dir).map_err(|e| self.poison(e))?;
+        inner.epochs = epochs;
+        Ok(())
+    }
+
     /// Appends a validated produce payload (one or more v2 batches) as the partition leader:
     /// assigns offsets and stamps `leader_epoch` in place, and records the epoch's start
     /// offset if it is new.

@@ -52,15 +52,14 @@ fn entry(
 }
 
 /// Checks a broker resource name: ours, or `""` for the cluster-wide default.
-fn check_broker(broker: &Broker, name: &str) -> Result<(), OpError> {
-    if name.is_empty() || name == broker.config.node_id.to_string() {
+fn check_broker(node_id: i32, name: &str) -> Result<(), OpError> {
+    if name.is_empty() || name == node_id.to_string() {
         Ok(())
     } else {
         Err(OpError::new(
             ErrorCode::InvalidRequest,
             format!(
-                "Unexpected broker id, expected {} or empty string, but received {name}",
-                broker.config.node_id
+                "Unexpected broker id, expected {node_id} or empty string, but received {name}"
             ),
         ))
     }
@@ -129,7 +128,7 @@ pub fn describe_configs(
                         .collect())
                 }
             }
-            Some(ResourceType::Broker) => check_broker(broker, &name).map(|()| {
+            Some(ResourceType::Broker) => check_broker(broker.config.node_id, &name).map(|()| {
                 let mut layers = broker.config_layers(&image, None);
                 if name.is_empty() {
                     // The default resource shows only cluster-wide dynamic values.
@@ -170,7 +169,7 @@ type Change = (String, Option<String>);
 
 /// Validates changes to a resource and returns the records that make them.
 fn change_records(
-    broker: &Broker,
+    node_id: i32,
     image: &MetadataImage,
     rtype: ResourceType,
     name: &str,
@@ -198,7 +197,7 @@ fn change_records(
             }
         }
         ResourceType::Broker => {
-            check_broker(broker, name)?;
+            check_broker(node_id, name)?;
             for (k, v) in changes {
                 let Some((def, _)) = defs::topic_config_by_synonym(k) else {
                     let why = if defs::broker_config_def(k).is_some() {
@@ -229,13 +228,13 @@ fn change_records(
         .collect())
 }
 
-fn apply(
+async fn apply(
     broker: &Broker,
     ctx: &RequestContext,
     rtype_wire: i8,
-    name: &str,
+    name: String,
     validate_only: bool,
-    changes: impl FnOnce(&MetadataImage, ResourceType) -> Result<Vec<Change>, OpError>,
+    changes: impl FnOnce(&MetadataImage, ResourceType) -> Result<Vec<Change>, OpError> + Send + 'static,
 ) -> Result<(), OpError> {
     let rtype = ResourceType::from_wire(rtype_wire).ok_or_else(|| {
         OpError::new(
@@ -244,24 +243,21 @@ fn apply(
         )
     })?;
     let (resource, denied) = match rtype {
-        ResourceType::Topic => (Resource::Topic(name), ErrorCode::TopicAuthorizationFailed),
+        ResourceType::Topic => (Resource::Topic(&name), ErrorCode::TopicAuthorizationFailed),
         ResourceType::Broker => (Resource::Cluster, ErrorCode::ClusterAuthorizationFailed),
     };
     if !broker.authorize(ctx, AclOperation::AlterConfigs, resource) {
         return Err(OpError::new(denied, "Authorization failed."));
     }
-    broker.controller.with_lock(|c| {
-        let image = c.image();
-        let changes = changes(&image, rtype)?;
-        let records = change_records(broker, &image, rtype, name, &changes)?;
-        if validate_only || records.is_empty() {
-            return Ok(());
-        }
-        let (old, new) = c.commit(&records)?;
-        broker
-            .reconcile(&old, &new)
-            .map_err(|e| OpError::new(ErrorCode::KafkaStorageError, e.to_string()))
-    })
+    let node_id = broker.config.node_id;
+    broker
+        .controller
+        .write(move |image| {
+            let changes = changes(image, rtype)?;
+            let records = change_records(node_id, image, rtype, &name, &changes)?;
+            Ok((if validate_only { Vec::new() } else { records }, ()))
+        })
+        .await
 }
 
 fn resource_response(
@@ -288,7 +284,7 @@ fn current(image: &MetadataImage, rtype: ResourceType, name: &str) -> BTreeMap<S
 }
 
 /// AlterConfigs replaces the resource's whole set of dynamic overrides.
-pub fn alter_configs(
+pub async fn alter_configs(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: AlterConfigsRequest,
@@ -296,15 +292,19 @@ pub fn alter_configs(
     let mut responses = Vec::new();
     for res in req.resources {
         let name = res.resource_name.to_string();
+        let (rtype_wire, resource_name) = (res.resource_type, res.resource_name.clone());
+        let configs = res.configs;
+        let n = name.clone();
         let outcome = apply(
             broker,
             ctx,
-            res.resource_type,
-            &name,
+            rtype_wire,
+            name,
             req.validate_only,
-            |image, rtype| {
+            move |image, rtype| {
+                let name = n;
                 let mut wanted = BTreeMap::new();
-                for c in &res.configs {
+                for c in &configs {
                     let Some(v) = &c.value else {
                         return Err(OpError::new(
                             ErrorCode::InvalidConfig,
@@ -321,17 +321,14 @@ pub fn alter_configs(
                 changes.extend(wanted.into_iter().map(|(k, v)| (k, Some(v))));
                 Ok(changes)
             },
-        );
-        responses.push(resource_response(
-            res.resource_type,
-            &res.resource_name,
-            outcome,
-        ));
+        )
+        .await;
+        responses.push(resource_response(rtype_wire, &resource_name, outcome));
     }
     AlterConfigsResponse::default().with_responses(responses)
 }
 
-pub fn incremental_alter_configs(
+pub async fn incremental_alter_configs(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
@@ -339,16 +336,20 @@ pub fn incremental_alter_configs(
     let mut responses = Vec::new();
     for res in req.resources {
         let name = res.resource_name.to_string();
+        let (rtype_wire, resource_name) = (res.resource_type, res.resource_name.clone());
+        let configs = res.configs;
+        let n = name.clone();
         let outcome = apply(
             broker,
             ctx,
-            res.resource_type,
-            &name,
+            rtype_wire,
+            name,
             req.validate_only,
-            |image, rtype| {
+            move |image, rtype| {
+                let name = n;
                 let mut now = current(image, rtype, &name);
                 let mut changes = Vec::new();
-                for c in &res.configs {
+                for c in &configs {
                     let key = c.name.to_string();
                     let value = c.value.as_ref().map(|v| v.to_string());
                     let default_of = |k: &str| match rtype {
@@ -425,10 +426,11 @@ pub fn incremental_alter_configs(
                 }
                 Ok(changes)
             },
-        );
+        )
+        .await;
         let mut r = IncrementalResourceResponse::default();
-        r.resource_type = res.resource_type;
-        r.resource_name = res.resource_name.clone();
+        r.resource_type = rtype_wire;
+        r.resource_name = resource_name;
         if let Err(e) = outcome {
             r.error_code = e.code.code();
             r.error_message = Some(sb(e.message));

@@ -15,7 +15,7 @@ use vltava_storage::StorageError;
 use super::check_leader_epoch;
 use crate::broker::Broker;
 use crate::context::{AclOperation, RequestContext, Resource};
-use crate::partition::Partition;
+use crate::partition::{Partition, ReadLimit};
 
 struct Target {
     topic: usize,
@@ -50,19 +50,15 @@ fn read_all(
             d.error_code = code.code();
         } else if let Some(p) = &t.partition {
             let budget = t.max_bytes.min(max_bytes.saturating_sub(total));
+            // Read before the high watermark: what is read lies below the one reported.
+            let (high_watermark, last_stable) = (p.high_watermark(), p.last_stable_offset());
             // KIP-74: the first batch is returned even if larger than the limits, so a big
             // batch never blocks a consumer.
-            // One replica and no transactions yet: the high watermark and the last stable
-            // offset are both the log end offset.
-            let high_watermark = p.log.offsets().log_end_offset;
-            match p
-                .log
-                .read(t.fetch_offset, high_watermark, budget, total == 0)
-            {
+            match p.read(t.fetch_offset, budget, total == 0, ReadLimit::HighWatermark) {
                 Ok(r) => {
                     total += r.records.len();
                     d.high_watermark = high_watermark;
-                    d.last_stable_offset = high_watermark;
+                    d.last_stable_offset = last_stable;
                     d.log_start_offset = r.log_start_offset;
                     d.records = Some(r.records);
                 }
@@ -140,7 +136,8 @@ pub async fn handle(
                 (Some(_), _) if !authorized => Some(ErrorCode::TopicAuthorizationFailed),
                 (None, _) => Some(ErrorCode::UnknownTopicId),
                 (Some(_), None) => Some(ErrorCode::UnknownTopicOrPartition),
-                (Some(_), Some(p)) => check_leader_epoch(fp.current_leader_epoch, p.leader_epoch),
+                (Some(_), Some(p)) if !p.is_leader() => Some(ErrorCode::NotLeaderOrFollower),
+                (Some(_), Some(p)) => check_leader_epoch(fp.current_leader_epoch, p.leader_epoch()),
             };
             // A partition named twice is fetched once, with the last entry's position.
             if let Some(&i) = seen_partitions.get(&(ti, fp.partition)) {

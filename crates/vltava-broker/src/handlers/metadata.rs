@@ -51,7 +51,7 @@ fn error_topic(name: Option<String>, id: uuid::Uuid, code: ErrorCode) -> Metadat
     r
 }
 
-pub fn metadata(
+pub async fn metadata(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: MetadataRequest,
@@ -124,7 +124,8 @@ pub fn metadata(
                     broker.config.default_replication_factor(),
                     &BTreeMap::new(),
                     false,
-                );
+                )
+                .await;
                 image = broker.controller.image();
                 match (created, image.topic(&name)) {
                     (_, Some(ti)) => out.push(topic_entry(ti)),

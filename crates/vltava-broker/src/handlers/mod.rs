@@ -47,18 +47,58 @@ pub fn dispatch(
             })
         }
         Request::ApiVersions(_) => ready(api_versions::handle().into()),
-        Request::Metadata(r) => ready(metadata::metadata(broker, c, r).into()),
+        Request::Metadata(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    metadata::metadata(&b, &ctx, r).await,
+                )))
+            })
+        }
         Request::DescribeCluster(r) => ready(metadata::describe_cluster(broker, c, r).into()),
         Request::DescribeTopicPartitions(r) => {
             ready(metadata::describe_topic_partitions(broker, c, r).into())
         }
-        Request::CreateTopics(r) => ready(topics::create_topics(broker, c, r).into()),
-        Request::DeleteTopics(r) => ready(topics::delete_topics(broker, c, r).into()),
-        Request::CreatePartitions(r) => ready(topics::create_partitions(broker, c, r).into()),
+        Request::CreateTopics(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    topics::create_topics(&b, &ctx, r).await,
+                )))
+            })
+        }
+        Request::DeleteTopics(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    topics::delete_topics(&b, &ctx, r).await,
+                )))
+            })
+        }
+        Request::CreatePartitions(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    topics::create_partitions(&b, &ctx, r).await,
+                )))
+            })
+        }
         Request::DescribeConfigs(r) => ready(configs::describe_configs(broker, c, r).into()),
-        Request::AlterConfigs(r) => ready(configs::alter_configs(broker, c, r).into()),
+        Request::AlterConfigs(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    configs::alter_configs(&b, &ctx, r).await,
+                )))
+            })
+        }
         Request::IncrementalAlterConfigs(r) => {
-            ready(configs::incremental_alter_configs(broker, c, r).into())
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    configs::incremental_alter_configs(&b, &ctx, r).await,
+                )))
+            })
         }
         Request::ListOffsets(r) => ready(offsets::list_offsets(broker, c, r).into()),
         Request::OffsetForLeaderEpoch(r) => {

@@ -34,6 +34,7 @@ pub fn list_offsets(
     req: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let version = ctx.api_version;
+    let read_committed = version >= 2 && req.isolation_level == 1;
     let mut topics = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -50,21 +51,30 @@ pub fn list_offsets(
                     r.error_code = ErrorCode::TopicAuthorizationFailed.code()
                 }
                 None => r.error_code = ErrorCode::UnknownTopicOrPartition.code(),
+                Some(p) if !p.is_leader() => r.error_code = ErrorCode::NotLeaderOrFollower.code(),
                 Some(p) => {
-                    if let Some(code) = check_leader_epoch(lp.current_leader_epoch, p.leader_epoch)
+                    if let Some(code) =
+                        check_leader_epoch(lp.current_leader_epoch, p.leader_epoch())
                     {
                         r.error_code = code.code();
                     } else {
-                        let o = p.log.offsets();
+                        let o = p.offsets();
                         if version >= 4 {
-                            r.leader_epoch = p.leader_epoch;
+                            r.leader_epoch = p.leader_epoch();
                         }
+                        // Consumers see up to the high watermark, or the last stable offset
+                        // when they read committed data only.
+                        let latest = if read_committed {
+                            p.last_stable_offset()
+                        } else {
+                            p.high_watermark()
+                        };
                         let found = match lp.timestamp {
-                            LATEST => Ok(Some((o.log_end_offset, -1))),
+                            LATEST => Ok(Some((latest, -1))),
                             EARLIEST | EARLIEST_LOCAL => Ok(Some((o.log_start_offset, -1))),
                             LATEST_TIERED => Ok(Some((o.log_start_offset - 1, -1))),
-                            MAX_TIMESTAMP => Ok(p.log.max_timestamp()),
-                            ts if ts >= 0 => p.log.offset_for_timestamp(ts).map_err(Some),
+                            MAX_TIMESTAMP => Ok(p.max_timestamp()),
+                            ts if ts >= 0 => p.offset_for_timestamp(ts).map_err(Some),
                             _ => Err(None),
                         };
                         match found {
@@ -109,15 +119,18 @@ pub fn offset_for_leader_epoch(
                     r.error_code = ErrorCode::TopicAuthorizationFailed.code()
                 }
                 None => r.error_code = ErrorCode::UnknownTopicOrPartition.code(),
+                Some(p) if !p.is_leader() => r.error_code = ErrorCode::NotLeaderOrFollower.code(),
                 Some(p) => {
-                    if let Some(code) = check_leader_epoch(op.current_leader_epoch, p.leader_epoch)
+                    if let Some(code) =
+                        check_leader_epoch(op.current_leader_epoch, p.leader_epoch())
                     {
                         r.error_code = code.code();
-                    } else if op.leader_epoch >= 0 {
-                        // One leader epoch so far: every epoch up to the current one ends at
-                        // the log end.
-                        r.leader_epoch = p.leader_epoch.min(op.leader_epoch);
-                        r.end_offset = p.log.offsets().log_end_offset;
+                    } else {
+                        // From the leader-epoch cache, as Kafka answers: an epoch newer than
+                        // the current one gets UNDEFINED_EPOCH / UNDEFINED_EPOCH_OFFSET.
+                        let (epoch, end) = p.end_offset_for_epoch(op.leader_epoch);
+                        r.leader_epoch = epoch;
+                        r.end_offset = end;
                     }
                 }
             }
@@ -150,15 +163,29 @@ pub async fn delete_records(
                         r.error_code = ErrorCode::TopicAuthorizationFailed.code()
                     }
                     None => r.error_code = ErrorCode::UnknownTopicOrPartition.code(),
-                    Some(p) => match p.log.delete_records_before(dp.offset) {
+                    Some(p) if !p.is_leader() => {
+                        r.error_code = ErrorCode::NotLeaderOrFollower.code()
+                    }
+                    // Kafka refuses to delete past the high watermark.
+                    Some(p) if dp.offset > p.high_watermark() => {
+                        r.error_code = ErrorCode::OffsetOutOfRange.code()
+                    }
+                    // -1: everything below the high watermark.
+                    Some(p) => match p.delete_records_before(
+                        if dp.offset == -1 {
+                            p.high_watermark()
+                        } else {
+                            dp.offset
+                        },
+                        crate::broker::now_ms(),
+                    ) {
                         Ok(low) => {
                             r.low_watermark = low;
                             changed = true;
-                            if let Err(e) = p.log.enforce_retention(crate::broker::now_ms()) {
-                                tracing::warn!(error = %e, "segment deletion after DeleteRecords failed");
-                            }
                         }
-                        Err(StorageError::OffsetOutOfRange { .. }) => r.error_code = ErrorCode::OffsetOutOfRange.code(),
+                        Err(StorageError::OffsetOutOfRange { .. }) => {
+                            r.error_code = ErrorCode::OffsetOutOfRange.code()
+                        }
                         Err(_) => r.error_code = ErrorCode::KafkaStorageError.code(),
                     },
                 }
@@ -209,7 +236,7 @@ pub fn describe_log_dirs(
             if let Some(p) = broker.partitions.get(&name, idx) {
                 let mut dp = DescribeLogDirsPartition::default();
                 dp.partition_index = idx;
-                dp.partition_size = p.log.size_bytes() as i64;
+                dp.partition_size = p.size_bytes() as i64;
                 t.partitions.push(dp);
             }
         }

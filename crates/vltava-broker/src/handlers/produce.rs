@@ -9,12 +9,12 @@ use vltava_protocol::messages::produce_response::{PartitionProduceResponse, Topi
 use vltava_protocol::messages::*;
 use vltava_protocol::{ErrorCode, Response};
 use vltava_record::RecordError;
-use vltava_storage::{accept_all, StorageError};
+use vltava_storage::StorageError;
 
 use super::{sb, tn};
 use crate::broker::{now_ms, Broker};
 use crate::context::{AclOperation, RequestContext, Resource};
-use crate::partition::Partition;
+use crate::partition::{AppendError, Partition};
 
 fn record_error_code(e: &RecordError) -> ErrorCode {
     match e {
@@ -122,12 +122,15 @@ fn append_one(
     // The one copy on the produce path: the request buffer is shared, the log needs the batch
     // with its offsets rewritten.
     let mut buf = records.to_vec();
-    let info = match p
-        .log
-        .append_as_leader(&mut buf, p.leader_epoch, now_ms(), accept_all)
-    {
+    let info = match p.append_as_leader(&mut buf, now_ms(), |_| Ok(())) {
         Ok(i) => i,
-        Err(e) => {
+        Err(AppendError::NotLeader(m)) => {
+            return (
+                partition_error(index, ErrorCode::NotLeaderOrFollower, Some(m)),
+                None,
+            )
+        }
+        Err(AppendError::Storage(e)) => {
             return (
                 partition_error(index, storage_error_code(&e), Some(e.to_string())),
                 None,
@@ -135,10 +138,9 @@ fn append_one(
         }
     };
     let end = info.last_offset + 1;
-    p.notify_appended(end);
     let wait = match settings.flush_messages {
         // Kafka's flush.messages: fsync once that many messages are unflushed, whatever acks.
-        Some(n) => (end - p.log.offsets().flushed_offset >= n).then_some(end),
+        Some(n) => (p.unflushed() >= n).then_some(end),
         // Default: acks=all answers only once its data is fsynced (group commit).
         None if settings.flush_ms.is_none() && acks == -1 => Some(end),
         None => None,
@@ -209,13 +211,13 @@ pub fn handle(
                         };
                         Plan::Answer(partition_error(pd.index, code, None))
                     }
-                    Some(p) if acks == -1 && p.isr.len() < p.settings().min_insync_replicas => {
+                    Some(p) if acks == -1 && p.isr().len() < p.settings().min_insync_replicas => {
                         Plan::Answer(partition_error(
                             pd.index,
                             ErrorCode::NotEnoughReplicas,
                             Some(format!(
                                 "The size of the current ISR {} is insufficient to satisfy the min.isr requirement of {}",
-                                p.isr.len(),
+                                p.isr().len(),
                                 p.settings().min_insync_replicas
                             )),
                         ))

@@ -31,57 +31,79 @@ pub fn is_internal_topic(name: &str) -> bool {
 pub const MAX_PARTITIONS_PER_REQUEST: i64 = 10_000;
 
 /// Creates a topic (or only validates it). Shared by CreateTopics and Metadata auto-creation.
-pub fn create_topic(
-    broker: &Broker,
+/// All or nothing: a topic whose logs cannot all be opened here is removed again.
+pub async fn create_topic(
+    broker: &Arc<Broker>,
     name: &str,
     num_partitions: i32,
     replication_factor: i16,
     configs: &BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<Uuid, OpError> {
-    broker.controller.with_lock(|c| {
-        let image = c.image();
-        let (id, records) = create_topic_records(
-            &image,
-            c.node_id(),
-            name,
-            num_partitions,
-            replication_factor,
-            configs,
-        )?;
-        let hosted = image.topics.values().map(|t| t.partitions.len()).sum::<usize>();
-        let limit = broker.max_hosted_partitions();
-        if hosted + num_partitions.max(0) as usize > limit {
-            return Err(OpError::new(
-                ErrorCode::PolicyViolation,
-                format!(
-                    "Creating {num_partitions} partitions would make this broker host more than {limit}, the most its open-file limit allows."
-                ),
-            ));
+    let limit = broker.max_hosted_partitions();
+    let node_id = broker.controller.node_id();
+    let (topic, configs) = (name.to_string(), configs.clone());
+    let created = broker
+        .controller
+        .write(move |image| {
+            let (id, records) = create_topic_records(
+                image,
+                node_id,
+                &topic,
+                num_partitions,
+                replication_factor,
+                &configs,
+            )?;
+            let hosted = image
+                .topics
+                .values()
+                .map(|t| t.partitions.len())
+                .sum::<usize>();
+            if hosted + num_partitions.max(0) as usize > limit {
+                return Err(OpError::new(
+                    ErrorCode::PolicyViolation,
+                    format!(
+                        "Creating {num_partitions} partitions would make this broker host more than {limit}, the most its open-file limit allows."
+                    ),
+                ));
+            }
+            Ok((if validate_only { Vec::new() } else { records }, id))
+        })
+        .await;
+    match created {
+        Ok(id) => {
+            if !validate_only {
+                tracing::info!(topic = name, partitions = num_partitions, "created topic");
+            }
+            Ok(id)
         }
-        if validate_only {
-            return Ok(id);
-        }
-        let (old, new) = c.commit(&records)?;
-        if let Err(e) = broker.reconcile(&old, &new) {
-            // All or nothing: a topic whose logs could not all be opened is removed again.
-            tracing::error!(topic = name, error = %e, "could not open the new topic's logs; removing it");
-            if let Ok((old, new)) = c.commit(&[MetadataRecord::RemoveTopicRecord { topic_id: id }]) {
-                if let Err(e) = broker.reconcile(&old, &new) {
-                    tracing::error!(topic = name, error = %e, "could not remove the half-created topic's logs");
+        Err(e) if e.code == ErrorCode::KafkaStorageError => {
+            // Committed but not every log opened (or the metadata log failed, and then there
+            // is nothing to remove).
+            if let Some(t) = broker.controller.image().topic(name) {
+                tracing::error!(topic = name, error = %e.message, "could not open the new topic's logs; removing it");
+                let topic_id = t.topic_id;
+                let removed = broker
+                    .controller
+                    .write(move |_| Ok((vec![MetadataRecord::RemoveTopicRecord { topic_id }], ())))
+                    .await;
+                if let Err(e) = removed {
+                    tracing::error!(topic = name, error = %e.message, "could not remove the half-created topic");
                 }
             }
-            return Err(OpError::new(
+            Err(OpError::new(
                 ErrorCode::KafkaStorageError,
-                format!("Could not create the logs of topic '{name}': {e}. The topic was not created."),
-            ));
+                format!(
+                    "Could not create the logs of topic '{name}': {}. The topic was not created.",
+                    e.message
+                ),
+            ))
         }
-        tracing::info!(topic = name, partitions = num_partitions, "created topic");
-        Ok(id)
-    })
+        Err(e) => Err(e),
+    }
 }
 
-pub fn create_topics(
+pub async fn create_topics(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: CreateTopicsRequest,
@@ -110,7 +132,7 @@ pub fn create_topics(
         let name = t.name.0.to_string();
         let mut r = CreatableTopicResult::default();
         r.name = tn(&name);
-        let outcome = (|| {
+        let outcome: Result<(Uuid, i32, i16), OpError> = async {
             if too_many {
                 return Err(OpError::new(
                     ErrorCode::PolicyViolation,
@@ -178,9 +200,11 @@ pub fn create_topics(
                     t.assignments[0].broker_ids.len() as i16,
                 )
             };
-            let id = create_topic(broker, &name, partitions, rf, &configs, req.validate_only)?;
+            let id =
+                create_topic(broker, &name, partitions, rf, &configs, req.validate_only).await?;
             Ok((id, partitions, rf))
-        })();
+        }
+        .await;
         match outcome {
             Ok((id, partitions, rf)) => {
                 r.topic_id = if req.validate_only { Uuid::nil() } else { id };
@@ -243,7 +267,53 @@ fn described_topic_configs(
         .collect()
 }
 
-pub fn delete_topics(
+/// Deletes one topic named by name or id.
+async fn delete_topic(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    name: Option<String>,
+    id: Uuid,
+) -> Result<(String, Uuid), (ErrorCode, Option<String>)> {
+    let image = broker.controller.image();
+    let topic = match (&name, id.is_nil()) {
+        (Some(n), _) => image
+            .topic(n)
+            .ok_or((ErrorCode::UnknownTopicOrPartition, None))?,
+        (None, false) => image
+            .topic_by_id(&id)
+            .ok_or((ErrorCode::UnknownTopicId, None))?,
+        (None, true) => return Err((ErrorCode::InvalidRequest, None)),
+    };
+    let (name, topic_id) = (topic.name.clone(), topic.topic_id);
+    if !broker.authorize(ctx, AclOperation::Delete, Resource::Topic(&name)) {
+        return Err((ErrorCode::TopicAuthorizationFailed, None));
+    }
+    if is_internal_topic(&name) {
+        // Groups and transactions live there; losing it loses their state.
+        return Err((
+            ErrorCode::InvalidTopicException,
+            Some(format!("Internal topic {name} cannot be deleted.")),
+        ));
+    }
+    broker
+        .controller
+        .write(move |image| {
+            // Deleted meanwhile by another request: nothing left to do.
+            if image.topic_by_id(&topic_id).is_none() {
+                return Err(OpError::new(
+                    ErrorCode::UnknownTopicOrPartition,
+                    "This topic does not exist.",
+                ));
+            }
+            Ok((vec![MetadataRecord::RemoveTopicRecord { topic_id }], ()))
+        })
+        .await
+        .map_err(|e| (e.code, Some(e.message)))?;
+    tracing::info!(topic = %name, "deleted topic");
+    Ok((name, topic_id))
+}
+
+pub async fn delete_topics(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: DeleteTopicsRequest,
@@ -266,37 +336,7 @@ pub fn delete_topics(
         let mut r = DeletableTopicResult::default();
         r.name = name.clone().map(tn);
         r.topic_id = id;
-        let outcome = broker.controller.with_lock(|c| {
-            let image = c.image();
-            let topic = match (&name, id.is_nil()) {
-                (Some(n), _) => image
-                    .topic(n)
-                    .ok_or((ErrorCode::UnknownTopicOrPartition, None))?,
-                (None, false) => image
-                    .topic_by_id(&id)
-                    .ok_or((ErrorCode::UnknownTopicId, None))?,
-                (None, true) => return Err((ErrorCode::InvalidRequest, None)),
-            };
-            let (name, topic_id) = (topic.name.clone(), topic.topic_id);
-            if !broker.authorize(ctx, AclOperation::Delete, Resource::Topic(&name)) {
-                return Err((ErrorCode::TopicAuthorizationFailed, None));
-            }
-            if is_internal_topic(&name) {
-                // Groups and transactions live there; losing it loses their state.
-                return Err((
-                    ErrorCode::InvalidTopicException,
-                    Some(format!("Internal topic {name} cannot be deleted.")),
-                ));
-            }
-            let (old, new) = c
-                .commit(&[MetadataRecord::RemoveTopicRecord { topic_id }])
-                .map_err(|e| (e.code, Some(e.message)))?;
-            broker
-                .reconcile(&old, &new)
-                .map_err(|e| (ErrorCode::KafkaStorageError, Some(e.to_string())))?;
-            tracing::info!(topic = %name, "deleted topic");
-            Ok((name, topic_id))
-        });
+        let outcome = delete_topic(broker, ctx, name, id).await;
         match outcome {
             Ok((n, tid)) => {
                 r.name = Some(tn(n));
@@ -312,7 +352,7 @@ pub fn delete_topics(
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub fn create_partitions(
+pub async fn create_partitions(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: CreatePartitionsRequest,
@@ -327,20 +367,26 @@ pub fn create_partitions(
             results.push(r);
             continue;
         }
-        let outcome = broker.controller.with_lock(|c| {
-            let image = c.image();
-            let records = create_partitions_records(&image, c.node_id(), &name, t.count)?;
-            if let Some(a) = &t.assignments {
-                if a.len() != records.len() || a.iter().any(|x| x.broker_ids.iter().any(|b| b.0 != c.node_id())) {
-                    return Err(OpError::new(ErrorCode::InvalidReplicaAssignment, "Replica assignment does not match the new partitions or names an unknown broker."));
-                }
-            }
-            if req.validate_only {
-                return Ok(());
-            }
-            let (old, new) = c.commit(&records)?;
-            broker.reconcile(&old, &new).map_err(|e| OpError::new(ErrorCode::KafkaStorageError, e.to_string()))
+        let (node_id, count, validate_only) =
+            (broker.controller.node_id(), t.count, req.validate_only);
+        let assignments: Option<Vec<Vec<i32>>> = t.assignments.as_ref().map(|a| {
+            a.iter()
+                .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                .collect()
         });
+        let topic = name.clone();
+        let outcome = broker
+            .controller
+            .write(move |image| {
+                let records = create_partitions_records(image, node_id, &topic, count)?;
+                if let Some(a) = &assignments {
+                    if a.len() != records.len() || a.iter().any(|x| x.iter().any(|b| *b != node_id)) {
+                        return Err(OpError::new(ErrorCode::InvalidReplicaAssignment, "Replica assignment does not match the new partitions or names an unknown broker."));
+                    }
+                }
+                Ok((if validate_only { Vec::new() } else { records }, ()))
+            })
+            .await;
         if let Err(e) = outcome {
             r.error_code = e.code.code();
             r.error_message = Some(sb(e.message));

@@ -1,0 +1,394 @@
+//! The partitions this broker hosts, keyed by topic id and partition: any subset of a topic's
+//! partitions, each a leader or a follower. Metadata deltas are the only way partitions
+//! appear, change role or epoch, change configs or go away.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use uuid::Uuid;
+use vltava_metadata::{MetadataDelta, MetadataImage, ResourceType, TopicIdPartition};
+use vltava_storage::{checkpoint, Log, OpenOptions, StorageError};
+
+use crate::config::{topic_settings, BrokerConfig, TopicSettings};
+use crate::partition::{Partition, Registration, Role};
+
+pub const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
+pub const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
+/// Kafka's high-watermark checkpoint.
+pub const REPLICATION_CHECKPOINT: &str = "replication-offset-checkpoint";
+
+/// What the previous run left behind, used once per partition as its log is opened.
+#[derive(Debug, Default)]
+pub struct StartupState {
+    pub clean_shutdown: bool,
+    pub recovery: checkpoint::Checkpoint,
+    pub log_starts: checkpoint::Checkpoint,
+}
+
+/// Leadership this broker gained or lost in one delta (coordinators load and unload their
+/// shards on these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeadershipChange {
+    Became {
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+    },
+    Resigned {
+        topic: String,
+        partition: i32,
+    },
+}
+
+pub struct ReplicaManager {
+    node_id: i32,
+    data_dir: PathBuf,
+    config: BrokerConfig,
+    partitions: RwLock<HashMap<TopicIdPartition, Arc<Partition>>>,
+    /// Topic name to id, for requests that name topics.
+    names: RwLock<HashMap<String, Uuid>>,
+    startup: Mutex<Option<StartupState>>,
+}
+
+impl ReplicaManager {
+    pub fn new(config: &BrokerConfig, startup: StartupState) -> Self {
+        Self {
+            node_id: config.node_id,
+            data_dir: config.data_dir.clone(),
+            config: config.clone(),
+            partitions: RwLock::new(HashMap::new()),
+            names: RwLock::new(HashMap::new()),
+            startup: Mutex::new(Some(startup)),
+        }
+    }
+
+    pub fn get_by_id(&self, tp: &TopicIdPartition) -> Option<Arc<Partition>> {
+        self.partitions.read().get(tp).cloned()
+    }
+
+    /// A hosted partition by topic name.
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        let topic_id = *self.names.read().get(topic)?;
+        self.get_by_id(&TopicIdPartition {
+            topic_id,
+            partition,
+        })
+    }
+
+    /// The hosted partitions of a topic, in partition order.
+    pub fn topic(&self, topic: &str) -> Vec<Arc<Partition>> {
+        let Some(id) = self.names.read().get(topic).copied() else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = self
+            .partitions
+            .read()
+            .values()
+            .filter(|p| p.topic_id == id)
+            .cloned()
+            .collect();
+        out.sort_by_key(|p| p.index);
+        out
+    }
+
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().values().cloned().collect()
+    }
+
+    fn settings(&self, image: &MetadataImage, topic: &str) -> TopicSettings {
+        topic_settings(self.config.layers(image, Some(topic)))
+    }
+
+    /// Applies one committed delta: opens logs of partitions newly assigned here, applies
+    /// role and epoch changes, deletes logs of deleted topics and partitions moved away,
+    /// and applies config changes. Returns the leadership this broker gained or lost.
+    pub fn apply_delta(
+        &self,
+        delta: &MetadataDelta,
+        image: &MetadataImage,
+        now_ms: i64,
+    ) -> Result<Vec<LeadershipChange>, StorageError> {
+        let mut changes = Vec::new();
+        for (id, name) in &delta.deleted_topics {
+            let removed: Vec<Arc<Partition>> = {
+                let mut parts = self.partitions.write();
+                let keys: Vec<_> = parts
+                    .keys()
+                    .filter(|k| k.topic_id == *id)
+                    .copied()
+                    .collect();
+                keys.iter().filter_map(|k| parts.remove(k)).collect()
+            };
+            self.names.write().retain(|_, v| v != id);
+            for p in removed {
+                if p.is_leader() {
+                    changes.push(LeadershipChange::Resigned {
+                        topic: name.clone(),
+                        partition: p.index,
+                    });
+                }
+                remove_dir_later(p);
+            }
+        }
+        for (id, name) in &delta.created_topics {
+            self.names.write().insert(name.clone(), *id);
+        }
+        let mut first_error = None;
+        for (tp, reg) in &delta.changed_partitions {
+            let Some(topic) = image.topic_by_id(&tp.topic_id) else {
+                continue;
+            };
+            let hosted_here = reg.replicas.contains(&self.node_id);
+            let registration = Registration {
+                role: if reg.leader == self.node_id {
+                    Role::Leader
+                } else {
+                    Role::Follower
+                },
+                leader_epoch: reg.leader_epoch,
+                isr: reg.isr.clone(),
+            };
+            let existing = self.get_by_id(tp);
+            match (existing, hosted_here) {
+                (Some(p), true) => {
+                    let was_leader = p.is_leader();
+                    p.apply_registration(registration.clone())?;
+                    match (was_leader, p.is_leader()) {
+                        (false, true) => changes.push(LeadershipChange::Became {
+                            topic: topic.name.clone(),
+                            partition: tp.partition,
+                            leader_epoch: reg.leader_epoch,
+                        }),
+                        (true, false) => changes.push(LeadershipChange::Resigned {
+                            topic: topic.name.clone(),
+                            partition: tp.partition,
+                        }),
+                        _ => {}
+                    }
+                }
+                (Some(p), false) => {
+                    self.partitions.write().remove(tp);
+                    if p.is_leader() {
+                        changes.push(LeadershipChange::Resigned {
+                            topic: topic.name.clone(),
+                            partition: tp.partition,
+                        });
+                    }
+                    remove_dir_later(p);
+                }
+                (None, true) => {
+                    match self.open(image, &topic.name, *tp, registration.clone(), now_ms) {
+                        Ok(p) => {
+                            if p.is_leader() {
+                                changes.push(LeadershipChange::Became {
+                                    topic: topic.name.clone(),
+                                    partition: tp.partition,
+                                    leader_epoch: reg.leader_epoch,
+                                });
+                            }
+                            self.partitions.write().insert(*tp, p);
+                        }
+                        // The others still open; the caller hears of the first failure.
+                        Err(e) => {
+                            tracing::error!(topic = %topic.name, partition = tp.partition, error = %e, "could not open partition");
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                (None, false) => {}
+            }
+        }
+        for (rtype, name) in &delta.changed_configs {
+            let targets = match rtype {
+                ResourceType::Topic => self.topic(name),
+                // A broker-level change can alter any topic's effective settings.
+                ResourceType::Broker => self.all(),
+            };
+            for p in targets {
+                let s = self.settings(image, &p.topic);
+                if p.settings() != s {
+                    p.set_settings(s);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(changes),
+        }
+    }
+
+    fn open(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        tp: TopicIdPartition,
+        registration: Registration,
+        now_ms: i64,
+    ) -> Result<Arc<Partition>, StorageError> {
+        let key = (topic.to_string(), tp.partition);
+        let opts = match &*self.startup.lock() {
+            Some(s) => OpenOptions {
+                clean_shutdown: s.clean_shutdown,
+                recovery_point: s.recovery.get(&key).copied().unwrap_or(0),
+                log_start_offset: s.log_starts.get(&key).copied().unwrap_or(0),
+            },
+            // Created while running: a new, empty log.
+            None => OpenOptions {
+                clean_shutdown: false,
+                recovery_point: 0,
+                log_start_offset: 0,
+            },
+        };
+        let settings = self.settings(image, topic);
+        let dir = self
+            .data_dir
+            .join(vltava_storage::partition_dir_name(topic, tp.partition));
+        let log = Log::open(&dir, settings.log.clone(), opts, now_ms)?;
+        Ok(Partition::new(
+            Arc::from(topic),
+            tp,
+            self.node_id,
+            registration,
+            log,
+            settings,
+        ))
+    }
+
+    /// Ends the start-up phase: logs opened from now on are new.
+    pub fn startup_done(&self) {
+        self.startup.lock().take();
+    }
+
+    /// The checkpoints Kafka keeps beside the logs: recovery points, log starts, high
+    /// watermarks.
+    pub fn write_checkpoints(&self) {
+        let mut recovery = checkpoint::Checkpoint::new();
+        let mut starts = checkpoint::Checkpoint::new();
+        let mut hws = BTreeMap::new();
+        for p in self.all() {
+            let o = p.offsets();
+            let key = (p.topic.to_string(), p.index);
+            recovery.insert(key.clone(), o.flushed_offset);
+            starts.insert(key.clone(), o.log_start_offset);
+            hws.insert(key, p.high_watermark());
+        }
+        for (name, cp) in [
+            (RECOVERY_CHECKPOINT, &recovery),
+            (LOG_START_CHECKPOINT, &starts),
+            (REPLICATION_CHECKPOINT, &hws),
+        ] {
+            if let Err(e) = checkpoint::write(&self.data_dir.join(name), cp) {
+                tracing::warn!(error = %e, "could not write checkpoint");
+            }
+        }
+    }
+}
+
+/// Renames a partition's directory out of the way at once and deletes it in the background,
+/// as Kafka's `-delete` suffix does; a crash in between leaves it for the next start to
+/// remove.
+fn remove_dir_later(p: Arc<Partition>) {
+    let dir = p.dir().to_path_buf();
+    drop(p);
+    let target = dir.with_file_name(format!(
+        "{}.{}-delete",
+        dir.file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
+        Uuid::new_v4().simple()
+    ));
+    if std::fs::rename(&dir, &target).is_ok() {
+        std::thread::spawn(move || {
+            let _ = std::fs::remove_dir_all(&target);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vltava_metadata::MetadataRecord;
+
+    fn config(dir: &std::path::Path) -> BrokerConfig {
+        BrokerConfig::from_props(
+            [("log.dirs".to_string(), dir.display().to_string())]
+                .into_iter()
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn partition(id: Uuid, p: i32, replicas: Vec<i32>, leader: i32, epoch: i32) -> MetadataRecord {
+        MetadataRecord::PartitionRecord {
+            topic_id: id,
+            partition_id: p,
+            isr: replicas.clone(),
+            replicas,
+            leader,
+            leader_epoch: epoch,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broker_hosts_only_its_own_partitions_and_follows_leadership() {
+        let dir = tempfile::tempdir().unwrap();
+        let rm = ReplicaManager::new(&config(dir.path()), StartupState::default());
+        let id = Uuid::from_u128(9);
+        // Partition 0 here (node 1), partition 1 on node 2 only.
+        let (img, delta) = MetadataDelta::apply(
+            &MetadataImage::default(),
+            &[
+                MetadataRecord::TopicRecord {
+                    name: "t".into(),
+                    topic_id: id,
+                },
+                partition(id, 0, vec![1], 1, 0),
+                partition(id, 1, vec![2], 2, 0),
+            ],
+        );
+        let changes = rm.apply_delta(&delta, &img, 0).unwrap();
+        assert_eq!(
+            changes,
+            [LeadershipChange::Became {
+                topic: "t".into(),
+                partition: 0,
+                leader_epoch: 0
+            }]
+        );
+        assert!(rm.get("t", 0).is_some());
+        assert!(rm.get("t", 1).is_none());
+        assert!(dir.path().join("t-0").exists());
+        assert!(!dir.path().join("t-1").exists());
+
+        // Partition 1 moves here as a follower of node 2, then this broker leads it at a
+        // new epoch, which starts at its log end.
+        let (img, delta) = MetadataDelta::apply(&img, &[partition(id, 1, vec![2, 1], 2, 1)]);
+        assert!(rm.apply_delta(&delta, &img, 0).unwrap().is_empty());
+        let p1 = rm.get("t", 1).unwrap();
+        assert!(!p1.is_leader());
+        let mut batch = vltava_record::build_batch(0, &[(None, Some(b"x".as_slice()), 1)]);
+        assert!(matches!(
+            p1.append_as_leader(&mut batch, 0, |_| Ok(())),
+            Err(crate::partition::AppendError::NotLeader(_))
+        ));
+        let (img, delta) = MetadataDelta::apply(&img, &[partition(id, 1, vec![1], 1, 2)]);
+        let changes = rm.apply_delta(&delta, &img, 0).unwrap();
+        assert_eq!(changes.len(), 1);
+        let p1 = rm.get("t", 1).unwrap();
+        assert!(p1.is_leader());
+        assert_eq!(p1.leader_epoch(), 2);
+        assert_eq!(p1.end_offset_for_epoch(2), (2, 0));
+        p1.append_as_leader(&mut batch, 0, |_| Ok(())).unwrap();
+        // The sole in-sync replica's high watermark is its log end.
+        assert_eq!(p1.high_watermark(), 1);
+
+        let (img, delta) =
+            MetadataDelta::apply(&img, &[MetadataRecord::RemoveTopicRecord { topic_id: id }]);
+        let changes = rm.apply_delta(&delta, &img, 0).unwrap();
+        assert_eq!(changes.len(), 2);
+        assert!(rm.all().is_empty());
+        assert!(rm.get("t", 0).is_none());
+    }
+}

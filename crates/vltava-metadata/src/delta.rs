@@ -1,0 +1,238 @@
+//! What one committed batch of records changed (Kafka's `MetadataDelta` idea).
+//!
+//! Components that act on metadata (partitions, coordinators, config caches) are told what
+//! changed rather than handed two whole images to compare, so their work grows with the
+//! change, not with the cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use uuid::Uuid;
+
+use crate::{MetadataImage, MetadataRecord, PartitionImage, ResourceType};
+
+/// A topic and one of its partitions, named by the topic's id (names can be reused after a
+/// deletion; ids cannot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicIdPartition {
+    pub topic_id: Uuid,
+    pub partition: i32,
+}
+
+/// The changes of one committed batch, relative to the image it was applied to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataDelta {
+    /// Topics that exist after the batch and did not before, with their names.
+    pub created_topics: BTreeMap<Uuid, String>,
+    /// Topics that existed before the batch and are gone after it, with their names.
+    pub deleted_topics: BTreeMap<Uuid, String>,
+    /// Partitions whose registration is new or changed (replicas, ISR, leader, epoch), as
+    /// they are after the batch. Partitions of deleted topics are not listed.
+    pub changed_partitions: BTreeMap<TopicIdPartition, PartitionImage>,
+    /// Resources whose dynamic configs changed.
+    pub changed_configs: BTreeSet<(ResourceType, String)>,
+}
+
+impl MetadataDelta {
+    /// Applies `records` to `base` and returns the new image with what changed.
+    pub fn apply(base: &MetadataImage, records: &[MetadataRecord]) -> (MetadataImage, Self) {
+        let mut image = base.clone();
+        let mut delta = Self::default();
+        for record in records {
+            delta.note(&image, record);
+            image.apply(record);
+        }
+        delta.settle(base, &image);
+        (image, delta)
+    }
+
+    /// Everything in `image`, as if it had been built from nothing (a broker's first publish
+    /// at start).
+    pub fn everything(image: &MetadataImage) -> Self {
+        let mut delta = Self::default();
+        for t in image.topics.values() {
+            delta.created_topics.insert(t.topic_id, t.name.clone());
+            for p in t.partitions.values() {
+                delta.changed_partitions.insert(
+                    TopicIdPartition {
+                        topic_id: t.topic_id,
+                        partition: p.partition_id,
+                    },
+                    p.clone(),
+                );
+            }
+        }
+        delta.changed_configs = image.configs.keys().cloned().collect();
+        delta
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Records what `record` is about to change in `image`.
+    fn note(&mut self, image: &MetadataImage, record: &MetadataRecord) {
+        match record {
+            MetadataRecord::TopicRecord { name, topic_id } => {
+                self.created_topics.insert(*topic_id, name.clone());
+                self.deleted_topics.remove(topic_id);
+            }
+            MetadataRecord::PartitionRecord {
+                topic_id,
+                partition_id,
+                ..
+            } => {
+                // Filled in from the final image by `settle`, so several records for one
+                // partition in a batch leave its last state.
+                if image.topic_by_id(topic_id).is_some() {
+                    self.changed_partitions.insert(
+                        TopicIdPartition {
+                            topic_id: *topic_id,
+                            partition: *partition_id,
+                        },
+                        PartitionImage {
+                            partition_id: *partition_id,
+                            replicas: Vec::new(),
+                            isr: Vec::new(),
+                            leader: -1,
+                            leader_epoch: -1,
+                        },
+                    );
+                }
+            }
+            MetadataRecord::ConfigRecord {
+                resource_type,
+                resource_name,
+                ..
+            } => {
+                self.changed_configs
+                    .insert((*resource_type, resource_name.clone()));
+            }
+            MetadataRecord::RemoveTopicRecord { topic_id } => {
+                if let Some(name) = image.topic_names.get(topic_id) {
+                    self.deleted_topics.insert(*topic_id, name.clone());
+                    self.changed_configs
+                        .insert((ResourceType::Topic, name.clone()));
+                }
+            }
+        }
+    }
+
+    /// Drops what cancelled out within the batch and fills partitions from the final image.
+    fn settle(&mut self, base: &MetadataImage, image: &MetadataImage) {
+        // A topic created and deleted in one batch never existed for anyone outside it.
+        self.deleted_topics
+            .retain(|id, _| base.topic_by_id(id).is_some());
+        self.created_topics
+            .retain(|id, _| image.topic_by_id(id).is_some() && base.topic_by_id(id).is_none());
+        self.changed_partitions.retain(|tp, p| {
+            let Some(now) = image
+                .topic_by_id(&tp.topic_id)
+                .and_then(|t| t.partitions.get(&tp.partition))
+            else {
+                return false;
+            };
+            let before = base
+                .topic_by_id(&tp.topic_id)
+                .and_then(|t| t.partitions.get(&tp.partition));
+            *p = now.clone();
+            before != Some(now)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, id: u128) -> MetadataRecord {
+        MetadataRecord::TopicRecord {
+            name: name.into(),
+            topic_id: Uuid::from_u128(id),
+        }
+    }
+
+    fn partition(id: u128, p: i32, leader: i32, epoch: i32) -> MetadataRecord {
+        MetadataRecord::PartitionRecord {
+            topic_id: Uuid::from_u128(id),
+            partition_id: p,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader,
+            leader_epoch: epoch,
+        }
+    }
+
+    fn tp(id: u128, partition: i32) -> TopicIdPartition {
+        TopicIdPartition {
+            topic_id: Uuid::from_u128(id),
+            partition,
+        }
+    }
+
+    #[test]
+    fn creation_then_leader_change_then_deletion() {
+        let base = MetadataImage::default();
+        let (img, d) = MetadataDelta::apply(
+            &base,
+            &[topic("t", 1), partition(1, 0, 1, 0), partition(1, 1, 2, 0)],
+        );
+        assert_eq!(d.created_topics[&Uuid::from_u128(1)], "t");
+        assert_eq!(d.changed_partitions.len(), 2);
+        assert_eq!(d.changed_partitions[&tp(1, 1)].leader, 2);
+        assert_eq!(d, MetadataDelta::everything(&img));
+
+        // A new leader for one partition changes only that partition.
+        let (img2, d) = MetadataDelta::apply(&img, &[partition(1, 1, 1, 1)]);
+        assert!(d.created_topics.is_empty());
+        assert_eq!(d.changed_partitions.keys().collect::<Vec<_>>(), [&tp(1, 1)]);
+        assert_eq!(d.changed_partitions[&tp(1, 1)].leader_epoch, 1);
+        // Re-registering a partition unchanged is no change.
+        let (_, d) = MetadataDelta::apply(&img2, &[partition(1, 0, 1, 0)]);
+        assert!(d.is_empty(), "{d:?}");
+
+        let (img3, d) = MetadataDelta::apply(
+            &img2,
+            &[MetadataRecord::RemoveTopicRecord {
+                topic_id: Uuid::from_u128(1),
+            }],
+        );
+        assert_eq!(d.deleted_topics[&Uuid::from_u128(1)], "t");
+        assert!(d.changed_partitions.is_empty());
+        assert!(img3.topics.is_empty());
+    }
+
+    #[test]
+    fn what_cancels_out_within_a_batch_is_not_reported() {
+        let (_, d) = MetadataDelta::apply(
+            &MetadataImage::default(),
+            &[
+                topic("t", 1),
+                partition(1, 0, 1, 0),
+                MetadataRecord::RemoveTopicRecord {
+                    topic_id: Uuid::from_u128(1),
+                },
+            ],
+        );
+        assert!(d.created_topics.is_empty());
+        assert!(d.deleted_topics.is_empty());
+        assert!(d.changed_partitions.is_empty());
+    }
+
+    #[test]
+    fn config_changes_name_their_resource() {
+        let (img, _) = MetadataDelta::apply(&MetadataImage::default(), &[topic("t", 1)]);
+        let (_, d) = MetadataDelta::apply(
+            &img,
+            &[MetadataRecord::ConfigRecord {
+                resource_type: ResourceType::Broker,
+                resource_name: String::new(),
+                name: "log.retention.ms".into(),
+                value: Some("5".into()),
+            }],
+        );
+        assert_eq!(
+            d.changed_configs.iter().collect::<Vec<_>>(),
+            [&(ResourceType::Broker, String::new())]
+        );
+    }
+}
