@@ -421,7 +421,9 @@ impl Log {
         }
         let mut epochs = inner.epochs.clone();
         epochs.assign(leader_epoch, inner.next_offset);
-        epochs.write(&self.dir).map_err(|e| self.poison(e))?;
+        epochs
+            .write(self.fs(), &self.dir)
+            .map_err(|e| self.poison(e))?;
         inner.epochs = epochs;
         Ok(())
     }
