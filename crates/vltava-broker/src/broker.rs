@@ -202,14 +202,31 @@ impl Broker {
 /// Opens the data dir, replays metadata, opens every log, binds the listener and starts
 /// serving. Returns once the broker accepts connections.
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
-    start_with(config, Arc::new(AllowAll)).await
+    start_with(config, StartOptions::default()).await
 }
 
-/// [`start`] with an authorizer other than allow-all.
+/// What a broker is built with besides its config: tests and embedders replace these.
+pub struct StartOptions {
+    pub authorizer: Arc<dyn Authorizer>,
+    /// The file system partition logs live on.
+    pub fs: Arc<dyn vltava_storage::Fs>,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            authorizer: Arc::new(AllowAll),
+            fs: vltava_storage::StdFs::shared(),
+        }
+    }
+}
+
+/// [`start`] with other [`StartOptions`].
 pub async fn start_with(
     config: BrokerConfig,
-    authorizer: Arc<dyn Authorizer>,
+    options: StartOptions,
 ) -> Result<BrokerHandle, BrokerError> {
+    let StartOptions { authorizer, fs } = options;
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
     let lock = lock_data_dir(&dir)?;
@@ -258,7 +275,7 @@ pub async fn start_with(
         sockets.push(socket);
     }
     let local_addr = bound[0].local_addr;
-    let partitions = ReplicaManager::new(&config, startup);
+    let partitions = ReplicaManager::new(&config, startup, fs);
     let broker = Arc::new(Broker {
         groups: GroupCoordinator::new(&config),
         memory: MemoryPool::new(config.queued_max_request_bytes()),

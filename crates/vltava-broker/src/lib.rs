@@ -15,5 +15,5 @@ pub mod network;
 pub mod partition;
 pub mod replica_manager;
 
-pub use broker::{start, start_with, Broker, BrokerError, BrokerHandle};
+pub use broker::{start, start_with, Broker, BrokerError, BrokerHandle, StartOptions};
 pub use config::{BrokerConfig, ConfigError};

@@ -233,7 +233,23 @@ async fn serve<S>(
         };
         let pending = match decode_request(body) {
             Ok(Decoded::Request(header, request)) => {
-                match handle(&broker, &connection, header, request) {
+                let handled = if matches!(request, vltava_protocol::Request::Produce(_)) {
+                    // Appends write files and may roll segments, and compressed batches are
+                    // decompressed to be checked: that runs off the async workers. Waiting
+                    // for it before the next frame keeps appends in arrival order.
+                    let (b, c) = (Arc::clone(&broker), Arc::clone(&connection));
+                    match tokio::task::spawn_blocking(move || handle(&b, &c, header, request)).await
+                    {
+                        Ok(handled) => handled,
+                        Err(e) => {
+                            tracing::error!(error = %e, "produce handling failed; closing connection");
+                            break;
+                        }
+                    }
+                } else {
+                    handle(&broker, &connection, header, request)
+                };
+                match handled {
                     Ok(pending) => pending,
                     Err(Hostile(reason)) => {
                         tracing::warn!(%reason, "hostile request; closing connection");

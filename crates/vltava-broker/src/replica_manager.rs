@@ -9,7 +9,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 use vltava_metadata::{MetadataDelta, MetadataImage, ResourceType, TopicIdPartition};
-use vltava_storage::{checkpoint, Log, OpenOptions, StorageError};
+use vltava_storage::{checkpoint, Fs, Log, OpenOptions, StorageError};
 
 use crate::config::{topic_settings, BrokerConfig, TopicSettings};
 use crate::partition::{Partition, Registration, Role};
@@ -50,10 +50,12 @@ pub struct ReplicaManager {
     /// Topic name to id, for requests that name topics.
     names: RwLock<HashMap<String, Uuid>>,
     startup: Mutex<Option<StartupState>>,
+    /// Where partition logs live: the real file system, or a simulated one in tests.
+    fs: Arc<dyn Fs>,
 }
 
 impl ReplicaManager {
-    pub fn new(config: &BrokerConfig, startup: StartupState) -> Self {
+    pub fn new(config: &BrokerConfig, startup: StartupState, fs: Arc<dyn Fs>) -> Self {
         Self {
             node_id: config.node_id,
             data_dir: config.data_dir.clone(),
@@ -61,6 +63,7 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             names: RwLock::new(HashMap::new()),
             startup: Mutex::new(Some(startup)),
+            fs,
         }
     }
 
@@ -245,7 +248,13 @@ impl ReplicaManager {
         let dir = self
             .data_dir
             .join(vltava_storage::partition_dir_name(topic, tp.partition));
-        let log = Log::open(&dir, settings.log.clone(), opts, now_ms)?;
+        let log = Log::open_with(
+            Arc::clone(&self.fs),
+            &dir,
+            settings.log.clone(),
+            opts,
+            now_ms,
+        )?;
         Ok(Partition::new(
             Arc::from(topic),
             tp,
@@ -310,6 +319,7 @@ fn remove_dir_later(p: Arc<Partition>) {
 mod tests {
     use super::*;
     use vltava_metadata::MetadataRecord;
+    use vltava_storage::StdFs;
 
     fn config(dir: &std::path::Path) -> BrokerConfig {
         BrokerConfig::from_props(
@@ -334,7 +344,11 @@ mod tests {
     #[tokio::test]
     async fn a_broker_hosts_only_its_own_partitions_and_follows_leadership() {
         let dir = tempfile::tempdir().unwrap();
-        let rm = ReplicaManager::new(&config(dir.path()), StartupState::default());
+        let rm = ReplicaManager::new(
+            &config(dir.path()),
+            StartupState::default(),
+            StdFs::shared(),
+        );
         let id = Uuid::from_u128(9);
         // Partition 0 here (node 1), partition 1 on node 2 only.
         let (img, delta) = MetadataDelta::apply(

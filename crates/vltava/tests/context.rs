@@ -60,7 +60,11 @@ fn start(
     all.entry("listeners".into())
         .or_insert_with(|| "PLAINTEXT://127.0.0.1:0".into());
     let config = BrokerConfig::from_props(all).unwrap();
-    rt.block_on(vltava_broker::start_with(config, authorizer))
+    let options = vltava_broker::StartOptions {
+        authorizer,
+        ..Default::default()
+    };
+    rt.block_on(vltava_broker::start_with(config, options))
         .unwrap()
 }
 

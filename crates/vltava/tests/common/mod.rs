@@ -127,10 +127,13 @@ pub fn client_config(addr: SocketAddr) -> ClientConfig {
     c
 }
 
+/// Each delivery's partition and offset, or its error.
+type DeliveryLog = Vec<Result<(i32, i64), KafkaError>>;
+
 /// A producer context that keeps every delivery report. rdkafka's `flush` succeeds once
 /// nothing is in flight, also when deliveries failed, so tests check each report.
 #[derive(Clone, Default)]
-pub struct Deliveries(Arc<Mutex<Vec<Result<(i32, i64), KafkaError>>>>);
+pub struct Deliveries(Arc<Mutex<DeliveryLog>>);
 
 impl ClientContext for Deliveries {}
 impl ProducerContext for Deliveries {
