@@ -356,8 +356,8 @@ pub async fn start_with(
         sockets.push(socket);
     }
     let local_addr = bound[0].local_addr;
-    let broker = Arc::new(Broker {
-        groups: GroupCoordinator::new(&config),
+    let broker = Arc::new_cyclic(|me| Broker {
+        groups: GroupCoordinator::new(&config, me.clone()),
         memory: MemoryPool::new(config.queued_max_request_bytes()),
         config,
         cluster_id,
@@ -372,7 +372,15 @@ pub async fn start_with(
     let image = broker.controller.image();
     broker.reconcile_with(&MetadataImage::default(), &image, true)?;
     ensure_offsets_topic(&broker)?;
-    broker.groups.load(&broker);
+    // Every local partition of __consumer_offsets is led here (one broker, epoch from its
+    // metadata): load their groups before accepting, so a restarted broker answers at once.
+    let loads: Vec<_> = broker
+        .partitions
+        .topic(OFFSETS_TOPIC)
+        .iter()
+        .map(|p| broker.groups.on_leader(p.index, p.leader_epoch))
+        .collect();
+    futures::future::join_all(loads).await;
     // From here on, a crash is an unclean shutdown.
     let _ = std::fs::remove_file(dir.join(CLEAN_SHUTDOWN_FILE));
     broker.write_checkpoints();
@@ -425,24 +433,10 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     );
     let mut periodic_flush = tokio::time::interval(Duration::from_millis(250));
     let mut last_flush: std::collections::HashMap<(String, i32), i64> = Default::default();
-    let mut group_tick = tokio::time::interval(Duration::from_millis(100));
-    let offsets_every = Duration::from_millis(
-        broker
-            .config
-            .get_i64("offsets.retention.check.interval.ms")
-            .max(1) as u64,
-    );
-    let mut offsets_expiry =
-        tokio::time::interval_at(tokio::time::Instant::now() + offsets_every, offsets_every);
     let mut retention_run: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
-            _ = group_tick.tick() => broker.groups.tick(&broker),
-            _ = offsets_expiry.tick() => {
-                broker.groups.expire_offsets(&broker);
-                broker.groups.trim_offsets_log(&broker);
-            }
             _ = retention.tick() => {
                 // Not awaited here, so accepting goes on while segments are deleted; a run
                 // still going when the next is due makes that one skip.

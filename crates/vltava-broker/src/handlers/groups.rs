@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use vltava_coordinator::classic::{JoinRequest, JoinResult, SyncResult};
 use vltava_coordinator::consumer::HeartbeatRequest as CgRequest;
 use vltava_coordinator::state::{CommitEntry, Group};
@@ -35,6 +36,8 @@ pub fn error_code(e: GroupError) -> ErrorCode {
         GroupError::InvalidSessionTimeout => ErrorCode::InvalidSessionTimeout,
         GroupError::GroupMaxSizeReached => ErrorCode::GroupMaxSizeReached,
         GroupError::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ErrorCode::NotCoordinator,
+        GroupError::CoordinatorLoadInProgress => ErrorCode::CoordinatorLoadInProgress,
         GroupError::NonEmptyGroup => ErrorCode::NonEmptyGroup,
         GroupError::GroupIdNotFound => ErrorCode::GroupIdNotFound,
         GroupError::FencedMemberEpoch => ErrorCode::FencedMemberEpoch,
@@ -181,7 +184,7 @@ pub async fn join_group(
         require_known_member_id: version >= 4,
     };
     let member = jr.member_id.clone();
-    let parked = broker.groups.join(&broker, &group, jr);
+    let parked = broker.groups.join(&group, jr).await;
     let wait = rebalance_timeout.max(0) as u64 + 5_000;
     let r: JoinResult = settle(
         parked,
@@ -233,14 +236,16 @@ pub async fn sync_group(
         .map(|a| (a.member_id.to_string(), a.assignment.to_vec()))
         .collect();
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
-    let parked = broker.groups.sync(
-        &broker,
-        &group,
-        &req.member_id.to_string(),
-        req.generation_id,
-        instance.as_deref(),
-        assignments,
-    );
+    let parked = broker
+        .groups
+        .sync(
+            &group,
+            &req.member_id.to_string(),
+            req.generation_id,
+            instance.as_deref(),
+            assignments,
+        )
+        .await;
     let r: SyncResult = settle(
         parked,
         300_000,
@@ -261,10 +266,11 @@ pub fn heartbeat(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: HeartbeatRequest,
-) -> HeartbeatResponse {
+) -> BoxFuture<'static, HeartbeatResponse> {
     if !may(broker, ctx, AclOperation::Read, &req.group_id.0) {
-        return HeartbeatResponse::default()
+        let resp = HeartbeatResponse::default()
             .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+        return Box::pin(async move { resp });
     }
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
     let r = broker.groups.heartbeat(
@@ -273,14 +279,14 @@ pub fn heartbeat(
         req.generation_id,
         instance.as_deref(),
     );
-    HeartbeatResponse::default().with_error_code(code_of(r.err()))
+    Box::pin(async move { HeartbeatResponse::default().with_error_code(code_of(r.await.err())) })
 }
 
 pub fn leave_group(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: LeaveGroupRequest,
-) -> LeaveGroupResponse {
+) -> BoxFuture<'static, LeaveGroupResponse> {
     let version = ctx.api_version;
     let group = req.group_id.0.to_string();
     let members: Vec<(String, Option<String>)> = if version >= 3 {
@@ -299,9 +305,10 @@ pub fn leave_group(
     let mut resp = LeaveGroupResponse::default();
     if !may(broker, ctx, AclOperation::Read, &group) {
         resp.error_code = ErrorCode::GroupAuthorizationFailed.code();
-        return resp;
+        return Box::pin(async move { resp });
     }
-    match broker.groups.leave(broker, &group, &members) {
+    let left = broker.groups.leave(&group, &members);
+    Box::pin(async move { match left.await {
         Err(e) => resp.error_code = error_code(e).code(),
         Ok(results) => {
             if version >= 3 {
@@ -321,7 +328,7 @@ pub fn leave_group(
             }
         }
     }
-    resp
+    resp })
 }
 
 pub async fn offset_commit(
@@ -391,37 +398,27 @@ pub async fn offset_commit(
     let outcome = if invalid_group(&group) {
         Err(ErrorCode::InvalidGroupId)
     } else {
-        broker
-            .groups
-            .commit(
-                &broker,
-                &group,
-                &req.member_id.to_string(),
-                req.generation_id_or_member_epoch,
-                instance.as_deref(),
-                &entries,
-            )
-            .map_err(|e| match e {
+        let written = broker.groups.commit(
+            &group,
+            &req.member_id.to_string(),
+            req.generation_id_or_member_epoch,
+            instance.as_deref(),
+            &entries,
+        );
+        match tokio::time::timeout(
+            Duration::from_millis(broker.groups.commit_timeout_ms),
+            written,
+        )
+        .await
+        {
+            Ok(r) => r.map_err(|e| match e {
                 GroupError::FencedMemberEpoch => ErrorCode::StaleMemberEpoch,
                 e => error_code(e),
-            })
-    };
-    let failure = match outcome {
-        Err(code) => Some(code),
-        Ok(None) => None,
-        Ok(Some((p, end))) => {
-            let wait = tokio::time::timeout(
-                Duration::from_millis(broker.groups.commit_timeout_ms),
-                p.wait_durable(end),
-            )
-            .await;
-            match wait {
-                Ok(Ok(())) => None,
-                Ok(Err(_)) => Some(ErrorCode::CoordinatorNotAvailable),
-                Err(_) => Some(ErrorCode::RequestTimedOut),
-            }
+            }),
+            Err(_) => Err(ErrorCode::RequestTimedOut),
         }
     };
+    let failure = outcome.err();
     if let Some(code) = failure {
         for (ti, pi) in slots {
             topics[ti].partitions[pi].error_code = code.code();
@@ -438,12 +435,14 @@ struct Committed {
     metadata: Option<String>,
 }
 
+/// A group's committed offsets; the error when its coordinator cannot answer.
+#[allow(clippy::type_complexity)]
 fn fetch_group_offsets(
     broker: &Broker,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<Committed>)> {
-    broker.groups.with_state(|s| {
+) -> Result<Vec<(String, Vec<Committed>)>, ErrorCode> {
+    broker.groups.read(group, |s| {
         let wanted = wanted.unwrap_or_else(|| {
             let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
             for ((t, p), _) in s.offsets.group(group) {
@@ -475,6 +474,7 @@ fn fetch_group_offsets(
             })
             .collect()
     })
+    .map_err(error_code)
 }
 
 pub fn offset_fetch(
@@ -491,7 +491,14 @@ pub fn offset_fetch(
                 .map(|t| (t.name.0.to_string(), t.partition_indexes))
                 .collect()
         });
-        resp.topics = fetch_group_offsets(broker, &group, wanted)
+        let found = match fetch_group_offsets(broker, &group, wanted) {
+            Ok(found) => found,
+            Err(code) => {
+                resp.error_code = code.code();
+                return resp;
+            }
+        };
+        resp.topics = found
             .into_iter()
             .map(|(t, rows)| {
                 let mut tr = offset_fetch_response::OffsetFetchResponseTopic::default();
@@ -537,7 +544,14 @@ pub fn offset_fetch(
             });
             let mut gr = offset_fetch_response::OffsetFetchResponseGroup::default();
             gr.group_id = g.group_id;
-            gr.topics = fetch_group_offsets(broker, &group, wanted)
+            let found = match fetch_group_offsets(broker, &group, wanted) {
+                Ok(found) => found,
+                Err(code) => {
+                    gr.error_code = code.code();
+                    return gr;
+                }
+            };
+            gr.topics = found
                 .into_iter()
                 .map(|(t, rows)| {
                     let mut tr = offset_fetch_response::OffsetFetchResponseTopics::default();
@@ -583,7 +597,7 @@ pub fn list_groups(
         .iter()
         .map(|s| s.to_string().to_ascii_lowercase())
         .collect();
-    let groups = broker.groups.with_state(|s| {
+    let listed = broker.groups.read_all(|s| {
         s.group_ids()
             .into_iter()
             .map(|id| match s.groups.get(&id) {
@@ -608,8 +622,13 @@ pub fn list_groups(
             })
             .collect::<Vec<_>>()
     });
+    let groups = match listed {
+        Ok(groups) => groups,
+        Err(e) => return ListGroupsResponse::default().with_error_code(error_code(e).code()),
+    };
     let groups = groups
         .into_iter()
+        .flatten()
         .filter(|(_, _, state, ty)| {
             (states.is_empty() || states.contains(&state.to_ascii_lowercase()))
                 && (types.is_empty() || types.contains(&ty.to_ascii_lowercase()))
@@ -646,7 +665,7 @@ pub fn describe_groups(
                 d.error_code = ErrorCode::GroupAuthorizationFailed.code();
                 return d;
             }
-            broker.groups.with_state(|s| match s.groups.get(&id) {
+            let read = broker.groups.read(&id, |s| match s.groups.get(&id) {
                 Some(Group::Classic(g)) => {
                     d.group_state = sb(g.state.name());
                     d.protocol_type = sb(g.protocol_type.clone().unwrap_or_default());
@@ -682,6 +701,9 @@ pub fn describe_groups(
                 None if s.offsets.has_group(&id) => d.group_state = sb("Empty"),
                 None => d.group_state = sb("Dead"),
             });
+            if let Err(e) = read {
+                d.error_code = error_code(e).code();
+            }
             d
         })
         .collect();
@@ -692,29 +714,37 @@ pub fn delete_groups(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: DeleteGroupsRequest,
-) -> DeleteGroupsResponse {
-    let results = req
+) -> BoxFuture<'static, DeleteGroupsResponse> {
+    // Each deletion is written now, in request order; the answers wait for durability.
+    let pending: Vec<_> = req
         .groups_names
         .into_iter()
         .map(|gid| {
-            let mut r = delete_groups_response::DeletableGroupResult::default();
-            r.error_code = if may(broker, ctx, AclOperation::Delete, &gid.0) {
-                code_of(broker.groups.delete_group(broker, &gid.0.to_string()).err())
-            } else {
-                ErrorCode::GroupAuthorizationFailed.code()
-            };
-            r.group_id = gid;
-            r
+            let deleted = may(broker, ctx, AclOperation::Delete, &gid.0)
+                .then(|| broker.groups.delete_group(&gid.0.to_string()));
+            (gid, deleted)
         })
         .collect();
-    DeleteGroupsResponse::default().with_results(results)
+    Box::pin(async move {
+        let mut results = Vec::new();
+        for (gid, deleted) in pending {
+            let mut r = delete_groups_response::DeletableGroupResult::default();
+            r.error_code = match deleted {
+                Some(d) => code_of(d.await.err()),
+                None => ErrorCode::GroupAuthorizationFailed.code(),
+            };
+            r.group_id = gid;
+            results.push(r);
+        }
+        DeleteGroupsResponse::default().with_results(results)
+    })
 }
 
 pub fn offset_delete(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: OffsetDeleteRequest,
-) -> OffsetDeleteResponse {
+) -> BoxFuture<'static, OffsetDeleteResponse> {
     let group = req.group_id.0.to_string();
     let wanted: Vec<(String, i32)> = req
         .topics
@@ -728,9 +758,10 @@ pub fn offset_delete(
     let mut resp = OffsetDeleteResponse::default();
     if !may(broker, ctx, AclOperation::Delete, &group) {
         resp.error_code = ErrorCode::GroupAuthorizationFailed.code();
-        return resp;
+        return Box::pin(async move { resp });
     }
-    match broker.groups.delete_offsets(broker, &group, &wanted) {
+    let deleted = broker.groups.delete_offsets(&group, &wanted);
+    Box::pin(async move { match deleted.await {
         Err(e) => resp.error_code = error_code(e).code(),
         Ok(results) => {
             let mut it = results.into_iter();
@@ -756,18 +787,19 @@ pub fn offset_delete(
                 .collect();
         }
     }
-    resp
+    resp })
 }
 
 pub fn consumer_group_heartbeat(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: ConsumerGroupHeartbeatRequest,
-) -> ConsumerGroupHeartbeatResponse {
+) -> BoxFuture<'static, ConsumerGroupHeartbeatResponse> {
     if !may(broker, ctx, AclOperation::Read, &req.group_id.0) {
-        return ConsumerGroupHeartbeatResponse::default()
+        let resp = ConsumerGroupHeartbeatResponse::default()
             .with_error_code(ErrorCode::GroupAuthorizationFailed.code())
             .with_heartbeat_interval_ms(0);
+        return Box::pin(async move { resp });
     }
     let client = ClientInfo::from(ctx);
     let image = broker.controller.image();
@@ -799,7 +831,7 @@ pub fn consumer_group_heartbeat(
     let group = req.group_id.0.to_string();
     if invalid_group(&group) {
         resp.error_code = ErrorCode::InvalidGroupId.code();
-        return resp;
+        return Box::pin(async move { resp });
     }
     if req.subscribed_topic_regex.is_some()
         && req.member_epoch == 0
@@ -809,9 +841,10 @@ pub fn consumer_group_heartbeat(
         resp.error_message = Some(sb(
             "subscription by regular expression is not supported yet",
         ));
-        return resp;
+        return Box::pin(async move { resp });
     }
-    match broker.groups.consumer_heartbeat(broker, &group, cg) {
+    let beat = broker.groups.consumer_heartbeat(&group, cg);
+    Box::pin(async move { match beat.await {
         Err(e) => {
             resp.error_code = error_code(e).code();
             resp.error_message = Some(sb(e.to_string()));
@@ -842,7 +875,7 @@ pub fn consumer_group_heartbeat(
             });
         }
     }
-    resp
+    resp })
 }
 
 pub fn consumer_group_describe(
@@ -880,7 +913,7 @@ pub fn consumer_group_describe(
                 d.error_code = ErrorCode::GroupAuthorizationFailed.code();
                 return d;
             }
-            broker.groups.with_state(|s| match s.groups.get(&id) {
+            let read = broker.groups.read(&id, |s| match s.groups.get(&id) {
                 Some(Group::Consumer(g)) => {
                     d.group_state = sb(g.state_name());
                     d.group_epoch = g.group_epoch;
@@ -920,6 +953,9 @@ pub fn consumer_group_describe(
                     d.error_message = Some(sb(format!("Group {id} not found.")));
                 }
             });
+            if let Err(e) = read {
+                d.error_code = error_code(e).code();
+            }
             d
         })
         .collect();
