@@ -330,8 +330,10 @@ impl GroupCoordinator {
             let r = s.shard.join(now, &g, req).lift(inner);
             let mut out = Deliveries::default();
             r.map(|(reply, effects)| {
+                // Parked first: the operation's own effects may answer its own member.
+                let parked = s.park_join(&g, reply);
                 s.take(&g, effects, &mut out);
-                (s.park_join(&g, reply), out)
+                (parked, out)
             })
         })
         .map(move |r| match r {
@@ -360,8 +362,10 @@ impl GroupCoordinator {
                 .lift(inner);
             let mut out = Deliveries::default();
             r.map(|(reply, effects)| {
+                // Parked first: the operation's own effects may answer its own member.
+                let parked = s.park_sync(&g, reply);
                 s.take(&g, effects, &mut out);
-                (s.park_sync(&g, reply), out)
+                (parked, out)
             })
         })
         .map(|r| match r {
