@@ -22,7 +22,10 @@ impl PartitionTableLog {
     }
 
     fn partition(&self, partition: i32) -> Result<(Arc<Broker>, Arc<Partition>), LogError> {
-        let broker = self.broker.upgrade().ok_or(LogError::NotHosted { partition })?;
+        let broker = self
+            .broker
+            .upgrade()
+            .ok_or(LogError::NotHosted { partition })?;
         let p = broker
             .partitions
             .get(self.topic, partition)
@@ -43,7 +46,11 @@ impl CoordinatorLog for PartitionTableLog {
         Ok(end)
     }
 
-    fn wait_durable(&self, partition: i32, end_offset: i64) -> BoxFuture<'static, Result<(), LogError>> {
+    fn wait_durable(
+        &self,
+        partition: i32,
+        end_offset: i64,
+    ) -> BoxFuture<'static, Result<(), LogError>> {
         match self.partition(partition) {
             Ok((_, p)) => async move { Ok(p.wait_durable(end_offset).await?) }.boxed(),
             Err(e) => futures::future::ready(Err(e)).boxed(),

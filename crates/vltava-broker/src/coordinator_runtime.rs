@@ -96,7 +96,11 @@ pub trait CoordinatorLog: Send + Sync + 'static {
     /// Appends one batch (its base offset is rewritten); returns the log end offset after it.
     fn append(&self, partition: i32, batch: &mut [u8]) -> Result<i64, LogError>;
     /// Completes once everything below `end_offset` is on stable storage.
-    fn wait_durable(&self, partition: i32, end_offset: i64) -> BoxFuture<'static, Result<(), LogError>>;
+    fn wait_durable(
+        &self,
+        partition: i32,
+        end_offset: i64,
+    ) -> BoxFuture<'static, Result<(), LogError>>;
     /// Whole batches from `from`, up to `max_bytes` (at least one), and the offset after the
     /// last of them (`from` when there is nothing more).
     fn read(&self, partition: i32, from: i64, max_bytes: usize) -> Result<(Bytes, i64), LogError>;
@@ -133,8 +137,7 @@ impl From<&LogError> for RuntimeError {
 /// Work to do once a timer operation's records are durable (deliver parked replies).
 pub type AfterDurable = Box<dyn FnOnce() + Send>;
 
-pub type TimerOp<S> =
-    Arc<dyn Fn(&mut S, i64) -> CoordinatorResult<S, AfterDurable> + Send + Sync>;
+pub type TimerOp<S> = Arc<dyn Fn(&mut S, i64) -> CoordinatorResult<S, AfterDurable> + Send + Sync>;
 
 /// An operation every shard runs every `interval_ms` while it is loaded.
 pub struct Timer<S: CoordinatorShard> {
@@ -185,7 +188,11 @@ struct Shard<S> {
 }
 
 impl<S: CoordinatorShard> CoordinatorRuntime<S> {
-    pub fn new(config: RuntimeConfig<S>, log: Arc<dyn CoordinatorLog>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: RuntimeConfig<S>,
+        log: Arc<dyn CoordinatorLog>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -228,7 +235,11 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
     /// This broker no longer leads `partition`: its shard is dropped, with its timers.
     pub fn on_resigned(&self, partition: i32) {
         if self.inner.shards.write().remove(&partition).is_some() {
-            tracing::info!(topic = self.inner.config.topic, partition, "coordinator shard unloaded");
+            tracing::info!(
+                topic = self.inner.config.topic,
+                partition,
+                "coordinator shard unloaded"
+            );
         }
     }
 
@@ -342,7 +353,13 @@ impl<S: CoordinatorShard> Inner<S> {
     }
 
     /// Encodes `records` into one batch and appends it; the log end offset after it.
-    fn append(&self, partition: i32, state: &S, records: &[S::Record], now: i64) -> Result<i64, RuntimeError> {
+    fn append(
+        &self,
+        partition: i32,
+        state: &S,
+        records: &[S::Record],
+        now: i64,
+    ) -> Result<i64, RuntimeError> {
         let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = records
             .iter()
             .map(|r| state.encode(r))
@@ -366,7 +383,8 @@ impl<S: CoordinatorShard> Inner<S> {
     fn reload(me: &Arc<Self>, shard: &Arc<Shard<S>>) {
         {
             let mut shards = me.shards.write();
-            if !matches!(shards.get(&shard.partition), Some(Slot::Active(s)) if Arc::ptr_eq(s, shard)) {
+            if !matches!(shards.get(&shard.partition), Some(Slot::Active(s)) if Arc::ptr_eq(s, shard))
+            {
                 return;
             }
             shards.insert(shard.partition, Slot::Loading { epoch: shard.epoch });
@@ -392,7 +410,14 @@ impl<S: CoordinatorShard> Inner<S> {
                 });
                 shards.insert(partition, Slot::Active(Arc::clone(&shard)));
                 drop(shards);
-                tracing::info!(topic = me.config.topic, partition, epoch, records, ms = me.clock.now_ms() - started, "coordinator shard loaded");
+                tracing::info!(
+                    topic = me.config.topic,
+                    partition,
+                    epoch,
+                    records,
+                    ms = me.clock.now_ms() - started,
+                    "coordinator shard loaded"
+                );
                 Inner::start_timers(&me, &shard);
             }
             Ok(Err(e)) => {
@@ -452,7 +477,9 @@ impl<S: CoordinatorShard> Inner<S> {
                 async move {
                     match done.await {
                         Ok(after) => after(),
-                        Err(e) => tracing::debug!(timer = name, error = %e, "coordinator timer failed"),
+                        Err(e) => {
+                            tracing::debug!(timer = name, error = %e, "coordinator timer failed")
+                        }
                     }
                 }
                 .boxed()
@@ -536,7 +563,9 @@ impl<S: CoordinatorShard> Inner<S> {
                 live,
                 "rewrote live coordinator state; older records are no longer needed"
             ),
-            Err(e) => tracing::warn!(topic = me.config.topic, partition = p, error = %e, "could not trim"),
+            Err(e) => {
+                tracing::warn!(topic = me.config.topic, partition = p, error = %e, "could not trim")
+            }
         }
     }
 }
@@ -580,14 +609,20 @@ mod tests {
         }
 
         fn live_records(&self) -> Vec<Set> {
-            self.values.iter().map(|(k, v)| (k.clone(), Some(*v))).collect()
+            self.values
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(*v)))
+                .collect()
         }
     }
+
+    /// A batch and its base offset.
+    type Batch = (i64, Vec<u8>);
 
     /// Partitions in memory: a list of batches each; durability moves only when told.
     #[derive(Default)]
     struct FakeLog {
-        batches: Mutex<HashMap<i32, Vec<(i64, Vec<u8>)>>>,
+        batches: Mutex<HashMap<i32, Vec<Batch>>>,
         start: Mutex<HashMap<i32, i64>>,
         fail_appends: AtomicBool,
         durable: Mutex<HashMap<i32, watch::Sender<i64>>>,
@@ -627,7 +662,9 @@ mod tests {
     impl CoordinatorLog for FakeLog {
         fn append(&self, partition: i32, batch: &mut [u8]) -> Result<i64, LogError> {
             if self.fail_appends.load(Ordering::SeqCst) {
-                return Err(LogError::Storage(StorageError::Poisoned { dir: "fake".into() }));
+                return Err(LogError::Storage(StorageError::Poisoned {
+                    dir: "fake".into(),
+                }));
             }
             let base = self.end(partition);
             vltava_record::set_base_offset(batch, base);
@@ -639,16 +676,27 @@ mod tests {
             Ok(self.end(partition))
         }
 
-        fn wait_durable(&self, partition: i32, end: i64) -> BoxFuture<'static, Result<(), LogError>> {
+        fn wait_durable(
+            &self,
+            partition: i32,
+            end: i64,
+        ) -> BoxFuture<'static, Result<(), LogError>> {
             let mut rx = self.durable_tx(partition).subscribe();
             async move {
-                rx.wait_for(|d| *d >= end).await.map_err(|_| LogError::NotHosted { partition })?;
+                rx.wait_for(|d| *d >= end)
+                    .await
+                    .map_err(|_| LogError::NotHosted { partition })?;
                 Ok(())
             }
             .boxed()
         }
 
-        fn read(&self, partition: i32, from: i64, _max_bytes: usize) -> Result<(Bytes, i64), LogError> {
+        fn read(
+            &self,
+            partition: i32,
+            from: i64,
+            _max_bytes: usize,
+        ) -> Result<(Bytes, i64), LogError> {
             let _gate = self.read_gate.lock();
             let batches = self.batches.lock();
             let mut out = Vec::new();
@@ -684,7 +732,11 @@ mod tests {
         }
     }
 
-    fn runtime(log: &Arc<FakeLog>, clock: &Arc<ManualClock>, timers: Vec<Timer<Counters>>) -> CoordinatorRuntime<Counters> {
+    fn runtime(
+        log: &Arc<FakeLog>,
+        clock: &Arc<ManualClock>,
+        timers: Vec<Timer<Counters>>,
+    ) -> CoordinatorRuntime<Counters> {
         CoordinatorRuntime::new(
             RuntimeConfig {
                 topic: "test",
@@ -713,7 +765,10 @@ mod tests {
         let gate = log.read_gate.lock();
         let loaded = rt.on_leader(0, 1);
         assert_eq!(value(&rt, "a"), Err(RuntimeError::LoadInProgress));
-        assert_eq!(rt.write(0, |_, _| set("a", 1)).await, Err(RuntimeError::LoadInProgress));
+        assert_eq!(
+            rt.write(0, |_, _| set("a", 1)).now_or_never(),
+            Some(Err(RuntimeError::LoadInProgress))
+        );
         drop(gate);
         loaded.await;
         log.make_durable(0);
@@ -723,7 +778,10 @@ mod tests {
         assert_eq!(value(&rt, "a"), Ok(Some(1)));
         rt.on_resigned(0);
         assert_eq!(value(&rt, "a"), Err(RuntimeError::NotCoordinator));
-        assert_eq!(rt.write(0, |_, _| set("a", 2)).await, Err(RuntimeError::NotCoordinator));
+        assert_eq!(
+            rt.write(0, |_, _| set("a", 2)).await,
+            Err(RuntimeError::NotCoordinator)
+        );
         // Leading again replays the log: the same state comes back.
         rt.on_leader(0, 2).await;
         assert_eq!(value(&rt, "a"), Ok(Some(1)));
@@ -746,8 +804,16 @@ mod tests {
             r
         });
         assert_eq!(wrote.await, Err(RuntimeError::NotCoordinator));
-        assert_eq!(value(&rt, "a"), Ok(None), "records of a failed append are not applied");
-        assert_eq!(rt.read(0, |s| s.scratch), Ok(0), "in-place changes are undone");
+        assert_eq!(
+            value(&rt, "a"),
+            Ok(None),
+            "records of a failed append are not applied"
+        );
+        assert_eq!(
+            rt.read(0, |s| s.scratch),
+            Ok(0),
+            "in-place changes are undone"
+        );
         assert_eq!(log.end(0), 0);
     }
 

@@ -248,7 +248,10 @@ impl GroupCoordinator {
                 run: Arc::new(|s: &mut GroupShardIo, now| {
                     let r = s.shard.expire_offsets(now).lift(inner);
                     if !r.records.is_empty() {
-                        tracing::info!(records = r.records.len(), "expiring committed offsets or empty groups");
+                        tracing::info!(
+                            records = r.records.len(),
+                            "expiring committed offsets or empty groups"
+                        );
                     }
                     r.map(|()| -> AfterDurable { Box::new(|| ()) })
                 }),
@@ -386,7 +389,10 @@ impl GroupCoordinator {
         instance: Option<&str>,
     ) -> BoxFuture<'static, Result<(), GroupError>> {
         self.write(group, |s, now| {
-            IoResult::reply(s.shard.heartbeat(now, group, member_id, generation, instance))
+            IoResult::reply(
+                s.shard
+                    .heartbeat(now, group, member_id, generation, instance),
+            )
         })
         .map(|r| r.and_then(|x| x))
         .boxed()

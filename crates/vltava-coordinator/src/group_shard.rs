@@ -70,7 +70,9 @@ impl GroupShard {
     fn finish<R>(&self, records: Vec<Record>, reply: R, saved: Saved) -> GroupResult<R> {
         let mut r = GroupResult::new(records, reply);
         if !r.records.is_empty() {
-            r.undo = Some(Box::new(move |s: &mut GroupShard| saved.restore(&mut s.state)));
+            r.undo = Some(Box::new(move |s: &mut GroupShard| {
+                saved.restore(&mut s.state)
+            }));
         }
         r
     }
@@ -170,9 +172,7 @@ impl GroupShard {
         let saved = Saved::of(&self.state, [group.to_string()]);
         let (results, mut effects) = match self.state.groups.get_mut(group) {
             Some(Group::Classic(g)) => g.leave(now_ms, members),
-            _ => {
-                return GroupResult::reply((Err(GroupError::UnknownMemberId), Effects::default()))
-            }
+            _ => return GroupResult::reply((Err(GroupError::UnknownMemberId), Effects::default())),
         };
         let records = self.group_record(group, &mut effects);
         self.finish(records, (Ok(results), effects), saved)

@@ -25,18 +25,47 @@ fn partitions_of(t: &str) -> Option<i32> {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Join { g: usize, slot: usize, instance: bool },
-    Sync { g: usize, slot: usize },
-    Heartbeat { g: usize, slot: usize },
-    Leave { g: usize, slot: usize },
-    Commit { g: usize, slot: Option<usize>, partition: i32 },
+    Join {
+        g: usize,
+        slot: usize,
+        instance: bool,
+    },
+    Sync {
+        g: usize,
+        slot: usize,
+    },
+    Heartbeat {
+        g: usize,
+        slot: usize,
+    },
+    Leave {
+        g: usize,
+        slot: usize,
+    },
+    Commit {
+        g: usize,
+        slot: Option<usize>,
+        partition: i32,
+    },
     /// KIP-848: `kind` 0 joins (epoch 0), 1 acknowledges the last assignment, 2 leaves (-1),
     /// 3 leaves as a static member (-2).
-    ConsumerHeartbeat { g: usize, slot: usize, kind: u8, both: bool },
-    DeleteGroup { g: usize },
-    DeleteOffsets { g: usize, partition: i32 },
+    ConsumerHeartbeat {
+        g: usize,
+        slot: usize,
+        kind: u8,
+        both: bool,
+    },
+    DeleteGroup {
+        g: usize,
+    },
+    DeleteOffsets {
+        g: usize,
+        partition: i32,
+    },
     /// Time passes; sessions, rebalance deadlines and offset retention act.
-    Advance { ms: i64 },
+    Advance {
+        ms: i64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -86,6 +115,7 @@ struct Harness {
 
 impl Harness {
     /// What the runtime does with an operation's result: append its records, then replay them.
+    /// Refusals are part of the random walk; callers ignore the replies they do not learn from.
     fn apply<R>(&mut self, r: GroupResult<R>) -> R {
         for rec in &r.records {
             self.log.push(self.live.encode(rec).expect("encodable"));
@@ -161,9 +191,9 @@ impl Harness {
             }
             Op::Heartbeat { g, slot } => {
                 if let Some(c) = self.classic.get(&(g, slot)).cloned() {
-                    let _ = self
-                        .live
-                        .heartbeat(self.now, GROUPS[g], &c.member_id, c.generation, None);
+                    let _ =
+                        self.live
+                            .heartbeat(self.now, GROUPS[g], &c.member_id, c.generation, None);
                 }
             }
             Op::Leave { g, slot } => {
@@ -171,7 +201,7 @@ impl Harness {
                     let r = self
                         .live
                         .leave(self.now, GROUPS[g], &[(c.member_id.clone(), None)]);
-                    self.apply(r);
+                    let _ = self.apply(r);
                 }
             }
             Op::Commit { g, slot, partition } => {
@@ -195,9 +225,14 @@ impl Harness {
                 let r = self
                     .live
                     .commit(self.now, GROUPS[g], &member, generation, None, &[entry]);
-                self.apply(r);
+                let _ = self.apply(r);
             }
-            Op::ConsumerHeartbeat { g, slot, kind, both } => {
+            Op::ConsumerHeartbeat {
+                g,
+                slot,
+                kind,
+                both,
+            } => {
                 let c = self.consumer.entry((g, slot)).or_default().clone();
                 let member_id = if c.member_id.is_empty() {
                     format!("m{slot}-{}", self.now)
@@ -241,13 +276,13 @@ impl Harness {
             }
             Op::DeleteGroup { g } => {
                 let r = self.live.delete_group(GROUPS[g]);
-                self.apply(r);
+                let _ = self.apply(r);
             }
             Op::DeleteOffsets { g, partition } => {
                 let r = self
                     .live
                     .delete_offsets(GROUPS[g], &[("t".to_string(), partition)]);
-                self.apply(r);
+                let _ = self.apply(r);
             }
             Op::Advance { ms } => {
                 self.now += ms;
@@ -319,7 +354,10 @@ fn view(state: &CoordinatorState, id: &str, live_join_phase: bool) -> Option<Vie
                 value: Some(c.snapshot()),
             };
             Some(View::Classic(
-                rec.encode(&TestTopics).expect("encodable").1.expect("value"),
+                rec.encode(&TestTopics)
+                    .expect("encodable")
+                    .1
+                    .expect("value"),
             ))
         }
     }

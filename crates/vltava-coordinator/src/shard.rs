@@ -4,6 +4,9 @@
 //! hands them back to [`CoordinatorShard::replay`], the same path that loads a shard from its
 //! log, so live state and loaded state are built the same way.
 
+/// A record as stored: key, and value (`None`: a tombstone).
+pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
+
 /// The state of one partition of an internal topic (`__consumer_offsets`, and later
 /// `__transaction_state`), rebuilt from that partition's records.
 pub trait CoordinatorShard: Send + 'static {
@@ -15,7 +18,7 @@ pub trait CoordinatorShard: Send + 'static {
     fn replay(&mut self, record: &Self::Record, now_ms: i64);
 
     /// The record's key and value (`None`: a tombstone) as stored in the log.
-    fn encode(&self, record: &Self::Record) -> Result<(Vec<u8>, Option<Vec<u8>>), Self::CodecError>;
+    fn encode(&self, record: &Self::Record) -> Result<KeyValue, Self::CodecError>;
 
     /// The records one stored key/value holds (none, if the key is of no interest).
     fn decode(
@@ -76,7 +79,9 @@ impl<S: CoordinatorShard, R> CoordinatorResult<S, R> {
         CoordinatorResult {
             records: self.records,
             reply: self.reply,
-            undo: self.undo.map(|u| -> Undo<T> { Box::new(move |t: &mut T| u(inner(t))) }),
+            undo: self
+                .undo
+                .map(|u| -> Undo<T> { Box::new(move |t: &mut T| u(inner(t))) }),
         }
     }
 }

@@ -308,27 +308,29 @@ pub fn leave_group(
         return Box::pin(async move { resp });
     }
     let left = broker.groups.leave(&group, &members);
-    Box::pin(async move { match left.await {
-        Err(e) => resp.error_code = error_code(e).code(),
-        Ok(results) => {
-            if version >= 3 {
-                resp.members = members
-                    .iter()
-                    .zip(&results)
-                    .map(|((id, inst), r)| {
-                        let mut m = leave_group_response::MemberResponse::default();
-                        m.member_id = sb(id.clone());
-                        m.group_instance_id = inst.clone().map(sb);
-                        m.error_code = code_of(r.err());
-                        m
-                    })
-                    .collect();
-            } else if let Some(Err(e)) = results.first() {
-                resp.error_code = error_code(*e).code();
+    Box::pin(async move {
+        match left.await {
+            Err(e) => resp.error_code = error_code(e).code(),
+            Ok(results) => {
+                if version >= 3 {
+                    resp.members = members
+                        .iter()
+                        .zip(&results)
+                        .map(|((id, inst), r)| {
+                            let mut m = leave_group_response::MemberResponse::default();
+                            m.member_id = sb(id.clone());
+                            m.group_instance_id = inst.clone().map(sb);
+                            m.error_code = code_of(r.err());
+                            m
+                        })
+                        .collect();
+                } else if let Some(Err(e)) = results.first() {
+                    resp.error_code = error_code(*e).code();
+                }
             }
         }
-    }
-    resp })
+        resp
+    })
 }
 
 pub async fn offset_commit(
@@ -442,39 +444,41 @@ fn fetch_group_offsets(
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Vec<(String, Vec<Committed>)>, ErrorCode> {
-    broker.groups.read(group, |s| {
-        let wanted = wanted.unwrap_or_else(|| {
-            let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-            for ((t, p), _) in s.offsets.group(group) {
-                by_topic.entry(t.clone()).or_default().push(*p);
-            }
-            by_topic.into_iter().collect()
-        });
-        wanted
-            .into_iter()
-            .map(|(t, parts)| {
-                let rows = parts
-                    .into_iter()
-                    .map(|partition| match s.offsets.get(group, &t, partition) {
-                        Some(v) => Committed {
-                            partition,
-                            offset: v.offset,
-                            leader_epoch: v.leader_epoch,
-                            metadata: v.metadata.clone(),
-                        },
-                        None => Committed {
-                            partition,
-                            offset: -1,
-                            leader_epoch: -1,
-                            metadata: Some(String::new()),
-                        },
-                    })
-                    .collect();
-                (t, rows)
-            })
-            .collect()
-    })
-    .map_err(error_code)
+    broker
+        .groups
+        .read(group, |s| {
+            let wanted = wanted.unwrap_or_else(|| {
+                let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+                for ((t, p), _) in s.offsets.group(group) {
+                    by_topic.entry(t.clone()).or_default().push(*p);
+                }
+                by_topic.into_iter().collect()
+            });
+            wanted
+                .into_iter()
+                .map(|(t, parts)| {
+                    let rows = parts
+                        .into_iter()
+                        .map(|partition| match s.offsets.get(group, &t, partition) {
+                            Some(v) => Committed {
+                                partition,
+                                offset: v.offset,
+                                leader_epoch: v.leader_epoch,
+                                metadata: v.metadata.clone(),
+                            },
+                            None => Committed {
+                                partition,
+                                offset: -1,
+                                leader_epoch: -1,
+                                metadata: Some(String::new()),
+                            },
+                        })
+                        .collect();
+                    (t, rows)
+                })
+                .collect()
+        })
+        .map_err(error_code)
 }
 
 pub fn offset_fetch(
@@ -761,33 +765,35 @@ pub fn offset_delete(
         return Box::pin(async move { resp });
     }
     let deleted = broker.groups.delete_offsets(&group, &wanted);
-    Box::pin(async move { match deleted.await {
-        Err(e) => resp.error_code = error_code(e).code(),
-        Ok(results) => {
-            let mut it = results.into_iter();
-            resp.topics = req
-                .topics
-                .into_iter()
-                .map(|t| {
-                    let mut tr = offset_delete_response::OffsetDeleteResponseTopic::default();
-                    tr.name = t.name;
-                    tr.partitions = t
-                        .partitions
-                        .iter()
-                        .map(|p| {
-                            let mut pr =
+    Box::pin(async move {
+        match deleted.await {
+            Err(e) => resp.error_code = error_code(e).code(),
+            Ok(results) => {
+                let mut it = results.into_iter();
+                resp.topics = req
+                    .topics
+                    .into_iter()
+                    .map(|t| {
+                        let mut tr = offset_delete_response::OffsetDeleteResponseTopic::default();
+                        tr.name = t.name;
+                        tr.partitions =
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    let mut pr =
                                 offset_delete_response::OffsetDeleteResponsePartition::default();
-                            pr.partition_index = p.partition_index;
-                            pr.error_code = code_of(it.next().and_then(Result::err));
-                            pr
-                        })
-                        .collect();
-                    tr
-                })
-                .collect();
+                                    pr.partition_index = p.partition_index;
+                                    pr.error_code = code_of(it.next().and_then(Result::err));
+                                    pr
+                                })
+                                .collect();
+                        tr
+                    })
+                    .collect();
+            }
         }
-    }
-    resp })
+        resp
+    })
 }
 
 pub fn consumer_group_heartbeat(
@@ -844,38 +850,40 @@ pub fn consumer_group_heartbeat(
         return Box::pin(async move { resp });
     }
     let beat = broker.groups.consumer_heartbeat(&group, cg);
-    Box::pin(async move { match beat.await {
-        Err(e) => {
-            resp.error_code = error_code(e).code();
-            resp.error_message = Some(sb(e.to_string()));
-        }
-        Ok(r) => {
-            resp.member_id = Some(sb(r.member_id));
-            resp.member_epoch = r.member_epoch;
-            resp.heartbeat_interval_ms = r.heartbeat_interval_ms;
-            resp.assignment = r.assignment.map(|parts| {
-                let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-                for (t, p) in parts {
-                    by_topic.entry(t).or_default().push(p);
-                }
-                let mut a = consumer_group_heartbeat_response::Assignment::default();
-                a.topic_partitions = by_topic
-                    .into_iter()
-                    .filter_map(|(t, ps)| {
-                        image.topic(&t).map(|ti| {
-                            let mut tp =
-                                consumer_group_heartbeat_response::TopicPartitions::default();
-                            tp.topic_id = ti.topic_id;
-                            tp.partitions = ps;
-                            tp
+    Box::pin(async move {
+        match beat.await {
+            Err(e) => {
+                resp.error_code = error_code(e).code();
+                resp.error_message = Some(sb(e.to_string()));
+            }
+            Ok(r) => {
+                resp.member_id = Some(sb(r.member_id));
+                resp.member_epoch = r.member_epoch;
+                resp.heartbeat_interval_ms = r.heartbeat_interval_ms;
+                resp.assignment = r.assignment.map(|parts| {
+                    let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+                    for (t, p) in parts {
+                        by_topic.entry(t).or_default().push(p);
+                    }
+                    let mut a = consumer_group_heartbeat_response::Assignment::default();
+                    a.topic_partitions = by_topic
+                        .into_iter()
+                        .filter_map(|(t, ps)| {
+                            image.topic(&t).map(|ti| {
+                                let mut tp =
+                                    consumer_group_heartbeat_response::TopicPartitions::default();
+                                tp.topic_id = ti.topic_id;
+                                tp.partitions = ps;
+                                tp
+                            })
                         })
-                    })
-                    .collect();
-                a
-            });
+                        .collect();
+                    a
+                });
+            }
         }
-    }
-    resp })
+        resp
+    })
 }
 
 pub fn consumer_group_describe(
