@@ -48,6 +48,20 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Wall-clock time and tokio timers, for the coordinators.
+pub struct SystemClock;
+
+impl crate::coordinator_runtime::Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+
+    fn sleep_until(&self, deadline_ms: i64) -> futures::future::BoxFuture<'static, ()> {
+        let wait = (deadline_ms - now_ms()).max(0) as u64;
+        Box::pin(tokio::time::sleep(Duration::from_millis(wait)))
+    }
+}
+
 /// State shared by every connection and background task.
 pub struct Broker {
     pub config: BrokerConfig,

@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::future::{self, BoxFuture, FutureExt};
@@ -30,22 +29,6 @@ pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> i64;
     /// Completes once `now_ms() >= deadline_ms`.
     fn sleep_until(&self, deadline_ms: i64) -> BoxFuture<'static, ()>;
-}
-
-/// Wall-clock time and tokio timers.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    }
-
-    fn sleep_until(&self, deadline_ms: i64) -> BoxFuture<'static, ()> {
-        let wait = (deadline_ms - self.now_ms()).max(0) as u64;
-        tokio::time::sleep(Duration::from_millis(wait)).boxed()
-    }
 }
 
 /// A clock that moves only when told to, for tests.
@@ -571,7 +554,7 @@ impl<S: CoordinatorShard> Inner<S> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
@@ -621,13 +604,13 @@ mod tests {
 
     /// Partitions in memory: a list of batches each; durability moves only when told.
     #[derive(Default)]
-    struct FakeLog {
+    pub(crate) struct FakeLog {
         batches: Mutex<HashMap<i32, Vec<Batch>>>,
         start: Mutex<HashMap<i32, i64>>,
-        fail_appends: AtomicBool,
+        pub(crate) fail_appends: AtomicBool,
         durable: Mutex<HashMap<i32, watch::Sender<i64>>>,
         /// Held by a test to keep loads in progress.
-        read_gate: Mutex<()>,
+        pub(crate) read_gate: Mutex<()>,
     }
 
     impl FakeLog {
@@ -639,7 +622,7 @@ mod tests {
                 .clone()
         }
 
-        fn end(&self, partition: i32) -> i64 {
+        pub(crate) fn end(&self, partition: i32) -> i64 {
             let batches = self.batches.lock();
             batches
                 .get(&partition)
@@ -653,7 +636,7 @@ mod tests {
                 })
         }
 
-        fn make_durable(&self, partition: i32) {
+        pub(crate) fn make_durable(&self, partition: i32) {
             let end = self.end(partition);
             self.durable_tx(partition).send_replace(end);
         }

@@ -19,12 +19,11 @@ use vltava_coordinator::state::{CommitEntry, CoordinatorState};
 use vltava_coordinator::{offsets_partition_for, GroupError};
 use vltava_metadata::MetadataImage;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, SystemClock};
 use crate::config::BrokerConfig;
 use crate::coordinator_log::PartitionTableLog;
 use crate::coordinator_runtime::{
-    AfterDurable, Clock, CoordinatorLog, CoordinatorRuntime, RuntimeConfig, RuntimeError,
-    SystemClock, Timer,
+    AfterDurable, Clock, CoordinatorLog, CoordinatorRuntime, RuntimeConfig, RuntimeError, Timer,
 };
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -472,5 +471,143 @@ impl GroupCoordinator {
         })
         .map(|r| r.and_then(|x| x))
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::coordinator_runtime::tests::FakeLog;
+    use crate::coordinator_runtime::ManualClock;
+
+    fn coordinator(log: &Arc<FakeLog>, clock: &Arc<ManualClock>) -> GroupCoordinator {
+        let mut config = BrokerConfig::default();
+        config
+            .props
+            .insert("offsets.topic.num.partitions".into(), "1".into());
+        config
+            .props
+            .insert("group.initial.rebalance.delay.ms".into(), "0".into());
+        GroupCoordinator::with_parts(
+            &config,
+            Arc::clone(log) as Arc<dyn CoordinatorLog>,
+            Arc::clone(clock) as Arc<dyn Clock>,
+            Arc::new(|| Arc::new(MetadataImage::default())),
+        )
+    }
+
+    fn join_request(member_id: &str) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.into(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "h".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), vec![1])],
+            require_known_member_id: true,
+        }
+    }
+
+    async fn settle<T>(p: Parked<T>) -> T {
+        match p {
+            Parked::Now(r) => r,
+            Parked::Later(rx) => rx.await.expect("answered"),
+        }
+    }
+
+    /// Keeps the fake partition's fsync caught up, as the real flusher does.
+    fn flusher(log: &Arc<FakeLog>) -> tokio::task::JoinHandle<()> {
+        let log = Arc::clone(log);
+        tokio::spawn(async move {
+            loop {
+                log.make_durable(0);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn groups_follow_leadership_and_the_clock() {
+        let (log, clock) = (Arc::new(FakeLog::default()), ManualClock::new(1_000));
+        let groups = coordinator(&log, &clock);
+        let flush = flusher(&log);
+        assert_eq!(
+            groups.heartbeat("g", "m", 1, None).await,
+            Err(GroupError::NotCoordinator)
+        );
+        let gate = log.read_gate.lock();
+        let loaded = groups.on_leader(0, 0);
+        let j = settle(groups.join("g", join_request("")).await).await;
+        assert_eq!(j.error, Some(GroupError::CoordinatorLoadInProgress));
+        drop(gate);
+        loaded.await;
+
+        // Two-step join; the only member leads generation 1 and syncs.
+        let j = settle(groups.join("g", join_request("")).await).await;
+        assert_eq!(j.error, Some(GroupError::MemberIdRequired));
+        let j = settle(groups.join("g", join_request(&j.member_id)).await).await;
+        assert_eq!((j.error, j.generation_id), (None, 1));
+        let m = j.member_id.clone();
+        let assignment = vec![(m.clone(), vec![7])];
+        let s = settle(groups.sync("g", &m, 1, None, assignment).await).await;
+        assert_eq!(s.error, None);
+        let e = vec![CommitEntry {
+            topic: "t".into(),
+            partition: 0,
+            offset: 42,
+            leader_epoch: -1,
+            metadata: None,
+        }];
+        assert_eq!(groups.commit("g", &m, 1, None, &e).await, Ok(()));
+
+        // A failed append answers NOT_COORDINATOR and changes nothing.
+        log.fail_appends.store(true, Ordering::SeqCst);
+        let again = vec![CommitEntry {
+            offset: 43,
+            ..e[0].clone()
+        }];
+        assert_eq!(
+            groups.commit("g", &m, 1, None, &again).await,
+            Err(GroupError::NotCoordinator)
+        );
+        assert_eq!(
+            groups.leave("g", &[(m.clone(), None)]).await,
+            Err(GroupError::NotCoordinator)
+        );
+        let committed = |groups: &GroupCoordinator| {
+            groups.read("g", |s| s.offsets.get("g", "t", 0).map(|v| v.offset))
+        };
+        let members = |groups: &GroupCoordinator| {
+            groups.read("g", |s| match s.groups.get("g") {
+                Some(vltava_coordinator::state::Group::Classic(g)) => g.members.len(),
+                _ => 0,
+            })
+        };
+        assert_eq!(committed(&groups), Ok(Some(42)));
+        assert_eq!(members(&groups), Ok(1), "the leave was undone");
+        log.fail_appends.store(false, Ordering::SeqCst);
+
+        // Silence past the session timeout: the timer, on the manual clock, expires the member.
+        clock.advance(11_000);
+        for _ in 0..200 {
+            if members(&groups) == Ok(0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(members(&groups), Ok(0));
+
+        // Resigned: NOT_COORDINATOR. Led again: the log gives back the same groups.
+        groups.on_resigned(0);
+        assert_eq!(committed(&groups), Err(GroupError::NotCoordinator));
+        groups.on_leader(0, 1).await;
+        assert_eq!(committed(&groups), Ok(Some(42)));
+        assert_eq!(members(&groups), Ok(0));
+        flush.abort();
     }
 }
