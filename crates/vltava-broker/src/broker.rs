@@ -479,6 +479,10 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     // Acceptors watch the same signal; once they end no listener socket is open.
     while acceptors.join_next().await.is_some() {}
     connections.drain(Duration::from_secs(10)).await;
+    // No coordinator timer may write once the logs close.
+    for p in broker.partitions.topic(OFFSETS_TOPIC) {
+        broker.groups.on_resigned(p.index);
+    }
     if let Some(run) = retention_run {
         let _ = run.await;
     }

@@ -298,6 +298,10 @@ impl<S: CoordinatorShard> Inner<S> {
     ) -> BoxFuture<'static, Result<R, RuntimeError>> {
         let now = me.clock.now_ms();
         let mut state = shard.state.lock();
+        // Resigned (or reloaded) since it was looked up: nothing may be written for it.
+        if !me.is_current(shard) {
+            return future::ready(Err(RuntimeError::NotCoordinator)).boxed();
+        }
         let CoordinatorResult {
             records,
             reply,
@@ -515,6 +519,9 @@ impl<S: CoordinatorShard> Inner<S> {
         let p = shard.partition;
         let written = {
             let state = shard.state.lock();
+            if !me.is_current(&shard) {
+                return;
+            }
             let (start, end) = match (me.log.log_start_offset(p), me.log.log_end_offset(p)) {
                 (Ok(s), Ok(e)) => (s, e),
                 _ => return,
