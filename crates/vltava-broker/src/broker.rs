@@ -21,7 +21,7 @@ use crate::group_coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::memory_pool::MemoryPool;
 use crate::network::BoundListener;
 use crate::replica_manager::{
-    ReplicaManager, StartupState, LOG_START_CHECKPOINT, RECOVERY_CHECKPOINT,
+    LeadershipChange, ReplicaManager, StartupState, LOG_START_CHECKPOINT, RECOVERY_CHECKPOINT,
 };
 
 const CLEAN_SHUTDOWN_FILE: &str = ".vltava_cleanshutdown";
@@ -46,6 +46,20 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Wall-clock time and tokio timers, for the coordinators.
+pub struct SystemClock;
+
+impl crate::coordinator_runtime::Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+
+    fn sleep_until(&self, deadline_ms: i64) -> futures::future::BoxFuture<'static, ()> {
+        let wait = (deadline_ms - now_ms()).max(0) as u64;
+        Box::pin(tokio::time::sleep(Duration::from_millis(wait)))
+    }
 }
 
 /// State shared by every connection and background task.
@@ -276,8 +290,8 @@ pub async fn start_with(
     }
     let local_addr = bound[0].local_addr;
     let partitions = ReplicaManager::new(&config, startup, fs);
-    let broker = Arc::new(Broker {
-        groups: GroupCoordinator::new(&config),
+    let broker = Arc::new_cyclic(|me| Broker {
+        groups: GroupCoordinator::new(&config, me.clone()),
         memory: MemoryPool::new(config.queued_max_request_bytes()),
         config,
         cluster_id,
@@ -307,7 +321,17 @@ pub async fn start_with(
     broker.partitions.startup_done();
     let image = broker.controller.image();
     ensure_offsets_topic(&broker).await?;
-    broker.groups.load(&broker);
+    // The __consumer_offsets partitions led here load their groups before the broker
+    // accepts connections, so a restarted broker answers at once; later leadership changes
+    // reach the coordinator through the metadata publisher.
+    let loads: Vec<_> = broker
+        .partitions
+        .topic(OFFSETS_TOPIC)
+        .iter()
+        .filter(|p| p.is_leader())
+        .map(|p| broker.groups.on_leader(p.index, p.leader_epoch()))
+        .collect();
+    futures::future::join_all(loads).await;
     // From here on, a crash is an unclean shutdown.
     let _ = std::fs::remove_file(dir.join(CLEAN_SHUTDOWN_FILE));
     broker.write_checkpoints();
@@ -360,24 +384,10 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     );
     let mut periodic_flush = tokio::time::interval(Duration::from_millis(250));
     let mut last_flush: std::collections::HashMap<(String, i32), i64> = Default::default();
-    let mut group_tick = tokio::time::interval(Duration::from_millis(100));
-    let offsets_every = Duration::from_millis(
-        broker
-            .config
-            .get_i64("offsets.retention.check.interval.ms")
-            .max(1) as u64,
-    );
-    let mut offsets_expiry =
-        tokio::time::interval_at(tokio::time::Instant::now() + offsets_every, offsets_every);
     let mut retention_run: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
-            _ = group_tick.tick() => broker.groups.tick(&broker),
-            _ = offsets_expiry.tick() => {
-                broker.groups.expire_offsets(&broker);
-                broker.groups.trim_offsets_log(&broker);
-            }
             _ = retention.tick() => {
                 // Not awaited here, so accepting goes on while segments are deleted; a run
                 // still going when the next is due makes that one skip.
@@ -406,6 +416,10 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     // Acceptors watch the same signal; once they end no listener socket is open.
     while acceptors.join_next().await.is_some() {}
     connections.drain(Duration::from_secs(10)).await;
+    // No coordinator timer may write once the logs close.
+    for p in broker.partitions.topic(OFFSETS_TOPIC) {
+        broker.groups.on_resigned(p.index);
+    }
     if let Some(run) = retention_run {
         let _ = run.await;
     }
@@ -477,6 +491,21 @@ impl MetadataPublisher for Broker {
         }
         for change in changes {
             tracing::debug!(?change, "leadership changed");
+            match change {
+                LeadershipChange::Became {
+                    topic,
+                    partition,
+                    leader_epoch,
+                } if topic == OFFSETS_TOPIC => {
+                    // Loads in the background; requests meanwhile get
+                    // COORDINATOR_LOAD_IN_PROGRESS.
+                    drop(self.groups.on_leader(partition, leader_epoch));
+                }
+                LeadershipChange::Resigned { topic, partition } if topic == OFFSETS_TOPIC => {
+                    self.groups.on_resigned(partition);
+                }
+                _ => {}
+            }
         }
         Ok(())
     }

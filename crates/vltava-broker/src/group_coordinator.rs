@@ -1,42 +1,35 @@
-//! The I/O side of group coordination: parks JoinGroup/SyncGroup requests until the state
-//! machine answers them, writes group and offset records to `__consumer_offsets`, replays
-//! them at start, and drives time (session expiry, rebalance deadlines, offset expiry).
+//! The group coordinator on the coordinator runtime: one shard per `__consumer_offsets`
+//! partition ([`GroupShard`], pure, from `vltava-coordinator`), plus what only the broker has —
+//! the parked JoinGroup/SyncGroup replies, the metadata image KIP-848 assignments read, and
+//! the timers (session expiry and rebalance deadlines, offset expiry, trimming).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use tokio::sync::oneshot;
-use vltava_coordinator::classic::{Effects, GroupConfig, JoinResult, Reply, SyncResult};
-use vltava_coordinator::consumer::ConsumerGroupConfig;
-use vltava_coordinator::records::{Record, TopicIds};
-use vltava_coordinator::state::{CoordinatorState, Group};
+use vltava_coordinator::classic::{Effects, JoinRequest, JoinResult, Reply, SyncResult};
+use vltava_coordinator::consumer::{ConsumerGroupConfig, HeartbeatRequest, HeartbeatResponse};
+use vltava_coordinator::group_shard::GroupShard;
+use vltava_coordinator::records::{Record, RecordError, TopicIds};
+use vltava_coordinator::shard::{CoordinatorResult, CoordinatorShard};
+use vltava_coordinator::state::{CommitEntry, CoordinatorState};
 use vltava_coordinator::{offsets_partition_for, GroupError};
 use vltava_metadata::MetadataImage;
-use vltava_storage::StorageError;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::{Broker, SystemClock};
 use crate::config::BrokerConfig;
-use crate::partition::{AppendError, Partition, ReadLimit};
+use crate::coordinator_log::PartitionTableLog;
+use crate::coordinator_runtime::{
+    AfterDurable, Clock, CoordinatorLog, CoordinatorRuntime, RuntimeConfig, RuntimeError, Timer,
+};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
-pub struct Inner {
-    pub state: CoordinatorState,
-    joins: HashMap<(String, String), oneshot::Sender<JoinResult>>,
-    syncs: HashMap<(String, String), oneshot::Sender<SyncResult>>,
-}
-
-pub struct GroupCoordinator {
-    inner: Mutex<Inner>,
-    /// `offsets.topic.num.partitions` until the topic exists; then its real partition count,
-    /// which fixes where each group lives (a later config change must not move groups).
-    pub partitions: std::sync::atomic::AtomicI32,
-    pub retention_ms: i64,
-    pub metadata_max_bytes: usize,
-    pub commit_timeout_ms: u64,
-}
+/// How often sessions and rebalance deadlines are checked.
+const TICK_INTERVAL_MS: i64 = 100;
 
 /// Where a reply to a parked request comes from.
 pub enum Parked<T> {
@@ -44,40 +37,163 @@ pub enum Parked<T> {
     Later(oneshot::Receiver<T>),
 }
 
-/// Why a write to `__consumer_offsets` failed.
-#[derive(Debug, thiserror::Error)]
-enum WriteError {
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error(transparent)]
-    Append(#[from] AppendError),
-    /// A name too long for Kafka's record layout; nothing of the write was appended.
-    #[error(transparent)]
-    Encode(#[from] vltava_coordinator::records::RecordError),
-}
+/// The current metadata image, wherever it is kept.
+pub type ImageSource = Arc<dyn Fn() -> Arc<MetadataImage> + Send + Sync>;
 
 /// Topic names and ids from the metadata image, for the KIP-848 records (which store ids).
-struct ImageTopics<'a>(&'a MetadataImage);
+struct ImageTopics(ImageSource);
 
-impl TopicIds for ImageTopics<'_> {
+impl TopicIds for ImageTopics {
     fn topic_id(&self, name: &str) -> Option<uuid::Uuid> {
-        self.0.topic(name).map(|t| t.topic_id)
+        (self.0)().topic(name).map(|t| t.topic_id)
     }
 
     fn topic_name(&self, id: uuid::Uuid) -> Option<String> {
-        self.0.topic_by_id(&id).map(|t| t.name.clone())
+        (self.0)().topic_by_id(&id).map(|t| t.name.clone())
     }
 }
 
-/// Records a `__consumer_offsets` partition may hold beyond twice its live state before it is
-/// trimmed.
-const TRIM_SLACK_RECORDS: i64 = 1000;
+/// A group shard with the replies parked on it.
+pub struct GroupShardIo {
+    pub shard: GroupShard,
+    joins: HashMap<(String, String), oneshot::Sender<JoinResult>>,
+    syncs: HashMap<(String, String), oneshot::Sender<SyncResult>>,
+}
+
+fn inner(io: &mut GroupShardIo) -> &mut GroupShard {
+    &mut io.shard
+}
+
+/// Parked replies to send once the operation's records are durable.
+#[derive(Default)]
+struct Deliveries(Vec<Delivery>);
+
+enum Delivery {
+    Join(oneshot::Sender<JoinResult>, JoinResult),
+    Sync(oneshot::Sender<SyncResult>, SyncResult),
+}
+
+impl Deliveries {
+    fn send(self) {
+        for d in self.0 {
+            match d {
+                Delivery::Join(tx, r) => {
+                    let _ = tx.send(r);
+                }
+                Delivery::Sync(tx, r) => {
+                    let _ = tx.send(r);
+                }
+            }
+        }
+    }
+}
+
+impl GroupShardIo {
+    /// Takes the parked senders `effects` answers.
+    fn take(&mut self, group: &str, effects: Effects, out: &mut Deliveries) {
+        for (member, result) in effects.joins {
+            if let Some(tx) = self.joins.remove(&(group.to_string(), member)) {
+                out.0.push(Delivery::Join(tx, result));
+            }
+        }
+        for (member, result) in effects.syncs {
+            if let Some(tx) = self.syncs.remove(&(group.to_string(), member)) {
+                out.0.push(Delivery::Sync(tx, result));
+            }
+        }
+    }
+
+    fn park_join(&mut self, group: &str, reply: Reply<JoinResult>) -> Parked<JoinResult> {
+        match reply {
+            Reply::Now(r) => Parked::Now(r),
+            Reply::Wait(id) => {
+                let (tx, rx) = oneshot::channel();
+                if let Some(old) = self.joins.insert((group.to_string(), id.clone()), tx) {
+                    let _ = old.send(JoinResult::error(GroupError::UnknownMemberId, &id));
+                }
+                Parked::Later(rx)
+            }
+        }
+    }
+
+    fn park_sync(&mut self, group: &str, reply: Reply<SyncResult>) -> Parked<SyncResult> {
+        match reply {
+            Reply::Now(r) => Parked::Now(r),
+            Reply::Wait(id) => {
+                let (tx, rx) = oneshot::channel();
+                self.syncs.insert((group.to_string(), id), tx);
+                Parked::Later(rx)
+            }
+        }
+    }
+}
+
+impl CoordinatorShard for GroupShardIo {
+    type Record = Record;
+    type CodecError = RecordError;
+
+    fn replay(&mut self, record: &Record, now_ms: i64) {
+        self.shard.replay(record, now_ms);
+    }
+
+    fn encode(&self, record: &Record) -> Result<(Vec<u8>, Option<Vec<u8>>), RecordError> {
+        self.shard.encode(record)
+    }
+
+    fn decode(&self, key: &[u8], value: Option<&[u8]>) -> Result<Vec<Record>, RecordError> {
+        self.shard.decode(key, value)
+    }
+
+    fn live_records(&self) -> Vec<Record> {
+        self.shard.live_records()
+    }
+}
+
+type IoResult<R> = CoordinatorResult<GroupShardIo, R>;
+
+impl From<RuntimeError> for GroupError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::NotCoordinator => GroupError::NotCoordinator,
+            RuntimeError::LoadInProgress => GroupError::CoordinatorLoadInProgress,
+            RuntimeError::NotAvailable => GroupError::CoordinatorNotAvailable,
+        }
+    }
+}
+
+pub struct GroupCoordinator {
+    runtime: CoordinatorRuntime<GroupShardIo>,
+    image: ImageSource,
+    /// `offsets.topic.num.partitions` until the topic exists; then its real partition count,
+    /// which fixes where each group lives (a later config change must not move groups).
+    pub partitions: AtomicI32,
+    pub metadata_max_bytes: usize,
+    pub commit_timeout_ms: u64,
+}
 
 impl GroupCoordinator {
-    pub fn new(config: &BrokerConfig) -> Self {
+    /// The broker's coordinator: `__consumer_offsets` through the partition table, wall-clock
+    /// time, the controller's image.
+    pub fn new(config: &BrokerConfig, broker: Weak<Broker>) -> Self {
+        let log = Arc::new(PartitionTableLog::new(broker.clone(), OFFSETS_TOPIC));
+        let image: ImageSource = Arc::new(move || {
+            broker
+                .upgrade()
+                .map(|b| b.controller.image())
+                .unwrap_or_default()
+        });
+        Self::with_parts(config, log, Arc::new(SystemClock), image)
+    }
+
+    pub fn with_parts(
+        config: &BrokerConfig,
+        log: Arc<dyn CoordinatorLog>,
+        clock: Arc<dyn Clock>,
+        image: ImageSource,
+    ) -> Self {
         let i = |k: &str| config.get_i64(k);
         let state = CoordinatorState {
-            classic: GroupConfig {
+            classic: vltava_coordinator::classic::GroupConfig {
                 min_session_timeout_ms: i("group.min.session.timeout.ms") as i32,
                 max_session_timeout_ms: i("group.max.session.timeout.ms") as i32,
                 initial_rebalance_delay_ms: i("group.initial.rebalance.delay.ms"),
@@ -90,198 +206,178 @@ impl GroupCoordinator {
             },
             ..Default::default()
         };
+        let retention_ms = i("offsets.retention.minutes") * 60_000;
+        let check_ms = i("offsets.retention.check.interval.ms").max(1);
+        let topics: Arc<dyn TopicIds + Send + Sync> = Arc::new(ImageTopics(Arc::clone(&image)));
+        let (classic, consumer) = (state.classic, state.consumer);
+        let new_shard = Box::new(move |_partition: i32| GroupShardIo {
+            shard: GroupShard::new(
+                CoordinatorState {
+                    classic,
+                    consumer,
+                    ..Default::default()
+                },
+                Arc::clone(&topics),
+                retention_ms,
+            ),
+            joins: HashMap::new(),
+            syncs: HashMap::new(),
+        });
+        let tick_image = Arc::clone(&image);
+        let timers = vec![
+            Timer {
+                name: "group sessions and rebalances",
+                interval_ms: TICK_INTERVAL_MS,
+                run: Arc::new(move |s: &mut GroupShardIo, now| {
+                    let image = tick_image();
+                    let partitions_of = |t: &str| image.topic(t).map(|t| t.partitions.len() as i32);
+                    let r = s.shard.tick(now, &partitions_of).lift(inner);
+                    let mut out = Deliveries::default();
+                    let r = r.map(|by_group| {
+                        for (group, effects) in by_group {
+                            s.take(&group, effects, &mut out);
+                        }
+                    });
+                    r.map(|()| -> AfterDurable { Box::new(move || out.send()) })
+                }),
+            },
+            Timer {
+                name: "offset expiry",
+                interval_ms: check_ms,
+                run: Arc::new(|s: &mut GroupShardIo, now| {
+                    let r = s.shard.expire_offsets(now).lift(inner);
+                    if !r.records.is_empty() {
+                        tracing::info!(
+                            records = r.records.len(),
+                            "expiring committed offsets or empty groups"
+                        );
+                    }
+                    r.map(|()| -> AfterDurable { Box::new(|| ()) })
+                }),
+            },
+        ];
+        let runtime = CoordinatorRuntime::new(
+            RuntimeConfig {
+                topic: OFFSETS_TOPIC,
+                new_shard,
+                timers,
+                trim_interval_ms: Some(check_ms),
+            },
+            log,
+            clock,
+        );
         Self {
-            inner: Mutex::new(Inner {
-                state,
-                joins: HashMap::new(),
-                syncs: HashMap::new(),
-            }),
+            runtime,
+            image,
             partitions: (i("offsets.topic.num.partitions") as i32).into(),
-            retention_ms: i("offsets.retention.minutes") * 60_000,
             metadata_max_bytes: i("offset.metadata.max.bytes") as usize,
             commit_timeout_ms: i("offsets.commit.timeout.ms") as u64,
         }
     }
 
-    /// Runs `f` on the state machine under the lock.
-    pub fn with_state<T>(&self, f: impl FnOnce(&mut CoordinatorState) -> T) -> T {
-        f(&mut self.inner.lock().state)
+    /// This broker leads `partition` of `__consumer_offsets` at `epoch`: load its groups. The
+    /// future completes when the load is over; nothing needs to wait for it.
+    pub fn on_leader(&self, partition: i32, epoch: i32) -> BoxFuture<'static, ()> {
+        self.runtime.on_leader(partition, epoch)
     }
 
-    /// Rebuilds groups and offsets from `__consumer_offsets`.
-    pub fn load(&self, broker: &Broker) {
-        let now = now_ms();
-        let mut count = 0;
-        let image = broker.controller.image();
-        let topics = ImageTopics(&image);
-        let mut inner = self.inner.lock();
-        for p in broker.partitions.topic(OFFSETS_TOPIC) {
-            let mut offset = p.offsets().log_start_offset;
-            loop {
-                // Every record written so far is replayed: reads go up to the log end.
-                let Ok(r) = p.read(offset, 1 << 20, true, ReadLimit::LogEnd) else {
-                    break;
-                };
-                if r.records.is_empty() {
-                    break;
-                }
-                for item in vltava_record::Batches::new(&r.records) {
-                    let Ok((h, range)) = item else { break };
-                    offset = h.next_offset();
-                    let Ok(records) = vltava_record::uncompressed_records(&r.records[range]) else {
-                        continue;
-                    };
-                    for rec in records {
-                        let Some(key) = rec.key else { continue };
-                        match Record::decode(key, rec.value, &topics) {
-                            Ok(decoded) => {
-                                for record in &decoded {
-                                    inner.state.replay(record, now);
-                                    count += 1;
-                                }
-                            }
-                            Err(e) => {
-                                tracing::debug!(partition = p.index, error = %e, "skipped a record of __consumer_offsets");
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        tracing::info!(
-            records = count,
-            groups = inner.state.groups.len(),
-            "loaded group coordinator state"
-        );
+    /// This broker no longer leads `partition`: its groups are dropped.
+    pub fn on_resigned(&self, partition: i32) {
+        self.runtime.on_resigned(partition);
     }
 
-    fn partition_for(&self, broker: &Broker, group: &str) -> Option<Arc<Partition>> {
-        broker.partitions.get(
-            OFFSETS_TOPIC,
-            offsets_partition_for(group, self.partitions.load(Ordering::Relaxed)),
-        )
+    pub fn partition_for(&self, group: &str) -> i32 {
+        offsets_partition_for(group, self.partitions.load(Ordering::Relaxed))
     }
 
-    /// Appends records for `group` and applies them; returns what to wait on for durability.
-    fn write(
+    pub fn now_ms(&self) -> i64 {
+        self.runtime.clock().now_ms()
+    }
+
+    /// Reads the state of the shard that holds `group`.
+    pub fn read<T>(
         &self,
-        broker: &Broker,
-        inner: &mut Inner,
         group: &str,
-        records: &[Record],
-    ) -> Result<(Arc<Partition>, i64), WriteError> {
-        let p = self
-            .partition_for(broker, group)
-            .ok_or_else(|| StorageError::Poisoned {
-                dir: OFFSETS_TOPIC.into(),
-            })?;
-        let now = now_ms();
-        let image = broker.controller.image();
-        let topics = ImageTopics(&image);
-        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = records
-            .iter()
-            .map(|r| r.encode(&topics))
-            .collect::<Result<_, _>>()?;
-        let recs: Vec<vltava_record::RecordSpec<'_>> = encoded
-            .iter()
-            .map(|(k, v)| (Some(k.as_slice()), v.as_deref(), now))
-            .collect();
-        let mut batch = vltava_record::build_batch(0, &recs);
-        let info = p.append_as_leader(&mut batch, now, |_| Ok(()))?;
-        p.request_flush();
-        for r in records {
-            // The live group already is what its group records say; replaying them would reset
-            // in-flight join, sync and session state. Offsets and tombstones (deletion,
-            // expiry) are applied here.
-            if matches!(r, Record::Offset { .. }) || r.is_tombstone() {
-                inner.state.replay(r, now);
-            }
-        }
-        Ok((p, info.last_offset + 1))
+        f: impl FnOnce(&CoordinatorState) -> T,
+    ) -> Result<T, GroupError> {
+        Ok(self
+            .runtime
+            .read(self.partition_for(group), |s| f(&s.shard.state))?)
     }
 
-    /// Delivers parked replies and persists the group if it changed.
-    fn apply_effects(&self, broker: &Broker, inner: &mut Inner, group: &str, effects: Effects) {
-        if effects.persist {
-            if let Some(Group::Classic(g)) = inner.state.groups.get(group) {
-                let rec = Record::Group {
-                    group: group.to_string(),
-                    value: Some(g.snapshot()),
-                };
-                if let Err(e) = self.write(broker, inner, group, &[rec]) {
-                    tracing::warn!(group, error = %e, "could not persist group metadata");
-                }
-            }
-        }
-        for (member, result) in effects.joins {
-            if let Some(tx) = inner.joins.remove(&(group.to_string(), member)) {
-                let _ = tx.send(result);
-            }
-        }
-        for (member, result) in effects.syncs {
-            if let Some(tx) = inner.syncs.remove(&(group.to_string(), member)) {
-                let _ = tx.send(result);
-            }
-        }
-    }
-
-    pub fn join(
+    /// Reads every loaded shard.
+    pub fn read_all<T>(
         &self,
-        broker: &Broker,
+        mut f: impl FnMut(&CoordinatorState) -> T,
+    ) -> Result<Vec<T>, GroupError> {
+        Ok(self.runtime.read_all(|s| f(&s.shard.state))?)
+    }
+
+    /// Runs a group operation on its shard; the reply comes once its records are durable.
+    fn write<R: Send + 'static>(
+        &self,
         group: &str,
-        req: vltava_coordinator::classic::JoinRequest,
-    ) -> Parked<JoinResult> {
-        let mut inner = self.inner.lock();
-        let now = now_ms();
+        op: impl FnOnce(&mut GroupShardIo, i64) -> IoResult<R>,
+    ) -> BoxFuture<'static, Result<R, GroupError>> {
+        self.runtime
+            .write(self.partition_for(group), op)
+            .map(|r| r.map_err(GroupError::from))
+            .boxed()
+    }
+
+    pub fn join(&self, group: &str, req: JoinRequest) -> BoxFuture<'static, Parked<JoinResult>> {
         let member = req.member_id.clone();
-        let cfg = inner.state.classic;
-        let existed = inner.state.groups.contains_key(group);
-        let (reply, effects) = match inner.state.classic_mut(group, now) {
-            Ok(g) => g.join(now, &cfg, req),
-            Err(e) => return Parked::Now(JoinResult::error(e, &member)),
-        };
-        if !existed {
-            inner.state.discard_if_empty(group);
-        }
-        let parked = match reply {
-            Reply::Now(r) => Parked::Now(r),
-            Reply::Wait(id) => {
-                let (tx, rx) = oneshot::channel();
-                if let Some(old) = inner.joins.insert((group.to_string(), id.clone()), tx) {
-                    let _ = old.send(JoinResult::error(GroupError::UnknownMemberId, &id));
-                }
-                Parked::Later(rx)
+        let g = group.to_string();
+        self.write(group, move |s, now| {
+            let r = s.shard.join(now, &g, req).lift(inner);
+            let mut out = Deliveries::default();
+            r.map(|(reply, effects)| {
+                // Parked first: the operation's own effects may answer its own member.
+                let parked = s.park_join(&g, reply);
+                s.take(&g, effects, &mut out);
+                (parked, out)
+            })
+        })
+        .map(move |r| match r {
+            Ok((parked, out)) => {
+                out.send();
+                parked
             }
-        };
-        self.apply_effects(broker, &mut inner, group, effects);
-        parked
+            Err(e) => Parked::Now(JoinResult::error(e, &member)),
+        })
+        .boxed()
     }
 
     pub fn sync(
         &self,
-        broker: &Broker,
         group: &str,
         member_id: &str,
         generation: i32,
         instance: Option<&str>,
         assignments: Vec<(String, Vec<u8>)>,
-    ) -> Parked<SyncResult> {
-        let mut inner = self.inner.lock();
-        let now = now_ms();
-        let (reply, effects) = match inner.state.groups.get_mut(group) {
-            Some(Group::Classic(g)) => g.sync(now, member_id, generation, instance, assignments),
-            _ => return Parked::Now(SyncResult::error(GroupError::UnknownMemberId)),
-        };
-        let parked = match reply {
-            Reply::Now(r) => Parked::Now(r),
-            Reply::Wait(id) => {
-                let (tx, rx) = oneshot::channel();
-                inner.syncs.insert((group.to_string(), id), tx);
-                Parked::Later(rx)
+    ) -> BoxFuture<'static, Parked<SyncResult>> {
+        let g = group.to_string();
+        self.write(group, move |s, now| {
+            let r = s
+                .shard
+                .sync(now, &g, member_id, generation, instance, assignments)
+                .lift(inner);
+            let mut out = Deliveries::default();
+            r.map(|(reply, effects)| {
+                // Parked first: the operation's own effects may answer its own member.
+                let parked = s.park_sync(&g, reply);
+                s.take(&g, effects, &mut out);
+                (parked, out)
+            })
+        })
+        .map(|r| match r {
+            Ok((parked, out)) => {
+                out.send();
+                parked
             }
-        };
-        self.apply_effects(broker, &mut inner, group, effects);
-        parked
+            Err(e) => Parked::Now(SyncResult::error(e)),
+        })
+        .boxed()
     }
 
     pub fn heartbeat(
@@ -290,248 +386,230 @@ impl GroupCoordinator {
         member_id: &str,
         generation: i32,
         instance: Option<&str>,
-    ) -> Result<(), GroupError> {
-        let mut inner = self.inner.lock();
-        match inner.state.groups.get_mut(group) {
-            Some(Group::Classic(g)) => g.heartbeat(now_ms(), member_id, generation, instance),
-            Some(Group::Consumer(_)) => Err(GroupError::GroupIdTypeMismatch),
-            None => Err(GroupError::UnknownMemberId),
-        }
+    ) -> BoxFuture<'static, Result<(), GroupError>> {
+        self.write(group, |s, now| {
+            IoResult::reply(
+                s.shard
+                    .heartbeat(now, group, member_id, generation, instance),
+            )
+        })
+        .map(|r| r.and_then(|x| x))
+        .boxed()
     }
 
+    #[allow(clippy::type_complexity)]
     pub fn leave(
         &self,
-        broker: &Broker,
         group: &str,
         members: &[(String, Option<String>)],
-    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        let mut inner = self.inner.lock();
-        let (results, effects) = match inner.state.groups.get_mut(group) {
-            Some(Group::Classic(g)) => g.leave(now_ms(), members),
-            _ => return Err(GroupError::UnknownMemberId),
-        };
-        self.apply_effects(broker, &mut inner, group, effects);
-        Ok(results)
+    ) -> BoxFuture<'static, Result<Vec<Result<(), GroupError>>, GroupError>> {
+        self.write(group, |s, now| {
+            let r = s.shard.leave(now, group, members).lift(inner);
+            let mut out = Deliveries::default();
+            r.map(|(results, effects)| {
+                s.take(group, effects, &mut out);
+                (results, out)
+            })
+        })
+        .map(|r| {
+            let (results, out) = r?;
+            out.send();
+            results
+        })
+        .boxed()
     }
 
-    /// Validates and writes a commit; the caller awaits the returned durability target.
+    /// Validates and writes a commit; the future completes once it is durable.
     pub fn commit(
         &self,
-        broker: &Broker,
         group: &str,
         member_id: &str,
         generation: i32,
         instance: Option<&str>,
-        entries: &[vltava_coordinator::state::CommitEntry],
-    ) -> Result<Option<(Arc<Partition>, i64)>, GroupError> {
-        let mut inner = self.inner.lock();
-        inner
-            .state
-            .validate_commit(group, member_id, generation, instance)?;
-        if entries.is_empty() {
-            return Ok(None);
-        }
-        let records = CoordinatorState::commit_records(group, entries, now_ms());
-        self.write(broker, &mut inner, group, &records)
-            .map(Some)
-            .map_err(|e| {
-                tracing::warn!(group, error = %e, "offset commit write failed");
-                GroupError::CoordinatorNotAvailable
-            })
+        entries: &[CommitEntry],
+    ) -> BoxFuture<'static, Result<(), GroupError>> {
+        self.write(group, |s, now| {
+            s.shard
+                .commit(now, group, member_id, generation, instance, entries)
+                .lift(inner)
+        })
+        .map(|r| r.and_then(|x| x))
+        .boxed()
     }
 
-    pub fn delete_group(&self, broker: &Broker, group: &str) -> Result<(), GroupError> {
-        let mut inner = self.inner.lock();
-        let records = inner.state.delete_group(group)?;
-        self.write(broker, &mut inner, group, &records)
-            .map(|_| ())
-            .map_err(|_| GroupError::CoordinatorNotAvailable)
+    pub fn delete_group(&self, group: &str) -> BoxFuture<'static, Result<(), GroupError>> {
+        self.write(group, |s, _| s.shard.delete_group(group).lift(inner))
+            .map(|r| r.and_then(|x| x))
+            .boxed()
     }
 
     /// Deletes committed offsets of partitions the group no longer consumes.
     pub fn delete_offsets(
         &self,
-        broker: &Broker,
         group: &str,
         partitions: &[(String, i32)],
-    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        let mut inner = self.inner.lock();
-        let subscribed: Vec<String> = match inner.state.groups.get(group) {
-            Some(Group::Consumer(g)) => g
-                .members
-                .values()
-                .flat_map(|m| m.subscribed.iter().cloned())
-                .collect(),
-            Some(Group::Classic(g)) if !g.members.is_empty() => {
-                // A classic group with members consumes whatever it has committed for.
-                return Ok(partitions
-                    .iter()
-                    .map(|(t, p)| {
-                        if inner.state.offsets.get(group, t, *p).is_some() {
-                            Err(GroupError::GroupSubscribedToTopic)
-                        } else {
-                            Ok(())
-                        }
-                    })
-                    .collect());
-            }
-            _ if !inner.state.offsets.has_group(group)
-                && !inner.state.groups.contains_key(group) =>
-            {
-                return Err(GroupError::GroupIdNotFound)
-            }
-            _ => Vec::new(),
-        };
-        let mut results = Vec::new();
-        let mut records = Vec::new();
-        for (t, p) in partitions {
-            if subscribed.contains(t) {
-                results.push(Err(GroupError::GroupSubscribedToTopic));
-            } else {
-                results.push(Ok(()));
-                records.push(Record::Offset {
-                    group: group.to_string(),
-                    topic: t.clone(),
-                    partition: *p,
-                    value: None,
-                });
-            }
-        }
-        if !records.is_empty() {
-            self.write(broker, &mut inner, group, &records)
-                .map_err(|_| GroupError::CoordinatorNotAvailable)?;
-        }
-        Ok(results)
+    ) -> BoxFuture<'static, Result<Vec<Result<(), GroupError>>, GroupError>> {
+        self.write(group, |s, _| {
+            s.shard.delete_offsets(group, partitions).lift(inner)
+        })
+        .map(|r| r.and_then(|x| x))
+        .boxed()
     }
 
     /// KIP-848 heartbeat.
     pub fn consumer_heartbeat(
         &self,
-        broker: &Broker,
         group: &str,
-        req: vltava_coordinator::consumer::HeartbeatRequest,
-    ) -> Result<vltava_coordinator::consumer::HeartbeatResponse, GroupError> {
-        let image = broker.controller.image();
+        req: HeartbeatRequest,
+    ) -> BoxFuture<'static, Result<HeartbeatResponse, GroupError>> {
+        let image = (self.image)();
         let partitions_of = |t: &str| image.topic(t).map(|t| t.partitions.len() as i32);
-        let mut inner = self.inner.lock();
-        let cfg = inner.state.consumer;
-        let existed = inner.state.groups.contains_key(group);
-        let g = inner.state.consumer_mut(group, now_ms())?;
-        let before = g.durable();
-        let result = g.heartbeat(now_ms(), &cfg, req, &partitions_of);
-        if !existed {
-            inner.state.discard_if_empty(group);
-        }
-        self.persist_consumer_group(broker, &mut inner, group, Some(before));
-        result
+        self.write(group, |s, now| {
+            s.shard
+                .consumer_heartbeat(now, group, req, &partitions_of)
+                .lift(inner)
+        })
+        .map(|r| r.and_then(|x| x))
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::coordinator_runtime::tests::FakeLog;
+    use crate::coordinator_runtime::ManualClock;
+
+    fn coordinator(log: &Arc<FakeLog>, clock: &Arc<ManualClock>) -> GroupCoordinator {
+        let mut config = BrokerConfig::default();
+        config
+            .props
+            .insert("offsets.topic.num.partitions".into(), "1".into());
+        config
+            .props
+            .insert("group.initial.rebalance.delay.ms".into(), "0".into());
+        GroupCoordinator::with_parts(
+            &config,
+            Arc::clone(log) as Arc<dyn CoordinatorLog>,
+            Arc::clone(clock) as Arc<dyn Clock>,
+            Arc::new(|| Arc::new(MetadataImage::default())),
+        )
     }
 
-    /// Stores what changed in a KIP-848 group since `before` (`None`: all of it), as the
-    /// coordinator's records for it. Most heartbeats change nothing durable and write nothing.
-    fn persist_consumer_group(
-        &self,
-        broker: &Broker,
-        inner: &mut Inner,
-        group: &str,
-        before: Option<vltava_coordinator::consumer::ConsumerGroup>,
-    ) {
-        let Some(Group::Consumer(g)) = inner.state.groups.get(group) else {
-            return;
+    fn join_request(member_id: &str) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.into(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "h".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), vec![1])],
+            require_known_member_id: true,
+        }
+    }
+
+    async fn settle<T>(p: Parked<T>) -> T {
+        match p {
+            Parked::Now(r) => r,
+            Parked::Later(rx) => rx.await.expect("answered"),
+        }
+    }
+
+    /// Keeps the fake partition's fsync caught up, as the real flusher does.
+    fn flusher(log: &Arc<FakeLog>) -> tokio::task::JoinHandle<()> {
+        let log = Arc::clone(log);
+        tokio::spawn(async move {
+            loop {
+                log.make_durable(0);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn groups_follow_leadership_and_the_clock() {
+        let (log, clock) = (Arc::new(FakeLog::default()), ManualClock::new(1_000));
+        let groups = coordinator(&log, &clock);
+        let flush = flusher(&log);
+        assert_eq!(
+            groups.heartbeat("g", "m", 1, None).await,
+            Err(GroupError::NotCoordinator)
+        );
+        let gate = log.read_gate.lock();
+        let loaded = groups.on_leader(0, 0);
+        let j = groups.join("g", join_request("")).now_or_never();
+        assert!(
+            matches!(j, Some(Parked::Now(r)) if r.error == Some(GroupError::CoordinatorLoadInProgress))
+        );
+        drop(gate);
+        loaded.await;
+
+        // Two-step join; the only member leads generation 1 and syncs.
+        let j = settle(groups.join("g", join_request("")).await).await;
+        assert_eq!(j.error, Some(GroupError::MemberIdRequired));
+        let j = settle(groups.join("g", join_request(&j.member_id)).await).await;
+        assert_eq!((j.error, j.generation_id), (None, 1));
+        let m = j.member_id.clone();
+        let assignment = vec![(m.clone(), vec![7])];
+        let s = settle(groups.sync("g", &m, 1, None, assignment).await).await;
+        assert_eq!(s.error, None);
+        let e = vec![CommitEntry {
+            topic: "t".into(),
+            partition: 0,
+            offset: 42,
+            leader_epoch: -1,
+            metadata: None,
+        }];
+        assert_eq!(groups.commit("g", &m, 1, None, &e).await, Ok(()));
+
+        // A failed append answers NOT_COORDINATOR and changes nothing.
+        log.fail_appends.store(true, Ordering::SeqCst);
+        let again = vec![CommitEntry {
+            offset: 43,
+            ..e[0].clone()
+        }];
+        assert_eq!(
+            groups.commit("g", &m, 1, None, &again).await,
+            Err(GroupError::NotCoordinator)
+        );
+        assert_eq!(
+            groups.leave("g", &[(m.clone(), None)]).await,
+            Err(GroupError::NotCoordinator)
+        );
+        let committed = |groups: &GroupCoordinator| {
+            groups.read("g", |s| s.offsets.get("g", "t", 0).map(|v| v.offset))
         };
-        let now = g.durable();
-        if before.as_ref() == Some(&now) {
-            return;
-        }
-        let records = now.records(before.as_ref());
-        if records.is_empty() {
-            return;
-        }
-        if let Err(e) = self.write(broker, inner, group, &records) {
-            tracing::warn!(group, error = %e, "could not persist consumer group");
-        }
-    }
+        let members = |groups: &GroupCoordinator| {
+            groups.read("g", |s| match s.groups.get("g") {
+                Some(vltava_coordinator::state::Group::Classic(g)) => g.members.len(),
+                _ => 0,
+            })
+        };
+        assert_eq!(committed(&groups), Ok(Some(42)));
+        assert_eq!(members(&groups), Ok(1), "the leave was undone");
+        log.fail_appends.store(false, Ordering::SeqCst);
 
-    /// Drives time: session expiry, overdue rebalances.
-    pub fn tick(&self, broker: &Broker) {
-        let now = now_ms();
-        let image = broker.controller.image();
-        let partitions_of = |t: &str| image.topic(t).map(|t| t.partitions.len() as i32);
-        let mut inner = self.inner.lock();
-        let ids: Vec<String> = inner.state.groups.keys().cloned().collect();
-        let cfg = inner.state.consumer;
-        for id in ids {
-            let effects = match inner.state.groups.get_mut(&id) {
-                Some(Group::Classic(g)) => g.tick(now),
-                Some(Group::Consumer(g)) => {
-                    let before = g.durable();
-                    if g.tick(now, &cfg, &partitions_of) {
-                        self.persist_consumer_group(broker, &mut inner, &id, Some(before));
-                    }
-                    Effects::default()
-                }
-                None => continue,
-            };
-            self.apply_effects(broker, &mut inner, &id, effects);
+        // Silence past the session timeout: the timer, on the manual clock, expires the member.
+        clock.advance(11_000);
+        for _ in 0..200 {
+            if members(&groups) == Ok(0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-    }
+        assert_eq!(members(&groups), Ok(0));
 
-    /// Keeps each `__consumer_offsets` partition from growing without bound: once it holds
-    /// many more records than its groups' live state, the live state is written again, made
-    /// durable, and the log start moves past everything older (retention then deletes the
-    /// old segments). Replay from the log start rebuilds the same state.
-    pub fn trim_offsets_log(&self, broker: &Broker) {
-        let mut inner = self.inner.lock();
-        let n = self.partitions.load(Ordering::Relaxed);
-        let mut trimmed = false;
-        for p in broker.partitions.topic(OFFSETS_TOPIC) {
-            let offs = p.offsets();
-            let held = offs.log_end_offset - offs.log_start_offset;
-            let live = inner
-                .state
-                .live_records(|g| offsets_partition_for(g, n) == p.index);
-            if held <= 2 * live.len() as i64 + TRIM_SLACK_RECORDS {
-                continue;
-            }
-            let first = offs.log_end_offset;
-            let written = live.chunks(1000).try_for_each(|chunk| {
-                // The records are grouped by group; `write` only needs a group for placement,
-                // and every group here lives on `p`.
-                self.write(broker, &mut inner, chunk[0].group(), chunk)
-                    .map(|_| ())
-            });
-            let durable = written.and_then(|()| Ok(p.flush_now()?));
-            match durable.and_then(|_| Ok(p.delete_records_before(first, now_ms())?)) {
-                Ok(start) => {
-                    trimmed = true;
-                    tracing::info!(
-                        partition = p.index,
-                        dropped = start - offs.log_start_offset,
-                        live = live.len(),
-                        "rewrote live group state; older records are no longer needed"
-                    )
-                }
-                Err(e) => tracing::warn!(partition = p.index, error = %e, "could not trim"),
-            }
-        }
-        drop(inner);
-        if trimmed {
-            broker.persist_log_starts();
-        }
-    }
-
-    /// Removes offsets past `offsets.retention.minutes`, and empty groups left without any.
-    pub fn expire_offsets(&self, broker: &Broker) {
-        let mut inner = self.inner.lock();
-        let records = inner.state.expire_offsets(now_ms(), self.retention_ms);
-        let mut by_group: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-        for r in records {
-            by_group.entry(r.group().to_string()).or_default().push(r);
-        }
-        for (group, recs) in by_group {
-            tracing::info!(group = %group, records = recs.len(), "expiring committed offsets or an empty group");
-            if let Err(e) = self.write(broker, &mut inner, &group, &recs) {
-                tracing::warn!(group = %group, error = %e, "offset expiry failed");
-            }
-        }
+        // Resigned: NOT_COORDINATOR. Led again: the log gives back the same groups.
+        groups.on_resigned(0);
+        assert_eq!(committed(&groups), Err(GroupError::NotCoordinator));
+        groups.on_leader(0, 1).await;
+        assert_eq!(committed(&groups), Ok(Some(42)));
+        assert_eq!(members(&groups), Ok(0));
+        flush.abort();
     }
 }

@@ -1,5 +1,6 @@
 //! The Vltava broker: listeners, request dispatch, one handler module per API group, the
-//! partition table that wraps storage logs, and the controller that commits metadata records.
+//! partition table that wraps storage logs, the controller that commits metadata records, and
+//! the coordinator runtime that hosts the group coordinator's shards.
 //!
 //! Dependencies point one way: `vltava-protocol`, `vltava-record`, `vltava-storage` and
 //! `vltava-metadata` know nothing of this crate.
@@ -8,6 +9,8 @@ pub mod broker;
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod coordinator_log;
+pub mod coordinator_runtime;
 pub mod group_coordinator;
 pub mod handlers;
 pub mod memory_pool;

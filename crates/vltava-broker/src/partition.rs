@@ -269,12 +269,6 @@ impl Partition {
         self.log.dir()
     }
 
-    /// Appends made durable by a background flush or one this call does now (trimming of
-    /// internal partitions, which must not race ahead of the data it replaces).
-    pub(crate) fn flush_now(&self) -> Result<i64, StorageError> {
-        self.log.flush()
-    }
-
     /// One fsync covers every append that happened before it started: producers waiting for
     /// durability pile up on `durable` while an fsync runs, and the next one covers them all.
     async fn flusher(me: std::sync::Weak<Self>) {

@@ -1,11 +1,17 @@
 //! Group coordination as pure state machines: an operation goes in with the current time,
 //! a reply and the records to persist come out. Replaying the records rebuilds the state, so
 //! live operation and recovery after a restart share one code path. No sockets, no clocks.
+//! `shard` is the contract with the broker's coordinator runtime; `group_shard` is the
+//! group coordinator's shard (one `__consumer_offsets` partition).
 
 pub mod classic;
 pub mod consumer;
+pub mod group_shard;
 pub mod offsets;
 pub mod records;
+#[cfg(test)]
+mod replay_tests;
+pub mod shard;
 pub mod state;
 mod wire;
 
@@ -32,6 +38,10 @@ pub enum GroupError {
     GroupMaxSizeReached,
     #[error("the coordinator is not available")]
     CoordinatorNotAvailable,
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
+    #[error("the group's coordinator is still loading it")]
+    CoordinatorLoadInProgress,
     #[error("the group still has members")]
     NonEmptyGroup,
     #[error("the group does not exist")]

@@ -57,7 +57,7 @@ pub struct CoordinatorState {
 }
 
 impl CoordinatorState {
-    /// Applies a stored record (at startup, or after it was written). Total: any sequence of
+    /// Applies a stored record (at load, or once an operation's records are appended). Total: any sequence of
     /// records replays. A group's value record makes the group that type (an empty group of
     /// the other type converts, as it does live); a tombstone acts only on its own type.
     pub fn replay(&mut self, record: &Record, now_ms: i64) {
@@ -67,6 +67,14 @@ impl CoordinatorState {
                 group,
                 value: Some(snap),
             } => {
+                // Live, the runtime replays the snapshot an operation just took of the group:
+                // the group already is what it says, with its join phase and sessions, which
+                // a restore would reset. Anything else the record says wins.
+                if let Some(Group::Classic(g)) = self.groups.get(group) {
+                    if g.snapshot() == *snap {
+                        return;
+                    }
+                }
                 self.groups.insert(
                     group.clone(),
                     Group::Classic(ClassicGroup::restore(group, snap.clone(), now_ms)),
@@ -294,6 +302,20 @@ impl CoordinatorState {
             }
         }
         out
+    }
+
+    /// Tombstones for `group` as its current type stores it, written when an empty group
+    /// converts to the other type (as Kafka does), so a reload does not bring the old one
+    /// back. Replayed on the converted group they change nothing: each acts on its own type.
+    pub fn conversion_tombstones(&self, group: &str) -> Vec<Record> {
+        match self.groups.get(group) {
+            Some(Group::Classic(_)) => vec![Record::Group {
+                group: group.to_string(),
+                value: None,
+            }],
+            Some(Group::Consumer(_)) => self.group_tombstones(group).split_off(1),
+            None => Vec::new(),
+        }
     }
 
     /// What removes a group for good, whichever type it was stored as: Kafka's tombstones for

@@ -130,10 +130,7 @@ fn read_all(c: &mut RawClient, topic: &str) -> BTreeMap<i64, Vec<u8>> {
         }
         for (h, range) in vltava_record::Batches::new(&records).map(Result::unwrap) {
             for r in vltava_record::uncompressed_records(&records[range]).unwrap() {
-                out.insert(
-                    h.base_offset + r.offset_delta,
-                    r.value.unwrap().to_vec(),
-                );
+                out.insert(h.base_offset + r.offset_delta, r.value.unwrap().to_vec());
             }
             offset = h.next_offset();
         }

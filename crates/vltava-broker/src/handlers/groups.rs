@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use vltava_coordinator::classic::{JoinRequest, JoinResult, SyncResult};
 use vltava_coordinator::consumer::HeartbeatRequest as CgRequest;
 use vltava_coordinator::state::{CommitEntry, Group};
@@ -35,6 +36,8 @@ pub fn error_code(e: GroupError) -> ErrorCode {
         GroupError::InvalidSessionTimeout => ErrorCode::InvalidSessionTimeout,
         GroupError::GroupMaxSizeReached => ErrorCode::GroupMaxSizeReached,
         GroupError::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ErrorCode::NotCoordinator,
+        GroupError::CoordinatorLoadInProgress => ErrorCode::CoordinatorLoadInProgress,
         GroupError::NonEmptyGroup => ErrorCode::NonEmptyGroup,
         GroupError::GroupIdNotFound => ErrorCode::GroupIdNotFound,
         GroupError::FencedMemberEpoch => ErrorCode::FencedMemberEpoch,
@@ -181,7 +184,7 @@ pub async fn join_group(
         require_known_member_id: version >= 4,
     };
     let member = jr.member_id.clone();
-    let parked = broker.groups.join(&broker, &group, jr);
+    let parked = broker.groups.join(&group, jr).await;
     let wait = rebalance_timeout.max(0) as u64 + 5_000;
     let r: JoinResult = settle(
         parked,
@@ -233,14 +236,16 @@ pub async fn sync_group(
         .map(|a| (a.member_id.to_string(), a.assignment.to_vec()))
         .collect();
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
-    let parked = broker.groups.sync(
-        &broker,
-        &group,
-        &req.member_id.to_string(),
-        req.generation_id,
-        instance.as_deref(),
-        assignments,
-    );
+    let parked = broker
+        .groups
+        .sync(
+            &group,
+            &req.member_id.to_string(),
+            req.generation_id,
+            instance.as_deref(),
+            assignments,
+        )
+        .await;
     let r: SyncResult = settle(
         parked,
         300_000,
@@ -261,10 +266,11 @@ pub fn heartbeat(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: HeartbeatRequest,
-) -> HeartbeatResponse {
+) -> BoxFuture<'static, HeartbeatResponse> {
     if !may(broker, ctx, AclOperation::Read, &req.group_id.0) {
-        return HeartbeatResponse::default()
+        let resp = HeartbeatResponse::default()
             .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+        return Box::pin(async move { resp });
     }
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
     let r = broker.groups.heartbeat(
@@ -273,14 +279,14 @@ pub fn heartbeat(
         req.generation_id,
         instance.as_deref(),
     );
-    HeartbeatResponse::default().with_error_code(code_of(r.err()))
+    Box::pin(async move { HeartbeatResponse::default().with_error_code(code_of(r.await.err())) })
 }
 
 pub fn leave_group(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: LeaveGroupRequest,
-) -> LeaveGroupResponse {
+) -> BoxFuture<'static, LeaveGroupResponse> {
     let version = ctx.api_version;
     let group = req.group_id.0.to_string();
     let members: Vec<(String, Option<String>)> = if version >= 3 {
@@ -299,29 +305,32 @@ pub fn leave_group(
     let mut resp = LeaveGroupResponse::default();
     if !may(broker, ctx, AclOperation::Read, &group) {
         resp.error_code = ErrorCode::GroupAuthorizationFailed.code();
-        return resp;
+        return Box::pin(async move { resp });
     }
-    match broker.groups.leave(broker, &group, &members) {
-        Err(e) => resp.error_code = error_code(e).code(),
-        Ok(results) => {
-            if version >= 3 {
-                resp.members = members
-                    .iter()
-                    .zip(&results)
-                    .map(|((id, inst), r)| {
-                        let mut m = leave_group_response::MemberResponse::default();
-                        m.member_id = sb(id.clone());
-                        m.group_instance_id = inst.clone().map(sb);
-                        m.error_code = code_of(r.err());
-                        m
-                    })
-                    .collect();
-            } else if let Some(Err(e)) = results.first() {
-                resp.error_code = error_code(*e).code();
+    let left = broker.groups.leave(&group, &members);
+    Box::pin(async move {
+        match left.await {
+            Err(e) => resp.error_code = error_code(e).code(),
+            Ok(results) => {
+                if version >= 3 {
+                    resp.members = members
+                        .iter()
+                        .zip(&results)
+                        .map(|((id, inst), r)| {
+                            let mut m = leave_group_response::MemberResponse::default();
+                            m.member_id = sb(id.clone());
+                            m.group_instance_id = inst.clone().map(sb);
+                            m.error_code = code_of(r.err());
+                            m
+                        })
+                        .collect();
+                } else if let Some(Err(e)) = results.first() {
+                    resp.error_code = error_code(*e).code();
+                }
             }
         }
-    }
-    resp
+        resp
+    })
 }
 
 pub async fn offset_commit(
@@ -391,37 +400,27 @@ pub async fn offset_commit(
     let outcome = if invalid_group(&group) {
         Err(ErrorCode::InvalidGroupId)
     } else {
-        broker
-            .groups
-            .commit(
-                &broker,
-                &group,
-                &req.member_id.to_string(),
-                req.generation_id_or_member_epoch,
-                instance.as_deref(),
-                &entries,
-            )
-            .map_err(|e| match e {
+        let written = broker.groups.commit(
+            &group,
+            &req.member_id.to_string(),
+            req.generation_id_or_member_epoch,
+            instance.as_deref(),
+            &entries,
+        );
+        match tokio::time::timeout(
+            Duration::from_millis(broker.groups.commit_timeout_ms),
+            written,
+        )
+        .await
+        {
+            Ok(r) => r.map_err(|e| match e {
                 GroupError::FencedMemberEpoch => ErrorCode::StaleMemberEpoch,
                 e => error_code(e),
-            })
-    };
-    let failure = match outcome {
-        Err(code) => Some(code),
-        Ok(None) => None,
-        Ok(Some((p, end))) => {
-            let wait = tokio::time::timeout(
-                Duration::from_millis(broker.groups.commit_timeout_ms),
-                p.wait_durable(end),
-            )
-            .await;
-            match wait {
-                Ok(Ok(())) => None,
-                Ok(Err(_)) => Some(ErrorCode::CoordinatorNotAvailable),
-                Err(_) => Some(ErrorCode::RequestTimedOut),
-            }
+            }),
+            Err(_) => Err(ErrorCode::RequestTimedOut),
         }
     };
+    let failure = outcome.err();
     if let Some(code) = failure {
         for (ti, pi) in slots {
             topics[ti].partitions[pi].error_code = code.code();
@@ -438,43 +437,48 @@ struct Committed {
     metadata: Option<String>,
 }
 
+/// A group's committed offsets; the error when its coordinator cannot answer.
+#[allow(clippy::type_complexity)]
 fn fetch_group_offsets(
     broker: &Broker,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<Committed>)> {
-    broker.groups.with_state(|s| {
-        let wanted = wanted.unwrap_or_else(|| {
-            let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-            for ((t, p), _) in s.offsets.group(group) {
-                by_topic.entry(t.clone()).or_default().push(*p);
-            }
-            by_topic.into_iter().collect()
-        });
-        wanted
-            .into_iter()
-            .map(|(t, parts)| {
-                let rows = parts
-                    .into_iter()
-                    .map(|partition| match s.offsets.get(group, &t, partition) {
-                        Some(v) => Committed {
-                            partition,
-                            offset: v.offset,
-                            leader_epoch: v.leader_epoch,
-                            metadata: v.metadata.clone(),
-                        },
-                        None => Committed {
-                            partition,
-                            offset: -1,
-                            leader_epoch: -1,
-                            metadata: Some(String::new()),
-                        },
-                    })
-                    .collect();
-                (t, rows)
-            })
-            .collect()
-    })
+) -> Result<Vec<(String, Vec<Committed>)>, ErrorCode> {
+    broker
+        .groups
+        .read(group, |s| {
+            let wanted = wanted.unwrap_or_else(|| {
+                let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+                for ((t, p), _) in s.offsets.group(group) {
+                    by_topic.entry(t.clone()).or_default().push(*p);
+                }
+                by_topic.into_iter().collect()
+            });
+            wanted
+                .into_iter()
+                .map(|(t, parts)| {
+                    let rows = parts
+                        .into_iter()
+                        .map(|partition| match s.offsets.get(group, &t, partition) {
+                            Some(v) => Committed {
+                                partition,
+                                offset: v.offset,
+                                leader_epoch: v.leader_epoch,
+                                metadata: v.metadata.clone(),
+                            },
+                            None => Committed {
+                                partition,
+                                offset: -1,
+                                leader_epoch: -1,
+                                metadata: Some(String::new()),
+                            },
+                        })
+                        .collect();
+                    (t, rows)
+                })
+                .collect()
+        })
+        .map_err(error_code)
 }
 
 pub fn offset_fetch(
@@ -491,7 +495,14 @@ pub fn offset_fetch(
                 .map(|t| (t.name.0.to_string(), t.partition_indexes))
                 .collect()
         });
-        resp.topics = fetch_group_offsets(broker, &group, wanted)
+        let found = match fetch_group_offsets(broker, &group, wanted) {
+            Ok(found) => found,
+            Err(code) => {
+                resp.error_code = code.code();
+                return resp;
+            }
+        };
+        resp.topics = found
             .into_iter()
             .map(|(t, rows)| {
                 let mut tr = offset_fetch_response::OffsetFetchResponseTopic::default();
@@ -537,7 +548,14 @@ pub fn offset_fetch(
             });
             let mut gr = offset_fetch_response::OffsetFetchResponseGroup::default();
             gr.group_id = g.group_id;
-            gr.topics = fetch_group_offsets(broker, &group, wanted)
+            let found = match fetch_group_offsets(broker, &group, wanted) {
+                Ok(found) => found,
+                Err(code) => {
+                    gr.error_code = code.code();
+                    return gr;
+                }
+            };
+            gr.topics = found
                 .into_iter()
                 .map(|(t, rows)| {
                     let mut tr = offset_fetch_response::OffsetFetchResponseTopics::default();
@@ -583,7 +601,7 @@ pub fn list_groups(
         .iter()
         .map(|s| s.to_string().to_ascii_lowercase())
         .collect();
-    let groups = broker.groups.with_state(|s| {
+    let listed = broker.groups.read_all(|s| {
         s.group_ids()
             .into_iter()
             .map(|id| match s.groups.get(&id) {
@@ -608,8 +626,13 @@ pub fn list_groups(
             })
             .collect::<Vec<_>>()
     });
+    let groups = match listed {
+        Ok(groups) => groups,
+        Err(e) => return ListGroupsResponse::default().with_error_code(error_code(e).code()),
+    };
     let groups = groups
         .into_iter()
+        .flatten()
         .filter(|(_, _, state, ty)| {
             (states.is_empty() || states.contains(&state.to_ascii_lowercase()))
                 && (types.is_empty() || types.contains(&ty.to_ascii_lowercase()))
@@ -646,7 +669,7 @@ pub fn describe_groups(
                 d.error_code = ErrorCode::GroupAuthorizationFailed.code();
                 return d;
             }
-            broker.groups.with_state(|s| match s.groups.get(&id) {
+            let read = broker.groups.read(&id, |s| match s.groups.get(&id) {
                 Some(Group::Classic(g)) => {
                     d.group_state = sb(g.state.name());
                     d.protocol_type = sb(g.protocol_type.clone().unwrap_or_default());
@@ -682,6 +705,9 @@ pub fn describe_groups(
                 None if s.offsets.has_group(&id) => d.group_state = sb("Empty"),
                 None => d.group_state = sb("Dead"),
             });
+            if let Err(e) = read {
+                d.error_code = error_code(e).code();
+            }
             d
         })
         .collect();
@@ -692,29 +718,37 @@ pub fn delete_groups(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: DeleteGroupsRequest,
-) -> DeleteGroupsResponse {
-    let results = req
+) -> BoxFuture<'static, DeleteGroupsResponse> {
+    // Each deletion is written now, in request order; the answers wait for durability.
+    let pending: Vec<_> = req
         .groups_names
         .into_iter()
         .map(|gid| {
-            let mut r = delete_groups_response::DeletableGroupResult::default();
-            r.error_code = if may(broker, ctx, AclOperation::Delete, &gid.0) {
-                code_of(broker.groups.delete_group(broker, &gid.0.to_string()).err())
-            } else {
-                ErrorCode::GroupAuthorizationFailed.code()
-            };
-            r.group_id = gid;
-            r
+            let deleted = may(broker, ctx, AclOperation::Delete, &gid.0)
+                .then(|| broker.groups.delete_group(&gid.0.to_string()));
+            (gid, deleted)
         })
         .collect();
-    DeleteGroupsResponse::default().with_results(results)
+    Box::pin(async move {
+        let mut results = Vec::new();
+        for (gid, deleted) in pending {
+            let mut r = delete_groups_response::DeletableGroupResult::default();
+            r.error_code = match deleted {
+                Some(d) => code_of(d.await.err()),
+                None => ErrorCode::GroupAuthorizationFailed.code(),
+            };
+            r.group_id = gid;
+            results.push(r);
+        }
+        DeleteGroupsResponse::default().with_results(results)
+    })
 }
 
 pub fn offset_delete(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: OffsetDeleteRequest,
-) -> OffsetDeleteResponse {
+) -> BoxFuture<'static, OffsetDeleteResponse> {
     let group = req.group_id.0.to_string();
     let wanted: Vec<(String, i32)> = req
         .topics
@@ -728,46 +762,50 @@ pub fn offset_delete(
     let mut resp = OffsetDeleteResponse::default();
     if !may(broker, ctx, AclOperation::Delete, &group) {
         resp.error_code = ErrorCode::GroupAuthorizationFailed.code();
-        return resp;
+        return Box::pin(async move { resp });
     }
-    match broker.groups.delete_offsets(broker, &group, &wanted) {
-        Err(e) => resp.error_code = error_code(e).code(),
-        Ok(results) => {
-            let mut it = results.into_iter();
-            resp.topics = req
-                .topics
-                .into_iter()
-                .map(|t| {
-                    let mut tr = offset_delete_response::OffsetDeleteResponseTopic::default();
-                    tr.name = t.name;
-                    tr.partitions = t
-                        .partitions
-                        .iter()
-                        .map(|p| {
-                            let mut pr =
+    let deleted = broker.groups.delete_offsets(&group, &wanted);
+    Box::pin(async move {
+        match deleted.await {
+            Err(e) => resp.error_code = error_code(e).code(),
+            Ok(results) => {
+                let mut it = results.into_iter();
+                resp.topics = req
+                    .topics
+                    .into_iter()
+                    .map(|t| {
+                        let mut tr = offset_delete_response::OffsetDeleteResponseTopic::default();
+                        tr.name = t.name;
+                        tr.partitions =
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    let mut pr =
                                 offset_delete_response::OffsetDeleteResponsePartition::default();
-                            pr.partition_index = p.partition_index;
-                            pr.error_code = code_of(it.next().and_then(Result::err));
-                            pr
-                        })
-                        .collect();
-                    tr
-                })
-                .collect();
+                                    pr.partition_index = p.partition_index;
+                                    pr.error_code = code_of(it.next().and_then(Result::err));
+                                    pr
+                                })
+                                .collect();
+                        tr
+                    })
+                    .collect();
+            }
         }
-    }
-    resp
+        resp
+    })
 }
 
 pub fn consumer_group_heartbeat(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: ConsumerGroupHeartbeatRequest,
-) -> ConsumerGroupHeartbeatResponse {
+) -> BoxFuture<'static, ConsumerGroupHeartbeatResponse> {
     if !may(broker, ctx, AclOperation::Read, &req.group_id.0) {
-        return ConsumerGroupHeartbeatResponse::default()
+        let resp = ConsumerGroupHeartbeatResponse::default()
             .with_error_code(ErrorCode::GroupAuthorizationFailed.code())
             .with_heartbeat_interval_ms(0);
+        return Box::pin(async move { resp });
     }
     let client = ClientInfo::from(ctx);
     let image = broker.controller.image();
@@ -799,7 +837,7 @@ pub fn consumer_group_heartbeat(
     let group = req.group_id.0.to_string();
     if invalid_group(&group) {
         resp.error_code = ErrorCode::InvalidGroupId.code();
-        return resp;
+        return Box::pin(async move { resp });
     }
     if req.subscribed_topic_regex.is_some()
         && req.member_epoch == 0
@@ -809,40 +847,43 @@ pub fn consumer_group_heartbeat(
         resp.error_message = Some(sb(
             "subscription by regular expression is not supported yet",
         ));
-        return resp;
+        return Box::pin(async move { resp });
     }
-    match broker.groups.consumer_heartbeat(broker, &group, cg) {
-        Err(e) => {
-            resp.error_code = error_code(e).code();
-            resp.error_message = Some(sb(e.to_string()));
-        }
-        Ok(r) => {
-            resp.member_id = Some(sb(r.member_id));
-            resp.member_epoch = r.member_epoch;
-            resp.heartbeat_interval_ms = r.heartbeat_interval_ms;
-            resp.assignment = r.assignment.map(|parts| {
-                let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-                for (t, p) in parts {
-                    by_topic.entry(t).or_default().push(p);
-                }
-                let mut a = consumer_group_heartbeat_response::Assignment::default();
-                a.topic_partitions = by_topic
-                    .into_iter()
-                    .filter_map(|(t, ps)| {
-                        image.topic(&t).map(|ti| {
-                            let mut tp =
-                                consumer_group_heartbeat_response::TopicPartitions::default();
-                            tp.topic_id = ti.topic_id;
-                            tp.partitions = ps;
-                            tp
+    let beat = broker.groups.consumer_heartbeat(&group, cg);
+    Box::pin(async move {
+        match beat.await {
+            Err(e) => {
+                resp.error_code = error_code(e).code();
+                resp.error_message = Some(sb(e.to_string()));
+            }
+            Ok(r) => {
+                resp.member_id = Some(sb(r.member_id));
+                resp.member_epoch = r.member_epoch;
+                resp.heartbeat_interval_ms = r.heartbeat_interval_ms;
+                resp.assignment = r.assignment.map(|parts| {
+                    let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+                    for (t, p) in parts {
+                        by_topic.entry(t).or_default().push(p);
+                    }
+                    let mut a = consumer_group_heartbeat_response::Assignment::default();
+                    a.topic_partitions = by_topic
+                        .into_iter()
+                        .filter_map(|(t, ps)| {
+                            image.topic(&t).map(|ti| {
+                                let mut tp =
+                                    consumer_group_heartbeat_response::TopicPartitions::default();
+                                tp.topic_id = ti.topic_id;
+                                tp.partitions = ps;
+                                tp
+                            })
                         })
-                    })
-                    .collect();
-                a
-            });
+                        .collect();
+                    a
+                });
+            }
         }
-    }
-    resp
+        resp
+    })
 }
 
 pub fn consumer_group_describe(
@@ -880,7 +921,7 @@ pub fn consumer_group_describe(
                 d.error_code = ErrorCode::GroupAuthorizationFailed.code();
                 return d;
             }
-            broker.groups.with_state(|s| match s.groups.get(&id) {
+            let read = broker.groups.read(&id, |s| match s.groups.get(&id) {
                 Some(Group::Consumer(g)) => {
                     d.group_state = sb(g.state_name());
                     d.group_epoch = g.group_epoch;
@@ -920,6 +961,9 @@ pub fn consumer_group_describe(
                     d.error_message = Some(sb(format!("Group {id} not found.")));
                 }
             });
+            if let Err(e) = read {
+                d.error_code = error_code(e).code();
+            }
             d
         })
         .collect();

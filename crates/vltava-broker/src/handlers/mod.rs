@@ -122,8 +122,14 @@ pub fn dispatch(
                 )))
             })
         }
-        Request::Heartbeat(r) => ready(groups::heartbeat(broker, c, r).into()),
-        Request::LeaveGroup(r) => ready(groups::leave_group(broker, c, r).into()),
+        Request::Heartbeat(r) => {
+            let fut = groups::heartbeat(broker, c, r);
+            Box::pin(async move { Some(Answer::from(Response::from(fut.await))) })
+        }
+        Request::LeaveGroup(r) => {
+            let fut = groups::leave_group(broker, c, r);
+            Box::pin(async move { Some(Answer::from(Response::from(fut.await))) })
+        }
         Request::OffsetCommit(r) => {
             let b = Arc::clone(broker);
             Box::pin(async move {
@@ -135,10 +141,17 @@ pub fn dispatch(
         Request::OffsetFetch(r) => ready(groups::offset_fetch(broker, c, r).into()),
         Request::ListGroups(r) => ready(groups::list_groups(broker, c, r).into()),
         Request::DescribeGroups(r) => ready(groups::describe_groups(broker, c, r).into()),
-        Request::DeleteGroups(r) => ready(groups::delete_groups(broker, c, r).into()),
-        Request::OffsetDelete(r) => ready(groups::offset_delete(broker, c, r).into()),
+        Request::DeleteGroups(r) => {
+            let fut = groups::delete_groups(broker, c, r);
+            Box::pin(async move { Some(Answer::from(Response::from(fut.await))) })
+        }
+        Request::OffsetDelete(r) => {
+            let fut = groups::offset_delete(broker, c, r);
+            Box::pin(async move { Some(Answer::from(Response::from(fut.await))) })
+        }
         Request::ConsumerGroupHeartbeat(r) => {
-            ready(groups::consumer_group_heartbeat(broker, c, r).into())
+            let fut = groups::consumer_group_heartbeat(broker, c, r);
+            Box::pin(async move { Some(Answer::from(Response::from(fut.await))) })
         }
         Request::ConsumerGroupDescribe(r) => {
             ready(groups::consumer_group_describe(broker, c, r).into())

@@ -1,0 +1,87 @@
+//! The coordinator runtime's view of its internal topic, over the broker's partition table.
+//! The only place a coordinator touches a `Partition` or a `Log`.
+
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt};
+
+use crate::broker::{now_ms, Broker};
+use crate::coordinator_runtime::{CoordinatorLog, LogError};
+use crate::partition::{AppendError, Partition, ReadLimit};
+
+pub struct PartitionTableLog {
+    broker: Weak<Broker>,
+    topic: &'static str,
+}
+
+impl PartitionTableLog {
+    pub fn new(broker: Weak<Broker>, topic: &'static str) -> Self {
+        Self { broker, topic }
+    }
+
+    fn partition(&self, partition: i32) -> Result<(Arc<Broker>, Arc<Partition>), LogError> {
+        let broker = self
+            .broker
+            .upgrade()
+            .ok_or(LogError::NotHosted { partition })?;
+        let p = broker
+            .partitions
+            .get(self.topic, partition)
+            .ok_or(LogError::NotHosted { partition })?;
+        Ok((broker, p))
+    }
+}
+
+impl CoordinatorLog for PartitionTableLog {
+    fn append(&self, partition: i32, batch: &mut [u8]) -> Result<i64, LogError> {
+        let (_, p) = self.partition(partition)?;
+        let info = p
+            .append_as_leader(batch, now_ms(), |_| Ok(()))
+            .map_err(|e| match e {
+                AppendError::NotLeader(_) => LogError::NotLeader { partition },
+                AppendError::Storage(e) => LogError::Storage(e),
+            })?;
+        let end = info.last_offset + 1;
+        p.request_flush();
+        Ok(end)
+    }
+
+    fn wait_durable(
+        &self,
+        partition: i32,
+        end_offset: i64,
+    ) -> BoxFuture<'static, Result<(), LogError>> {
+        match self.partition(partition) {
+            Ok((_, p)) => async move { Ok(p.wait_durable(end_offset).await?) }.boxed(),
+            Err(e) => futures::future::ready(Err(e)).boxed(),
+        }
+    }
+
+    fn read(&self, partition: i32, from: i64, max_bytes: usize) -> Result<(Bytes, i64), LogError> {
+        let (_, p) = self.partition(partition)?;
+        // Coordinators read every record written so far: up to the log end.
+        let r = p.read(from, max_bytes, true, ReadLimit::LogEnd)?;
+        let mut next = from;
+        for item in vltava_record::Batches::new(&r.records) {
+            let Ok((h, _)) = item else { break };
+            next = next.max(h.next_offset());
+        }
+        Ok((r.records, next))
+    }
+
+    fn log_start_offset(&self, partition: i32) -> Result<i64, LogError> {
+        Ok(self.partition(partition)?.1.offsets().log_start_offset)
+    }
+
+    fn log_end_offset(&self, partition: i32) -> Result<i64, LogError> {
+        Ok(self.partition(partition)?.1.offsets().log_end_offset)
+    }
+
+    fn delete_records_before(&self, partition: i32, offset: i64) -> Result<i64, LogError> {
+        let (broker, p) = self.partition(partition)?;
+        let start = p.delete_records_before(offset, now_ms())?;
+        broker.persist_log_starts();
+        Ok(start)
+    }
+}

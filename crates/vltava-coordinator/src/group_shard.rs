@@ -1,0 +1,367 @@
+//! The group coordinator's shard: the groups and offsets of one `__consumer_offsets`
+//! partition, and every group operation as *records to write + reply*. Operations never
+//! change committed offsets or remove groups themselves: those changes are records, applied
+//! by [`CoordinatorState::replay`] once the runtime has appended them. What an operation does
+//! change in place (a classic group's join phase, a KIP-848 member's session) comes with an
+//! undo that restores the group if the records cannot be written.
+
+use std::sync::Arc;
+
+use crate::classic::{Effects, JoinRequest, JoinResult, Reply, SyncResult};
+use crate::consumer::{HeartbeatRequest, HeartbeatResponse};
+use crate::records::{Record, RecordError, TopicIds};
+use crate::shard::{CoordinatorResult, CoordinatorShard};
+use crate::state::{CommitEntry, CoordinatorState, Group};
+use crate::GroupError;
+
+/// Partition counts of topics, from the metadata image (KIP-848 assignments need them).
+pub type PartitionsOf<'a> = &'a dyn Fn(&str) -> Option<i32>;
+
+pub struct GroupShard {
+    pub state: CoordinatorState,
+    /// Names ↔ ids for the KIP-848 records, which name topics by id.
+    topics: Arc<dyn TopicIds + Send + Sync>,
+    /// `offsets.retention.minutes`.
+    pub retention_ms: i64,
+}
+
+pub type GroupResult<R> = CoordinatorResult<GroupShard, R>;
+
+/// The groups an operation may change in place, as they were before it.
+struct Saved(Vec<(String, Option<Group>)>);
+
+impl Saved {
+    fn of(state: &CoordinatorState, ids: impl IntoIterator<Item = String>) -> Self {
+        Self(
+            ids.into_iter()
+                .map(|id| {
+                    let g = state.groups.get(&id).cloned();
+                    (id, g)
+                })
+                .collect(),
+        )
+    }
+
+    fn restore(self, state: &mut CoordinatorState) {
+        for (id, g) in self.0 {
+            match g {
+                Some(g) => state.groups.insert(id, g),
+                None => state.groups.remove(&id),
+            };
+        }
+    }
+}
+
+impl GroupShard {
+    /// `state` carries the group limits from broker config; it should hold no groups yet.
+    pub fn new(
+        state: CoordinatorState,
+        topics: Arc<dyn TopicIds + Send + Sync>,
+        retention_ms: i64,
+    ) -> Self {
+        Self {
+            state,
+            topics,
+            retention_ms,
+        }
+    }
+
+    /// Attaches the undo for `saved` when there is something to write.
+    fn finish<R>(&self, records: Vec<Record>, reply: R, saved: Saved) -> GroupResult<R> {
+        let mut r = GroupResult::new(records, reply);
+        if !r.records.is_empty() {
+            r.undo = Some(Box::new(move |s: &mut GroupShard| {
+                saved.restore(&mut s.state)
+            }));
+        }
+        r
+    }
+
+    /// A classic group's snapshot record when the operation's effects ask for one.
+    fn group_record(&self, group: &str, effects: &mut Effects) -> Vec<Record> {
+        if !std::mem::take(&mut effects.persist) {
+            return Vec::new();
+        }
+        match self.state.groups.get(group) {
+            Some(Group::Classic(g)) => vec![Record::Group {
+                group: group.to_string(),
+                value: Some(g.snapshot()),
+            }],
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn join(
+        &mut self,
+        now_ms: i64,
+        group: &str,
+        req: JoinRequest,
+    ) -> GroupResult<(Reply<JoinResult>, Effects)> {
+        let saved = Saved::of(&self.state, [group.to_string()]);
+        let member = req.member_id.clone();
+        let cfg = self.state.classic;
+        let existed = self.state.groups.contains_key(group);
+        let mut records = match self.state.groups.get(group) {
+            Some(Group::Consumer(g)) if g.members.is_empty() => {
+                self.state.conversion_tombstones(group)
+            }
+            _ => Vec::new(),
+        };
+        let (reply, mut effects) = match self.state.classic_mut(group, now_ms) {
+            Ok(g) => g.join(now_ms, &cfg, req),
+            Err(e) => {
+                return GroupResult::reply((
+                    Reply::Now(JoinResult::error(e, &member)),
+                    Effects::default(),
+                ))
+            }
+        };
+        if !existed {
+            self.state.discard_if_empty(group);
+        }
+        records.extend(self.group_record(group, &mut effects));
+        self.finish(records, (reply, effects), saved)
+    }
+
+    pub fn sync(
+        &mut self,
+        now_ms: i64,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        instance: Option<&str>,
+        assignments: Vec<(String, Vec<u8>)>,
+    ) -> GroupResult<(Reply<SyncResult>, Effects)> {
+        let saved = Saved::of(&self.state, [group.to_string()]);
+        let (reply, mut effects) = match self.state.groups.get_mut(group) {
+            Some(Group::Classic(g)) => g.sync(now_ms, member_id, generation, instance, assignments),
+            _ => {
+                return GroupResult::reply((
+                    Reply::Now(SyncResult::error(GroupError::UnknownMemberId)),
+                    Effects::default(),
+                ))
+            }
+        };
+        let records = self.group_record(group, &mut effects);
+        self.finish(records, (reply, effects), saved)
+    }
+
+    /// A classic heartbeat only refreshes a session: nothing to write.
+    pub fn heartbeat(
+        &mut self,
+        now_ms: i64,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        instance: Option<&str>,
+    ) -> Result<(), GroupError> {
+        match self.state.groups.get_mut(group) {
+            Some(Group::Classic(g)) => g.heartbeat(now_ms, member_id, generation, instance),
+            Some(Group::Consumer(_)) => Err(GroupError::GroupIdTypeMismatch),
+            None => Err(GroupError::UnknownMemberId),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    pub fn leave(
+        &mut self,
+        now_ms: i64,
+        group: &str,
+        members: &[(String, Option<String>)],
+    ) -> GroupResult<(Result<Vec<Result<(), GroupError>>, GroupError>, Effects)> {
+        let saved = Saved::of(&self.state, [group.to_string()]);
+        let (results, mut effects) = match self.state.groups.get_mut(group) {
+            Some(Group::Classic(g)) => g.leave(now_ms, members),
+            _ => return GroupResult::reply((Err(GroupError::UnknownMemberId), Effects::default())),
+        };
+        let records = self.group_record(group, &mut effects);
+        self.finish(records, (Ok(results), effects), saved)
+    }
+
+    pub fn commit(
+        &mut self,
+        now_ms: i64,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        instance: Option<&str>,
+        entries: &[CommitEntry],
+    ) -> GroupResult<Result<(), GroupError>> {
+        if let Err(e) = self
+            .state
+            .validate_commit(group, member_id, generation, instance)
+        {
+            return GroupResult::reply(Err(e));
+        }
+        GroupResult::new(
+            CoordinatorState::commit_records(group, entries, now_ms),
+            Ok(()),
+        )
+    }
+
+    pub fn delete_group(&mut self, group: &str) -> GroupResult<Result<(), GroupError>> {
+        match self.state.delete_group(group) {
+            Ok(records) => GroupResult::new(records, Ok(())),
+            Err(e) => GroupResult::reply(Err(e)),
+        }
+    }
+
+    /// Deletes committed offsets of partitions the group no longer consumes.
+    pub fn delete_offsets(
+        &mut self,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> GroupResult<Result<Vec<Result<(), GroupError>>, GroupError>> {
+        let s = &self.state;
+        let subscribed: Vec<String> = match s.groups.get(group) {
+            Some(Group::Consumer(g)) => g
+                .members
+                .values()
+                .flat_map(|m| m.subscribed.iter().cloned())
+                .collect(),
+            Some(Group::Classic(g)) if !g.members.is_empty() => {
+                // A classic group with members consumes whatever it has committed for.
+                return GroupResult::reply(Ok(partitions
+                    .iter()
+                    .map(|(t, p)| {
+                        if s.offsets.get(group, t, *p).is_some() {
+                            Err(GroupError::GroupSubscribedToTopic)
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .collect()));
+            }
+            _ if !s.offsets.has_group(group) && !s.groups.contains_key(group) => {
+                return GroupResult::reply(Err(GroupError::GroupIdNotFound))
+            }
+            _ => Vec::new(),
+        };
+        let mut results = Vec::new();
+        let mut records = Vec::new();
+        for (t, p) in partitions {
+            if subscribed.contains(t) {
+                results.push(Err(GroupError::GroupSubscribedToTopic));
+            } else {
+                results.push(Ok(()));
+                records.push(Record::Offset {
+                    group: group.to_string(),
+                    topic: t.clone(),
+                    partition: *p,
+                    value: None,
+                });
+            }
+        }
+        GroupResult::new(records, Ok(results))
+    }
+
+    /// KIP-848 heartbeat: writes only what changed durably (most heartbeats: nothing).
+    pub fn consumer_heartbeat(
+        &mut self,
+        now_ms: i64,
+        group: &str,
+        req: HeartbeatRequest,
+        partitions_of: PartitionsOf<'_>,
+    ) -> GroupResult<Result<HeartbeatResponse, GroupError>> {
+        let saved = Saved::of(&self.state, [group.to_string()]);
+        let cfg = self.state.consumer;
+        let existed = matches!(self.state.groups.get(group), Some(Group::Consumer(_)));
+        let mut records = match self.state.groups.get(group) {
+            Some(Group::Classic(g)) if g.is_empty() => self.state.conversion_tombstones(group),
+            _ => Vec::new(),
+        };
+        let g = match self.state.consumer_mut(group, now_ms) {
+            Ok(g) => g,
+            Err(e) => return GroupResult::reply(Err(e)),
+        };
+        let before = existed.then(|| g.durable());
+        let result = g.heartbeat(now_ms, &cfg, req, partitions_of);
+        if !existed {
+            self.state.discard_if_empty(group);
+        }
+        records.extend(self.consumer_records(group, before.as_ref()));
+        self.finish(records, result, saved)
+    }
+
+    /// What changed durably in a KIP-848 group since `before` (`None`: all of it).
+    fn consumer_records(
+        &self,
+        group: &str,
+        before: Option<&crate::consumer::ConsumerGroup>,
+    ) -> Vec<Record> {
+        match self.state.groups.get(group) {
+            Some(Group::Consumer(g)) => {
+                let now = g.durable();
+                if before == Some(&now) {
+                    Vec::new()
+                } else {
+                    now.records(before)
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Drives time: session expiry and overdue rebalances, for every group of the shard.
+    /// The reply is each classic group's parked answers to deliver.
+    pub fn tick(
+        &mut self,
+        now_ms: i64,
+        partitions_of: PartitionsOf<'_>,
+    ) -> GroupResult<Vec<(String, Effects)>> {
+        let ids: Vec<String> = self.state.groups.keys().cloned().collect();
+        let cfg = self.state.consumer;
+        let mut records = Vec::new();
+        let mut saved = Saved(Vec::new());
+        let mut deliveries = Vec::new();
+        for id in ids {
+            let before = self.state.groups.get(&id).cloned();
+            let mut effects = match self.state.groups.get_mut(&id) {
+                Some(Group::Classic(g)) => g.tick(now_ms),
+                Some(Group::Consumer(g)) => {
+                    let durable = g.durable();
+                    if g.tick(now_ms, &cfg, partitions_of) {
+                        records.extend(self.consumer_records(&id, Some(&durable)));
+                    }
+                    Effects::default()
+                }
+                None => continue,
+            };
+            records.extend(self.group_record(&id, &mut effects));
+            if self.state.groups.get(&id) != before.as_ref() {
+                saved.0.push((id.clone(), before));
+            }
+            if !effects.joins.is_empty() || !effects.syncs.is_empty() {
+                deliveries.push((id, effects));
+            }
+        }
+        self.finish(records, deliveries, saved)
+    }
+
+    /// Tombstones for offsets past `offsets.retention.minutes`, and for empty groups left
+    /// without any.
+    pub fn expire_offsets(&mut self, now_ms: i64) -> GroupResult<()> {
+        GroupResult::new(self.state.expire_offsets(now_ms, self.retention_ms), ())
+    }
+}
+
+impl CoordinatorShard for GroupShard {
+    type Record = Record;
+    type CodecError = RecordError;
+
+    fn replay(&mut self, record: &Record, now_ms: i64) {
+        self.state.replay(record, now_ms);
+    }
+
+    fn encode(&self, record: &Record) -> Result<(Vec<u8>, Option<Vec<u8>>), RecordError> {
+        record.encode(&*self.topics)
+    }
+
+    fn decode(&self, key: &[u8], value: Option<&[u8]>) -> Result<Vec<Record>, RecordError> {
+        Record::decode(key, value, &*self.topics)
+    }
+
+    fn live_records(&self) -> Vec<Record> {
+        self.state.live_records(|_| true)
+    }
+}
