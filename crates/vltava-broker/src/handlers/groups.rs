@@ -179,6 +179,7 @@ pub async fn join_group(
             .map(|p| (p.name.to_string(), p.metadata.to_vec()))
             .collect(),
         require_known_member_id: version >= 4,
+        supports_skip_assignment: version >= 9,
     };
     let member = jr.member_id.clone();
     let parked = broker.groups.join(&broker, &group, jr);
@@ -201,6 +202,7 @@ pub async fn join_group(
         (false, p) => Some(sb(p.unwrap_or_default())),
     };
     resp.leader = sb(r.leader);
+    resp.skip_assignment = version >= 9 && r.skip_assignment;
     resp.member_id = sb(r.member_id);
     resp.members = r
         .members
