@@ -358,11 +358,7 @@ impl GroupCoordinator {
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         let mut inner = self.inner.lock();
         let subscribed: Vec<String> = match inner.state.groups.get(group) {
-            Some(Group::Consumer(g)) => g
-                .members
-                .values()
-                .flat_map(|m| m.subscribed.iter().cloned())
-                .collect(),
+            Some(Group::Consumer(g)) => g.subscribed_topics().into_iter().collect(),
             Some(Group::Classic(g)) if !g.members.is_empty() => {
                 // A classic group with members consumes whatever it has committed for.
                 return Ok(partitions

@@ -613,6 +613,73 @@ fn kip_848_static_member_restart_does_not_move_partitions() {
     rt.block_on(broker.shutdown());
 }
 
+/// A KIP-848 member subscribed by regular expression gets the matching topics, and a
+/// matching topic created after it joined is assigned to it too; others never are.
+#[test]
+fn kip_848_regex_subscription_follows_new_topics() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(
+        &rt,
+        dir.path(),
+        &[("group.consumer.heartbeat.interval.ms", "300")],
+    );
+    let addr = broker.local_addr;
+    create_topic(&rt, addr, "vltava-rx-one", 2);
+    create_topic(&rt, addr, "not-vltava-rx", 1);
+    let mut cfg = client_config(addr);
+    cfg.set("group.id", "regex")
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("topic.metadata.refresh.interval.ms", "500");
+    let c: BaseConsumer<Tracker> = cfg.create_with_context(Tracker::default()).unwrap();
+    c.subscribe(&["^vltava-rx-.*"]).unwrap();
+    let assigned = |c: &BaseConsumer<Tracker>| -> BTreeSet<(String, i32)> {
+        c.assignment()
+            .unwrap()
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect()
+    };
+    let one: BTreeSet<(String, i32)> = (0..2).map(|p| ("vltava-rx-one".into(), p)).collect();
+    let mut last = BTreeSet::new();
+    wait_until(
+        "the matching topic assigned",
+        Duration::from_secs(30),
+        || {
+            c.poll(Duration::from_millis(50));
+            last = assigned(&c);
+            last == one
+        },
+    );
+    create_topic(&rt, addr, "vltava-rx-two", 2);
+    let mut both = one.clone();
+    both.extend((0..2).map(|p| ("vltava-rx-two".to_string(), p)));
+    wait_until(
+        "the topic created later assigned",
+        Duration::from_secs(30),
+        || {
+            c.poll(Duration::from_millis(50));
+            last = assigned(&c);
+            last == both
+        },
+    );
+    // And it is consumed.
+    produce(addr, "vltava-rx-two", 10);
+    let mut got = 0;
+    wait_until("records of the new topic", Duration::from_secs(30), || {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            assert_eq!(m.topic(), "vltava-rx-two");
+            got += 1;
+        }
+        got == 10
+    });
+    drop(c);
+    rt.block_on(broker.shutdown());
+}
+
 #[test]
 fn groups_are_listed_described_and_deleted() {
     let rt = runtime();
