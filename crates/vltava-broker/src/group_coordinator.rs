@@ -510,6 +510,7 @@ mod tests {
             protocol_type: "consumer".into(),
             protocols: vec![("range".into(), vec![1])],
             require_known_member_id: true,
+            supports_skip_assignment: false,
         }
     }
 

@@ -90,6 +90,9 @@ pub struct JoinResult {
     pub member_id: String,
     /// Filled for the leader only: `(member id, instance id, metadata)`.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// KIP-814 (JoinGroup v9+): the leader must not compute an assignment, because the group
+    /// stays Stable and keeps the one it has; it gets the members to follow their metadata.
+    pub skip_assignment: bool,
 }
 
 impl JoinResult {
@@ -156,6 +159,8 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Vec<u8>)>,
     /// v4+: a new member must first learn its id (MEMBER_ID_REQUIRED).
     pub require_known_member_id: bool,
+    /// v9+: the reply may tell the leader to skip its assignment (KIP-814).
+    pub supports_skip_assignment: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -370,8 +375,7 @@ impl ClassicGroup {
     ) -> (Reply<JoinResult>, Effects) {
         if let Some(inst) = req.instance_id.clone() {
             if let Some(old) = self.member_by_instance(&inst).cloned() {
-                // A static member came back: it takes over its old identity without a rebalance
-                // unless it was the leader or the group is mid-rebalance.
+                // A static member came back (KIP-345): it takes over its old identity.
                 let new_id = Self::new_member_id(&req.client_id);
                 let mut m = old.clone();
                 m.member_id = new_id.clone();
@@ -383,17 +387,35 @@ impl ClassicGroup {
                 m.client_host = req.client_host.clone();
                 self.members.remove(&old.member_id);
                 self.members.insert(new_id.clone(), m);
-                let was_leader = self.leader.as_deref() == Some(old.member_id.as_str());
-                if was_leader {
+                let previous_leader = self.leader.clone().unwrap_or_default();
+                if previous_leader == old.member_id {
                     self.leader = Some(new_id.clone());
                 }
                 let mut effects = Effects {
                     persist: true,
                     ..Default::default()
                 };
-                if self.state == GroupState::Stable && old.protocols == req.protocols && !was_leader
+                // In a Stable group nothing moves unless the group's protocol would change:
+                // the member gets its old assignment in SyncGroup, as Kafka does, even when it
+                // leads. New metadata alone does not rebalance: librdkafka's carries the
+                // partitions the member owned, which a restart empties.
+                if self.state == GroupState::Stable && self.select_protocol() == self.protocol_name
                 {
-                    return (Reply::Now(self.join_result_for(&new_id)), effects);
+                    return (
+                        Reply::Now(self.static_rejoin_result(
+                            &new_id,
+                            previous_leader,
+                            req.supports_skip_assignment,
+                        )),
+                        effects,
+                    );
+                }
+                if old.awaiting_join {
+                    // The old incarnation's parked JoinGroup is answered: it is fenced.
+                    effects.joins.push((
+                        old.member_id.clone(),
+                        JoinResult::error(GroupError::FencedInstanceId, &old.member_id),
+                    ));
                 }
                 if self.state == GroupState::CompletingRebalance && old.awaiting_sync {
                     effects.syncs.push((
@@ -615,7 +637,28 @@ impl ClassicGroup {
             } else {
                 Vec::new()
             },
+            skip_assignment: false,
         }
+    }
+
+    /// The JoinGroup answer of a static member that rejoined a Stable group. From v9 a
+    /// leader learns it leads but must skip the assignment (KIP-814). Before v9 the member is
+    /// told the leader from before it rejoined, so that a restarted leader sees itself as a
+    /// follower and computes no assignment, which the Stable group would ignore.
+    fn static_rejoin_result(
+        &self,
+        member_id: &str,
+        previous_leader: String,
+        supports_skip_assignment: bool,
+    ) -> JoinResult {
+        let mut r = self.join_result_for(member_id);
+        if supports_skip_assignment {
+            r.skip_assignment = self.leader.as_deref() == Some(member_id);
+        } else {
+            r.leader = previous_leader;
+            r.members.clear();
+        }
+        r
     }
 
     fn check_member(
@@ -874,6 +917,7 @@ mod tests {
             protocol_type: "consumer".into(),
             protocols: vec![("range".into(), vec![1]), ("roundrobin".into(), vec![2])],
             require_known_member_id: true,
+            supports_skip_assignment: false,
         }
     }
 
@@ -1023,6 +1067,117 @@ mod tests {
             g.heartbeat(6, &s, 2, Some("inst-1")),
             Err(GroupError::FencedInstanceId)
         );
+    }
+
+    /// Two static members, `inst-1` the leader, in a Stable group at generation 2 with
+    /// assignments `[1]` and `[2]`; returns their member ids.
+    fn stable_static_pair(g: &mut ClassicGroup) -> (String, String) {
+        let (s1, e) = join_new(g, 0, Some("inst-1"));
+        assert_eq!(e.joins.len(), 1);
+        g.sync(1, &s1, 1, Some("inst-1"), vec![(s1.clone(), vec![1])]);
+        let (s2, _) = join_new(g, 2, Some("inst-2"));
+        let (_, e) = g.join(3, &CFG, req(&s1, Some("inst-1")));
+        assert_eq!(e.joins.len(), 2);
+        assert_eq!(g.leader.as_deref(), Some(s1.as_str()));
+        g.sync(4, &s2, 2, Some("inst-2"), vec![]);
+        g.sync(
+            4,
+            &s1,
+            2,
+            Some("inst-1"),
+            vec![(s1.clone(), vec![1]), (s2.clone(), vec![2])],
+        );
+        assert_eq!(g.state, GroupState::Stable);
+        (s1, s2)
+    }
+
+    #[test]
+    fn a_static_leader_rejoins_without_rebalance() {
+        let mut g = ClassicGroup::new("g", 0);
+        let (s1, s2) = stable_static_pair(&mut g);
+        // The leader restarts. Its subscription metadata may differ (librdkafka's carries
+        // the partitions it owned); only a change of the group's protocol would matter.
+        let mut again = req("", Some("inst-1"));
+        again.protocols = vec![("range".into(), vec![5]), ("roundrobin".into(), vec![6])];
+        let (r, _) = g.join(5, &CFG, again);
+        let Reply::Now(r) = r else {
+            panic!("a static leader's rejoin must not wait for a rebalance")
+        };
+        assert_eq!((r.error, r.generation_id), (None, 2));
+        assert_ne!(r.member_id, s1);
+        // Before JoinGroup v9 the old leader id comes back, so that the member does not see
+        // itself as the leader and computes no assignment the Stable group would ignore.
+        assert_eq!(r.leader, s1);
+        assert!(r.members.is_empty());
+        assert_eq!(g.state, GroupState::Stable);
+        assert_eq!(g.leader.as_deref(), Some(r.member_id.as_str()));
+        assert_eq!(
+            g.heartbeat(6, &s2, 2, Some("inst-2")),
+            Ok(()),
+            "the other member is not asked to rejoin"
+        );
+        let (sr, _) = g.sync(7, &r.member_id, 2, Some("inst-1"), vec![]);
+        assert!(
+            matches!(sr, Reply::Now(SyncResult { ref assignment, .. }) if assignment.as_ref() == [1])
+        );
+        assert_eq!(
+            g.heartbeat(8, &s1, 2, Some("inst-1")),
+            Err(GroupError::FencedInstanceId)
+        );
+
+        // A rejoin that changes the group's protocol does rebalance.
+        let mut other = req("", Some("inst-2"));
+        other.protocols = vec![("roundrobin".into(), vec![])];
+        let (r, _) = g.join(9, &CFG, other);
+        assert!(matches!(r, Reply::Wait(_)));
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+    }
+
+    #[test]
+    fn a_static_leader_rejoining_with_join_group_v9_skips_the_assignment() {
+        let mut g = ClassicGroup::new("g", 0);
+        let (_, s2) = stable_static_pair(&mut g);
+        let mut again = req("", Some("inst-1"));
+        again.supports_skip_assignment = true;
+        let (r, _) = g.join(5, &CFG, again);
+        let Reply::Now(r) = r else {
+            panic!("a static leader's rejoin must not wait for a rebalance")
+        };
+        assert_eq!(r.leader, r.member_id, "it is told that it leads");
+        assert!(r.skip_assignment);
+        assert_eq!(r.members.len(), 2, "with the members to follow");
+        assert_eq!(g.state, GroupState::Stable);
+        // A follower rejoining at v9 is a follower as before.
+        let mut follower = req("", Some("inst-2"));
+        follower.supports_skip_assignment = true;
+        let (Reply::Now(f), _) = g.join(6, &CFG, follower) else {
+            panic!("a static follower's rejoin must not wait either")
+        };
+        assert_ne!(f.member_id, s2);
+        assert_eq!((f.leader, f.skip_assignment), (r.member_id, false));
+        assert!(f.members.is_empty());
+    }
+
+    #[test]
+    fn a_static_member_replaced_while_rejoining_is_fenced() {
+        let mut g = ClassicGroup::new("g", 0);
+        let (s1, s2) = stable_static_pair(&mut g);
+        // A third member starts a rebalance; s1 rejoins and waits for s2.
+        join_new(&mut g, 5, None);
+        let (r, _) = g.join(6, &CFG, req(&s1, Some("inst-1")));
+        assert_eq!(r, Reply::Wait(s1.clone()));
+        // s1 restarts before the rebalance completes: its parked join is fenced.
+        let (r, e) = g.join(7, &CFG, req("", Some("inst-1")));
+        let Reply::Wait(new_s1) = r else {
+            panic!("a rebalance is under way")
+        };
+        assert!(e.joins.contains(&(
+            s1.clone(),
+            JoinResult::error(GroupError::FencedInstanceId, &s1)
+        )));
+        let (_, e) = g.join(8, &CFG, req(&s2, Some("inst-2")));
+        assert_eq!(e.joins.len(), 3);
+        assert!(e.joins.iter().any(|(id, _)| *id == new_s1));
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The consumer group protocol of KIP-848: members heartbeat with their epoch and owned
 //! partitions; the coordinator computes a target assignment with a server-side assignor and
 //! hands each member the part of it that no other member still owns.
+//!
+//! A member subscribes by topic names, by a regular expression, or both. The group resolves
+//! each regular expression against the topic names the broker passes with a heartbeat, so
+//! topics created or deleted later are picked up on the next heartbeat of any member.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +24,9 @@ pub struct ConsumerMember {
     pub member_epoch: i32,
     pub previous_member_epoch: i32,
     pub subscribed: BTreeSet<String>,
+    /// `SubscribedTopicRegex`, never empty: an empty one from the member means none.
+    #[serde(default)]
+    pub subscribed_regex: Option<String>,
     pub assignor: Option<String>,
     pub rebalance_timeout_ms: i32,
     /// What the member has been told it owns.
@@ -52,9 +59,15 @@ pub struct HeartbeatRequest {
     pub rebalance_timeout_ms: i32,
     /// `None`: unchanged since the last heartbeat.
     pub subscribed_topics: Option<Vec<String>>,
+    /// `None`: unchanged; `""`: no regular expression any more.
+    pub subscribed_regex: Option<String>,
     pub assignor: Option<String>,
     /// `None`: unchanged. Otherwise what the member currently owns.
     pub owned: Option<Vec<TopicPartition>>,
+    /// The cluster's topics, which regular expressions are resolved against (the broker
+    /// passes those the member may describe). `None`: not given; each regular expression
+    /// keeps its last resolution.
+    pub cluster_topics: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +103,7 @@ impl ConsumerMember {
             client_id: self.client_id.clone(),
             client_host: self.client_host.clone(),
             subscribed: self.subscribed.clone(),
+            regex: self.subscribed_regex.clone(),
             rebalance_timeout_ms: self.rebalance_timeout_ms,
             assignor: self.assignor.clone(),
         }
@@ -108,6 +122,22 @@ impl ConsumerMember {
 
 pub const ASSIGNORS: [&str; 2] = ["uniform", "range"];
 
+/// A subscription's regular expression as Kafka applies it: RE2 syntax (Kafka uses RE2/J),
+/// matching a whole topic name. An invalid one is INVALID_REGULAR_EXPRESSION.
+pub fn topic_regex(regex: &str) -> Result<regex::Regex, GroupError> {
+    // Checked alone first: wrapping could make an unbalanced expression such as `a)|(b` valid.
+    regex::Regex::new(regex).map_err(|_| GroupError::InvalidRegularExpression)?;
+    regex::Regex::new(&format!("^(?:{regex})$")).map_err(|_| GroupError::InvalidRegularExpression)
+}
+
+/// The topics among `topics` that `regex` matches; none for an invalid one.
+fn resolve<'a>(regex: &str, topics: impl Iterator<Item = &'a String>) -> BTreeSet<String> {
+    match topic_regex(regex) {
+        Ok(re) => topics.filter(|t| re.is_match(t)).cloned().collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
 /// Stored in `__consumer_offsets` as Kafka's KIP-848 records (see `records`) whenever its
 /// durable part changes (see `durable`). Not stored: `state_since_ms`, which Kafka's records
 /// have no room for; a replayed group counts from its replay.
@@ -120,6 +150,10 @@ pub struct ConsumerGroup {
     pub target: BTreeMap<String, BTreeSet<TopicPartition>>,
     /// Partition counts of subscribed topics when the target was computed.
     topic_partitions: BTreeMap<String, i32>,
+    /// The topics each of the members' regular expressions matched when last resolved. Not
+    /// stored: replay resolves them again against the stored subscribed topics.
+    #[serde(default)]
+    pub resolved_regexes: BTreeMap<String, BTreeSet<String>>,
     pub state_since_ms: i64,
 }
 
@@ -132,6 +166,7 @@ impl ConsumerGroup {
             members: BTreeMap::new(),
             target: BTreeMap::new(),
             topic_partitions: BTreeMap::new(),
+            resolved_regexes: BTreeMap::new(),
             state_since_ms: now_ms,
         }
     }
@@ -255,6 +290,8 @@ impl ConsumerGroup {
             } => self.group_epoch = *epoch,
             Record::ConsumerGroupPartitionMetadata { topics, .. } => {
                 self.topic_partitions = topics.clone().unwrap_or_default();
+                self.resolved_regexes.clear();
+                self.resolve_regexes_from_stored();
             }
             Record::ConsumerGroupMemberMetadata {
                 member,
@@ -266,8 +303,10 @@ impl ConsumerGroup {
                 m.client_id = s.client_id.clone();
                 m.client_host = s.client_host.clone();
                 m.subscribed = s.subscribed.clone();
+                m.subscribed_regex = s.regex.clone();
                 m.rebalance_timeout_ms = s.rebalance_timeout_ms;
                 m.assignor = s.assignor.clone();
+                self.resolve_regexes_from_stored();
             }
             Record::ConsumerGroupMemberMetadata {
                 member,
@@ -275,6 +314,7 @@ impl ConsumerGroup {
                 ..
             } => {
                 self.members.remove(member);
+                self.resolve_regexes_from_stored();
             }
             Record::ConsumerGroupTargetAssignmentMetadata { epoch, .. } => {
                 self.assignment_epoch = epoch.unwrap_or(0);
@@ -321,6 +361,64 @@ impl ConsumerGroup {
         }
     }
 
+    /// Replay has no topic list: a regular expression's topics are those it matches among
+    /// the subscribed topics stored with the target assignment, which is what it matched
+    /// when the target was computed.
+    fn resolve_regexes_from_stored(&mut self) {
+        let used = self.regexes();
+        self.resolved_regexes.retain(|r, _| used.contains(r));
+        for r in used {
+            if !self.resolved_regexes.contains_key(&r) {
+                let topics = resolve(&r, self.topic_partitions.keys());
+                self.resolved_regexes.insert(r, topics);
+            }
+        }
+    }
+
+    /// The regular expressions members subscribe with.
+    fn regexes(&self) -> BTreeSet<String> {
+        self.members
+            .values()
+            .filter_map(|m| m.subscribed_regex.clone())
+            .collect()
+    }
+
+    /// Whether some member subscribes with a regular expression, so that heartbeats should
+    /// carry the cluster's topics.
+    pub fn uses_regex(&self) -> bool {
+        self.members.values().any(|m| m.subscribed_regex.is_some())
+    }
+
+    /// Resolves every member's regular expression against `topics`.
+    fn resolve_regexes(&mut self, topics: &[String]) {
+        self.resolved_regexes = self
+            .regexes()
+            .into_iter()
+            .map(|r| {
+                let matched = resolve(&r, topics.iter());
+                (r, matched)
+            })
+            .collect();
+    }
+
+    /// Each member's topics: its names and what its regular expression resolved to.
+    fn subscriptions(&self) -> BTreeMap<String, BTreeSet<String>> {
+        self.members
+            .values()
+            .map(|m| {
+                let mut topics = m.subscribed.clone();
+                if let Some(matched) = m
+                    .subscribed_regex
+                    .as_ref()
+                    .and_then(|r| self.resolved_regexes.get(r))
+                {
+                    topics.extend(matched.iter().cloned());
+                }
+                (m.member_id.clone(), topics)
+            })
+            .collect()
+    }
+
     fn member_for_replay(&mut self, member_id: &str, now_ms: i64) -> &mut ConsumerMember {
         let m = self
             .members
@@ -352,18 +450,21 @@ impl ConsumerGroup {
         }
     }
 
-    fn subscribed_topics(&self) -> BTreeSet<String> {
-        self.members
-            .values()
-            .flat_map(|m| m.subscribed.iter().cloned())
-            .collect()
+    /// The topics the group consumes: by name or through a regular expression.
+    pub fn subscribed_topics(&self) -> BTreeSet<String> {
+        self.subscriptions().into_values().flatten().collect()
     }
 
     fn recompute_target(&mut self, partitions_of: &dyn Fn(&str) -> Option<i32>) {
-        let topics: BTreeMap<String, i32> = self
-            .subscribed_topics()
+        let used = self.regexes();
+        self.resolved_regexes.retain(|r, _| used.contains(r));
+        let subscriptions = self.subscriptions();
+        let topics: BTreeMap<String, i32> = subscriptions
+            .values()
+            .flatten()
+            .collect::<BTreeSet<_>>()
             .into_iter()
-            .filter_map(|t| partitions_of(&t).map(|n| (t, n)))
+            .filter_map(|t| partitions_of(t).map(|n| (t.clone(), n)))
             .collect();
         let range = self
             .members
@@ -372,9 +473,9 @@ impl ConsumerGroup {
             .and_then(|m| m.assignor.as_deref())
             == Some("range");
         self.target = if range {
-            assign_range(&self.members, &topics)
+            assign_range(&subscriptions, &topics)
         } else {
-            assign_uniform(&self.members, &topics, &self.target)
+            assign_uniform(&subscriptions, &topics, &self.target)
         };
         self.topic_partitions = topics;
         self.assignment_epoch = self.group_epoch;
@@ -425,6 +526,11 @@ impl ConsumerGroup {
                 return Err(GroupError::UnsupportedAssignor);
             }
         }
+        if let Some(r) = req.subscribed_regex.as_deref() {
+            if !r.is_empty() && !self.resolved_regexes.contains_key(r) {
+                topic_regex(r)?;
+            }
+        }
         let mut bump = false;
         let member_id = if req.member_id.is_empty() {
             uuid::Uuid::new_v4().simple().to_string()
@@ -432,7 +538,7 @@ impl ConsumerGroup {
             req.member_id.clone()
         };
         if req.member_epoch == 0 {
-            if req.subscribed_topics.is_none() {
+            if req.subscribed_topics.is_none() && req.subscribed_regex.is_none() {
                 return Err(GroupError::InvalidRequest);
             }
             if !self.members.contains_key(&member_id) && self.members.len() >= cfg.max_size {
@@ -498,6 +604,13 @@ impl ConsumerGroup {
                 bump = true;
             }
         }
+        if let Some(regex) = &req.subscribed_regex {
+            let new = (!regex.is_empty()).then(|| regex.clone());
+            if new != m.subscribed_regex {
+                m.subscribed_regex = new;
+                bump = true;
+            }
+        }
         if let Some(owned) = &req.owned {
             // Whatever the member no longer reports owning has been revoked.
             let owned: BTreeSet<TopicPartition> = owned.iter().cloned().collect();
@@ -506,7 +619,11 @@ impl ConsumerGroup {
                 m.revoking_since_ms = None;
             }
         }
-        // Topic metadata changes (new partitions, deleted topics) also move the target.
+        if let Some(topics) = &req.cluster_topics {
+            self.resolve_regexes(topics);
+        }
+        // Topic metadata changes (new partitions, deleted topics, topics a regular expression
+        // now matches) also move the target.
         let current: BTreeMap<String, i32> = self
             .subscribed_topics()
             .into_iter()
@@ -631,9 +748,10 @@ impl ConsumerGroup {
     }
 }
 
-/// Range: per topic, members subscribed to it (sorted) get contiguous ranges.
+/// Range: per topic, members subscribed to it (sorted) get contiguous ranges. `members` maps
+/// each member to the topics it subscribes to.
 fn assign_range(
-    members: &BTreeMap<String, ConsumerMember>,
+    members: &BTreeMap<String, BTreeSet<String>>,
     topics: &BTreeMap<String, i32>,
 ) -> BTreeMap<String, BTreeSet<TopicPartition>> {
     let mut out: BTreeMap<String, BTreeSet<TopicPartition>> = members
@@ -642,9 +760,9 @@ fn assign_range(
         .collect();
     for (topic, &n) in topics {
         let subs: Vec<&String> = members
-            .values()
-            .filter(|m| m.subscribed.contains(topic))
-            .map(|m| &m.member_id)
+            .iter()
+            .filter(|(_, subscribed)| subscribed.contains(topic))
+            .map(|(id, _)| id)
             .collect();
         if subs.is_empty() {
             continue;
@@ -664,7 +782,7 @@ fn assign_range(
 
 /// Uniform: balanced counts, keeping each member's previous partitions where it can (sticky).
 fn assign_uniform(
-    members: &BTreeMap<String, ConsumerMember>,
+    members: &BTreeMap<String, BTreeSet<String>>,
     topics: &BTreeMap<String, i32>,
     previous: &BTreeMap<String, BTreeSet<TopicPartition>>,
 ) -> BTreeMap<String, BTreeSet<TopicPartition>> {
@@ -679,7 +797,7 @@ fn assign_uniform(
     if members.is_empty() {
         return out;
     }
-    let eligible = |id: &String, tp: &TopicPartition| members[id].subscribed.contains(&tp.0);
+    let eligible = |id: &String, tp: &TopicPartition| members[id].contains(&tp.0);
     let quota = all.len().div_ceil(members.len());
     let mut taken = BTreeSet::new();
     for (id, prev) in previous {
@@ -730,8 +848,10 @@ mod tests {
             client_host: "h".into(),
             rebalance_timeout_ms: 1000,
             subscribed_topics: topics.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            subscribed_regex: None,
             assignor: None,
             owned,
+            cluster_topics: None,
         }
     }
 
@@ -928,18 +1048,142 @@ mod tests {
     }
 
     #[test]
-    fn range_assignor_gives_contiguous_ranges() {
-        let mut members = BTreeMap::new();
-        for id in ["a", "b"] {
-            members.insert(
-                id.to_string(),
-                ConsumerMember {
-                    member_id: id.into(),
-                    subscribed: ["t".to_string()].into(),
-                    ..Default::default()
-                },
+    fn a_regex_subscription_gets_the_matching_topics_and_follows_new_ones() {
+        let cfg = ConsumerGroupConfig::default();
+        let mut g = ConsumerGroup::new("g", 0);
+        let parts = |t: &str| Some(if t == "rx-b" { 1 } else { 2 });
+        let rx = |id: &str, epoch, regex: Option<&str>, topics: &[&str]| HeartbeatRequest {
+            subscribed_regex: regex.map(String::from),
+            cluster_topics: Some(topics.iter().map(|t| t.to_string()).collect()),
+            ..hb(id, epoch, None, None)
+        };
+        // As librdkafka sends it: the regex in parentheses, matched against whole names.
+        let a = g
+            .heartbeat(
+                0,
+                &cfg,
+                rx("a", 0, Some("(^rx-.*)"), &["rx-a", "other", "xrx-a", "rx"]),
+                &parts,
+            )
+            .unwrap();
+        assert_eq!(
+            a.assignment,
+            Some(vec![("rx-a".into(), 0), ("rx-a".into(), 1)])
+        );
+        assert_eq!(g.members["a"].subscribed_regex.as_deref(), Some("(^rx-.*)"));
+        let epoch = g.group_epoch;
+        // Nothing new: nothing moves.
+        let same = g
+            .heartbeat(
+                1,
+                &cfg,
+                rx("a", a.member_epoch, None, &["rx-a", "other"]),
+                &parts,
+            )
+            .unwrap();
+        assert_eq!((same.assignment, g.group_epoch), (None, epoch));
+        // A matching topic appears.
+        let more = g
+            .heartbeat(
+                2,
+                &cfg,
+                rx("a", a.member_epoch, None, &["rx-a", "rx-b"]),
+                &parts,
+            )
+            .unwrap();
+        assert_eq!(g.group_epoch, epoch + 1);
+        assert_eq!(
+            more.assignment.unwrap(),
+            [("rx-a".into(), 0), ("rx-a".into(), 1), ("rx-b".into(), 0)]
+        );
+        // A member subscribed by name to one of the topics shares it with the regex member.
+        let b = HeartbeatRequest {
+            cluster_topics: None,
+            ..hb("b", 0, Some(&["rx-b"]), Some(vec![]))
+        };
+        g.heartbeat(3, &cfg, b, &parts).unwrap();
+        assert_eq!(g.target["b"], [("rx-b".to_string(), 0)].into());
+        assert_eq!(g.target["a"].len(), 2);
+        // Without a topic list the last resolution holds.
+        g.heartbeat(4, &cfg, hb("a", more.member_epoch, None, None), &parts)
+            .unwrap();
+        assert_eq!(g.target["a"].len(), 2);
+        assert_eq!(g.resolved_regexes["(^rx-.*)"].len(), 2);
+        // An empty regex clears it.
+        let cleared = g
+            .heartbeat(
+                5,
+                &cfg,
+                rx("a", more.member_epoch, Some(""), &["rx-a"]),
+                &parts,
+            )
+            .unwrap();
+        assert_eq!(cleared.assignment, Some(vec![]));
+        assert!(g.resolved_regexes.is_empty());
+        assert!(!g.uses_regex());
+    }
+
+    #[test]
+    fn an_invalid_regex_is_refused() {
+        let cfg = ConsumerGroupConfig::default();
+        let mut g = ConsumerGroup::new("g", 0);
+        let parts = |_: &str| Some(1);
+        for bad in ["(", "a)|(b", "[z-a]"] {
+            let req = HeartbeatRequest {
+                subscribed_regex: Some(bad.into()),
+                ..hb("a", 0, None, Some(vec![]))
+            };
+            assert_eq!(
+                g.heartbeat(0, &cfg, req, &parts),
+                Err(GroupError::InvalidRegularExpression),
+                "{bad}"
             );
         }
+        assert!(g.members.is_empty());
+        assert!(topic_regex("^rx-.*|other").is_ok());
+    }
+
+    #[test]
+    fn a_replayed_group_resolves_its_regexes_again() {
+        let parts = |t: &str| t.starts_with("t").then_some(2);
+        let cfg = ConsumerGroupConfig::default();
+        let mut g = ConsumerGroup::new("g", 0);
+        let req = HeartbeatRequest {
+            subscribed_regex: Some("t.*".into()),
+            cluster_topics: Some(vec!["t".into(), "u".into()]),
+            ..hb("a", 0, None, Some(vec![]))
+        };
+        g.heartbeat(0, &cfg, req, &parts).unwrap();
+        let topics = crate::records::tests::TestTopics;
+        let mut restored = ConsumerGroup::new("g", 0);
+        for rec in g.durable().records(None) {
+            let (k, v) = rec.encode(&topics).unwrap();
+            for back in Record::decode(&k, v.as_deref(), &topics).expect("decodes") {
+                restored.replay(&back, 0);
+            }
+        }
+        assert_eq!(restored.durable(), g.durable());
+        assert_eq!(restored.resolved_regexes["t.*"], ["t".to_string()].into());
+        // A member that expires before any heartbeat brought a topic list: the target is
+        // computed again, and the regex's topics stay in it.
+        restored.members.get_mut("a").unwrap().last_heartbeat_ms = 100_000;
+        restored.members.insert(
+            "b".into(),
+            ConsumerMember {
+                member_id: "b".into(),
+                subscribed: ["t".to_string()].into(),
+                ..Default::default()
+            },
+        );
+        assert!(restored.tick(cfg.session_timeout_ms + 1, &cfg, &parts));
+        assert_eq!(restored.target["a"].len(), 2);
+    }
+
+    #[test]
+    fn range_assignor_gives_contiguous_ranges() {
+        let members: BTreeMap<String, BTreeSet<String>> = ["a", "b"]
+            .map(|id| (id.to_string(), ["t".to_string()].into()))
+            .into();
         let topics: BTreeMap<String, i32> = [("t".to_string(), 5)].into();
         let out = assign_range(&members, &topics);
         assert_eq!(

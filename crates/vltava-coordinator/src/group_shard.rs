@@ -214,11 +214,7 @@ impl GroupShard {
     ) -> GroupResult<Result<Vec<Result<(), GroupError>>, GroupError>> {
         let s = &self.state;
         let subscribed: Vec<String> = match s.groups.get(group) {
-            Some(Group::Consumer(g)) => g
-                .members
-                .values()
-                .flat_map(|m| m.subscribed.iter().cloned())
-                .collect(),
+            Some(Group::Consumer(g)) => g.subscribed_topics().into_iter().collect(),
             Some(Group::Classic(g)) if !g.members.is_empty() => {
                 // A classic group with members consumes whatever it has committed for.
                 return GroupResult::reply(Ok(partitions

@@ -60,6 +60,8 @@ pub enum GroupError {
     OffsetMetadataTooLarge,
     #[error("the group is subscribed to the topic")]
     GroupSubscribedToTopic,
+    #[error("the regular expression is not valid")]
+    InvalidRegularExpression,
 }
 
 /// `abs(javaHashCode(group)) % partitions`, as Kafka picks a group's `__consumer_offsets`

@@ -100,6 +100,8 @@ pub struct MemberSubscription {
     pub client_id: String,
     pub client_host: String,
     pub subscribed: BTreeSet<String>,
+    /// `SubscribedTopicRegex`.
+    pub regex: Option<String>,
     pub rebalance_timeout_ms: i32,
     pub assignor: Option<String>,
 }
@@ -624,8 +626,8 @@ fn decode_partition_metadata_value(
     Ok(out)
 }
 
-/// ConsumerGroupMemberMetadataValue. Rack, regex and classic-member metadata (tag 0) are
-/// features this broker does not have: written null, ignored when read.
+/// ConsumerGroupMemberMetadataValue. Rack and classic-member metadata (tag 0) are features
+/// this broker does not have: written null, ignored when read.
 fn encode_member_metadata_value(m: &MemberSubscription) -> Writer {
     let mut w = value_writer(CONSUMER_VALUE_VERSION);
     w.compact_nullable_string(m.instance_id.as_deref());
@@ -636,7 +638,7 @@ fn encode_member_metadata_value(m: &MemberSubscription) -> Writer {
     for t in &m.subscribed {
         w.compact_string(t);
     }
-    w.compact_nullable_string(None);
+    w.compact_nullable_string(m.regex.as_deref());
     w.i32(m.rebalance_timeout_ms);
     w.compact_nullable_string(m.assignor.as_deref());
     w.no_tagged_fields();
@@ -656,7 +658,7 @@ fn decode_member_metadata_value(
     for _ in 0..r.compact_array_len(1)? {
         subscribed.insert(r.compact_string()?);
     }
-    let _regex = r.compact_nullable_string()?;
+    let regex = r.compact_nullable_string()?;
     let rebalance_timeout_ms = r.i32()?;
     let assignor = r.compact_nullable_string()?;
     r.skip_tagged_fields()?;
@@ -665,6 +667,7 @@ fn decode_member_metadata_value(
         client_id,
         client_host,
         subscribed,
+        regex,
         rebalance_timeout_ms,
         assignor,
     })
@@ -1208,16 +1211,18 @@ pub(crate) mod tests {
             name(),
             name(),
             proptest::collection::btree_set(topic(), 0..4),
+            proptest::option::of("[a-z.*^$]{1,8}"),
             any::<i32>(),
             proptest::option::of(name()),
         )
             .prop_map(
-                |(instance_id, client_id, client_host, subscribed, rt, assignor)| {
+                |(instance_id, client_id, client_host, subscribed, regex, rt, assignor)| {
                     MemberSubscription {
                         instance_id,
                         client_id,
                         client_host,
                         subscribed,
+                        regex,
                         rebalance_timeout_ms: rt,
                         assignor,
                     }

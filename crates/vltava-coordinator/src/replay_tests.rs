@@ -154,6 +154,7 @@ impl Harness {
                     protocol_type: "consumer".into(),
                     protocols: vec![("range".into(), vec![slot as u8])],
                     require_known_member_id: true,
+                    supports_skip_assignment: false,
                 };
                 let (reply, effects) = {
                     let r = self.live.join(self.now, GROUPS[g], req);
@@ -258,8 +259,10 @@ impl Harness {
                     client_host: "h".into(),
                     rebalance_timeout_ms: 5_000,
                     subscribed_topics: subscribed,
+                    subscribed_regex: None,
                     assignor: None,
                     owned,
+                    cluster_topics: None,
                 };
                 let r = self
                     .live

@@ -480,8 +480,10 @@ mod tests {
                 client_host: "h".into(),
                 rebalance_timeout_ms: 1000,
                 subscribed_topics: (epoch == 0).then(|| vec!["t".into(), "u".into()]),
+                subscribed_regex: None,
                 assignor: None,
                 owned,
+                cluster_topics: None,
             }
         };
         let steps = [

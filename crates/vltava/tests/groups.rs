@@ -395,6 +395,97 @@ fn static_member_restart_does_not_rebalance() {
     rt.block_on(broker.shutdown());
 }
 
+/// Two static members; the first to join leads the group. The leader closes and starts
+/// again within its session timeout, then the other does: each time the member that stays
+/// must see no revocation and no rebalance, and the restarted one gets its partitions back.
+#[test]
+fn static_leader_restart_does_not_make_the_other_member_revoke() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(
+        &rt,
+        dir.path(),
+        &[("group.initial.rebalance.delay.ms", "0")],
+    );
+    let addr = broker.local_addr;
+    create_topic(&rt, addr, "static-leader", 4);
+    let mk = |t: Tracker, instance: &str| {
+        let extra = [
+            ("session.timeout.ms", "10000"),
+            ("group.instance.id", instance),
+        ];
+        let c = consumer(addr, "static-leaders", &extra, t);
+        c.subscribe(&["static-leader"]).unwrap();
+        c
+    };
+    let l_t = Tracker::default();
+    let leader = mk(l_t.clone(), "leader");
+    wait_until("the leader has 4", Duration::from_secs(30), || {
+        leader.poll(Duration::from_millis(50));
+        l_t.assigned.lock().unwrap().len() == 4
+    });
+    let f_t = Tracker::default();
+    let follower = mk(f_t.clone(), "follower");
+    wait_until("split 2/2", Duration::from_secs(30), || {
+        leader.poll(Duration::from_millis(20));
+        follower.poll(Duration::from_millis(20));
+        l_t.assigned.lock().unwrap().len() == 2 && f_t.assigned.lock().unwrap().len() == 2
+    });
+    let mut members = [Some(leader), Some(follower)];
+    let mut trackers = [l_t, f_t];
+    for (gone, name) in [(0, "leader"), (1, "follower")] {
+        let stays = 1 - gone;
+        let kept = trackers[stays].assigned.lock().unwrap().clone();
+        let gone_parts = trackers[gone].assigned.lock().unwrap().clone();
+        let rebalances = trackers[stays].rebalances.load(Ordering::SeqCst);
+        let revocations = trackers[stays].revoked.lock().unwrap().len();
+        // A static librdkafka member closes without a LeaveGroup.
+        drop(members[gone].take());
+        trackers[gone] = Tracker::default();
+        members[gone] = Some(mk(trackers[gone].clone(), name));
+        let poll_both = |members: &[Option<BaseConsumer<Tracker>>; 2], ms| {
+            for m in members.iter().flatten() {
+                m.poll(Duration::from_millis(ms));
+            }
+        };
+        wait_until(
+            &format!("the restarted {name} assigned"),
+            Duration::from_secs(30),
+            || {
+                poll_both(&members, 20);
+                !trackers[gone].assigned.lock().unwrap().is_empty()
+            },
+        );
+        // Several heartbeat intervals: a rebalance would have reached the other member.
+        for _ in 0..40 {
+            poll_both(&members, 50);
+        }
+        // Copied out, so that a failed assertion does not poison the trackers' locks, which
+        // the consumers' callbacks still take while they close.
+        let stays_t = &trackers[stays];
+        let revoked = stays_t.revoked.lock().unwrap()[revocations..].to_vec();
+        let stays_now = stays_t.assigned.lock().unwrap().clone();
+        let gone_now = trackers[gone].assigned.lock().unwrap().clone();
+        assert_eq!(
+            revoked,
+            [],
+            "restarting the {name}: the other member revoked nothing"
+        );
+        assert_eq!(
+            stays_t.rebalances.load(Ordering::SeqCst),
+            rebalances,
+            "restarting the {name}: the other member saw no rebalance"
+        );
+        assert_eq!(stays_now, kept);
+        assert_eq!(
+            gone_now, gone_parts,
+            "the restarted {name} got its partitions back"
+        );
+    }
+    drop(members);
+    rt.block_on(broker.shutdown());
+}
+
 #[test]
 fn cooperative_sticky_moves_only_what_must_move() {
     let rt = runtime();
@@ -519,6 +610,73 @@ fn kip_848_static_member_restart_does_not_move_partitions() {
         |t, instance| kip848_member(addr, "static-new", "static848", instance, t),
         Some(&group_epoch),
     );
+    rt.block_on(broker.shutdown());
+}
+
+/// A KIP-848 member subscribed by regular expression gets the matching topics, and a
+/// matching topic created after it joined is assigned to it too; others never are.
+#[test]
+fn kip_848_regex_subscription_follows_new_topics() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(
+        &rt,
+        dir.path(),
+        &[("group.consumer.heartbeat.interval.ms", "300")],
+    );
+    let addr = broker.local_addr;
+    create_topic(&rt, addr, "vltava-rx-one", 2);
+    create_topic(&rt, addr, "not-vltava-rx", 1);
+    let mut cfg = client_config(addr);
+    cfg.set("group.id", "regex")
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("topic.metadata.refresh.interval.ms", "500");
+    let c: BaseConsumer<Tracker> = cfg.create_with_context(Tracker::default()).unwrap();
+    c.subscribe(&["^vltava-rx-.*"]).unwrap();
+    let assigned = |c: &BaseConsumer<Tracker>| -> BTreeSet<(String, i32)> {
+        c.assignment()
+            .unwrap()
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect()
+    };
+    let one: BTreeSet<(String, i32)> = (0..2).map(|p| ("vltava-rx-one".into(), p)).collect();
+    let mut last = BTreeSet::new();
+    wait_until(
+        "the matching topic assigned",
+        Duration::from_secs(30),
+        || {
+            c.poll(Duration::from_millis(50));
+            last = assigned(&c);
+            last == one
+        },
+    );
+    create_topic(&rt, addr, "vltava-rx-two", 2);
+    let mut both = one.clone();
+    both.extend((0..2).map(|p| ("vltava-rx-two".to_string(), p)));
+    wait_until(
+        "the topic created later assigned",
+        Duration::from_secs(30),
+        || {
+            c.poll(Duration::from_millis(50));
+            last = assigned(&c);
+            last == both
+        },
+    );
+    // And it is consumed.
+    produce(addr, "vltava-rx-two", 10);
+    let mut got = 0;
+    wait_until("records of the new topic", Duration::from_secs(30), || {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            assert_eq!(m.topic(), "vltava-rx-two");
+            got += 1;
+        }
+        got == 10
+    });
+    drop(c);
     rt.block_on(broker.shutdown());
 }
 

@@ -46,6 +46,7 @@ pub fn error_code(e: GroupError) -> ErrorCode {
         GroupError::InvalidRequest => ErrorCode::InvalidRequest,
         GroupError::OffsetMetadataTooLarge => ErrorCode::OffsetMetadataTooLarge,
         GroupError::GroupSubscribedToTopic => ErrorCode::GroupSubscribedToTopic,
+        GroupError::InvalidRegularExpression => ErrorCode::InvalidRegularExpression,
     }
 }
 
@@ -182,6 +183,7 @@ pub async fn join_group(
             .map(|p| (p.name.to_string(), p.metadata.to_vec()))
             .collect(),
         require_known_member_id: version >= 4,
+        supports_skip_assignment: version >= 9,
     };
     let member = jr.member_id.clone();
     let parked = broker.groups.join(&group, jr).await;
@@ -204,6 +206,7 @@ pub async fn join_group(
         (false, p) => Some(sb(p.unwrap_or_default())),
     };
     resp.leader = sb(r.leader);
+    resp.skip_assignment = version >= 9 && r.skip_assignment;
     resp.member_id = sb(r.member_id);
     resp.members = r
         .members
@@ -819,6 +822,26 @@ pub fn consumer_group_heartbeat(
             .flat_map(|(name, parts)| parts.into_iter().map(move |p| (name.clone(), p)))
             .collect()
     });
+    let group = req.group_id.0.to_string();
+    let subscribed_regex = req.subscribed_topic_regex.as_ref().map(|s| s.to_string());
+    // Regular expressions are resolved against the topics the member may describe, as Kafka
+    // does; the list is built only for groups that subscribe with one.
+    let regex_group = subscribed_regex.as_ref().is_some_and(|r| !r.is_empty())
+        || broker
+            .groups
+            .read(
+                &group,
+                |s| matches!(s.groups.get(&group), Some(Group::Consumer(g)) if g.uses_regex()),
+            )
+            .unwrap_or(false);
+    let cluster_topics = regex_group.then(|| {
+        image
+            .topics
+            .keys()
+            .filter(|t| broker.authorize(ctx, AclOperation::Describe, Resource::Topic(t)))
+            .cloned()
+            .collect()
+    });
     let cg = CgRequest {
         member_id: req.member_id.to_string(),
         member_epoch: req.member_epoch,
@@ -830,23 +853,14 @@ pub fn consumer_group_heartbeat(
             .subscribed_topic_names
             .as_ref()
             .map(|ts| ts.iter().map(|t| t.0.to_string()).collect()),
+        subscribed_regex,
         assignor: req.server_assignor.as_ref().map(|s| s.to_string()),
         owned,
+        cluster_topics,
     };
     let mut resp = ConsumerGroupHeartbeatResponse::default();
-    let group = req.group_id.0.to_string();
     if invalid_group(&group) {
         resp.error_code = ErrorCode::InvalidGroupId.code();
-        return Box::pin(async move { resp });
-    }
-    if req.subscribed_topic_regex.is_some()
-        && req.member_epoch == 0
-        && req.subscribed_topic_names.is_none()
-    {
-        resp.error_code = ErrorCode::InvalidRequest.code();
-        resp.error_message = Some(sb(
-            "subscription by regular expression is not supported yet",
-        ));
         return Box::pin(async move { resp });
     }
     let beat = broker.groups.consumer_heartbeat(&group, cg);
@@ -944,6 +958,7 @@ pub fn consumer_group_describe(
                             dm.client_host = sb(m.client_host.clone());
                             dm.subscribed_topic_names =
                                 m.subscribed.iter().map(|t| tn(t.clone())).collect();
+                            dm.subscribed_topic_regex = m.subscribed_regex.clone().map(sb);
                             dm.assignment = to_assignment(&m.assigned);
                             dm.target_assignment = to_assignment(
                                 &g.target.get(&m.member_id).cloned().unwrap_or_default(),
