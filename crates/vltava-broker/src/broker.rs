@@ -203,6 +203,29 @@ impl Broker {
         self.write_checkpoints();
     }
 
+    /// Reopens logs that a failed write or fsync poisoned, once the disk takes writes
+    /// again (Kafka would take the log directory offline until a restart).
+    pub fn recover_poisoned_logs(&self) {
+        let now = now_ms();
+        let mut recovered = false;
+        for p in self
+            .partitions
+            .all()
+            .into_iter()
+            .filter(|p| p.is_poisoned())
+        {
+            match p.recover(now) {
+                Ok(r) => recovered |= r,
+                Err(e) => {
+                    tracing::debug!(partition = ?p, error = %e, "poisoned log still cannot be reopened")
+                }
+            }
+        }
+        if recovered {
+            self.write_checkpoints();
+        }
+    }
+
     /// Persists the log start offset after DeleteRecords so a restart keeps it.
     pub fn persist_log_starts(&self) {
         self.write_checkpoints();
@@ -385,9 +408,17 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     let mut periodic_flush = tokio::time::interval(Duration::from_millis(250));
     let mut last_flush: std::collections::HashMap<(String, i32), i64> = Default::default();
     let mut retention_run: Option<tokio::task::JoinHandle<()>> = None;
+    let mut poisoned_check = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = poisoned_check.tick() => {
+                if broker.partitions.all().iter().any(|p| p.is_poisoned()) {
+                    let b = Arc::clone(&broker);
+                    // Reopening reads the log directory: off the async workers.
+                    let _ = tokio::task::spawn_blocking(move || b.recover_poisoned_logs()).await;
+                }
+            }
             _ = retention.tick() => {
                 // Not awaited here, so accepting goes on while segments are deleted; a run
                 // still going when the next is due makes that one skip.

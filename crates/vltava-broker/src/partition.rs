@@ -307,6 +307,33 @@ impl Partition {
         }
     }
 
+    pub fn is_poisoned(&self) -> bool {
+        self.log.is_poisoned()
+    }
+
+    /// Brings a log poisoned by a failed write or fsync (a full disk, say) back once the disk
+    /// works again, at its last durable offset, without a restart. Returns whether it did.
+    pub(crate) fn recover(self: &Arc<Self>, now_ms: i64) -> Result<bool, StorageError> {
+        if !self.log.is_poisoned() {
+            return Ok(false);
+        }
+        self.log.reopen(now_ms)?;
+        let o = self.log.offsets();
+        // Nothing above the durable offset survived the reopen, so nothing above it is
+        // visible either.
+        self.high_watermark
+            .fetch_min(o.log_end_offset, Ordering::AcqRel);
+        self.maybe_advance_high_watermark();
+        self.appended.send_replace(o.log_end_offset);
+        self.durable.send_replace(Durable {
+            offset: o.flushed_offset,
+            failed: false,
+        });
+        // The flusher stopped at the failure.
+        tokio::spawn(Self::flusher(Arc::downgrade(self)));
+        Ok(true)
+    }
+
     pub fn subscribe_appends(&self) -> watch::Receiver<i64> {
         self.appended.subscribe()
     }
