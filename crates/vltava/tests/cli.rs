@@ -890,7 +890,15 @@ fn kip_848_groups_are_listed_described_and_guarded() {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let d = loop {
-        let d = run(a, &w("group describe newg -o json")).ok().json();
+        // The group exists once the member's first heartbeat is in; until then it does not.
+        let r = run(a, &w("group describe newg -o json"));
+        if r.code != 0 {
+            let r = r.fails(1, "does not exist");
+            assert!(Instant::now() < deadline, "never created: {r:?}");
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        let d = r.json();
         let owned = d["members"]
             .as_array()
             .and_then(|m| m.first())
