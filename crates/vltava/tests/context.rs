@@ -11,7 +11,6 @@ use bytes::Bytes;
 use common::*;
 use vltava_broker::context::{AclOperation, Authorizer, RequestContext, Resource};
 use vltava_broker::BrokerConfig;
-use vltava_protocol::messages::create_topics_request::CreatableTopic;
 use vltava_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use vltava_protocol::messages::metadata_request::MetadataRequestTopic;
 use vltava_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -80,18 +79,7 @@ fn metadata(c: &mut RawClient, topics: Option<&[&str]>) -> MetadataResponse {
 }
 
 fn create(c: &mut RawClient, name: &str) -> i16 {
-    let t = CreatableTopic::default()
-        .with_name(TopicName(s(name)))
-        .with_num_partitions(1)
-        .with_replication_factor(1);
-    let resp: CreateTopicsResponse = c.call(
-        ApiKey::CreateTopics,
-        7,
-        &CreateTopicsRequest::default()
-            .with_topics(vec![t])
-            .with_timeout_ms(5000),
-    );
-    resp.topics[0].error_code
+    c.create_topic(name, 1).topics[0].error_code
 }
 
 #[test]

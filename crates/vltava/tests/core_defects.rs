@@ -19,10 +19,8 @@ use vltava_protocol::messages::metadata_request::MetadataRequestTopic;
 use vltava_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use vltava_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use vltava_protocol::messages::*;
 use vltava_protocol::{ApiKey, ErrorCode, StrBytes};
-use vltava_record::build_batch;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -60,26 +58,8 @@ fn create(
 }
 
 fn produce_batch(c: &mut RawClient, topic: &str, values: &[&str]) {
-    // Real timestamps: a 1970 one would be past time retention at once.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let recs: Vec<vltava_record::RecordSpec<'_>> = values
-        .iter()
-        .map(|v| (None, Some(v.as_bytes()), now))
-        .collect();
-    let pd = PartitionProduceData::default()
-        .with_index(0)
-        .with_records(Some(Bytes::from(build_batch(0, &recs))));
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(s(topic)))
-            .with_partition_data(vec![pd])]);
-    let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
-    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+    assert_eq!(c.produce_values(topic, -1, &values).0, 0);
 }
 
 fn topic_exists(c: &mut RawClient, name: &str) -> bool {

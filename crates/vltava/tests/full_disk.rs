@@ -9,17 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::*;
-use vltava_protocol::messages::create_topics_request::CreatableTopic;
-use vltava_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use vltava_protocol::messages::*;
-use vltava_protocol::{ApiKey, ErrorCode, StrBytes};
-use vltava_record::build_batch;
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
+use vltava_protocol::ErrorCode;
 
 /// A tmpfs of `mib` MiB, unmounted when dropped.
 struct Tmpfs(PathBuf);
@@ -43,25 +34,7 @@ impl Drop for Tmpfs {
 }
 
 fn produce(c: &mut RawClient, value: &[u8]) -> (i16, i64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let pd = PartitionProduceData::default()
-        .with_index(0)
-        .with_records(Some(Bytes::from(build_batch(
-            0,
-            &[(None, Some(value), now)],
-        ))));
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(s("full")))
-            .with_partition_data(vec![pd])]);
-    let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
-    let p = &resp.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
+    c.produce_values("full", -1, &[value])
 }
 
 #[test]
@@ -78,18 +51,7 @@ fn a_full_disk_refuses_writes_and_recovers_without_a_restart() {
     let data = mount.join("data");
     let broker = BrokerProcess::start(&data, &["log.segment.bytes=1048576"]);
     let mut c = RawClient::connect(broker.addr);
-    let t = CreatableTopic::default()
-        .with_name(TopicName(s("full")))
-        .with_num_partitions(1)
-        .with_replication_factor(1);
-    let resp: CreateTopicsResponse = c.call(
-        ApiKey::CreateTopics,
-        7,
-        &CreateTopicsRequest::default()
-            .with_topics(vec![t])
-            .with_timeout_ms(5000),
-    );
-    assert_eq!(resp.topics[0].error_code, 0);
+    assert_eq!(c.create_topic("full", 1).topics[0].error_code, 0);
 
     // Fill the disk with ballast, leaving a little room.
     let ballast = mount.join("ballast");

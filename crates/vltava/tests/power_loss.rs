@@ -8,15 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
 use vltava_broker::{BrokerConfig, StartOptions};
-use vltava_protocol::messages::create_topics_request::CreatableTopic;
 use vltava_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use vltava_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use vltava_protocol::messages::*;
 use vltava_protocol::{ApiKey, StrBytes};
-use vltava_record::build_batch;
 use vltava_storage::sim::SimFs;
 use vltava_storage::Fs;
 
@@ -69,40 +65,14 @@ impl SimBroker {
     }
 }
 
-fn create(c: &mut RawClient, name: &str) {
-    let t = CreatableTopic::default()
-        .with_name(TopicName(s(name)))
-        .with_num_partitions(1)
-        .with_replication_factor(1);
-    let resp: CreateTopicsResponse = c.call(
-        ApiKey::CreateTopics,
-        7,
-        &CreateTopicsRequest::default()
-            .with_topics(vec![t])
-            .with_timeout_ms(5000),
-    );
-    assert_eq!(resp.topics[0].error_code, 0);
-}
-
 /// Produces one record per request; returns the offset each was acknowledged at.
 fn produce(c: &mut RawClient, topic: &str, acks: i16, values: &[String]) -> Vec<i64> {
     values
         .iter()
         .map(|v| {
-            let batch = build_batch(0, &[(None, Some(v.as_bytes()), 1)]);
-            let pd = PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(Bytes::from(batch)));
-            let req = ProduceRequest::default()
-                .with_acks(acks)
-                .with_timeout_ms(5000)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(TopicName(s(topic)))
-                    .with_partition_data(vec![pd])]);
-            let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
-            let p = &resp.responses[0].partition_responses[0];
-            assert_eq!(p.error_code, 0, "produce to {topic}");
-            p.base_offset
+            let (code, offset) = c.produce_values(topic, acks, &[v.as_bytes()]);
+            assert_eq!(code, 0, "produce to {topic}");
+            offset
         })
         .collect()
 }
@@ -148,8 +118,9 @@ fn acks_all_survives_power_loss_and_acks_one_may_not() {
     }
     let broker = SimBroker::start(dir.path(), &fs);
     let mut c = RawClient::connect(broker.addr());
-    create(&mut c, "durable");
-    create(&mut c, "fast");
+    for t in ["durable", "fast"] {
+        assert_eq!(c.create_topic(t, 1).topics[0].error_code, 0);
+    }
     let values: Vec<String> = (0..200).map(|i| format!("value-{i}")).collect();
     let acked_all = produce(&mut c, "durable", -1, &values);
     let acked_one = produce(&mut c, "fast", 1, &values);

@@ -232,6 +232,56 @@ impl RawClient {
         resp
     }
 
+    /// CreateTopics for one topic with replication factor 1.
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+    ) -> vltava_protocol::messages::CreateTopicsResponse {
+        use vltava_protocol::messages::create_topics_request::CreatableTopic;
+        use vltava_protocol::messages::{CreateTopicsRequest, TopicName};
+        let t = CreatableTopic::default()
+            .with_name(TopicName(vltava_protocol::StrBytes::from_string(
+                name.into(),
+            )))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1);
+        self.call(
+            ApiKey::CreateTopics,
+            7,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![t])
+                .with_timeout_ms(5000),
+        )
+    }
+
+    /// Produces one uncompressed batch of `values` (timestamped now) to partition 0; returns
+    /// the partition's error code and base offset.
+    pub fn produce_values(&mut self, topic: &str, acks: i16, values: &[&[u8]]) -> (i16, i64) {
+        use vltava_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use vltava_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let recs: Vec<vltava_record::RecordSpec<'_>> =
+            values.iter().map(|v| (None, Some(*v), now)).collect();
+        let pd = PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(Bytes::from(vltava_record::build_batch(0, &recs))));
+        let req = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(vltava_protocol::StrBytes::from_string(
+                    topic.into(),
+                )))
+                .with_partition_data(vec![pd])]);
+        let resp: ProduceResponse = self.call(ApiKey::Produce, 9, &req);
+        let p = &resp.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    }
+
     /// Checks that the broker closes this connection within `within`: EOF or a reset, with no
     /// bytes before it. A read that times out means the connection is still open, and bytes
     /// mean the broker answered; both are an error naming what was seen.
