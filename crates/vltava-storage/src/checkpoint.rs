@@ -29,7 +29,9 @@ pub fn read_with(fs: &dyn Fs, path: &Path) -> Result<Checkpoint, StorageError> {
     parse(&text).map_err(bad)
 }
 
-pub fn parse(text: &str) -> Result<Checkpoint, &'static str> {
+/// The entry lines of a Kafka checkpoint file (a version line `0`, a count line, then that
+/// many entries), shared by the offset checkpoints and the leader-epoch checkpoint.
+pub(crate) fn entry_lines(text: &str) -> Result<Vec<&str>, &'static str> {
     let mut lines = text.lines();
     if lines.next() != Some("0") {
         return Err("unknown version");
@@ -38,8 +40,18 @@ pub fn parse(text: &str) -> Result<Checkpoint, &'static str> {
         .next()
         .and_then(|l| l.trim().parse().ok())
         .ok_or("bad count")?;
+    let entries: Vec<&str> = lines.take(count).collect();
+    if entries.len() != count {
+        return Err("fewer entries than the count says");
+    }
+    Ok(entries)
+}
+
+pub fn parse(text: &str) -> Result<Checkpoint, &'static str> {
+    let lines = entry_lines(text)?;
+    let count = lines.len();
     let mut out = Checkpoint::new();
-    for line in lines.by_ref().take(count) {
+    for line in lines {
         let mut parts = line.rsplitn(3, ' ');
         let offset = parts
             .next()

@@ -139,16 +139,8 @@ impl LeaderEpochCache {
     }
 
     pub fn parse(text: &str) -> Result<Self, &'static str> {
-        let mut lines = text.lines();
-        if lines.next() != Some("0") {
-            return Err("unknown version");
-        }
-        let count: usize = lines
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .ok_or("bad count")?;
         let mut cache = Self::default();
-        for line in lines.by_ref().take(count) {
+        for line in crate::checkpoint::entry_lines(text)? {
             let mut parts = line.split(' ');
             let epoch: i32 = parts
                 .next()
@@ -175,9 +167,6 @@ impl LeaderEpochCache {
                 epoch,
                 start_offset,
             });
-        }
-        if cache.entries.len() != count {
-            return Err("fewer entries than the count says");
         }
         Ok(cache)
     }
