@@ -20,6 +20,7 @@ use crate::controller::{Controller, MetadataPublisher};
 use crate::group_coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::memory_pool::MemoryPool;
 use crate::network::BoundListener;
+use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::{
     LeadershipChange, ReplicaManager, StartupState, LOG_START_CHECKPOINT, RECOVERY_CHECKPOINT,
 };
@@ -70,6 +71,8 @@ pub struct Broker {
     /// The partitions this broker hosts.
     pub partitions: ReplicaManager,
     pub groups: GroupCoordinator,
+    /// Producer ids for InitProducerId, from blocks recorded in the metadata log.
+    pub producer_ids: ProducerIdManager,
     /// Every listener, bound; Metadata tells each client the address of the listener it
     /// came through.
     pub listeners: Vec<BoundListener>,
@@ -203,6 +206,22 @@ impl Broker {
         self.write_checkpoints();
     }
 
+    /// Forgets producers idle for `producer.id.expiration.ms` (none with an open
+    /// transaction), every `producer.id.expiration.check.interval.ms`.
+    pub fn expire_producers(&self) {
+        let now = now_ms();
+        let after = self.config.producer_id_expiration_ms();
+        let removed: usize = self
+            .partitions
+            .all()
+            .iter()
+            .map(|p| p.remove_expired_producers(now, after))
+            .sum();
+        if removed > 0 {
+            tracing::info!(removed, "expired idle producer ids");
+        }
+    }
+
     /// Reopens logs that a failed write or fsync poisoned, once the disk takes writes
     /// again (Kafka would take the log directory offline until a restart).
     pub fn recover_poisoned_logs(&self) {
@@ -315,6 +334,7 @@ pub async fn start_with(
     let partitions = ReplicaManager::new(&config, startup, fs);
     let broker = Arc::new_cyclic(|me| Broker {
         groups: GroupCoordinator::new(&config, me.clone()),
+        producer_ids: ProducerIdManager::new(Arc::clone(&controller), config.node_id),
         memory: MemoryPool::new(config.queued_max_request_bytes()),
         config,
         cluster_id,
@@ -409,9 +429,14 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     let mut last_flush: std::collections::HashMap<(String, i32), i64> = Default::default();
     let mut retention_run: Option<tokio::task::JoinHandle<()>> = None;
     let mut poisoned_check = tokio::time::interval(Duration::from_secs(2));
+    let expiry_every =
+        Duration::from_millis(broker.config.producer_id_expiration_check_interval_ms());
+    let mut producer_expiry =
+        tokio::time::interval_at(tokio::time::Instant::now() + expiry_every, expiry_every);
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = producer_expiry.tick() => broker.expire_producers(),
             _ = poisoned_check.tick() => {
                 if broker.partitions.all().iter().any(|p| p.is_poisoned()) {
                     let b = Arc::clone(&broker);

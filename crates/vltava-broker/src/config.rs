@@ -251,6 +251,15 @@ impl BrokerConfig {
     pub fn retention_check_interval_ms(&self) -> u64 {
         self.get_i64("log.retention.check.interval.ms").max(1) as u64
     }
+
+    pub fn producer_id_expiration_ms(&self) -> i64 {
+        self.get_i64("producer.id.expiration.ms").max(1)
+    }
+
+    pub fn producer_id_expiration_check_interval_ms(&self) -> u64 {
+        self.get_i64("producer.id.expiration.check.interval.ms")
+            .max(1) as u64
+    }
 }
 
 /// A topic's effective settings, resolved through topic overrides and broker layers.

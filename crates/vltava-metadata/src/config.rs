@@ -450,6 +450,22 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "How often expired offsets are removed."
     ),
     def!(
+        "producer.id.expiration.ms",
+        Int,
+        "86400000",
+        &[],
+        Some(1),
+        "How long a partition remembers a producer id that has not written and has no open transaction."
+    ),
+    def!(
+        "producer.id.expiration.check.interval.ms",
+        Int,
+        "600000",
+        &[],
+        Some(1),
+        "How often idle producer ids are forgotten."
+    ),
+    def!(
         "offsets.commit.timeout.ms",
         Int,
         "5000",

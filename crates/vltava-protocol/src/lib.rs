@@ -155,6 +155,9 @@ apis! {
     OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse);
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse);
     ConsumerGroupDescribe(ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse);
+    InitProducerId(InitProducerIdRequest, InitProducerIdResponse) max 5;
+    WriteTxnMarkers(WriteTxnMarkersRequest, WriteTxnMarkersResponse);
+    DescribeProducers(DescribeProducersRequest, DescribeProducersResponse);
 }
 
 /// The header fields the broker needs, whatever the header version.

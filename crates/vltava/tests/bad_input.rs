@@ -300,7 +300,9 @@ const ADVERTISED: &[(i16, i16, i16)] = &[
     (19, 2, 7), // CreateTopics
     (20, 1, 6), // DeleteTopics
     (21, 0, 2), // DeleteRecords
+    (22, 0, 5), // InitProducerId
     (23, 2, 4), // OffsetForLeaderEpoch
+    (27, 1, 1), // WriteTxnMarkers
     (32, 1, 4), // DescribeConfigs
     (33, 0, 2), // AlterConfigs
     (35, 1, 4), // DescribeLogDirs
@@ -309,6 +311,7 @@ const ADVERTISED: &[(i16, i16, i16)] = &[
     (44, 0, 1), // IncrementalAlterConfigs
     (47, 0, 0), // OffsetDelete
     (60, 0, 2), // DescribeCluster
+    (61, 0, 0), // DescribeProducers
     (68, 0, 1), // ConsumerGroupHeartbeat
     (69, 0, 1), // ConsumerGroupDescribe
     (75, 0, 0), // DescribeTopicPartitions

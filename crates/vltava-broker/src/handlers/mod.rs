@@ -8,6 +8,7 @@ pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod producers;
 pub mod topics;
 
 use std::sync::Arc;
@@ -156,6 +157,23 @@ pub fn dispatch(
         Request::ConsumerGroupDescribe(r) => {
             ready(groups::consumer_group_describe(broker, c, r).into())
         }
+        Request::InitProducerId(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    producers::init_producer_id(&b, &ctx, r).await,
+                )))
+            })
+        }
+        Request::WriteTxnMarkers(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    producers::write_txn_markers(&b, &ctx, r).await,
+                )))
+            })
+        }
+        Request::DescribeProducers(r) => ready(producers::describe_producers(broker, c, r).into()),
         Request::DeleteRecords(r) => {
             let b = Arc::clone(broker);
             Box::pin(async move {

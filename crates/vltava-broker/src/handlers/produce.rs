@@ -49,9 +49,17 @@ enum Plan {
     Answer(PartitionProduceResponse),
 }
 
-fn storage_error_code(e: &StorageError) -> ErrorCode {
+pub(crate) fn storage_error_code(e: &StorageError) -> ErrorCode {
+    use vltava_storage::producer_state::ProducerError as P;
     match e {
         StorageError::Corrupt { .. } => ErrorCode::CorruptMessage,
+        StorageError::Producer(p) => match p {
+            P::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+            P::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+            P::InvalidTxnState { .. } => ErrorCode::InvalidTxnState,
+            P::CoordinatorFenced { .. } => ErrorCode::TransactionCoordinatorFenced,
+            P::ControlBatchFromClient | P::MultipleBatches => ErrorCode::InvalidRecord,
+        },
         _ => ErrorCode::KafkaStorageError,
     }
 }
@@ -139,6 +147,9 @@ fn append_one(
     };
     let end = info.last_offset + 1;
     let wait = match settings.flush_messages {
+        // A retried batch already in the log: answered once its first write is durable.
+        _ if info.duplicate && acks == -1 => Some(end),
+        _ if info.duplicate => None,
         // Kafka's flush.messages: fsync once that many messages are unflushed, whatever acks.
         Some(n) => (p.unflushed() >= n).then_some(end),
         // Default: acks=all answers only once its data is fsynced (group commit).
@@ -183,11 +194,13 @@ pub fn handle(
                     ErrorCode::InvalidRequiredAcks,
                     None,
                 ))
-            } else if req.transactional_id.is_some() {
+            } else if req.transactional_id.as_ref().is_some_and(|tid| {
+                !broker.authorize(ctx, AclOperation::Write, Resource::TransactionalId(&tid.0))
+            }) {
                 Plan::Answer(partition_error(
                     pd.index,
                     ErrorCode::TransactionalIdAuthorizationFailed,
-                    Some("transactions are not supported yet".into()),
+                    None,
                 ))
             } else if name
                 .as_deref()
