@@ -340,7 +340,10 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
     }
     let transactional = a.transactional_id.is_some();
     if a.idempotent || transactional {
-        if a.acks.as_deref().is_some_and(|acks| acks != "all" && acks != "-1") {
+        if a.acks
+            .as_deref()
+            .is_some_and(|acks| acks != "all" && acks != "-1")
+        {
             return Err(Error::usage(
                 "--idempotent and --transactional-id require --acks all",
             ));
@@ -425,7 +428,7 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
         if sent & 63 == 0 {
             producer.poll(Duration::ZERO);
         }
-        if transactional && (sent % a.transaction_size == 0 || sent == a.num_records) {
+        if transactional && (sent.is_multiple_of(a.transaction_size) || sent == a.num_records) {
             producer
                 .commit_transaction(txn_timeout)
                 .map_err(|e| txn_error("cannot commit a transaction", e))?;
