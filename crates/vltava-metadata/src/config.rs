@@ -599,7 +599,6 @@ pub fn validate_value(def: &ConfigDef, value: &str) -> Result<(), String> {
 /// Configs the broker reports but does not act on yet (topic names and their broker
 /// synonyms). Accepting another value would claim an effect that does not happen.
 pub const NOT_APPLIED_YET: &[&str] = &[
-    "compression.type",
     "delete.retention.ms",
     "log.cleaner.delete.retention.ms",
     "min.cleanable.dirty.ratio",
@@ -765,8 +764,8 @@ mod tests {
 
     #[test]
     fn configs_without_effect_accept_only_their_default() {
-        assert!(validate_topic_config("compression.type", "producer").is_ok());
-        assert!(validate_topic_config("compression.type", "zstd").is_err());
+        assert!(validate_topic_config("compression.type", "zstd").is_ok());
+        assert!(validate_topic_config("compression.type", "brotli").is_err());
         assert!(validate_topic_config("preallocate", "FALSE").is_ok());
         assert!(validate_topic_config("preallocate", "true").is_err());
         assert!(validate_topic_config("min.cleanable.dirty.ratio", "0.50").is_ok());

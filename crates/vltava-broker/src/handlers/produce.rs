@@ -127,9 +127,32 @@ fn append_one(
     acks: i16,
 ) -> (PartitionProduceResponse, Option<(Arc<Partition>, i64)>) {
     let settings = p.settings();
+    let max = settings.log.max_message_bytes;
+    let recompress = settings.compression.filter(|target| {
+        vltava_record::Batches::new(&records)
+            .any(|b| b.is_ok_and(|(h, _)| h.compression() != *target && !h.is_control()))
+    });
     // The one copy on the produce path: the request buffer is shared, the log needs the batch
-    // with its offsets rewritten.
-    let mut buf = records.to_vec();
+    // with its offsets rewritten. A topic whose `compression.type` names another codec gets
+    // the batches rewritten with it instead (checked, and within the same expansion cap).
+    let mut buf = match recompress {
+        None => records.to_vec(),
+        Some(target) => {
+            let limit = (max as u64).max(1 << 20) * MAX_EXPANSION;
+            // Each rewritten batch must still fit `max.message.bytes`, as Kafka checks.
+            match vltava_record::recompress(&records, target, limit)
+                .and_then(|b| vltava_record::validate(&b, max).map(|_| b))
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    return (
+                        partition_error(index, record_error_code(&e), Some(e.to_string())),
+                        None,
+                    )
+                }
+            }
+        }
+    };
     let info = match p.append_as_leader(&mut buf, now_ms(), |_| Ok(())) {
         Ok(i) => i,
         Err(AppendError::NotLeader(m)) => {
