@@ -1046,7 +1046,9 @@ fn a_corrupt_snapshot_falls_back_to_an_older_one() {
 /// What producer state says about a log, comparable across a reopen: each producer's epoch,
 /// last sequence, coordinator epoch and open transaction, the first unstable offset and every
 /// aborted transaction.
-fn producer_summary(log: &Log) -> (Vec<ProducerInfo>, Option<i64>, Vec<(i64, i64, i64)>) {
+type ProducerSummary = (Vec<ProducerInfo>, Option<i64>, Vec<(i64, i64, i64)>);
+
+fn producer_summary(log: &Log) -> ProducerSummary {
     let mut producers = log.producers();
     // The timestamps are the batches' own, so they survive too; keep them in the comparison.
     producers.sort_by_key(|p| p.producer_id);
