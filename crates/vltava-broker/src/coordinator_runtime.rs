@@ -243,6 +243,11 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
         out
     }
 
+    /// The leader epoch the shard was loaded at (a transaction marker's coordinator epoch).
+    pub fn epoch(&self, partition: i32) -> Result<i32, RuntimeError> {
+        Ok(self.inner.shard(partition)?.epoch)
+    }
+
     /// Reads a shard without writing.
     pub fn read<R>(&self, partition: i32, f: impl FnOnce(&S) -> R) -> Result<R, RuntimeError> {
         let shard = self.inner.shard(partition)?;

@@ -17,6 +17,7 @@ pub mod memory_pool;
 pub mod network;
 pub mod partition;
 pub mod replica_manager;
+pub mod txn_coordinator;
 
 pub use broker::{start, start_with, Broker, BrokerError, BrokerHandle, StartOptions};
 pub use config::{BrokerConfig, ConfigError};
