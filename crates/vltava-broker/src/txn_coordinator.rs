@@ -220,6 +220,11 @@ impl TxnCoordinator {
         self.inner.runtime.on_resigned(partition);
     }
 
+    /// A fresh producer id, for InitProducerId without a transactional id.
+    pub fn new_producer_id(&self) -> BoxFuture<'static, Result<i64, TxnCoordError>> {
+        self.inner.next_producer_id()
+    }
+
     /// InitProducerId with a transactional id. `expected` is KIP-360's producer id and epoch.
     pub fn init_producer_id(
         &self,

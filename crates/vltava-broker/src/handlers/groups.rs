@@ -60,13 +60,15 @@ pub fn find_coordinator(
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     let version = ctx.api_version;
-    let answer = |key_type: i8| -> Option<(ErrorCode, &'static str)> {
+    let answer = |key_type: i8, key: &str| -> Option<(ErrorCode, &'static str)> {
         match key_type {
             0 => None,
-            1 => Some((
-                ErrorCode::CoordinatorNotAvailable,
-                "transactions are not supported yet",
-            )),
+            1 => super::txn::coordinator_error(broker, ctx, key).map(|code| {
+                (
+                    code,
+                    "the transactional id cannot be coordinated for this client",
+                )
+            }),
             _ => Some((ErrorCode::InvalidRequest, "unknown coordinator key type")),
         }
     };
@@ -74,7 +76,7 @@ pub fn find_coordinator(
     let (host, port, node) = (sb(host), i32::from(port), BrokerId(broker.config.node_id));
     let mut resp = FindCoordinatorResponse::default();
     if version < 4 {
-        match answer(req.key_type) {
+        match answer(req.key_type, &req.key) {
             Some((code, msg)) => {
                 resp.error_code = code.code();
                 if version >= 1 {
@@ -97,7 +99,7 @@ pub fn find_coordinator(
         .map(|key| {
             let mut c = find_coordinator_response::Coordinator::default();
             c.key = key.clone();
-            match answer(req.key_type) {
+            match answer(req.key_type, key) {
                 Some((code, msg)) => {
                     c.error_code = code.code();
                     c.node_id = BrokerId(-1);
