@@ -595,3 +595,280 @@ pub async fn ensure_topic(broker: &Arc<Broker>) -> Result<(), crate::broker::Bro
         source: std::io::Error::other(e.message),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicI64};
+
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::coordinator_runtime::tests::FakeLog;
+    use crate::coordinator_runtime::ManualClock;
+
+    /// Producer ids 1000, 1001, ...
+    #[derive(Default)]
+    struct Counter(AtomicI64);
+
+    impl ProducerIdSource for Counter {
+        fn next_producer_id(&self) -> BoxFuture<'static, Result<i64, i16>> {
+            let n = 1000 + self.0.fetch_add(1, Ordering::SeqCst);
+            future::ready(Ok(n)).boxed()
+        }
+    }
+
+    /// Records the markers asked for; fails while `failing` is set.
+    #[derive(Default)]
+    struct Markers {
+        written: Mutex<Vec<(TxnMarkers, i32)>>,
+        failing: AtomicBool,
+    }
+
+    impl TxnMarkerWriter for Markers {
+        fn write_markers(
+            &self,
+            m: &TxnMarkers,
+            coordinator_epoch: i32,
+        ) -> BoxFuture<'static, Result<(), String>> {
+            if self.failing.load(Ordering::SeqCst) {
+                return future::ready(Err("partition unavailable".into())).boxed();
+            }
+            self.written.lock().push((m.clone(), coordinator_epoch));
+            future::ready(Ok(())).boxed()
+        }
+    }
+
+    struct Setup {
+        txns: TxnCoordinator,
+        log: Arc<FakeLog>,
+        clock: Arc<ManualClock>,
+        markers: Arc<Markers>,
+        flusher: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Setup {
+        fn drop(&mut self) {
+            self.flusher.abort();
+        }
+    }
+
+    async fn setup() -> Setup {
+        let mut config = BrokerConfig::default();
+        config
+            .props
+            .insert("transaction.state.log.num.partitions".into(), "1".into());
+        config
+            .props
+            .insert("transaction.max.timeout.ms".into(), "60000".into());
+        let (log, clock) = (Arc::new(FakeLog::default()), ManualClock::new(1_000));
+        let markers = Arc::new(Markers::default());
+        let txns = TxnCoordinator::with_parts(
+            &config,
+            Arc::clone(&log) as Arc<dyn CoordinatorLog>,
+            Arc::clone(&clock) as Arc<dyn Clock>,
+            Arc::new(Counter::default()),
+            Arc::clone(&markers) as Arc<dyn TxnMarkerWriter>,
+        );
+        // Keeps the fake partition's fsync caught up, as the real flusher does.
+        let l = Arc::clone(&log);
+        let flusher = tokio::spawn(async move {
+            loop {
+                l.make_durable(0);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        txns.on_leader(0, 3).await;
+        Setup {
+            txns,
+            log,
+            clock,
+            markers,
+            flusher,
+        }
+    }
+
+    async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("never: {what}");
+    }
+
+    fn tp(t: &str, p: i32) -> (String, i32) {
+        (t.to_string(), p)
+    }
+
+    #[tokio::test]
+    async fn a_commit_writes_markers_then_completes() {
+        let s = setup().await;
+        let t = &s.txns;
+        assert_eq!(t.init_producer_id("tx", 10_000, None).await, Ok((1000, 0)));
+        t.add_partitions("tx", 1000, 0, vec![tp("t", 0), tp("u", 1)], 0)
+            .await
+            .unwrap();
+        assert_eq!(t.state("tx"), Some(TxnState::Ongoing));
+        assert_eq!(
+            t.verify_partitions("tx", 1000, 0, &[tp("t", 0)]).unwrap()[0].1,
+            Ok(())
+        );
+        assert_eq!(t.end_txn("tx", 1000, 0, true, 0).await, Ok((1000, 0)));
+        eventually("complete", || {
+            t.state("tx") == Some(TxnState::CompleteCommit)
+        })
+        .await;
+        let written = s.markers.written.lock().clone();
+        assert_eq!(written.len(), 1);
+        let (m, epoch) = &written[0];
+        assert_eq!(
+            epoch, &3,
+            "the coordinator epoch is the partition's leader epoch"
+        );
+        assert!(m.commit);
+        assert_eq!(m.partitions, vec![tp("t", 0), tp("u", 1)]);
+        // A retried EndTxn is answered from the completed state.
+        assert_eq!(t.end_txn("tx", 1000, 0, true, 0).await, Ok((1000, 0)));
+        // Describe and list see it.
+        let d = t.describe("tx").unwrap();
+        assert_eq!((d.state, d.producer_id), (TxnState::CompleteCommit, 1000));
+        assert_eq!(
+            t.list(&ListFilter {
+                min_duration_ms: -1,
+                ..ListFilter::default()
+            })
+            .unwrap()
+            .len(),
+            1
+        );
+        assert_eq!(
+            t.describe("nope"),
+            Err(TxnCoordError::Txn(TxnError::TransactionalIdNotFound))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_producer_fences_the_ongoing_transaction() {
+        let s = setup().await;
+        let t = &s.txns;
+        t.init_producer_id("tx", 10_000, None).await.unwrap();
+        t.add_partitions("tx", 1000, 0, vec![tp("t", 0)], 0)
+            .await
+            .unwrap();
+        s.markers.failing.store(true, Ordering::SeqCst);
+        let fenced = t.init_producer_id("tx", 10_000, None).await;
+        assert_eq!(
+            fenced.map_err(|e| e.code()),
+            Err(51),
+            "CONCURRENT_TRANSACTIONS"
+        );
+        assert_eq!(t.state("tx"), Some(TxnState::PrepareAbort));
+        // The old producer is fenced; the new one retries until the abort completes.
+        assert_eq!(
+            t.end_txn("tx", 1000, 0, true, 0).await,
+            Err(TxnCoordError::Txn(TxnError::ProducerFenced))
+        );
+        assert_eq!(
+            t.init_producer_id("tx", 10_000, None).await,
+            Err(TxnCoordError::Txn(TxnError::ConcurrentTransactions))
+        );
+        s.markers.failing.store(false, Ordering::SeqCst);
+        eventually("abort complete", || {
+            t.state("tx") == Some(TxnState::CompleteAbort)
+        })
+        .await;
+        let written = s.markers.written.lock().clone();
+        assert!(!written[0].0.commit);
+        assert_eq!(t.init_producer_id("tx", 10_000, None).await, Ok((1000, 3)));
+    }
+
+    #[tokio::test]
+    async fn timed_out_transactions_are_aborted_by_the_timer() {
+        let s = setup().await;
+        let t = &s.txns;
+        t.init_producer_id("tx", 5_000, None).await.unwrap();
+        t.add_partitions("tx", 1000, 0, vec![tp("t", 0)], 0)
+            .await
+            .unwrap();
+        // The abort check runs every 10 s (Kafka's default).
+        s.clock.advance(10_000);
+        eventually("aborted", || t.state("tx") == Some(TxnState::CompleteAbort)).await;
+        assert_eq!(
+            t.add_partitions("tx", 1000, 0, vec![tp("t", 0)], 0).await,
+            Err(TxnCoordError::Txn(TxnError::ProducerFenced))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reloaded_shard_finishes_prepared_ends() {
+        let s = setup().await;
+        let t = &s.txns;
+        t.init_producer_id("tx", 10_000, None).await.unwrap();
+        t.add_partitions("tx", 1000, 0, vec![tp("t", 0)], 0)
+            .await
+            .unwrap();
+        s.markers.failing.store(true, Ordering::SeqCst);
+        t.end_txn("tx", 1000, 0, true, 0).await.unwrap();
+        // Leadership moves away before the markers are written, and comes back.
+        t.on_resigned(0);
+        assert_eq!(t.state("tx"), None);
+        s.markers.failing.store(false, Ordering::SeqCst);
+        t.on_leader(0, 4).await;
+        eventually("completed after reload", || {
+            t.state("tx") == Some(TxnState::CompleteCommit)
+        })
+        .await;
+        let written = s.markers.written.lock().clone();
+        assert_eq!(written.last().map(|(_, e)| *e), Some(4));
+        // The log holds what a fresh load needs.
+        t.on_leader(0, 5).await;
+        assert_eq!(t.state("tx"), Some(TxnState::CompleteCommit));
+        assert!(s.log.end(0) >= 4);
+    }
+
+    #[tokio::test]
+    async fn kip_890_ends_return_the_bumped_epoch() {
+        let s = setup().await;
+        let t = &s.txns;
+        t.init_producer_id("tx", 10_000, None).await.unwrap();
+        t.add_partitions("tx", 1000, 0, vec![tp("t", 0)], 2)
+            .await
+            .unwrap();
+        assert_eq!(t.end_txn("tx", 1000, 0, true, 2).await, Ok((1000, 1)));
+        eventually("complete", || {
+            t.state("tx") == Some(TxnState::CompleteCommit)
+        })
+        .await;
+        assert_eq!(s.markers.written.lock()[0].0.producer_epoch, 1);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_and_missing_producer_ids() {
+        let s = setup().await;
+        let t = &s.txns;
+        assert_eq!(
+            t.init_producer_id("tx", 60_001, None).await,
+            Err(TxnCoordError::Txn(TxnError::InvalidTransactionTimeout))
+        );
+        assert_eq!(
+            t.add_partitions("tx", 5, 0, vec![tp("t", 0)], 0).await,
+            Err(TxnCoordError::Txn(TxnError::InvalidProducerIdMapping))
+        );
+        assert_eq!(
+            t.describe(""),
+            Err(TxnCoordError::Txn(TxnError::InvalidRequest))
+        );
+        // A partition this broker does not coordinate.
+        t.on_resigned(0);
+        assert_eq!(
+            t.init_producer_id("tx", 1000, None)
+                .await
+                .map_err(|e| e.code()),
+            Err(16)
+        );
+        // No producer id source: the broker's answer until producer-id blocks exist.
+        let ids = BrokerProducerIds(Weak::new());
+        assert_eq!(ids.next_producer_id().await, Err(COORDINATOR_NOT_AVAILABLE));
+    }
+}
