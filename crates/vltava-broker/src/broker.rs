@@ -249,6 +249,8 @@ pub struct StartOptions {
     pub authorizer: Arc<dyn Authorizer>,
     /// The file system partition logs live on.
     pub fs: Arc<dyn vltava_storage::Fs>,
+    /// Where the transaction coordinator gets producer ids (`None`: the broker's own).
+    pub producer_ids: Option<Arc<dyn crate::txn_coordinator::ProducerIdSource>>,
 }
 
 impl Default for StartOptions {
@@ -256,6 +258,7 @@ impl Default for StartOptions {
         Self {
             authorizer: Arc::new(AllowAll),
             fs: vltava_storage::StdFs::shared(),
+            producer_ids: None,
         }
     }
 }
@@ -265,7 +268,11 @@ pub async fn start_with(
     config: BrokerConfig,
     options: StartOptions,
 ) -> Result<BrokerHandle, BrokerError> {
-    let StartOptions { authorizer, fs } = options;
+    let StartOptions {
+        authorizer,
+        fs,
+        producer_ids,
+    } = options;
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
     let lock = lock_data_dir(&dir)?;
@@ -317,7 +324,7 @@ pub async fn start_with(
     let partitions = ReplicaManager::new(&config, startup, fs);
     let broker = Arc::new_cyclic(|me| Broker {
         groups: GroupCoordinator::new(&config, me.clone()),
-        txns: TxnCoordinator::new(&config, me.clone()),
+        txns: TxnCoordinator::new(&config, me.clone(), producer_ids),
         memory: MemoryPool::new(config.queued_max_request_bytes()),
         config,
         cluster_id,

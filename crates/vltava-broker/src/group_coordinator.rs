@@ -693,4 +693,48 @@ mod tests {
         assert_eq!(members(&groups), Ok(0));
         flush.abort();
     }
+
+    #[tokio::test]
+    async fn transactional_offsets_count_once_their_marker_is_written() {
+        let (log, clock) = (Arc::new(FakeLog::default()), ManualClock::new(1_000));
+        let groups = coordinator(&log, &clock);
+        let flush = flusher(&log);
+        groups.on_leader(0, 0).await;
+        let e = |offset| {
+            vec![CommitEntry {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                leader_epoch: -1,
+                metadata: None,
+            }]
+        };
+        let committed = |groups: &GroupCoordinator| {
+            groups.read("g", |s| s.offsets.get("g", "t", 0).map(|v| v.offset))
+        };
+        assert_eq!(
+            groups.txn_commit("g", 7, 0, "", -1, None, &e(5)).await,
+            Ok(())
+        );
+        assert_eq!(committed(&groups), Ok(None));
+        assert_eq!(groups.has_pending_offset("g", "t", 0), Ok(true));
+        assert_eq!(groups.write_txn_marker(0, 7, 0, 2, true).await, Ok(()));
+        assert_eq!(committed(&groups), Ok(Some(5)));
+        assert_eq!(groups.has_pending_offset("g", "t", 0), Ok(false));
+        // An aborted transaction's offsets never count, live or after a reload.
+        assert_eq!(
+            groups.txn_commit("g", 8, 0, "", -1, None, &e(9)).await,
+            Ok(())
+        );
+        assert_eq!(groups.write_txn_marker(0, 8, 0, 2, false).await, Ok(()));
+        assert_eq!(committed(&groups), Ok(Some(5)));
+        groups.on_leader(0, 1).await;
+        assert_eq!(committed(&groups), Ok(Some(5)));
+        // A member that is not in the group cannot commit transactionally either.
+        assert_eq!(
+            groups.txn_commit("g", 9, 0, "m", 3, None, &e(1)).await,
+            Err(GroupError::IllegalGeneration)
+        );
+        flush.abort();
+    }
 }

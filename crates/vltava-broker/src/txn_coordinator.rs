@@ -105,14 +105,21 @@ struct Inner {
 
 impl TxnCoordinator {
     /// The broker's coordinator: `__transaction_state` through the partition table,
-    /// wall-clock time, the broker's producer ids and marker writes.
-    pub fn new(config: &BrokerConfig, broker: Weak<Broker>) -> Self {
+    /// wall-clock time, marker writes into the broker's partitions, and producer ids from
+    /// `producer_ids` or the broker.
+    pub fn new(
+        config: &BrokerConfig,
+        broker: Weak<Broker>,
+        producer_ids: Option<Arc<dyn ProducerIdSource>>,
+    ) -> Self {
         let log = Arc::new(PartitionTableLog::new(broker.clone(), TXN_TOPIC));
+        let producer_ids =
+            producer_ids.unwrap_or_else(|| Arc::new(BrokerProducerIds(broker.clone())));
         Self::with_parts(
             config,
             log,
             Arc::new(SystemClock),
-            Arc::new(BrokerProducerIds(broker.clone())),
+            producer_ids,
             Arc::new(BrokerMarkers(broker)),
         )
     }
@@ -543,7 +550,8 @@ impl TxnMarkerWriter for BrokerMarkers {
     }
 }
 
-/// Creates `__transaction_state` on first start (compacted, Kafka's topic settings), or
+/// Creates `__transaction_state` on first start (compacted, Kafka's topic settings; the
+/// coordinator writes it uncompressed, and with one broker there is no unclean election), or
 /// takes the partition count of the existing topic.
 pub async fn ensure_topic(broker: &Arc<Broker>) -> Result<(), crate::broker::BrokerError> {
     if let Some(t) = broker.controller.image().topic(TXN_TOPIC) {
@@ -568,11 +576,6 @@ pub async fn ensure_topic(broker: &Arc<Broker>) -> Result<(), crate::broker::Bro
         .clamp(1, i64::from(rf));
     let configs: std::collections::BTreeMap<String, String> = [
         ("cleanup.policy".to_string(), "compact".to_string()),
-        ("compression.type".to_string(), "uncompressed".to_string()),
-        (
-            "unclean.leader.election.enable".to_string(),
-            "false".to_string(),
-        ),
         ("min.insync.replicas".to_string(), min_isr.to_string()),
         (
             "segment.bytes".to_string(),
