@@ -252,6 +252,23 @@ fn a_transaction_commits_its_partitions_and_offsets_and_survives_a_restart() {
     );
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
     assert_eq!(committed_offset(&mut c, "g"), -1, "not before the commit");
+    // KIP-447: a consumer asking for stable offsets is told to wait.
+    let r: OffsetFetchResponse = c.call(
+        ApiKey::OffsetFetch,
+        7,
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_require_stable(true)
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partition_indexes(vec![0]),
+            ])),
+    );
+    assert_eq!(
+        r.topics[0].partitions[0].error_code, 88,
+        "UNSTABLE_OFFSET_COMMIT"
+    );
 
     let d = describe(&mut c, "tx");
     assert_eq!((d.error_code, d.transaction_state.as_str()), (0, "Ongoing"));

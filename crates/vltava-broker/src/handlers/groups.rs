@@ -440,11 +440,36 @@ struct Committed {
     offset: i64,
     leader_epoch: i32,
     metadata: Option<String>,
+    /// UNSTABLE_OFFSET_COMMIT when a stable offset was asked for and an open transaction
+    /// holds one for the partition (KIP-447).
+    error: i16,
 }
 
 /// A group's committed offsets; the error when its coordinator cannot answer.
 #[allow(clippy::type_complexity)]
 fn fetch_group_offsets(
+    broker: &Broker,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+) -> Result<Vec<(String, Vec<Committed>)>, ErrorCode> {
+    let mut found = fetch_committed(broker, group, wanted)?;
+    if require_stable {
+        for (t, rows) in &mut found {
+            for c in rows {
+                if broker.groups.has_pending_offset(group, t, c.partition) == Ok(true) {
+                    c.offset = -1;
+                    c.leader_epoch = -1;
+                    c.error = ErrorCode::UnstableOffsetCommit.code();
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[allow(clippy::type_complexity)]
+fn fetch_committed(
     broker: &Broker,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
@@ -470,12 +495,14 @@ fn fetch_group_offsets(
                                 offset: v.offset,
                                 leader_epoch: v.leader_epoch,
                                 metadata: v.metadata.clone(),
+                                error: 0,
                             },
                             None => Committed {
                                 partition,
                                 offset: -1,
                                 leader_epoch: -1,
                                 metadata: Some(String::new()),
+                                error: 0,
                             },
                         })
                         .collect();
@@ -500,7 +527,8 @@ pub fn offset_fetch(
                 .map(|t| (t.name.0.to_string(), t.partition_indexes))
                 .collect()
         });
-        let found = match fetch_group_offsets(broker, &group, wanted) {
+        let stable = version >= 7 && req.require_stable;
+        let found = match fetch_group_offsets(broker, &group, wanted, stable) {
             Ok(found) => found,
             Err(code) => {
                 resp.error_code = code.code();
@@ -518,6 +546,7 @@ pub fn offset_fetch(
                         let mut pr = offset_fetch_response::OffsetFetchResponsePartition::default();
                         pr.partition_index = c.partition;
                         pr.committed_offset = c.offset;
+                        pr.error_code = c.error;
                         if version >= 5 {
                             pr.committed_leader_epoch = c.leader_epoch;
                         }
@@ -531,6 +560,7 @@ pub fn offset_fetch(
         return resp;
     }
     let image = broker.controller.image();
+    let stable = req.require_stable;
     resp.groups = req
         .groups
         .into_iter()
@@ -553,7 +583,7 @@ pub fn offset_fetch(
             });
             let mut gr = offset_fetch_response::OffsetFetchResponseGroup::default();
             gr.group_id = g.group_id;
-            let found = match fetch_group_offsets(broker, &group, wanted) {
+            let found = match fetch_group_offsets(broker, &group, wanted, stable) {
                 Ok(found) => found,
                 Err(code) => {
                     gr.error_code = code.code();
@@ -576,6 +606,7 @@ pub fn offset_fetch(
                                 offset_fetch_response::OffsetFetchResponsePartitions::default();
                             pr.partition_index = c.partition;
                             pr.committed_offset = c.offset;
+                            pr.error_code = c.error;
                             pr.committed_leader_epoch = c.leader_epoch;
                             pr.metadata = c.metadata.map(sb);
                             pr
