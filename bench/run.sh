@@ -3,7 +3,8 @@
 #
 # Builds the release binary, starts `vltava broker` on an ephemeral 127.0.0.1 port with a
 # temporary data dir, runs produce then consume for 1 and 8 partitions, 100 B and 1 KiB
-# records, acks=1 and acks=all, and prints a Markdown table. Takes a few minutes.
+# records, acks=1 and acks=all, and prints a Markdown table; then a second table of producer
+# modes at acks=all (plain, idempotent, transactional) for 1 KiB records. Takes a few minutes.
 #
 #   bench/run.sh                      # standard set
 #   RECORDS_1K=200000 RECORDS_100=500000 bench/run.sh   # smaller
@@ -75,5 +76,32 @@ for partitions in 1 8; do
             # Keep the disk small: the next workload does not need this one's data.
             "$BIN" topic delete "$topic" >/dev/null
         done
+    done
+done
+
+# Producer modes at acks=all: plain, idempotent, and transactional (commits every 10,000
+# records), 1 KiB records.
+printf '\n| partitions | mode | records | produce rec/s | produce MB/s | p50 ms | p99 ms | p99.9 ms | max ms |\n'
+printf '|---:|---|---:|---:|---:|---:|---:|---:|---:|\n'
+for partitions in 1 8; do
+    for mode in plain idempotent transactional; do
+        topic="bench-mode-p$partitions-$mode"
+        case $mode in
+            plain) flags=() ;;
+            idempotent) flags=(--idempotent) ;;
+            transactional) flags=(--transactional-id "bench-$partitions" --transaction-size 10000) ;;
+        esac
+        echo "bench: $topic, $RECORDS_1K records" >&2
+        p=$("$BIN" perf produce --topic "$topic" --partitions "$partitions" --num-records "$RECORDS_1K" \
+            --record-size 1024 --acks all --compression "$COMPRESSION" "${flags[@]}" -o json)
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+            "$partitions" "$mode" "$RECORDS_1K" \
+            "$(jq -r '.records_per_sec | floor' <<<"$p")" \
+            "$(jq -r '.mb_per_sec * 10 | round / 10' <<<"$p")" \
+            "$(jq -r '.latency_ms.p50' <<<"$p")" \
+            "$(jq -r '.latency_ms.p99' <<<"$p")" \
+            "$(jq -r '.latency_ms.p999' <<<"$p")" \
+            "$(jq -r '.latency_ms.max' <<<"$p")"
+        "$BIN" topic delete "$topic" >/dev/null
     done
 done

@@ -20,6 +20,7 @@ use crate::controller::{Controller, MetadataPublisher};
 use crate::group_coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::memory_pool::MemoryPool;
 use crate::network::BoundListener;
+use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::{
     LeadershipChange, ReplicaManager, StartupState, LOG_START_CHECKPOINT, RECOVERY_CHECKPOINT,
 };
@@ -71,6 +72,8 @@ pub struct Broker {
     /// The partitions this broker hosts.
     pub partitions: ReplicaManager,
     pub groups: GroupCoordinator,
+    /// Producer ids for InitProducerId, from blocks recorded in the metadata log.
+    pub producer_ids: ProducerIdManager,
     pub txns: TxnCoordinator,
     /// Every listener, bound; Metadata tells each client the address of the listener it
     /// came through.
@@ -205,6 +208,22 @@ impl Broker {
         self.write_checkpoints();
     }
 
+    /// Forgets producers idle for `producer.id.expiration.ms` (none with an open
+    /// transaction), every `producer.id.expiration.check.interval.ms`.
+    pub fn expire_producers(&self) {
+        let now = now_ms();
+        let after = self.config.producer_id_expiration_ms();
+        let removed: usize = self
+            .partitions
+            .all()
+            .iter()
+            .map(|p| p.remove_expired_producers(now, after))
+            .sum();
+        if removed > 0 {
+            tracing::info!(removed, "expired idle producer ids");
+        }
+    }
+
     /// Reopens logs that a failed write or fsync poisoned, once the disk takes writes
     /// again (Kafka would take the log directory offline until a restart).
     pub fn recover_poisoned_logs(&self) {
@@ -249,8 +268,6 @@ pub struct StartOptions {
     pub authorizer: Arc<dyn Authorizer>,
     /// The file system partition logs live on.
     pub fs: Arc<dyn vltava_storage::Fs>,
-    /// Where the transaction coordinator gets producer ids (`None`: the broker's own).
-    pub producer_ids: Option<Arc<dyn crate::txn_coordinator::ProducerIdSource>>,
 }
 
 impl Default for StartOptions {
@@ -258,7 +275,6 @@ impl Default for StartOptions {
         Self {
             authorizer: Arc::new(AllowAll),
             fs: vltava_storage::StdFs::shared(),
-            producer_ids: None,
         }
     }
 }
@@ -268,11 +284,7 @@ pub async fn start_with(
     config: BrokerConfig,
     options: StartOptions,
 ) -> Result<BrokerHandle, BrokerError> {
-    let StartOptions {
-        authorizer,
-        fs,
-        producer_ids,
-    } = options;
+    let StartOptions { authorizer, fs } = options;
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
     let lock = lock_data_dir(&dir)?;
@@ -324,7 +336,8 @@ pub async fn start_with(
     let partitions = ReplicaManager::new(&config, startup, fs);
     let broker = Arc::new_cyclic(|me| Broker {
         groups: GroupCoordinator::new(&config, me.clone()),
-        txns: TxnCoordinator::new(&config, me.clone(), producer_ids),
+        txns: TxnCoordinator::new(&config, me.clone()),
+        producer_ids: ProducerIdManager::new(Arc::clone(&controller), config.node_id),
         memory: MemoryPool::new(config.queued_max_request_bytes()),
         config,
         cluster_id,
@@ -428,9 +441,14 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     let mut last_flush: std::collections::HashMap<(String, i32), i64> = Default::default();
     let mut retention_run: Option<tokio::task::JoinHandle<()>> = None;
     let mut poisoned_check = tokio::time::interval(Duration::from_secs(2));
+    let expiry_every =
+        Duration::from_millis(broker.config.producer_id_expiration_check_interval_ms());
+    let mut producer_expiry =
+        tokio::time::interval_at(tokio::time::Instant::now() + expiry_every, expiry_every);
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = producer_expiry.tick() => broker.expire_producers(),
             _ = poisoned_check.tick() => {
                 if broker.partitions.all().iter().any(|p| p.is_poisoned()) {
                     let b = Arc::clone(&broker);

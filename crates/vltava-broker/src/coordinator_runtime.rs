@@ -80,6 +80,15 @@ pub enum LogError {
 pub trait CoordinatorLog: Send + Sync + 'static {
     /// Appends one batch (its base offset is rewritten); returns the log end offset after it.
     fn append(&self, partition: i32, batch: &mut [u8]) -> Result<i64, LogError>;
+    /// Appends a transaction marker of `producer_id`; returns the log end offset after it.
+    fn append_txn_marker(
+        &self,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<i64, LogError>;
     /// Completes once everything below `end_offset` is on stable storage.
     fn wait_durable(
         &self,
@@ -405,24 +414,13 @@ impl<S: CoordinatorShard> Inner<S> {
         if !me.is_current(shard) {
             return future::ready(Err(RuntimeError::NotCoordinator)).boxed();
         }
-        let mut batch = vltava_record::write_end_txn_marker(
-            &vltava_record::MarkerBatch {
-                base_offset: 0,
-                partition_leader_epoch: -1,
-                producer_id,
-                producer_epoch,
-                timestamp: now,
-            },
-            vltava_record::EndTxnMarker {
-                result: if commit {
-                    vltava_record::TransactionResult::Commit
-                } else {
-                    vltava_record::TransactionResult::Abort
-                },
-                coordinator_epoch,
-            },
-        );
-        let end = match me.log.append(shard.partition, &mut batch) {
+        let end = match me.log.append_txn_marker(
+            shard.partition,
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+        ) {
             Ok(end) => end,
             Err(e) => {
                 tracing::warn!(topic = me.config.topic, partition = shard.partition, error = %e, "coordinator marker append failed");
@@ -822,6 +820,34 @@ pub(crate) mod tests {
                 .or_default()
                 .push((base, batch.to_vec()));
             Ok(self.end(partition))
+        }
+
+        fn append_txn_marker(
+            &self,
+            partition: i32,
+            producer_id: i64,
+            producer_epoch: i16,
+            coordinator_epoch: i32,
+            commit: bool,
+        ) -> Result<i64, LogError> {
+            let mut batch = vltava_record::write_end_txn_marker(
+                &vltava_record::MarkerBatch {
+                    base_offset: 0,
+                    partition_leader_epoch: -1,
+                    producer_id,
+                    producer_epoch,
+                    timestamp: 0,
+                },
+                vltava_record::EndTxnMarker {
+                    result: if commit {
+                        vltava_record::TransactionResult::Commit
+                    } else {
+                        vltava_record::TransactionResult::Abort
+                    },
+                    coordinator_epoch,
+                },
+            );
+            self.append(partition, &mut batch)
         }
 
         fn wait_durable(

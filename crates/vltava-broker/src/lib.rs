@@ -16,6 +16,7 @@ pub mod handlers;
 pub mod memory_pool;
 pub mod network;
 pub mod partition;
+pub mod producer_ids;
 pub mod replica_manager;
 pub mod txn_coordinator;
 

@@ -21,13 +21,16 @@ use vltava_coordinator::txn_shard::{
     TxnMarkers, TxnShard, Verified,
 };
 
-use crate::broker::{now_ms, Broker, SystemClock};
+use vltava_protocol::ErrorCode;
+
+use crate::broker::{Broker, SystemClock};
 use crate::config::BrokerConfig;
 use crate::coordinator_log::PartitionTableLog;
 use crate::coordinator_runtime::{
     AfterDurable, Clock, CoordinatorLog, CoordinatorRuntime, RuntimeConfig, RuntimeError, Timer,
 };
 use crate::group_coordinator::OFFSETS_TOPIC;
+use crate::handlers::producers::{write_markers, MarkerRequest};
 
 pub const TXN_TOPIC: &str = "__transaction_state";
 
@@ -105,21 +108,14 @@ struct Inner {
 
 impl TxnCoordinator {
     /// The broker's coordinator: `__transaction_state` through the partition table,
-    /// wall-clock time, marker writes into the broker's partitions, and producer ids from
-    /// `producer_ids` or the broker.
-    pub fn new(
-        config: &BrokerConfig,
-        broker: Weak<Broker>,
-        producer_ids: Option<Arc<dyn ProducerIdSource>>,
-    ) -> Self {
+    /// wall-clock time, the broker's producer ids and marker writes into its partitions.
+    pub fn new(config: &BrokerConfig, broker: Weak<Broker>) -> Self {
         let log = Arc::new(PartitionTableLog::new(broker.clone(), TXN_TOPIC));
-        let producer_ids =
-            producer_ids.unwrap_or_else(|| Arc::new(BrokerProducerIds(broker.clone())));
         Self::with_parts(
             config,
             log,
             Arc::new(SystemClock),
-            producer_ids,
+            Arc::new(BrokerProducerIds(broker.clone())),
             Arc::new(BrokerMarkers(broker)),
         )
     }
@@ -468,22 +464,28 @@ impl Inner {
     }
 }
 
-/// The broker's producer ids. Producer-id blocks recorded in the metadata log are being
-/// built separately; until the broker has them this answers COORDINATOR_NOT_AVAILABLE, so a
-/// transactional id can be initialised only where a source is supplied (tests).
+/// The broker's producer ids: blocks recorded in the metadata log.
 struct BrokerProducerIds(Weak<Broker>);
 
 impl ProducerIdSource for BrokerProducerIds {
     fn next_producer_id(&self) -> BoxFuture<'static, Result<i64, i16>> {
-        let _ = &self.0;
-        future::ready(Err(COORDINATOR_NOT_AVAILABLE)).boxed()
+        let Some(broker) = self.0.upgrade() else {
+            return future::ready(Err(COORDINATOR_NOT_AVAILABLE)).boxed();
+        };
+        async move {
+            broker.producer_ids.next_id().await.map_err(|e| {
+                tracing::warn!(error = %e.message, "could not allocate a producer id");
+                e.code.code()
+            })
+        }
+        .boxed()
     }
 }
 
 /// Markers into this broker's partitions. `__consumer_offsets` partitions go through the
 /// group coordinator, which applies or drops the transaction's offsets as it writes them
-/// (Kafka's group coordinator does the same). Other partitions get a control batch appended
-/// as leader and made durable.
+/// (Kafka's group coordinator does the same); the others through the broker's marker
+/// writes (WriteTxnMarkers' work), which update each partition's producer state.
 struct BrokerMarkers(Weak<Broker>);
 
 impl TxnMarkerWriter for BrokerMarkers {
@@ -495,56 +497,57 @@ impl TxnMarkerWriter for BrokerMarkers {
         let Some(broker) = self.0.upgrade() else {
             return future::ready(Err("the broker is stopping".to_string())).boxed();
         };
-        let mut writes: Vec<BoxFuture<'static, Result<(), String>>> = Vec::new();
-        for (topic, partition) in &m.partitions {
-            if topic == OFFSETS_TOPIC {
-                writes.push(
-                    broker
-                        .groups
-                        .write_txn_marker(
-                            *partition,
-                            m.producer_id,
-                            m.producer_epoch,
-                            coordinator_epoch,
-                            m.commit,
-                        )
-                        .map(|r| r.map_err(|e| e.to_string()))
-                        .boxed(),
-                );
-                continue;
-            }
-            let Some(p) = broker.partitions.get(topic, *partition) else {
-                // Deleted since it joined the transaction: nothing to mark, as in Kafka.
-                tracing::debug!(topic = %topic, partition, "no transaction marker for a partition that is gone");
-                continue;
+        let (offsets, others): (Vec<_>, Vec<_>) = m
+            .partitions
+            .iter()
+            .cloned()
+            .partition(|(t, _)| t == OFFSETS_TOPIC);
+        let mut writes: Vec<BoxFuture<'static, Result<(), String>>> = offsets
+            .into_iter()
+            .map(|(_, partition)| {
+                broker
+                    .groups
+                    .write_txn_marker(
+                        partition,
+                        m.producer_id,
+                        m.producer_epoch,
+                        coordinator_epoch,
+                        m.commit,
+                    )
+                    .map(move |r| r.map_err(|e| format!("{OFFSETS_TOPIC}-{partition}: {e}")))
+                    .boxed()
+            })
+            .collect();
+        if !others.is_empty() {
+            let request = MarkerRequest {
+                producer_id: m.producer_id,
+                producer_epoch: m.producer_epoch,
+                result: if m.commit {
+                    vltava_record::TransactionResult::Commit
+                } else {
+                    vltava_record::TransactionResult::Abort
+                },
+                coordinator_epoch,
+                partitions: others,
             };
-            let mut batch = vltava_record::write_end_txn_marker(
-                &vltava_record::MarkerBatch {
-                    base_offset: 0,
-                    partition_leader_epoch: -1,
-                    producer_id: m.producer_id,
-                    producer_epoch: m.producer_epoch,
-                    timestamp: now_ms(),
-                },
-                vltava_record::EndTxnMarker {
-                    result: if m.commit {
-                        vltava_record::TransactionResult::Commit
-                    } else {
-                        vltava_record::TransactionResult::Abort
-                    },
-                    coordinator_epoch,
-                },
-            );
-            match p.append_as_leader(&mut batch, now_ms(), |_| Ok(())) {
-                Ok(info) => {
-                    p.request_flush();
-                    let end = info.last_offset + 1;
-                    writes.push(
-                        async move { p.wait_durable(end).await.map_err(|e| e.to_string()) }.boxed(),
-                    );
+            writes.push(
+                async move {
+                    let results = write_markers(&broker, &[request]).await;
+                    for ((topic, partition), code) in results.into_iter().flatten() {
+                        match code {
+                            None => {}
+                            // Deleted since it joined the transaction: nothing to mark, as
+                            // in Kafka.
+                            Some(ErrorCode::UnknownTopicOrPartition) => {
+                                tracing::debug!(topic = %topic, partition, "no transaction marker for a partition that is gone")
+                            }
+                            Some(code) => return Err(format!("{topic}-{partition}: {code:?}")),
+                        }
+                    }
+                    Ok(())
                 }
-                Err(e) => return future::ready(Err(format!("{topic}-{partition}: {e}"))).boxed(),
-            }
+                .boxed(),
+            );
         }
         future::try_join_all(writes).map(|r| r.map(|_| ())).boxed()
     }
@@ -870,7 +873,7 @@ mod tests {
                 .map_err(|e| e.code()),
             Err(16)
         );
-        // No producer id source: the broker's answer until producer-id blocks exist.
+        // No broker (stopping): no producer ids.
         let ids = BrokerProducerIds(Weak::new());
         assert_eq!(ids.next_producer_id().await, Err(COORDINATOR_NOT_AVAILABLE));
     }

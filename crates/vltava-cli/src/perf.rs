@@ -90,6 +90,15 @@ pub struct ProduceArgs {
     /// Create the topic with this many partitions if it does not exist
     #[arg(long)]
     pub partitions: Option<i32>,
+    /// Idempotent producer (enable.idempotence; implies acks=all)
+    #[arg(long)]
+    pub idempotent: bool,
+    /// Produce in transactions with this transactional.id (implies --idempotent)
+    #[arg(long)]
+    pub transactional_id: Option<String>,
+    /// Records per transaction with --transactional-id
+    #[arg(long, default_value_t = 10_000, requires = "transactional_id")]
+    pub transaction_size: u64,
 }
 
 #[derive(Debug, Args)]
@@ -329,6 +338,24 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
     if let Some(c) = a.compression {
         settings.set("compression.type", c.as_str());
     }
+    let transactional = a.transactional_id.is_some();
+    if a.idempotent || transactional {
+        if a.acks
+            .as_deref()
+            .is_some_and(|acks| acks != "all" && acks != "-1")
+        {
+            return Err(Error::usage(
+                "--idempotent and --transactional-id require --acks all",
+            ));
+        }
+        settings.set("enable.idempotence", "true");
+    }
+    if let Some(id) = &a.transactional_id {
+        settings.set("transactional.id", id.as_str());
+    }
+    if a.transaction_size == 0 {
+        return Err(Error::usage("--transaction-size must be at least 1"));
+    }
     let partitions = ensure_topic(&settings, &a.topic, a.partitions)?;
 
     let start = Instant::now();
@@ -343,6 +370,19 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
         first_error: Mutex::new(None),
     };
     let producer: BaseProducer<PerfContext> = settings.create(context)?;
+    let txn_timeout = Duration::from_secs(60);
+    let txn_error = |context: &str, e: KafkaError| Error::Kafka {
+        context: context.to_string(),
+        source: e,
+    };
+    if transactional {
+        producer
+            .init_transactions(txn_timeout)
+            .map_err(|e| txn_error("cannot initialise transactions", e))?;
+        producer
+            .begin_transaction()
+            .map_err(|e| txn_error("cannot begin a transaction", e))?;
+    }
     let payload = payload(a.record_size);
     let stop = client::stop_flag();
     let pb = progress(Some(a.num_records), &settings);
@@ -387,6 +427,16 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
         sent += 1;
         if sent & 63 == 0 {
             producer.poll(Duration::ZERO);
+        }
+        if transactional && (sent.is_multiple_of(a.transaction_size) || sent == a.num_records) {
+            producer
+                .commit_transaction(txn_timeout)
+                .map_err(|e| txn_error("cannot commit a transaction", e))?;
+            if sent < a.num_records {
+                producer
+                    .begin_transaction()
+                    .map_err(|e| txn_error("cannot begin a transaction", e))?;
+            }
         }
     }
     while producer.in_flight_count() > 0 {

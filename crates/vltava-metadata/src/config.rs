@@ -450,6 +450,22 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "How often expired offsets are removed."
     ),
     def!(
+        "producer.id.expiration.ms",
+        Int,
+        "86400000",
+        &[],
+        Some(1),
+        "How long a partition remembers a producer id that has not written and has no open transaction."
+    ),
+    def!(
+        "producer.id.expiration.check.interval.ms",
+        Int,
+        "600000",
+        &[],
+        Some(1),
+        "How often idle producer ids are forgotten."
+    ),
+    def!(
         "offsets.commit.timeout.ms",
         Int,
         "5000",
@@ -647,7 +663,6 @@ pub fn validate_value(def: &ConfigDef, value: &str) -> Result<(), String> {
 /// Configs the broker reports but does not act on yet (topic names and their broker
 /// synonyms). Accepting another value would claim an effect that does not happen.
 pub const NOT_APPLIED_YET: &[&str] = &[
-    "compression.type",
     "delete.retention.ms",
     "log.cleaner.delete.retention.ms",
     "min.cleanable.dirty.ratio",
@@ -813,8 +828,8 @@ mod tests {
 
     #[test]
     fn configs_without_effect_accept_only_their_default() {
-        assert!(validate_topic_config("compression.type", "producer").is_ok());
-        assert!(validate_topic_config("compression.type", "zstd").is_err());
+        assert!(validate_topic_config("compression.type", "zstd").is_ok());
+        assert!(validate_topic_config("compression.type", "brotli").is_err());
         assert!(validate_topic_config("preallocate", "FALSE").is_ok());
         assert!(validate_topic_config("preallocate", "true").is_err());
         assert!(validate_topic_config("min.cleanable.dirty.ratio", "0.50").is_ok());

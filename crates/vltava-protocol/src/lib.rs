@@ -164,6 +164,8 @@ apis! {
     DescribeTransactions(DescribeTransactionsRequest, DescribeTransactionsResponse);
     // v2 filters by a transactional id pattern (KIP-1152), not supported.
     ListTransactions(ListTransactionsRequest, ListTransactionsResponse) max 1;
+    WriteTxnMarkers(WriteTxnMarkersRequest, WriteTxnMarkersResponse);
+    DescribeProducers(DescribeProducersRequest, DescribeProducersResponse);
 }
 
 /// The header fields the broker needs, whatever the header version.

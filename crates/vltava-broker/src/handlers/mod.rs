@@ -8,6 +8,7 @@ pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod producers;
 pub mod topics;
 pub mod txn;
 
@@ -197,6 +198,15 @@ pub fn dispatch(
         }
         Request::DescribeTransactions(r) => ready(txn::describe_transactions(broker, c, r).into()),
         Request::ListTransactions(r) => ready(txn::list_transactions(broker, c, r).into()),
+        Request::WriteTxnMarkers(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    producers::write_txn_markers(&b, &ctx, r).await,
+                )))
+            })
+        }
+        Request::DescribeProducers(r) => ready(producers::describe_producers(broker, c, r).into()),
         Request::DeleteRecords(r) => {
             let b = Arc::clone(broker);
             Box::pin(async move {

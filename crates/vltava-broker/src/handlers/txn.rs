@@ -45,31 +45,24 @@ pub async fn init_producer_id(
         resp.producer_epoch = NO_PRODUCER_EPOCH;
         resp
     };
-    let result = match req.transactional_id.as_ref().map(|t| t.0.to_string()) {
-        None => {
-            // An idempotent producer: a fresh id with epoch 0, as Kafka answers it.
-            if !broker.authorize(&ctx, AclOperation::IdempotentWrite, Resource::Cluster) {
-                return fail(resp, ErrorCode::ClusterAuthorizationFailed.code());
-            }
-            broker.txns.new_producer_id().await.map(|pid| (pid, 0))
-        }
-        Some(id) => {
-            if !may_write_txn(&broker, &ctx, &id) {
-                return fail(resp, ErrorCode::TransactionalIdAuthorizationFailed.code());
-            }
-            let expected = match (req.producer_id.0, req.producer_epoch) {
-                (NO_PRODUCER_ID, NO_PRODUCER_EPOCH) => None,
-                (NO_PRODUCER_ID, _) | (_, NO_PRODUCER_EPOCH) => {
-                    return fail(resp, ErrorCode::InvalidRequest.code())
-                }
-                (pid, epoch) => Some((pid, epoch)),
-            };
-            broker
-                .txns
-                .init_producer_id(&id, req.transaction_timeout_ms, expected)
-                .await
-        }
+    let Some(id) = req.transactional_id.as_ref().map(|t| t.0.to_string()) else {
+        // An idempotent producer: the broker's producer ids.
+        return super::producers::init_producer_id(&broker, &ctx, req).await;
     };
+    if !may_write_txn(&broker, &ctx, &id) {
+        return fail(resp, ErrorCode::TransactionalIdAuthorizationFailed.code());
+    }
+    let expected = match (req.producer_id.0, req.producer_epoch) {
+        (NO_PRODUCER_ID, NO_PRODUCER_EPOCH) => None,
+        (NO_PRODUCER_ID, _) | (_, NO_PRODUCER_EPOCH) => {
+            return fail(resp, ErrorCode::InvalidRequest.code())
+        }
+        (pid, epoch) => Some((pid, epoch)),
+    };
+    let result = broker
+        .txns
+        .init_producer_id(&id, req.transaction_timeout_ms, expected)
+        .await;
     match result {
         Ok((pid, epoch)) => {
             resp.producer_id = ProducerId(pid);
