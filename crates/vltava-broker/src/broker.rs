@@ -24,6 +24,7 @@ use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::{
     LeadershipChange, ReplicaManager, StartupState, LOG_START_CHECKPOINT, RECOVERY_CHECKPOINT,
 };
+use crate::txn_coordinator::{TxnCoordinator, TXN_TOPIC};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".vltava_cleanshutdown";
 
@@ -73,6 +74,7 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     /// Producer ids for InitProducerId, from blocks recorded in the metadata log.
     pub producer_ids: ProducerIdManager,
+    pub txns: TxnCoordinator,
     /// Every listener, bound; Metadata tells each client the address of the listener it
     /// came through.
     pub listeners: Vec<BoundListener>,
@@ -334,6 +336,7 @@ pub async fn start_with(
     let partitions = ReplicaManager::new(&config, startup, fs);
     let broker = Arc::new_cyclic(|me| Broker {
         groups: GroupCoordinator::new(&config, me.clone()),
+        txns: TxnCoordinator::new(&config, me.clone()),
         producer_ids: ProducerIdManager::new(Arc::clone(&controller), config.node_id),
         memory: MemoryPool::new(config.queued_max_request_bytes()),
         config,
@@ -364,16 +367,25 @@ pub async fn start_with(
     broker.partitions.startup_done();
     let image = broker.controller.image();
     ensure_offsets_topic(&broker).await?;
-    // The __consumer_offsets partitions led here load their groups before the broker
-    // accepts connections, so a restarted broker answers at once; later leadership changes
-    // reach the coordinator through the metadata publisher.
-    let loads: Vec<_> = broker
+    crate::txn_coordinator::ensure_topic(&broker).await?;
+    // The __consumer_offsets and __transaction_state partitions led here load before the
+    // broker accepts connections, so a restarted broker answers at once; later leadership
+    // changes reach the coordinators through the metadata publisher.
+    let mut loads: Vec<_> = broker
         .partitions
         .topic(OFFSETS_TOPIC)
         .iter()
         .filter(|p| p.is_leader())
         .map(|p| broker.groups.on_leader(p.index, p.leader_epoch()))
         .collect();
+    loads.extend(
+        broker
+            .partitions
+            .topic(TXN_TOPIC)
+            .iter()
+            .filter(|p| p.is_leader())
+            .map(|p| broker.txns.on_leader(p.index, p.leader_epoch())),
+    );
     futures::future::join_all(loads).await;
     // From here on, a crash is an unclean shutdown.
     let _ = std::fs::remove_file(dir.join(CLEAN_SHUTDOWN_FILE));
@@ -476,6 +488,9 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     for p in broker.partitions.topic(OFFSETS_TOPIC) {
         broker.groups.on_resigned(p.index);
     }
+    for p in broker.partitions.topic(TXN_TOPIC) {
+        broker.txns.on_resigned(p.index);
+    }
     if let Some(run) = retention_run {
         let _ = run.await;
     }
@@ -559,6 +574,16 @@ impl MetadataPublisher for Broker {
                 }
                 LeadershipChange::Resigned { topic, partition } if topic == OFFSETS_TOPIC => {
                     self.groups.on_resigned(partition);
+                }
+                LeadershipChange::Became {
+                    topic,
+                    partition,
+                    leader_epoch,
+                } if topic == TXN_TOPIC => {
+                    drop(self.txns.on_leader(partition, leader_epoch));
+                }
+                LeadershipChange::Resigned { topic, partition } if topic == TXN_TOPIC => {
+                    self.txns.on_resigned(partition);
                 }
                 _ => {}
             }

@@ -266,6 +266,24 @@ impl Partition {
         Ok(info)
     }
 
+    /// Appends a coordinator's own batch as leader (its records, or a TxnOffsetCommit's
+    /// transactional batch): producer epochs are checked, sequences are not.
+    pub fn append_as_coordinator(
+        &self,
+        batch: &mut [u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        if !self.is_leader() {
+            return Err(AppendError::NotLeader(format!("{self:?}")));
+        }
+        let info = self
+            .log
+            .append_as_coordinator(batch, self.leader_epoch(), now_ms)?;
+        self.maybe_advance_high_watermark();
+        self.appended.send_replace(info.last_offset + 1);
+        Ok(info)
+    }
+
     /// Reads whole batches from `offset`, up to the high watermark or the log end.
     pub fn read(
         &self,

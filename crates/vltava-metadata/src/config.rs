@@ -482,6 +482,70 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Largest metadata string of a committed offset."
     ),
     def!(
+        "transaction.state.log.num.partitions",
+        Int,
+        "50",
+        &[],
+        Some(1),
+        "Partitions of __transaction_state."
+    ),
+    def!(
+        "transaction.state.log.replication.factor",
+        Int,
+        "3",
+        &[],
+        Some(1),
+        "Replication factor of __transaction_state (at most the brokers present when it is created)."
+    ),
+    def!(
+        "transaction.state.log.min.isr",
+        Int,
+        "2",
+        &[],
+        Some(1),
+        "min.insync.replicas of __transaction_state (at most its replication factor)."
+    ),
+    def!(
+        "transaction.state.log.segment.bytes",
+        Int,
+        "104857600",
+        &[],
+        Some(1),
+        "Segment size of __transaction_state."
+    ),
+    def!(
+        "transaction.max.timeout.ms",
+        Int,
+        "900000",
+        &[],
+        Some(1),
+        "Largest transaction timeout a producer may ask for."
+    ),
+    def!(
+        "transactional.id.expiration.ms",
+        Int,
+        "604800000",
+        &[],
+        Some(1),
+        "How long an idle transactional id is kept."
+    ),
+    def!(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        Int,
+        "10000",
+        &[],
+        Some(1),
+        "How often transactions past their timeout are aborted."
+    ),
+    def!(
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        Int,
+        "3600000",
+        &[],
+        Some(1),
+        "How often expired transactional ids are removed."
+    ),
+    def!(
         "group.initial.rebalance.delay.ms",
         Int,
         "3000",

@@ -679,7 +679,41 @@ impl Log {
         batches: &mut [u8],
         leader_epoch: i32,
         now_ms: i64,
+        validator: V,
+    ) -> Result<AppendInfo, E>
+    where
+        E: From<StorageError>,
+        V: FnMut(&BatchHeader) -> Result<(), E>,
+    {
+        self.append_from(batches, leader_epoch, now_ms, validator, Origin::Client)
+    }
+
+    /// Appends a coordinator's own batch as the partition leader (Kafka's
+    /// `AppendOrigin.COORDINATOR`): producer epochs are checked, sequences are not and no
+    /// batch is taken for a retry, because a coordinator's transactional batches (the
+    /// offsets of TxnOffsetCommit) carry no sequence.
+    pub fn append_as_coordinator(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_from(
+            batches,
+            leader_epoch,
+            now_ms,
+            |_| Ok(()),
+            Origin::Coordinator,
+        )
+    }
+
+    fn append_from<E, V>(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
         mut validator: V,
+        origin: Origin,
     ) -> Result<AppendInfo, E>
     where
         E: From<StorageError>,
@@ -707,7 +741,11 @@ impl Log {
             validator(&h)?;
             if h.producer_id != NO_PRODUCER_ID || h.is_control() {
                 idempotent = true;
-                match inner.producers.find_duplicate(&h) {
+                let retry = match origin {
+                    Origin::Client => inner.producers.find_duplicate(&h),
+                    _ => None,
+                };
+                match retry {
                     Some(d) => duplicate = Some(d),
                     None => inner
                         .producers
@@ -717,7 +755,7 @@ impl Log {
                                 header: &h,
                                 marker: None,
                             },
-                            Origin::Client,
+                            origin,
                         )
                         .map_err(StorageError::from)?,
                 }
