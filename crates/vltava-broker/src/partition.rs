@@ -266,6 +266,12 @@ impl Partition {
         Ok(info)
     }
 
+    /// Whether `producer_id` has a transaction open in this partition (KIP-890: a
+    /// transactional batch that opens one is first checked with the coordinator).
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.log.in_transaction(producer_id, epoch)
+    }
+
     /// Appends a coordinator's own batch as leader (its records, or a TxnOffsetCommit's
     /// transactional batch): producer epochs are checked, sequences are not.
     pub fn append_as_coordinator(

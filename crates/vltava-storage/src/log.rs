@@ -908,6 +908,16 @@ impl Log {
         self.inner.lock().producers.first_unstable_offset()
     }
 
+    /// Whether `producer_id` has a transaction open here (a transactional batch with no
+    /// marker after it yet), in `epoch` or an older one.
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.inner
+            .lock()
+            .producers
+            .entry(producer_id)
+            .is_some_and(|e| e.current_txn_first_offset.is_some() && e.epoch <= epoch)
+    }
+
     /// Aborted transactions that overlap `[from, upto)`, oldest marker first: what a
     /// read_committed fetch of that range returns so clients drop those records.
     pub fn aborted_transactions(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {

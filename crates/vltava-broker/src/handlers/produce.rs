@@ -15,6 +15,8 @@ use super::{sb, tn};
 use crate::broker::{now_ms, Broker};
 use crate::context::{AclOperation, RequestContext, Resource};
 use crate::partition::{AppendError, Partition};
+use crate::txn_coordinator::TxnCoordError;
+use vltava_coordinator::txn_shard::TxnError;
 
 fn record_error_code(e: &RecordError) -> ErrorCode {
     match e {
@@ -116,6 +118,56 @@ fn check(p: Arc<Partition>, index: i32, records: Option<bytes::Bytes>) -> Result
         }
     }
     Ok(Plan::Append(p, records))
+}
+
+/// KIP-890 part 1: a transactional batch that would open a transaction in this partition
+/// is written only if the coordinator has the partition in the producer's ongoing
+/// transaction, so a late or stray batch cannot start a transaction nobody will end (which
+/// would hold the last stable offset back for good).
+fn verify_txn(
+    broker: &Arc<Broker>,
+    transactional_id: Option<&str>,
+    version: i16,
+    p: Arc<Partition>,
+    index: i32,
+    records: bytes::Bytes,
+) -> Plan {
+    let first = vltava_record::Batches::new(&records).next();
+    let Some(Ok((h, _))) = first else {
+        return Plan::Append(p, records);
+    };
+    if !h.is_transactional() || p.in_transaction(h.producer_id, h.producer_epoch) {
+        return Plan::Append(p, records);
+    }
+    let fail = |code: ErrorCode, msg: String| Plan::Answer(partition_error(index, code, Some(msg)));
+    let Some(tid) = transactional_id else {
+        return fail(
+            ErrorCode::InvalidRecord,
+            "a transactional batch needs the request's transactional id".into(),
+        );
+    };
+    let tp = [(p.topic.to_string(), index)];
+    let verified = broker
+        .txns
+        .verify_partitions(tid, h.producer_id, h.producer_epoch, &tp);
+    match verified.map(|mut v| v.pop().map(|(_, r)| r)) {
+        Ok(Some(Ok(()))) => Plan::Append(p, records),
+        Ok(Some(Err(e))) | Err(TxnCoordError::Txn(e)) => {
+            // TRANSACTION_ABORTABLE is known to Produce v11+; older clients get
+            // INVALID_TXN_STATE, as from Kafka.
+            let e = match e {
+                TxnError::TransactionAbortable if version < 11 => TxnError::InvalidTxnState,
+                e => e,
+            };
+            let code = ErrorCode::try_from_code(e.code()).unwrap_or(ErrorCode::InvalidTxnState);
+            fail(code, format!("{p:?} is not in the transaction of {tid}: {e}"))
+        }
+        // The coordinator cannot answer now: a code every producer retries.
+        Ok(None) | Err(_) => fail(
+            ErrorCode::NotEnoughReplicas,
+            "the transaction coordinator could not verify the transaction".into(),
+        ),
+    }
 }
 
 /// Appends one checked payload. Returns the response entry and, when the answer must wait
@@ -258,7 +310,17 @@ pub fn handle(
                             )),
                         ))
                     }
-                    Some(p) => check(p, pd.index, pd.records)?,
+                    Some(p) => match check(p, pd.index, pd.records)? {
+                        Plan::Append(p, records) => verify_txn(
+                            broker,
+                            req.transactional_id.as_ref().map(|t| &*t.0),
+                            version,
+                            p,
+                            pd.index,
+                            records,
+                        ),
+                        answer => answer,
+                    },
                 }
             };
             plans.push((pd.index, plan));
