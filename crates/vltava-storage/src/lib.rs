@@ -5,7 +5,8 @@
 //!                                00000000000000000000.index      sparse offset -> position
 //!                                00000000000000000000.timeindex  sparse timestamp -> offset
 //!                                leader-epoch-checkpoint         first offset of each leader epoch
-//! <data dir>/recovery-point-offset-checkpoint, log-start-offset-checkpoint
+//! <data dir>/recovery-point-offset-checkpoint, log-start-offset-checkpoint,
+//!            cleaner-offset-checkpoint
 //! ```
 //!
 //! Storage knows nothing of the network or of request types. Time is passed in as `now_ms`,
@@ -14,6 +15,7 @@
 //! `sim` feature outside this crate) and cut the power at any point.
 
 pub mod checkpoint;
+pub mod cleaner;
 pub mod epoch;
 pub mod fs;
 pub mod index;
@@ -24,6 +26,7 @@ pub mod sim;
 
 use std::path::{Path, PathBuf};
 
+pub use cleaner::{AbortedTxn, CleanRequest, CleanStats, Cleanable, Transactions};
 pub use epoch::{EpochEntry, LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use fs::{Fs, FsFile, OpenMode, StdFs};
 pub use log::{accept_all, AppendInfo, Log, LogConfig, LogOffsets, OpenOptions, ReadResult};
