@@ -908,9 +908,11 @@ impl Log {
                 .range(..=offset)
                 .next_back()
                 .map_or(i64::MIN, |(b, _)| *b);
+            // Compaction leaves gaps: a segment may end before `offset`, or hold nothing.
             let segs: Vec<_> = inner
                 .segments
                 .range(from..)
+                .skip_while(|(_, s)| s.next_offset() <= offset || s.size() == 0)
                 .take(2)
                 .map(|(_, s)| (Arc::clone(s), s.size()))
                 .collect();
