@@ -194,6 +194,45 @@ impl Partition {
         self.log.offsets()
     }
 
+    /// How dirty the log is if it is compacted; the cleaner stays below the last stable
+    /// offset.
+    pub fn cleanable(&self, now_ms: i64) -> Option<vltava_storage::Cleanable> {
+        self.log.cleanable(now_ms, self.last_stable_offset())
+    }
+
+    /// One cleaning pass. No transaction state exists yet, so transactional batches are
+    /// kept whole ([`vltava_storage::Transactions::Unknown`]).
+    pub fn clean(
+        &self,
+        now_ms: i64,
+        map_entries: usize,
+        throttle: &mut dyn vltava_storage::cleaner::Throttle,
+    ) -> Result<Option<vltava_storage::CleanStats>, StorageError> {
+        let req = vltava_storage::CleanRequest {
+            now_ms,
+            upper_bound: self.last_stable_offset(),
+            map_entries,
+            transactions: vltava_storage::Transactions::Unknown,
+        };
+        self.log.clean(&req, throttle)
+    }
+
+    /// Where the cleaned part of the log ends.
+    pub fn clean_offset(&self) -> i64 {
+        self.log.clean_offset()
+    }
+
+    pub(crate) fn recovery_point_written(&self, offset: i64) {
+        self.log.recovery_point_written(offset);
+    }
+
+    /// A compacted log has durable data the recovery checkpoint does not cover yet, which
+    /// holds the cleaner back.
+    pub fn checkpoint_lags(&self) -> bool {
+        self.settings.lock().log.compact
+            && self.log.offsets().flushed_offset > self.log.recovery_checkpoint()
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.log.size_bytes()
     }

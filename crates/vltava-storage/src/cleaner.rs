@@ -203,6 +203,11 @@ impl Log {
         self.recovery_checkpoint.fetch_max(offset, Ordering::AcqRel);
     }
 
+    /// The highest offset [`Log::recovery_point_written`] was told of.
+    pub fn recovery_checkpoint(&self) -> i64 {
+        self.recovery_checkpoint.load(Ordering::Acquire)
+    }
+
     /// Base offsets of the segments, oldest first; the last one is the active segment.
     pub fn segment_bases(&self) -> Vec<i64> {
         self.inner.lock().segments.keys().copied().collect()
