@@ -504,7 +504,14 @@ async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), BrokerError> {
     }
     let configs: std::collections::BTreeMap<String, String> = [
         ("cleanup.policy".to_string(), "compact".to_string()),
-        ("segment.bytes".to_string(), "104857600".to_string()),
+        (
+            "segment.bytes".to_string(),
+            broker
+                .config
+                .get_i64("offsets.topic.segment.bytes")
+                .max(1)
+                .to_string(),
+        ),
     ]
     .into();
     crate::handlers::topics::create_topic(

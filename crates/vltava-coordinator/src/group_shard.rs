@@ -357,7 +357,4 @@ impl CoordinatorShard for GroupShard {
         Record::decode(key, value, &*self.topics)
     }
 
-    fn live_records(&self) -> Vec<Record> {
-        self.state.live_records(|_| true)
-    }
 }

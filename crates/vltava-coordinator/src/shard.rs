@@ -27,9 +27,6 @@ pub trait CoordinatorShard: Send + 'static {
         value: Option<&[u8]>,
     ) -> Result<Vec<Self::Record>, Self::CodecError>;
 
-    /// Records that rebuild, on their own, the whole state: written after older records,
-    /// they make those unnecessary, so the log can be trimmed.
-    fn live_records(&self) -> Vec<Self::Record>;
 }
 
 /// Puts back what an operation changed in place, when its records could not be written.

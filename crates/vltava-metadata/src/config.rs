@@ -474,6 +474,14 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Partitions of __consumer_offsets."
     ),
     def!(
+        "offsets.topic.segment.bytes",
+        Int,
+        "104857600",
+        &[],
+        Some(1),
+        "Segment size of __consumer_offsets, kept small so its cleaner can run often."
+    ),
+    def!(
         "offsets.retention.minutes",
         Int,
         "10080",
