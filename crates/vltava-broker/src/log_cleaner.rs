@@ -158,7 +158,7 @@ fn clean_dirtiest(
         let pace: &mut dyn Throttle = &mut pace;
         match p.clean(now_ms(), settings.map_entries, pace) {
             Ok(Some(stats)) => {
-                tracing::info!(
+                tracing::debug!(
                     topic = %p.topic,
                     partition = p.index,
                     dirty_ratio = cleanable.dirty_ratio,

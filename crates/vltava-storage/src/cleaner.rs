@@ -781,6 +781,59 @@ impl Filter<'_> {
     }
 }
 
+/// A partition directory's cleaner state as its files show it, for tools that read a data
+/// dir (`vltava cleaner-status`): no log is opened.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DirStatus {
+    pub clean_offset: i64,
+    /// Bytes of sealed segments wholly below the clean offset.
+    pub clean_bytes: u64,
+    /// Bytes of the other sealed segments (the active segment is never cleaned).
+    pub dirty_bytes: u64,
+    pub dirty_ratio: f64,
+    pub segments: usize,
+}
+
+/// Reads `dir`'s segment names and sizes and splits them at `clean_offset` as
+/// [`Log::cleanable`] does (without the time and recovery-point bounds a live log adds).
+pub fn dir_status(fs: &dyn Fs, dir: &Path, clean_offset: i64) -> Result<DirStatus, StorageError> {
+    let mut bases: Vec<i64> = fs
+        .read_dir(dir)
+        .map_err(|e| io_err("list", dir, e))?
+        .iter()
+        .filter_map(|n| match SegmentFile::parse_name(n) {
+            Some((SegmentFile::Log, base)) => Some(base),
+            _ => None,
+        })
+        .collect();
+    bases.sort_unstable();
+    let (mut clean_bytes, mut dirty_bytes) = (0, 0);
+    for pair in bases.windows(2) {
+        let path = SegmentFile::Log.path(dir, pair[0]);
+        let size = fs
+            .open(&path, OpenMode::Read)
+            .and_then(|f| f.size())
+            .map_err(|e| io_err("stat", &path, e))?;
+        if pair[1] <= clean_offset {
+            clean_bytes += size;
+        } else {
+            dirty_bytes += size;
+        }
+    }
+    let total = clean_bytes + dirty_bytes;
+    Ok(DirStatus {
+        clean_offset,
+        clean_bytes,
+        dirty_bytes,
+        dirty_ratio: if total == 0 {
+            0.0
+        } else {
+            dirty_bytes as f64 / total as f64
+        },
+        segments: bases.len(),
+    })
+}
+
 /// Finishes or rolls back swaps a crash interrupted, before a log directory loads (Kafka's
 /// rules, see the module docs): `.cleaned` and `.deleted` files go; each `B.log.swap`
 /// replaces the segments with base offsets in `[B, its next offset)` and becomes `B.log`.

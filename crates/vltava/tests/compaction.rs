@@ -195,6 +195,24 @@ fn a_compacted_topic_keeps_the_latest_value_of_each_key() {
         committed.find_partition("kv", 0).unwrap().offset(),
         Offset::Offset(4242)
     );
+
+    // `vltava cleaner-status` reads the cleaner's position from the data dir.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["cleaner-status", "--topic", "kv", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("kv "))
+        .unwrap_or_else(|| panic!("no row for kv in {text}"))
+        .split_whitespace()
+        .collect();
+    // Cleaned up to the active segment, which holds only the second filler.
+    assert_eq!(row[1], "0");
+    assert_eq!(row[2], "100101", "{text}");
     rt.block_on(broker.shutdown());
 }
 
