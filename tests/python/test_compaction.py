@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from e2e_helpers import cf_create_topic, unique_topic, wait_until
@@ -68,7 +69,7 @@ def test_kafka_python_reads_the_latest_value_of_each_key(broker_factory):
         latest[key] = None
     producer.flush()
     # A record bigger than a segment, in a batch of its own, seals every update.
-    filler = b"f" * SEGMENT_BYTES
+    filler = os.urandom(SEGMENT_BYTES)  # incompressible, so the batch is this big on disk too
     producer.send(topic, key=b"filler", value=filler, partition=0).get(timeout=30)
     producer.close()
 
@@ -81,15 +82,28 @@ def test_kafka_python_reads_the_latest_value_of_each_key(broker_factory):
     finally:
         group.close()
 
-    expected = sorted([(k, v) for k, v in latest.items()] + [(b"filler", filler)])
+    def order(kv):
+        return kv[0], kv[1] is None, kv[1] or b""
+
+    expected = sorted([(k, v) for k, v in latest.items()] + [(b"filler", filler)], key=order)
 
     def cleaned():
         got = kp_read_all(broker.bootstrap, topic)
         offsets = [o for o, _, _ in got]
         assert offsets == sorted(set(offsets)), "offsets increase"
-        return sorted((k, v) for _, k, v in got) == expected
+        return sorted(((k, v) for _, k, v in got), key=order) == expected
 
-    wait_until(cleaned, timeout=60, interval=0.5, what="the topic to be cleaned")
+    try:
+        wait_until(cleaned, timeout=60, interval=0.5, what="the topic to be cleaned")
+    except AssertionError:
+        got = kp_read_all(broker.bootstrap, topic)
+        seen = {}
+        for o, k, v in got:
+            seen.setdefault(k, []).append(o)
+        dups = {k: o for k, o in seen.items() if len(o) > 1}
+        missing = [k for k in latest if k not in seen]
+        raise AssertionError(f"{len(got)} records, {len(expected)} expected; "
+                             f"repeated keys {list(dups.items())[:5]}; missing {missing[:5]}")
 
     group = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id="kp-readers",
                           enable_auto_commit=False)
