@@ -77,5 +77,4 @@ impl CoordinatorLog for PartitionTableLog {
     fn log_end_offset(&self, partition: i32) -> Result<i64, LogError> {
         Ok(self.partition(partition)?.1.offsets().log_end_offset)
     }
-
 }

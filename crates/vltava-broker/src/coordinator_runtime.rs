@@ -643,7 +643,6 @@ pub(crate) mod tests {
         fn log_end_offset(&self, partition: i32) -> Result<i64, LogError> {
             Ok(self.end(partition))
         }
-
     }
 
     fn runtime(

@@ -143,7 +143,6 @@ impl CoordinatorShard for GroupShardIo {
     fn decode(&self, key: &[u8], value: Option<&[u8]>) -> Result<Vec<Record>, RecordError> {
         self.shard.decode(key, value)
     }
-
 }
 
 type IoResult<R> = CoordinatorResult<GroupShardIo, R>;

@@ -89,12 +89,17 @@ impl LogCleaner {
         let count = if settings.enable { settings.threads } else { 0 };
         let threads = (0..count)
             .filter_map(|i| {
-                let (partitions, stop, throttle) =
-                    (Arc::clone(&partitions), Arc::clone(&stop), Arc::clone(&throttle));
+                let (partitions, stop, throttle) = (
+                    Arc::clone(&partitions),
+                    Arc::clone(&stop),
+                    Arc::clone(&throttle),
+                );
                 std::thread::Builder::new()
                     .name(format!("log-cleaner-{i}"))
                     .spawn(move || run(&partitions, &settings, &stop, &throttle))
-                    .map_err(|e| tracing::error!(error = %e, "could not start a log cleaner thread"))
+                    .map_err(
+                        |e| tracing::error!(error = %e, "could not start a log cleaner thread"),
+                    )
                     .ok()
             })
             .collect();

@@ -356,5 +356,4 @@ impl CoordinatorShard for GroupShard {
     fn decode(&self, key: &[u8], value: Option<&[u8]>) -> Result<Vec<Record>, RecordError> {
         Record::decode(key, value, &*self.topics)
     }
-
 }

@@ -26,7 +26,6 @@ pub trait CoordinatorShard: Send + 'static {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<Vec<Self::Record>, Self::CodecError>;
-
 }
 
 /// Puts back what an operation changed in place, when its records could not be written.

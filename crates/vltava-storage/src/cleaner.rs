@@ -323,10 +323,7 @@ impl Log {
         let mut map = OffsetMap::new(req.map_entries);
         let end = build_map(&segs, first_dirty, req, &mut map, &mut stats, throttle)?;
         stats.end_offset = end;
-        let rewrite: Vec<Arc<Segment>> = segs
-            .into_iter()
-            .filter(|s| s.base_offset < end)
-            .collect();
+        let rewrite: Vec<Arc<Segment>> = segs.into_iter().filter(|s| s.base_offset < end).collect();
         let filter = Filter {
             map: &map,
             end,
@@ -413,8 +410,7 @@ impl Log {
                 .map_err(|e| io_err("remove", &cleaned, e))?;
             return Ok(());
         }
-        out.sync_data()
-            .map_err(|e| io_err("fsync", &cleaned, e))?;
+        out.sync_data().map_err(|e| io_err("fsync", &cleaned, e))?;
         drop(out);
         let swap = Segment::log_path_with(&self.dir, base, ".swap");
         fs.rename(&cleaned, &swap)
@@ -448,7 +444,8 @@ impl Log {
                 &[SegmentFile::OffsetIndex, SegmentFile::TimeIndex],
             )?;
             let log = SegmentFile::Log.path(&self.dir, base);
-            fs.rename(swap, &log).map_err(|e| io_err("rename", &log, e))?;
+            fs.rename(swap, &log)
+                .map_err(|e| io_err("rename", &log, e))?;
             crate::sync_dir_in(fs, &self.dir)?;
             let interval = self.config().index_interval_bytes;
             let (seg, _) = Segment::open(&self.files, &self.dir, base, None, interval, now_ms)?;
@@ -851,7 +848,9 @@ pub(crate) fn recover_swaps(fs: &dyn Fs, dir: &Path) -> Result<(), StorageError>
             .and_then(|s| s.parse::<i64>().ok())
         {
             swaps.push(base);
-        } else if name.ends_with(".cleaned") || name.ends_with(".deleted") || name.ends_with(".swap")
+        } else if name.ends_with(".cleaned")
+            || name.ends_with(".deleted")
+            || name.ends_with(".swap")
         {
             // An unfinished cleaning (the originals are whole) or a deletion cut short.
             let p = dir.join(name);
@@ -868,7 +867,8 @@ pub(crate) fn recover_swaps(fs: &dyn Fs, dir: &Path) -> Result<(), StorageError>
                 // Never written by the protocol above (the swap is fsynced before it is
                 // named): keep the originals rather than trust it.
                 tracing::error!(path = %swap.display(), "unreadable swap file left from a cleaning; originals kept");
-                fs.remove_file(&swap).map_err(|e| io_err("remove", &swap, e))?;
+                fs.remove_file(&swap)
+                    .map_err(|e| io_err("remove", &swap, e))?;
                 changed = true;
                 continue;
             }
@@ -883,7 +883,8 @@ pub(crate) fn recover_swaps(fs: &dyn Fs, dir: &Path) -> Result<(), StorageError>
             &[SegmentFile::OffsetIndex, SegmentFile::TimeIndex],
         )?;
         let log = SegmentFile::Log.path(dir, base);
-        fs.rename(&swap, &log).map_err(|e| io_err("rename", &log, e))?;
+        fs.rename(&swap, &log)
+            .map_err(|e| io_err("rename", &log, e))?;
         tracing::warn!(dir = %dir.display(), base_offset = base, next_offset = next, "finished a segment swap a crash interrupted");
         changed = true;
     }

@@ -27,7 +27,13 @@ pub fn run(args: CleanerStatusArgs) -> anyhow::Result<()> {
     let cp = checkpoint::read(&path).with_context(|| format!("reading {}", path.display()))?;
     println!(
         "{:<40} {:>9} {:>14} {:>12} {:>12} {:>8} {:>11}",
-        "TOPIC", "PARTITION", "CLEAN-OFFSET", "CLEAN-BYTES", "DIRTY-BYTES", "SEGMENTS", "DIRTY-RATIO"
+        "TOPIC",
+        "PARTITION",
+        "CLEAN-OFFSET",
+        "CLEAN-BYTES",
+        "DIRTY-BYTES",
+        "SEGMENTS",
+        "DIRTY-RATIO"
     );
     for ((topic, partition), offset) in cp {
         if args.topic.as_ref().is_some_and(|t| *t != topic) {
@@ -40,7 +46,13 @@ pub fn run(args: CleanerStatusArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading {}", dir.display()))?;
         println!(
             "{:<40} {:>9} {:>14} {:>12} {:>12} {:>8} {:>11.3}",
-            topic, partition, st.clean_offset, st.clean_bytes, st.dirty_bytes, st.segments, st.dirty_ratio
+            topic,
+            partition,
+            st.clean_offset,
+            st.clean_bytes,
+            st.dirty_bytes,
+            st.segments,
+            st.dirty_ratio
         );
     }
     Ok(())

@@ -70,20 +70,22 @@ fn send(
 /// Every record of partition 0 from the beginning to the high watermark: (offset, key,
 /// value), read by a consumer of `group` with librdkafka's defaults.
 fn read_all(addr: SocketAddr, topic: &str, group: &str) -> Vec<(i64, String, Option<Vec<u8>>)> {
-    let consumer: BaseConsumer = client_config(addr)
-        .set("group.id", group)
-        .create()
-        .unwrap();
+    let consumer: BaseConsumer = client_config(addr).set("group.id", group).create().unwrap();
     let (_, high) = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while out.last().is_none_or(|(o, _, _)| o + 1 < high) {
-        assert!(Instant::now() < deadline, "read stalled at {:?}", out.last());
+        assert!(
+            Instant::now() < deadline,
+            "read stalled at {:?}",
+            out.last()
+        );
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
             let m = m.unwrap();
             out.push((
@@ -134,7 +136,8 @@ fn a_compacted_topic_keeps_the_latest_value_of_each_key() {
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("kv", 0, Offset::Offset(4242)).unwrap();
+    tpl.add_partition_offset("kv", 0, Offset::Offset(4242))
+        .unwrap();
     consumer.commit(&tpl, CommitMode::Sync).unwrap();
 
     let expect = |tombstones: bool| -> Vec<(String, Option<Vec<u8>>)> {
@@ -226,9 +229,8 @@ fn keyless_records_are_refused_by_a_compacted_topic() {
     let broker = start_broker(&rt, dir.path(), &[]);
     create_compacted(&rt, broker.local_addr, "kv", 2);
     let mut c = RawClient::connect(broker.local_addr);
-    let batch = |recs: &[vltava_record::RecordSpec<'_>]| {
-        Bytes::from(vltava_record::build_batch(0, recs))
-    };
+    let batch =
+        |recs: &[vltava_record::RecordSpec<'_>]| Bytes::from(vltava_record::build_batch(0, recs));
     let keyless = batch(&[
         (Some(b"a"), Some(b"1"), 1),
         (None, Some(b"2"), 1),
@@ -252,7 +254,11 @@ fn keyless_records_are_refused_by_a_compacted_topic() {
     let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
     let parts = &resp.responses[0].partition_responses;
     assert_eq!(parts[0].error_code, ErrorCode::InvalidRecord.code());
-    let indexes: Vec<i32> = parts[0].record_errors.iter().map(|e| e.batch_index).collect();
+    let indexes: Vec<i32> = parts[0]
+        .record_errors
+        .iter()
+        .map(|e| e.batch_index)
+        .collect();
     assert_eq!(indexes, vec![1, 3]);
     assert!(parts[0].record_errors[0]
         .batch_index_error_message
@@ -267,7 +273,11 @@ fn keyless_records_are_refused_by_a_compacted_topic() {
     // librdkafka sees the same refusal as a failed delivery.
     let producer = checked_producer(&client_config(broker.local_addr));
     producer
-        .send(BaseRecord::<(), [u8], ()>::to("kv").partition(0).payload(&b"v"[..]))
+        .send(
+            BaseRecord::<(), [u8], ()>::to("kv")
+                .partition(0)
+                .payload(&b"v"[..]),
+        )
         .unwrap();
     let _ = producer.flush(Duration::from_secs(10));
     let reports = producer.context().take();

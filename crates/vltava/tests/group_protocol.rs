@@ -450,4 +450,3 @@ fn a_refused_join_leaves_no_group_behind() {
     assert_eq!(list_groups(&mut c, &[], &[]), vec![]);
     rt.block_on(broker.shutdown());
 }
-

@@ -3,7 +3,6 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
-
 use proptest::prelude::*;
 use vltava_record::{BatchAttributes, BatchBuilder, Batches, Compression};
 
@@ -96,10 +95,7 @@ fn append_ops(log: &Log, ops: &[Op], codec: Compression, now: &mut i64) -> (Vec<
                 let info = log
                     .append_as_leader::<StorageError, _>(&mut bytes, 0, *now, crate::accept_all)
                     .unwrap();
-                ids.insert(
-                    info.base_offset,
-                    (7, 3, i as i32 * 10, info.last_offset),
-                );
+                ids.insert(info.base_offset, (7, 3, i as i32 * 10, info.last_offset));
                 for (j, (k, v)) in records.iter().enumerate() {
                     recs.push((
                         info.base_offset + j as i64,
@@ -126,11 +122,23 @@ fn read_back(log: &Log, codec: Compression, ids: &BatchIds) -> Vec<Rec> {
         for item in Batches::new(&r.records) {
             let (h, range) = item.unwrap();
             let bytes = &r.records[range];
-            assert_eq!(vltava_record::compute_crc(bytes), h.crc, "CRC at {}", h.base_offset);
-            assert_eq!(h.compression(), codec, "codec of batch {}", h.base_offset);
-            let id = ids.get(&h.base_offset).expect("a batch keeps its base offset");
             assert_eq!(
-                (h.producer_id, h.producer_epoch, h.base_sequence, h.last_offset()),
+                vltava_record::compute_crc(bytes),
+                h.crc,
+                "CRC at {}",
+                h.base_offset
+            );
+            assert_eq!(h.compression(), codec, "codec of batch {}", h.base_offset);
+            let id = ids
+                .get(&h.base_offset)
+                .expect("a batch keeps its base offset");
+            assert_eq!(
+                (
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence,
+                    h.last_offset()
+                ),
                 *id,
                 "batch {} keeps its producer fields and last offset",
                 h.base_offset
@@ -138,7 +146,10 @@ fn read_back(log: &Log, codec: Compression, ids: &BatchIds) -> Vec<Rec> {
             for rec in vltava_record::read_records(bytes, 1 << 30).unwrap() {
                 let rec = rec.unwrap();
                 let o = h.base_offset + i64::from(rec.offset_delta);
-                assert!(out.last().is_none_or(|l| l.0 < o), "offset {o} out of order or repeated");
+                assert!(
+                    out.last().is_none_or(|l| l.0 < o),
+                    "offset {o} out of order or repeated"
+                );
                 out.push((
                     o,
                     rec.key.unwrap().into_owned(),
@@ -206,11 +217,17 @@ fn check_codec(ops: Vec<Op>, codec: Compression, segment_bytes: u64, map_entries
     assert_eq!(read_back(&log, codec, &ids), model(&recs, bound, true));
 
     // Not yet delete.retention.ms after the point passed them: tombstones stay.
-    let _ = log.clean(&request(now + cfg.delete_retention_ms - 1, map_entries), &mut |_| {});
+    let _ = log.clean(
+        &request(now + cfg.delete_retention_ms - 1, map_entries),
+        &mut |_| {},
+    );
     assert_eq!(read_back(&log, codec, &ids), model(&recs, bound, true));
 
     // delete.retention.ms later: they are gone, the rest is as it was.
-    let _ = log.clean(&request(now + cfg.delete_retention_ms, map_entries), &mut |_| {});
+    let _ = log.clean(
+        &request(now + cfg.delete_retention_ms, map_entries),
+        &mut |_| {},
+    );
     assert_eq!(read_back(&log, codec, &ids), model(&recs, bound, false));
 
     // The cleaned log survives a power loss and reloads (indexes, offsets) to the same
@@ -356,15 +373,24 @@ impl Fs for CrashFs {
 /// The last record of each key, tombstones included: what a consumer reading from the start
 /// ends up believing.
 fn final_state(recs: &[Rec]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
-    recs.iter().map(|(_, k, v)| (k.clone(), v.clone())).collect()
+    recs.iter()
+        .map(|(_, k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Writes a log of overwrites and tombstones over several segments, all flushed.
-fn crash_fixture(fs: Arc<dyn Fs>, cfg: &LogConfig, codec: Compression) -> (Log, Vec<Rec>, BatchIds) {
+fn crash_fixture(
+    fs: Arc<dyn Fs>,
+    cfg: &LogConfig,
+    codec: Compression,
+) -> (Log, Vec<Rec>, BatchIds) {
     let log = open_log(fs, cfg, 0);
     let mut ops = Vec::new();
     for i in 0..40u8 {
-        ops.push(Op::Batch(vec![(i % 7, Some(i)), ((i * 3) % 11, (i % 5 != 0).then_some(i))]));
+        ops.push(Op::Batch(vec![
+            (i % 7, Some(i)),
+            ((i * 3) % 11, (i % 5 != 0).then_some(i)),
+        ]));
         if i % 9 == 8 {
             ops.push(Op::Roll);
         }
@@ -411,14 +437,21 @@ fn power_loss_at_every_step_of_a_cleaning_loses_nothing() {
         log.recovery_point_written(flushed);
         log.init_clean_offset(0, 10_000);
         clean_fully(&log, 10_000, 1000);
-        assert_eq!(read_back(&log, codec, &ids), must_keep, "step {n}: resumed cleaning");
+        assert_eq!(
+            read_back(&log, codec, &ids),
+            must_keep,
+            "step {n}: resumed cleaning"
+        );
         if !crashed {
             completed = true;
             assert!(n > 10, "a cleaning takes more than a few file operations");
             break;
         }
     }
-    assert!(completed, "the cleaning never completed within the steps tried");
+    assert!(
+        completed,
+        "the cleaning never completed within the steps tried"
+    );
 }
 
 /// A read that took its segments before a swap still reads the old bytes after it.
@@ -433,7 +466,9 @@ fn reads_in_flight_keep_the_replaced_segments() {
         .map(|s| s.read_range(0, s.size() as usize).unwrap())
         .collect();
     log.set_config(config(100_000));
-    log.clean(&request(10_000, 1000), &mut |_| {}).unwrap().unwrap();
+    log.clean(&request(10_000, 1000), &mut |_| {})
+        .unwrap()
+        .unwrap();
     assert!(log.segment_count() < old.len(), "segments were grouped");
     for (seg, bytes) in old.iter().zip(&before) {
         assert_eq!(&seg.read_range(0, seg.size() as usize).unwrap(), bytes);
@@ -455,12 +490,18 @@ fn a_small_map_cleans_in_several_passes() {
     let mut ends = Vec::new();
     let active = *log.segment_bases().last().unwrap();
     while log.clean_offset() < active {
-        let stats = log.clean(&request(10_000, 4), &mut |_| {}).unwrap().unwrap();
+        let stats = log
+            .clean(&request(10_000, 4), &mut |_| {})
+            .unwrap()
+            .unwrap();
         ends.push(stats.end_offset);
     }
     assert!(ends.len() > 3, "{ends:?}");
     assert!(ends.windows(2).all(|w| w[0] < w[1]), "{ends:?}");
-    assert_eq!(read_back(&log, Compression::Zstd, &ids), model(&recs, active, true));
+    assert_eq!(
+        read_back(&log, Compression::Zstd, &ids),
+        model(&recs, active, true)
+    );
 }
 
 /// Aborted transactions given as input are removed; without transaction state, transactional
@@ -512,7 +553,9 @@ fn transactional_batches_follow_the_transaction_input() {
     log.recovery_point_written(log.flush().unwrap());
     let offsets = |log: &Log| -> Vec<i64> {
         let r = log.read(0, i64::MAX, 1 << 20, true).unwrap();
-        Batches::new(&r.records).map(|b| b.unwrap().0.base_offset).collect()
+        Batches::new(&r.records)
+            .map(|b| b.unwrap().0.base_offset)
+            .collect()
     };
     log.clean(&request(5, 1000), &mut |_| {}).unwrap();
     assert_eq!(offsets(&log), vec![committed, aborted, marker_offset]);
@@ -544,7 +587,10 @@ fn recovery_finishes_a_committed_swap_and_drops_an_uncommitted_one() {
     let dir = Path::new(DIR);
     // A stray `.cleaned` file: ignored and removed.
     let cleaned = Segment::log_path_with(dir, bases[0], ".cleaned");
-    sim.open(&cleaned, OpenMode::Truncate).unwrap().sync_data().unwrap();
+    sim.open(&cleaned, OpenMode::Truncate)
+        .unwrap()
+        .sync_data()
+        .unwrap();
     // A committed swap of the first two segments holding only the second one's batches.
     let second = sim.read(&SegmentFile::Log.path(dir, bases[1])).unwrap();
     let swap = Segment::log_path_with(dir, bases[0], ".swap");
@@ -555,11 +601,19 @@ fn recovery_finishes_a_committed_swap_and_drops_an_uncommitted_one() {
     sim.crash();
     let log = open_log(Arc::new(sim.clone()), &cfg, flushed);
     let names = sim.read_dir(dir).unwrap();
-    assert!(!names.iter().any(|n| n.ends_with(".swap") || n.ends_with(".cleaned")), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".swap") || n.ends_with(".cleaned")),
+        "{names:?}"
+    );
     assert_eq!(log.segment_bases()[0], bases[0]);
     assert!(!log.segment_bases().contains(&bases[1]));
     let first_kept = recs.iter().position(|r| r.0 >= bases[1]).unwrap();
-    assert_eq!(read_back(&log, Compression::None, &ids), recs[first_kept..].to_vec());
+    assert_eq!(
+        read_back(&log, Compression::None, &ids),
+        recs[first_kept..].to_vec()
+    );
 }
 
 /// Cleaner throughput on the real file system: ~100 MB of dirty log (1,000,000 records of
@@ -601,8 +655,13 @@ fn cleaner_throughput() {
         }
         // One more batch in a new segment, so everything above is sealed and cleanable.
         let mut last = vltava_record::build_batch(0, &[(Some(&b"k"[..]), Some(&b"v"[..]), 1)]);
-        log.append_as_leader::<StorageError, _>(&mut last, 0, 1 + 7 * 24 * 3600 * 1000, crate::accept_all)
-            .unwrap();
+        log.append_as_leader::<StorageError, _>(
+            &mut last,
+            0,
+            1 + 7 * 24 * 3600 * 1000,
+            crate::accept_all,
+        )
+        .unwrap();
         log.recovery_point_written(log.flush().unwrap());
         let dirty = log.size_bytes();
         let started = std::time::Instant::now();
