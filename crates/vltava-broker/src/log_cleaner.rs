@@ -186,3 +186,45 @@ fn clean_dirtiest(
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_split_the_dedupe_buffer_across_threads() {
+        let props = [
+            ("log.cleaner.threads", "4"),
+            ("log.cleaner.dedupe.buffer.size", "2400000"),
+            ("log.cleaner.backoff.ms", "250"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let s = CleanerSettings::from_config(&BrokerConfig::from_props(props).unwrap());
+        assert!(s.enable);
+        assert_eq!((s.threads, s.map_entries), (4, 25_000));
+        assert_eq!(s.backoff, Duration::from_millis(250));
+        let d = CleanerSettings::from_config(&BrokerConfig::default());
+        assert_eq!((d.threads, d.map_entries), (1, 134_217_728 / 24));
+        assert!(d.io_max_bytes_per_second > 1e300, "unthrottled by default");
+    }
+
+    #[test]
+    fn the_throttle_holds_the_rate() {
+        let t = SharedThrottle {
+            rate: 1_000_000.0,
+            state: Mutex::new((Instant::now(), 0)),
+        };
+        let started = Instant::now();
+        for _ in 0..4 {
+            t.pace(50_000);
+        }
+        // 200 KB at 1 MB/s: at least about 200 ms.
+        assert!(
+            started.elapsed() >= Duration::from_millis(180),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -376,7 +376,7 @@ impl Log {
         let mut bytes_read = 0;
         for seg in group {
             let mut result = Ok(());
-            for_each_batch(seg, throttle, &mut bytes_read, |h, batch| {
+            let whole = for_each_batch(seg, throttle, &mut bytes_read, |h, batch| {
                 let kept = filter.apply(h, batch, stats);
                 let bytes: &[u8] = match &kept {
                     Kept::Whole => batch,
@@ -399,6 +399,13 @@ impl Log {
                 true
             })?;
             result?;
+            if !whole {
+                tracing::error!(segment = %seg.log_path.display(), "segment has bytes the cleaner cannot walk; its group is left as it is");
+                drop(out);
+                fs.remove_file(&cleaned)
+                    .map_err(|e| io_err("remove", &cleaned, e))?;
+                return Ok(());
+            }
         }
         write_chunk(&*out, &cleaned, &mut buf, &mut written)?;
         stats.bytes_read += bytes_read;
@@ -505,13 +512,15 @@ fn write_chunk(
 }
 
 /// Calls `f` with every whole batch of a sealed segment, in order, reading in chunks; `f`
-/// returns false to stop.
+/// returns false to stop. Returns whether every byte of the segment was walked: not when
+/// `f` stopped, nor at damage kept below the recovery point (which must not be rewritten
+/// away).
 fn for_each_batch(
     seg: &Segment,
     throttle: &mut dyn Throttle,
     bytes_read: &mut u64,
     mut f: impl FnMut(&BatchHeader, &[u8]) -> bool,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
     let size = seg.size();
     let file = seg.log_file()?;
     let mut pos = 0u64;
@@ -543,7 +552,7 @@ fn for_each_batch(
                 if at == 0 {
                     // A batch bigger than the chunk: read it whole.
                     if pos + len as u64 > size {
-                        return Ok(());
+                        return Ok(false);
                     }
                     buf.resize(len, 0);
                     file.read_exact_at(&mut buf, pos)
@@ -555,17 +564,17 @@ fn for_each_batch(
             *bytes_read += len as u64;
             throttle.bytes_done(len as u64);
             if !f(&h, &rest[..len]) {
-                return Ok(());
+                return Ok(false);
             }
             at += len;
         }
         if at == 0 {
             // Nothing parsed at this position: damage kept below the recovery point.
-            break;
+            return Ok(false);
         }
         pos += at as u64;
     }
-    Ok(())
+    Ok(pos == size)
 }
 
 /// Builds the offset map over the dirty part `[first_dirty, ..)` of `segs`; returns the
@@ -584,7 +593,6 @@ fn build_map(
             continue;
         }
         let mut full_at = None;
-        let mut error = None;
         for_each_batch(seg, throttle, &mut stats.bytes_read, |h, batch| {
             if h.last_offset() < first_dirty || h.is_control() {
                 return true;
@@ -602,37 +610,27 @@ fn build_map(
                 full_at = Some(h.base_offset);
                 return false;
             }
-            match vltava_record::read_records(batch, MAX_DECOMPRESSED) {
-                Ok(records) => {
-                    for r in records {
-                        match r {
-                            Ok(r) => {
-                                let offset = h.base_offset + i64::from(r.offset_delta);
-                                if let (Some(key), true) = (r.key, offset >= first_dirty) {
-                                    map.map.insert(digest(&key), offset);
-                                }
-                            }
-                            Err(e) => {
-                                error = Some((h.base_offset, e));
-                                return false;
-                            }
-                        }
-                    }
-                }
+            // An unreadable batch is kept whole by the rewrite, so its keys may stay in the
+            // map (they are real records) and the rest of it is simply not looked at.
+            let records = match vltava_record::read_records(batch, MAX_DECOMPRESSED) {
+                Ok(records) => records,
                 Err(e) => {
-                    error = Some((h.base_offset, e));
-                    return false;
+                    tracing::warn!(segment = %seg.log_path.display(), offset = h.base_offset, error = %e, "cleaner cannot read a batch; it is kept as it is");
+                    return true;
+                }
+            };
+            for r in records {
+                let Ok(r) = r else {
+                    tracing::warn!(segment = %seg.log_path.display(), offset = h.base_offset, "cleaner cannot read a record; its batch is kept as it is");
+                    return true;
+                };
+                let offset = h.base_offset + i64::from(r.offset_delta);
+                if let (Some(key), true) = (r.key, offset >= first_dirty) {
+                    map.map.insert(digest(&key), offset);
                 }
             }
             true
         })?;
-        if let Some((offset, source)) = error {
-            // An unreadable batch below the high watermark: stop the map before it, so its
-            // records are kept as they are.
-            tracing::warn!(segment = %seg.log_path.display(), offset, error = %source, "cleaner cannot read a batch; cleaning stops before it");
-            end = offset;
-            break 'segments;
-        }
         if let Some(at) = full_at {
             end = at;
             break 'segments;

@@ -1069,7 +1069,10 @@ impl Log {
                 && now_ms - seg.max_timestamp() > retention_ms;
             let over_size = delete && retention_bytes >= 0 && total - size >= retention_bytes;
             let below_start = next_base.is_some_and(|n| n <= inner.log_start_offset);
-            if !(expired || over_size || below_start) {
+            // The cleaner can leave a sealed segment with no batches: it holds nothing and
+            // has no timestamp to expire by.
+            let empty = !is_active && size == 0;
+            if !(expired || over_size || below_start || empty) {
                 break;
             }
             if is_active {
@@ -1091,7 +1094,7 @@ impl Log {
                 .next()
                 .expect("active segment remains");
             inner.log_start_offset = inner.log_start_offset.max(first);
-            tracing::info!(dir = %self.dir.display(), base_offset = base, expired, over_size, below_start, "deleted segment");
+            tracing::info!(dir = %self.dir.display(), base_offset = base, expired, over_size, below_start, empty, "deleted segment");
         }
         if deleted > 0 {
             self.trim_epochs_to_start(&mut inner)?;
