@@ -133,12 +133,11 @@ pub fn check_records(
 ) -> Result<(), RecordError> {
     let h = BatchHeader::parse(batch)?;
     let mut stream = record_stream(batch, limit)?;
-    let mut index = 0;
-    for r in &mut stream {
+    for (index, r) in (&mut stream).enumerate() {
         if r?.key_is_null {
-            keyless(index);
+            // At most `record_count` records, an i32.
+            keyless(index as i32);
         }
-        index += 1;
     }
     let codec = stream.codec;
     let trailing = stream
