@@ -200,7 +200,7 @@ impl Log {
     /// it: a cleaned segment ends before the next one starts, which recovery above the
     /// recovery point would take for a lost tail.
     pub fn recovery_point_written(&self, offset: i64) {
-        self.recovery_checkpoint.fetch_max(offset, Ordering::AcqRel);
+        self.recovery_checkpoint.store(offset, Ordering::Release);
     }
 
     /// The highest offset [`Log::recovery_point_written`] was told of.

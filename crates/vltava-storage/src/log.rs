@@ -696,7 +696,17 @@ impl Log {
         }
         let created = active.state.lock().created_ms;
         let too_big = size + incoming_bytes > inner.config.segment_bytes;
-        let too_old = now_ms - created >= inner.config.segment_ms;
+        // A compacted log also rolls by max.compaction.lag.ms, as Kafka's does: the active
+        // segment is never cleaned, so a record must leave it within the lag.
+        let roll_ms = if inner.config.compact {
+            inner
+                .config
+                .segment_ms
+                .min(inner.config.max_compaction_lag_ms)
+        } else {
+            inner.config.segment_ms
+        };
+        let too_old = now_ms - created >= roll_ms;
         // Index entries hold offsets relative to the segment's base.
         let offset_overflow = incoming_next_offset - 1 - active.base_offset > i64::from(i32::MAX);
         if too_big || too_old || offset_overflow {

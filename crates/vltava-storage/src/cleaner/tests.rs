@@ -710,3 +710,39 @@ fn compact_and_delete_together() {
     assert!(log.segment_count() < before);
     assert!(log.offsets().log_start_offset > 0);
 }
+
+/// `max.compaction.lag.ms` rolls the active segment of a compacted log and makes a log due
+/// whatever its dirty ratio once a dirty record is older than the lag.
+#[test]
+fn max_compaction_lag_rolls_and_makes_a_log_due() {
+    let cfg = LogConfig {
+        min_cleanable_dirty_ratio: 0.99,
+        max_compaction_lag_ms: 1000,
+        segment_ms: i64::MAX / 2,
+        ..config(1 << 20)
+    };
+    let log = open_log(Arc::new(sim_fs()), &cfg, 0);
+    let put = |key: u8, t: i64| {
+        let mut b = vltava_record::build_batch(0, &[(Some(&[key][..]), Some(&b"v"[..]), t)]);
+        log.append_as_leader::<StorageError, _>(&mut b, 0, t, crate::accept_all)
+            .unwrap();
+    };
+    for k in 0..20 {
+        put(k, 10);
+    }
+    put(100, 2000);
+    assert_eq!(log.segment_count(), 2, "rolled after the lag");
+    log.recovery_point_written(log.flush().unwrap());
+    log.clean(&request(2000, 1000), &mut |_| {})
+        .unwrap()
+        .unwrap();
+    assert_eq!(log.clean_offset(), 20);
+    put(101, 2001);
+    put(102, 3100);
+    assert_eq!(log.segment_count(), 3);
+    log.recovery_point_written(log.flush().unwrap());
+    let c = log.cleanable(2500, i64::MAX).unwrap();
+    assert!(c.dirty_ratio < 0.99 && !c.due, "{c:?}");
+    let c = log.cleanable(3100, i64::MAX).unwrap();
+    assert!(c.due, "{c:?}");
+}
