@@ -4,6 +4,7 @@
 //! due. Compaction follows each topic's `cleanup.policy`, never its name, so internal topics
 //! (`__consumer_offsets`, later `__transaction_state`) are cleaned like any other.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -47,6 +48,8 @@ impl CleanerSettings {
 pub struct LogCleaner {
     threads: Vec<JoinHandle<()>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
+    /// Set at shutdown: a pass in progress stops pacing and finishes at full speed.
+    stopping: Arc<AtomicBool>,
 }
 
 /// Kafka's `Throttler`: all threads together read and write at most the configured rate.
@@ -54,11 +57,12 @@ pub struct LogCleaner {
 struct SharedThrottle {
     rate: f64,
     state: Mutex<(Instant, u64)>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl SharedThrottle {
     fn pace(&self, bytes: u64) {
-        if !self.rate.is_finite() || self.rate >= 1e15 {
+        if !self.rate.is_finite() || self.rate >= 1e15 || self.stopping.load(Ordering::Acquire) {
             return;
         }
         let wait = {
@@ -82,9 +86,11 @@ impl LogCleaner {
     /// Starts the threads; none when `log.cleaner.enable` is false or no threads are set.
     pub fn start(partitions: Arc<ReplicaManager>, settings: CleanerSettings) -> Self {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stopping = Arc::new(AtomicBool::new(false));
         let throttle = Arc::new(SharedThrottle {
             rate: settings.io_max_bytes_per_second,
             state: Mutex::new((Instant::now(), 0)),
+            stopping: Arc::clone(&stopping),
         });
         let count = if settings.enable { settings.threads } else { 0 };
         let threads = (0..count)
@@ -103,11 +109,16 @@ impl LogCleaner {
                     .ok()
             })
             .collect();
-        Self { threads, stop }
+        Self {
+            threads,
+            stop,
+            stopping,
+        }
     }
 
     /// Stops the threads after their current pass and waits for them.
     pub fn shutdown(self) {
+        self.stopping.store(true, Ordering::Release);
         *self.stop.0.lock() = true;
         self.stop.1.notify_all();
         for t in self.threads {
@@ -211,20 +222,23 @@ mod tests {
     }
 
     #[test]
-    fn the_throttle_holds_the_rate() {
+    fn the_throttle_holds_the_rate_until_shutdown() {
         let t = SharedThrottle {
             rate: 1_000_000.0,
             state: Mutex::new((Instant::now(), 0)),
+            stopping: Arc::new(AtomicBool::new(false)),
         };
         let started = Instant::now();
         for _ in 0..4 {
             t.pace(50_000);
         }
         // 200 KB at 1 MB/s: at least about 200 ms.
-        assert!(
-            started.elapsed() >= Duration::from_millis(180),
-            "{:?}",
-            started.elapsed()
-        );
+        let paced = started.elapsed();
+        assert!(paced >= Duration::from_millis(180), "{paced:?}");
+        // At shutdown a pass finishes at full speed.
+        t.stopping.store(true, Ordering::Release);
+        let started = Instant::now();
+        t.pace(10_000_000);
+        assert!(started.elapsed() < Duration::from_millis(100));
     }
 }

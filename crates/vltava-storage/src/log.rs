@@ -751,6 +751,9 @@ impl Log {
     /// lowered. An offset inside a batch is refused; one at or past the log end changes
     /// nothing. Durable before it returns; a failure poisons the log.
     pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        // A cleaning in progress finishes its swap first (locks in the order the cleaner
+        // takes them: cleaner, then the log's).
+        let _cleaning = self.cleaner.lock();
         let _flush = self.flush_lock.lock();
         let mut inner = self.inner.lock();
         if self.is_poisoned() {
