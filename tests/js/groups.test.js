@@ -64,7 +64,6 @@ describe('KafkaJS consumer groups against vltava', { timeout: 300000 }, () => {
     const producer = kafka.producer({
       createPartitioner: Partitioners.DefaultPartitioner,
       allowAutoTopicCreation: false,
-      idempotent: false, // InitProducerId is not in the broker contract
     })
     await producer.connect()
     try {

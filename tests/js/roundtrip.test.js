@@ -155,7 +155,6 @@ describe('KafkaJS against vltava', { timeout: 900000 }, () => {
     const producer = kafka.producer({
       createPartitioner: Partitioners.DefaultPartitioner,
       allowAutoTopicCreation: false,
-      idempotent: false, // InitProducerId is not in the broker contract
     })
     await producer.connect()
     // Same partitioner as the producer's: tells where each keyed record must

@@ -52,8 +52,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 class Broker:
     """One running vltava broker process."""
 
-    def __init__(self, data_dir: Path, overrides: Optional[dict] = None, log_path: Optional[Path] = None):
+    def __init__(self, data_dir: Path, overrides: Optional[dict] = None, log_path: Optional[Path] = None,
+                 port: int = 0):
         self.data_dir = Path(data_dir)
+        self.listen_port = port
         self.overrides = dict(overrides or {})
         self.log_path = Path(log_path) if log_path else self.data_dir.parent / f"{self.data_dir.name}.stderr.log"
         self.proc: Optional[subprocess.Popen] = None
@@ -78,7 +80,7 @@ class Broker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             str(binary), "broker",
-            "--listeners", "PLAINTEXT://127.0.0.1:0",
+            "--listeners", f"PLAINTEXT://127.0.0.1:{self.listen_port}",
             "--data-dir", str(self.data_dir),
         ]
         for key, value in self.overrides.items():
@@ -205,9 +207,11 @@ class BrokerFactory:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def start(self, data_dir: Optional[Path] = None, overrides: Optional[dict] = None) -> Broker:
+    def start(self, data_dir: Optional[Path] = None, overrides: Optional[dict] = None, port: int = 0) -> Broker:
+        """A broker on ``data_dir`` (a new one if None); ``port`` 0 is any free port, another
+        value restarts a broker where its clients already point."""
         data_dir = Path(data_dir) if data_dir is not None else self.new_data_dir()
-        broker = Broker(data_dir, overrides, log_path=self.base_dir / f"{data_dir.name}.stderr.log")
+        broker = Broker(data_dir, overrides, log_path=self.base_dir / f"{data_dir.name}.stderr.log", port=port)
         self.brokers.append(broker)
         return broker.start()
 

@@ -136,7 +136,6 @@ def cf_produce(bootstrap: str, topic: str, records: list[Rec], compression: str 
         "bootstrap.servers": bootstrap,
         "acks": "all",
         "compression.type": compression,
-        "enable.idempotence": False,  # needs InitProducerId, not in the contract
         "linger.ms": 5,
         "message.timeout.ms": int(timeout * 1000),
         "error_cb": lambda err: errors.append(("error_cb", err)),

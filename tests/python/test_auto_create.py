@@ -69,8 +69,7 @@ class TestAutoCreateDisabled:
         from kafka.errors import KafkaTimeoutError
 
         topic = unique_topic("nocreate-kp")
-        producer = KafkaProducer(bootstrap_servers=nocreate.bootstrap, enable_idempotence=False,
-                                 max_block_ms=3000)
+        producer = KafkaProducer(bootstrap_servers=nocreate.bootstrap, max_block_ms=3000)
         try:
             with pytest.raises(KafkaTimeoutError):
                 producer.send(topic, b"value").get(timeout=10)
@@ -89,7 +88,7 @@ class TestAutoCreateDisabled:
 
         topic = unique_topic("nocreate-cf")
         results = []
-        p = Producer({"bootstrap.servers": nocreate.bootstrap, "enable.idempotence": False,
+        p = Producer({"bootstrap.servers": nocreate.bootstrap,
                       "topic.metadata.propagation.max.ms": 1000, "message.timeout.ms": 20000,
                       "logger": RDKAFKA_LOGGER})
         p.produce(topic, b"value", on_delivery=lambda err, msg: results.append(err))

@@ -47,7 +47,7 @@ def produce(bootstrap: str, topic: str, values: list[tuple[int, bytes]]) -> dict
     """Produce (partition, value) pairs with acks=all; return the offsets per partition."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
                              linger_ms=5, request_timeout_ms=30000, max_block_ms=30000)
     try:
         futures = [(p, producer.send(topic, value=v, partition=p)) for p, v in values]

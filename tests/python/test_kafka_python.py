@@ -38,7 +38,6 @@ def kp_produce(bootstrap: str, topic: str, records, compression: str):
         bootstrap_servers=bootstrap,
         acks="all",
         compression_type=None if compression == "none" else compression,
-        enable_idempotence=False,  # needs InitProducerId, not in the broker contract
         linger_ms=5,
         request_timeout_ms=30000,
         max_block_ms=30000,

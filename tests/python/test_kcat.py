@@ -30,7 +30,7 @@ def kcat(broker, *args, stdin: str | None = None, timeout: float = 120) -> subpr
 
 
 def kcat_produce(broker, topic: str, lines: list[str], compression: str, headers: list[str]):
-    args = ["-P", "-t", topic, "-K:", "-X", "acks=all", "-X", "enable.idempotence=false"]
+    args = ["-P", "-t", topic, "-K:", "-X", "acks=all"]
     if compression != "none":
         args += ["-z", compression]
     for h in headers:

@@ -20,9 +20,11 @@ use crate::controller::{Controller, MetadataPublisher};
 use crate::group_coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::memory_pool::MemoryPool;
 use crate::network::BoundListener;
+use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::{
     LeadershipChange, ReplicaManager, StartupState, LOG_START_CHECKPOINT, RECOVERY_CHECKPOINT,
 };
+use crate::txn_coordinator::{TxnCoordinator, TXN_TOPIC};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".vltava_cleanshutdown";
 
@@ -72,6 +74,9 @@ pub struct Broker {
     /// The background log cleaner, started once the logs are loaded.
     cleaner: parking_lot::Mutex<Option<crate::log_cleaner::LogCleaner>>,
     pub groups: GroupCoordinator,
+    /// Producer ids for InitProducerId, from blocks recorded in the metadata log.
+    pub producer_ids: ProducerIdManager,
+    pub txns: TxnCoordinator,
     /// Every listener, bound; Metadata tells each client the address of the listener it
     /// came through.
     pub listeners: Vec<BoundListener>,
@@ -205,6 +210,22 @@ impl Broker {
         self.write_checkpoints();
     }
 
+    /// Forgets producers idle for `producer.id.expiration.ms` (none with an open
+    /// transaction), every `producer.id.expiration.check.interval.ms`.
+    pub fn expire_producers(&self) {
+        let now = now_ms();
+        let after = self.config.producer_id_expiration_ms();
+        let removed: usize = self
+            .partitions
+            .all()
+            .iter()
+            .map(|p| p.remove_expired_producers(now, after))
+            .sum();
+        if removed > 0 {
+            tracing::info!(removed, "expired idle producer ids");
+        }
+    }
+
     /// Reopens logs that a failed write or fsync poisoned, once the disk takes writes
     /// again (Kafka would take the log directory offline until a restart).
     pub fn recover_poisoned_logs(&self) {
@@ -318,6 +339,8 @@ pub async fn start_with(
     let partitions = Arc::new(ReplicaManager::new(&config, startup, fs));
     let broker = Arc::new_cyclic(|me| Broker {
         groups: GroupCoordinator::new(&config, me.clone()),
+        txns: TxnCoordinator::new(&config, me.clone()),
+        producer_ids: ProducerIdManager::new(Arc::clone(&controller), config.node_id),
         memory: MemoryPool::new(config.queued_max_request_bytes()),
         config,
         cluster_id,
@@ -348,16 +371,25 @@ pub async fn start_with(
     broker.partitions.startup_done();
     let image = broker.controller.image();
     ensure_offsets_topic(&broker).await?;
-    // The __consumer_offsets partitions led here load their groups before the broker
-    // accepts connections, so a restarted broker answers at once; later leadership changes
-    // reach the coordinator through the metadata publisher.
-    let loads: Vec<_> = broker
+    crate::txn_coordinator::ensure_topic(&broker).await?;
+    // The __consumer_offsets and __transaction_state partitions led here load before the
+    // broker accepts connections, so a restarted broker answers at once; later leadership
+    // changes reach the coordinators through the metadata publisher.
+    let mut loads: Vec<_> = broker
         .partitions
         .topic(OFFSETS_TOPIC)
         .iter()
         .filter(|p| p.is_leader())
         .map(|p| broker.groups.on_leader(p.index, p.leader_epoch()))
         .collect();
+    loads.extend(
+        broker
+            .partitions
+            .topic(TXN_TOPIC)
+            .iter()
+            .filter(|p| p.is_leader())
+            .map(|p| broker.txns.on_leader(p.index, p.leader_epoch())),
+    );
     futures::future::join_all(loads).await;
     // From here on, a crash is an unclean shutdown.
     let _ = std::fs::remove_file(dir.join(CLEAN_SHUTDOWN_FILE));
@@ -417,9 +449,14 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     let mut last_flush: std::collections::HashMap<(String, i32), i64> = Default::default();
     let mut retention_run: Option<tokio::task::JoinHandle<()>> = None;
     let mut poisoned_check = tokio::time::interval(Duration::from_secs(2));
+    let expiry_every =
+        Duration::from_millis(broker.config.producer_id_expiration_check_interval_ms());
+    let mut producer_expiry =
+        tokio::time::interval_at(tokio::time::Instant::now() + expiry_every, expiry_every);
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = producer_expiry.tick() => broker.expire_producers(),
             _ = poisoned_check.tick() => {
                 if broker.partitions.all().iter().any(|p| p.is_poisoned()) {
                     let b = Arc::clone(&broker);
@@ -458,6 +495,9 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     // No coordinator timer may write once the logs close.
     for p in broker.partitions.topic(OFFSETS_TOPIC) {
         broker.groups.on_resigned(p.index);
+    }
+    for p in broker.partitions.topic(TXN_TOPIC) {
+        broker.txns.on_resigned(p.index);
     }
     if let Some(run) = retention_run {
         let _ = run.await;
@@ -554,6 +594,16 @@ impl MetadataPublisher for Broker {
                 }
                 LeadershipChange::Resigned { topic, partition } if topic == OFFSETS_TOPIC => {
                     self.groups.on_resigned(partition);
+                }
+                LeadershipChange::Became {
+                    topic,
+                    partition,
+                    leader_epoch,
+                } if topic == TXN_TOPIC => {
+                    drop(self.txns.on_leader(partition, leader_epoch));
+                }
+                LeadershipChange::Resigned { topic, partition } if topic == TXN_TOPIC => {
+                    self.txns.on_resigned(partition);
                 }
                 _ => {}
             }

@@ -255,6 +255,15 @@ impl BrokerConfig {
     pub fn retention_check_interval_ms(&self) -> u64 {
         self.get_i64("log.retention.check.interval.ms").max(1) as u64
     }
+
+    pub fn producer_id_expiration_ms(&self) -> i64 {
+        self.get_i64("producer.id.expiration.ms").max(1)
+    }
+
+    pub fn producer_id_expiration_check_interval_ms(&self) -> u64 {
+        self.get_i64("producer.id.expiration.check.interval.ms")
+            .max(1) as u64
+    }
 }
 
 /// A topic's effective settings, resolved through topic overrides and broker layers.
@@ -266,6 +275,9 @@ pub struct TopicSettings {
     pub flush_ms: Option<i64>,
     /// `min.insync.replicas`: acks=all fails with NOT_ENOUGH_REPLICAS below this ISR size.
     pub min_insync_replicas: usize,
+    /// `compression.type` when it names a codec: batches in another are rewritten with it.
+    /// `None` for `producer`, which stores batches as they arrive.
+    pub compression: Option<vltava_record::Compression>,
 }
 
 pub fn topic_settings(layers: ConfigLayers<'_>) -> TopicSettings {
@@ -303,6 +315,14 @@ pub fn topic_settings(layers: ConfigLayers<'_>) -> TopicSettings {
         flush_messages: never(num("flush.messages")),
         flush_ms: never(num("flush.ms")),
         min_insync_replicas: num("min.insync.replicas").max(1) as usize,
+        compression: match value("compression.type").trim() {
+            "uncompressed" => Some(vltava_record::Compression::None),
+            "gzip" => Some(vltava_record::Compression::Gzip),
+            "snappy" => Some(vltava_record::Compression::Snappy),
+            "lz4" => Some(vltava_record::Compression::Lz4),
+            "zstd" => Some(vltava_record::Compression::Zstd),
+            _ => None,
+        },
     }
 }
 

@@ -12,7 +12,9 @@ use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 use vltava_metadata::TopicIdPartition;
 use vltava_record::BatchHeader;
-use vltava_storage::{AppendInfo, Log, LogOffsets, ReadResult, StorageError};
+use vltava_record::TransactionResult;
+use vltava_storage::producer_state::AbortedTxn;
+use vltava_storage::{AppendInfo, Log, LogOffsets, ProducerInfo, ReadResult, StorageError};
 
 use crate::config::TopicSettings;
 
@@ -39,11 +41,12 @@ pub enum AppendError {
     Storage(#[from] StorageError),
 }
 
-/// How far a read may go: consumers stop at the high watermark, the broker's own readers
-/// (coordinator loading) at the log end.
+/// How far a read may go: consumers stop at the high watermark (read_committed ones at the
+/// last stable offset), the broker's own readers (coordinator loading) at the log end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadLimit {
     HighWatermark,
+    LastStable,
     LogEnd,
 }
 
@@ -166,9 +169,50 @@ impl Partition {
         self.high_watermark.load(Ordering::Acquire)
     }
 
-    /// No transactions yet: every offset below the high watermark is stable.
+    /// Below this, every transaction is decided and replicated: the high watermark, held
+    /// back by the first offset of the oldest open transaction.
     pub fn last_stable_offset(&self) -> i64 {
-        self.high_watermark()
+        let hw = self.high_watermark();
+        self.log.first_unstable_offset().map_or(hw, |f| f.min(hw))
+    }
+
+    /// Aborted transactions overlapping `[from, upto)`, for a read_committed fetch.
+    pub fn aborted_transactions(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
+        self.log.aborted_transactions(from, upto)
+    }
+
+    /// The producers this partition knows (DescribeProducers).
+    pub fn producers(&self) -> Vec<ProducerInfo> {
+        self.log.producers()
+    }
+
+    pub(crate) fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.log.remove_expired_producers(now_ms, expiration_ms)
+    }
+
+    /// Writes a transaction marker as the leader (WriteTxnMarkers).
+    pub fn append_txn_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        result: TransactionResult,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        if !self.is_leader() {
+            return Err(AppendError::NotLeader(format!("{self:?}")));
+        }
+        let info = self.log.append_txn_marker(
+            producer_id,
+            producer_epoch,
+            result,
+            coordinator_epoch,
+            self.leader_epoch(),
+            now_ms,
+        )?;
+        self.maybe_advance_high_watermark();
+        self.appended.send_replace(info.last_offset + 1);
+        Ok(info)
     }
 
     /// A leader that is its partition's only in-sync replica has replicated everything it
@@ -200,19 +244,23 @@ impl Partition {
         self.log.cleanable(now_ms, self.last_stable_offset())
     }
 
-    /// One cleaning pass. No transaction state exists yet, so transactional batches are
-    /// kept whole ([`vltava_storage::Transactions::Unknown`]).
+    /// One cleaning pass, below the last stable offset: every transaction there has ended,
+    /// and the log's aborted transactions say which ended in an abort.
     pub fn clean(
         &self,
         now_ms: i64,
         map_entries: usize,
         throttle: &mut dyn vltava_storage::cleaner::Throttle,
     ) -> Result<Option<vltava_storage::CleanStats>, StorageError> {
+        let upper_bound = self.last_stable_offset();
+        let aborted = self
+            .log
+            .aborted_transactions(self.log.offsets().log_start_offset, upper_bound);
         let req = vltava_storage::CleanRequest {
             now_ms,
-            upper_bound: self.last_stable_offset(),
+            upper_bound,
             map_entries,
-            transactions: vltava_storage::Transactions::Unknown,
+            transactions: vltava_storage::Transactions::Aborted(&aborted),
         };
         self.log.clean(&req, throttle)
     }
@@ -254,6 +302,26 @@ impl Partition {
         let info = self
             .log
             .append_as_leader(batches, self.leader_epoch(), now_ms, validator)?;
+        if !info.duplicate {
+            self.maybe_advance_high_watermark();
+            self.appended.send_replace(info.last_offset + 1);
+        }
+        Ok(info)
+    }
+
+    /// Appends a coordinator's own batch as leader (its records, or a TxnOffsetCommit's
+    /// transactional batch): producer epochs are checked, sequences are not.
+    pub fn append_as_coordinator(
+        &self,
+        batch: &mut [u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        if !self.is_leader() {
+            return Err(AppendError::NotLeader(format!("{self:?}")));
+        }
+        let info = self
+            .log
+            .append_as_coordinator(batch, self.leader_epoch(), now_ms)?;
         self.maybe_advance_high_watermark();
         self.appended.send_replace(info.last_offset + 1);
         Ok(info)
@@ -269,6 +337,7 @@ impl Partition {
     ) -> Result<ReadResult, StorageError> {
         let upper = match limit {
             ReadLimit::HighWatermark => self.high_watermark(),
+            ReadLimit::LastStable => self.last_stable_offset(),
             ReadLimit::LogEnd => i64::MAX,
         };
         self.log.read(offset, upper, max_bytes, min_one)

@@ -5,8 +5,9 @@
 //! Everything speaks to brokers through librdkafka (the `rdkafka` crate), so the tools work
 //! against Vltava and Apache Kafka alike and accept every librdkafka property (`-X`,
 //! `--command-config`). Where rust-rdkafka has no wrapper (IncrementalAlterConfigs, the
-//! controller id) `ffi` calls librdkafka's C API directly. Nothing here knows the broker's
-//! internals.
+//! controller id) `ffi` calls librdkafka's C API directly; where librdkafka has no call at
+//! all (DescribeProducers, ListTransactions, DescribeTransactions) `raw` sends the request
+//! itself, plaintext only. Nothing here knows the broker's internals.
 //!
 //! Each command group is one module with its clap arguments and a `run` function; the
 //! formatting helpers (`table`, `template`, `timefmt`) are pure and unit-tested.
@@ -22,10 +23,12 @@ pub mod group;
 pub mod output;
 pub mod perf;
 pub mod produce;
+mod raw;
 pub mod table;
 pub mod template;
 pub mod timefmt;
 pub mod topic;
+pub mod transactions;
 
 pub use error::Error;
 
@@ -48,6 +51,10 @@ pub enum Command {
     Cluster(cluster::ClusterArgs),
     /// Measure produce and consume throughput and latency
     Perf(perf::PerfArgs),
+    /// Describe the idempotent and transactional producers partitions know
+    Producers(transactions::ProducersArgs),
+    /// List and describe transactions
+    Transactions(transactions::TransactionsArgs),
 }
 
 /// Runs a client subcommand and returns the process exit code; errors are printed to stderr.
@@ -60,6 +67,8 @@ pub fn run(command: Command) -> i32 {
         Command::Config(a) => config::run(a),
         Command::Cluster(a) => cluster::run(a),
         Command::Perf(a) => perf::run(a),
+        Command::Producers(a) => transactions::run_producers(a),
+        Command::Transactions(a) => transactions::run_transactions(a),
     };
     match result {
         Ok(()) => 0,

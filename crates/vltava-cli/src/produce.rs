@@ -25,10 +25,13 @@ use crate::Error;
   printf 'k1:v1\\nk2:v2\\n' | vltava produce orders --key-separator :
   vltava produce orders --file orders.txt --header source=import --acks all --compression zstd
   vltava produce orders --partition 2 --idempotent < lines.txt
+  vltava produce orders --transactional-id importer-1 --file orders.txt
 
 Each line is one record (its trailing newline is not part of the value). With
 --key-separator a line is split at the first separator into key and value; a line without
-the separator is sent with no key. The exit code is 1 if any record was not delivered.")]
+the separator is sent with no key. With --transactional-id the whole input is one
+transaction: committed at the end, aborted if a record fails or on Ctrl-C, so read_committed
+consumers see all of it or none. The exit code is 1 if any record was not delivered.")]
 pub struct ProduceArgs {
     /// Topic to write to
     pub topic: String,
@@ -53,6 +56,10 @@ pub struct ProduceArgs {
     /// Enable the idempotent producer (no duplicates on retry; implies acks=all)
     #[arg(long)]
     pub idempotent: bool,
+    /// Send the whole input as one transaction with this transactional.id (implies
+    /// --idempotent)
+    #[arg(long, value_name = "ID")]
+    pub transactional_id: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -160,11 +167,16 @@ pub fn run(a: ProduceArgs) -> Result<(), Error> {
     if let Some(c) = a.compression {
         settings.set("compression.type", c.as_str());
     }
-    if a.idempotent {
+    if a.idempotent || a.transactional_id.is_some() {
         if a.acks.as_deref().is_some_and(|x| x != "all") {
-            return Err(Error::usage("--idempotent requires --acks all"));
+            return Err(Error::usage(
+                "--idempotent and --transactional-id require --acks all",
+            ));
         }
         settings.set("enable.idempotence", "true");
+    }
+    if let Some(id) = &a.transactional_id {
+        settings.set("transactional.id", id.as_str());
     }
     let (input, input_name): (Box<dyn Read + Send>, String) = match &a.file {
         Some(p) => (
@@ -182,6 +194,19 @@ pub fn run(a: ProduceArgs) -> Result<(), Error> {
         failed: AtomicU64::new(0),
     };
     let producer: BaseProducer<DeliveryCounter> = settings.create(context)?;
+    let txn_timeout = Duration::from_secs(60);
+    let txn_error = |what: &str, source: KafkaError| Error::Kafka {
+        context: format!("cannot {what} the transaction"),
+        source,
+    };
+    if a.transactional_id.is_some() {
+        producer
+            .init_transactions(txn_timeout)
+            .map_err(|e| txn_error("initialise", e))?;
+        producer
+            .begin_transaction()
+            .map_err(|e| txn_error("begin", e))?;
+    }
     // Producers may auto-create the topic here, as Kafka's console producer does.
     let info = client::topic_metadata(producer.client(), &settings, &a.topic)?;
     if let Some(p) = a.partition {
@@ -259,6 +284,22 @@ pub fn run(a: ProduceArgs) -> Result<(), Error> {
     }
     // Deliver what is queued: records resolve by message.timeout.ms at the latest.
     let _ = producer.flush(rdkafka::util::Timeout::Never);
+    if a.transactional_id.is_some() {
+        let failures = producer.context().failed.load(Ordering::Relaxed) + send_failed;
+        if failures > 0 || stop.load(Ordering::Relaxed) {
+            producer
+                .abort_transaction(txn_timeout)
+                .map_err(|e| txn_error("abort", e))?;
+            return Err(Error::Refused {
+                resource: format!("transaction of {sent} records"),
+                reason: "aborted: no record of it is visible to read_committed consumers".into(),
+            });
+        } else {
+            producer
+                .commit_transaction(txn_timeout)
+                .map_err(|e| txn_error("commit", e))?;
+        }
+    }
     if let Some((code, reason)) = producer.client().fatal_error() {
         eprintln!("error: the producer hit a fatal error: {reason} ({code})");
     }

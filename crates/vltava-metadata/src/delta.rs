@@ -114,6 +114,8 @@ impl MetadataDelta {
                         .insert((ResourceType::Topic, name.clone()));
                 }
             }
+            // Read from the image by whoever allocates; no broker reacts to it.
+            MetadataRecord::ProducerIdsRecord { .. } => {}
         }
     }
 

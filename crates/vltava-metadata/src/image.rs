@@ -28,6 +28,8 @@ pub struct MetadataImage {
     pub topic_names: HashMap<Uuid, String>,
     /// Dynamic config overrides by resource; for brokers `""` is the cluster-wide default.
     pub configs: BTreeMap<(ResourceType, String), BTreeMap<String, String>>,
+    /// The first producer id no broker has been given yet.
+    pub next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -100,6 +102,12 @@ impl MetadataImage {
                     self.topics.remove(&name);
                     self.configs.remove(&(ResourceType::Topic, name));
                 }
+            }
+            MetadataRecord::ProducerIdsRecord {
+                next_producer_id, ..
+            } => {
+                // Never backwards, whatever the log says.
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
         }
     }

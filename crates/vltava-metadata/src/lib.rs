@@ -66,6 +66,13 @@ pub enum MetadataRecord {
     RemoveTopicRecord {
         topic_id: Uuid,
     },
+    /// A block of producer ids handed to a broker: ids below `next_producer_id` are taken,
+    /// so a restart or another broker never reuses one (KRaft's ProducerIdsRecord).
+    ProducerIdsRecord {
+        broker_id: i32,
+        broker_epoch: i64,
+        next_producer_id: i64,
+    },
 }
 
 #[derive(Debug, Error)]

@@ -21,7 +21,7 @@ pub use control::{
 };
 pub use reader::{read_records, BatchRecords, Header, Record, RecordIter, RecordProblem, Records};
 pub use varint::VarintError;
-pub use writer::{BatchAttributes, BatchBuilder};
+pub use writer::{recompress, BatchAttributes, BatchBuilder};
 
 /// Length of the fixed RecordBatch v2 header.
 pub const HEADER_LEN: usize = 61;

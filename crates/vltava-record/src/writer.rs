@@ -11,7 +11,7 @@ use std::io::Write;
 use crate::compression::XERIAL_MAGIC;
 use crate::reader::{Header, Record};
 use crate::varint::{put_varint, put_varlong, varint_len, varlong_len};
-use crate::{compute_crc, Compression, CURRENT_MAGIC, HEADER_LEN, LOG_OVERHEAD};
+use crate::{compute_crc, Compression, RecordError, CURRENT_MAGIC, HEADER_LEN, LOG_OVERHEAD};
 
 /// snappy-java's default block size, which Kafka's producer uses.
 const XERIAL_BLOCK_LEN: usize = 32 * 1024;
@@ -292,6 +292,120 @@ fn compress(section: &[u8], codec: Compression, out: &mut Vec<u8>) {
         }
         Compression::None | Compression::Unknown(_) => {
             unreachable!("{codec:?} is not compressed here")
+        }
+    }
+}
+
+/// Rewrites every batch of `batches` whose codec is not `target` with `target`, keeping its
+/// records (offset deltas, timestamps, keys, values, headers) and its producer id, epoch,
+/// base sequence and transactional flag, as Kafka does for a topic whose `compression.type`
+/// names a codec. Batches already in `target` and control batches are copied as they are.
+/// `limit` caps each batch's decompressed bytes.
+pub fn recompress(batches: &[u8], target: Compression, limit: u64) -> Result<Vec<u8>, RecordError> {
+    let mut out = Vec::with_capacity(batches.len());
+    for item in crate::Batches::new(batches) {
+        let (h, range) = item?;
+        let batch = &batches[range];
+        if h.compression() == target || h.is_control() {
+            out.extend_from_slice(batch);
+            continue;
+        }
+        let records = crate::read_records(batch, limit)?;
+        let mut b = BatchBuilder::new(BatchAttributes {
+            base_offset: h.base_offset,
+            partition_leader_epoch: h.partition_leader_epoch,
+            producer_id: h.producer_id,
+            producer_epoch: h.producer_epoch,
+            base_sequence: h.base_sequence,
+            transactional: h.is_transactional(),
+            control: false,
+            log_append_time_ms: None,
+            compression: target,
+        });
+        for r in records {
+            b.append_record(h.base_timestamp, &r?);
+        }
+        if b.is_empty() {
+            return Err(RecordError::Empty);
+        }
+        out.extend_from_slice(&b.finish());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(codec: Compression, pid: i64) -> Vec<u8> {
+        let mut b = BatchBuilder::new(BatchAttributes {
+            producer_id: pid,
+            producer_epoch: 3,
+            base_sequence: 17,
+            transactional: pid >= 0,
+            compression: codec,
+            ..Default::default()
+        });
+        b.push(1_000, Some(b"k1"), Some(b"v1"), &[]);
+        b.push(
+            1_005,
+            None,
+            Some(b"v2"),
+            &[Header {
+                key: b"h".as_slice().into(),
+                value: Some(b"x".as_slice().into()),
+            }],
+        );
+        b.push(999, Some(b"k3"), None, &[]);
+        b.finish()
+    }
+
+    /// Offset delta, timestamp delta, key, value and header count of each record.
+    type Fields = (i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, usize);
+
+    fn records(batch: &[u8]) -> Vec<Fields> {
+        crate::read_records(batch, 1 << 20)
+            .unwrap()
+            .map(|r| {
+                let r = r.unwrap();
+                (
+                    r.offset_delta,
+                    r.timestamp_delta,
+                    r.key.map(|k| k.to_vec()),
+                    r.value.map(|v| v.to_vec()),
+                    r.headers.len(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn recompress_keeps_records_and_producer_fields() {
+        let mut input = batch(Compression::Gzip, 42);
+        input.extend(batch(Compression::None, -1));
+        input.extend(batch(Compression::Zstd, 7));
+        let out = recompress(&input, Compression::Zstd, 1 << 20).unwrap();
+        let before: Vec<_> = crate::Batches::new(&input).map(|b| b.unwrap()).collect();
+        let after: Vec<_> = crate::Batches::new(&out).map(|b| b.unwrap()).collect();
+        assert_eq!(after.len(), 3);
+        for ((hb, rb), (ha, ra)) in before.iter().zip(&after) {
+            assert_eq!(ha.compression(), Compression::Zstd);
+            assert_eq!(
+                (ha.producer_id, ha.producer_epoch, ha.base_sequence),
+                (hb.producer_id, hb.producer_epoch, hb.base_sequence)
+            );
+            assert_eq!(ha.is_transactional(), hb.is_transactional());
+            assert_eq!(ha.last_offset_delta, hb.last_offset_delta);
+            assert_eq!(ha.max_timestamp, hb.max_timestamp);
+            assert_eq!(records(&out[ra.clone()]), records(&input[rb.clone()]));
+            crate::validate(&out[ra.clone()], usize::MAX).unwrap();
+        }
+        // Already in the target codec: the same bytes.
+        assert_eq!(&out[after[2].1.clone()], &input[before[2].1.clone()]);
+        // And back to uncompressed.
+        let plain = recompress(&out, Compression::None, 1 << 20).unwrap();
+        for item in crate::Batches::new(&plain) {
+            assert_eq!(item.unwrap().0.compression(), Compression::None);
         }
     }
 }

@@ -39,6 +39,7 @@ use vltava_record::{BatchAttributes, BatchBuilder, BatchHeader, Compression, HEA
 
 use crate::fs::{Fs, OpenMode};
 use crate::log::Log;
+use crate::producer_state::AbortedTxn;
 use crate::segment::{Segment, SegmentFile};
 use crate::{io_err, StorageError};
 
@@ -51,15 +52,6 @@ const IO_CHUNK: usize = 1 << 20;
 pub const MAP_ENTRY_BYTES: usize = 24;
 /// Cleaning passes remembered for tombstone horizons; older ones merge (conservatively).
 const MAX_HORIZONS: usize = 64;
-
-/// One aborted transaction of a producer: its records in `[first_offset, last_offset]` are
-/// removed by the cleaner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AbortedTxn {
-    pub producer_id: i64,
-    pub first_offset: i64,
-    pub last_offset: i64,
-}
 
 /// What the cleaner knows of transactions in the range it cleans.
 #[derive(Debug, Clone, Copy)]
@@ -474,7 +466,15 @@ impl Log {
             .unsynced_sealed
             .retain(|b| !group.iter().any(|s| s.base_offset == *b));
         inner.segments.insert(base, Arc::new(seg));
-        Ok(())
+        // The group's `.txnindex` files went with its other segments: one file for the
+        // cleaned segment keeps every aborted transaction whose marker it holds.
+        let end = inner
+            .segments
+            .range(base + 1..)
+            .next()
+            .map_or(inner.next_offset, |(b, _)| *b);
+        self.write_txn_index(&inner, base, end)
+            .map_err(|e| self.poison(e))
     }
 }
 

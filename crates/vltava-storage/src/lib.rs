@@ -4,6 +4,8 @@
 //! <data dir>/<topic>-<partition>/00000000000000000000.log        record batches as received
 //!                                00000000000000000000.index      sparse offset -> position
 //!                                00000000000000000000.timeindex  sparse timestamp -> offset
+//!                                00000000000000000000.txnindex   aborted transactions ended here
+//!                                00000000000000000100.snapshot   producer state at offset 100
 //!                                leader-epoch-checkpoint         first offset of each leader epoch
 //! <data dir>/recovery-point-offset-checkpoint, log-start-offset-checkpoint,
 //!            cleaner-offset-checkpoint
@@ -20,16 +22,19 @@ pub mod epoch;
 pub mod fs;
 pub mod index;
 mod log;
+pub mod producer_state;
 mod segment;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 
 use std::path::{Path, PathBuf};
 
-pub use cleaner::{AbortedTxn, CleanRequest, CleanStats, Cleanable, Transactions};
+pub use cleaner::{CleanRequest, CleanStats, Cleanable, Transactions};
 pub use epoch::{EpochEntry, LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use fs::{Fs, FsFile, OpenMode, StdFs};
-pub use log::{accept_all, AppendInfo, Log, LogConfig, LogOffsets, OpenOptions, ReadResult};
+pub use log::{
+    accept_all, AppendInfo, Log, LogConfig, LogOffsets, OpenOptions, ProducerInfo, ReadResult,
+};
 use thiserror::Error;
 pub use vltava_record::RecordError;
 
@@ -67,6 +72,9 @@ pub enum StorageError {
         batch_base_offset: i64,
         batch_last_offset: i64,
     },
+    /// The batch breaks the producer's sequence, epoch or transaction rules.
+    #[error(transparent)]
+    Producer(#[from] producer_state::ProducerError),
 }
 
 pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> StorageError {

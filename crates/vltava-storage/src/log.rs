@@ -1,16 +1,20 @@
 //! A partition's log: an ordered set of segments, the only writer of offsets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use vltava_record::{BatchHeader, Batches};
+use vltava_record::{BatchHeader, Batches, EndTxnMarker, TransactionResult};
 
 use crate::epoch::{EpochEntry, LeaderEpochCache};
-use crate::fs::{Fs, StdFs};
+use crate::fs::{Fs, OpenMode, StdFs};
+use crate::producer_state::{
+    self, AbortedTxn, BatchInfo, CompletedTxn, Origin, ProducerEntry, ProducerError,
+    ProducerStateManager, Staged, NO_PRODUCER_ID,
+};
 use crate::segment::{Loaded, Segment, SegmentFile, SegmentFs};
 use crate::{io_err, StorageError};
 
@@ -79,6 +83,20 @@ pub struct AppendInfo {
     /// The broker timestamp if LogAppendTime was applied, else -1.
     pub log_append_time: i64,
     pub log_start_offset: i64,
+    /// The batch was a producer's retry of one already in the log: nothing was written, and
+    /// the offsets are the original ones.
+    pub duplicate: bool,
+}
+
+/// A producer this partition knows, for DescribeProducers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerInfo {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    pub current_txn_start_offset: i64,
 }
 
 /// The bytes a fetch returns plus the log's offsets at the time of the read.
@@ -113,6 +131,12 @@ pub(crate) struct Inner {
     /// Base offsets of sealed segments whose `.log` stays open until a flush covers them
     /// (see `Segment::retire`), oldest first.
     pub(crate) unsynced_sealed: Vec<i64>,
+    producers: ProducerStateManager,
+    /// Every aborted transaction in the log, by marker offset. Small (one entry per aborted
+    /// transaction still in the log), and read by every read_committed fetch.
+    aborted: Vec<AbortedTxn>,
+    /// Offsets of the `.snapshot` files in the directory.
+    snapshots: BTreeSet<i64>,
 }
 
 impl Inner {
@@ -181,6 +205,185 @@ pub struct OpenOptions {
     pub log_start_offset: i64,
 }
 
+/// Producer state snapshots are named by the offset they cover up to, like segments.
+fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
+    dir.join(format!("{}.snapshot", crate::segment::file_stem(offset)))
+}
+
+fn parse_snapshot_name(name: &str) -> Option<i64> {
+    let stem = name.strip_suffix(".snapshot")?;
+    let offset = stem.parse::<i64>().ok()?;
+    (stem.len() == 20 && offset >= 0).then_some(offset)
+}
+
+/// How much of a segment recovery reads at once when it replays batch headers.
+const SCAN_WINDOW: usize = 256 << 10;
+
+/// Calls `f` with the header of every batch of `seg` that ends at or after `from` and starts
+/// before `upto`, with the transaction marker of control batches. Reads in windows, so a
+/// replay costs a few large reads, not one per batch.
+fn scan_batches(
+    seg: &Segment,
+    from: i64,
+    upto: i64,
+    mut f: impl FnMut(&BatchHeader, Option<EndTxnMarker>),
+) -> Result<(), StorageError> {
+    let size = seg.size();
+    let Some((mut pos, _)) = seg.find_position(from, size)? else {
+        return Ok(());
+    };
+    let mut window: Vec<u8> = Vec::new();
+    let mut window_start = pos;
+    let corrupt = |pos: u64, source| StorageError::Corrupt {
+        path: seg.log_path.clone(),
+        position: pos,
+        source,
+    };
+    while pos + vltava_record::HEADER_LEN as u64 <= size {
+        let in_window = |pos: u64, len: usize, window: &Vec<u8>, start: u64| {
+            pos >= start && pos + len as u64 <= start + window.len() as u64
+        };
+        if !in_window(pos, vltava_record::HEADER_LEN, &window, window_start) {
+            window = seg.read_range(pos, SCAN_WINDOW.min((size - pos) as usize))?;
+            window_start = pos;
+        }
+        let at = (pos - window_start) as usize;
+        let h = BatchHeader::parse(&window[at..]).map_err(|e| corrupt(pos, e))?;
+        if h.base_offset >= upto {
+            break;
+        }
+        let total = h.total_len();
+        let marker = if h.is_control() {
+            if !in_window(pos, total, &window, window_start) {
+                window = seg.read_range(pos, total.max(SCAN_WINDOW).min((size - pos) as usize))?;
+                window_start = pos;
+            }
+            let at = (pos - window_start) as usize;
+            window
+                .get(at..at + total)
+                .and_then(|b| vltava_record::read_end_txn_marker(b).ok())
+        } else {
+            None
+        };
+        f(&h, marker);
+        pos += total as u64;
+    }
+    Ok(())
+}
+
+/// Producer state rebuilt for a log that ends at `upto`.
+struct RebuiltProducers {
+    state: ProducerStateManager,
+    /// Where the replay started (the snapshot's offset): `.txnindex` entries below it are
+    /// trusted, the ones at or above it came from the replay.
+    replay_start: i64,
+    replayed_aborted: Vec<AbortedTxn>,
+}
+
+/// Loads the latest readable snapshot at or below `upto` (deleting those above it and those
+/// that fail their CRC) and replays every batch from there to `upto`. Without a snapshot the
+/// replay starts at `no_snapshot_start`.
+fn rebuild_producers(
+    fs: &dyn Fs,
+    dir: &Path,
+    segments: &BTreeMap<i64, Arc<Segment>>,
+    snapshots: &mut BTreeSet<i64>,
+    upto: i64,
+    no_snapshot_start: i64,
+) -> Result<RebuiltProducers, StorageError> {
+    for off in snapshots.split_off(&(upto + 1)) {
+        let _ = fs.remove_file(&snapshot_path(dir, off));
+    }
+    let mut state = None;
+    while let Some(&off) = snapshots.last() {
+        let path = snapshot_path(dir, off);
+        let read = fs
+            .read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| producer_state::decode_snapshot(&b).map_err(|e| e.to_string()));
+        match read {
+            Ok(entries) => {
+                state = Some(ProducerStateManager::from_entries(entries, off));
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable producer snapshot; using an older one");
+                let _ = fs.remove_file(&path);
+                snapshots.remove(&off);
+            }
+        }
+    }
+    let mut state = state.unwrap_or_else(|| ProducerStateManager::new(no_snapshot_start));
+    let replay_start = state.end_offset();
+    let mut replayed_aborted = Vec::new();
+    let from_base = segments
+        .range(..=replay_start)
+        .next_back()
+        .map_or(i64::MIN, |(b, _)| *b);
+    for seg in segments.range(from_base..).map(|(_, s)| s) {
+        if seg.base_offset >= upto {
+            break;
+        }
+        scan_batches(seg, replay_start, upto, |h, marker| {
+            if h.producer_id == NO_PRODUCER_ID || h.last_offset() < replay_start {
+                return;
+            }
+            let mut staged = Staged::default();
+            let info = BatchInfo {
+                header: h,
+                marker: marker.map(|m| (m.result, m.coordinator_epoch)),
+            };
+            if state.stage(&mut staged, info, Origin::Replication).is_ok() {
+                for c in state.commit(staged) {
+                    if c.aborted {
+                        replayed_aborted.push(aborted_entry(&state, &c));
+                    }
+                }
+            }
+        })?;
+    }
+    Ok(RebuiltProducers {
+        state,
+        replay_start,
+        replayed_aborted,
+    })
+}
+
+fn aborted_entry(state: &ProducerStateManager, c: &CompletedTxn) -> AbortedTxn {
+    AbortedTxn {
+        producer_id: c.producer_id,
+        first_offset: c.first_offset,
+        last_offset: c.last_offset,
+        last_stable_offset: state.last_stable_offset_after(c),
+    }
+}
+
+/// The `.txnindex` entries of every segment that end below `below`.
+fn read_txn_indexes(
+    fs: &dyn Fs,
+    dir: &Path,
+    segments: &BTreeMap<i64, Arc<Segment>>,
+    below: i64,
+) -> Result<Vec<AbortedTxn>, StorageError> {
+    let mut out = Vec::new();
+    for &base in segments.keys() {
+        if base >= below {
+            break;
+        }
+        let path = SegmentFile::TxnIndex.path(dir, base);
+        match fs.read(&path) {
+            Ok(b) => out.extend(
+                producer_state::decode_aborted(&b)
+                    .into_iter()
+                    .filter(|t| t.last_offset < below),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("read", &path, e)),
+        }
+    }
+    Ok(out)
+}
+
 /// Reads a log directory back: segments, offsets and the leader-epoch cache.
 ///
 /// Only data at or above the recovery point after an unclean stop can be cut (at its first
@@ -204,7 +407,12 @@ fn load(
     crate::cleaner::recover_swaps(fs, dir)?;
     let mut bases = Vec::new();
     let mut index_files = Vec::new();
+    let mut snapshots = BTreeSet::new();
     for name in fs.read_dir(dir).map_err(|e| io_err("list", dir, e))? {
+        if let Some(offset) = parse_snapshot_name(&name) {
+            snapshots.insert(offset);
+            continue;
+        }
         match SegmentFile::parse_name(&name) {
             Some((SegmentFile::Log, base)) => bases.push(base),
             Some((_, base)) => index_files.push((base, dir.join(&name))),
@@ -288,6 +496,31 @@ fn load(
     if damaged {
         tracing::error!(dir = %dir.display(), "log end is unknown after damage below the recovery point; refusing writes");
     }
+    // A clean stop writes a snapshot at the log end, so a cleanly stopped log without any
+    // was written before producer state existed: it has no transactions, and its last two
+    // segments hold every producer's recent batches, as Kafka assumes when it upgrades.
+    let no_snapshot_start = if opts.clean_shutdown && snapshots.is_empty() {
+        segments
+            .keys()
+            .rev()
+            .nth(1)
+            .copied()
+            .unwrap_or(first_base)
+            .max(log_start_offset)
+    } else {
+        log_start_offset
+    };
+    let rebuilt = rebuild_producers(
+        fs,
+        dir,
+        &segments,
+        &mut snapshots,
+        next_offset,
+        no_snapshot_start,
+    )?;
+    let mut aborted = read_txn_indexes(fs, dir, &segments, rebuilt.replay_start)?;
+    aborted.extend(rebuilt.replayed_aborted);
+    aborted.sort_by_key(|t| t.last_offset);
     Ok(LoadedLog {
         inner: Inner {
             segments,
@@ -296,6 +529,9 @@ fn load(
             config,
             epochs,
             unsynced_sealed: Vec::new(),
+            producers: rebuilt.state,
+            aborted,
+            snapshots,
         },
         flushed_offset,
         damaged,
@@ -467,7 +703,41 @@ impl Log {
         batches: &mut [u8],
         leader_epoch: i32,
         now_ms: i64,
+        validator: V,
+    ) -> Result<AppendInfo, E>
+    where
+        E: From<StorageError>,
+        V: FnMut(&BatchHeader) -> Result<(), E>,
+    {
+        self.append_from(batches, leader_epoch, now_ms, validator, Origin::Client)
+    }
+
+    /// Appends a coordinator's own batch as the partition leader (Kafka's
+    /// `AppendOrigin.COORDINATOR`): producer epochs are checked, sequences are not and no
+    /// batch is taken for a retry, because a coordinator's transactional batches (the
+    /// offsets of TxnOffsetCommit) carry no sequence.
+    pub fn append_as_coordinator(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_from(
+            batches,
+            leader_epoch,
+            now_ms,
+            |_| Ok(()),
+            Origin::Coordinator,
+        )
+    }
+
+    fn append_from<E, V>(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
         mut validator: V,
+        origin: Origin,
     ) -> Result<AppendInfo, E>
     where
         E: From<StorageError>,
@@ -481,6 +751,10 @@ impl Log {
         let log_append = inner.config.log_append_time;
         // First pass, headers only: a rejected append leaves the log and the buffer untouched.
         let mut offset = base_offset;
+        let mut staged = Staged::default();
+        let mut count = 0usize;
+        let mut idempotent = false;
+        let mut duplicate = None;
         for header in self.headers(batches) {
             let mut h = header?;
             h.base_offset = offset;
@@ -489,7 +763,41 @@ impl Log {
                 h = h.with_log_append_time(now_ms);
             }
             validator(&h)?;
+            if h.producer_id != NO_PRODUCER_ID || h.is_control() {
+                idempotent = true;
+                let retry = match origin {
+                    Origin::Client => inner.producers.find_duplicate(&h),
+                    _ => None,
+                };
+                match retry {
+                    Some(d) => duplicate = Some(d),
+                    None => inner
+                        .producers
+                        .stage(
+                            &mut staged,
+                            BatchInfo {
+                                header: &h,
+                                marker: None,
+                            },
+                            origin,
+                        )
+                        .map_err(StorageError::from)?,
+                }
+            }
+            count += 1;
             offset = h.next_offset();
+        }
+        if idempotent && count > 1 {
+            return Err(StorageError::from(ProducerError::MultipleBatches).into());
+        }
+        if let Some(d) = duplicate {
+            return Ok(AppendInfo {
+                base_offset: d.first_offset(),
+                last_offset: d.last_offset,
+                log_append_time: if log_append { d.timestamp } else { -1 },
+                log_start_offset: inner.log_start_offset,
+                duplicate: true,
+            });
         }
         let mut max_ts = -1i64;
         let mut offset_of_max_ts = base_offset;
@@ -529,12 +837,201 @@ impl Log {
             epoch_start.as_slice(),
             now_ms,
         )?;
+        Self::commit_producers(&mut inner, staged);
         Ok(AppendInfo {
             base_offset,
             last_offset: offset - 1,
             log_append_time: if log_append { now_ms } else { -1 },
             log_start_offset: inner.log_start_offset,
+            duplicate: false,
         })
+    }
+
+    /// Applies an append's producer changes once its batches are written, and indexes the
+    /// transactions it aborted.
+    fn commit_producers(inner: &mut Inner, staged: Staged) {
+        let completed = staged.completed().to_vec();
+        let entries: Vec<AbortedTxn> = completed
+            .iter()
+            .filter(|c| c.aborted)
+            .map(|c| aborted_entry(&inner.producers, c))
+            .collect();
+        inner.producers.commit(staged);
+        inner.aborted.extend(entries);
+    }
+
+    /// Writes a transaction marker for `producer_id` as the partition leader (the
+    /// transaction coordinator's WriteTxnMarkers): one control batch that commits or aborts
+    /// the producer's open transaction here. A marker with an older producer epoch gets
+    /// INVALID_PRODUCER_EPOCH, one from an older coordinator TRANSACTION_COORDINATOR_FENCED.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_txn_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        result: TransactionResult,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let mut inner = self.inner.lock();
+        if self.is_poisoned() {
+            return Err(self.poisoned_err());
+        }
+        let base_offset = inner.next_offset;
+        let batch = vltava_record::write_end_txn_marker(
+            &vltava_record::MarkerBatch {
+                base_offset,
+                partition_leader_epoch: leader_epoch,
+                producer_id,
+                producer_epoch,
+                timestamp: now_ms,
+            },
+            EndTxnMarker {
+                result,
+                coordinator_epoch,
+            },
+        );
+        let h = BatchHeader::parse(&batch).map_err(|source| StorageError::Corrupt {
+            path: self.dir.clone(),
+            position: 0,
+            source,
+        })?;
+        let mut staged = Staged::default();
+        inner.producers.stage(
+            &mut staged,
+            BatchInfo {
+                header: &h,
+                marker: Some((result, coordinator_epoch)),
+            },
+            Origin::Coordinator,
+        )?;
+        let epoch_start = (leader_epoch >= 0).then_some((leader_epoch, base_offset));
+        self.write_locked(
+            &mut inner,
+            &batch,
+            base_offset + 1,
+            now_ms,
+            base_offset,
+            epoch_start.as_slice(),
+            now_ms,
+        )?;
+        Self::commit_producers(&mut inner, staged);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: base_offset,
+            log_append_time: -1,
+            log_start_offset: inner.log_start_offset,
+            duplicate: false,
+        })
+    }
+
+    /// The first offset of the oldest open transaction, if any: consumers reading committed
+    /// data stop there.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.inner.lock().producers.first_unstable_offset()
+    }
+
+    /// Aborted transactions that overlap `[from, upto)`, oldest marker first: what a
+    /// read_committed fetch of that range returns so clients drop those records.
+    pub fn aborted_transactions(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
+        let inner = self.inner.lock();
+        let start = inner.aborted.partition_point(|t| t.last_offset < from);
+        inner.aborted[start..]
+            .iter()
+            .filter(|t| t.first_offset < upto)
+            .copied()
+            .collect()
+    }
+
+    /// The producers this partition knows (DescribeProducers).
+    pub fn producers(&self) -> Vec<ProducerInfo> {
+        let inner = self.inner.lock();
+        inner
+            .producers
+            .entries()
+            .into_iter()
+            .map(|e: &ProducerEntry| ProducerInfo {
+                producer_id: e.producer_id,
+                epoch: e.epoch,
+                last_sequence: e.last_seq(),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: e.current_txn_first_offset.unwrap_or(-1),
+            })
+            .collect()
+    }
+
+    /// Forgets producers idle for `expiration_ms` with no open transaction
+    /// (`producer.id.expiration.ms`). Returns how many went.
+    pub fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.inner
+            .lock()
+            .producers
+            .remove_expired(now_ms, expiration_ms)
+    }
+
+    /// Writes the producer snapshot at the log end and the active segment's `.txnindex`,
+    /// both synced: after a clean stop the next start replays nothing.
+    fn persist_producer_state(&self, inner: &mut Inner) -> Result<(), StorageError> {
+        let active = Arc::clone(inner.active());
+        self.write_txn_index(inner, active.base_offset, inner.next_offset)?;
+        self.write_snapshot(inner, inner.next_offset, true)
+    }
+
+    /// Writes the `.txnindex` of the segment at `base` (markers in `[base, end)`), if it has
+    /// aborted transactions; removes a stale one otherwise.
+    pub(crate) fn write_txn_index(&self, inner: &Inner, base: i64, end: i64) -> Result<(), StorageError> {
+        let path = SegmentFile::TxnIndex.path(&self.dir, base);
+        let from = inner.aborted.partition_point(|t| t.last_offset < base);
+        let to = inner.aborted.partition_point(|t| t.last_offset < end);
+        if from == to {
+            return match self.fs().remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(io_err("delete", &path, e))
+                }
+                _ => Ok(()),
+            };
+        }
+        let bytes = producer_state::encode_aborted(&inner.aborted[from..to]);
+        let f = self
+            .fs()
+            .open(&path, OpenMode::Truncate)
+            .map_err(|e| io_err("create", &path, e))?;
+        f.write_all_at(&bytes, 0)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| io_err("write", &path, e))?;
+        self.dir_dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes the producer snapshot for offset `at` (the state covers everything below it).
+    /// At a roll it is not synced, as in Kafka: one lost to a power cut fails its CRC or is
+    /// missing, and recovery then replays from an older one.
+    fn write_snapshot(&self, inner: &mut Inner, at: i64, sync: bool) -> Result<(), StorageError> {
+        let path = snapshot_path(&self.dir, at);
+        let bytes = producer_state::encode_snapshot(&inner.producers);
+        let f = self
+            .fs()
+            .open(&path, OpenMode::Truncate)
+            .map_err(|e| io_err("create", &path, e))?;
+        f.write_all_at(&bytes, 0)
+            .and_then(|()| if sync { f.sync_data() } else { Ok(()) })
+            .map_err(|e| io_err("write", &path, e))?;
+        inner.snapshots.insert(at);
+        self.dir_dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Drops what belonged to segments below the first remaining one: aborted transactions
+    /// that ended there and snapshots older than it.
+    fn trim_producer_state(&self, inner: &mut Inner) {
+        let first = *inner.segments.keys().next().expect("non-empty");
+        inner.aborted.retain(|t| t.last_offset >= first);
+        let keep = inner.snapshots.split_off(&first);
+        for off in std::mem::replace(&mut inner.snapshots, keep) {
+            let _ = self.fs().remove_file(&snapshot_path(&self.dir, off));
+        }
     }
 
     /// Appends batches fetched from the leader as they are: offsets, epochs and timestamps
@@ -561,6 +1058,8 @@ impl Log {
         let mut offset_of_max_ts = base_offset;
         let mut epoch_starts: Vec<(i32, i64)> = Vec::new();
         let mut latest_epoch = inner.epochs.latest_epoch();
+        let mut staged = Staged::default();
+        let mut pos = 0usize;
         for header in self.headers(batches) {
             let h = header?;
             if h.base_offset != next || h.last_offset_delta < 0 {
@@ -571,6 +1070,22 @@ impl Log {
                 .into());
             }
             validator(&h)?;
+            if h.producer_id != NO_PRODUCER_ID {
+                let marker = h
+                    .is_control()
+                    .then(|| vltava_record::read_end_txn_marker(&batches[pos..pos + h.total_len()]))
+                    .and_then(Result::ok)
+                    .map(|m| (m.result, m.coordinator_epoch));
+                inner
+                    .producers
+                    .stage(
+                        &mut staged,
+                        BatchInfo { header: &h, marker },
+                        Origin::Replication,
+                    )
+                    .map_err(StorageError::from)?;
+            }
+            pos += h.total_len();
             let epoch = h.partition_leader_epoch;
             if epoch >= 0 && latest_epoch.is_none_or(|l| epoch > l) {
                 epoch_starts.push((epoch, h.base_offset));
@@ -591,11 +1106,13 @@ impl Log {
             &epoch_starts,
             now_ms,
         )?;
+        Self::commit_producers(&mut inner, staged);
         Ok(AppendInfo {
             base_offset,
             last_offset: next - 1,
             log_append_time: -1,
             log_start_offset: inner.log_start_offset,
+            duplicate: false,
         })
     }
 
@@ -727,6 +1244,11 @@ impl Log {
         tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
         inner.segments.insert(base, Arc::new(seg));
         self.dir_dirty.store(true, Ordering::Release);
+        // The sealed segment's aborted transactions and the producer state at the new base:
+        // recovery trusts both below the latest snapshot and replays only what follows it.
+        self.write_txn_index(inner, old.base_offset, base)
+            .and_then(|()| self.write_snapshot(inner, base, false))
+            .map_err(|e| self.poison(e))?;
         old.retire();
         if old.next_offset() <= self.flushed_offset.load(Ordering::Acquire) {
             old.release();
@@ -812,6 +1334,20 @@ impl Log {
             .map_err(|e| self.poison(e))?;
         inner.next_offset = offset;
         self.flushed_offset.fetch_min(offset, Ordering::AcqRel);
+        let rebuilt = rebuild_producers(
+            self.fs(),
+            &self.dir,
+            &inner.segments,
+            &mut inner.snapshots,
+            offset,
+            inner.log_start_offset,
+        )
+        .map_err(|e| self.poison(e))?;
+        inner
+            .aborted
+            .retain(|t| t.last_offset < rebuilt.replay_start);
+        inner.aborted.extend(rebuilt.replayed_aborted);
+        inner.producers = rebuilt.state;
         if inner.epochs.truncate_from_end(offset) {
             inner
                 .epochs
@@ -835,6 +1371,11 @@ impl Log {
             let target = inner.next_offset;
             if target <= flushed {
                 Self::release_synced(&mut inner, flushed);
+                drop(inner);
+                // Nothing new to sync but names (a snapshot written at a clean stop).
+                if self.dir_dirty.swap(false, Ordering::AcqRel) {
+                    crate::sync_dir_in(self.fs(), &self.dir).map_err(|e| self.poison(e))?;
+                }
                 return Ok(flushed);
             }
             // Segments that may hold unflushed offsets: the one containing `flushed` onward.
@@ -1111,6 +1652,7 @@ impl Log {
         }
         if deleted > 0 {
             self.trim_epochs_to_start(&mut inner)?;
+            self.trim_producer_state(&mut inner);
         }
         Ok(deleted)
     }
@@ -1128,6 +1670,15 @@ impl Log {
 
     /// Flushes and seals the active segment; called on clean shutdown.
     pub fn close(&self) -> Result<(), StorageError> {
+        if self.is_poisoned() {
+            return Err(self.poisoned_err());
+        }
+        {
+            let mut inner = self.inner.lock();
+            self.persist_producer_state(&mut inner)
+                .map_err(|e| self.poison(e))?;
+        }
+        // Also makes the snapshot's and the `.txnindex`'s names durable.
         self.flush()?;
         let inner = self.inner.lock();
         inner.active().seal().map_err(|e| self.poison(e))

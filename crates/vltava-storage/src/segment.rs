@@ -30,16 +30,25 @@ pub(crate) enum SegmentFile {
     Log,
     OffsetIndex,
     TimeIndex,
+    /// Aborted transactions whose markers are in this segment; written when the segment is
+    /// sealed (and at a clean stop), absent when it has none.
+    TxnIndex,
 }
 
 impl SegmentFile {
-    pub(crate) const ALL: [SegmentFile; 3] = [Self::Log, Self::OffsetIndex, Self::TimeIndex];
+    pub(crate) const ALL: [SegmentFile; 4] = [
+        Self::Log,
+        Self::OffsetIndex,
+        Self::TimeIndex,
+        Self::TxnIndex,
+    ];
 
     pub(crate) fn suffix(self) -> &'static str {
         match self {
             Self::Log => ".log",
             Self::OffsetIndex => ".index",
             Self::TimeIndex => ".timeindex",
+            Self::TxnIndex => ".txnindex",
         }
     }
 

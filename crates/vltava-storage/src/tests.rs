@@ -8,6 +8,7 @@ use vltava_record::{build_batch, validate, BatchHeader, Batches};
 
 use crate::sim::{Fault, SimFs};
 use crate::*;
+use vltava_record::TransactionResult;
 
 /// Plain leader appends with no producer-state checks, as most tests want.
 trait AppendExt {
@@ -860,4 +861,281 @@ fn reopen_after_a_failed_fsync_drops_what_was_never_durable() {
         2
     );
     assert_eq!(log.flush().unwrap(), 3);
+}
+
+/// A batch of `n` records from producer `pid` starting at sequence `seq`.
+fn producer_batch(pid: i64, epoch: i16, seq: i32, n: usize, txn: bool) -> Vec<u8> {
+    let mut b = vltava_record::BatchBuilder::new(vltava_record::BatchAttributes {
+        producer_id: pid,
+        producer_epoch: epoch,
+        base_sequence: seq,
+        transactional: txn,
+        ..Default::default()
+    });
+    for i in 0..n {
+        b.push(1_000 + i as i64, Some(b"k"), Some(b"v"), &[]);
+    }
+    b.finish()
+}
+
+fn small_segments() -> LogConfig {
+    LogConfig {
+        segment_bytes: 300,
+        ..LogConfig::default()
+    }
+}
+
+#[test]
+fn a_retried_batch_gets_its_original_offsets_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_segments(), true);
+    let mut first = producer_batch(7, 0, 0, 3, false);
+    let sent = first.clone();
+    assert_eq!(log.append(&mut first, 0, 0).unwrap().base_offset, 0);
+    // Enough other batches to roll segments several times (each roll snapshots state).
+    for i in 0..6 {
+        let mut b = producer_batch(8, 0, i * 2, 2, false);
+        log.append(&mut b, 0, 0).unwrap();
+    }
+    let mut retry = sent.clone();
+    let dup = log.append(&mut retry, 0, 0).unwrap();
+    assert!(dup.duplicate);
+    assert_eq!((dup.base_offset, dup.last_offset), (0, 2));
+    let end = log.offsets().log_end_offset;
+    assert!(log.segment_count() > 2);
+    // Unclean stop: state comes from the latest snapshot plus a replay of the tail.
+    drop(log);
+    let log = open(dir.path(), small_segments(), false);
+    assert_eq!(log.offsets().log_end_offset, end);
+    let mut retry = producer_batch(8, 0, 10, 2, false);
+    let dup = log.append(&mut retry, 0, 0).unwrap();
+    assert!(dup.duplicate, "the last batch is known after replay");
+    assert_eq!(dup.base_offset, end - 2);
+    let mut next = producer_batch(8, 0, 13, 1, false);
+    assert!(matches!(
+        log.append(&mut next, 0, 0),
+        Err(StorageError::Producer(
+            producer_state::ProducerError::OutOfOrderSequence { expected: 12, .. }
+        ))
+    ));
+    let mut next = producer_batch(8, 0, 12, 1, false);
+    assert!(!log.append(&mut next, 0, 0).unwrap().duplicate);
+    // A clean stop writes a snapshot at the log end and replays nothing.
+    log.close().unwrap();
+    drop(log);
+    let log = open(dir.path(), small_segments(), true);
+    let mut retry = producer_batch(8, 0, 12, 1, false);
+    assert!(log.append(&mut retry, 0, 0).unwrap().duplicate);
+}
+
+#[test]
+fn an_idempotent_payload_holds_exactly_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    let mut two = producer_batch(1, 0, 0, 1, false);
+    two.extend(producer_batch(1, 0, 1, 1, false));
+    assert!(matches!(
+        log.append(&mut two, 0, 0),
+        Err(StorageError::Producer(
+            producer_state::ProducerError::MultipleBatches
+        ))
+    ));
+    assert_eq!(log.offsets().log_end_offset, 0);
+}
+
+#[test]
+fn aborted_transactions_are_indexed_and_survive_rolls_truncation_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_segments(), true);
+    // Producer 1 opens a transaction at 0; producer 2 writes plainly.
+    log.append(&mut producer_batch(1, 0, 0, 2, true), 0, 0)
+        .unwrap();
+    log.append(&mut producer_batch(2, 0, 0, 1, false), 0, 0)
+        .unwrap();
+    assert_eq!(log.first_unstable_offset(), Some(0));
+    log.append(&mut producer_batch(1, 0, 2, 1, true), 0, 0)
+        .unwrap();
+    let m = log
+        .append_txn_marker(1, 0, TransactionResult::Abort, 3, 0, 5)
+        .unwrap();
+    assert_eq!(m.base_offset, 4);
+    assert_eq!(log.first_unstable_offset(), None);
+    let aborted = log.aborted_transactions(0, 100);
+    assert_eq!(aborted.len(), 1);
+    assert_eq!((aborted[0].first_offset, aborted[0].last_offset), (0, 4));
+    assert!(log.aborted_transactions(5, 100).is_empty());
+    // A second transaction that commits, then one left open.
+    log.append(&mut producer_batch(1, 0, 3, 1, true), 0, 0)
+        .unwrap();
+    log.append_txn_marker(1, 0, TransactionResult::Commit, 3, 0, 5)
+        .unwrap();
+    // An older coordinator is fenced; an older producer epoch too.
+    assert!(matches!(
+        log.append_txn_marker(1, 0, TransactionResult::Abort, 2, 0, 5),
+        Err(StorageError::Producer(
+            producer_state::ProducerError::CoordinatorFenced { .. }
+        ))
+    ));
+    log.append(&mut producer_batch(3, 0, 0, 1, true), 0, 0)
+        .unwrap();
+    let open_at = log.offsets().log_end_offset - 1;
+    for i in 0..8 {
+        log.append(&mut producer_batch(4, 0, i, 1, false), 0, 0)
+            .unwrap();
+    }
+    assert!(
+        log.segment_count() > 2,
+        "the markers are in sealed segments"
+    );
+    assert_eq!(log.first_unstable_offset(), Some(open_at));
+    let end = log.offsets().log_end_offset;
+    // Unclean restart: the sealed segments' .txnindex files plus the replayed tail.
+    drop(log);
+    let log = open(dir.path(), small_segments(), false);
+    assert_eq!(log.offsets().log_end_offset, end);
+    assert_eq!(log.first_unstable_offset(), Some(open_at));
+    assert_eq!(log.aborted_transactions(0, end).len(), 1);
+    // Abort the open one, then truncate back below its marker: it is open again.
+    let marker = log
+        .append_txn_marker(3, 0, TransactionResult::Abort, 3, 0, 5)
+        .unwrap();
+    assert_eq!(log.aborted_transactions(0, i64::MAX).len(), 2);
+    assert_eq!(log.first_unstable_offset(), None);
+    log.truncate_to(marker.base_offset).unwrap();
+    assert_eq!(log.aborted_transactions(0, i64::MAX).len(), 1);
+    assert_eq!(log.first_unstable_offset(), Some(open_at));
+    // Clean restart keeps all of it.
+    log.append_txn_marker(3, 0, TransactionResult::Abort, 3, 0, 5)
+        .unwrap();
+    log.close().unwrap();
+    drop(log);
+    let log = open(dir.path(), small_segments(), true);
+    let all = log.aborted_transactions(0, i64::MAX);
+    assert_eq!(
+        all.iter().map(|t| t.producer_id).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    assert_eq!(log.first_unstable_offset(), None);
+    let producers = log.producers();
+    assert_eq!(producers.len(), 4);
+    assert_eq!(log.remove_expired_producers(i64::MAX / 2, 1000), 4);
+}
+
+#[test]
+fn a_corrupt_snapshot_falls_back_to_an_older_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_segments(), true);
+    for i in 0..16 {
+        log.append(&mut producer_batch(5, 0, i, 1, false), 0, 0)
+            .unwrap();
+    }
+    drop(log);
+    let mut snaps: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snapshot"))
+        .collect();
+    snaps.sort();
+    assert!(snaps.len() >= 2);
+    std::fs::write(snaps.last().unwrap(), b"garbage").unwrap();
+    let log = open(dir.path(), small_segments(), false);
+    let mut retry = producer_batch(5, 0, 15, 1, false);
+    assert!(log.append(&mut retry, 0, 0).unwrap().duplicate);
+}
+
+/// What producer state says about a log, comparable across a reopen: each producer's epoch,
+/// last sequence, coordinator epoch and open transaction, the first unstable offset and every
+/// aborted transaction.
+type ProducerSummary = (Vec<ProducerInfo>, Option<i64>, Vec<(i64, i64, i64)>);
+
+fn producer_summary(log: &Log) -> ProducerSummary {
+    let mut producers = log.producers();
+    // The timestamps are the batches' own, so they survive too; keep them in the comparison.
+    producers.sort_by_key(|p| p.producer_id);
+    let aborted = log
+        .aborted_transactions(0, i64::MAX)
+        .into_iter()
+        .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+        .collect();
+    (producers, log.first_unstable_offset(), aborted)
+}
+
+#[derive(Debug, Clone)]
+enum ProducerOp {
+    Data { pid: i64, txn: bool, n: usize },
+    Marker { pid: i64, commit: bool },
+    Reopen { clean: bool },
+    Truncate { back: usize },
+}
+
+fn producer_op() -> impl Strategy<Value = ProducerOp> {
+    prop_oneof![
+        6 => (1i64..4, any::<bool>(), 1usize..4).prop_map(|(pid, txn, n)| ProducerOp::Data { pid, txn, n }),
+        2 => (1i64..4, any::<bool>()).prop_map(|(pid, commit)| ProducerOp::Marker { pid, commit }),
+        1 => any::<bool>().prop_map(|clean| ProducerOp::Reopen { clean }),
+        1 => (1usize..6).prop_map(|back| ProducerOp::Truncate { back }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// Whatever producers, transactions, markers, rolls, truncations and restarts (clean or
+    /// not) a log sees, the producer state rebuilt from its snapshots, `.txnindex` files and a
+    /// replay of its tail is the state it had.
+    #[test]
+    fn producer_state_survives_reopen_and_truncation(ops in prop::collection::vec(producer_op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = small_segments();
+        let mut log = open(dir.path(), cfg.clone(), true);
+        let mut seq = std::collections::HashMap::<i64, i32>::new();
+        let mut boundaries: Vec<i64> = Vec::new();
+        for op in ops {
+            match op {
+                ProducerOp::Data { pid, txn, n } => {
+                    let s = *seq.get(&pid).unwrap_or(&0);
+                    let mut b = producer_batch(pid, 0, s, n, txn);
+                    let before = log.offsets().log_end_offset;
+                    if log.append(&mut b, 0, 0).is_ok() {
+                        seq.insert(pid, s + n as i32);
+                        boundaries.push(before);
+                    }
+                }
+                ProducerOp::Marker { pid, commit } => {
+                    let result = if commit { TransactionResult::Commit } else { TransactionResult::Abort };
+                    let before = log.offsets().log_end_offset;
+                    if log.append_txn_marker(pid, 0, result, 0, 0, 0).is_ok() {
+                        boundaries.push(before);
+                    }
+                }
+                ProducerOp::Reopen { clean } => {
+                    let want = producer_summary(&log);
+                    if clean { log.close().unwrap(); } else { log.flush().unwrap(); }
+                    drop(log);
+                    log = open(dir.path(), cfg.clone(), clean);
+                    prop_assert_eq!(producer_summary(&log), want);
+                }
+                ProducerOp::Truncate { back } => {
+                    if boundaries.len() >= back {
+                        let to = boundaries[boundaries.len() - back];
+                        boundaries.truncate(boundaries.len() - back);
+                        log.truncate_to(to).unwrap();
+                        // Sequences after a truncation are whatever the rebuilt state says.
+                        for p in log.producers() {
+                            seq.insert(p.producer_id, p.last_sequence.wrapping_add(1));
+                        }
+                        for pid in 1..4 {
+                            if !log.producers().iter().any(|p| p.producer_id == pid) {
+                                seq.remove(&pid);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let want = producer_summary(&log);
+        log.flush().unwrap();
+        drop(log);
+        let log = open(dir.path(), cfg, false);
+        prop_assert_eq!(producer_summary(&log), want);
+    }
 }

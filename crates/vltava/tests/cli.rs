@@ -976,3 +976,30 @@ fn consume_stops_cleanly_on_ctrl_c() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn idempotent_produce_and_producers_describe() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(&dir);
+    let a = b.addr;
+    run(a, &w("topic create idem --partitions 2")).ok();
+    run_with(
+        Some(a),
+        &w("produce idem --partition 1 --idempotent"),
+        b"a\nb\nc\n",
+    )
+    .ok();
+    let described = run(a, &w("producers describe idem -o json")).ok().json();
+    let producers = described.as_array().unwrap();
+    assert_eq!(producers.len(), 1, "{described}");
+    let p = &producers[0];
+    assert_eq!(p["partition"], 1);
+    assert_eq!(p["producer_epoch"], 0);
+    assert_eq!(p["last_sequence"], 2);
+    assert_eq!(p["current_transaction_start_offset"], -1);
+    let table = run(a, &w("producers describe idem --partition 1")).ok();
+    assert!(table.stdout.contains("PRODUCER-ID"), "{table:?}");
+    run(a, &w("producers describe idem --partition 7")).fails(2, "no partition 7");
+    run(a, &w("producers describe nope")).fails(1, "does not exist");
+    run(a, &w("producers describe idem -X security.protocol=SSL")).fails(2, "plaintext");
+}

@@ -210,8 +210,53 @@ fn validate_only_reports_the_requested_configs() {
     assert_eq!(configs["retention.ms"].as_deref(), Some("12345"));
     assert!(!topic_exists(&mut c, "dry"));
     // A config the broker would not apply is refused rather than claimed.
-    let r = create(&mut c, "zs", 1, &[("compression.type", "zstd")], false);
+    let r = create(&mut c, "pre", 1, &[("preallocate", "true")], false);
     assert_eq!(r.topics[0].error_code, ErrorCode::InvalidConfig.code());
+    rt.block_on(broker.shutdown());
+}
+
+/// `compression.type` naming a codec: every batch is stored in it, whatever the producer
+/// sent, with its records intact; `producer` keeps batches as they came.
+#[test]
+fn a_topic_compression_type_rewrites_batches_with_that_codec() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let mut c = RawClient::connect(broker.local_addr);
+    let r = create(&mut c, "zs", 1, &[("compression.type", "zstd")], false);
+    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(c.produce_values("zs", -1, &[b"one", b"two"]), (0, 0));
+    // librdkafka with lz4 too.
+    let producer =
+        checked_producer(client_config(broker.local_addr).set("compression.type", "lz4"));
+    producer
+        .send(
+            rdkafka::producer::BaseRecord::<(), _>::to("zs")
+                .partition(0)
+                .payload("three"),
+        )
+        .unwrap();
+    flush_delivered(&producer, 1, Duration::from_secs(20));
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(s("zs")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
+    let records = resp.responses[0].partitions[0].records.clone().unwrap();
+    let mut values = Vec::new();
+    for item in vltava_record::Batches::new(&records) {
+        let (h, range) = item.unwrap();
+        assert_eq!(h.compression(), vltava_record::Compression::Zstd);
+        for r in vltava_record::read_records(&records[range], 1 << 20).unwrap() {
+            values.push(r.unwrap().value.unwrap().to_vec());
+        }
+    }
+    assert_eq!(values, [&b"one"[..], b"two", b"three"]);
     rt.block_on(broker.shutdown());
 }
 

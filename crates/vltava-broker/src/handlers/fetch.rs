@@ -41,6 +41,7 @@ fn read_all(
     targets: &[Target],
     topics: &[FetchableTopicResponse],
     max_bytes: usize,
+    read_committed: bool,
 ) -> (Vec<FetchableTopicResponse>, usize) {
     let mut out: Vec<FetchableTopicResponse> = topics.to_vec();
     let mut total = 0usize;
@@ -54,12 +55,37 @@ fn read_all(
             let (high_watermark, last_stable) = (p.high_watermark(), p.last_stable_offset());
             // KIP-74: the first batch is returned even if larger than the limits, so a big
             // batch never blocks a consumer.
-            match p.read(t.fetch_offset, budget, total == 0, ReadLimit::HighWatermark) {
+            let limit = if read_committed {
+                ReadLimit::LastStable
+            } else {
+                ReadLimit::HighWatermark
+            };
+            match p.read(t.fetch_offset, budget, total == 0, limit) {
                 Ok(r) => {
                     total += r.records.len();
                     d.high_watermark = high_watermark;
                     d.last_stable_offset = last_stable;
                     d.log_start_offset = r.log_start_offset;
+                    if read_committed {
+                        // The aborted transactions these batches overlap, so the client
+                        // drops their records (Kafka's collectAbortedTransactions).
+                        let upto = vltava_record::Batches::new(&r.records)
+                            .map_while(Result::ok)
+                            .last()
+                            .map_or(t.fetch_offset, |(h, _)| h.next_offset());
+                        let aborted = p.aborted_transactions(t.fetch_offset, upto);
+                        d.aborted_transactions = Some(
+                            aborted
+                                .into_iter()
+                                .map(|a| {
+                                    let mut at = fetch_response::AbortedTransaction::default();
+                                    at.producer_id = a.producer_id.into();
+                                    at.first_offset = a.first_offset;
+                                    at
+                                })
+                                .collect(),
+                        );
+                    }
                     d.records = Some(r.records);
                 }
                 Err(StorageError::OffsetOutOfRange {
@@ -178,6 +204,7 @@ pub async fn handle(
         }
         (resp, hold)
     };
+    let read_committed = version >= 4 && req.isolation_level == 1;
     let min_bytes = req.min_bytes.max(0) as usize;
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
@@ -190,7 +217,7 @@ pub async fn handle(
         for w in &mut watches {
             w.borrow_and_update();
         }
-        let (out, total) = read_all(&targets, &topics, max_bytes);
+        let (out, total) = read_all(&targets, &topics, max_bytes, read_committed);
         let has_error = targets.iter().any(|t| t.error.is_some())
             || out
                 .iter()
@@ -219,7 +246,7 @@ pub async fn handle(
         };
         if !woke {
             // A partition went away (topic deleted): answer with what there is.
-            let (out, total) = read_all(&targets, &topics, max_bytes);
+            let (out, total) = read_all(&targets, &topics, max_bytes, read_committed);
             resp.responses = out;
             return finish(resp, total);
         }

@@ -8,7 +8,9 @@ pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod producers;
 pub mod topics;
+pub mod txn;
 
 use std::sync::Arc;
 
@@ -156,6 +158,55 @@ pub fn dispatch(
         Request::ConsumerGroupDescribe(r) => {
             ready(groups::consumer_group_describe(broker, c, r).into())
         }
+        Request::InitProducerId(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    txn::init_producer_id(b, ctx, r).await,
+                )))
+            })
+        }
+        Request::AddPartitionsToTxn(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    txn::add_partitions_to_txn(b, ctx, r).await,
+                )))
+            })
+        }
+        Request::AddOffsetsToTxn(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    txn::add_offsets_to_txn(b, ctx, r).await,
+                )))
+            })
+        }
+        Request::EndTxn(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(
+                async move { Some(Answer::from(Response::from(txn::end_txn(b, ctx, r).await))) },
+            )
+        }
+        Request::TxnOffsetCommit(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    txn::txn_offset_commit(b, ctx, r).await,
+                )))
+            })
+        }
+        Request::DescribeTransactions(r) => ready(txn::describe_transactions(broker, c, r).into()),
+        Request::ListTransactions(r) => ready(txn::list_transactions(broker, c, r).into()),
+        Request::WriteTxnMarkers(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    producers::write_txn_markers(&b, &ctx, r).await,
+                )))
+            })
+        }
+        Request::DescribeProducers(r) => ready(producers::describe_producers(broker, c, r).into()),
         Request::DeleteRecords(r) => {
             let b = Arc::clone(broker);
             Box::pin(async move {

@@ -51,9 +51,17 @@ enum Plan {
     Answer(PartitionProduceResponse),
 }
 
-fn storage_error_code(e: &StorageError) -> ErrorCode {
+pub(crate) fn storage_error_code(e: &StorageError) -> ErrorCode {
+    use vltava_storage::producer_state::ProducerError as P;
     match e {
         StorageError::Corrupt { .. } => ErrorCode::CorruptMessage,
+        StorageError::Producer(p) => match p {
+            P::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+            P::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+            P::InvalidTxnState { .. } => ErrorCode::InvalidTxnState,
+            P::CoordinatorFenced { .. } => ErrorCode::TransactionCoordinatorFenced,
+            P::ControlBatchFromClient | P::MultipleBatches => ErrorCode::InvalidRecord,
+        },
         _ => ErrorCode::KafkaStorageError,
     }
 }
@@ -164,9 +172,32 @@ fn append_one(
     acks: i16,
 ) -> (PartitionProduceResponse, Option<(Arc<Partition>, i64)>) {
     let settings = p.settings();
+    let max = settings.log.max_message_bytes;
+    let recompress = settings.compression.filter(|target| {
+        vltava_record::Batches::new(&records)
+            .any(|b| b.is_ok_and(|(h, _)| h.compression() != *target && !h.is_control()))
+    });
     // The one copy on the produce path: the request buffer is shared, the log needs the batch
-    // with its offsets rewritten.
-    let mut buf = records.to_vec();
+    // with its offsets rewritten. A topic whose `compression.type` names another codec gets
+    // the batches rewritten with it instead (checked, and within the same expansion cap).
+    let mut buf = match recompress {
+        None => records.to_vec(),
+        Some(target) => {
+            let limit = (max as u64).max(1 << 20) * MAX_EXPANSION;
+            // Each rewritten batch must still fit `max.message.bytes`, as Kafka checks.
+            match vltava_record::recompress(&records, target, limit)
+                .and_then(|b| vltava_record::validate(&b, max).map(|_| b))
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    return (
+                        partition_error(index, record_error_code(&e), Some(e.to_string())),
+                        None,
+                    )
+                }
+            }
+        }
+    };
     let info = match p.append_as_leader(&mut buf, now_ms(), |_| Ok(())) {
         Ok(i) => i,
         Err(AppendError::NotLeader(m)) => {
@@ -184,6 +215,9 @@ fn append_one(
     };
     let end = info.last_offset + 1;
     let wait = match settings.flush_messages {
+        // A retried batch already in the log: answered once its first write is durable.
+        _ if info.duplicate && acks == -1 => Some(end),
+        _ if info.duplicate => None,
         // Kafka's flush.messages: fsync once that many messages are unflushed, whatever acks.
         Some(n) => (p.unflushed() >= n).then_some(end),
         // Default: acks=all answers only once its data is fsynced (group commit).
@@ -228,11 +262,13 @@ pub fn handle(
                     ErrorCode::InvalidRequiredAcks,
                     None,
                 ))
-            } else if req.transactional_id.is_some() {
+            } else if req.transactional_id.as_ref().is_some_and(|tid| {
+                !broker.authorize(ctx, AclOperation::Write, Resource::TransactionalId(&tid.0))
+            }) {
                 Plan::Answer(partition_error(
                     pd.index,
                     ErrorCode::TransactionalIdAuthorizationFailed,
-                    Some("transactions are not supported yet".into()),
+                    None,
                 ))
             } else if name
                 .as_deref()

@@ -510,11 +510,12 @@ fn a_small_map_cleans_in_several_passes() {
 fn transactional_batches_follow_the_transaction_input() {
     let cfg = config(100_000);
     let log = open_log(Arc::new(sim_fs()), &cfg, 0);
+    let seq = std::cell::Cell::new(0);
     let append = |txn: bool, key: u8, value: u8| {
         let mut b = BatchBuilder::new(BatchAttributes {
             producer_id: 9,
             producer_epoch: 0,
-            base_sequence: 0,
+            base_sequence: seq.replace(seq.get() + 1),
             transactional: txn,
             ..BatchAttributes::default()
         });
@@ -525,21 +526,8 @@ fn transactional_batches_follow_the_transaction_input() {
     };
     let committed = append(false, 1, 1); // superseded by the aborted write only if it counted
     let aborted = append(true, 1, 2);
-    let marker = vltava_record::write_end_txn_marker(
-        &vltava_record::MarkerBatch {
-            base_offset: 0,
-            partition_leader_epoch: 0,
-            producer_id: 9,
-            producer_epoch: 0,
-            timestamp: 1,
-        },
-        vltava_record::EndTxnMarker {
-            result: vltava_record::TransactionResult::Abort,
-            coordinator_epoch: 0,
-        },
-    );
     let marker_offset = log
-        .append_as_leader::<StorageError, _>(&mut marker.clone(), 0, 1, crate::accept_all)
+        .append_txn_marker(9, 0, vltava_record::TransactionResult::Abort, 0, 0, 1)
         .unwrap()
         .base_offset;
     // Roll so everything above is in a sealed segment.
@@ -560,11 +548,14 @@ fn transactional_batches_follow_the_transaction_input() {
     log.clean(&request(5, 1000), &mut |_| {}).unwrap();
     assert_eq!(offsets(&log), vec![committed, aborted, marker_offset]);
 
-    let list = [AbortedTxn {
-        producer_id: 9,
-        first_offset: aborted,
-        last_offset: marker_offset,
-    }];
+    // The log's own record of the abort, as the broker passes it.
+    let list = log.aborted_transactions(0, 5);
+    assert_eq!(
+        list.iter()
+            .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+            .collect::<Vec<_>>(),
+        vec![(9, aborted, marker_offset)]
+    );
     log.init_clean_offset(0, 5);
     let req = CleanRequest {
         transactions: Transactions::Aborted(&list),

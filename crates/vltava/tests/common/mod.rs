@@ -331,3 +331,93 @@ impl RawClient {
 /// How long a broker may take to close a connection it must close. Generous for a loaded
 /// machine, yet far below any timeout that would close the connection for another reason.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TCP proxy between clients and one broker that can cut a connection right after the
+/// broker answered a Produce, before the client sees the answer: the client must retry a
+/// batch the broker already appended. Point the broker's `advertised.listeners` at
+/// [`CutProxy::addr`] so clients reach it only through the proxy.
+pub struct CutProxy {
+    pub addr: SocketAddr,
+    listener: Option<std::net::TcpListener>,
+    /// Produce answers still to swallow (each one cuts its connection).
+    pub cuts_left: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CutProxy {
+    pub fn bind(cuts: usize) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self {
+            addr: listener.local_addr().unwrap(),
+            listener: Some(listener),
+            cuts_left: Arc::new(std::sync::atomic::AtomicUsize::new(cuts)),
+        }
+    }
+
+    /// Starts forwarding to `broker`.
+    pub fn run(&mut self, broker: SocketAddr) {
+        let listener = self.listener.take().expect("run once");
+        let cuts = Arc::clone(&self.cuts_left);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(upstream) = TcpStream::connect(broker) else {
+                    continue;
+                };
+                let cuts = Arc::clone(&cuts);
+                std::thread::spawn(move || proxy_connection(client, upstream, cuts));
+            }
+        });
+    }
+}
+
+fn read_frame_from(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
+    s.read_exact(&mut body).ok()?;
+    let mut frame = len.to_vec();
+    frame.extend_from_slice(&body);
+    Some(frame)
+}
+
+fn proxy_connection(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    cuts: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    // correlation id -> api key of the requests in flight on this connection
+    let inflight: Arc<Mutex<std::collections::HashMap<i32, i16>>> = Arc::default();
+    let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+    let requests = Arc::clone(&inflight);
+    std::thread::spawn(move || {
+        while let Some(frame) = read_frame_from(&mut c2) {
+            if frame.len() >= 12 {
+                let key = i16::from_be_bytes([frame[4], frame[5]]);
+                let corr = i32::from_be_bytes(frame[8..12].try_into().unwrap());
+                requests.lock().unwrap().insert(corr, key);
+            }
+            if u2.write_all(&frame).is_err() {
+                break;
+            }
+        }
+        let _ = u2.shutdown(std::net::Shutdown::Both);
+    });
+    while let Some(frame) = read_frame_from(&mut upstream) {
+        let corr = i32::from_be_bytes(frame[4..8].try_into().unwrap());
+        let key = inflight.lock().unwrap().remove(&corr);
+        let produce = key == Some(ApiKey::Produce as i16);
+        if produce
+            && cuts
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            break;
+        }
+        if client.write_all(&frame).is_err() {
+            break;
+        }
+    }
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let _ = upstream.shutdown(std::net::Shutdown::Both);
+}

@@ -1,0 +1,153 @@
+//! A minimal blocking Kafka protocol client for the few admin APIs librdkafka does not offer
+//! (DescribeProducers, ListTransactions, DescribeTransactions). It speaks plaintext only and
+//! finds brokers through Metadata like any client; requests are built with the same
+//! generated messages the broker uses (`vltava-protocol`).
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use vltava_protocol::messages::{metadata_request, MetadataRequest, MetadataResponse, TopicName};
+use vltava_protocol::{decode_response, encode_request, ApiKey, Decodable, Encodable, StrBytes};
+
+use crate::client::Settings;
+use crate::Error;
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest response accepted: far above any admin answer.
+const MAX_RESPONSE: usize = 64 << 20;
+
+pub struct Connection {
+    stream: TcpStream,
+    address: String,
+    correlation: i32,
+}
+
+fn io_error(address: &str, e: std::io::Error) -> Error {
+    Error::Refused {
+        resource: format!("broker {address}"),
+        reason: e.to_string(),
+    }
+}
+
+impl Connection {
+    pub fn connect(address: &str) -> Result<Self, Error> {
+        let addr = address
+            .to_socket_addrs()
+            .map_err(|e| io_error(address, e))?
+            .next()
+            .ok_or_else(|| Error::Usage(format!("cannot resolve {address}")))?;
+        let stream =
+            TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| io_error(address, e))?;
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))
+            .map_err(|e| io_error(address, e))?;
+        Ok(Self {
+            stream,
+            address: address.to_string(),
+            correlation: 0,
+        })
+    }
+
+    /// Sends one request and reads its answer.
+    pub fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Result<Resp, Error> {
+        self.correlation += 1;
+        let frame = encode_request(key, version, self.correlation, Some("vltava-cli"), req)
+            .map_err(|e| Error::Usage(format!("cannot encode {key:?}: {e}")))?;
+        self.stream
+            .write_all(&frame)
+            .map_err(|e| io_error(&self.address, e))?;
+        let mut len = [0u8; 4];
+        self.stream
+            .read_exact(&mut len)
+            .map_err(|e| io_error(&self.address, e))?;
+        let len = usize::try_from(i32::from_be_bytes(len)).unwrap_or(usize::MAX);
+        if len > MAX_RESPONSE {
+            return Err(Error::Refused {
+                resource: format!("broker {}", self.address),
+                reason: format!("answered with a {len}-byte frame"),
+            });
+        }
+        let mut body = vec![0u8; len];
+        self.stream
+            .read_exact(&mut body)
+            .map_err(|e| io_error(&self.address, e))?;
+        let (corr, resp) =
+            decode_response::<Resp>(key, version, body.into()).map_err(|e| Error::Refused {
+                resource: format!("broker {}", self.address),
+                reason: format!("undecodable {key:?} answer: {e}"),
+            })?;
+        if corr != self.correlation {
+            return Err(Error::Refused {
+                resource: format!("broker {}", self.address),
+                reason: "answered out of order".into(),
+            });
+        }
+        Ok(resp)
+    }
+}
+
+/// The first bootstrap broker that accepts a connection. Refuses security settings this
+/// plaintext client cannot honour rather than ignore them.
+pub fn bootstrap(settings: &Settings) -> Result<Connection, Error> {
+    if let Some(p) = settings.get("security.protocol") {
+        if !p.eq_ignore_ascii_case("plaintext") {
+            return Err(Error::Usage(format!(
+                "this command speaks plaintext only; security.protocol={p} is not supported yet"
+            )));
+        }
+    }
+    let servers = settings
+        .get("bootstrap.servers")
+        .unwrap_or("localhost:9092");
+    let mut last = None;
+    for s in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match Connection::connect(s) {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Usage("no bootstrap server given".into())))
+}
+
+/// Brokers by node id, and for each requested topic its partitions' leaders.
+pub struct Cluster {
+    pub brokers: Vec<(i32, String)>,
+    pub metadata: MetadataResponse,
+}
+
+impl Cluster {
+    pub fn address(&self, node: i32) -> Option<&str> {
+        self.brokers
+            .iter()
+            .find(|(id, _)| *id == node)
+            .map(|(_, a)| a.as_str())
+    }
+}
+
+/// Metadata for `topics` (all topics if `None`).
+pub fn metadata(conn: &mut Connection, topics: Option<&[String]>) -> Result<Cluster, Error> {
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(topics.map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                })
+                .collect()
+        }));
+    let metadata: MetadataResponse = conn.call(ApiKey::Metadata, 12, &req)?;
+    let brokers = metadata
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+        .collect();
+    Ok(Cluster { brokers, metadata })
+}
