@@ -70,7 +70,9 @@ pub struct Broker {
     pub cluster_id: String,
     pub controller: Arc<Controller>,
     /// The partitions this broker hosts.
-    pub partitions: ReplicaManager,
+    pub partitions: Arc<ReplicaManager>,
+    /// The background log cleaner, started once the logs are loaded.
+    cleaner: parking_lot::Mutex<Option<crate::log_cleaner::LogCleaner>>,
     pub groups: GroupCoordinator,
     /// Producer ids for InitProducerId, from blocks recorded in the metadata log.
     pub producer_ids: ProducerIdManager,
@@ -305,6 +307,7 @@ pub async fn start_with(
         clean_shutdown: dir.join(CLEAN_SHUTDOWN_FILE).exists(),
         recovery: checkpoint::read(&dir.join(RECOVERY_CHECKPOINT))?,
         log_starts: checkpoint::read(&dir.join(LOG_START_CHECKPOINT))?,
+        clean_offsets: checkpoint::read(&dir.join(crate::replica_manager::CLEANER_CHECKPOINT))?,
     };
     let mut bound = Vec::new();
     let mut sockets = Vec::new();
@@ -333,7 +336,7 @@ pub async fn start_with(
         sockets.push(socket);
     }
     let local_addr = bound[0].local_addr;
-    let partitions = ReplicaManager::new(&config, startup, fs);
+    let partitions = Arc::new(ReplicaManager::new(&config, startup, fs));
     let broker = Arc::new_cyclic(|me| Broker {
         groups: GroupCoordinator::new(&config, me.clone()),
         txns: TxnCoordinator::new(&config, me.clone()),
@@ -343,6 +346,7 @@ pub async fn start_with(
         cluster_id,
         controller,
         partitions,
+        cleaner: parking_lot::Mutex::new(None),
         listeners: bound,
         authorizer,
         shutting_down: watch::Sender::new(false),
@@ -390,6 +394,10 @@ pub async fn start_with(
     // From here on, a crash is an unclean shutdown.
     let _ = std::fs::remove_file(dir.join(CLEAN_SHUTDOWN_FILE));
     broker.write_checkpoints();
+    *broker.cleaner.lock() = Some(crate::log_cleaner::LogCleaner::start(
+        Arc::clone(&broker.partitions),
+        crate::log_cleaner::CleanerSettings::from_config(&broker.config),
+    ));
     tracing::info!(addr = %local_addr, cluster_id = %broker.cluster_id, topics = image.topics.len(), "broker started");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -494,6 +502,11 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     if let Some(run) = retention_run {
         let _ = run.await;
     }
+    // The cleaner finishes its pass before the logs close.
+    let cleaner = broker.cleaner.lock().take();
+    if let Some(cleaner) = cleaner {
+        let _ = tokio::task::spawn_blocking(move || cleaner.shutdown()).await;
+    }
     let b = Arc::clone(&broker);
     let _ = tokio::task::spawn_blocking(move || {
         let mut ok = true;
@@ -531,7 +544,14 @@ async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), BrokerError> {
     }
     let configs: std::collections::BTreeMap<String, String> = [
         ("cleanup.policy".to_string(), "compact".to_string()),
-        ("segment.bytes".to_string(), "104857600".to_string()),
+        (
+            "segment.bytes".to_string(),
+            broker
+                .config
+                .get_i64("offsets.topic.segment.bytes")
+                .max(1)
+                .to_string(),
+        ),
     ]
     .into();
     crate::handlers::topics::create_topic(

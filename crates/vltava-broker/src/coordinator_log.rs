@@ -109,11 +109,4 @@ impl CoordinatorLog for PartitionTableLog {
     fn log_end_offset(&self, partition: i32) -> Result<i64, LogError> {
         Ok(self.partition(partition)?.1.offsets().log_end_offset)
     }
-
-    fn delete_records_before(&self, partition: i32, offset: i64) -> Result<i64, LogError> {
-        let (broker, p) = self.partition(partition)?;
-        let start = p.delete_records_before(offset, now_ms())?;
-        broker.persist_log_starts();
-        Ok(start)
-    }
 }

@@ -100,8 +100,6 @@ pub trait CoordinatorLog: Send + Sync + 'static {
     fn read(&self, partition: i32, from: i64, max_bytes: usize) -> Result<(Bytes, i64), LogError>;
     fn log_start_offset(&self, partition: i32) -> Result<i64, LogError>;
     fn log_end_offset(&self, partition: i32) -> Result<i64, LogError>;
-    /// Moves the log start to `offset` (older segments go with retention).
-    fn delete_records_before(&self, partition: i32, offset: i64) -> Result<i64, LogError>;
 }
 
 /// What a caller of the runtime is told when its operation could not run or be written.
@@ -147,15 +145,7 @@ pub struct RuntimeConfig<S: CoordinatorShard> {
     /// An empty shard for a partition, ready to replay its records.
     pub new_shard: Box<dyn Fn(i32) -> S + Send + Sync>,
     pub timers: Vec<Timer<S>>,
-    /// How often each shard checks whether its partition holds so many more records than its
-    /// live state that the live state should be rewritten and older records dropped.
-    pub trim_interval_ms: Option<i64>,
 }
-
-/// Records a partition may hold beyond twice its live state before it is trimmed.
-const TRIM_SLACK_RECORDS: i64 = 1000;
-/// Records per batch when the live state is rewritten.
-const TRIM_BATCH_RECORDS: usize = 1000;
 /// Bytes read per step when a shard loads.
 const LOAD_READ_BYTES: usize = 1 << 20;
 
@@ -603,11 +593,6 @@ impl<S: CoordinatorShard> Inner<S> {
                 .boxed()
             });
         }
-        if let Some(interval) = me.config.trim_interval_ms {
-            Inner::every(me, shard, interval.max(1), |me, shard| {
-                Inner::trim(Arc::clone(me), Arc::clone(shard)).boxed()
-            });
-        }
     }
 
     /// Runs `f` every `interval_ms` of the clock while `shard` stays loaded.
@@ -640,58 +625,6 @@ impl<S: CoordinatorShard> Inner<S> {
                 run.await;
             }
         });
-    }
-
-    /// Keeps the partition from growing without bound: once it holds many more records than
-    /// the shard's live state, the live state is written again, made durable, and the log
-    /// start moves past everything older. The rewritten records are not replayed: they state
-    /// what the shard already is (replaying would only restart member sessions).
-    async fn trim(me: Arc<Self>, shard: Arc<Shard<S>>) {
-        let p = shard.partition;
-        let written = {
-            let state = shard.state.lock();
-            if !me.is_current(&shard) {
-                return;
-            }
-            let (start, end) = match (me.log.log_start_offset(p), me.log.log_end_offset(p)) {
-                (Ok(s), Ok(e)) => (s, e),
-                _ => return,
-            };
-            // Records of open transactions are not in the live records: keep them.
-            if state.has_open_transactions() {
-                return;
-            }
-            let live = state.live_records();
-            if end - start <= 2 * live.len() as i64 + TRIM_SLACK_RECORDS {
-                return;
-            }
-            let now = me.clock.now_ms();
-            let mut last = end;
-            for chunk in live.chunks(TRIM_BATCH_RECORDS) {
-                match me.append(p, &state, chunk, None, now) {
-                    Ok(e) => last = e,
-                    Err(_) => return,
-                }
-            }
-            (start, end, last, live.len())
-        };
-        let (start, first, last, live) = written;
-        if let Err(e) = me.log.wait_durable(p, last).await {
-            tracing::warn!(topic = me.config.topic, partition = p, error = %e, "could not trim");
-            return;
-        }
-        match me.log.delete_records_before(p, first) {
-            Ok(new_start) => tracing::info!(
-                topic = me.config.topic,
-                partition = p,
-                dropped = new_start - start,
-                live,
-                "rewrote live coordinator state; older records are no longer needed"
-            ),
-            Err(e) => {
-                tracing::warn!(topic = me.config.topic, partition = p, error = %e, "could not trim")
-            }
-        }
     }
 }
 
@@ -733,13 +666,6 @@ pub(crate) mod tests {
         fn decode(&self, key: &[u8], value: Option<&[u8]>) -> Result<Vec<Set>, Self::CodecError> {
             let v = value.map(|v| i64::from_be_bytes(v.try_into().expect("8 bytes")));
             Ok(vec![(String::from_utf8(key.to_vec())?, v)])
-        }
-
-        fn live_records(&self) -> Vec<Set> {
-            self.values
-                .iter()
-                .map(|(k, v)| (k.clone(), Some(*v)))
-                .collect()
         }
 
         fn replay_transactional(&mut self, producer_id: i64, record: &Set, _now_ms: i64) {
@@ -894,16 +820,6 @@ pub(crate) mod tests {
         fn log_end_offset(&self, partition: i32) -> Result<i64, LogError> {
             Ok(self.end(partition))
         }
-
-        fn delete_records_before(&self, partition: i32, offset: i64) -> Result<i64, LogError> {
-            self.batches
-                .lock()
-                .entry(partition)
-                .or_default()
-                .retain(|(base, _)| *base >= offset);
-            self.start.lock().insert(partition, offset);
-            Ok(offset)
-        }
     }
 
     fn runtime(
@@ -916,7 +832,6 @@ pub(crate) mod tests {
                 topic: "test",
                 new_shard: Box::new(|_| Counters::default()),
                 timers,
-                trim_interval_ms: None,
             },
             Arc::clone(log) as Arc<dyn CoordinatorLog>,
             Arc::clone(clock) as Arc<dyn Clock>,

@@ -1,7 +1,7 @@
 //! The group coordinator on the coordinator runtime: one shard per `__consumer_offsets`
 //! partition ([`GroupShard`], pure, from `vltava-coordinator`), plus what only the broker has —
 //! the parked JoinGroup/SyncGroup replies, the metadata image KIP-848 assignments read, and
-//! the timers (session expiry and rebalance deadlines, offset expiry, trimming).
+//! the timers (session expiry and rebalance deadlines, offset expiry).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -144,10 +144,6 @@ impl CoordinatorShard for GroupShardIo {
         self.shard.decode(key, value)
     }
 
-    fn live_records(&self) -> Vec<Record> {
-        self.shard.live_records()
-    }
-
     fn replay_transactional(&mut self, producer_id: i64, record: &Record, now_ms: i64) {
         self.shard.replay_transactional(producer_id, record, now_ms);
     }
@@ -273,7 +269,6 @@ impl GroupCoordinator {
                 topic: OFFSETS_TOPIC,
                 new_shard,
                 timers,
-                trim_interval_ms: Some(check_ms),
             },
             log,
             clock,

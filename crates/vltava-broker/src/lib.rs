@@ -13,6 +13,7 @@ pub mod coordinator_log;
 pub mod coordinator_runtime;
 pub mod group_coordinator;
 pub mod handlers;
+pub mod log_cleaner;
 pub mod memory_pool;
 pub mod network;
 pub mod partition;

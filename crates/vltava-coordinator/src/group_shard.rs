@@ -403,10 +403,6 @@ impl CoordinatorShard for GroupShard {
         Record::decode(key, value, &*self.topics)
     }
 
-    fn live_records(&self) -> Vec<Record> {
-        self.state.live_records(|_| true)
-    }
-
     fn replay_transactional(&mut self, producer_id: i64, record: &Record, now_ms: i64) {
         match record {
             Record::Offset { .. } => self

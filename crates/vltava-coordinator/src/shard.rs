@@ -27,10 +27,6 @@ pub trait CoordinatorShard: Send + 'static {
         value: Option<&[u8]>,
     ) -> Result<Vec<Self::Record>, Self::CodecError>;
 
-    /// Records that rebuild, on their own, the whole state: written after older records,
-    /// they make those unnecessary, so the log can be trimmed.
-    fn live_records(&self) -> Vec<Self::Record>;
-
     /// Applies one record of a transactional batch of `producer_id`. Such records take
     /// effect only once that producer's commit marker is replayed
     /// ([`CoordinatorShard::replay_end_txn`]), as in Kafka, where the marker decides.

@@ -203,7 +203,7 @@ proptest! {
             s.states().into_iter().map(|(k, m)| (k, m.as_stored())).collect()
         };
         prop_assert_eq!(stored(&reloaded), stored(&h.live));
-        // Rewriting the live state alone (trimming) rebuilds it too.
+        // The latest record per id alone (what compaction leaves) rebuilds it too.
         let mut trimmed = TxnShard::new(config());
         for rec in h.live.live_records() {
             trimmed.replay(&rec, 0);

@@ -752,8 +752,12 @@ impl CoordinatorShard for TxnShard {
     fn decode(&self, key: &[u8], value: Option<&[u8]>) -> Result<Vec<TxnRecord>, RecordError> {
         TxnRecord::decode(key, value).map(|r| vec![r])
     }
+}
 
-    fn live_records(&self) -> Vec<TxnRecord> {
+#[cfg(test)]
+impl TxnShard {
+    /// One record per transactional id, its latest state: what compaction leaves of the log.
+    pub(crate) fn live_records(&self) -> Vec<TxnRecord> {
         self.txns
             .iter()
             .map(|(id, m)| TxnRecord {

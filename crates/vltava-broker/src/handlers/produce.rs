@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{join_all, BoxFuture};
-use vltava_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use vltava_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use vltava_protocol::messages::*;
 use vltava_protocol::{ErrorCode, Response};
 use vltava_record::RecordError;
@@ -104,18 +106,61 @@ fn check(p: Arc<Partition>, index: i32, records: Option<bytes::Bytes>) -> Result
         return rejected(e);
     }
     let limit = (max as u64).max(1 << 20) * MAX_EXPANSION;
+    // A compacted topic needs a key on every record (Kafka's LogValidator): only then are
+    // uncompressed batches walked record by record, streaming, with nothing allocated per
+    // record unless one is refused.
+    let compacted = p.settings().log.compact;
+    let mut keyless: Vec<BatchIndexAndErrorMessage> = Vec::new();
     for batch in vltava_record::Batches::new(&records) {
-        let range = match batch {
-            Ok((h, range)) if h.compression() != vltava_record::Compression::None => range,
+        let (h, range) = match batch {
+            Ok((h, range)) if compacted || h.compression() != vltava_record::Compression::None => {
+                (h, range)
+            }
             _ => continue,
         };
-        match vltava_record::check_compressed(&records[range], limit) {
+        let checked = vltava_record::check_records(&records[range], limit, |index| {
+            if !h.is_control() {
+                let mut e = BatchIndexAndErrorMessage::default();
+                e.batch_index = index;
+                e.batch_index_error_message = Some(sb(format!(
+                    "Compacted topic cannot accept message without key in topic partition {}-{}.",
+                    p.topic, p.index
+                )));
+                keyless.push(e);
+            }
+        });
+        match checked {
             Ok(()) => {}
             Err(e @ RecordError::DecompressionBomb { .. }) => {
                 return Err(Hostile(format!("produce to {p:?}: {e}")))
             }
             Err(e) => return rejected(e),
         }
+    }
+    if !keyless.is_empty() {
+        tracing::debug!(partition = ?p, records = keyless.len(), "refused keyless records for a compacted topic");
+        let shown: Vec<String> = keyless
+            .iter()
+            .take(3)
+            .map(|e| {
+                format!(
+                    "RecordError(batchIndex={}, message='{}')",
+                    e.batch_index,
+                    e.batch_index_error_message.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        let mut r = partition_error(
+            index,
+            ErrorCode::InvalidRecord,
+            Some(format!(
+                "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+                keyless.len(),
+                shown.join(", ")
+            )),
+        );
+        r.record_errors = keyless;
+        return Ok(Plan::Answer(r));
     }
     Ok(Plan::Append(p, records))
 }
