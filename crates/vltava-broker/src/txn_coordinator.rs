@@ -177,7 +177,6 @@ impl TxnCoordinator {
                         topic: TXN_TOPIC,
                         new_shard: Box::new(move |_| TxnShard::new(txn_config)),
                         timers,
-                        trim_interval_ms: Some(expire_ms),
                     },
                     log,
                     clock,
