@@ -119,7 +119,7 @@ fn check(p: Arc<Partition>, index: i32, records: Option<bytes::Bytes>) -> Result
             _ => continue,
         };
         let checked = vltava_record::check_records(&records[range], limit, |index| {
-            if !h.is_control() {
+            if compacted && !h.is_control() {
                 let mut e = BatchIndexAndErrorMessage::default();
                 e.batch_index = index;
                 e.batch_index_error_message = Some(sb(format!(

@@ -76,14 +76,18 @@ type BatchIds = BTreeMap<i64, (i64, i16, i32, i64)>;
 fn append_ops(log: &Log, ops: &[Op], codec: Compression, now: &mut i64) -> (Vec<Rec>, BatchIds) {
     let mut recs = Vec::new();
     let mut ids = BatchIds::new();
-    for (i, op) in ops.iter().enumerate() {
+    // Sequences follow on from batch to batch, as an idempotent producer's do.
+    let mut seq = 0;
+    for op in ops {
         match op {
             Op::Roll => *now += SEGMENT_MS,
             Op::Batch(records) => {
+                let base_sequence = seq;
+                seq += records.len() as i32;
                 let mut b = BatchBuilder::new(BatchAttributes {
                     producer_id: 7,
                     producer_epoch: 3,
-                    base_sequence: i as i32 * 10,
+                    base_sequence,
                     compression: codec,
                     ..BatchAttributes::default()
                 });
@@ -95,7 +99,7 @@ fn append_ops(log: &Log, ops: &[Op], codec: Compression, now: &mut i64) -> (Vec<
                 let info = log
                     .append_as_leader::<StorageError, _>(&mut bytes, 0, *now, crate::accept_all)
                     .unwrap();
-                ids.insert(info.base_offset, (7, 3, i as i32 * 10, info.last_offset));
+                ids.insert(info.base_offset, (7, 3, base_sequence, info.last_offset));
                 for (j, (k, v)) in records.iter().enumerate() {
                     recs.push((
                         info.base_offset + j as i64,
