@@ -229,6 +229,10 @@ def _fill_input(bootstrap: str, topic: str) -> None:
     assert p.flush(60) == 0
 
 
+class ClientHang(Exception):
+    """A client call that did not return by its deadline."""
+
+
 class Copier:
     """Consume, transform (upper-case prefix), produce, commit offsets in the transaction."""
 
@@ -236,6 +240,9 @@ class Copier:
         self.bootstrap, self.src, self.dst, self.group = bootstrap, src, dst, group
         self.copied = 0  # input records whose transaction committed
         self.errors: list = []
+        # Producers left stuck inside librdkafka (see _send_offsets), kept so that they are
+        # not destroyed while their call is still blocked.
+        self.abandoned: list = []
         self.done = threading.Event()
         self.failure: BaseException | None = None
 
@@ -299,9 +306,16 @@ class Copier:
                     producer.produce(self.dst, key=m.key(), value=b"copy-" + m.value(),
                                      partition=m.partition())
                 positions = consumer.position(consumer.assignment())
-                producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 60)
+                self._send_offsets(producer, positions, consumer.consumer_group_metadata())
                 self._commit(producer)
                 self.copied += len(msgs)
+            except ClientHang as e:
+                # The producer is stuck in librdkafka: leave it, fence it with a new one.
+                self.errors.append(str(e))
+                self.abandoned.append(producer)
+                producer = self._producer()
+                self._rewind(consumer, parts)
+                self.copied = self._committed_total(consumer, parts)
             except KafkaException as e:
                 err = e.args[0]
                 self.errors.append(str(err))
@@ -314,6 +328,30 @@ class Copier:
                 self._rewind(consumer, parts)
                 self.copied = self._committed_total(consumer, parts)
         consumer.close()
+
+    def _send_offsets(self, producer, positions, group_metadata) -> None:
+        """send_offsets_to_transaction with a deadline the call itself does not keep.
+
+        librdkafka (2.10 and later) re-bootstraps when every broker is down, and the
+        decommissioned broker can stay cached as the group coordinator: the call then waits
+        for it forever, past its own timeout (librdkafka issues #5511 and #5456). A
+        single-broker cluster that restarts hits this with Kafka as with Vltava."""
+        done = threading.Event()
+        failure: list = []
+
+        def call():
+            try:
+                producer.send_offsets_to_transaction(positions, group_metadata, 30)
+            except BaseException as e:  # noqa: BLE001 - handed to the copier
+                failure.append(e)
+            finally:
+                done.set()
+
+        threading.Thread(target=call, daemon=True).start()
+        if not done.wait(60):
+            raise ClientHang("send_offsets_to_transaction did not return within 60 s")
+        if failure:
+            raise failure[0]
 
     def _commit(self, producer) -> None:
         from confluent_kafka import KafkaException
@@ -345,6 +383,16 @@ class Copier:
         return sum(max(tp.offset, 0) for tp in committed)
 
 
+def _stuck(copier: Copier, t: threading.Thread) -> str:
+    """Where the copier is, for a failure report."""
+    import sys
+    import traceback
+
+    frame = sys._current_frames().get(t.ident)
+    stack = "".join(traceback.format_stack(frame)) if frame else "<not running>"
+    return f"copied {copier.copied}, last errors {copier.errors[-10:]}\n{stack}"
+
+
 def test_exactly_once_copier_survives_two_kill_9(broker_factory):
     from confluent_kafka import Consumer, TopicPartition
 
@@ -360,13 +408,17 @@ def test_exactly_once_copier_survives_two_kill_9(broker_factory):
     t.start()
     brokers = [b]
     for at in (COPY_RECORDS * 3 // 10, COPY_RECORDS * 6 // 10):
-        wait_until(lambda: copier.copied >= at or copier.done.is_set(), timeout=300,
-                   what=f"the copier to pass {at} records")
+        try:
+            wait_until(lambda: copier.copied >= at or copier.done.is_set(), timeout=300,
+                       what=f"the copier to pass {at} records")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; {_stuck(copier, t)}") from None
         assert not copier.done.is_set(), f"copier stopped early: {copier.failure!r}"
         brokers[-1].kill()
         time.sleep(1.0)
         brokers.append(broker_factory.start(port=port, data_dir=b.data_dir))
-    assert copier.done.wait(400), f"copier did not finish: copied {copier.copied}"
+    if not copier.done.wait(400):
+        raise AssertionError(f"copier did not finish: {_stuck(copier, t)}")
     if copier.failure is not None:
         raise copier.failure
     bootstrap = brokers[-1].bootstrap

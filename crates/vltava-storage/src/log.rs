@@ -991,7 +991,12 @@ impl Log {
 
     /// Writes the `.txnindex` of the segment at `base` (markers in `[base, end)`), if it has
     /// aborted transactions; removes a stale one otherwise.
-    pub(crate) fn write_txn_index(&self, inner: &Inner, base: i64, end: i64) -> Result<(), StorageError> {
+    pub(crate) fn write_txn_index(
+        &self,
+        inner: &Inner,
+        base: i64,
+        end: i64,
+    ) -> Result<(), StorageError> {
         let path = SegmentFile::TxnIndex.path(&self.dir, base);
         let from = inner.aborted.partition_point(|t| t.last_offset < base);
         let to = inner.aborted.partition_point(|t| t.last_offset < end);

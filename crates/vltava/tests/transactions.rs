@@ -29,8 +29,10 @@ fn start(rt: &tokio::runtime::Runtime, dir: &Path) -> BrokerHandle {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    rt.block_on(vltava_broker::start(BrokerConfig::from_props(props).unwrap()))
-        .unwrap()
+    rt.block_on(vltava_broker::start(
+        BrokerConfig::from_props(props).unwrap(),
+    ))
+    .unwrap()
 }
 
 fn describe(c: &mut RawClient, id: &str) -> describe_transactions_response::TransactionState {
@@ -326,5 +328,83 @@ fn a_transaction_commits_its_partitions_and_offsets_and_survives_a_restart() {
     );
     let d = describe(&mut c, "unknown");
     assert_eq!(d.error_code, 105, "TRANSACTIONAL_ID_NOT_FOUND");
+    rt.block_on(broker.shutdown());
+}
+
+/// KIP-890 part 1: a transactional batch for a partition that is not in the producer's
+/// ongoing transaction is refused (INVALID_TXN_STATE for Produce before v11,
+/// TRANSACTION_ABORTABLE from v11), nothing is written, and the last stable offset does not
+/// move; once the partition is added the same batch is written.
+#[test]
+fn a_transactional_batch_for_a_partition_not_in_the_transaction_is_refused() {
+    use produce_request::{PartitionProduceData, TopicProduceData};
+
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(&rt, dir.path());
+    let mut c = RawClient::connect(broker.local_addr);
+    assert_eq!(c.create_topic("t", 2).topics[0].error_code, 0);
+    let r: InitProducerIdResponse = c.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(s("tx"))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    assert_eq!(r.error_code, 0);
+    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+
+    let batch = |seq: i32| {
+        let mut b = vltava_record::BatchBuilder::new(vltava_record::BatchAttributes {
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            transactional: true,
+            ..Default::default()
+        });
+        b.push(1_000, Some(b"k"), Some(b"v"), &[]);
+        bytes::Bytes::from(b.finish())
+    };
+    let produce = |c: &mut RawClient, version: i16, tid: Option<&str>, partition: i32| -> i16 {
+        let req = ProduceRequest::default()
+            .with_transactional_id(tid.map(|t| TransactionalId(s(t))))
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(s("t")))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(batch(0)))])]);
+        let resp: ProduceResponse = c.call(ApiKey::Produce, version, &req);
+        resp.responses[0].partition_responses[0].error_code
+    };
+
+    // Partition 1 only is in the transaction.
+    assert_eq!(
+        add_partitions(&mut c, 3, pid, epoch, &[("t", vec![1])]),
+        vec![("t".to_string(), 1, 0)]
+    );
+    assert_eq!(produce(&mut c, 9, Some("tx"), 0), 48, "INVALID_TXN_STATE");
+    assert_eq!(
+        produce(&mut c, 11, Some("tx"), 0),
+        120,
+        "TRANSACTION_ABORTABLE"
+    );
+    // Without the request's transactional id a transactional batch is not accepted either.
+    assert_eq!(produce(&mut c, 9, None, 0), 87, "INVALID_RECORD");
+    assert_eq!(log_end(&broker, "t", 0), 0, "nothing refused is written");
+    // Another transactional id's producer: the coordinator does not know this pairing.
+    assert_ne!(produce(&mut c, 9, Some("other"), 0), 0);
+    assert_eq!(log_end(&broker, "t", 0), 0);
+
+    assert_eq!(produce(&mut c, 9, Some("tx"), 1), 0);
+    assert_eq!(
+        add_partitions(&mut c, 3, pid, epoch, &[("t", vec![0])]),
+        vec![("t".to_string(), 0, 0)]
+    );
+    assert_eq!(produce(&mut c, 9, Some("tx"), 0), 0);
+    assert_eq!(log_end(&broker, "t", 0), 1);
     rt.block_on(broker.shutdown());
 }

@@ -198,14 +198,19 @@ fn verify_txn(
     match verified.map(|mut v| v.pop().map(|(_, r)| r)) {
         Ok(Some(Ok(()))) => Plan::Append(p, records),
         Ok(Some(Err(e))) | Err(TxnCoordError::Txn(e)) => {
-            // TRANSACTION_ABORTABLE is known to Produce v11+; older clients get
-            // INVALID_TXN_STATE, as from Kafka.
+            // As from Kafka: a fenced producer hears INVALID_PRODUCER_EPOCH from a partition,
+            // and TRANSACTION_ABORTABLE is known to Produce v11+ only (INVALID_TXN_STATE
+            // before).
             let e = match e {
+                TxnError::ProducerFenced => TxnError::InvalidProducerEpoch,
                 TxnError::TransactionAbortable if version < 11 => TxnError::InvalidTxnState,
                 e => e,
             };
             let code = ErrorCode::try_from_code(e.code()).unwrap_or(ErrorCode::InvalidTxnState);
-            fail(code, format!("{p:?} is not in the transaction of {tid}: {e}"))
+            fail(
+                code,
+                format!("{p:?} is not in the transaction of {tid}: {e}"),
+            )
         }
         // The coordinator cannot answer now: a code every producer retries.
         Ok(None) | Err(_) => fail(
