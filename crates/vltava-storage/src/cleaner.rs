@@ -323,6 +323,7 @@ impl Log {
             delete_retention_ms: config.delete_retention_ms,
             state: &state,
             transactions: req.transactions,
+            open_txns: Default::default(),
         };
         for group in group_segments(&rewrite, config.segment_bytes) {
             self.clean_group(group, &filter, &mut stats, throttle, req.now_ms)?;
@@ -685,15 +686,22 @@ struct Filter<'a> {
     delete_retention_ms: i64,
     state: &'a CleanerState,
     transactions: Transactions<'a>,
+    /// Producers whose transactional batches this pass has read since their last marker.
+    /// A producer has one transaction at a time, so its next marker ends exactly those.
+    open_txns: std::cell::RefCell<std::collections::HashSet<i64>>,
 }
 
 impl Filter<'_> {
     fn apply(&self, h: &BatchHeader, batch: &[u8], stats: &mut CleanStats) -> Kept {
         stats.records_read += h.record_count.max(0) as u64;
-        if h.is_control() || h.base_offset >= self.end {
+        if h.base_offset >= self.end {
             return Kept::Whole;
         }
+        if h.is_control() {
+            return self.marker(h, stats);
+        }
         if h.is_transactional() {
+            self.open_txns.borrow_mut().insert(h.producer_id);
             match self.transactions {
                 Transactions::Unknown => return Kept::Whole,
                 Transactions::Aborted(list) if is_aborted(list, h) => {
@@ -750,6 +758,26 @@ impl Filter<'_> {
         }
         b.set_last_offset_delta(h.last_offset_delta);
         Kept::Rewritten(b.finish())
+    }
+
+    /// Kafka's rule for a transaction marker: it goes once no batch of its transaction is
+    /// left (none was read in this pass: earlier passes removed them all) and
+    /// `delete.retention.ms` has passed since a pass first covered it, so a consumer that
+    /// read the transaction's records has had that long to read the marker too.
+    fn marker(&self, h: &BatchHeader, stats: &mut CleanStats) -> Kept {
+        if matches!(self.transactions, Transactions::Unknown) {
+            return Kept::Whole;
+        }
+        let had_batches = self.open_txns.borrow_mut().remove(&h.producer_id);
+        let expired = self
+            .state
+            .passed_at(h.base_offset)
+            .is_some_and(|t| self.now_ms.saturating_sub(t) >= self.delete_retention_ms);
+        if had_batches || !expired {
+            return Kept::Whole;
+        }
+        stats.records_removed += h.record_count.max(0) as u64;
+        Kept::Nothing
     }
 
     fn retain(&self, offset: i64, key: Option<&[u8]>, tombstone: bool) -> bool {

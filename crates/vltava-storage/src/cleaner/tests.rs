@@ -566,7 +566,31 @@ fn transactional_batches_follow_the_transaction_input() {
         ..request(5, 1000)
     };
     log.clean(&req, &mut |_| {}).unwrap();
-    assert_eq!(offsets(&log), vec![committed, marker_offset]);
+    assert_eq!(
+        offsets(&log),
+        vec![committed, marker_offset],
+        "the marker stays while the pass that removed its batches is within delete.retention.ms"
+    );
+
+    // Once no batch of its transaction is left and delete.retention.ms has passed, the
+    // marker goes too. More data makes the log dirty again.
+    let later = 1 + 2 * SEGMENT_MS + cfg.delete_retention_ms;
+    log.append_as_leader::<StorageError, _>(
+        &mut vltava_record::build_batch(0, &[(Some(&b"y"[..]), Some(&b"y"[..]), later)]),
+        0,
+        later,
+        crate::accept_all,
+    )
+    .unwrap();
+    log.recovery_point_written(log.flush().unwrap());
+    let req = CleanRequest {
+        transactions: Transactions::Aborted(&list),
+        ..request(later, 1000)
+    };
+    log.clean(&req, &mut |_| {}).unwrap();
+    let after = offsets(&log);
+    // The marker went; the record after it (in what was the next segment) is read next.
+    assert_eq!(after, vec![committed, marker_offset + 1]);
 }
 
 /// A crash between writing `.cleaned` files and swapping leaves the originals; a committed
