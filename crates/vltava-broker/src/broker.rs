@@ -44,6 +44,20 @@ pub enum BrokerError {
     Locked(PathBuf),
 }
 
+/// Runs file I/O that must happen now, in call order, from async code (a coordinator's
+/// append under its shard lock, a marker write): on a multi-thread runtime the worker first
+/// hands its other tasks to another thread (`block_in_place`), so a slow write or a roll's
+/// fsync does not stall them. Elsewhere (a blocking thread, a current-thread runtime in
+/// tests) it simply runs.
+pub(crate) fn blocking_io<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -344,7 +344,9 @@ impl<S: CoordinatorShard> Inner<S> {
         if records.is_empty() {
             return future::ready(Ok(reply)).boxed();
         }
-        let end = match me.append(shard.partition, &state, &records, transaction, now) {
+        let end = match crate::broker::blocking_io(|| {
+            me.append(shard.partition, &state, &records, transaction, now)
+        }) {
             Ok(end) => end,
             Err(e) => {
                 if let Some(undo) = undo {
@@ -404,13 +406,15 @@ impl<S: CoordinatorShard> Inner<S> {
         if !me.is_current(shard) {
             return future::ready(Err(RuntimeError::NotCoordinator)).boxed();
         }
-        let end = match me.log.append_txn_marker(
-            shard.partition,
-            producer_id,
-            producer_epoch,
-            coordinator_epoch,
-            commit,
-        ) {
+        let end = match crate::broker::blocking_io(|| {
+            me.log.append_txn_marker(
+                shard.partition,
+                producer_id,
+                producer_epoch,
+                coordinator_epoch,
+                commit,
+            )
+        }) {
             Ok(end) => end,
             Err(e) => {
                 tracing::warn!(topic = me.config.topic, partition = shard.partition, error = %e, "coordinator marker append failed");

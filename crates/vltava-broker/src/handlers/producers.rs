@@ -73,13 +73,30 @@ pub struct MarkerRequest {
 /// durable: a marker is the commit point of its transaction on that partition. Returns one
 /// result per partition, in request order (`None`: written). The transaction coordinator calls this
 /// directly for local partitions; the WriteTxnMarkers handler for remote coordinators.
-pub async fn write_markers(
-    broker: &Arc<Broker>,
-    markers: &[MarkerRequest],
-) -> Vec<Vec<((String, i32), Option<ErrorCode>)>> {
+pub async fn write_markers(broker: &Arc<Broker>, markers: &[MarkerRequest]) -> MarkerResults {
     let now = now_ms();
     let mut results = Vec::with_capacity(markers.len());
     let mut waits = Vec::new();
+    crate::broker::blocking_io(|| append_markers(broker, markers, now, &mut results, &mut waits));
+    for (mi, pi, p, end) in waits {
+        if let Err(e) = p.wait_durable(end).await {
+            results[mi][pi].1 = Some(storage_error_code(&e));
+        }
+    }
+    results
+}
+
+/// Marker results per request, and the partitions and offsets whose durability to wait for.
+type MarkerResults = Vec<Vec<((String, i32), Option<ErrorCode>)>>;
+type MarkerWaits = Vec<(usize, usize, Arc<crate::partition::Partition>, i64)>;
+
+fn append_markers(
+    broker: &Arc<Broker>,
+    markers: &[MarkerRequest],
+    now: i64,
+    results: &mut MarkerResults,
+    waits: &mut MarkerWaits,
+) {
     for (mi, m) in markers.iter().enumerate() {
         let mut r = Vec::with_capacity(m.partitions.len());
         for (topic, index) in &m.partitions {
@@ -105,12 +122,6 @@ pub async fn write_markers(
         }
         results.push(r);
     }
-    for (mi, pi, p, end) in waits {
-        if let Err(e) = p.wait_durable(end).await {
-            results[mi][pi].1 = Some(storage_error_code(&e));
-        }
-    }
-    results
 }
 
 /// WriteTxnMarkers: sent by a transaction coordinator to partition leaders.
