@@ -119,13 +119,32 @@ fn log_end(broker: &BrokerHandle, topic: &str, partition: i32) -> i64 {
     p.offsets().log_end_offset
 }
 
+/// A broker with topic `t` (2 partitions), and a client connected to it.
+fn start_with_topic(rt: &tokio::runtime::Runtime, dir: &Path) -> (BrokerHandle, RawClient) {
+    let broker = start(rt, dir);
+    let mut c = RawClient::connect(broker.local_addr);
+    assert_eq!(c.create_topic("t", 2).topics[0].error_code, 0);
+    (broker, c)
+}
+
+/// InitProducerId for transactional id `tx`, as a new producer sends it.
+fn init_tx(c: &mut RawClient) -> InitProducerIdResponse {
+    c.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(s("tx"))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    )
+}
+
 #[test]
 fn a_transaction_commits_its_partitions_and_offsets_and_survives_a_restart() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(&rt, dir.path());
-    let mut c = RawClient::connect(broker.local_addr);
-    assert_eq!(c.create_topic("t", 2).topics[0].error_code, 0);
+    let (broker, mut c) = start_with_topic(&rt, dir.path());
 
     // FindCoordinator for a transactional id: this broker, single and batched.
     let f: FindCoordinatorResponse = c.call(
@@ -152,18 +171,7 @@ fn a_transaction_commits_its_partitions_and_offsets_and_survives_a_restart() {
         .all(|k| k.error_code == 0 && k.port > 0));
 
     // InitProducerId: a new transactional id gets a fresh producer id at epoch 0.
-    let init = |c: &mut RawClient| -> InitProducerIdResponse {
-        c.call(
-            ApiKey::InitProducerId,
-            4,
-            &InitProducerIdRequest::default()
-                .with_transactional_id(Some(TransactionalId(s("tx"))))
-                .with_transaction_timeout_ms(60_000)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1),
-        )
-    };
-    let r = init(&mut c);
+    let r = init_tx(&mut c);
     assert_eq!((r.error_code, r.producer_epoch), (0, 0));
     let first_pid = r.producer_id.0;
     assert!(first_pid >= 0);
@@ -321,7 +329,7 @@ fn a_transaction_commits_its_partitions_and_offsets_and_survives_a_restart() {
     );
     assert_eq!(committed_offset(&mut c, "g"), 5);
     // The same producer initialises again: the epoch is bumped.
-    let r = init(&mut c);
+    let r = init_tx(&mut c);
     assert_eq!(
         (r.error_code, r.producer_id.0, r.producer_epoch),
         (0, pid, 1)
@@ -341,18 +349,8 @@ fn a_transactional_batch_for_a_partition_not_in_the_transaction_is_refused() {
 
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(&rt, dir.path());
-    let mut c = RawClient::connect(broker.local_addr);
-    assert_eq!(c.create_topic("t", 2).topics[0].error_code, 0);
-    let r: InitProducerIdResponse = c.call(
-        ApiKey::InitProducerId,
-        4,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(Some(TransactionalId(s("tx"))))
-            .with_transaction_timeout_ms(60_000)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-    );
+    let (broker, mut c) = start_with_topic(&rt, dir.path());
+    let r = init_tx(&mut c);
     assert_eq!(r.error_code, 0);
     let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
 
