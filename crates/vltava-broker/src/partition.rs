@@ -296,12 +296,33 @@ impl Partition {
     where
         V: FnMut(&BatchHeader) -> Result<(), AppendError>,
     {
+        self.append_as_leader_guarded(batches, now_ms, validator, None)
+    }
+
+    /// [`Partition::append_as_leader`] for a batch verified with the transaction
+    /// coordinator under `guard` (KIP-890), when there is one.
+    pub fn append_as_leader_guarded<V>(
+        &self,
+        batches: &mut [u8],
+        now_ms: i64,
+        validator: V,
+        guard: Option<vltava_storage::TxnGuard>,
+    ) -> Result<AppendInfo, AppendError>
+    where
+        V: FnMut(&BatchHeader) -> Result<(), AppendError>,
+    {
         if !self.is_leader() {
             return Err(AppendError::NotLeader(format!("{self:?}")));
         }
-        let info = self
-            .log
-            .append_as_leader(batches, self.leader_epoch(), now_ms, validator)?;
+        let epoch = self.leader_epoch();
+        let info = match guard {
+            None => self
+                .log
+                .append_as_leader(batches, epoch, now_ms, validator)?,
+            Some(g) => self
+                .log
+                .append_as_leader_verified(batches, epoch, now_ms, validator, g)?,
+        };
         if !info.duplicate {
             self.maybe_advance_high_watermark();
             self.appended.send_replace(info.last_offset + 1);
@@ -313,6 +334,15 @@ impl Partition {
     /// transactional batch that opens one is first checked with the coordinator).
     pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
         self.log.in_transaction(producer_id, epoch)
+    }
+
+    /// See [`vltava_storage::Log::start_txn_verification`].
+    pub fn start_txn_verification(&self, producer_id: i64) -> vltava_storage::TxnGuard {
+        self.log.start_txn_verification(producer_id)
+    }
+
+    pub fn end_txn_verification(&self, guard: vltava_storage::TxnGuard) {
+        self.log.end_txn_verification(guard)
     }
 
     /// Appends a coordinator's own batch as leader (its records, or a TxnOffsetCommit's

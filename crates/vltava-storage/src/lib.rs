@@ -34,6 +34,7 @@ pub use epoch::{EpochEntry, LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_O
 pub use fs::{Fs, FsFile, OpenMode, StdFs};
 pub use log::{
     accept_all, AppendInfo, Log, LogConfig, LogOffsets, OpenOptions, ProducerInfo, ReadResult,
+    TxnGuard,
 };
 use thiserror::Error;
 pub use vltava_record::RecordError;

@@ -122,6 +122,13 @@ pub fn accept_all(_: &BatchHeader) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// A KIP-890 verification guard (see [`Log::start_txn_verification`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnGuard {
+    pub producer_id: i64,
+    token: u64,
+}
+
 pub(crate) struct Inner {
     pub(crate) segments: BTreeMap<i64, Arc<Segment>>,
     pub(crate) next_offset: i64,
@@ -137,6 +144,11 @@ pub(crate) struct Inner {
     aborted: Vec<AbortedTxn>,
     /// Offsets of the `.snapshot` files in the directory.
     snapshots: BTreeSet<i64>,
+    /// KIP-890 verification guards: producers whose next transactional batch the
+    /// coordinator is checking, by guard token. A marker for the producer drops its guard,
+    /// so a batch verified before the transaction ended cannot open a new one after it.
+    verifying: std::collections::HashMap<i64, u64>,
+    next_guard: u64,
 }
 
 impl Inner {
@@ -532,6 +544,8 @@ fn load(
             producers: rebuilt.state,
             aborted,
             snapshots,
+            verifying: Default::default(),
+            next_guard: 0,
         },
         flushed_offset,
         damaged,
@@ -709,7 +723,59 @@ impl Log {
         E: From<StorageError>,
         V: FnMut(&BatchHeader) -> Result<(), E>,
     {
-        self.append_from(batches, leader_epoch, now_ms, validator, Origin::Client)
+        self.append_from(
+            batches,
+            leader_epoch,
+            now_ms,
+            validator,
+            Origin::Client,
+            None,
+        )
+    }
+
+    /// [`Log::append_as_leader`] for a transactional batch whose transaction the coordinator
+    /// has just verified (KIP-890): unless the producer's transaction is already open here,
+    /// the batch is written only if `guard` is still the producer's verification guard, i.e.
+    /// no marker for that producer was written since [`Log::start_txn_verification`].
+    pub fn append_as_leader_verified<E, V>(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+        validator: V,
+        guard: TxnGuard,
+    ) -> Result<AppendInfo, E>
+    where
+        E: From<StorageError>,
+        V: FnMut(&BatchHeader) -> Result<(), E>,
+    {
+        self.append_from(
+            batches,
+            leader_epoch,
+            now_ms,
+            validator,
+            Origin::Client,
+            Some(guard),
+        )
+    }
+
+    /// Starts a KIP-890 verification of `producer_id`'s next transactional batch: the guard
+    /// to append it with once the coordinator has confirmed the partition is in its
+    /// transaction.
+    pub fn start_txn_verification(&self, producer_id: i64) -> TxnGuard {
+        let mut inner = self.inner.lock();
+        inner.next_guard += 1;
+        let token = inner.next_guard;
+        inner.verifying.insert(producer_id, token);
+        TxnGuard { producer_id, token }
+    }
+
+    /// Drops a guard that will not be used (the verification failed).
+    pub fn end_txn_verification(&self, guard: TxnGuard) {
+        let mut inner = self.inner.lock();
+        if inner.verifying.get(&guard.producer_id) == Some(&guard.token) {
+            inner.verifying.remove(&guard.producer_id);
+        }
     }
 
     /// Appends a coordinator's own batch as the partition leader (Kafka's
@@ -728,6 +794,7 @@ impl Log {
             now_ms,
             |_| Ok(()),
             Origin::Coordinator,
+            None,
         )
     }
 
@@ -738,6 +805,7 @@ impl Log {
         now_ms: i64,
         mut validator: V,
         origin: Origin,
+        guard: Option<TxnGuard>,
     ) -> Result<AppendInfo, E>
     where
         E: From<StorageError>,
@@ -763,6 +831,19 @@ impl Log {
                 h = h.with_log_append_time(now_ms);
             }
             validator(&h)?;
+            if let Some(g) = guard.filter(|g| g.producer_id == h.producer_id) {
+                let open = inner
+                    .producers
+                    .entry(g.producer_id)
+                    .is_some_and(|e| e.current_txn_first_offset.is_some());
+                if !open && inner.verifying.get(&g.producer_id) != Some(&g.token) {
+                    return Err(StorageError::from(ProducerError::InvalidTxnState {
+                        producer_id: g.producer_id,
+                        reason: "its transaction ended while the batch was being verified",
+                    })
+                    .into());
+                }
+            }
             if h.producer_id != NO_PRODUCER_ID || h.is_control() {
                 idempotent = true;
                 let retry = match origin {
@@ -838,6 +919,10 @@ impl Log {
             now_ms,
         )?;
         Self::commit_producers(&mut inner, staged);
+        if let Some(g) = guard {
+            // The transaction is open here now: later batches need no verification.
+            inner.verifying.remove(&g.producer_id);
+        }
         Ok(AppendInfo {
             base_offset,
             last_offset: offset - 1,
@@ -917,6 +1002,8 @@ impl Log {
             now_ms,
         )?;
         Self::commit_producers(&mut inner, staged);
+        // A batch verified for the transaction this marker ends must not open another.
+        inner.verifying.remove(&producer_id);
         Ok(AppendInfo {
             base_offset,
             last_offset: base_offset,

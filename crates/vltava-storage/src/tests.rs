@@ -1139,3 +1139,55 @@ proptest! {
         prop_assert_eq!(producer_summary(&log), want);
     }
 }
+
+/// KIP-890's verification guard: a transactional batch verified before its transaction
+/// ended (a marker written meanwhile) cannot open a new transaction, which nothing would
+/// ever end; a guard still current opens one, and once it is open no guard is needed.
+#[test]
+fn a_marker_during_verification_refuses_the_verified_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    let verified = |log: &Log, seq: i32, guard| {
+        log.append_as_leader_verified::<StorageError, _>(
+            &mut producer_batch(1, 0, seq, 1, true),
+            0,
+            0,
+            crate::accept_all,
+            guard,
+        )
+    };
+    let stale = log.start_txn_verification(1);
+    // The coordinator ends the transaction (a timeout abort) before the batch lands.
+    log.append_txn_marker(1, 0, TransactionResult::Abort, 0, 0, 5)
+        .unwrap();
+    assert!(matches!(
+        verified(&log, 0, stale),
+        Err(StorageError::Producer(
+            producer_state::ProducerError::InvalidTxnState { .. }
+        ))
+    ));
+    assert_eq!(log.first_unstable_offset(), None, "nothing holds the LSO");
+    assert_eq!(
+        log.offsets().log_end_offset,
+        1,
+        "only the marker was written"
+    );
+
+    let fresh = log.start_txn_verification(1);
+    let info = verified(&log, 0, fresh).unwrap();
+    assert_eq!(log.first_unstable_offset(), Some(info.base_offset));
+    // The transaction is open here: a guard from before is no obstacle now.
+    verified(&log, 1, stale).unwrap();
+    // A failed verification's guard is dropped: it opens nothing afterwards.
+    let unused = log.start_txn_verification(2);
+    log.end_txn_verification(unused);
+    assert!(log
+        .append_as_leader_verified::<StorageError, _>(
+            &mut producer_batch(2, 0, 0, 1, true),
+            0,
+            0,
+            crate::accept_all,
+            unused,
+        )
+        .is_err());
+}

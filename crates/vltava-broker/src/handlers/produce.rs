@@ -49,7 +49,12 @@ pub struct Hostile(pub String);
 
 /// What to do with one partition's payload once it has been checked.
 enum Plan {
-    Append(Arc<Partition>, bytes::Bytes),
+    /// Append, with the KIP-890 guard of a verified transactional batch.
+    Append(
+        Arc<Partition>,
+        bytes::Bytes,
+        Option<vltava_storage::TxnGuard>,
+    ),
     Answer(PartitionProduceResponse),
 }
 
@@ -162,7 +167,7 @@ fn check(p: Arc<Partition>, index: i32, records: Option<bytes::Bytes>) -> Result
         r.record_errors = keyless;
         return Ok(Plan::Answer(r));
     }
-    Ok(Plan::Append(p, records))
+    Ok(Plan::Append(p, records, None))
 }
 
 /// KIP-890 part 1: a transactional batch that would open a transaction in this partition
@@ -179,10 +184,10 @@ fn verify_txn(
 ) -> Plan {
     let first = vltava_record::Batches::new(&records).next();
     let Some(Ok((h, _))) = first else {
-        return Plan::Append(p, records);
+        return Plan::Append(p, records, None);
     };
     if !h.is_transactional() || p.in_transaction(h.producer_id, h.producer_epoch) {
-        return Plan::Append(p, records);
+        return Plan::Append(p, records, None);
     }
     let fail = |code: ErrorCode, msg: String| Plan::Answer(partition_error(index, code, Some(msg)));
     let Some(tid) = transactional_id else {
@@ -192,11 +197,18 @@ fn verify_txn(
         );
     };
     let tp = [(p.topic.to_string(), index)];
+    // The guard is taken before asking: a marker written meanwhile (the transaction ended)
+    // drops it, and the append then refuses the batch.
+    let guard = p.start_txn_verification(h.producer_id);
     let verified = broker
         .txns
         .verify_partitions(tid, h.producer_id, h.producer_epoch, &tp);
-    match verified.map(|mut v| v.pop().map(|(_, r)| r)) {
-        Ok(Some(Ok(()))) => Plan::Append(p, records),
+    let verified = verified.map(|mut v| v.pop().map(|(_, r)| r));
+    if !matches!(verified, Ok(Some(Ok(())))) {
+        p.end_txn_verification(guard);
+    }
+    match verified {
+        Ok(Some(Ok(()))) => Plan::Append(p, records, Some(guard)),
         Ok(Some(Err(e))) | Err(TxnCoordError::Txn(e)) => {
             // As from Kafka: a fenced producer hears INVALID_PRODUCER_EPOCH from a partition,
             // and TRANSACTION_ABORTABLE is known to Produce v11+ only (INVALID_TXN_STATE
@@ -227,6 +239,7 @@ fn append_one(
     index: i32,
     records: bytes::Bytes,
     acks: i16,
+    guard: Option<vltava_storage::TxnGuard>,
 ) -> (PartitionProduceResponse, Option<(Arc<Partition>, i64)>) {
     let settings = p.settings();
     let max = settings.log.max_message_bytes;
@@ -255,7 +268,7 @@ fn append_one(
             }
         }
     };
-    let info = match p.append_as_leader(&mut buf, now_ms(), |_| Ok(())) {
+    let info = match p.append_as_leader_guarded(&mut buf, now_ms(), |_| Ok(()), guard) {
         Ok(i) => i,
         Err(AppendError::NotLeader(m)) => {
             return (
@@ -361,7 +374,7 @@ pub fn handle(
                         ))
                     }
                     Some(p) => match check(p, pd.index, pd.records)? {
-                        Plan::Append(p, records) => verify_txn(
+                        Plan::Append(p, records, _) => verify_txn(
                             broker,
                             req.transactional_id.as_ref().map(|t| &*t.0),
                             version,
@@ -389,8 +402,8 @@ pub fn handle(
         for (index, plan) in plans {
             let entry = match plan {
                 Plan::Answer(r) => r,
-                Plan::Append(p, records) => {
-                    let (r, wait) = append_one(&p, index, records, acks);
+                Plan::Append(p, records, guard) => {
+                    let (r, wait) = append_one(&p, index, records, acks, guard);
                     if let Some((p, end)) = wait {
                         waits.push((ti, tr.partition_responses.len(), p, end));
                     }
