@@ -6,6 +6,11 @@
 # records, acks=1 and acks=all, and prints a Markdown table; then a second table of producer
 # modes at acks=all (plain, idempotent, transactional) for 1 KiB records. Takes a few minutes.
 #
+# Each produce row also has the yardstick: the same produce against librdkafka's in-memory
+# mock broker (`vltava perf mock`), run right after, and the ratio Vltava ÷ mock; and the
+# broker's CPU-seconds per GB of record values produced and consumed (utime + stime from
+# /proc/PID/stat around each run) and its resident memory after the run.
+#
 #   bench/run.sh                      # standard set
 #   RECORDS_1K=200000 RECORDS_100=500000 bench/run.sh   # smaller
 #   SKIP_BUILD=1 bench/run.sh         # reuse the built binary ($VLTAVA_BIN to pick another)
@@ -52,18 +57,33 @@ ADDR=$(sed -n 's/^vltava: listening on //p' "$READY")
 export VLTAVA_BOOTSTRAP=$ADDR
 
 echo "bench: broker at $ADDR, data in $DATA; $(nproc) cores; compression $COMPRESSION; $(git rev-parse --short HEAD 2>/dev/null || echo '?')" >&2
-printf '| partitions | record | acks | records | produce rec/s | produce MB/s | p50 ms | p99 ms | p99.9 ms | max ms | consume rec/s | consume MB/s |\n'
-printf '|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+# Broker CPU time (user + system, seconds) from /proc, and its resident memory in MiB.
+CLK_TCK=$(getconf CLK_TCK)
+broker_cpu_s() { awk -v t="$CLK_TCK" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$BROKER_PID/stat"; }
+broker_rss_mib() { awk '/^VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$BROKER_PID/status"; }
+# CPU-seconds per GB of record values: cpu_per_gb START END RECORDS SIZE
+cpu_per_gb() { awk -v a="$1" -v b="$2" -v n="$3" -v s="$4" 'BEGIN { printf "%.2f", (b - a) / (n * s / 1e9) }'; }
+
+printf '| partitions | record | acks | records | produce rec/s | produce MB/s | p50 ms | p99 ms | p99.9 ms | max ms | mock rec/s | ÷ mock | broker CPU-s/GB in | consume rec/s | consume MB/s | broker CPU-s/GB out | broker RSS MiB |\n'
+printf '|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for partitions in 1 8; do
     for size in 100 1024; do
         if [[ $size == 1024 ]]; then n=$RECORDS_1K; label="1 KiB"; else n=$RECORDS_100; label="100 B"; fi
         for acks in 1 all; do
             topic="bench-p$partitions-s$size-a$acks"
             echo "bench: $topic, $n records" >&2
-            p=$("$BIN" perf produce --topic "$topic" --partitions "$partitions" --num-records "$n" \
+            "$BIN" topic create "$topic" --partitions "$partitions" >/dev/null
+            cpu0=$(broker_cpu_s)
+            p=$("$BIN" perf produce --topic "$topic" --num-records "$n" \
                 --record-size "$size" --acks "$acks" --compression "$COMPRESSION" -o json)
+            cpu1=$(broker_cpu_s)
             c=$("$BIN" perf consume --topic "$topic" --num-records "$n" -o json)
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+            cpu2=$(broker_cpu_s)
+            rss=$(broker_rss_mib)
+            # The yardstick: the same produce against librdkafka's in-memory mock broker.
+            m=$("$BIN" perf mock --partitions "$partitions" --num-records "$n" \
+                --record-size "$size" --acks "$acks" --compression "$COMPRESSION" -o json)
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
                 "$partitions" "$label" "$acks" "$n" \
                 "$(jq -r '.records_per_sec | floor' <<<"$p")" \
                 "$(jq -r '.mb_per_sec * 10 | round / 10' <<<"$p")" \
@@ -71,8 +91,13 @@ for partitions in 1 8; do
                 "$(jq -r '.latency_ms.p99' <<<"$p")" \
                 "$(jq -r '.latency_ms.p999' <<<"$p")" \
                 "$(jq -r '.latency_ms.max' <<<"$p")" \
+                "$(jq -r '.records_per_sec | floor' <<<"$m")" \
+                "$(jq -rn --argjson a "$p" --argjson b "$m" '$a.records_per_sec / $b.records_per_sec * 100 | round / 100')" \
+                "$(cpu_per_gb "$cpu0" "$cpu1" "$n" "$size")" \
                 "$(jq -r '.records_per_sec | floor' <<<"$c")" \
-                "$(jq -r '.mb_per_sec * 10 | round / 10' <<<"$c")"
+                "$(jq -r '.mb_per_sec * 10 | round / 10' <<<"$c")" \
+                "$(cpu_per_gb "$cpu1" "$cpu2" "$n" "$size")" \
+                "$rss"
             # Keep the disk small: the next workload does not need this one's data.
             "$BIN" topic delete "$topic" >/dev/null
         done

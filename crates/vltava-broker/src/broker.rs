@@ -24,6 +24,7 @@ use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::{
     LeadershipChange, ReplicaManager, StartupState, LOG_START_CHECKPOINT, RECOVERY_CHECKPOINT,
 };
+use crate::txn_coordinator::{TxnCoordinator, TXN_TOPIC};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".vltava_cleanshutdown";
 
@@ -69,10 +70,13 @@ pub struct Broker {
     pub cluster_id: String,
     pub controller: Arc<Controller>,
     /// The partitions this broker hosts.
-    pub partitions: ReplicaManager,
+    pub partitions: Arc<ReplicaManager>,
+    /// The background log cleaner, started once the logs are loaded.
+    cleaner: parking_lot::Mutex<Option<crate::log_cleaner::LogCleaner>>,
     pub groups: GroupCoordinator,
     /// Producer ids for InitProducerId, from blocks recorded in the metadata log.
     pub producer_ids: ProducerIdManager,
+    pub txns: TxnCoordinator,
     /// Every listener, bound; Metadata tells each client the address of the listener it
     /// came through.
     pub listeners: Vec<BoundListener>,
@@ -303,6 +307,7 @@ pub async fn start_with(
         clean_shutdown: dir.join(CLEAN_SHUTDOWN_FILE).exists(),
         recovery: checkpoint::read(&dir.join(RECOVERY_CHECKPOINT))?,
         log_starts: checkpoint::read(&dir.join(LOG_START_CHECKPOINT))?,
+        clean_offsets: checkpoint::read(&dir.join(crate::replica_manager::CLEANER_CHECKPOINT))?,
     };
     let mut bound = Vec::new();
     let mut sockets = Vec::new();
@@ -331,15 +336,17 @@ pub async fn start_with(
         sockets.push(socket);
     }
     let local_addr = bound[0].local_addr;
-    let partitions = ReplicaManager::new(&config, startup, fs);
+    let partitions = Arc::new(ReplicaManager::new(&config, startup, fs));
     let broker = Arc::new_cyclic(|me| Broker {
         groups: GroupCoordinator::new(&config, me.clone()),
+        txns: TxnCoordinator::new(&config, me.clone()),
         producer_ids: ProducerIdManager::new(Arc::clone(&controller), config.node_id),
         memory: MemoryPool::new(config.queued_max_request_bytes()),
         config,
         cluster_id,
         controller,
         partitions,
+        cleaner: parking_lot::Mutex::new(None),
         listeners: bound,
         authorizer,
         shutting_down: watch::Sender::new(false),
@@ -364,20 +371,33 @@ pub async fn start_with(
     broker.partitions.startup_done();
     let image = broker.controller.image();
     ensure_offsets_topic(&broker).await?;
-    // The __consumer_offsets partitions led here load their groups before the broker
-    // accepts connections, so a restarted broker answers at once; later leadership changes
-    // reach the coordinator through the metadata publisher.
-    let loads: Vec<_> = broker
+    crate::txn_coordinator::ensure_topic(&broker).await?;
+    // The __consumer_offsets and __transaction_state partitions led here load before the
+    // broker accepts connections, so a restarted broker answers at once; later leadership
+    // changes reach the coordinators through the metadata publisher.
+    let mut loads: Vec<_> = broker
         .partitions
         .topic(OFFSETS_TOPIC)
         .iter()
         .filter(|p| p.is_leader())
         .map(|p| broker.groups.on_leader(p.index, p.leader_epoch()))
         .collect();
+    loads.extend(
+        broker
+            .partitions
+            .topic(TXN_TOPIC)
+            .iter()
+            .filter(|p| p.is_leader())
+            .map(|p| broker.txns.on_leader(p.index, p.leader_epoch())),
+    );
     futures::future::join_all(loads).await;
     // From here on, a crash is an unclean shutdown.
     let _ = std::fs::remove_file(dir.join(CLEAN_SHUTDOWN_FILE));
     broker.write_checkpoints();
+    *broker.cleaner.lock() = Some(crate::log_cleaner::LogCleaner::start(
+        Arc::clone(&broker.partitions),
+        crate::log_cleaner::CleanerSettings::from_config(&broker.config),
+    ));
     tracing::info!(addr = %local_addr, cluster_id = %broker.cluster_id, topics = image.topics.len(), "broker started");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -476,8 +496,16 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     for p in broker.partitions.topic(OFFSETS_TOPIC) {
         broker.groups.on_resigned(p.index);
     }
+    for p in broker.partitions.topic(TXN_TOPIC) {
+        broker.txns.on_resigned(p.index);
+    }
     if let Some(run) = retention_run {
         let _ = run.await;
+    }
+    // The cleaner finishes its pass before the logs close.
+    let cleaner = broker.cleaner.lock().take();
+    if let Some(cleaner) = cleaner {
+        let _ = tokio::task::spawn_blocking(move || cleaner.shutdown()).await;
     }
     let b = Arc::clone(&broker);
     let _ = tokio::task::spawn_blocking(move || {
@@ -516,7 +544,14 @@ async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), BrokerError> {
     }
     let configs: std::collections::BTreeMap<String, String> = [
         ("cleanup.policy".to_string(), "compact".to_string()),
-        ("segment.bytes".to_string(), "104857600".to_string()),
+        (
+            "segment.bytes".to_string(),
+            broker
+                .config
+                .get_i64("offsets.topic.segment.bytes")
+                .max(1)
+                .to_string(),
+        ),
     ]
     .into();
     crate::handlers::topics::create_topic(
@@ -559,6 +594,16 @@ impl MetadataPublisher for Broker {
                 }
                 LeadershipChange::Resigned { topic, partition } if topic == OFFSETS_TOPIC => {
                     self.groups.on_resigned(partition);
+                }
+                LeadershipChange::Became {
+                    topic,
+                    partition,
+                    leader_epoch,
+                } if topic == TXN_TOPIC => {
+                    drop(self.txns.on_leader(partition, leader_epoch));
+                }
+                LeadershipChange::Resigned { topic, partition } if topic == TXN_TOPIC => {
+                    self.txns.on_resigned(partition);
                 }
                 _ => {}
             }

@@ -192,6 +192,10 @@ impl BrokerConfig {
         self.get(key).trim().parse().unwrap_or(0)
     }
 
+    pub fn get_f64(&self, key: &str) -> f64 {
+        self.get(key).trim().parse().unwrap_or(0.0)
+    }
+
     pub fn get_bool(&self, key: &str) -> bool {
         self.get(key).eq_ignore_ascii_case("true")
     }
@@ -263,7 +267,7 @@ impl BrokerConfig {
 }
 
 /// A topic's effective settings, resolved through topic overrides and broker layers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicSettings {
     pub log: LogConfig,
     /// `flush.messages` / `flush.ms` when set below Kafka's "never" default.
@@ -297,6 +301,16 @@ pub fn topic_settings(layers: ConfigLayers<'_>) -> TopicSettings {
             delete_retention: value("cleanup.policy")
                 .split(',')
                 .any(|p| p.trim() == "delete"),
+            compact: value("cleanup.policy")
+                .split(',')
+                .any(|p| p.trim() == "compact"),
+            delete_retention_ms: num("delete.retention.ms").max(0),
+            min_cleanable_dirty_ratio: value("min.cleanable.dirty.ratio")
+                .trim()
+                .parse::<f64>()
+                .map_or(0.5, |r| r.clamp(0.0, 1.0)),
+            min_compaction_lag_ms: num("min.compaction.lag.ms").max(0),
+            max_compaction_lag_ms: num("max.compaction.lag.ms").max(1),
         },
         flush_messages: never(num("flush.messages")),
         flush_ms: never(num("flush.ms")),

@@ -9,6 +9,14 @@ use futures::future::{BoxFuture, FutureExt};
 use crate::broker::{now_ms, Broker};
 use crate::coordinator_runtime::{CoordinatorLog, LogError};
 use crate::partition::{AppendError, Partition, ReadLimit};
+use vltava_record::TransactionResult;
+
+fn log_error(partition: i32, e: AppendError) -> LogError {
+    match e {
+        AppendError::NotLeader(_) => LogError::NotLeader { partition },
+        AppendError::Storage(e) => LogError::Storage(e),
+    }
+}
 
 pub struct PartitionTableLog {
     broker: Weak<Broker>,
@@ -37,14 +45,38 @@ impl CoordinatorLog for PartitionTableLog {
     fn append(&self, partition: i32, batch: &mut [u8]) -> Result<i64, LogError> {
         let (_, p) = self.partition(partition)?;
         let info = p
-            .append_as_leader(batch, now_ms(), |_| Ok(()))
-            .map_err(|e| match e {
-                AppendError::NotLeader(_) => LogError::NotLeader { partition },
-                AppendError::Storage(e) => LogError::Storage(e),
-            })?;
+            .append_as_coordinator(batch, now_ms())
+            .map_err(|e| log_error(partition, e))?;
         let end = info.last_offset + 1;
         p.request_flush();
         Ok(end)
+    }
+
+    fn append_txn_marker(
+        &self,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<i64, LogError> {
+        let (_, p) = self.partition(partition)?;
+        let result = if commit {
+            TransactionResult::Commit
+        } else {
+            TransactionResult::Abort
+        };
+        let info = p
+            .append_txn_marker(
+                producer_id,
+                producer_epoch,
+                result,
+                coordinator_epoch,
+                now_ms(),
+            )
+            .map_err(|e| log_error(partition, e))?;
+        p.request_flush();
+        Ok(info.last_offset + 1)
     }
 
     fn wait_durable(
@@ -76,12 +108,5 @@ impl CoordinatorLog for PartitionTableLog {
 
     fn log_end_offset(&self, partition: i32) -> Result<i64, LogError> {
         Ok(self.partition(partition)?.1.offsets().log_end_offset)
-    }
-
-    fn delete_records_before(&self, partition: i32, offset: i64) -> Result<i64, LogError> {
-        let (broker, p) = self.partition(partition)?;
-        let start = p.delete_records_before(offset, now_ms())?;
-        broker.persist_log_starts();
-        Ok(start)
     }
 }

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures::future::{self, BoxFuture, FutureExt};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, watch};
-use vltava_coordinator::shard::{CoordinatorResult, CoordinatorShard};
+use vltava_coordinator::shard::{CoordinatorResult, CoordinatorShard, TxnBatch};
 use vltava_storage::StorageError;
 
 /// Where the runtime and its shards get the time, and how they wait for it.
@@ -80,6 +80,15 @@ pub enum LogError {
 pub trait CoordinatorLog: Send + Sync + 'static {
     /// Appends one batch (its base offset is rewritten); returns the log end offset after it.
     fn append(&self, partition: i32, batch: &mut [u8]) -> Result<i64, LogError>;
+    /// Appends a transaction marker of `producer_id`; returns the log end offset after it.
+    fn append_txn_marker(
+        &self,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<i64, LogError>;
     /// Completes once everything below `end_offset` is on stable storage.
     fn wait_durable(
         &self,
@@ -91,8 +100,6 @@ pub trait CoordinatorLog: Send + Sync + 'static {
     fn read(&self, partition: i32, from: i64, max_bytes: usize) -> Result<(Bytes, i64), LogError>;
     fn log_start_offset(&self, partition: i32) -> Result<i64, LogError>;
     fn log_end_offset(&self, partition: i32) -> Result<i64, LogError>;
-    /// Moves the log start to `offset` (older segments go with retention).
-    fn delete_records_before(&self, partition: i32, offset: i64) -> Result<i64, LogError>;
 }
 
 /// What a caller of the runtime is told when its operation could not run or be written.
@@ -138,15 +145,7 @@ pub struct RuntimeConfig<S: CoordinatorShard> {
     /// An empty shard for a partition, ready to replay its records.
     pub new_shard: Box<dyn Fn(i32) -> S + Send + Sync>,
     pub timers: Vec<Timer<S>>,
-    /// How often each shard checks whether its partition holds so many more records than its
-    /// live state that the live state should be rewritten and older records dropped.
-    pub trim_interval_ms: Option<i64>,
 }
-
-/// Records a partition may hold beyond twice its live state before it is trimmed.
-const TRIM_SLACK_RECORDS: i64 = 1000;
-/// Records per batch when the live state is rewritten.
-const TRIM_BATCH_RECORDS: usize = 1000;
 /// Bytes read per step when a shard loads.
 const LOAD_READ_BYTES: usize = 1 << 20;
 
@@ -243,6 +242,11 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
         out
     }
 
+    /// The leader epoch the shard was loaded at (a transaction marker's coordinator epoch).
+    pub fn epoch(&self, partition: i32) -> Result<i32, RuntimeError> {
+        Ok(self.inner.shard(partition)?.epoch)
+    }
+
     /// Reads a shard without writing.
     pub fn read<R>(&self, partition: i32, f: impl FnOnce(&S) -> R) -> Result<R, RuntimeError> {
         let shard = self.inner.shard(partition)?;
@@ -280,6 +284,32 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
     }
 }
 
+impl<S: CoordinatorShard> CoordinatorRuntime<S> {
+    /// Writes a transaction marker into `partition` and applies it to the shard: records
+    /// that producer wrote transactionally become part of the state (`commit`) or are
+    /// dropped. The future completes once the marker is durable.
+    pub fn write_txn_marker(
+        &self,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> BoxFuture<'static, Result<(), RuntimeError>> {
+        match self.inner.shard(partition) {
+            Ok(shard) => Inner::write_marker(
+                &self.inner,
+                &shard,
+                producer_id,
+                producer_epoch,
+                coordinator_epoch,
+                commit,
+            ),
+            Err(e) => future::ready(Err(e)).boxed(),
+        }
+    }
+}
+
 impl<S: CoordinatorShard> Inner<S> {
     fn shard(&self, partition: i32) -> Result<Arc<Shard<S>>, RuntimeError> {
         match self.shards.read().get(&partition) {
@@ -309,11 +339,12 @@ impl<S: CoordinatorShard> Inner<S> {
             records,
             reply,
             undo,
+            transaction,
         } = op(&mut state, now);
         if records.is_empty() {
             return future::ready(Ok(reply)).boxed();
         }
-        let end = match me.append(shard.partition, &state, &records, now) {
+        let end = match me.append(shard.partition, &state, &records, transaction, now) {
             Ok(end) => end,
             Err(e) => {
                 if let Some(undo) = undo {
@@ -323,9 +354,23 @@ impl<S: CoordinatorShard> Inner<S> {
             }
         };
         for r in &records {
-            state.replay(r, now);
+            match transaction {
+                Some(t) => state.replay_transactional(t.producer_id, r, now),
+                None => state.replay(r, now),
+            }
         }
         drop(state);
+        Inner::reply_when_durable(me, shard, end, reply)
+    }
+
+    /// The reply once everything below `end` is durable; if the log fails first, the shard
+    /// (which already holds the records) is rebuilt from the log.
+    fn reply_when_durable<R: Send + 'static>(
+        me: &Arc<Self>,
+        shard: &Arc<Shard<S>>,
+        end: i64,
+        reply: R,
+    ) -> BoxFuture<'static, Result<R, RuntimeError>> {
         let durable = me.log.wait_durable(shard.partition, end);
         let (me, shard) = (Arc::clone(me), Arc::clone(shard));
         async move {
@@ -342,12 +387,49 @@ impl<S: CoordinatorShard> Inner<S> {
         .boxed()
     }
 
-    /// Encodes `records` into one batch and appends it; the log end offset after it.
+    /// Writes a transaction marker of `producer_id` into the shard's partition (the
+    /// transaction coordinator's WriteTxnMarkers for a partition of this topic), then replays
+    /// it, so the shard applies or drops that producer's pending records; the reply comes
+    /// once the marker is durable.
+    fn write_marker(
+        me: &Arc<Self>,
+        shard: &Arc<Shard<S>>,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> BoxFuture<'static, Result<(), RuntimeError>> {
+        let now = me.clock.now_ms();
+        let mut state = shard.state.lock();
+        if !me.is_current(shard) {
+            return future::ready(Err(RuntimeError::NotCoordinator)).boxed();
+        }
+        let end = match me.log.append_txn_marker(
+            shard.partition,
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+        ) {
+            Ok(end) => end,
+            Err(e) => {
+                tracing::warn!(topic = me.config.topic, partition = shard.partition, error = %e, "coordinator marker append failed");
+                return future::ready(Err(RuntimeError::from(&e))).boxed();
+            }
+        };
+        state.replay_end_txn(producer_id, commit, now);
+        drop(state);
+        Inner::reply_when_durable(me, shard, end, ())
+    }
+
+    /// Encodes `records` into one batch (transactional for `transaction`'s producer) and
+    /// appends it; the log end offset after it.
     fn append(
         &self,
         partition: i32,
         state: &S,
         records: &[S::Record],
+        transaction: Option<TxnBatch>,
         now: i64,
     ) -> Result<i64, RuntimeError> {
         let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = records
@@ -358,11 +440,29 @@ impl<S: CoordinatorShard> Inner<S> {
                 tracing::warn!(topic = self.config.topic, partition, error = %e, "cannot encode coordinator records");
                 RuntimeError::NotAvailable
             })?;
-        let specs: Vec<vltava_record::RecordSpec<'_>> = encoded
-            .iter()
-            .map(|(k, v)| (Some(k.as_slice()), v.as_deref(), now))
-            .collect();
-        let mut batch = vltava_record::build_batch(0, &specs);
+        let mut batch = match transaction {
+            None => {
+                let specs: Vec<vltava_record::RecordSpec<'_>> = encoded
+                    .iter()
+                    .map(|(k, v)| (Some(k.as_slice()), v.as_deref(), now))
+                    .collect();
+                vltava_record::build_batch(0, &specs)
+            }
+            Some(t) => {
+                // As Kafka's coordinators write them: no sequence, the producer's id and
+                // epoch, the transactional bit; the marker decides whether it counts.
+                let mut b = vltava_record::BatchBuilder::new(vltava_record::BatchAttributes {
+                    producer_id: t.producer_id,
+                    producer_epoch: t.producer_epoch,
+                    transactional: true,
+                    ..vltava_record::BatchAttributes::default()
+                });
+                for (k, v) in &encoded {
+                    b.push(now, Some(k), v.as_deref(), &[]);
+                }
+                b.finish()
+            }
+        };
         self.log.append(partition, &mut batch).map_err(|e| {
             tracing::warn!(topic = self.config.topic, partition, error = %e, "coordinator append failed");
             RuntimeError::from(&e)
@@ -433,8 +533,23 @@ impl<S: CoordinatorShard> Inner<S> {
                 break;
             }
             for item in vltava_record::Batches::new(&bytes) {
-                let Ok((_, range)) = item else { break };
-                let Ok(records) = vltava_record::uncompressed_records(&bytes[range]) else {
+                let Ok((header, range)) = item else { break };
+                let batch = &bytes[range];
+                if header.is_control() {
+                    match vltava_record::read_end_txn_marker(batch) {
+                        Ok(m) => state.replay_end_txn(
+                            header.producer_id,
+                            m.result == vltava_record::TransactionResult::Commit,
+                            now,
+                        ),
+                        Err(e) => {
+                            tracing::debug!(topic = self.config.topic, partition, error = %e, "skipped a control batch")
+                        }
+                    }
+                    continue;
+                }
+                let transactional = header.is_transactional().then_some(header.producer_id);
+                let Ok(records) = vltava_record::uncompressed_records(batch) else {
                     continue;
                 };
                 for rec in records {
@@ -442,7 +557,10 @@ impl<S: CoordinatorShard> Inner<S> {
                     match state.decode(key, rec.value) {
                         Ok(decoded) => {
                             for r in &decoded {
-                                state.replay(r, now);
+                                match transactional {
+                                    Some(p) => state.replay_transactional(p, r, now),
+                                    None => state.replay(r, now),
+                                }
                                 count += 1;
                             }
                         }
@@ -473,11 +591,6 @@ impl<S: CoordinatorShard> Inner<S> {
                     }
                 }
                 .boxed()
-            });
-        }
-        if let Some(interval) = me.config.trim_interval_ms {
-            Inner::every(me, shard, interval.max(1), |me, shard| {
-                Inner::trim(Arc::clone(me), Arc::clone(shard)).boxed()
             });
         }
     }
@@ -513,54 +626,6 @@ impl<S: CoordinatorShard> Inner<S> {
             }
         });
     }
-
-    /// Keeps the partition from growing without bound: once it holds many more records than
-    /// the shard's live state, the live state is written again, made durable, and the log
-    /// start moves past everything older. The rewritten records are not replayed: they state
-    /// what the shard already is (replaying would only restart member sessions).
-    async fn trim(me: Arc<Self>, shard: Arc<Shard<S>>) {
-        let p = shard.partition;
-        let written = {
-            let state = shard.state.lock();
-            if !me.is_current(&shard) {
-                return;
-            }
-            let (start, end) = match (me.log.log_start_offset(p), me.log.log_end_offset(p)) {
-                (Ok(s), Ok(e)) => (s, e),
-                _ => return,
-            };
-            let live = state.live_records();
-            if end - start <= 2 * live.len() as i64 + TRIM_SLACK_RECORDS {
-                return;
-            }
-            let now = me.clock.now_ms();
-            let mut last = end;
-            for chunk in live.chunks(TRIM_BATCH_RECORDS) {
-                match me.append(p, &state, chunk, now) {
-                    Ok(e) => last = e,
-                    Err(_) => return,
-                }
-            }
-            (start, end, last, live.len())
-        };
-        let (start, first, last, live) = written;
-        if let Err(e) = me.log.wait_durable(p, last).await {
-            tracing::warn!(topic = me.config.topic, partition = p, error = %e, "could not trim");
-            return;
-        }
-        match me.log.delete_records_before(p, first) {
-            Ok(new_start) => tracing::info!(
-                topic = me.config.topic,
-                partition = p,
-                dropped = new_start - start,
-                live,
-                "rewrote live coordinator state; older records are no longer needed"
-            ),
-            Err(e) => {
-                tracing::warn!(topic = me.config.topic, partition = p, error = %e, "could not trim")
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -577,6 +642,8 @@ pub(crate) mod tests {
         values: BTreeMap<String, i64>,
         /// Runtime-only: changed in place by `bump_in_place`, restored by its undo.
         scratch: i64,
+        /// Sets written transactionally, per producer, until its marker.
+        pending: BTreeMap<i64, Vec<Set>>,
     }
 
     type Set = (String, Option<i64>);
@@ -601,11 +668,23 @@ pub(crate) mod tests {
             Ok(vec![(String::from_utf8(key.to_vec())?, v)])
         }
 
-        fn live_records(&self) -> Vec<Set> {
-            self.values
-                .iter()
-                .map(|(k, v)| (k.clone(), Some(*v)))
-                .collect()
+        fn replay_transactional(&mut self, producer_id: i64, record: &Set, _now_ms: i64) {
+            self.pending
+                .entry(producer_id)
+                .or_default()
+                .push(record.clone());
+        }
+
+        fn replay_end_txn(&mut self, producer_id: i64, commit: bool, now_ms: i64) {
+            for r in self.pending.remove(&producer_id).unwrap_or_default() {
+                if commit {
+                    self.replay(&r, now_ms);
+                }
+            }
+        }
+
+        fn has_open_transactions(&self) -> bool {
+            !self.pending.is_empty()
         }
     }
 
@@ -669,6 +748,34 @@ pub(crate) mod tests {
             Ok(self.end(partition))
         }
 
+        fn append_txn_marker(
+            &self,
+            partition: i32,
+            producer_id: i64,
+            producer_epoch: i16,
+            coordinator_epoch: i32,
+            commit: bool,
+        ) -> Result<i64, LogError> {
+            let mut batch = vltava_record::write_end_txn_marker(
+                &vltava_record::MarkerBatch {
+                    base_offset: 0,
+                    partition_leader_epoch: -1,
+                    producer_id,
+                    producer_epoch,
+                    timestamp: 0,
+                },
+                vltava_record::EndTxnMarker {
+                    result: if commit {
+                        vltava_record::TransactionResult::Commit
+                    } else {
+                        vltava_record::TransactionResult::Abort
+                    },
+                    coordinator_epoch,
+                },
+            );
+            self.append(partition, &mut batch)
+        }
+
         fn wait_durable(
             &self,
             partition: i32,
@@ -713,16 +820,6 @@ pub(crate) mod tests {
         fn log_end_offset(&self, partition: i32) -> Result<i64, LogError> {
             Ok(self.end(partition))
         }
-
-        fn delete_records_before(&self, partition: i32, offset: i64) -> Result<i64, LogError> {
-            self.batches
-                .lock()
-                .entry(partition)
-                .or_default()
-                .retain(|(base, _)| *base >= offset);
-            self.start.lock().insert(partition, offset);
-            Ok(offset)
-        }
     }
 
     fn runtime(
@@ -735,7 +832,6 @@ pub(crate) mod tests {
                 topic: "test",
                 new_shard: Box::new(|_| Counters::default()),
                 timers,
-                trim_interval_ms: None,
             },
             Arc::clone(log) as Arc<dyn CoordinatorLog>,
             Arc::clone(clock) as Arc<dyn Clock>,
@@ -781,6 +877,63 @@ pub(crate) mod tests {
         // A stale epoch changes nothing.
         rt.on_leader(0, 1).await;
         assert_eq!(value(&rt, "a"), Ok(Some(1)));
+    }
+
+    #[tokio::test]
+    async fn transactional_records_count_only_after_their_commit_marker() {
+        let (log, clock) = (Arc::new(FakeLog::default()), ManualClock::new(0));
+        let rt = runtime(&log, &clock, Vec::new());
+        rt.on_leader(0, 0).await;
+        let txn = |k: &str, pid: i64| {
+            let k = k.to_string();
+            move |_: &mut Counters, _| {
+                CoordinatorResult::transactional(
+                    vec![(k, Some(pid))],
+                    (),
+                    TxnBatch {
+                        producer_id: pid,
+                        producer_epoch: 1,
+                    },
+                )
+            }
+        };
+        let a = rt.write(0, txn("a", 7));
+        let b = rt.write(0, txn("b", 8));
+        log.make_durable(0);
+        assert_eq!((a.await, b.await), (Ok(()), Ok(())));
+        assert_eq!(value(&rt, "a"), Ok(None), "pending until the marker");
+        // The batch is stored as the producer's transactional batch.
+        let (bytes, _) = log.read(0, 0, usize::MAX).unwrap();
+        let (h, _) = vltava_record::Batches::new(&bytes).next().unwrap().unwrap();
+        assert!(h.is_transactional() && !h.is_control());
+        assert_eq!((h.producer_id, h.producer_epoch), (7, 1));
+
+        let commit = rt.write_txn_marker(0, 7, 1, 0, true);
+        let abort = rt.write_txn_marker(0, 8, 1, 0, false);
+        log.make_durable(0);
+        assert_eq!((commit.await, abort.await), (Ok(()), Ok(())));
+        assert_eq!(value(&rt, "a"), Ok(Some(7)));
+        assert_eq!(value(&rt, "b"), Ok(None));
+
+        // A reload reads the markers from the log and comes to the same state; a
+        // transaction still open at the end stays pending.
+        let c = rt.write(0, txn("c", 9));
+        log.make_durable(0);
+        c.await.unwrap();
+        rt.on_leader(0, 1).await;
+        assert_eq!(value(&rt, "a"), Ok(Some(7)));
+        assert_eq!(value(&rt, "b"), Ok(None));
+        assert_eq!(value(&rt, "c"), Ok(None));
+        assert_eq!(rt.read(0, |s| s.has_open_transactions()), Ok(true));
+        let done = rt.write_txn_marker(0, 9, 1, 0, true);
+        log.make_durable(0);
+        done.await.unwrap();
+        assert_eq!(value(&rt, "c"), Ok(Some(9)));
+        rt.on_resigned(0);
+        assert_eq!(
+            rt.write_txn_marker(0, 9, 1, 0, true).await,
+            Err(RuntimeError::NotCoordinator)
+        );
     }
 
     #[tokio::test]

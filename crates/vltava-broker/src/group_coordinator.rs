@@ -1,7 +1,7 @@
 //! The group coordinator on the coordinator runtime: one shard per `__consumer_offsets`
 //! partition ([`GroupShard`], pure, from `vltava-coordinator`), plus what only the broker has —
 //! the parked JoinGroup/SyncGroup replies, the metadata image KIP-848 assignments read, and
-//! the timers (session expiry and rebalance deadlines, offset expiry, trimming).
+//! the timers (session expiry and rebalance deadlines, offset expiry).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -144,8 +144,16 @@ impl CoordinatorShard for GroupShardIo {
         self.shard.decode(key, value)
     }
 
-    fn live_records(&self) -> Vec<Record> {
-        self.shard.live_records()
+    fn replay_transactional(&mut self, producer_id: i64, record: &Record, now_ms: i64) {
+        self.shard.replay_transactional(producer_id, record, now_ms);
+    }
+
+    fn replay_end_txn(&mut self, producer_id: i64, commit: bool, now_ms: i64) {
+        self.shard.replay_end_txn(producer_id, commit, now_ms);
+    }
+
+    fn has_open_transactions(&self) -> bool {
+        self.shard.has_open_transactions()
     }
 }
 
@@ -261,7 +269,6 @@ impl GroupCoordinator {
                 topic: OFFSETS_TOPIC,
                 new_shard,
                 timers,
-                trim_interval_ms: Some(check_ms),
             },
             log,
             clock,
@@ -435,6 +442,74 @@ impl GroupCoordinator {
         })
         .map(|r| r.and_then(|x| x))
         .boxed()
+    }
+
+    /// TxnOffsetCommit: validated as a commit, written as a transactional batch of the
+    /// producer; the offsets count once the producer's commit marker reaches the partition
+    /// ([`GroupCoordinator::write_txn_marker`]). Completes once durable.
+    #[allow(clippy::too_many_arguments)]
+    pub fn txn_commit(
+        &self,
+        group: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        member_id: &str,
+        generation: i32,
+        instance: Option<&str>,
+        entries: &[CommitEntry],
+    ) -> BoxFuture<'static, Result<(), GroupError>> {
+        self.write(group, |s, now| {
+            s.shard
+                .txn_offset_commit(
+                    now,
+                    group,
+                    producer_id,
+                    producer_epoch,
+                    member_id,
+                    generation,
+                    instance,
+                    entries,
+                )
+                .lift(inner)
+        })
+        .map(|r| r.and_then(|x| x))
+        .boxed()
+    }
+
+    /// Writes a transaction marker into `partition` of `__consumer_offsets` through the
+    /// runtime (as Kafka's group coordinator does), so the shard applies or drops the
+    /// producer's pending offsets. Completes once the marker is durable.
+    pub fn write_txn_marker(
+        &self,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> BoxFuture<'static, Result<(), GroupError>> {
+        self.runtime
+            .write_txn_marker(
+                partition,
+                producer_id,
+                producer_epoch,
+                coordinator_epoch,
+                commit,
+            )
+            .map(|r| r.map_err(GroupError::from))
+            .boxed()
+    }
+
+    /// Whether an open transaction holds an offset for this partition (KIP-447's
+    /// UNSTABLE_OFFSET_COMMIT for OffsetFetch with `require_stable`).
+    pub fn has_pending_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<bool, GroupError> {
+        Ok(self.runtime.read(self.partition_for(group), |s| {
+            s.shard.has_pending_offset(group, topic, partition)
+        })?)
     }
 
     pub fn delete_group(&self, group: &str) -> BoxFuture<'static, Result<(), GroupError>> {
@@ -611,6 +686,50 @@ mod tests {
         groups.on_leader(0, 1).await;
         assert_eq!(committed(&groups), Ok(Some(42)));
         assert_eq!(members(&groups), Ok(0));
+        flush.abort();
+    }
+
+    #[tokio::test]
+    async fn transactional_offsets_count_once_their_marker_is_written() {
+        let (log, clock) = (Arc::new(FakeLog::default()), ManualClock::new(1_000));
+        let groups = coordinator(&log, &clock);
+        let flush = flusher(&log);
+        groups.on_leader(0, 0).await;
+        let e = |offset| {
+            vec![CommitEntry {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                leader_epoch: -1,
+                metadata: None,
+            }]
+        };
+        let committed = |groups: &GroupCoordinator| {
+            groups.read("g", |s| s.offsets.get("g", "t", 0).map(|v| v.offset))
+        };
+        assert_eq!(
+            groups.txn_commit("g", 7, 0, "", -1, None, &e(5)).await,
+            Ok(())
+        );
+        assert_eq!(committed(&groups), Ok(None));
+        assert_eq!(groups.has_pending_offset("g", "t", 0), Ok(true));
+        assert_eq!(groups.write_txn_marker(0, 7, 0, 2, true).await, Ok(()));
+        assert_eq!(committed(&groups), Ok(Some(5)));
+        assert_eq!(groups.has_pending_offset("g", "t", 0), Ok(false));
+        // An aborted transaction's offsets never count, live or after a reload.
+        assert_eq!(
+            groups.txn_commit("g", 8, 0, "", -1, None, &e(9)).await,
+            Ok(())
+        );
+        assert_eq!(groups.write_txn_marker(0, 8, 0, 2, false).await, Ok(()));
+        assert_eq!(committed(&groups), Ok(Some(5)));
+        groups.on_leader(0, 1).await;
+        assert_eq!(committed(&groups), Ok(Some(5)));
+        // A member that is not in the group cannot commit transactionally either.
+        assert_eq!(
+            groups.txn_commit("g", 9, 0, "m", 3, None, &e(1)).await,
+            Err(GroupError::IllegalGeneration)
+        );
         flush.abort();
     }
 }

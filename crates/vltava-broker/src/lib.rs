@@ -13,11 +13,13 @@ pub mod coordinator_log;
 pub mod coordinator_runtime;
 pub mod group_coordinator;
 pub mod handlers;
+pub mod log_cleaner;
 pub mod memory_pool;
 pub mod network;
 pub mod partition;
 pub mod producer_ids;
 pub mod replica_manager;
+pub mod txn_coordinator;
 
 pub use broker::{start, start_with, Broker, BrokerError, BrokerHandle, StartOptions};
 pub use config::{BrokerConfig, ConfigError};

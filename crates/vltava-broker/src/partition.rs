@@ -238,6 +238,49 @@ impl Partition {
         self.log.offsets()
     }
 
+    /// How dirty the log is if it is compacted; the cleaner stays below the last stable
+    /// offset.
+    pub fn cleanable(&self, now_ms: i64) -> Option<vltava_storage::Cleanable> {
+        self.log.cleanable(now_ms, self.last_stable_offset())
+    }
+
+    /// One cleaning pass, below the last stable offset: every transaction there has ended,
+    /// and the log's aborted transactions say which ended in an abort.
+    pub fn clean(
+        &self,
+        now_ms: i64,
+        map_entries: usize,
+        throttle: &mut dyn vltava_storage::cleaner::Throttle,
+    ) -> Result<Option<vltava_storage::CleanStats>, StorageError> {
+        let upper_bound = self.last_stable_offset();
+        let aborted = self
+            .log
+            .aborted_transactions(self.log.offsets().log_start_offset, upper_bound);
+        let req = vltava_storage::CleanRequest {
+            now_ms,
+            upper_bound,
+            map_entries,
+            transactions: vltava_storage::Transactions::Aborted(&aborted),
+        };
+        self.log.clean(&req, throttle)
+    }
+
+    /// Where the cleaned part of the log ends.
+    pub fn clean_offset(&self) -> i64 {
+        self.log.clean_offset()
+    }
+
+    pub(crate) fn recovery_point_written(&self, offset: i64) {
+        self.log.recovery_point_written(offset);
+    }
+
+    /// A compacted log has durable data the recovery checkpoint does not cover yet, which
+    /// holds the cleaner back.
+    pub fn checkpoint_lags(&self) -> bool {
+        self.settings.lock().log.compact
+            && self.log.offsets().flushed_offset > self.log.recovery_checkpoint()
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.log.size_bytes()
     }
@@ -263,6 +306,30 @@ impl Partition {
             self.maybe_advance_high_watermark();
             self.appended.send_replace(info.last_offset + 1);
         }
+        Ok(info)
+    }
+
+    /// Whether `producer_id` has a transaction open in this partition (KIP-890: a
+    /// transactional batch that opens one is first checked with the coordinator).
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.log.in_transaction(producer_id, epoch)
+    }
+
+    /// Appends a coordinator's own batch as leader (its records, or a TxnOffsetCommit's
+    /// transactional batch): producer epochs are checked, sequences are not.
+    pub fn append_as_coordinator(
+        &self,
+        batch: &mut [u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        if !self.is_leader() {
+            return Err(AppendError::NotLeader(format!("{self:?}")));
+        }
+        let info = self
+            .log
+            .append_as_coordinator(batch, self.leader_epoch(), now_ms)?;
+        self.maybe_advance_high_watermark();
+        self.appended.send_replace(info.last_offset + 1);
         Ok(info)
     }
 

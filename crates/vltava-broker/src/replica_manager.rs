@@ -18,6 +18,8 @@ pub const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 pub const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
 /// Kafka's high-watermark checkpoint.
 pub const REPLICATION_CHECKPOINT: &str = "replication-offset-checkpoint";
+/// Kafka's name: per compacted partition, where its cleaned part ends.
+pub const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
 
 /// What the previous run left behind, used once per partition as its log is opened.
 #[derive(Debug, Default)]
@@ -25,6 +27,7 @@ pub struct StartupState {
     pub clean_shutdown: bool,
     pub recovery: checkpoint::Checkpoint,
     pub log_starts: checkpoint::Checkpoint,
+    pub clean_offsets: checkpoint::Checkpoint,
 }
 
 /// Leadership this broker gained or lost in one delta (coordinators load and unload their
@@ -52,6 +55,9 @@ pub struct ReplicaManager {
     startup: Mutex<Option<StartupState>>,
     /// Where partition logs live: the real file system, or a simulated one in tests.
     fs: Arc<dyn Fs>,
+    /// One writer of the checkpoint files at a time (retention, the cleaner threads and
+    /// metadata changes all write them).
+    checkpoint_lock: Mutex<()>,
 }
 
 impl ReplicaManager {
@@ -64,6 +70,7 @@ impl ReplicaManager {
             names: RwLock::new(HashMap::new()),
             startup: Mutex::new(Some(startup)),
             fs,
+            checkpoint_lock: Mutex::new(()),
         }
     }
 
@@ -231,6 +238,11 @@ impl ReplicaManager {
         now_ms: i64,
     ) -> Result<Arc<Partition>, StorageError> {
         let key = (topic.to_string(), tp.partition);
+        let clean_offset = self
+            .startup
+            .lock()
+            .as_ref()
+            .and_then(|s| s.clean_offsets.get(&key).copied());
         let opts = match &*self.startup.lock() {
             Some(s) => OpenOptions {
                 clean_shutdown: s.clean_shutdown,
@@ -255,6 +267,9 @@ impl ReplicaManager {
             opts,
             now_ms,
         )?;
+        if let Some(offset) = clean_offset {
+            log.init_clean_offset(offset, now_ms);
+        }
         Ok(Partition::new(
             Arc::from(topic),
             tp,
@@ -273,23 +288,39 @@ impl ReplicaManager {
     /// The checkpoints Kafka keeps beside the logs: recovery points, log starts, high
     /// watermarks.
     pub fn write_checkpoints(&self) {
+        let _writing = self.checkpoint_lock.lock();
         let mut recovery = checkpoint::Checkpoint::new();
         let mut starts = checkpoint::Checkpoint::new();
         let mut hws = BTreeMap::new();
-        for p in self.all() {
+        let mut cleaned = checkpoint::Checkpoint::new();
+        let partitions = self.all();
+        for p in &partitions {
             let o = p.offsets();
             let key = (p.topic.to_string(), p.index);
             recovery.insert(key.clone(), o.flushed_offset);
             starts.insert(key.clone(), o.log_start_offset);
+            if p.settings().log.compact || p.clean_offset() > 0 {
+                cleaned.insert(key.clone(), p.clean_offset());
+            }
             hws.insert(key, p.high_watermark());
         }
         for (name, cp) in [
             (RECOVERY_CHECKPOINT, &recovery),
             (LOG_START_CHECKPOINT, &starts),
             (REPLICATION_CHECKPOINT, &hws),
+            (CLEANER_CHECKPOINT, &cleaned),
         ] {
-            if let Err(e) = checkpoint::write(&self.data_dir.join(name), cp) {
-                tracing::warn!(error = %e, "could not write checkpoint");
+            match checkpoint::write(&self.data_dir.join(name), cp) {
+                Ok(()) if name == RECOVERY_CHECKPOINT => {
+                    for p in &partitions {
+                        let key = (p.topic.to_string(), p.index);
+                        if let Some(offset) = recovery.get(&key) {
+                            p.recovery_point_written(*offset);
+                        }
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => tracing::warn!(error = %e, "could not write checkpoint"),
             }
         }
     }

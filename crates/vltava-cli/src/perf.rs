@@ -54,6 +54,17 @@ queue.buffering.max.messages=1000000, queue.buffering.max.kbytes=32768 (Kafka's
 buffer.memory); --linger-ms, --batch-size and -X override them. Latency is the time from
 send to delivery report, so it includes time spent waiting in that queue.")]
     Produce(ProduceArgs),
+    /// The same produce against librdkafka's in-memory mock broker in this process: a
+    /// yardstick for the figures of a real broker on the same machine
+    #[command(after_help = "Examples:
+  vltava perf mock --num-records 1000000 --record-size 1024 --acks all
+  vltava perf mock --partitions 8 --record-size 100 -o json
+
+Prints the same report as `perf produce`. The mock keeps data in memory and never persists
+it; the client runs in the same process and competes with it for the CPU, as it does with a
+local broker. There is no consume yardstick: the mock keeps only the last few megabytes of
+each partition.")]
+    Mock(MockArgs),
     /// Read records as fast as possible and report throughput
     #[command(after_help = "Examples:
   vltava perf consume --topic bench
@@ -102,6 +113,25 @@ pub struct ProduceArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct MockArgs {
+    /// Records to send
+    #[arg(long, default_value_t = 1_000_000)]
+    pub num_records: u64,
+    /// Bytes per record value
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// Partitions of the mock topic
+    #[arg(long, default_value_t = 1)]
+    pub partitions: i32,
+    /// Acknowledgements: 0, 1 or all [default: all]
+    #[arg(long, value_parser = client::parse_acks, allow_hyphen_values = true)]
+    pub acks: Option<String>,
+    /// Compression codec
+    #[arg(long, value_enum)]
+    pub compression: Option<Compression>,
+}
+
+#[derive(Debug, Args)]
 pub struct ConsumeArgs {
     /// Topic to read
     #[arg(long)]
@@ -121,7 +151,40 @@ pub fn run(args: PerfArgs) -> Result<(), Error> {
     match args.command {
         PerfCommand::Produce(a) => produce(&args.client, a),
         PerfCommand::Consume(a) => consume(&args.client, a),
+        PerfCommand::Mock(a) => mock(&args.client, a),
     }
+}
+
+/// Produce against librdkafka's mock cluster, with the same settings as `perf produce`.
+fn mock(client_args: &ClientArgs, a: MockArgs) -> Result<(), Error> {
+    if a.partitions < 1 {
+        return Err(Error::usage("--partitions must be at least 1"));
+    }
+    let cluster = rdkafka::mocking::MockCluster::new(1)
+        .map_err(Error::kafka("cannot start the mock cluster"))?;
+    let topic = "vltava-perf-mock";
+    cluster
+        .create_topic(topic, a.partitions, 1)
+        .map_err(Error::kafka("cannot create the mock topic"))?;
+    let mut args = client_args.clone();
+    args.bootstrap_server = Some(cluster.bootstrap_servers());
+    produce(
+        &args,
+        ProduceArgs {
+            topic: topic.into(),
+            num_records: a.num_records,
+            record_size: a.record_size,
+            throughput: -1,
+            acks: a.acks,
+            batch_size: None,
+            linger_ms: None,
+            compression: a.compression,
+            partitions: None,
+            idempotent: false,
+            transactional_id: None,
+            transaction_size: 10_000,
+        },
+    )
 }
 
 const MIB: f64 = 1024.0 * 1024.0;

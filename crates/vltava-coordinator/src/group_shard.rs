@@ -5,12 +5,13 @@
 //! change in place (a classic group's join phase, a KIP-848 member's session) comes with an
 //! undo that restores the group if the records cannot be written.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::classic::{Effects, JoinRequest, JoinResult, Reply, SyncResult};
 use crate::consumer::{HeartbeatRequest, HeartbeatResponse};
 use crate::records::{Record, RecordError, TopicIds};
-use crate::shard::{CoordinatorResult, CoordinatorShard};
+use crate::shard::{CoordinatorResult, CoordinatorShard, TxnBatch};
 use crate::state::{CommitEntry, CoordinatorState, Group};
 use crate::GroupError;
 
@@ -23,6 +24,9 @@ pub struct GroupShard {
     topics: Arc<dyn TopicIds + Send + Sync>,
     /// `offsets.retention.minutes`.
     pub retention_ms: i64,
+    /// Offsets of transactions (TxnOffsetCommit) whose marker has not reached this
+    /// partition yet, per producer id, in the order written.
+    pending_txn: BTreeMap<i64, Vec<Record>>,
 }
 
 pub type GroupResult<R> = CoordinatorResult<GroupShard, R>;
@@ -63,6 +67,7 @@ impl GroupShard {
             state,
             topics,
             retention_ms,
+            pending_txn: BTreeMap::new(),
         }
     }
 
@@ -197,6 +202,47 @@ impl GroupShard {
             CoordinatorState::commit_records(group, entries, now_ms),
             Ok(()),
         )
+    }
+
+    /// TxnOffsetCommit: the offsets are checked as an OffsetCommit's are, then written as
+    /// OffsetCommit records in one transactional batch of the producer; they become committed
+    /// only when the producer's commit marker reaches this partition, and an abort drops them
+    /// (Kafka's rule, which replay follows: the marker decides).
+    #[allow(clippy::too_many_arguments)]
+    pub fn txn_offset_commit(
+        &mut self,
+        now_ms: i64,
+        group: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        member_id: &str,
+        generation: i32,
+        instance: Option<&str>,
+        entries: &[CommitEntry],
+    ) -> GroupResult<Result<(), GroupError>> {
+        if let Err(e) = self
+            .state
+            .validate_commit(group, member_id, generation, instance)
+        {
+            return GroupResult::reply(Err(e));
+        }
+        GroupResult::transactional(
+            CoordinatorState::commit_records(group, entries, now_ms),
+            Ok(()),
+            TxnBatch {
+                producer_id,
+                producer_epoch,
+            },
+        )
+    }
+
+    /// Whether a transaction holds an offset of this partition not yet committed or aborted:
+    /// OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT then (KIP-447).
+    pub fn has_pending_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending_txn.values().flatten().any(|r| {
+            matches!(r, Record::Offset { group: g, topic: t, partition: p, .. }
+                if g == group && t == topic && *p == partition)
+        })
     }
 
     pub fn delete_group(&mut self, group: &str) -> GroupResult<Result<(), GroupError>> {
@@ -357,7 +403,102 @@ impl CoordinatorShard for GroupShard {
         Record::decode(key, value, &*self.topics)
     }
 
-    fn live_records(&self) -> Vec<Record> {
-        self.state.live_records(|_| true)
+    fn replay_transactional(&mut self, producer_id: i64, record: &Record, now_ms: i64) {
+        match record {
+            Record::Offset { .. } => self
+                .pending_txn
+                .entry(producer_id)
+                .or_default()
+                .push(record.clone()),
+            // Only offsets are written transactionally; anything else is not Kafka's either.
+            other => self.state.replay(other, now_ms),
+        }
+    }
+
+    fn replay_end_txn(&mut self, producer_id: i64, commit: bool, now_ms: i64) {
+        let Some(records) = self.pending_txn.remove(&producer_id) else {
+            return;
+        };
+        if commit {
+            for r in &records {
+                self.state.replay(r, now_ms);
+            }
+        }
+    }
+
+    fn has_open_transactions(&self) -> bool {
+        !self.pending_txn.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::tests::TestTopics;
+
+    fn entry(partition: i32, offset: i64) -> CommitEntry {
+        CommitEntry {
+            topic: "t".into(),
+            partition,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        }
+    }
+
+    fn txn_commit(s: &mut GroupShard, producer_id: i64, partition: i32, offset: i64) {
+        let r = s.txn_offset_commit(
+            0,
+            "g",
+            producer_id,
+            3,
+            "",
+            -1,
+            None,
+            &[entry(partition, offset)],
+        );
+        assert_eq!(
+            r.transaction,
+            Some(TxnBatch {
+                producer_id,
+                producer_epoch: 3
+            })
+        );
+        for rec in &r.records {
+            s.replay_transactional(producer_id, rec, 0);
+        }
+        assert_eq!(r.reply, Ok(()));
+    }
+
+    fn committed(s: &GroupShard, partition: i32) -> Option<i64> {
+        s.state.offsets.get("g", "t", partition).map(|v| v.offset)
+    }
+
+    #[test]
+    fn transactional_offsets_wait_for_the_marker() {
+        let mut s = GroupShard::new(CoordinatorState::default(), Arc::new(TestTopics), 1000);
+        txn_commit(&mut s, 7, 0, 10);
+        txn_commit(&mut s, 8, 1, 20);
+        assert_eq!(committed(&s, 0), None, "invisible until the commit marker");
+        assert!(s.has_pending_offset("g", "t", 0));
+        assert!(s.has_open_transactions());
+        s.replay_end_txn(7, true, 0);
+        assert_eq!(committed(&s, 0), Some(10));
+        assert!(!s.has_pending_offset("g", "t", 0));
+        s.replay_end_txn(8, false, 0);
+        assert_eq!(committed(&s, 1), None, "an abort drops them");
+        assert!(!s.has_open_transactions());
+        // A marker of a producer with nothing pending changes nothing.
+        s.replay_end_txn(9, true, 0);
+        assert_eq!(committed(&s, 0), Some(10));
+    }
+
+    #[test]
+    fn transactional_commits_are_checked_like_commits() {
+        let mut s = GroupShard::new(CoordinatorState::default(), Arc::new(TestTopics), 1000);
+        // A generation for a group that does not exist.
+        let r = s.txn_offset_commit(0, "g", 7, 0, "m", 3, None, &[entry(0, 1)]);
+        assert_eq!(r.reply, Err(GroupError::IllegalGeneration));
+        assert!(r.records.is_empty());
     }
 }

@@ -2,7 +2,9 @@
 //! a reply and the records to persist come out. Replaying the records rebuilds the state, so
 //! live operation and recovery after a restart share one code path. No sockets, no clocks.
 //! `shard` is the contract with the broker's coordinator runtime; `group_shard` is the
-//! group coordinator's shard (one `__consumer_offsets` partition).
+//! group coordinator's shard (one `__consumer_offsets` partition); `txn_shard` is the
+//! transaction coordinator's (one `__transaction_state` partition), with its records in
+//! `txn_records`.
 
 pub mod classic;
 pub mod consumer;
@@ -13,6 +15,10 @@ pub mod records;
 mod replay_tests;
 pub mod shard;
 pub mod state;
+pub mod txn_records;
+#[cfg(test)]
+mod txn_replay_tests;
+pub mod txn_shard;
 mod wire;
 
 use thiserror::Error;
@@ -62,6 +68,12 @@ pub enum GroupError {
     GroupSubscribedToTopic,
     #[error("the regular expression is not valid")]
     InvalidRegularExpression,
+}
+
+/// `abs(javaHashCode(transactional_id)) % partitions`: a transactional id's
+/// `__transaction_state` partition, as Kafka picks it (the same hash as for groups).
+pub fn txn_partition_for(transactional_id: &str, partitions: i32) -> i32 {
+    offsets_partition_for(transactional_id, partitions)
 }
 
 /// `abs(javaHashCode(group)) % partitions`, as Kafka picks a group's `__consumer_offsets`

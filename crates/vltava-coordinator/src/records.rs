@@ -72,6 +72,8 @@ pub enum RecordError {
     FieldTooLong { len: usize },
     #[error("{extra} unexpected bytes after the key")]
     TrailingKeyBytes { extra: usize },
+    #[error("unknown transaction state id {id}")]
+    UnknownTxnState { id: i8 },
     #[error("legacy json record: {reason}")]
     LegacyJson { reason: String },
 }

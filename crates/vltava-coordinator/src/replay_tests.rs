@@ -62,10 +62,28 @@ enum Op {
         g: usize,
         partition: i32,
     },
+    /// TxnOffsetCommit by one of two producers (no group membership: generation -1).
+    TxnCommit {
+        g: usize,
+        producer: i64,
+        partition: i32,
+    },
+    /// That producer's transaction marker reaches the partition.
+    TxnMarker {
+        producer: i64,
+        commit: bool,
+    },
     /// Time passes; sessions, rebalance deadlines and offset retention act.
     Advance {
         ms: i64,
     },
+}
+
+/// What the partition holds, in order: records (of a transactional batch when the producer
+/// id is given) and transaction markers.
+enum Entry {
+    Record(Vec<u8>, Option<Vec<u8>>, Option<i64>),
+    Marker { producer: i64, commit: bool },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -81,7 +99,9 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (g.clone(), slot.clone(), 0..4u8, any::<bool>())
             .prop_map(|(g, slot, kind, both)| Op::ConsumerHeartbeat { g, slot, kind, both }),
         1 => g.clone().prop_map(|g| Op::DeleteGroup { g }),
-        1 => (g, 0..3i32).prop_map(|(g, partition)| Op::DeleteOffsets { g, partition }),
+        1 => (g.clone(), 0..3i32).prop_map(|(g, partition)| Op::DeleteOffsets { g, partition }),
+        2 => (g, 0..2i64, 0..3i32).prop_map(|(g, producer, partition)| Op::TxnCommit { g, producer, partition }),
+        2 => (0..2i64, any::<bool>()).prop_map(|(producer, commit)| Op::TxnMarker { producer, commit }),
         3 => prop_oneof![3 => 0..1_000i64, 1 => 1_000..12_000i64, 1 => 12_000..80_000i64].prop_map(|ms| Op::Advance { ms }),
     ]
 }
@@ -106,8 +126,8 @@ fn new_shard() -> GroupShard {
 
 struct Harness {
     live: GroupShard,
-    /// Every record written, as stored.
-    log: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Every record and marker written, as stored.
+    log: Vec<Entry>,
     now: i64,
     classic: BTreeMap<(usize, usize), Client>,
     consumer: BTreeMap<(usize, usize), Client>,
@@ -117,11 +137,16 @@ impl Harness {
     /// What the runtime does with an operation's result: append its records, then replay them.
     /// Refusals are part of the random walk; callers ignore the replies they do not learn from.
     fn apply<R>(&mut self, r: GroupResult<R>) -> R {
+        let producer = r.transaction.map(|t| t.producer_id);
         for rec in &r.records {
-            self.log.push(self.live.encode(rec).expect("encodable"));
+            let (k, v) = self.live.encode(rec).expect("encodable");
+            self.log.push(Entry::Record(k, v, producer));
         }
         for rec in &r.records {
-            self.live.replay(rec, self.now);
+            match producer {
+                Some(p) => self.live.replay_transactional(p, rec, self.now),
+                None => self.live.replay(rec, self.now),
+            }
         }
         r.reply
     }
@@ -287,6 +312,34 @@ impl Harness {
                     .delete_offsets(GROUPS[g], &[("t".to_string(), partition)]);
                 let _ = self.apply(r);
             }
+            Op::TxnCommit {
+                g,
+                producer,
+                partition,
+            } => {
+                let entry = CommitEntry {
+                    topic: "t".into(),
+                    partition,
+                    offset: self.now,
+                    leader_epoch: -1,
+                    metadata: None,
+                };
+                let r = self.live.txn_offset_commit(
+                    self.now,
+                    GROUPS[g],
+                    producer,
+                    0,
+                    "",
+                    -1,
+                    None,
+                    &[entry],
+                );
+                let _ = self.apply(r);
+            }
+            Op::TxnMarker { producer, commit } => {
+                self.log.push(Entry::Marker { producer, commit });
+                self.live.replay_end_txn(producer, commit, self.now);
+            }
             Op::Advance { ms } => {
                 self.now += ms;
                 let r = self.live.tick(self.now, &partitions_of);
@@ -306,9 +359,19 @@ impl Harness {
     /// A new shard that replays every record written, decoded from its bytes.
     fn loaded(&self) -> GroupShard {
         let mut s = new_shard();
-        for (k, v) in &self.log {
-            for r in s.decode(k, v.as_deref()).expect("decodable") {
-                s.replay(&r, self.now);
+        for e in &self.log {
+            match e {
+                Entry::Record(k, v, producer) => {
+                    for r in s.decode(k, v.as_deref()).expect("decodable") {
+                        match producer {
+                            Some(p) => s.replay_transactional(*p, &r, self.now),
+                            None => s.replay(&r, self.now),
+                        }
+                    }
+                }
+                Entry::Marker { producer, commit } => {
+                    s.replay_end_txn(*producer, *commit, self.now)
+                }
             }
         }
         s
@@ -375,6 +438,18 @@ fn check_equivalent(h: &Harness) -> Result<(), TestCaseError> {
     let loaded = h.loaded();
     let (live, disk) = (&h.live.state, &loaded.state);
     prop_assert_eq!(&live.offsets, &disk.offsets);
+    prop_assert_eq!(
+        h.live.has_open_transactions(),
+        loaded.has_open_transactions()
+    );
+    for g in GROUPS {
+        for p in 0..3 {
+            prop_assert_eq!(
+                h.live.has_pending_offset(g, "t", p),
+                loaded.has_pending_offset(g, "t", p)
+            );
+        }
+    }
     let ids: BTreeSet<&String> = live.groups.keys().chain(disk.groups.keys()).collect();
     for id in ids {
         let join_phase = in_join_phase(live, id);

@@ -27,9 +27,33 @@ pub trait CoordinatorShard: Send + 'static {
         value: Option<&[u8]>,
     ) -> Result<Vec<Self::Record>, Self::CodecError>;
 
-    /// Records that rebuild, on their own, the whole state: written after older records,
-    /// they make those unnecessary, so the log can be trimmed.
-    fn live_records(&self) -> Vec<Self::Record>;
+    /// Applies one record of a transactional batch of `producer_id`. Such records take
+    /// effect only once that producer's commit marker is replayed
+    /// ([`CoordinatorShard::replay_end_txn`]), as in Kafka, where the marker decides.
+    /// The default, for shards that never write transactional batches, applies it at once.
+    fn replay_transactional(&mut self, producer_id: i64, record: &Self::Record, now_ms: i64) {
+        let _ = producer_id;
+        self.replay(record, now_ms);
+    }
+
+    /// A transaction marker of `producer_id` in this partition: its pending records are
+    /// applied (`commit`) or dropped.
+    fn replay_end_txn(&mut self, producer_id: i64, commit: bool, now_ms: i64) {
+        let _ = (producer_id, commit, now_ms);
+    }
+
+    /// Whether records of transactions without a marker yet are held. The log must not be
+    /// trimmed then: the live records do not carry them, and their marker is still to come.
+    fn has_open_transactions(&self) -> bool {
+        false
+    }
+}
+
+/// The producer a transactional batch is written for (TxnOffsetCommit's offsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnBatch {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
 }
 
 /// Puts back what an operation changed in place, when its records could not be written.
@@ -43,6 +67,9 @@ pub struct CoordinatorResult<S: CoordinatorShard, R> {
     pub records: Vec<S::Record>,
     pub reply: R,
     pub undo: Option<Undo<S>>,
+    /// `Some`: the records are one transactional batch of this producer, replayed through
+    /// [`CoordinatorShard::replay_transactional`].
+    pub transaction: Option<TxnBatch>,
 }
 
 impl<S: CoordinatorShard, R> CoordinatorResult<S, R> {
@@ -52,6 +79,7 @@ impl<S: CoordinatorShard, R> CoordinatorResult<S, R> {
             records: Vec::new(),
             reply,
             undo: None,
+            transaction: None,
         }
     }
 
@@ -60,6 +88,17 @@ impl<S: CoordinatorShard, R> CoordinatorResult<S, R> {
             records,
             reply,
             undo: None,
+            transaction: None,
+        }
+    }
+
+    /// Records to write as one transactional batch of `batch`'s producer.
+    pub fn transactional(records: Vec<S::Record>, reply: R, batch: TxnBatch) -> Self {
+        Self {
+            records,
+            reply,
+            undo: None,
+            transaction: Some(batch),
         }
     }
 
@@ -68,6 +107,7 @@ impl<S: CoordinatorShard, R> CoordinatorResult<S, R> {
             records: self.records,
             reply: f(self.reply),
             undo: self.undo,
+            transaction: self.transaction,
         }
     }
 
@@ -82,6 +122,7 @@ impl<S: CoordinatorShard, R> CoordinatorResult<S, R> {
             undo: self
                 .undo
                 .map(|u| -> Undo<T> { Box::new(move |t: &mut T| u(inner(t))) }),
+            transaction: self.transaction,
         }
     }
 }

@@ -275,35 +275,6 @@ impl CoordinatorState {
         out
     }
 
-    /// Records that rebuild, on their own, everything known about the groups `select` picks:
-    /// their committed offsets and group state. Written after a log's older records, they make
-    /// those records unnecessary.
-    pub fn live_records(&self, mut select: impl FnMut(&str) -> bool) -> Vec<Record> {
-        let mut out = Vec::new();
-        for id in self.group_ids() {
-            if !select(&id) {
-                continue;
-            }
-            for ((topic, partition), value) in self.offsets.group(&id) {
-                out.push(Record::Offset {
-                    group: id.clone(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                    value: Some(value.clone()),
-                });
-            }
-            match self.groups.get(&id) {
-                Some(Group::Classic(g)) => out.push(Record::Group {
-                    group: id.clone(),
-                    value: Some(g.snapshot()),
-                }),
-                Some(Group::Consumer(g)) => out.extend(g.durable().records(None)),
-                None => {}
-            }
-        }
-        out
-    }
-
     /// Tombstones for `group` as its current type stores it, written when an empty group
     /// converts to the other type (as Kafka does), so a reload does not bring the old one
     /// back. Replayed on the converted group they change nothing: each acts on its own type.
@@ -424,33 +395,6 @@ mod tests {
             s.replay(r, 1);
         }
         assert!(s.groups.is_empty());
-    }
-
-    #[test]
-    fn live_records_rebuild_the_selected_groups() {
-        let mut s = CoordinatorState::default();
-        commit(&mut s, "a", 5);
-        commit(&mut s, "a", 6);
-        commit(&mut s, "b", 7);
-        s.classic_mut("a", 0).unwrap();
-        s.consumer_mut("c", 0).unwrap();
-        let mut rebuilt = CoordinatorState::default();
-        for r in s.live_records(|g| g != "b") {
-            rebuilt.replay(&r, 9);
-        }
-        assert_eq!(rebuilt.group_ids(), ["a", "c"]);
-        assert_eq!(rebuilt.offsets.get("a", "t", 0), s.offsets.get("a", "t", 0));
-        assert_eq!(
-            rebuilt
-                .offsets
-                .get("a", "t", 0)
-                .unwrap()
-                .commit_timestamp_ms,
-            6,
-            "commit times survive, so expiry is unchanged"
-        );
-        assert!(matches!(rebuilt.groups.get("a"), Some(Group::Classic(_))));
-        assert!(matches!(rebuilt.groups.get("c"), Some(Group::Consumer(_))));
     }
 
     #[test]

@@ -156,6 +156,28 @@ impl<'a> Reader<'a> {
         Ok(self.take(n)?.to_vec())
     }
 
+    /// A nullable non-flexible array: int32 count, -1 for null.
+    pub(crate) fn nullable_array_len(
+        &mut self,
+        min_each: usize,
+    ) -> Result<Option<usize>, RecordError> {
+        let raw = self.i32()?;
+        self.checked_len(raw.into(), min_each)
+    }
+
+    /// A nullable compact array: count + 1, 0 for null.
+    pub(crate) fn compact_nullable_array_len(
+        &mut self,
+        min_each: usize,
+    ) -> Result<Option<usize>, RecordError> {
+        self.compact_len(min_each)
+    }
+
+    /// `n` raw bytes, for a tagged field's body.
+    pub(crate) fn raw(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
+        self.take(n)
+    }
+
     pub(crate) fn compact_array_len(&mut self, min_each: usize) -> Result<usize, RecordError> {
         let n = self.compact_len(min_each)?;
         self.required(n)

@@ -288,6 +288,46 @@ pub static TOPIC_CONFIGS: &[(ConfigDef, &str)] = &[
 
 /// Broker-only configs reported by DescribeConfigs (read-only here).
 pub static BROKER_CONFIGS: &[ConfigDef] = &[
+    def!(
+        "log.cleaner.enable",
+        Boolean,
+        "true",
+        &["true", "false"],
+        None,
+        "Run the log cleaner for topics whose cleanup.policy includes compact."
+    ),
+    def!(
+        "log.cleaner.threads",
+        Int,
+        "1",
+        &[],
+        Some(0),
+        "Background threads that clean compacted logs."
+    ),
+    def!(
+        "log.cleaner.dedupe.buffer.size",
+        Long,
+        "134217728",
+        &[],
+        Some(1024),
+        "Memory for the cleaners' key maps, split across the threads (24 bytes a key)."
+    ),
+    def!(
+        "log.cleaner.io.max.bytes.per.second",
+        Double,
+        "1.7976931348623157E308",
+        &[],
+        None,
+        "Bytes per second all cleaner threads together read and write at most."
+    ),
+    def!(
+        "log.cleaner.backoff.ms",
+        Long,
+        "15000",
+        &[],
+        Some(0),
+        "How long a cleaner thread sleeps when no log needs cleaning."
+    ),
     def!("node.id", Int, "1", &[], Some(0), "This broker's id."),
     def!(
         "listeners",
@@ -434,6 +474,14 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Partitions of __consumer_offsets."
     ),
     def!(
+        "offsets.topic.segment.bytes",
+        Int,
+        "104857600",
+        &[],
+        Some(1),
+        "Segment size of __consumer_offsets, kept small so its cleaner can run often."
+    ),
+    def!(
         "offsets.retention.minutes",
         Int,
         "10080",
@@ -480,6 +528,70 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         &[],
         Some(0),
         "Largest metadata string of a committed offset."
+    ),
+    def!(
+        "transaction.state.log.num.partitions",
+        Int,
+        "50",
+        &[],
+        Some(1),
+        "Partitions of __transaction_state."
+    ),
+    def!(
+        "transaction.state.log.replication.factor",
+        Int,
+        "3",
+        &[],
+        Some(1),
+        "Replication factor of __transaction_state (at most the brokers present when it is created)."
+    ),
+    def!(
+        "transaction.state.log.min.isr",
+        Int,
+        "2",
+        &[],
+        Some(1),
+        "min.insync.replicas of __transaction_state (at most its replication factor)."
+    ),
+    def!(
+        "transaction.state.log.segment.bytes",
+        Int,
+        "104857600",
+        &[],
+        Some(1),
+        "Segment size of __transaction_state."
+    ),
+    def!(
+        "transaction.max.timeout.ms",
+        Int,
+        "900000",
+        &[],
+        Some(1),
+        "Largest transaction timeout a producer may ask for."
+    ),
+    def!(
+        "transactional.id.expiration.ms",
+        Int,
+        "604800000",
+        &[],
+        Some(1),
+        "How long an idle transactional id is kept."
+    ),
+    def!(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        Int,
+        "10000",
+        &[],
+        Some(1),
+        "How often transactions past their timeout are aborted."
+    ),
+    def!(
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        Int,
+        "3600000",
+        &[],
+        Some(1),
+        "How often expired transactional ids are removed."
     ),
     def!(
         "group.initial.rebalance.delay.ms",
@@ -599,14 +711,6 @@ pub fn validate_value(def: &ConfigDef, value: &str) -> Result<(), String> {
 /// Configs the broker reports but does not act on yet (topic names and their broker
 /// synonyms). Accepting another value would claim an effect that does not happen.
 pub const NOT_APPLIED_YET: &[&str] = &[
-    "delete.retention.ms",
-    "log.cleaner.delete.retention.ms",
-    "min.cleanable.dirty.ratio",
-    "log.cleaner.min.cleanable.ratio",
-    "min.compaction.lag.ms",
-    "log.cleaner.min.compaction.lag.ms",
-    "max.compaction.lag.ms",
-    "log.cleaner.max.compaction.lag.ms",
     "segment.jitter.ms",
     "log.roll.jitter.ms",
     "segment.index.bytes",
@@ -768,10 +872,9 @@ mod tests {
         assert!(validate_topic_config("compression.type", "brotli").is_err());
         assert!(validate_topic_config("preallocate", "FALSE").is_ok());
         assert!(validate_topic_config("preallocate", "true").is_err());
-        assert!(validate_topic_config("min.cleanable.dirty.ratio", "0.50").is_ok());
-        assert!(validate_topic_config("min.cleanable.dirty.ratio", "0.1").is_err());
+        assert!(validate_topic_config("min.cleanable.dirty.ratio", "0.1").is_ok());
         assert!(validate_topic_config("segment.jitter.ms", "5").is_err());
-        let syn = broker_config_def("log.cleaner.delete.retention.ms").unwrap();
+        let syn = broker_config_def("log.roll.jitter.ms").unwrap();
         assert!(validate_value(syn, "1").is_err());
         // Every listed name is a real config, so the list cannot rot silently.
         for name in NOT_APPLIED_YET {

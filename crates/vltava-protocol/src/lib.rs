@@ -155,7 +155,15 @@ apis! {
     OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse);
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse);
     ConsumerGroupDescribe(ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse);
+    // The codec's request stops at v5 (v6 is KIP-939's two-phase commit).
     InitProducerId(InitProducerIdRequest, InitProducerIdResponse) max 5;
+    AddPartitionsToTxn(AddPartitionsToTxnRequest, AddPartitionsToTxnResponse);
+    AddOffsetsToTxn(AddOffsetsToTxnRequest, AddOffsetsToTxnResponse);
+    EndTxn(EndTxnRequest, EndTxnResponse);
+    TxnOffsetCommit(TxnOffsetCommitRequest, TxnOffsetCommitResponse);
+    DescribeTransactions(DescribeTransactionsRequest, DescribeTransactionsResponse);
+    // v2 filters by a transactional id pattern (KIP-1152), not supported.
+    ListTransactions(ListTransactionsRequest, ListTransactionsResponse) max 1;
     WriteTxnMarkers(WriteTxnMarkersRequest, WriteTxnMarkersResponse);
     DescribeProducers(DescribeProducersRequest, DescribeProducersResponse);
 }

@@ -20,6 +20,8 @@ pub(crate) const XERIAL_HEADER_LEN: usize = 16;
 pub struct RecordMeta {
     pub offset_delta: i64,
     pub timestamp_delta: i64,
+    /// The record has no key (a compacted topic refuses it).
+    pub key_is_null: bool,
 }
 
 /// Streams the records of one batch: each item is one record's deltas; key, value and
@@ -118,9 +120,24 @@ pub fn check_compressed(batch: &[u8], limit: u64) -> Result<(), RecordError> {
     if h.compression() == Compression::None {
         return Ok(());
     }
+    check_records(batch, limit, |_| {})
+}
+
+/// Walks every record of a batch of any codec, as [`check_compressed`] does, and calls
+/// `keyless` with the index of each record without a key: a compacted topic's produce check.
+/// Streams with one small buffer per batch and allocates nothing per record.
+pub fn check_records(
+    batch: &[u8],
+    limit: u64,
+    mut keyless: impl FnMut(i32),
+) -> Result<(), RecordError> {
+    let h = BatchHeader::parse(batch)?;
     let mut stream = record_stream(batch, limit)?;
-    for r in &mut stream {
-        r?;
+    for (index, r) in (&mut stream).enumerate() {
+        if r?.key_is_null {
+            // At most `record_count` records, an i32.
+            keyless(index as i32);
+        }
     }
     let codec = stream.codec;
     let trailing = stream
@@ -241,8 +258,9 @@ impl RecordStream<'_> {
         self.byte()?; // attributes
         let (timestamp_delta, a) = self.varint(varint::MAX_VARLONG_LEN)?;
         let (offset_delta, b) = self.varint(varint::MAX_VARINT_LEN)?;
+        let (key_len, c) = self.varint(varint::MAX_VARINT_LEN)?;
         let rest = len
-            .checked_sub(1 + a + b)
+            .checked_sub(1 + a + b + c)
             .ok_or(RecordError::InvalidLength { length: len as i32 })?;
         // Skip key, value and headers without holding them.
         let (codec, limit) = (self.codec, self.limit);
@@ -268,6 +286,7 @@ impl RecordStream<'_> {
         Ok(RecordMeta {
             offset_delta,
             timestamp_delta,
+            key_is_null: key_len < 0,
         })
     }
 }
@@ -411,13 +430,18 @@ mod tests {
             RecordMeta {
                 offset_delta: 0,
                 timestamp_delta: 0,
+                key_is_null: false,
             },
             RecordMeta {
                 offset_delta: 1,
                 timestamp_delta: 3,
+                key_is_null: true,
             },
         ];
         assert_eq!(metas(&plain, 1 << 20).unwrap(), want);
+        let mut keyless = Vec::new();
+        check_records(&plain, 1 << 20, |i| keyless.push(i)).unwrap();
+        assert_eq!(keyless, vec![1]);
         for (codec, xerial) in [
             (Compression::Gzip, false),
             (Compression::Snappy, false),

@@ -14,7 +14,7 @@ mod control;
 mod reader;
 pub mod varint;
 mod writer;
-pub use compression::{check_compressed, record_stream, RecordMeta, RecordStream};
+pub use compression::{check_compressed, check_records, record_stream, RecordMeta, RecordStream};
 pub use control::{
     read_end_txn_marker, write_end_txn_marker, ControlError, ControlKey, ControlRecordType,
     EndTxnMarker, MarkerBatch, TransactionResult,

@@ -165,6 +165,17 @@ impl BatchBuilder {
         );
     }
 
+    /// Keeps a rewritten batch's original last offset when its last records were removed, as
+    /// Kafka's cleaner does: the batch still spans the producer's whole sequence range.
+    pub fn set_last_offset_delta(&mut self, last_offset_delta: i32) {
+        assert!(
+            last_offset_delta >= self.last_offset_delta,
+            "last offset delta {last_offset_delta} is before the last record's {}",
+            self.last_offset_delta
+        );
+        self.last_offset_delta = last_offset_delta;
+    }
+
     /// Compresses the records section with the batch's codec and writes the header and CRC.
     pub fn finish(self) -> Vec<u8> {
         assert!(self.count > 0, "a batch holds at least one record");

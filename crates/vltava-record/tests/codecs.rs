@@ -159,6 +159,7 @@ fn check_round_trip(attrs: BatchAttributes, specs: &[Spec]) {
         .map(|r| RecordMeta {
             offset_delta: i64::from(r.offset_delta),
             timestamp_delta: r.timestamp_delta,
+            key_is_null: r.key.is_none(),
         })
         .collect();
     assert_eq!(metas, want_metas);

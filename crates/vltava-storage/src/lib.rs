@@ -7,7 +7,8 @@
 //!                                00000000000000000000.txnindex   aborted transactions ended here
 //!                                00000000000000000100.snapshot   producer state at offset 100
 //!                                leader-epoch-checkpoint         first offset of each leader epoch
-//! <data dir>/recovery-point-offset-checkpoint, log-start-offset-checkpoint
+//! <data dir>/recovery-point-offset-checkpoint, log-start-offset-checkpoint,
+//!            cleaner-offset-checkpoint
 //! ```
 //!
 //! Storage knows nothing of the network or of request types. Time is passed in as `now_ms`,
@@ -16,6 +17,7 @@
 //! `sim` feature outside this crate) and cut the power at any point.
 
 pub mod checkpoint;
+pub mod cleaner;
 pub mod epoch;
 pub mod fs;
 pub mod index;
@@ -27,6 +29,7 @@ pub mod sim;
 
 use std::path::{Path, PathBuf};
 
+pub use cleaner::{CleanRequest, CleanStats, Cleanable, Transactions};
 pub use epoch::{EpochEntry, LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use fs::{Fs, FsFile, OpenMode, StdFs};
 pub use log::{

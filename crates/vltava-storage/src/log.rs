@@ -24,7 +24,7 @@ use crate::{io_err, StorageError};
 const MAX_UNSYNCED_SEALED: usize = 2;
 
 /// Per-log settings, in Kafka's topic-config terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`
     pub segment_bytes: u64,
@@ -42,6 +42,17 @@ pub struct LogConfig {
     pub log_append_time: bool,
     /// `cleanup.policy` includes `delete`; compacted-only logs are never trimmed by time or size.
     pub delete_retention: bool,
+    /// `cleanup.policy` includes `compact`: the cleaner keeps the latest record per key.
+    pub compact: bool,
+    /// `delete.retention.ms`: how long a tombstone stays after the cleaner's point passed it.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records newer than this stay uncleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty record older than this makes the log cleanable
+    /// whatever its dirty ratio.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -55,6 +66,11 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             log_append_time: false,
             delete_retention: true,
+            compact: false,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }
@@ -106,15 +122,15 @@ pub fn accept_all(_: &BatchHeader) -> Result<(), StorageError> {
     Ok(())
 }
 
-struct Inner {
-    segments: BTreeMap<i64, Arc<Segment>>,
-    next_offset: i64,
-    log_start_offset: i64,
-    config: LogConfig,
+pub(crate) struct Inner {
+    pub(crate) segments: BTreeMap<i64, Arc<Segment>>,
+    pub(crate) next_offset: i64,
+    pub(crate) log_start_offset: i64,
+    pub(crate) config: LogConfig,
     epochs: LeaderEpochCache,
     /// Base offsets of sealed segments whose `.log` stays open until a flush covers them
     /// (see `Segment::retire`), oldest first.
-    unsynced_sealed: Vec<i64>,
+    pub(crate) unsynced_sealed: Vec<i64>,
     producers: ProducerStateManager,
     /// Every aborted transaction in the log, by marker offset. Small (one entry per aborted
     /// transaction still in the log), and read by every read_committed fetch.
@@ -124,7 +140,7 @@ struct Inner {
 }
 
 impl Inner {
-    fn active(&self) -> &Arc<Segment> {
+    pub(crate) fn active(&self) -> &Arc<Segment> {
         self.segments
             .values()
             .next_back()
@@ -146,9 +162,18 @@ struct LoadedLog {
 /// leader epoch's checkpoint and a truncation are made durable before the lock is released,
 /// as Kafka does, because later appends depend on them.
 pub struct Log {
-    dir: PathBuf,
-    files: SegmentFs,
-    inner: Mutex<Inner>,
+    pub(crate) dir: PathBuf,
+    pub(crate) files: SegmentFs,
+    pub(crate) inner: Mutex<Inner>,
+    /// The cleaner's progress; held for a whole cleaning, so retention (which only tries it)
+    /// and a reload never change the segments the cleaner is rewriting.
+    pub(crate) cleaner: Mutex<crate::cleaner::CleanerState>,
+    /// Where the cleaned part of the log ends (Kafka's cleaner checkpoint), readable without
+    /// waiting for a cleaning in progress.
+    pub(crate) clean_offset: AtomicI64,
+    /// The highest offset the caller wrote to the recovery-point checkpoint; see
+    /// [`Log::recovery_point_written`].
+    pub(crate) recovery_checkpoint: AtomicI64,
     /// Serialises fsyncs of this log so a flush knows exactly what it covered.
     flush_lock: Mutex<()>,
     flushed_offset: AtomicI64,
@@ -379,6 +404,7 @@ fn load(
             crate::sync_dir_in(fs, parent)?;
         }
     }
+    crate::cleaner::recover_swaps(fs, dir)?;
     let mut bases = Vec::new();
     let mut index_files = Vec::new();
     let mut snapshots = BTreeSet::new();
@@ -390,12 +416,6 @@ fn load(
         match SegmentFile::parse_name(&name) {
             Some((SegmentFile::Log, base)) => bases.push(base),
             Some((_, base)) => index_files.push((base, dir.join(&name))),
-            None if name.ends_with(".deleted")
-                || name.ends_with(".cleaned")
-                || name.ends_with(".swap") =>
-            {
-                let _ = fs.remove_file(&dir.join(&name));
-            }
             None => {}
         }
     }
@@ -544,6 +564,9 @@ impl Log {
             dir: dir.to_path_buf(),
             files,
             inner: Mutex::new(loaded.inner),
+            cleaner: Mutex::new(crate::cleaner::CleanerState::new(now_ms)),
+            clean_offset: AtomicI64::new(0),
+            recovery_checkpoint: AtomicI64::new(loaded.flushed_offset),
             flush_lock: Mutex::new(()),
             flushed_offset: AtomicI64::new(loaded.flushed_offset),
             poisoned: AtomicBool::new(loaded.damaged),
@@ -557,6 +580,7 @@ impl Log {
     /// flushed offset, since nothing above it is known to be on disk. A log that is not
     /// poisoned is left alone.
     pub fn reopen(&self, now_ms: i64) -> Result<(), StorageError> {
+        let _cleaning = self.cleaner.lock();
         let _flush = self.flush_lock.lock();
         let mut inner = self.inner.lock();
         if !self.is_poisoned() {
@@ -609,7 +633,7 @@ impl Log {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    fn poisoned_err(&self) -> StorageError {
+    pub(crate) fn poisoned_err(&self) -> StorageError {
         StorageError::Poisoned {
             dir: self.dir.clone(),
         }
@@ -617,7 +641,7 @@ impl Log {
 
     /// Marks the log unwritable after a failed write, fsync, roll or truncation: what reached
     /// the disk is unknown, so nothing more is accepted until [`Log::reopen`].
-    fn poison(&self, e: StorageError) -> StorageError {
+    pub(crate) fn poison(&self, e: StorageError) -> StorageError {
         self.poisoned.store(true, Ordering::Release);
         tracing::error!(dir = %self.dir.display(), error = %e, "log stops accepting writes");
         e
@@ -679,7 +703,41 @@ impl Log {
         batches: &mut [u8],
         leader_epoch: i32,
         now_ms: i64,
+        validator: V,
+    ) -> Result<AppendInfo, E>
+    where
+        E: From<StorageError>,
+        V: FnMut(&BatchHeader) -> Result<(), E>,
+    {
+        self.append_from(batches, leader_epoch, now_ms, validator, Origin::Client)
+    }
+
+    /// Appends a coordinator's own batch as the partition leader (Kafka's
+    /// `AppendOrigin.COORDINATOR`): producer epochs are checked, sequences are not and no
+    /// batch is taken for a retry, because a coordinator's transactional batches (the
+    /// offsets of TxnOffsetCommit) carry no sequence.
+    pub fn append_as_coordinator(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_from(
+            batches,
+            leader_epoch,
+            now_ms,
+            |_| Ok(()),
+            Origin::Coordinator,
+        )
+    }
+
+    fn append_from<E, V>(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
         mut validator: V,
+        origin: Origin,
     ) -> Result<AppendInfo, E>
     where
         E: From<StorageError>,
@@ -707,7 +765,11 @@ impl Log {
             validator(&h)?;
             if h.producer_id != NO_PRODUCER_ID || h.is_control() {
                 idempotent = true;
-                match inner.producers.find_duplicate(&h) {
+                let retry = match origin {
+                    Origin::Client => inner.producers.find_duplicate(&h),
+                    _ => None,
+                };
+                match retry {
                     Some(d) => duplicate = Some(d),
                     None => inner
                         .producers
@@ -717,7 +779,7 @@ impl Log {
                                 header: &h,
                                 marker: None,
                             },
-                            Origin::Client,
+                            origin,
                         )
                         .map_err(StorageError::from)?,
                 }
@@ -870,6 +932,16 @@ impl Log {
         self.inner.lock().producers.first_unstable_offset()
     }
 
+    /// Whether `producer_id` has a transaction open here (a transactional batch with no
+    /// marker after it yet), in `epoch` or an older one.
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.inner
+            .lock()
+            .producers
+            .entry(producer_id)
+            .is_some_and(|e| e.current_txn_first_offset.is_some() && e.epoch <= epoch)
+    }
+
     /// Aborted transactions that overlap `[from, upto)`, oldest marker first: what a
     /// read_committed fetch of that range returns so clients drop those records.
     pub fn aborted_transactions(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
@@ -919,7 +991,12 @@ impl Log {
 
     /// Writes the `.txnindex` of the segment at `base` (markers in `[base, end)`), if it has
     /// aborted transactions; removes a stale one otherwise.
-    fn write_txn_index(&self, inner: &Inner, base: i64, end: i64) -> Result<(), StorageError> {
+    pub(crate) fn write_txn_index(
+        &self,
+        inner: &Inner,
+        base: i64,
+        end: i64,
+    ) -> Result<(), StorageError> {
         let path = SegmentFile::TxnIndex.path(&self.dir, base);
         let from = inner.aborted.partition_point(|t| t.last_offset < base);
         let to = inner.aborted.partition_point(|t| t.last_offset < end);
@@ -1151,7 +1228,17 @@ impl Log {
         }
         let created = active.state.lock().created_ms;
         let too_big = size + incoming_bytes > inner.config.segment_bytes;
-        let too_old = now_ms - created >= inner.config.segment_ms;
+        // A compacted log also rolls by max.compaction.lag.ms, as Kafka's does: the active
+        // segment is never cleaned, so a record must leave it within the lag.
+        let roll_ms = if inner.config.compact {
+            inner
+                .config
+                .segment_ms
+                .min(inner.config.max_compaction_lag_ms)
+        } else {
+            inner.config.segment_ms
+        };
+        let too_old = now_ms - created >= roll_ms;
         // Index entries hold offsets relative to the segment's base.
         let offset_overflow = incoming_next_offset - 1 - active.base_offset > i64::from(i32::MAX);
         if too_big || too_old || offset_overflow {
@@ -1201,6 +1288,9 @@ impl Log {
     /// lowered. An offset inside a batch is refused; one at or past the log end changes
     /// nothing. Durable before it returns; a failure poisons the log.
     pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        // A cleaning in progress finishes its swap first (locks in the order the cleaner
+        // takes them: cleaner, then the log's).
+        let _cleaning = self.cleaner.lock();
         let _flush = self.flush_lock.lock();
         let mut inner = self.inner.lock();
         if self.is_poisoned() {
@@ -1355,7 +1445,7 @@ impl Log {
         });
     }
 
-    fn fs(&self) -> &dyn Fs {
+    pub(crate) fn fs(&self) -> &dyn Fs {
         &*self.files.fs
     }
 
@@ -1387,9 +1477,11 @@ impl Log {
                 .range(..=offset)
                 .next_back()
                 .map_or(i64::MIN, |(b, _)| *b);
+            // Compaction leaves gaps: a segment may end before `offset`, or hold nothing.
             let segs: Vec<_> = inner
                 .segments
                 .range(from..)
+                .skip_while(|(_, s)| s.next_offset() <= offset || s.size() == 0)
                 .take(2)
                 .map(|(_, s)| (Arc::clone(s), s.size()))
                 .collect();
@@ -1518,6 +1610,11 @@ impl Log {
     /// Applies retention by time and size and deletes segments below the log start offset.
     /// Returns how many segments were deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        // A cleaning in progress is rewriting the oldest segments: retention waits for the
+        // next round rather than delete what the cleaner is about to swap.
+        let Some(_cleaning) = self.cleaner.try_lock() else {
+            return Ok(0);
+        };
         let mut inner = self.inner.lock();
         let mut deleted = 0;
         let retention_ms = inner.config.retention_ms;
@@ -1541,7 +1638,10 @@ impl Log {
                 && now_ms - seg.max_timestamp() > retention_ms;
             let over_size = delete && retention_bytes >= 0 && total - size >= retention_bytes;
             let below_start = next_base.is_some_and(|n| n <= inner.log_start_offset);
-            if !(expired || over_size || below_start) {
+            // The cleaner can leave a sealed segment with no batches: it holds nothing and
+            // has no timestamp to expire by.
+            let empty = !is_active && size == 0;
+            if !(expired || over_size || below_start || empty) {
                 break;
             }
             if is_active {
@@ -1563,7 +1663,7 @@ impl Log {
                 .next()
                 .expect("active segment remains");
             inner.log_start_offset = inner.log_start_offset.max(first);
-            tracing::info!(dir = %self.dir.display(), base_offset = base, expired, over_size, below_start, "deleted segment");
+            tracing::info!(dir = %self.dir.display(), base_offset = base, expired, over_size, below_start, empty, "deleted segment");
         }
         if deleted > 0 {
             self.trim_epochs_to_start(&mut inner)?;

@@ -149,6 +149,9 @@ enum Hold {
     Unsynced,
     /// Sealed and durable: open only while in the log's [`HandleCache`], if at all.
     Cached,
+    /// Replaced by a cleaned segment: its files are gone or about to go, so the handle opened
+    /// before that stays open for reads in flight until the last `Arc` to the segment drops.
+    Replaced,
 }
 
 /// A segment's open files.
@@ -313,11 +316,34 @@ impl Segment {
     /// the active segment.
     pub(crate) fn release(&self) {
         let mut h = self.handles.lock();
-        if h.hold != Hold::Active {
+        if h.hold != Hold::Active && h.hold != Hold::Replaced {
             h.hold = Hold::Cached;
             h.log = None;
             h.indexes = None;
         }
+    }
+
+    /// Opens the `.log` (if closed) and keeps it open for good: the cleaner is about to
+    /// delete or replace this segment's files, and reads that took an `Arc` to it before the
+    /// swap must still find its bytes, not whatever the path names next.
+    pub(crate) fn pin_for_replacement(&self) -> Result<(), StorageError> {
+        self.log_file()?;
+        let mut h = self.handles.lock();
+        if h.log.is_none() {
+            drop(h);
+            // Evicted between the two locks; open again under the lock this time.
+            let f: Arc<dyn FsFile> = Arc::from(
+                self.files
+                    .fs
+                    .open(&self.log_path, OpenMode::Read)
+                    .map_err(|e| io_err("open", &self.log_path, e))?,
+            );
+            h = self.handles.lock();
+            h.log = Some(f);
+        }
+        h.hold = Hold::Replaced;
+        h.indexes = None;
+        Ok(())
     }
 
     pub(crate) fn path(&self, kind: SegmentFile) -> PathBuf {
@@ -590,6 +616,16 @@ impl Segment {
         self.state.lock().next_offset
     }
 
+    /// The time index's first entry: the largest timestamp up to the first indexed batch,
+    /// which approximates the segment's earliest timestamp as Kafka's cleaner does.
+    pub(crate) fn first_timestamp(&self) -> i64 {
+        let st = self.state.lock();
+        st.time_index
+            .entries
+            .first()
+            .map_or(st.max_timestamp, |e| e.timestamp)
+    }
+
     pub(crate) fn max_timestamp(&self) -> i64 {
         self.state.lock().max_timestamp
     }
@@ -787,6 +823,11 @@ impl Segment {
             time.sync_data()
                 .map_err(|e| io_err("fsync", &self.path(SegmentFile::TimeIndex), e))
         })
+    }
+
+    /// The path of this segment's `.log` with a suffix added (`.cleaned`, `.swap`).
+    pub(crate) fn log_path_with(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
+        dir.join(format!("{}.log{suffix}", file_stem(base_offset)))
     }
 
     pub(crate) fn delete_files(&self) {

@@ -1042,3 +1042,100 @@ fn a_corrupt_snapshot_falls_back_to_an_older_one() {
     let mut retry = producer_batch(5, 0, 15, 1, false);
     assert!(log.append(&mut retry, 0, 0).unwrap().duplicate);
 }
+
+/// What producer state says about a log, comparable across a reopen: each producer's epoch,
+/// last sequence, coordinator epoch and open transaction, the first unstable offset and every
+/// aborted transaction.
+type ProducerSummary = (Vec<ProducerInfo>, Option<i64>, Vec<(i64, i64, i64)>);
+
+fn producer_summary(log: &Log) -> ProducerSummary {
+    let mut producers = log.producers();
+    // The timestamps are the batches' own, so they survive too; keep them in the comparison.
+    producers.sort_by_key(|p| p.producer_id);
+    let aborted = log
+        .aborted_transactions(0, i64::MAX)
+        .into_iter()
+        .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+        .collect();
+    (producers, log.first_unstable_offset(), aborted)
+}
+
+#[derive(Debug, Clone)]
+enum ProducerOp {
+    Data { pid: i64, txn: bool, n: usize },
+    Marker { pid: i64, commit: bool },
+    Reopen { clean: bool },
+    Truncate { back: usize },
+}
+
+fn producer_op() -> impl Strategy<Value = ProducerOp> {
+    prop_oneof![
+        6 => (1i64..4, any::<bool>(), 1usize..4).prop_map(|(pid, txn, n)| ProducerOp::Data { pid, txn, n }),
+        2 => (1i64..4, any::<bool>()).prop_map(|(pid, commit)| ProducerOp::Marker { pid, commit }),
+        1 => any::<bool>().prop_map(|clean| ProducerOp::Reopen { clean }),
+        1 => (1usize..6).prop_map(|back| ProducerOp::Truncate { back }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// Whatever producers, transactions, markers, rolls, truncations and restarts (clean or
+    /// not) a log sees, the producer state rebuilt from its snapshots, `.txnindex` files and a
+    /// replay of its tail is the state it had.
+    #[test]
+    fn producer_state_survives_reopen_and_truncation(ops in prop::collection::vec(producer_op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = small_segments();
+        let mut log = open(dir.path(), cfg.clone(), true);
+        let mut seq = std::collections::HashMap::<i64, i32>::new();
+        let mut boundaries: Vec<i64> = Vec::new();
+        for op in ops {
+            match op {
+                ProducerOp::Data { pid, txn, n } => {
+                    let s = *seq.get(&pid).unwrap_or(&0);
+                    let mut b = producer_batch(pid, 0, s, n, txn);
+                    let before = log.offsets().log_end_offset;
+                    if log.append(&mut b, 0, 0).is_ok() {
+                        seq.insert(pid, s + n as i32);
+                        boundaries.push(before);
+                    }
+                }
+                ProducerOp::Marker { pid, commit } => {
+                    let result = if commit { TransactionResult::Commit } else { TransactionResult::Abort };
+                    let before = log.offsets().log_end_offset;
+                    if log.append_txn_marker(pid, 0, result, 0, 0, 0).is_ok() {
+                        boundaries.push(before);
+                    }
+                }
+                ProducerOp::Reopen { clean } => {
+                    let want = producer_summary(&log);
+                    if clean { log.close().unwrap(); } else { log.flush().unwrap(); }
+                    drop(log);
+                    log = open(dir.path(), cfg.clone(), clean);
+                    prop_assert_eq!(producer_summary(&log), want);
+                }
+                ProducerOp::Truncate { back } => {
+                    if boundaries.len() >= back {
+                        let to = boundaries[boundaries.len() - back];
+                        boundaries.truncate(boundaries.len() - back);
+                        log.truncate_to(to).unwrap();
+                        // Sequences after a truncation are whatever the rebuilt state says.
+                        for p in log.producers() {
+                            seq.insert(p.producer_id, p.last_sequence.wrapping_add(1));
+                        }
+                        for pid in 1..4 {
+                            if !log.producers().iter().any(|p| p.producer_id == pid) {
+                                seq.remove(&pid);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let want = producer_summary(&log);
+        log.flush().unwrap();
+        drop(log);
+        let log = open(dir.path(), cfg, false);
+        prop_assert_eq!(producer_summary(&log), want);
+    }
+}

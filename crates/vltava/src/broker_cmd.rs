@@ -121,21 +121,23 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         let handle = vltava_broker::start(config)
             .await
             .context("starting broker")?;
+        // Installed before "listening" is announced: whoever reads that line may stop the
+        // broker at once, and must get a clean shutdown rather than the default action.
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "vltava: listening on {}", handle.local_addr)?;
             out.flush()?;
         }
-        wait_for_signal().await;
+        wait_for_signal(term).await;
         tracing::info!("shutting down");
         handle.shutdown().await;
         anyhow::Ok(())
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+async fn wait_for_signal(mut term: tokio::signal::unix::Signal) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -1,6 +1,7 @@
 //! `vltava`: one binary for the broker and its tools.
 
 mod broker_cmd;
+mod cleaner_status;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -29,6 +30,9 @@ struct Cli {
 enum Command {
     /// Run a broker (defaults: 127.0.0.1:9092, data in ./vltava-data)
     Broker(broker_cmd::BrokerArgs),
+    /// Show the log cleaner's position and dirty ratio per compacted partition, read from a
+    /// broker's data dir
+    CleanerStatus(cleaner_status::CleanerStatusArgs),
     #[command(flatten)]
     Client(vltava_cli::Command),
     /// Print a shell completion script
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Broker(args) => broker_cmd::run(args),
+        Command::CleanerStatus(args) => cleaner_status::run(args),
         Command::Client(command) => std::process::exit(vltava_cli::run(command)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vltava", &mut std::io::stdout());

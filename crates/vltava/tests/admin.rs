@@ -205,8 +205,8 @@ fn topic_lifecycle_and_configs() {
     let names: Vec<&str> = md.topics().iter().map(|t| t.name()).collect();
     assert_eq!(
         names,
-        vec!["__consumer_offsets"],
-        "deleted topic stays deleted"
+        vec!["__consumer_offsets", "__transaction_state"],
+        "deleted topic stays deleted; the internal topics remain"
     );
     rt.block_on(broker.shutdown());
 }

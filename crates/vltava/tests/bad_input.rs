@@ -300,9 +300,13 @@ const ADVERTISED: &[(i16, i16, i16)] = &[
     (19, 2, 7), // CreateTopics
     (20, 1, 6), // DeleteTopics
     (21, 0, 2), // DeleteRecords
-    (22, 0, 5), // InitProducerId
+    (22, 0, 5), // InitProducerId (v6, KIP-939's two-phase commit, does not decode)
     (23, 2, 4), // OffsetForLeaderEpoch
+    (24, 0, 5), // AddPartitionsToTxn
+    (25, 0, 4), // AddOffsetsToTxn
+    (26, 0, 5), // EndTxn
     (27, 1, 1), // WriteTxnMarkers
+    (28, 0, 5), // TxnOffsetCommit
     (32, 1, 4), // DescribeConfigs
     (33, 0, 2), // AlterConfigs
     (35, 1, 4), // DescribeLogDirs
@@ -312,6 +316,8 @@ const ADVERTISED: &[(i16, i16, i16)] = &[
     (47, 0, 0), // OffsetDelete
     (60, 0, 2), // DescribeCluster
     (61, 0, 0), // DescribeProducers
+    (65, 0, 0), // DescribeTransactions
+    (66, 0, 1), // ListTransactions (v2's id pattern, KIP-1152, is not supported)
     (68, 0, 1), // ConsumerGroupHeartbeat
     (69, 0, 1), // ConsumerGroupDescribe
     (75, 0, 0), // DescribeTopicPartitions

@@ -542,7 +542,7 @@ fn usage_errors_exit_2() {
             "invalid duration",
         ),
         (&w("produce t --acks 2"), "invalid acks"),
-        (&w("produce t --idempotent --acks 1"), "requires --acks all"),
+        (&w("produce t --idempotent --acks 1"), "require --acks all"),
         (&w("group reset-offsets g --topic t"), "required"),
         (&w("group reset-offsets g --to-earliest"), "required"),
         (

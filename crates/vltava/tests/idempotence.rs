@@ -99,3 +99,146 @@ fn without_idempotence_the_same_cuts_duplicate_batches() {
         got.len()
     );
 }
+
+/// Produces one raw payload to `topic`-0; returns the error code and base offset.
+fn produce_raw(c: &mut RawClient, topic: &str, records: Vec<u8>) -> (i16, i64) {
+    use vltava_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use vltava_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(vltava_protocol::StrBytes::from_string(
+                topic.into(),
+            )))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(bytes::Bytes::from(records)))])]);
+    let resp: ProduceResponse = c.call(vltava_protocol::ApiKey::Produce, 9, &req);
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn producer_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
+    let mut b = vltava_record::BatchBuilder::new(vltava_record::BatchAttributes {
+        producer_id: pid,
+        producer_epoch: epoch,
+        base_sequence: seq,
+        ..Default::default()
+    });
+    for i in 0..n {
+        b.push(1_000 + i as i64, None, Some(b"v"), &[]);
+    }
+    b.finish()
+}
+
+/// Every producer-state refusal reaches the client as Kafka's error code, and nothing of a
+/// refused payload is written.
+#[test]
+fn sequence_epoch_and_batch_errors_get_kafka_codes() {
+    use vltava_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+    use vltava_protocol::ErrorCode;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let mut c = RawClient::connect(broker.local_addr);
+    c.create_topic("errs", 1);
+    let init: InitProducerIdResponse = c.call(
+        vltava_protocol::ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1),
+    );
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    assert_eq!(init.producer_epoch, 0);
+
+    assert_eq!(
+        produce_raw(&mut c, "errs", producer_batch(pid, 0, 0, 3)),
+        (0, 0)
+    );
+    // The retry: success with the original offset, nothing appended.
+    assert_eq!(
+        produce_raw(&mut c, "errs", producer_batch(pid, 0, 0, 3)),
+        (0, 0)
+    );
+    // A gap.
+    assert_eq!(
+        produce_raw(&mut c, "errs", producer_batch(pid, 0, 7, 1)).0,
+        ErrorCode::OutOfOrderSequenceNumber.code()
+    );
+    // A new epoch that does not start at sequence 0.
+    assert_eq!(
+        produce_raw(&mut c, "errs", producer_batch(pid, 1, 5, 1)).0,
+        ErrorCode::OutOfOrderSequenceNumber.code()
+    );
+    assert_eq!(
+        produce_raw(&mut c, "errs", producer_batch(pid, 1, 0, 1)),
+        (0, 3)
+    );
+    // The old epoch is fenced.
+    assert_eq!(
+        produce_raw(&mut c, "errs", producer_batch(pid, 0, 3, 1)).0,
+        ErrorCode::InvalidProducerEpoch.code()
+    );
+    // Two batches in one payload from an idempotent producer.
+    let mut two = producer_batch(pid, 1, 1, 1);
+    two.extend(producer_batch(pid, 1, 2, 1));
+    assert_eq!(
+        produce_raw(&mut c, "errs", two).0,
+        ErrorCode::InvalidRecord.code()
+    );
+    // A control batch from a client.
+    let marker = vltava_record::write_end_txn_marker(
+        &vltava_record::MarkerBatch {
+            base_offset: 0,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: 1,
+            timestamp: 1_000,
+        },
+        vltava_record::EndTxnMarker {
+            result: vltava_record::TransactionResult::Commit,
+            coordinator_epoch: 0,
+        },
+    );
+    assert_eq!(
+        produce_raw(&mut c, "errs", marker).0,
+        ErrorCode::InvalidRecord.code()
+    );
+    let end = broker
+        .broker
+        .partitions
+        .get("errs", 0)
+        .unwrap()
+        .offsets()
+        .log_end_offset;
+    assert_eq!(end, 4, "only the two accepted batches were written");
+    // Producer ids come from blocks recorded in the metadata log: a restart never reuses one.
+    rt.block_on(broker.shutdown());
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let mut c = RawClient::connect(broker.local_addr);
+    let again: InitProducerIdResponse = c.call(
+        vltava_protocol::ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1),
+    );
+    assert!(
+        again.producer_id.0 > pid,
+        "{} after {pid}",
+        again.producer_id.0
+    );
+    // The partition still knows the producer after the restart: the retry is a duplicate.
+    assert_eq!(
+        produce_raw(&mut c, "errs", producer_batch(pid, 1, 0, 1)),
+        (0, 3)
+    );
+    rt.block_on(broker.shutdown());
+}

@@ -60,13 +60,15 @@ pub fn find_coordinator(
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     let version = ctx.api_version;
-    let answer = |key_type: i8| -> Option<(ErrorCode, &'static str)> {
+    let answer = |key_type: i8, key: &str| -> Option<(ErrorCode, &'static str)> {
         match key_type {
             0 => None,
-            1 => Some((
-                ErrorCode::CoordinatorNotAvailable,
-                "transactions are not supported yet",
-            )),
+            1 => super::txn::coordinator_error(broker, ctx, key).map(|code| {
+                (
+                    code,
+                    "the transactional id cannot be coordinated for this client",
+                )
+            }),
             _ => Some((ErrorCode::InvalidRequest, "unknown coordinator key type")),
         }
     };
@@ -74,7 +76,7 @@ pub fn find_coordinator(
     let (host, port, node) = (sb(host), i32::from(port), BrokerId(broker.config.node_id));
     let mut resp = FindCoordinatorResponse::default();
     if version < 4 {
-        match answer(req.key_type) {
+        match answer(req.key_type, &req.key) {
             Some((code, msg)) => {
                 resp.error_code = code.code();
                 if version >= 1 {
@@ -97,7 +99,7 @@ pub fn find_coordinator(
         .map(|key| {
             let mut c = find_coordinator_response::Coordinator::default();
             c.key = key.clone();
-            match answer(req.key_type) {
+            match answer(req.key_type, key) {
                 Some((code, msg)) => {
                     c.error_code = code.code();
                     c.node_id = BrokerId(-1);
@@ -438,11 +440,36 @@ struct Committed {
     offset: i64,
     leader_epoch: i32,
     metadata: Option<String>,
+    /// UNSTABLE_OFFSET_COMMIT when a stable offset was asked for and an open transaction
+    /// holds one for the partition (KIP-447).
+    error: i16,
 }
 
 /// A group's committed offsets; the error when its coordinator cannot answer.
 #[allow(clippy::type_complexity)]
 fn fetch_group_offsets(
+    broker: &Broker,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+) -> Result<Vec<(String, Vec<Committed>)>, ErrorCode> {
+    let mut found = fetch_committed(broker, group, wanted)?;
+    if require_stable {
+        for (t, rows) in &mut found {
+            for c in rows {
+                if broker.groups.has_pending_offset(group, t, c.partition) == Ok(true) {
+                    c.offset = -1;
+                    c.leader_epoch = -1;
+                    c.error = ErrorCode::UnstableOffsetCommit.code();
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[allow(clippy::type_complexity)]
+fn fetch_committed(
     broker: &Broker,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
@@ -468,12 +495,14 @@ fn fetch_group_offsets(
                                 offset: v.offset,
                                 leader_epoch: v.leader_epoch,
                                 metadata: v.metadata.clone(),
+                                error: 0,
                             },
                             None => Committed {
                                 partition,
                                 offset: -1,
                                 leader_epoch: -1,
                                 metadata: Some(String::new()),
+                                error: 0,
                             },
                         })
                         .collect();
@@ -498,7 +527,8 @@ pub fn offset_fetch(
                 .map(|t| (t.name.0.to_string(), t.partition_indexes))
                 .collect()
         });
-        let found = match fetch_group_offsets(broker, &group, wanted) {
+        let stable = version >= 7 && req.require_stable;
+        let found = match fetch_group_offsets(broker, &group, wanted, stable) {
             Ok(found) => found,
             Err(code) => {
                 resp.error_code = code.code();
@@ -516,6 +546,7 @@ pub fn offset_fetch(
                         let mut pr = offset_fetch_response::OffsetFetchResponsePartition::default();
                         pr.partition_index = c.partition;
                         pr.committed_offset = c.offset;
+                        pr.error_code = c.error;
                         if version >= 5 {
                             pr.committed_leader_epoch = c.leader_epoch;
                         }
@@ -529,6 +560,7 @@ pub fn offset_fetch(
         return resp;
     }
     let image = broker.controller.image();
+    let stable = req.require_stable;
     resp.groups = req
         .groups
         .into_iter()
@@ -551,7 +583,7 @@ pub fn offset_fetch(
             });
             let mut gr = offset_fetch_response::OffsetFetchResponseGroup::default();
             gr.group_id = g.group_id;
-            let found = match fetch_group_offsets(broker, &group, wanted) {
+            let found = match fetch_group_offsets(broker, &group, wanted, stable) {
                 Ok(found) => found,
                 Err(code) => {
                     gr.error_code = code.code();
@@ -574,6 +606,7 @@ pub fn offset_fetch(
                                 offset_fetch_response::OffsetFetchResponsePartitions::default();
                             pr.partition_index = c.partition;
                             pr.committed_offset = c.offset;
+                            pr.error_code = c.error;
                             pr.committed_leader_epoch = c.leader_epoch;
                             pr.metadata = c.metadata.map(sb);
                             pr

@@ -10,6 +10,7 @@ pub mod offsets;
 pub mod produce;
 pub mod producers;
 pub mod topics;
+pub mod txn;
 
 use std::sync::Arc;
 
@@ -161,10 +162,42 @@ pub fn dispatch(
             let b = Arc::clone(broker);
             Box::pin(async move {
                 Some(Answer::from(Response::from(
-                    producers::init_producer_id(&b, &ctx, r).await,
+                    txn::init_producer_id(b, ctx, r).await,
                 )))
             })
         }
+        Request::AddPartitionsToTxn(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    txn::add_partitions_to_txn(b, ctx, r).await,
+                )))
+            })
+        }
+        Request::AddOffsetsToTxn(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    txn::add_offsets_to_txn(b, ctx, r).await,
+                )))
+            })
+        }
+        Request::EndTxn(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(
+                async move { Some(Answer::from(Response::from(txn::end_txn(b, ctx, r).await))) },
+            )
+        }
+        Request::TxnOffsetCommit(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    txn::txn_offset_commit(b, ctx, r).await,
+                )))
+            })
+        }
+        Request::DescribeTransactions(r) => ready(txn::describe_transactions(broker, c, r).into()),
+        Request::ListTransactions(r) => ready(txn::list_transactions(broker, c, r).into()),
         Request::WriteTxnMarkers(r) => {
             let b = Arc::clone(broker);
             Box::pin(async move {

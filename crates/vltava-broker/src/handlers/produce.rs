@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{join_all, BoxFuture};
-use vltava_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use vltava_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use vltava_protocol::messages::*;
 use vltava_protocol::{ErrorCode, Response};
 use vltava_record::RecordError;
@@ -15,6 +17,8 @@ use super::{sb, tn};
 use crate::broker::{now_ms, Broker};
 use crate::context::{AclOperation, RequestContext, Resource};
 use crate::partition::{AppendError, Partition};
+use crate::txn_coordinator::TxnCoordError;
+use vltava_coordinator::txn_shard::TxnError;
 
 fn record_error_code(e: &RecordError) -> ErrorCode {
     match e {
@@ -102,12 +106,30 @@ fn check(p: Arc<Partition>, index: i32, records: Option<bytes::Bytes>) -> Result
         return rejected(e);
     }
     let limit = (max as u64).max(1 << 20) * MAX_EXPANSION;
+    // A compacted topic needs a key on every record (Kafka's LogValidator): only then are
+    // uncompressed batches walked record by record, streaming, with nothing allocated per
+    // record unless one is refused.
+    let compacted = p.settings().log.compact;
+    let mut keyless: Vec<BatchIndexAndErrorMessage> = Vec::new();
     for batch in vltava_record::Batches::new(&records) {
-        let range = match batch {
-            Ok((h, range)) if h.compression() != vltava_record::Compression::None => range,
+        let (h, range) = match batch {
+            Ok((h, range)) if compacted || h.compression() != vltava_record::Compression::None => {
+                (h, range)
+            }
             _ => continue,
         };
-        match vltava_record::check_compressed(&records[range], limit) {
+        let checked = vltava_record::check_records(&records[range], limit, |index| {
+            if compacted && !h.is_control() {
+                let mut e = BatchIndexAndErrorMessage::default();
+                e.batch_index = index;
+                e.batch_index_error_message = Some(sb(format!(
+                    "Compacted topic cannot accept message without key in topic partition {}-{}.",
+                    p.topic, p.index
+                )));
+                keyless.push(e);
+            }
+        });
+        match checked {
             Ok(()) => {}
             Err(e @ RecordError::DecompressionBomb { .. }) => {
                 return Err(Hostile(format!("produce to {p:?}: {e}")))
@@ -115,7 +137,87 @@ fn check(p: Arc<Partition>, index: i32, records: Option<bytes::Bytes>) -> Result
             Err(e) => return rejected(e),
         }
     }
+    if !keyless.is_empty() {
+        tracing::debug!(partition = ?p, records = keyless.len(), "refused keyless records for a compacted topic");
+        let shown: Vec<String> = keyless
+            .iter()
+            .take(3)
+            .map(|e| {
+                format!(
+                    "RecordError(batchIndex={}, message='{}')",
+                    e.batch_index,
+                    e.batch_index_error_message.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        let mut r = partition_error(
+            index,
+            ErrorCode::InvalidRecord,
+            Some(format!(
+                "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+                keyless.len(),
+                shown.join(", ")
+            )),
+        );
+        r.record_errors = keyless;
+        return Ok(Plan::Answer(r));
+    }
     Ok(Plan::Append(p, records))
+}
+
+/// KIP-890 part 1: a transactional batch that would open a transaction in this partition
+/// is written only if the coordinator has the partition in the producer's ongoing
+/// transaction, so a late or stray batch cannot start a transaction nobody will end (which
+/// would hold the last stable offset back for good).
+fn verify_txn(
+    broker: &Arc<Broker>,
+    transactional_id: Option<&str>,
+    version: i16,
+    p: Arc<Partition>,
+    index: i32,
+    records: bytes::Bytes,
+) -> Plan {
+    let first = vltava_record::Batches::new(&records).next();
+    let Some(Ok((h, _))) = first else {
+        return Plan::Append(p, records);
+    };
+    if !h.is_transactional() || p.in_transaction(h.producer_id, h.producer_epoch) {
+        return Plan::Append(p, records);
+    }
+    let fail = |code: ErrorCode, msg: String| Plan::Answer(partition_error(index, code, Some(msg)));
+    let Some(tid) = transactional_id else {
+        return fail(
+            ErrorCode::InvalidRecord,
+            "a transactional batch needs the request's transactional id".into(),
+        );
+    };
+    let tp = [(p.topic.to_string(), index)];
+    let verified = broker
+        .txns
+        .verify_partitions(tid, h.producer_id, h.producer_epoch, &tp);
+    match verified.map(|mut v| v.pop().map(|(_, r)| r)) {
+        Ok(Some(Ok(()))) => Plan::Append(p, records),
+        Ok(Some(Err(e))) | Err(TxnCoordError::Txn(e)) => {
+            // As from Kafka: a fenced producer hears INVALID_PRODUCER_EPOCH from a partition,
+            // and TRANSACTION_ABORTABLE is known to Produce v11+ only (INVALID_TXN_STATE
+            // before).
+            let e = match e {
+                TxnError::ProducerFenced => TxnError::InvalidProducerEpoch,
+                TxnError::TransactionAbortable if version < 11 => TxnError::InvalidTxnState,
+                e => e,
+            };
+            let code = ErrorCode::try_from_code(e.code()).unwrap_or(ErrorCode::InvalidTxnState);
+            fail(
+                code,
+                format!("{p:?} is not in the transaction of {tid}: {e}"),
+            )
+        }
+        // The coordinator cannot answer now: a code every producer retries.
+        Ok(None) | Err(_) => fail(
+            ErrorCode::NotEnoughReplicas,
+            "the transaction coordinator could not verify the transaction".into(),
+        ),
+    }
 }
 
 /// Appends one checked payload. Returns the response entry and, when the answer must wait
@@ -258,7 +360,17 @@ pub fn handle(
                             )),
                         ))
                     }
-                    Some(p) => check(p, pd.index, pd.records)?,
+                    Some(p) => match check(p, pd.index, pd.records)? {
+                        Plan::Append(p, records) => verify_txn(
+                            broker,
+                            req.transactional_id.as_ref().map(|t| &*t.0),
+                            version,
+                            p,
+                            pd.index,
+                            records,
+                        ),
+                        answer => answer,
+                    },
                 }
             };
             plans.push((pd.index, plan));
