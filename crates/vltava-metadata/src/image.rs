@@ -136,7 +136,11 @@ impl MetadataImage {
     }
 
     /// A user's SCRAM credential for one mechanism.
-    pub fn scram_credential(&self, name: &str, mechanism: ScramMechanism) -> Option<&ScramCredential> {
+    pub fn scram_credential(
+        &self,
+        name: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<&ScramCredential> {
         self.scram_credentials.get(&(name.to_string(), mechanism))
     }
 
