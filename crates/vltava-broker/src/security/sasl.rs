@@ -441,6 +441,61 @@ mod tests {
         ));
     }
 
+    /// The token parsers read bytes from unauthenticated peers: whatever they are sent, they
+    /// answer with a verdict, never a panic.
+    mod hostile_tokens {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn scram_config() -> Arc<SaslConfig> {
+            Arc::new(
+                SaslConfig::from_config("SASL", |k| {
+                    (k == "sasl.enabled.mechanisms").then(|| "SCRAM-SHA-256".to_string())
+                })
+                .unwrap(),
+            )
+        }
+
+        fn some_user(_: &str, m: ScramMechanism) -> Option<ScramCredential> {
+            Some(scram::credential(m, b"salt", b"salted", 4096))
+        }
+
+        proptest! {
+            #[test]
+            fn plain_tokens(t in prop::collection::vec(any::<u8>(), 0..64)) {
+                let mut a = Authenticator::new(config());
+                a.on_request(ApiKey::SaslHandshake, handshake("PLAIN"), &none);
+                let r = Request::SaslAuthenticate(
+                    SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(t)),
+                );
+                let v = a.on_request(ApiKey::SaslAuthenticate, r, &none);
+                prop_assert!(matches!(v, Verdict::AnswerAndClose(_)));
+            }
+
+            #[test]
+            fn scram_tokens(
+                first in "(n|y|p=x),(a=[a-z]{0,3})?,n=[a-z=,0-9]{0,6},r=[a-z0-9]{0,6}.{0,8}",
+                junk in prop::collection::vec(any::<u8>(), 0..64),
+                last in "c=[a-zA-Z0-9=]{0,8},r=.{0,12},p=[a-zA-Z0-9+/=]{0,12}",
+            ) {
+                for (one, two) in [(first.clone().into_bytes(), last.into_bytes()), (junk.clone(), junk)] {
+                    let mut a = Authenticator::new(scram_config());
+                    a.on_request(ApiKey::SaslHandshake, handshake("SCRAM-SHA-256"), &some_user);
+                    for t in [one, two] {
+                        let r = Request::SaslAuthenticate(
+                            SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(t)),
+                        );
+                        let v = a.on_request(ApiKey::SaslAuthenticate, r, &some_user);
+                        prop_assert!(!matches!(v, Verdict::Authenticated(..)));
+                        if !matches!(v, Verdict::Answer(_)) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn listener_config_errors() {
         let none = |_: &str| None;
