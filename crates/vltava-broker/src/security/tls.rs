@@ -46,6 +46,8 @@ pub enum TlsError {
     BadClientAuth { listener: String, value: String },
     #[error("listener {listener}: ssl.enabled.protocols={value}: expected TLSv1.2 and/or TLSv1.3")]
     BadProtocols { listener: String, value: String },
+    #[error("listener {listener}: ssl.principal.mapping.rules={value}: only DEFAULT is supported")]
+    PrincipalMappingRules { listener: String, value: String },
     #[error("listener {listener}: {source}")]
     Rustls {
         listener: String,
@@ -97,6 +99,15 @@ pub fn server_config(
         reason,
     };
 
+    // Other rules would rename principals; refusing them beats authorizing the wrong name.
+    if let Some(value) = get("ssl.principal.mapping.rules") {
+        if value.trim() != "DEFAULT" {
+            return Err(TlsError::PrincipalMappingRules {
+                listener: l(),
+                value,
+            });
+        }
+    }
     pem_only("ssl.keystore.type")?;
     let (chain_pem, key_pem, chain_key, key_key) = match (
         get("ssl.keystore.certificate.chain"),
@@ -332,6 +343,13 @@ mod tests {
         assert!(matches!(
             server_config("SSL", none),
             Err(TlsError::UnsupportedStoreType { .. })
+        ));
+        let rules = |k: &str| {
+            (k == "ssl.principal.mapping.rules").then(|| "RULE:^CN=(.*)$/$1/".to_string())
+        };
+        assert!(matches!(
+            server_config("SSL", rules),
+            Err(TlsError::PrincipalMappingRules { .. })
         ));
         let pem_only = |k: &str| (k == "ssl.keystore.type").then(|| "PEM".to_string());
         assert!(matches!(
