@@ -15,7 +15,9 @@ use vltava_metadata::{MetadataDelta, MetadataImage, ResourceType};
 use vltava_storage::checkpoint;
 
 use crate::config::{topic_settings, BrokerConfig, TopicSettings};
-use crate::context::{AclOperation, AllowAll, Authorizer, RequestContext, Resource};
+use crate::context::{
+    AclOperation, AllowAll, Authorizer, RequestContext, Resource, SecurityProtocol,
+};
 use crate::controller::{Controller, MetadataPublisher};
 use crate::group_coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::memory_pool::MemoryPool;
@@ -42,6 +44,10 @@ pub enum BrokerError {
     Storage(#[from] vltava_storage::StorageError),
     #[error("data directory {0} is in use by another broker")]
     Locked(PathBuf),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::security::tls::TlsError),
+    #[error("sasl: {0}")]
+    Sasl(#[from] crate::security::sasl::SaslConfigError),
 }
 
 /// Runs file I/O that must happen now, in call order, from async code (a coordinator's
@@ -341,11 +347,26 @@ pub async fn start_with(
                 (host, local_addr.port())
             }
         };
+        let get = |key: &str| config.listener_prop(&l.name, key);
+        let tls = match l.security_protocol {
+            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl => {
+                Some(crate::security::tls::server_config(&l.name, get)?)
+            }
+            SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext => None,
+        };
+        let sasl = match l.security_protocol {
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl => Some(Arc::new(
+                crate::security::sasl::SaslConfig::from_config(&l.name, get)?,
+            )),
+            SecurityProtocol::Plaintext | SecurityProtocol::Ssl => None,
+        };
         bound.push(BoundListener {
             name: Arc::from(l.name.as_str()),
             security_protocol: l.security_protocol,
             local_addr,
             advertised,
+            tls,
+            sasl,
         });
         sockets.push(socket);
     }

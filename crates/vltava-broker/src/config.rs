@@ -37,6 +37,13 @@ pub struct ListenerConfig {
     pub advertised: Option<(String, u16)>,
 }
 
+/// Keys of listener security (`ssl.*`, `sasl.*`, `listener.name.<name>.*`), read per listener
+/// by [`BrokerConfig::listener_prop`] and never reported by DescribeConfigs: several hold
+/// secrets.
+fn is_security_key(key: &str) -> bool {
+    key.starts_with("ssl.") || key.starts_with("sasl.") || key.starts_with("listener.name.")
+}
+
 /// Kafka's default `listener.security.protocol.map`.
 const DEFAULT_PROTOCOL_MAP: &str =
     "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL";
@@ -79,12 +86,6 @@ fn parse_listeners(
                 "listener {name} has no entry in listener.security.protocol.map"
             ))
         })?;
-        if protocol != SecurityProtocol::Plaintext {
-            return Err(ConfigError::Invalid(format!(
-                "listener {name}: security protocol {} is not supported yet; use PLAINTEXT",
-                protocol.name()
-            )));
-        }
         if out.iter().any(|l| l.name == name) {
             return Err(ConfigError::Invalid(format!(
                 "listener name {name} appears more than once in listeners"
@@ -131,6 +132,8 @@ impl BrokerConfig {
             let def = defs::broker_config_def(k);
             match def {
                 Some(def) => defs::validate_value(def, v).map_err(ConfigError::Invalid)?,
+                // Listener security keys are read when the listeners are bound.
+                None if is_security_key(k) => {}
                 None => tracing::warn!(key = %k, "unknown broker config key ignored"),
             }
         }
@@ -180,6 +183,16 @@ impl BrokerConfig {
         })
     }
 
+    /// A key's value for listener `listener`: its `listener.name.<name>.<key>` override (the
+    /// name in lower case, as Kafka spells it), else the broker-wide `<key>`.
+    pub fn listener_prop(&self, listener: &str, key: &str) -> Option<String> {
+        let prefixed = format!("listener.name.{}.{key}", listener.to_ascii_lowercase());
+        self.props
+            .get(&prefixed)
+            .or_else(|| self.props.get(key))
+            .cloned()
+    }
+
     fn get(&self, key: &str) -> String {
         self.props
             .get(key)
@@ -214,6 +227,15 @@ impl BrokerConfig {
 
     pub fn socket_request_max_bytes(&self) -> usize {
         self.get_i64("socket.request.max.bytes") as usize
+    }
+
+    /// Kafka's `sasl.server.max.receive.size`: the largest frame read before a SASL
+    /// connection is authenticated.
+    pub fn sasl_server_max_receive_size(&self) -> usize {
+        self.props
+            .get("sasl.server.max.receive.size")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(524_288)
     }
 
     pub fn max_connections(&self) -> usize {
@@ -356,7 +378,10 @@ mod tests {
         let c = cfg(&[("log.retention.hours", "2"), ("log.retention.ms", "5")]).unwrap();
         assert_eq!(c.props["log.retention.ms"], "5");
         assert!(cfg(&[("num.partitions", "zero")]).is_err());
-        assert!(cfg(&[("listeners", "SSL://a:1")]).is_err());
+        assert_eq!(
+            cfg(&[("listeners", "SSL://a:1")]).unwrap().listeners[0].security_protocol,
+            SecurityProtocol::Ssl
+        );
     }
 
     #[test]
@@ -384,6 +409,29 @@ mod tests {
         assert!(cfg(&[("listeners", "PLAINTEXT://a:1,PLAINTEXT://a:2")]).is_err());
         assert!(cfg(&[("advertised.listeners", "OTHER://a:1")]).is_err());
         assert!(cfg(&[("listeners", "")]).is_err());
+    }
+
+    #[test]
+    fn listener_overrides_win() {
+        let c = cfg(&[
+            ("listeners", "SSL://127.0.0.1:0,INTERNAL://127.0.0.1:0"),
+            (
+                "listener.security.protocol.map",
+                "SSL:SSL,INTERNAL:SASL_SSL",
+            ),
+            ("ssl.client.auth", "none"),
+            ("listener.name.internal.ssl.client.auth", "required"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.listener_prop("SSL", "ssl.client.auth").as_deref(),
+            Some("none")
+        );
+        assert_eq!(
+            c.listener_prop("INTERNAL", "ssl.client.auth").as_deref(),
+            Some("required")
+        );
+        assert_eq!(c.listener_prop("INTERNAL", "ssl.keystore.key"), None);
     }
 
     #[test]

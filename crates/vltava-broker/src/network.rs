@@ -23,6 +23,7 @@ use crate::context::{ConnectionContext, KafkaPrincipal, RequestContext, Security
 use crate::handlers;
 use crate::handlers::produce::Hostile;
 use crate::memory_pool::{Member, MemoryPool, Reservation};
+use crate::security::sasl::{Authenticator, SaslConfig, Verdict};
 
 /// A response still being computed, or `None` when the request gets no answer (acks=0),
 /// with what must stay held until it is written.
@@ -55,26 +56,51 @@ impl ConnectionTracker {
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
     ) where
-        S: AsyncRead + AsyncWrite + Send + 'static,
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let Ok(permit) = Arc::clone(&self.limit).try_acquire_owned() else {
             tracing::warn!(%peer, "max.connections reached; closing new connection");
             return;
         };
-        let connection = Arc::new(ConnectionContext {
+        let mut connection = ConnectionContext {
             listener_name: Arc::clone(&listener.name),
             security_protocol: listener.security_protocol,
             principal: KafkaPrincipal::anonymous(),
             client_address: peer.ip(),
             response_budget: Arc::new(Semaphore::new(broker.config.fetch_max_bytes())),
-        });
+        };
         let member = self.memory.join();
         let listener_name = Arc::clone(&listener.name);
+        let tls = listener.tls.clone();
+        let authenticator = listener.sasl.clone().map(Authenticator::new);
         let mut tasks = self.tasks.lock();
         while tasks.try_join_next().is_some() {}
         tasks.spawn(
             async move {
-                serve(broker, stream, connection, member, shutdown).await;
+                let Some(tls) = tls else {
+                    serve(broker, stream, Arc::new(connection), authenticator, member, shutdown)
+                        .await;
+                    drop(permit);
+                    return;
+                };
+                // The handshake runs here, not in the acceptor, so a slow client delays only
+                // itself; it gets connections.max.idle.ms like any request.
+                let idle = broker.config.connections_max_idle();
+                let accepted = tokio::time::timeout(
+                    idle,
+                    tokio_rustls::TlsAcceptor::from(tls).accept(stream),
+                )
+                .await;
+                match accepted {
+                    Ok(Ok(stream)) => {
+                        connection.principal =
+                            crate::security::tls::principal(stream.get_ref().1.peer_certificates());
+                        serve(broker, stream, Arc::new(connection), authenticator, member, shutdown)
+                            .await;
+                    }
+                    Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed; closing connection"),
+                    Err(_) => tracing::info!("TLS handshake took longer than connections.max.idle.ms; closing connection"),
+                }
                 drop(permit);
             }
             .instrument(tracing::debug_span!("conn", %peer, listener = %listener_name)),
@@ -100,6 +126,10 @@ pub struct BoundListener {
     pub local_addr: SocketAddr,
     /// Host and port given to clients that connect through this listener.
     pub advertised: (String, u16),
+    /// The TLS server side of `SSL` and `SASL_SSL` listeners.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The SASL settings of `SASL_PLAINTEXT` and `SASL_SSL` listeners.
+    pub sasl: Option<Arc<SaslConfig>>,
 }
 
 /// The first frame of memory is taken at once up to this size (almost every request), so
@@ -171,7 +201,8 @@ async fn read_frame<R: AsyncRead + Unpin>(
 async fn serve<S>(
     broker: Arc<Broker>,
     stream: S,
-    connection: Arc<ConnectionContext>,
+    mut connection: Arc<ConnectionContext>,
+    mut authenticator: Option<Authenticator>,
     member: Member,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -205,6 +236,12 @@ async fn serve<S>(
     let max = broker.config.socket_request_max_bytes();
     let idle = broker.config.connections_max_idle();
     loop {
+        // Before SASL authentication a frame may be at most sasl.server.max.receive.size, as
+        // in Kafka: an anonymous peer cannot make the broker hold 100 MB for it.
+        let max = match &authenticator {
+            Some(a) if !a.is_done() => max.min(broker.config.sasl_server_max_receive_size()),
+            _ => max,
+        };
         let frame = tokio::select! {
             f = read_frame(&mut rd, &member, max, idle) => f,
             _ = shutdown.changed() => break,
@@ -233,6 +270,48 @@ async fn serve<S>(
         };
         let pending = match decode_request(body) {
             Ok(Decoded::Request(header, request)) => {
+                // Until SASL authentication succeeds the authenticator answers, not the handlers.
+                let request = match authenticator.as_mut().filter(|a| !a.is_done()) {
+                    None => request,
+                    Some(a) => match a.on_request(header.api_key, request, &|user, mechanism| {
+                        broker
+                            .controller
+                            .image()
+                            .scram_credential(user, mechanism)
+                            .cloned()
+                    }) {
+                        Verdict::Pass(request) => request,
+                        Verdict::Answer(response) => {
+                            let pending = respond_now(&header, response, header.api_version);
+                            if tx.send(pending).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        Verdict::Authenticated(response, principal) => {
+                            tracing::debug!(%principal, "SASL authentication succeeded");
+                            let mut c = (*connection).clone();
+                            c.principal = principal;
+                            connection = Arc::new(c);
+                            let pending = respond_now(&header, response, header.api_version);
+                            if tx.send(pending).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        Verdict::AnswerAndClose(response) => {
+                            tracing::info!("SASL authentication failed; closing connection");
+                            let _ = tx
+                                .send(respond_now(&header, response, header.api_version))
+                                .await;
+                            break;
+                        }
+                        Verdict::Refuse(reason) => {
+                            tracing::info!(%reason, "closing connection");
+                            break;
+                        }
+                    },
+                };
                 let handled = if matches!(request, vltava_protocol::Request::Produce(_)) {
                     // Appends write files and may roll segments, and compressed batches are
                     // decompressed to be checked: that runs off the async workers. Waiting

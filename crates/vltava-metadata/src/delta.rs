@@ -116,6 +116,9 @@ impl MetadataDelta {
             }
             // Read from the image by whoever allocates; no broker reacts to it.
             MetadataRecord::ProducerIdsRecord { .. } => {}
+            // Read from the image at each authentication; nothing to publish.
+            MetadataRecord::UserScramCredentialRecord { .. }
+            | MetadataRecord::RemoveUserScramCredentialRecord { .. } => {}
         }
     }
 

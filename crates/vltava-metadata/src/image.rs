@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use uuid::Uuid;
 
-use crate::{MetadataRecord, ResourceType};
+use crate::{MetadataRecord, ResourceType, ScramCredential, ScramMechanism};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionImage {
@@ -30,6 +30,8 @@ pub struct MetadataImage {
     pub configs: BTreeMap<(ResourceType, String), BTreeMap<String, String>>,
     /// The first producer id no broker has been given yet.
     pub next_producer_id: i64,
+    /// SCRAM credentials by user name and mechanism.
+    pub scram_credentials: BTreeMap<(String, ScramMechanism), ScramCredential>,
 }
 
 impl MetadataImage {
@@ -109,7 +111,37 @@ impl MetadataImage {
                 // Never backwards, whatever the log says.
                 self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
+            MetadataRecord::UserScramCredentialRecord {
+                name,
+                mechanism,
+                salt,
+                stored_key,
+                server_key,
+                iterations,
+            } => {
+                self.scram_credentials.insert(
+                    (name.clone(), *mechanism),
+                    ScramCredential {
+                        salt: salt.clone(),
+                        stored_key: stored_key.clone(),
+                        server_key: server_key.clone(),
+                        iterations: *iterations,
+                    },
+                );
+            }
+            MetadataRecord::RemoveUserScramCredentialRecord { name, mechanism } => {
+                self.scram_credentials.remove(&(name.clone(), *mechanism));
+            }
         }
+    }
+
+    /// A user's SCRAM credential for one mechanism.
+    pub fn scram_credential(
+        &self,
+        name: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<&ScramCredential> {
+        self.scram_credentials.get(&(name.to_string(), mechanism))
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {

@@ -70,7 +70,7 @@ pub struct EncodeError {
 }
 
 macro_rules! apis {
-    ($( $variant:ident ( $req:ident, $resp:ident ) $( max $max:literal )? ;)*) => {
+    ($( $variant:ident ( $req:ident, $resp:ident ) $( min $min:literal )? $( max $max:literal )? ;)*) => {
         /// A decoded request of an API this broker implements.
         #[derive(Debug, Clone)]
         pub enum Request {
@@ -93,9 +93,10 @@ macro_rules! apis {
             vec![ $( {
                 let r = ApiKey::$variant.valid_versions();
                 #[allow(unused_mut)]
-                let mut max = r.max;
+                let (mut min, mut max) = (r.min, r.max);
+                $( min = min.max($min); )?
                 $( max = max.min($max); )?
-                (ApiKey::$variant, r.min, max)
+                (ApiKey::$variant, min, max)
             }, )* ]
         }
 
@@ -166,6 +167,12 @@ apis! {
     ListTransactions(ListTransactionsRequest, ListTransactionsResponse) max 1;
     WriteTxnMarkers(WriteTxnMarkersRequest, WriteTxnMarkersResponse);
     DescribeProducers(DescribeProducersRequest, DescribeProducersResponse);
+    // v0 switches the connection to bare SASL tokens (no Kafka framing); only KIP-152's v1,
+    // whose tokens travel in SaslAuthenticate, is served.
+    SaslHandshake(SaslHandshakeRequest, SaslHandshakeResponse) min 1;
+    SaslAuthenticate(SaslAuthenticateRequest, SaslAuthenticateResponse);
+    DescribeUserScramCredentials(DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse);
+    AlterUserScramCredentials(AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse);
 }
 
 /// The header fields the broker needs, whatever the header version.

@@ -296,6 +296,7 @@ const ADVERTISED: &[(i16, i16, i16)] = &[
     (14, 0, 5), // SyncGroup
     (15, 0, 6), // DescribeGroups
     (16, 0, 5), // ListGroups
+    (17, 1, 1), // SaslHandshake (v0's bare SASL tokens are not served)
     (18, 0, 4), // ApiVersions
     (19, 2, 7), // CreateTopics
     (20, 1, 6), // DeleteTopics
@@ -310,10 +311,13 @@ const ADVERTISED: &[(i16, i16, i16)] = &[
     (32, 1, 4), // DescribeConfigs
     (33, 0, 2), // AlterConfigs
     (35, 1, 4), // DescribeLogDirs
+    (36, 0, 2), // SaslAuthenticate
     (37, 0, 3), // CreatePartitions
     (42, 0, 2), // DeleteGroups
     (44, 0, 1), // IncrementalAlterConfigs
     (47, 0, 0), // OffsetDelete
+    (50, 0, 0), // DescribeUserScramCredentials
+    (51, 0, 0), // AlterUserScramCredentials
     (60, 0, 2), // DescribeCluster
     (61, 0, 0), // DescribeProducers
     (65, 0, 0), // DescribeTransactions

@@ -9,6 +9,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producers;
+pub mod scram;
 pub mod topics;
 pub mod txn;
 
@@ -207,6 +208,29 @@ pub fn dispatch(
             })
         }
         Request::DescribeProducers(r) => ready(producers::describe_producers(broker, c, r).into()),
+        Request::AlterUserScramCredentials(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(
+                async move { Some(Answer::from(Response::from(scram::alter(b, ctx, r).await))) },
+            )
+        }
+        Request::DescribeUserScramCredentials(r) => ready(scram::describe(broker, c, r).into()),
+        // SASL requests reach the handlers only on a listener without SASL or on a connection
+        // that has authenticated already (re-authentication is not offered): Kafka answers
+        // those with ILLEGAL_SASL_STATE.
+        Request::SaslHandshake(_) => ready(
+            vltava_protocol::messages::SaslHandshakeResponse::default()
+                .with_error_code(ErrorCode::IllegalSaslState.code())
+                .into(),
+        ),
+        Request::SaslAuthenticate(_) => ready(
+            vltava_protocol::messages::SaslAuthenticateResponse::default()
+                .with_error_code(ErrorCode::IllegalSaslState.code())
+                .with_error_message(Some(StrBytes::from_static_str(
+                    "SaslAuthenticate is not expected on this connection",
+                )))
+                .into(),
+        ),
         Request::DeleteRecords(r) => {
             let b = Arc::clone(broker);
             Box::pin(async move {

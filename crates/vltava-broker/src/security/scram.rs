@@ -1,0 +1,258 @@
+//! SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC 7677) as Kafka serves them: no channel
+//! binding, credentials from the metadata log (`UserScramCredentialRecord`), at least 4096
+//! iterations. The math uses `ring`, the crate rustls already brings.
+//!
+//! The server never sees a password: AlterUserScramCredentials carries the salted password,
+//! from which [`credential`] derives the stored and server keys the image keeps.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use ring::{digest, hmac};
+pub use vltava_metadata::{ScramCredential, ScramMechanism};
+
+/// Kafka's bounds on iterations (`ScramMechanism.minIterations`/`maxIterations`).
+pub const MIN_ITERATIONS: i32 = 4096;
+pub const MAX_ITERATIONS: i32 = 16384;
+
+fn hmac_alg(m: ScramMechanism) -> hmac::Algorithm {
+    match m {
+        ScramMechanism::ScramSha256 => hmac::HMAC_SHA256,
+        ScramMechanism::ScramSha512 => hmac::HMAC_SHA512,
+    }
+}
+
+fn digest_alg(m: ScramMechanism) -> &'static digest::Algorithm {
+    match m {
+        ScramMechanism::ScramSha256 => &digest::SHA256,
+        ScramMechanism::ScramSha512 => &digest::SHA512,
+    }
+}
+
+fn hmac(m: ScramMechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
+    hmac::sign(&hmac::Key::new(hmac_alg(m), key), data)
+        .as_ref()
+        .to_vec()
+}
+
+/// The credential kept for a salted password (RFC 5802 section 3).
+pub fn credential(
+    m: ScramMechanism,
+    salt: &[u8],
+    salted_password: &[u8],
+    iterations: i32,
+) -> ScramCredential {
+    let client_key = hmac(m, salted_password, b"Client Key");
+    ScramCredential {
+        salt: salt.to_vec(),
+        stored_key: digest::digest(digest_alg(m), &client_key).as_ref().to_vec(),
+        server_key: hmac(m, salted_password, b"Server Key"),
+        iterations,
+    }
+}
+
+/// `Hi(password, salt, iterations)` of RFC 5802: what a client sends in
+/// AlterUserScramCredentials as the salted password.
+pub fn salted_password(m: ScramMechanism, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
+    let (alg, len) = match m {
+        ScramMechanism::ScramSha256 => (ring::pbkdf2::PBKDF2_HMAC_SHA256, 32),
+        ScramMechanism::ScramSha512 => (ring::pbkdf2::PBKDF2_HMAC_SHA512, 64),
+    };
+    let mut out = vec![0u8; len];
+    let iterations = std::num::NonZeroU32::new(iterations.max(1)).expect("at least 1");
+    ring::pbkdf2::derive(alg, iterations, salt, password.as_bytes(), &mut out);
+    out
+}
+
+/// Kafka's message for every credential failure, so a client learns nothing about which
+/// part was wrong.
+fn invalid(m: ScramMechanism) -> String {
+    format!(
+        "Authentication failed during authentication due to invalid credentials with SASL mechanism {}",
+        m.name()
+    )
+}
+
+/// After the client's first message: what the server must remember for the final one.
+#[derive(Debug)]
+pub struct ScramExchange {
+    mechanism: ScramMechanism,
+    pub user: String,
+    gs2_header: String,
+    nonce: String,
+    credential: ScramCredential,
+    /// client-first-message-bare "," server-first-message
+    auth_prefix: String,
+}
+
+/// Reads `client-first-message` and answers `server-first-message`. `lookup` finds a user's
+/// credential; `server_nonce` is fresh randomness (printable, without ',').
+pub fn first(
+    m: ScramMechanism,
+    message: &[u8],
+    server_nonce: &str,
+    lookup: &dyn Fn(&str) -> Option<ScramCredential>,
+) -> Result<(ScramExchange, Vec<u8>), String> {
+    let message = std::str::from_utf8(message)
+        .map_err(|_| "Invalid SCRAM client first message: not UTF-8".to_string())?;
+    let bad = || format!("Invalid SCRAM client first message: {message:?}");
+    // gs2-header: cbind-flag "," [authzid] ","
+    let (flag, rest) = message.split_once(',').ok_or_else(bad)?;
+    let (authzid, bare) = rest.split_once(',').ok_or_else(bad)?;
+    match flag {
+        "n" | "y" => {}
+        _ => return Err("SCRAM channel binding is not supported".into()),
+    }
+    let mut fields = bare.split(',');
+    let user = fields
+        .next()
+        .and_then(|f| f.strip_prefix("n="))
+        .ok_or_else(bad)?;
+    let client_nonce = fields
+        .next()
+        .and_then(|f| f.strip_prefix("r="))
+        .filter(|n| !n.is_empty())
+        .ok_or_else(bad)?;
+    let user = unescape(user).ok_or_else(bad)?;
+    if let Some(authzid) = authzid.strip_prefix("a=") {
+        if unescape(authzid).as_deref() != Some(user.as_str()) {
+            return Err(
+                "Authentication failed: Client requested an authorization id that is different from username"
+                    .into(),
+            );
+        }
+    } else if !authzid.is_empty() {
+        return Err(bad());
+    }
+    let credential = lookup(&user).ok_or_else(|| invalid(m))?;
+    let nonce = format!("{client_nonce}{server_nonce}");
+    let server_first = format!(
+        "r={nonce},s={},i={}",
+        B64.encode(&credential.salt),
+        credential.iterations
+    );
+    let gs2_header = format!("{flag},{authzid},");
+    Ok((
+        ScramExchange {
+            mechanism: m,
+            user,
+            gs2_header,
+            nonce,
+            credential,
+            auth_prefix: format!("{bare},{server_first}"),
+        },
+        server_first.into_bytes(),
+    ))
+}
+
+impl ScramExchange {
+    /// Checks `client-final-message` and answers `server-final-message`.
+    pub fn finish(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        let m = self.mechanism;
+        let message = std::str::from_utf8(message)
+            .map_err(|_| "Invalid SCRAM client final message: not UTF-8".to_string())?;
+        let (without_proof, proof) = message
+            .rsplit_once(",p=")
+            .ok_or_else(|| "Invalid SCRAM client final message: no proof".to_string())?;
+        let mut fields = without_proof.split(',');
+        let binding = fields.next().and_then(|f| f.strip_prefix("c="));
+        let nonce = fields.next().and_then(|f| f.strip_prefix("r="));
+        if binding != Some(B64.encode(&self.gs2_header).as_str()) {
+            return Err("Invalid SCRAM client final message: channel binding differs".into());
+        }
+        if nonce != Some(self.nonce.as_str()) {
+            return Err("Invalid SCRAM client final message: nonce differs".into());
+        }
+        let proof = B64.decode(proof).map_err(|_| invalid(m))?;
+        let auth_message = format!("{},{without_proof}", self.auth_prefix);
+        let signature = hmac(m, &self.credential.stored_key, auth_message.as_bytes());
+        if proof.len() != signature.len() {
+            return Err(invalid(m));
+        }
+        let client_key: Vec<u8> = proof.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+        let stored = digest::digest(digest_alg(m), &client_key);
+        if !super::sasl::constant_time_eq(stored.as_ref(), &self.credential.stored_key) {
+            return Err(invalid(m));
+        }
+        let server_signature = hmac(m, &self.credential.server_key, auth_message.as_bytes());
+        Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
+    }
+}
+
+/// RFC 5802 saslname: `=2C` is ',' and `=3D` is '='; any other '=' is malformed.
+fn unescape(name: &str) -> Option<String> {
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(i) = rest.find('=') {
+        out.push_str(&rest[..i]);
+        match rest.get(i..i + 3) {
+            Some("=2C") => out.push(','),
+            Some("=3D") => out.push('='),
+            _ => return None,
+        }
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// A fresh server nonce: 24 random bytes, base64 (never contains ',').
+pub fn server_nonce() -> String {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 24];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random source works");
+    B64.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 7677's SCRAM-SHA-256 example, run against the server side.
+    #[test]
+    fn rfc7677_example() {
+        let m = ScramMechanism::ScramSha256;
+        let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let cred = credential(m, &salt, &salted_password(m, "pencil", &salt, 4096), 4096);
+        let lookup = |u: &str| (u == "user").then(|| cred.clone());
+        let (exchange, server_first) = first(
+            m,
+            b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
+            "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+            &lookup,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(server_first).unwrap(),
+            "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+        );
+        let server_final = exchange
+            .finish(b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(server_final).unwrap(),
+            "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+        );
+        // A wrong proof, a wrong nonce, an unknown user.
+        assert!(exchange
+            .finish(b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVM=")
+            .is_err());
+        assert!(exchange
+            .finish(b"c=biws,r=rOprNGfwEbeRWgbNEkqO,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+            .is_err());
+        assert!(first(m, b"n,,n=other,r=abc", "x", &lookup).is_err());
+        assert!(first(m, b"p=tls-unique,,n=user,r=abc", "x", &lookup).is_err());
+        assert!(first(m, b"n,a=other,n=user,r=abc", "x", &lookup).is_err());
+        assert!(first(m, b"garbage", "x", &lookup).is_err());
+    }
+
+    #[test]
+    fn saslname_escapes() {
+        assert_eq!(unescape("a=2Cb=3Dc").as_deref(), Some("a,b=c"));
+        assert_eq!(unescape("plain").as_deref(), Some("plain"));
+        assert_eq!(unescape("bad=41"), None);
+        assert_eq!(unescape("end="), None);
+        assert!(!server_nonce().contains(','));
+    }
+}

@@ -1,0 +1,547 @@
+//! Listener security end to end: librdkafka (through the `rdkafka` crate) against TLS and
+//! SASL listeners, with a certificate authority made in the test by `rcgen`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::BaseRecord;
+use vltava_broker::context::{AclOperation, Authorizer, RequestContext, Resource};
+use vltava_broker::{BrokerConfig, BrokerHandle, StartOptions};
+
+/// A CA and what it signed, as PEM.
+struct TestPki {
+    ca_pem: String,
+    server_cert_pem: String,
+    server_key_pem: String,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl TestPki {
+    fn new() -> Self {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca.distinguished_name
+            .push(DnType::CommonName, "vltava test CA");
+        let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let (server_cert_pem, server_key_pem) = Self::sign(
+            &issuer,
+            &["localhost", "127.0.0.1"],
+            &[(DnType::CommonName, "broker")],
+        );
+        Self {
+            ca_pem: issuer.pem(),
+            server_cert_pem,
+            server_key_pem,
+            issuer,
+        }
+    }
+
+    /// A certificate and key signed by the CA: `(cert_pem, key_pem)`.
+    fn sign(
+        issuer: &CertifiedIssuer<'static, KeyPair>,
+        names: &[&str],
+        subject: &[(DnType, &str)],
+    ) -> (String, String) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        // The default subject holds a CN, which would keep its first place.
+        params.distinguished_name = DistinguishedName::new();
+        for (t, v) in subject {
+            params.distinguished_name.push(t.clone(), *v);
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn client(&self, subject: &[(DnType, &str)]) -> (String, String) {
+        Self::sign(&self.issuer, &[], subject)
+    }
+}
+
+/// Records every principal that asks the authorizer something, and allows everything.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Authorizer for Recorder {
+    fn authorize(&self, ctx: &RequestContext, _: AclOperation, _: Resource<'_>) -> bool {
+        self.0.lock().unwrap().push(ctx.principal().to_string());
+        true
+    }
+}
+
+fn start_secure(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    props: &[(&str, &str)],
+    authorizer: Arc<dyn Authorizer>,
+) -> BrokerHandle {
+    let mut map: BTreeMap<String, String> =
+        [("log.dirs".to_string(), dir.to_str().unwrap().to_string())].into();
+    for (k, v) in props {
+        map.insert(k.to_string(), v.to_string());
+    }
+    let config = BrokerConfig::from_props(map).unwrap();
+    rt.block_on(vltava_broker::start_with(
+        config,
+        StartOptions {
+            authorizer,
+            ..Default::default()
+        },
+    ))
+    .unwrap()
+}
+
+/// Produces `n` values to `topic` and reads them back with a consumer of `config`.
+fn round_trip(config: &ClientConfig, topic: &str, n: usize) {
+    let producer = checked_producer(config.clone().set("acks", "all"));
+    for i in 0..n {
+        let value = format!("secret-{i}");
+        producer
+            .send(BaseRecord::<(), _>::to(topic).payload(&value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    flush_delivered(&producer, n, Duration::from_secs(30));
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", format!("{topic}-readers"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < n && std::time::Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            seen.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    let want: Vec<String> = (0..n).map(|i| format!("secret-{i}")).collect();
+    assert_eq!(seen, want);
+}
+
+/// Whether a client of `config` can read cluster metadata within a few seconds.
+fn can_fetch_metadata(config: &ClientConfig) -> bool {
+    let consumer: BaseConsumer = config.create().unwrap();
+    consumer
+        .fetch_metadata(None, Duration::from_secs(5))
+        .is_ok()
+}
+
+#[test]
+fn tls_listener_serves_librdkafka() {
+    let pki = TestPki::new();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_secure(
+        &rt,
+        dir.path(),
+        &[
+            ("listeners", "SSL://127.0.0.1:0"),
+            ("ssl.keystore.type", "PEM"),
+            ("ssl.keystore.certificate.chain", &pki.server_cert_pem),
+            ("ssl.keystore.key", &pki.server_key_pem),
+        ],
+        Arc::new(Recorder::default()),
+    );
+    let mut config = client_config(broker.local_addr);
+    config
+        .set("security.protocol", "ssl")
+        .set("ssl.ca.pem", &pki.ca_pem);
+    round_trip(&config, "tls-topic", 100);
+
+    // A plaintext client on the TLS port gets no Kafka answer; a client that does not trust the
+    // CA refuses the broker.
+    let mut raw = RawClient::connect(broker.local_addr);
+    raw.send_raw(&[0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0, 0]);
+    // The broker's TLS layer answers with an alert record (content type 21) and closes.
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut raw.stream, &mut answer).unwrap();
+    assert_eq!(answer.first(), Some(&21), "{answer:?}");
+    let mut untrusting = client_config(broker.local_addr);
+    untrusting.set("security.protocol", "ssl");
+    assert!(!can_fetch_metadata(&untrusting));
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn mtls_principal_is_the_certificate_subject() {
+    let pki = TestPki::new();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    // The key store from one PEM file holding key and chain, the trust store from a file.
+    let keystore = dir.path().join("broker.pem");
+    std::fs::write(
+        &keystore,
+        format!("{}{}", pki.server_key_pem, pki.server_cert_pem),
+    )
+    .unwrap();
+    let truststore = dir.path().join("ca.pem");
+    std::fs::write(&truststore, &pki.ca_pem).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let broker = start_secure(
+        &rt,
+        &dir.path().join("data"),
+        &[
+            ("listeners", "CLIENTS://127.0.0.1:0"),
+            ("listener.security.protocol.map", "CLIENTS:SSL"),
+            ("listener.name.clients.ssl.client.auth", "required"),
+            ("ssl.keystore.type", "PEM"),
+            ("ssl.keystore.location", keystore.to_str().unwrap()),
+            ("ssl.truststore.type", "PEM"),
+            ("ssl.truststore.location", truststore.to_str().unwrap()),
+        ],
+        Arc::clone(&recorder) as _,
+    );
+    let (cert, key) = pki.client(&[
+        (DnType::OrganizationName, "Vltava"),
+        (DnType::CommonName, "alice"),
+    ]);
+    let mut config = client_config(broker.local_addr);
+    config
+        .set("security.protocol", "ssl")
+        .set("ssl.ca.pem", &pki.ca_pem)
+        .set("ssl.certificate.pem", &cert)
+        .set("ssl.key.pem", &key);
+    round_trip(&config, "mtls-topic", 10);
+    let principals = recorder.0.lock().unwrap().clone();
+    assert!(!principals.is_empty());
+    assert!(
+        principals.iter().all(|p| p == "User:CN=alice,O=Vltava"),
+        "{principals:?}"
+    );
+
+    // ssl.client.auth=required: no certificate, no connection.
+    let mut anonymous = client_config(broker.local_addr);
+    anonymous
+        .set("security.protocol", "ssl")
+        .set("ssl.ca.pem", &pki.ca_pem);
+    assert!(!can_fetch_metadata(&anonymous));
+    rt.block_on(broker.shutdown());
+}
+
+const PLAIN_JAAS: &str = r#"org.apache.kafka.common.security.plain.PlainLoginModule required
+    username="admin" password="admin-secret"
+    user_admin="admin-secret" user_alice="alice-secret";"#;
+
+fn sasl_client(
+    addr: std::net::SocketAddr,
+    protocol: &str,
+    user: &str,
+    password: &str,
+) -> ClientConfig {
+    let mut config = client_config(addr);
+    config
+        .set("security.protocol", protocol)
+        .set("sasl.mechanism", "PLAIN")
+        .set("sasl.username", user)
+        .set("sasl.password", password);
+    config
+}
+
+#[test]
+fn sasl_plain_authenticates_librdkafka() {
+    use vltava_protocol::messages::{
+        MetadataRequest, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+        SaslHandshakeResponse,
+    };
+    use vltava_protocol::{ApiKey, ErrorCode, StrBytes};
+
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let broker = start_secure(
+        &rt,
+        dir.path(),
+        &[
+            ("listeners", "SASL_PLAINTEXT://127.0.0.1:0"),
+            ("sasl.enabled.mechanisms", "PLAIN"),
+            (
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config",
+                PLAIN_JAAS,
+            ),
+        ],
+        Arc::clone(&recorder) as _,
+    );
+    let addr = broker.local_addr;
+    round_trip(
+        &sasl_client(addr, "sasl_plaintext", "alice", "alice-secret"),
+        "sasl-topic",
+        10,
+    );
+    let principals = recorder.0.lock().unwrap().clone();
+    assert!(!principals.is_empty());
+    assert!(
+        principals.iter().all(|p| p == "User:alice"),
+        "{principals:?}"
+    );
+
+    assert!(!can_fetch_metadata(&sasl_client(
+        addr,
+        "sasl_plaintext",
+        "alice",
+        "wrong"
+    )));
+    assert!(!can_fetch_metadata(&sasl_client(
+        addr,
+        "sasl_plaintext",
+        "mallory",
+        "alice-secret"
+    )));
+    assert!(!can_fetch_metadata(&client_config(addr)));
+
+    // On the wire: a request other than ApiVersions or SaslHandshake before authentication
+    // closes the connection unanswered.
+    let mut raw = RawClient::connect(addr);
+    let frame = vltava_protocol::encode_request(
+        ApiKey::Metadata,
+        12,
+        1,
+        Some("raw"),
+        &MetadataRequest::default(),
+    )
+    .unwrap();
+    raw.send_raw(&frame);
+    raw.assert_closed("Metadata before SASL authentication");
+    // Before authentication a frame may not exceed sasl.server.max.receive.size (512 KiB).
+    let mut raw = RawClient::connect(addr);
+    raw.send_raw(&1_000_000i32.to_be_bytes());
+    raw.assert_closed("a 1 MB frame before SASL authentication");
+
+    // A wrong password is answered with SASL_AUTHENTICATION_FAILED, then the connection closes.
+    let mut raw = RawClient::connect(addr);
+    let hs: SaslHandshakeResponse = raw.call(
+        ApiKey::SaslHandshake,
+        1,
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+    );
+    assert_eq!(hs.error_code, 0);
+    assert_eq!(hs.mechanisms, vec![StrBytes::from_static_str("PLAIN")]);
+    let auth: SaslAuthenticateResponse = raw.call(
+        ApiKey::SaslAuthenticate,
+        2,
+        &SaslAuthenticateRequest::default()
+            .with_auth_bytes(bytes::Bytes::from_static(b"\0alice\0wrong")),
+    );
+    assert_eq!(auth.error_code, ErrorCode::SaslAuthenticationFailed.code());
+    raw.assert_closed("after a failed SaslAuthenticate");
+
+    // An unknown mechanism: UNSUPPORTED_SASL_MECHANISM with the enabled list, then closed.
+    let mut raw = RawClient::connect(addr);
+    let hs: SaslHandshakeResponse = raw.call(
+        ApiKey::SaslHandshake,
+        1,
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("GSSAPI")),
+    );
+    assert_eq!(hs.error_code, ErrorCode::UnsupportedSaslMechanism.code());
+    assert_eq!(hs.mechanisms, vec![StrBytes::from_static_str("PLAIN")]);
+    raw.assert_closed("after an unsupported mechanism");
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn sasl_ssl_combines_tls_and_plain() {
+    let pki = TestPki::new();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let broker = start_secure(
+        &rt,
+        dir.path(),
+        &[
+            ("listeners", "SASL_SSL://127.0.0.1:0"),
+            ("ssl.keystore.type", "PEM"),
+            ("ssl.keystore.certificate.chain", &pki.server_cert_pem),
+            ("ssl.keystore.key", &pki.server_key_pem),
+            ("listener.name.sasl_ssl.sasl.enabled.mechanisms", "PLAIN"),
+            ("listener.name.sasl_ssl.plain.sasl.jaas.config", PLAIN_JAAS),
+        ],
+        Arc::clone(&recorder) as _,
+    );
+    let mut config = sasl_client(broker.local_addr, "sasl_ssl", "admin", "admin-secret");
+    config.set("ssl.ca.pem", &pki.ca_pem);
+    round_trip(&config, "sasl-ssl-topic", 10);
+    let principals = recorder.0.lock().unwrap().clone();
+    assert!(!principals.is_empty());
+    assert!(
+        principals.iter().all(|p| p == "User:admin"),
+        "{principals:?}"
+    );
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn scram_users_from_the_metadata_log_authenticate_librdkafka() {
+    use vltava_broker::security::scram::{salted_password, ScramMechanism};
+    use vltava_protocol::messages::alter_user_scram_credentials_request::{
+        ScramCredentialDeletion, ScramCredentialUpsertion,
+    };
+    use vltava_protocol::messages::describe_user_scram_credentials_request::UserName;
+    use vltava_protocol::messages::{
+        AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
+        DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
+    };
+    use vltava_protocol::{ApiKey, ErrorCode, StrBytes};
+
+    let upsert = |user: &str, m: ScramMechanism, password: &str, iterations: i32| {
+        let salt = format!("salt-of-{user}").into_bytes();
+        ScramCredentialUpsertion::default()
+            .with_name(StrBytes::from_string(user.into()))
+            .with_mechanism(m.wire())
+            .with_iterations(iterations)
+            .with_salted_password(salted_password(m, password, &salt, iterations as u32).into())
+            .with_salt(salt.into())
+    };
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let broker = start_secure(
+        &rt,
+        dir.path(),
+        &[
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+            ),
+            ("sasl.enabled.mechanisms", "SCRAM-SHA-256,SCRAM-SHA-512"),
+        ],
+        Arc::clone(&recorder) as _,
+    );
+    let sasl_addr = broker.broker.listeners[1].local_addr;
+    let mut admin = RawClient::connect(broker.local_addr);
+    let resp: AlterUserScramCredentialsResponse = admin.call(
+        ApiKey::AlterUserScramCredentials,
+        0,
+        &AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+            upsert("alice", ScramMechanism::ScramSha256, "alice-secret", 4096),
+            upsert("bob", ScramMechanism::ScramSha512, "bob-secret", 8192),
+            upsert("carol", ScramMechanism::ScramSha256, "c", 100),
+        ]),
+    );
+    let codes: Vec<(String, i16)> = resp
+        .results
+        .iter()
+        .map(|r| (r.user.to_string(), r.error_code))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("alice".to_string(), 0),
+            ("bob".to_string(), 0),
+            (
+                "carol".to_string(),
+                ErrorCode::UnacceptableCredential.code()
+            ),
+        ]
+    );
+    let described: DescribeUserScramCredentialsResponse = admin.call(
+        ApiKey::DescribeUserScramCredentials,
+        0,
+        &DescribeUserScramCredentialsRequest::default(),
+    );
+    let users: Vec<(String, Vec<(i8, i32)>)> = described
+        .results
+        .iter()
+        .map(|r| {
+            (
+                r.user.to_string(),
+                r.credential_infos
+                    .iter()
+                    .map(|c| (c.mechanism, c.iterations))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        users,
+        vec![
+            ("alice".to_string(), vec![(1, 4096)]),
+            ("bob".to_string(), vec![(2, 8192)])
+        ]
+    );
+    let described: DescribeUserScramCredentialsResponse = admin.call(
+        ApiKey::DescribeUserScramCredentials,
+        0,
+        &DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+            UserName::default().with_name(StrBytes::from_static_str("carol"))
+        ])),
+    );
+    assert_eq!(
+        described.results[0].error_code,
+        ErrorCode::ResourceNotFound.code()
+    );
+
+    let scram = |user: &str, mechanism: &str, password: &str| {
+        let mut c = client_config(sasl_addr);
+        c.set("security.protocol", "sasl_plaintext")
+            .set("sasl.mechanism", mechanism)
+            .set("sasl.username", user)
+            .set("sasl.password", password);
+        c
+    };
+    round_trip(
+        &scram("alice", "SCRAM-SHA-256", "alice-secret"),
+        "scram-topic",
+        10,
+    );
+    let principals = recorder.0.lock().unwrap().clone();
+    assert!(
+        principals.iter().any(|p| p == "User:alice"),
+        "{principals:?}"
+    );
+    assert!(
+        principals
+            .iter()
+            .all(|p| p == "User:alice" || p == "User:ANONYMOUS"),
+        "{principals:?}"
+    );
+    assert!(can_fetch_metadata(&scram(
+        "bob",
+        "SCRAM-SHA-512",
+        "bob-secret"
+    )));
+    assert!(!can_fetch_metadata(&scram(
+        "alice",
+        "SCRAM-SHA-256",
+        "wrong"
+    )));
+    assert!(!can_fetch_metadata(&scram(
+        "alice",
+        "SCRAM-SHA-512",
+        "alice-secret"
+    )));
+    assert!(!can_fetch_metadata(&scram("carol", "SCRAM-SHA-256", "c")));
+
+    // A deleted credential no longer authenticates.
+    let resp: AlterUserScramCredentialsResponse = admin.call(
+        ApiKey::AlterUserScramCredentials,
+        0,
+        &AlterUserScramCredentialsRequest::default().with_deletions(vec![
+            ScramCredentialDeletion::default()
+                .with_name(StrBytes::from_static_str("alice"))
+                .with_mechanism(ScramMechanism::ScramSha256.wire()),
+        ]),
+    );
+    assert_eq!(resp.results[0].error_code, 0);
+    assert!(!can_fetch_metadata(&scram(
+        "alice",
+        "SCRAM-SHA-256",
+        "alice-secret"
+    )));
+    rt.block_on(broker.shutdown());
+}
