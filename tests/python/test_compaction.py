@@ -23,9 +23,7 @@ def compacted_topic(bootstrap: str, prefix: str) -> str:
 
 def kp_producer(bootstrap: str, **extra):
     from kafka import KafkaProducer
-    return KafkaProducer(bootstrap_servers=bootstrap,
-                         enable_idempotence=False,  # needs InitProducerId, not in the broker contract
-                         **extra)
+    return KafkaProducer(bootstrap_servers=bootstrap, **extra)
 
 
 def kp_read_all(bootstrap: str, topic: str):

@@ -314,15 +314,13 @@ impl Partition {
         if !self.is_leader() {
             return Err(AppendError::NotLeader(format!("{self:?}")));
         }
-        let epoch = self.leader_epoch();
-        let info = match guard {
-            None => self
-                .log
-                .append_as_leader(batches, epoch, now_ms, validator)?,
-            Some(g) => self
-                .log
-                .append_as_leader_verified(batches, epoch, now_ms, validator, g)?,
-        };
+        let info = self.log.append_as_leader_guarded(
+            batches,
+            self.leader_epoch(),
+            now_ms,
+            validator,
+            guard,
+        )?;
         if !info.duplicate {
             self.maybe_advance_high_watermark();
             self.appended.send_replace(info.last_offset + 1);

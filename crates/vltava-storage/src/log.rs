@@ -733,17 +733,18 @@ impl Log {
         )
     }
 
-    /// [`Log::append_as_leader`] for a transactional batch whose transaction the coordinator
-    /// has just verified (KIP-890): unless the producer's transaction is already open here,
-    /// the batch is written only if `guard` is still the producer's verification guard, i.e.
-    /// no marker for that producer was written since [`Log::start_txn_verification`].
-    pub fn append_as_leader_verified<E, V>(
+    /// [`Log::append_as_leader`], with the KIP-890 guard of a transactional batch the
+    /// coordinator has just verified, if any: unless the producer's transaction is already
+    /// open here, the batch is written only if `guard` is still the producer's verification
+    /// guard, i.e. no marker for that producer was written since
+    /// [`Log::start_txn_verification`].
+    pub fn append_as_leader_guarded<E, V>(
         &self,
         batches: &mut [u8],
         leader_epoch: i32,
         now_ms: i64,
         validator: V,
-        guard: TxnGuard,
+        guard: Option<TxnGuard>,
     ) -> Result<AppendInfo, E>
     where
         E: From<StorageError>,
@@ -755,7 +756,7 @@ impl Log {
             now_ms,
             validator,
             Origin::Client,
-            Some(guard),
+            guard,
         )
     }
 

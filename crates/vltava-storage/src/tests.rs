@@ -1148,12 +1148,12 @@ fn a_marker_during_verification_refuses_the_verified_batch() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), LogConfig::default(), true);
     let verified = |log: &Log, seq: i32, guard| {
-        log.append_as_leader_verified::<StorageError, _>(
+        log.append_as_leader_guarded::<StorageError, _>(
             &mut producer_batch(1, 0, seq, 1, true),
             0,
             0,
             crate::accept_all,
-            guard,
+            Some(guard),
         )
     };
     let stale = log.start_txn_verification(1);
@@ -1182,12 +1182,12 @@ fn a_marker_during_verification_refuses_the_verified_batch() {
     let unused = log.start_txn_verification(2);
     log.end_txn_verification(unused);
     assert!(log
-        .append_as_leader_verified::<StorageError, _>(
+        .append_as_leader_guarded::<StorageError, _>(
             &mut producer_batch(2, 0, 0, 1, true),
             0,
             0,
             crate::accept_all,
-            unused,
+            Some(unused),
         )
         .is_err());
 }
