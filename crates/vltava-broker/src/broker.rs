@@ -27,6 +27,7 @@ use crate::replica_manager::{
     LeadershipChange, ReplicaManager, StartupState, LOG_START_CHECKPOINT, RECOVERY_CHECKPOINT,
 };
 use crate::txn_coordinator::{TxnCoordinator, TXN_TOPIC};
+use vltava_types::NodeId;
 
 const CLEAN_SHUTDOWN_FILE: &str = ".vltava_cleanshutdown";
 
@@ -133,7 +134,7 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrokerError 
     move |source| BrokerError::Io { context, source }
 }
 
-fn read_or_create_cluster_id(dir: &Path, node_id: i32) -> Result<String, BrokerError> {
+fn read_or_create_cluster_id(dir: &Path, node_id: NodeId) -> Result<String, BrokerError> {
     let path = dir.join("meta.properties");
     if let Ok(text) = std::fs::read_to_string(&path) {
         if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {

@@ -7,6 +7,7 @@ use vltava_metadata::config::{self as defs, ConfigLayers};
 use vltava_storage::LogConfig;
 
 use crate::context::SecurityProtocol;
+use vltava_types::NodeId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -18,7 +19,7 @@ pub enum ConfigError {
 /// "static broker config" layer, reported as such by DescribeConfigs).
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    pub node_id: i32,
+    pub node_id: NodeId,
     /// `listeners`, in the order given; the first is the one clients are told about when a
     /// request's own listener has no advertised address.
     pub listeners: Vec<ListenerConfig>,
@@ -176,7 +177,7 @@ impl BrokerConfig {
                 .map_or("./vltava-data", String::as_str),
         );
         Ok(Self {
-            node_id,
+            node_id: NodeId::new(node_id),
             listeners,
             data_dir,
             props,

@@ -14,6 +14,7 @@ use vltava_metadata::{
     ResourceType,
 };
 use vltava_protocol::ErrorCode;
+use vltava_types::{LeaderEpoch, NodeId};
 
 /// A refused operation: Kafka's error code plus a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,12 +42,12 @@ pub trait MetadataPublisher: Send + Sync {
 pub struct Controller {
     log: Mutex<MetadataLog>,
     image: RwLock<Arc<MetadataImage>>,
-    node_id: i32,
+    node_id: NodeId,
     publisher: RwLock<Option<Weak<dyn MetadataPublisher>>>,
 }
 
 impl Controller {
-    pub fn open(path: &Path, node_id: i32) -> Result<Self, MetadataError> {
+    pub fn open(path: &Path, node_id: NodeId) -> Result<Self, MetadataError> {
         let (log, image) = MetadataLog::open(path)?;
         Ok(Self {
             log: Mutex::new(log),
@@ -64,7 +65,7 @@ impl Controller {
         Arc::clone(&self.image.read())
     }
 
-    pub fn node_id(&self) -> i32 {
+    pub fn node_id(&self) -> NodeId {
         self.node_id
     }
 
@@ -127,7 +128,7 @@ impl Controller {
 /// Records that create a topic, after Kafka's checks.
 pub fn create_topic_records(
     image: &MetadataImage,
-    node_id: i32,
+    node_id: NodeId,
     name: &str,
     num_partitions: i32,
     replication_factor: i16,
@@ -199,7 +200,7 @@ pub fn create_topic_records(
 fn partition_records(
     topic_id: Uuid,
     range: std::ops::Range<i32>,
-    node_id: i32,
+    node_id: NodeId,
 ) -> impl Iterator<Item = MetadataRecord> {
     range.map(move |partition_id| MetadataRecord::PartitionRecord {
         topic_id,
@@ -207,13 +208,13 @@ fn partition_records(
         replicas: vec![node_id],
         isr: vec![node_id],
         leader: node_id,
-        leader_epoch: 0,
+        leader_epoch: LeaderEpoch::new(0),
     })
 }
 
 pub fn create_partitions_records(
     image: &MetadataImage,
-    node_id: i32,
+    node_id: NodeId,
     name: &str,
     count: i32,
 ) -> Result<Vec<MetadataRecord>, OpError> {
@@ -257,44 +258,58 @@ mod tests {
             r.err().map(|e| e.code)
         }
         assert_eq!(
-            err(create_topic_records(&img, 1, "bad name", 1, 1, &none)),
+            err(create_topic_records(
+                &img,
+                NodeId::new(1),
+                "bad name",
+                1,
+                1,
+                &none
+            )),
             Some(ErrorCode::InvalidTopicException)
         );
         assert_eq!(
-            err(create_topic_records(&img, 1, "t", 0, 1, &none)),
+            err(create_topic_records(&img, NodeId::new(1), "t", 0, 1, &none)),
             Some(ErrorCode::InvalidPartitions)
         );
         assert_eq!(
-            err(create_topic_records(&img, 1, "t", 1, 3, &none)),
+            err(create_topic_records(&img, NodeId::new(1), "t", 1, 3, &none)),
             Some(ErrorCode::InvalidReplicationFactor)
         );
         let bad: BTreeMap<_, _> = [("retention.ms".to_string(), "x".to_string())].into();
         assert_eq!(
-            err(create_topic_records(&img, 1, "t", 1, 1, &bad)),
+            err(create_topic_records(&img, NodeId::new(1), "t", 1, 1, &bad)),
             Some(ErrorCode::InvalidConfig)
         );
-        let (_, recs) = create_topic_records(&img, 1, "coll.x", 1, 1, &none).unwrap();
+        let (_, recs) = create_topic_records(&img, NodeId::new(1), "coll.x", 1, 1, &none).unwrap();
         for r in &recs {
             img.apply(r);
         }
         assert_eq!(
-            err(create_topic_records(&img, 1, "coll_x", 1, 1, &none)),
+            err(create_topic_records(
+                &img,
+                NodeId::new(1),
+                "coll_x",
+                1,
+                1,
+                &none
+            )),
             Some(ErrorCode::InvalidTopicException)
         );
-        let (_, recs) = create_topic_records(&img, 1, "t", 3, 1, &none).unwrap();
+        let (_, recs) = create_topic_records(&img, NodeId::new(1), "t", 3, 1, &none).unwrap();
         for r in &recs {
             img.apply(r);
         }
         assert_eq!(img.topic("t").unwrap().partitions.len(), 3);
         assert_eq!(
-            err(create_topic_records(&img, 1, "t", 1, 1, &none)),
+            err(create_topic_records(&img, NodeId::new(1), "t", 1, 1, &none)),
             Some(ErrorCode::TopicAlreadyExists)
         );
         assert_eq!(
-            err(create_partitions_records(&img, 1, "t", 2)),
+            err(create_partitions_records(&img, NodeId::new(1), "t", 2)),
             Some(ErrorCode::InvalidPartitions)
         );
-        for r in &create_partitions_records(&img, 1, "t", 5).unwrap() {
+        for r in &create_partitions_records(&img, NodeId::new(1), "t", 5).unwrap() {
             img.apply(r);
         }
         assert_eq!(img.topic("t").unwrap().partitions.len(), 5);

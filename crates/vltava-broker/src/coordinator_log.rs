@@ -47,7 +47,7 @@ impl CoordinatorLog for PartitionTableLog {
         let info = p
             .append_as_coordinator(batch, now_ms())
             .map_err(|e| log_error(partition, e))?;
-        let end = info.last_offset + 1;
+        let end = info.last_offset.next().get();
         p.request_flush();
         Ok(end)
     }
@@ -76,7 +76,7 @@ impl CoordinatorLog for PartitionTableLog {
             )
             .map_err(|e| log_error(partition, e))?;
         p.request_flush();
-        Ok(info.last_offset + 1)
+        Ok(info.last_offset.next().get())
     }
 
     fn wait_durable(
@@ -103,10 +103,10 @@ impl CoordinatorLog for PartitionTableLog {
     }
 
     fn log_start_offset(&self, partition: i32) -> Result<i64, LogError> {
-        Ok(self.partition(partition)?.1.offsets().log_start_offset)
+        Ok((self.partition(partition)?.1.offsets().log_start_offset).get())
     }
 
     fn log_end_offset(&self, partition: i32) -> Result<i64, LogError> {
-        Ok(self.partition(partition)?.1.offsets().log_end_offset)
+        Ok((self.partition(partition)?.1.offsets().log_end_offset).get())
     }
 }

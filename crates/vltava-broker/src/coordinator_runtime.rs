@@ -23,6 +23,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, watch};
 use vltava_coordinator::shard::{CoordinatorResult, CoordinatorShard, TxnBatch};
 use vltava_storage::StorageError;
+use vltava_types::ProducerId;
 
 /// Where the runtime and its shards get the time, and how they wait for it.
 pub trait Clock: Send + Sync + 'static {
@@ -421,7 +422,7 @@ impl<S: CoordinatorShard> Inner<S> {
                 return future::ready(Err(RuntimeError::from(&e))).boxed();
             }
         };
-        state.replay_end_txn(producer_id, commit, now);
+        state.replay_end_txn(ProducerId::new(producer_id), commit, now);
         drop(state);
         Inner::reply_when_durable(me, shard, end, ())
     }
@@ -456,8 +457,8 @@ impl<S: CoordinatorShard> Inner<S> {
                 // As Kafka's coordinators write them: no sequence, the producer's id and
                 // epoch, the transactional bit; the marker decides whether it counts.
                 let mut b = vltava_record::BatchBuilder::new(vltava_record::BatchAttributes {
-                    producer_id: t.producer_id,
-                    producer_epoch: t.producer_epoch,
+                    producer_id: t.producer_id.get(),
+                    producer_epoch: t.producer_epoch.get(),
                     transactional: true,
                     ..vltava_record::BatchAttributes::default()
                 });
@@ -542,7 +543,7 @@ impl<S: CoordinatorShard> Inner<S> {
                 if header.is_control() {
                     match vltava_record::read_end_txn_marker(batch) {
                         Ok(m) => state.replay_end_txn(
-                            header.producer_id,
+                            ProducerId::new(header.producer_id),
                             m.result == vltava_record::TransactionResult::Commit,
                             now,
                         ),
@@ -562,7 +563,9 @@ impl<S: CoordinatorShard> Inner<S> {
                         Ok(decoded) => {
                             for r in &decoded {
                                 match transactional {
-                                    Some(p) => state.replay_transactional(p, r, now),
+                                    Some(p) => {
+                                        state.replay_transactional(ProducerId::new(p), r, now)
+                                    }
                                     None => state.replay(r, now),
                                 }
                                 count += 1;
@@ -637,6 +640,7 @@ pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
+    use vltava_types::ProducerEpoch;
 
     use super::*;
 
@@ -647,7 +651,7 @@ pub(crate) mod tests {
         /// Runtime-only: changed in place by `bump_in_place`, restored by its undo.
         scratch: i64,
         /// Sets written transactionally, per producer, until its marker.
-        pending: BTreeMap<i64, Vec<Set>>,
+        pending: BTreeMap<ProducerId, Vec<Set>>,
     }
 
     type Set = (String, Option<i64>);
@@ -672,14 +676,14 @@ pub(crate) mod tests {
             Ok(vec![(String::from_utf8(key.to_vec())?, v)])
         }
 
-        fn replay_transactional(&mut self, producer_id: i64, record: &Set, _now_ms: i64) {
+        fn replay_transactional(&mut self, producer_id: ProducerId, record: &Set, _now_ms: i64) {
             self.pending
                 .entry(producer_id)
                 .or_default()
                 .push(record.clone());
         }
 
-        fn replay_end_txn(&mut self, producer_id: i64, commit: bool, now_ms: i64) {
+        fn replay_end_txn(&mut self, producer_id: ProducerId, commit: bool, now_ms: i64) {
             for r in self.pending.remove(&producer_id).unwrap_or_default() {
                 if commit {
                     self.replay(&r, now_ms);
@@ -895,8 +899,8 @@ pub(crate) mod tests {
                     vec![(k, Some(pid))],
                     (),
                     TxnBatch {
-                        producer_id: pid,
-                        producer_epoch: 1,
+                        producer_id: ProducerId::new(pid),
+                        producer_epoch: ProducerEpoch::new(1),
                     },
                 )
             }

@@ -18,6 +18,7 @@ use vltava_coordinator::shard::{CoordinatorResult, CoordinatorShard};
 use vltava_coordinator::state::{CommitEntry, CoordinatorState};
 use vltava_coordinator::{offsets_partition_for, GroupError};
 use vltava_metadata::MetadataImage;
+use vltava_types::{ProducerEpoch, ProducerId};
 
 use crate::broker::{Broker, SystemClock};
 use crate::config::BrokerConfig;
@@ -144,11 +145,11 @@ impl CoordinatorShard for GroupShardIo {
         self.shard.decode(key, value)
     }
 
-    fn replay_transactional(&mut self, producer_id: i64, record: &Record, now_ms: i64) {
+    fn replay_transactional(&mut self, producer_id: ProducerId, record: &Record, now_ms: i64) {
         self.shard.replay_transactional(producer_id, record, now_ms);
     }
 
-    fn replay_end_txn(&mut self, producer_id: i64, commit: bool, now_ms: i64) {
+    fn replay_end_txn(&mut self, producer_id: ProducerId, commit: bool, now_ms: i64) {
         self.shard.replay_end_txn(producer_id, commit, now_ms);
     }
 
@@ -463,8 +464,8 @@ impl GroupCoordinator {
                 .txn_offset_commit(
                     now,
                     group,
-                    producer_id,
-                    producer_epoch,
+                    ProducerId::new(producer_id),
+                    ProducerEpoch::new(producer_epoch),
                     member_id,
                     generation,
                     instance,
@@ -557,6 +558,7 @@ mod tests {
     use super::*;
     use crate::coordinator_runtime::tests::FakeLog;
     use crate::coordinator_runtime::ManualClock;
+    use vltava_types::{LeaderEpoch, Offset};
 
     fn coordinator(log: &Arc<FakeLog>, clock: &Arc<ManualClock>) -> GroupCoordinator {
         let mut config = BrokerConfig::default();
@@ -637,8 +639,8 @@ mod tests {
         let e = vec![CommitEntry {
             topic: "t".into(),
             partition: 0,
-            offset: 42,
-            leader_epoch: -1,
+            offset: Offset::new(42),
+            leader_epoch: LeaderEpoch::new(-1),
             metadata: None,
         }];
         assert_eq!(groups.commit("g", &m, 1, None, &e).await, Ok(()));
@@ -646,7 +648,7 @@ mod tests {
         // A failed append answers NOT_COORDINATOR and changes nothing.
         log.fail_appends.store(true, Ordering::SeqCst);
         let again = vec![CommitEntry {
-            offset: 43,
+            offset: Offset::new(43),
             ..e[0].clone()
         }];
         assert_eq!(
@@ -700,7 +702,7 @@ mod tests {
                 topic: "t".into(),
                 partition: 0,
                 offset,
-                leader_epoch: -1,
+                leader_epoch: LeaderEpoch::new(-1),
                 metadata: None,
             }]
         };
@@ -708,7 +710,9 @@ mod tests {
             groups.read("g", |s| s.offsets.get("g", "t", 0).map(|v| v.offset))
         };
         assert_eq!(
-            groups.txn_commit("g", 7, 0, "", -1, None, &e(5)).await,
+            groups
+                .txn_commit("g", 7, 0, "", -1, None, &e(Offset::new(5)))
+                .await,
             Ok(())
         );
         assert_eq!(committed(&groups), Ok(None));
@@ -718,7 +722,9 @@ mod tests {
         assert_eq!(groups.has_pending_offset("g", "t", 0), Ok(false));
         // An aborted transaction's offsets never count, live or after a reload.
         assert_eq!(
-            groups.txn_commit("g", 8, 0, "", -1, None, &e(9)).await,
+            groups
+                .txn_commit("g", 8, 0, "", -1, None, &e(Offset::new(9)))
+                .await,
             Ok(())
         );
         assert_eq!(groups.write_txn_marker(0, 8, 0, 2, false).await, Ok(()));
@@ -727,7 +733,9 @@ mod tests {
         assert_eq!(committed(&groups), Ok(Some(5)));
         // A member that is not in the group cannot commit transactionally either.
         assert_eq!(
-            groups.txn_commit("g", 9, 0, "m", 3, None, &e(1)).await,
+            groups
+                .txn_commit("g", 9, 0, "m", 3, None, &e(Offset::new(1)))
+                .await,
             Err(GroupError::IllegalGeneration)
         );
         flush.abort();

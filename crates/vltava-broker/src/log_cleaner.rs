@@ -178,7 +178,7 @@ fn clean_dirtiest(
                     topic = %p.topic,
                     partition = p.index,
                     dirty_ratio = cleanable.dirty_ratio,
-                    clean_offset = stats.end_offset,
+                    clean_offset = stats.end_offset.get(),
                     bytes_read = stats.bytes_read,
                     bytes_written = stats.bytes_written,
                     records_removed = stats.records_removed,

@@ -15,6 +15,7 @@ use vltava_record::BatchHeader;
 use vltava_record::TransactionResult;
 use vltava_storage::producer_state::AbortedTxn;
 use vltava_storage::{AppendInfo, Log, LogOffsets, ProducerInfo, ReadResult, StorageError};
+use vltava_types::{LeaderEpoch, NodeId, Offset, ProducerEpoch, ProducerId};
 
 use crate::config::TopicSettings;
 
@@ -54,10 +55,10 @@ pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
     pub topic_id: Uuid,
-    node_id: i32,
+    node_id: NodeId,
     role: AtomicU8,
     leader_epoch: AtomicI32,
-    isr: RwLock<Vec<i32>>,
+    isr: RwLock<Vec<NodeId>>,
     /// Everything below is replicated to the whole ISR and visible to consumers.
     high_watermark: AtomicI64,
     log: Arc<Log>,
@@ -79,22 +80,22 @@ impl std::fmt::Debug for Partition {
 pub struct Registration {
     pub role: Role,
     pub leader_epoch: i32,
-    pub isr: Vec<i32>,
+    pub isr: Vec<NodeId>,
 }
 
 impl Partition {
     pub(crate) fn new(
         topic: Arc<str>,
         tp: TopicIdPartition,
-        node_id: i32,
+        node_id: NodeId,
         registration: Registration,
         log: Log,
         settings: TopicSettings,
     ) -> Arc<Self> {
         let offsets = log.offsets();
-        let (appended, _) = watch::channel(offsets.log_end_offset);
+        let (appended, _) = watch::channel(offsets.log_end_offset.get());
         let (durable, _) = watch::channel(Durable {
-            offset: offsets.flushed_offset,
+            offset: offsets.flushed_offset.get(),
             failed: false,
         });
         let p = Arc::new(Self {
@@ -105,7 +106,7 @@ impl Partition {
             role: AtomicU8::new(0),
             leader_epoch: AtomicI32::new(-1),
             isr: RwLock::new(Vec::new()),
-            high_watermark: AtomicI64::new(offsets.log_start_offset),
+            high_watermark: AtomicI64::new(offsets.log_start_offset.get()),
             log: Arc::new(log),
             appended,
             durable,
@@ -139,7 +140,8 @@ impl Partition {
         let previous = self.leader_epoch.swap(r.leader_epoch, Ordering::AcqRel);
         *self.isr.write() = r.isr;
         if r.role == Role::Leader && r.leader_epoch > previous {
-            self.log.assign_leader_epoch(r.leader_epoch)?;
+            self.log
+                .assign_leader_epoch(LeaderEpoch::new(r.leader_epoch))?;
         }
         self.maybe_advance_high_watermark();
         Ok(())
@@ -161,7 +163,7 @@ impl Partition {
         self.leader_epoch.load(Ordering::Acquire)
     }
 
-    pub fn isr(&self) -> Vec<i32> {
+    pub fn isr(&self) -> Vec<NodeId> {
         self.isr.read().clone()
     }
 
@@ -173,12 +175,15 @@ impl Partition {
     /// back by the first offset of the oldest open transaction.
     pub fn last_stable_offset(&self) -> i64 {
         let hw = self.high_watermark();
-        self.log.first_unstable_offset().map_or(hw, |f| f.min(hw))
+        self.log
+            .first_unstable_offset()
+            .map_or(hw, |f| f.get().min(hw))
     }
 
     /// Aborted transactions overlapping `[from, upto)`, for a read_committed fetch.
     pub fn aborted_transactions(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
-        self.log.aborted_transactions(from, upto)
+        self.log
+            .aborted_transactions(Offset::new(from), Offset::new(upto))
     }
 
     /// The producers this partition knows (DescribeProducers).
@@ -203,15 +208,15 @@ impl Partition {
             return Err(AppendError::NotLeader(format!("{self:?}")));
         }
         let info = self.log.append_txn_marker(
-            producer_id,
-            producer_epoch,
+            ProducerId::new(producer_id),
+            ProducerEpoch::new(producer_epoch),
             result,
             coordinator_epoch,
-            self.leader_epoch(),
+            LeaderEpoch::new(self.leader_epoch()),
             now_ms,
         )?;
         self.maybe_advance_high_watermark();
-        self.appended.send_replace(info.last_offset + 1);
+        self.appended.send_replace(info.last_offset.next().get());
         Ok(info)
     }
 
@@ -221,7 +226,7 @@ impl Partition {
         let sole = self.is_leader() && *self.isr.read() == [self.node_id];
         if sole {
             let end = self.log.offsets().log_end_offset;
-            self.high_watermark.fetch_max(end, Ordering::AcqRel);
+            self.high_watermark.fetch_max(end.get(), Ordering::AcqRel);
         }
     }
 
@@ -241,7 +246,8 @@ impl Partition {
     /// How dirty the log is if it is compacted; the cleaner stays below the last stable
     /// offset.
     pub fn cleanable(&self, now_ms: i64) -> Option<vltava_storage::Cleanable> {
-        self.log.cleanable(now_ms, self.last_stable_offset())
+        self.log
+            .cleanable(now_ms, Offset::new(self.last_stable_offset()))
     }
 
     /// One cleaning pass, below the last stable offset: every transaction there has ended,
@@ -253,12 +259,13 @@ impl Partition {
         throttle: &mut dyn vltava_storage::cleaner::Throttle,
     ) -> Result<Option<vltava_storage::CleanStats>, StorageError> {
         let upper_bound = self.last_stable_offset();
-        let aborted = self
-            .log
-            .aborted_transactions(self.log.offsets().log_start_offset, upper_bound);
+        let aborted = self.log.aborted_transactions(
+            self.log.offsets().log_start_offset,
+            Offset::new(upper_bound),
+        );
         let req = vltava_storage::CleanRequest {
             now_ms,
-            upper_bound,
+            upper_bound: Offset::new(upper_bound),
             map_entries,
             transactions: vltava_storage::Transactions::Aborted(&aborted),
         };
@@ -267,11 +274,11 @@ impl Partition {
 
     /// Where the cleaned part of the log ends.
     pub fn clean_offset(&self) -> i64 {
-        self.log.clean_offset()
+        self.log.clean_offset().get()
     }
 
     pub(crate) fn recovery_point_written(&self, offset: i64) {
-        self.log.recovery_point_written(offset);
+        self.log.recovery_point_written(Offset::new(offset));
     }
 
     /// A compacted log has durable data the recovery checkpoint does not cover yet, which
@@ -316,14 +323,14 @@ impl Partition {
         }
         let info = self.log.append_as_leader_guarded(
             batches,
-            self.leader_epoch(),
+            LeaderEpoch::new(self.leader_epoch()),
             now_ms,
             validator,
             guard,
         )?;
         if !info.duplicate {
             self.maybe_advance_high_watermark();
-            self.appended.send_replace(info.last_offset + 1);
+            self.appended.send_replace(info.last_offset.next().get());
         }
         Ok(info)
     }
@@ -331,12 +338,14 @@ impl Partition {
     /// Whether `producer_id` has a transaction open in this partition (KIP-890: a
     /// transactional batch that opens one is first checked with the coordinator).
     pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
-        self.log.in_transaction(producer_id, epoch)
+        self.log
+            .in_transaction(ProducerId::new(producer_id), ProducerEpoch::new(epoch))
     }
 
     /// See [`vltava_storage::Log::start_txn_verification`].
     pub fn start_txn_verification(&self, producer_id: i64) -> vltava_storage::TxnGuard {
-        self.log.start_txn_verification(producer_id)
+        self.log
+            .start_txn_verification(ProducerId::new(producer_id))
     }
 
     pub fn end_txn_verification(&self, guard: vltava_storage::TxnGuard) {
@@ -353,11 +362,11 @@ impl Partition {
         if !self.is_leader() {
             return Err(AppendError::NotLeader(format!("{self:?}")));
         }
-        let info = self
-            .log
-            .append_as_coordinator(batch, self.leader_epoch(), now_ms)?;
+        let info =
+            self.log
+                .append_as_coordinator(batch, LeaderEpoch::new(self.leader_epoch()), now_ms)?;
         self.maybe_advance_high_watermark();
-        self.appended.send_replace(info.last_offset + 1);
+        self.appended.send_replace(info.last_offset.next().get());
         Ok(info)
     }
 
@@ -374,29 +383,34 @@ impl Partition {
             ReadLimit::LastStable => self.last_stable_offset(),
             ReadLimit::LogEnd => i64::MAX,
         };
-        self.log.read(offset, upper, max_bytes, min_one)
+        self.log
+            .read(Offset::new(offset), Offset::new(upper), max_bytes, min_one)
     }
 
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
-        self.log.offset_for_timestamp(ts)
+        Ok(self
+            .log
+            .offset_for_timestamp(ts)?
+            .map(|(o, t)| (o.get(), t)))
     }
 
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        self.log.max_timestamp()
+        self.log.max_timestamp().map(|(o, t)| (o.get(), t))
     }
 
     /// OffsetForLeaderEpoch from the leader-epoch cache.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
-        self.log.end_offset_for_epoch(epoch)
+        let (epoch, end) = self.log.end_offset_for_epoch(LeaderEpoch::new(epoch));
+        (epoch.get(), end.get())
     }
 
     /// DeleteRecords: moves the log start offset, then deletes whole segments below it.
     pub fn delete_records_before(&self, offset: i64, now_ms: i64) -> Result<i64, StorageError> {
-        let low = self.log.delete_records_before(offset)?;
+        let low = self.log.delete_records_before(Offset::new(offset))?;
         if let Err(e) = self.log.enforce_retention(now_ms) {
             tracing::warn!(partition = ?self, error = %e, "segment deletion after DeleteRecords failed");
         }
-        Ok(low)
+        Ok(low.get())
     }
 
     pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
@@ -433,7 +447,7 @@ impl Partition {
             let log = Arc::clone(&log);
             match tokio::task::spawn_blocking(move || log.flush()).await {
                 Ok(Ok(offset)) => {
-                    durable.send_modify(|d| d.offset = d.offset.max(offset));
+                    durable.send_modify(|d| d.offset = d.offset.max(offset.get()));
                 }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "flush failed");
@@ -464,11 +478,11 @@ impl Partition {
         // Nothing above the durable offset survived the reopen, so nothing above it is
         // visible either.
         self.high_watermark
-            .fetch_min(o.log_end_offset, Ordering::AcqRel);
+            .fetch_min(o.log_end_offset.get(), Ordering::AcqRel);
         self.maybe_advance_high_watermark();
-        self.appended.send_replace(o.log_end_offset);
+        self.appended.send_replace(o.log_end_offset.get());
         self.durable.send_replace(Durable {
-            offset: o.flushed_offset,
+            offset: o.flushed_offset.get(),
             failed: false,
         });
         // The flusher stopped at the failure.
@@ -506,6 +520,6 @@ impl Partition {
     /// Offsets appended but not yet known to be durable.
     pub fn unflushed(&self) -> i64 {
         let o = self.log.offsets();
-        o.log_end_offset - o.flushed_offset
+        o.log_end_offset.since(o.flushed_offset)
     }
 }

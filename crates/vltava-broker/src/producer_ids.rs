@@ -10,13 +10,14 @@ use vltava_metadata::MetadataRecord;
 use vltava_protocol::ErrorCode;
 
 use crate::controller::{Controller, OpError};
+use vltava_types::{NodeId, ProducerId};
 
 /// Ids per block, as Kafka's controller hands them out.
 pub const BLOCK_SIZE: i64 = 1000;
 
 pub struct ProducerIdManager {
     controller: Arc<Controller>,
-    node_id: i32,
+    node_id: NodeId,
     /// `[next, end)` of the current block.
     block: Mutex<(i64, i64)>,
     /// One block request at a time.
@@ -24,7 +25,7 @@ pub struct ProducerIdManager {
 }
 
 impl ProducerIdManager {
-    pub fn new(controller: Arc<Controller>, node_id: i32) -> Self {
+    pub fn new(controller: Arc<Controller>, node_id: NodeId) -> Self {
         Self {
             controller,
             node_id,
@@ -56,7 +57,7 @@ impl ProducerIdManager {
             let start = self
                 .controller
                 .write(move |image| {
-                    let start = image.next_producer_id;
+                    let start = image.next_producer_id.get();
                     let Some(end) = start.checked_add(BLOCK_SIZE) else {
                         return Err(OpError::new(
                             ErrorCode::UnknownServerError,
@@ -66,7 +67,7 @@ impl ProducerIdManager {
                     let record = MetadataRecord::ProducerIdsRecord {
                         broker_id: node_id,
                         broker_epoch: 0,
-                        next_producer_id: end,
+                        next_producer_id: ProducerId::new(end),
                     };
                     Ok((vec![record], start))
                 })

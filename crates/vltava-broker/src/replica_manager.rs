@@ -10,6 +10,7 @@ use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 use vltava_metadata::{MetadataDelta, MetadataImage, ResourceType, TopicIdPartition};
 use vltava_storage::{checkpoint, Fs, Log, OpenOptions, StorageError};
+use vltava_types::{NodeId, Offset};
 
 use crate::config::{topic_settings, BrokerConfig, TopicSettings};
 use crate::partition::{Partition, Registration, Role};
@@ -46,7 +47,7 @@ pub enum LeadershipChange {
 }
 
 pub struct ReplicaManager {
-    node_id: i32,
+    node_id: NodeId,
     data_dir: PathBuf,
     config: BrokerConfig,
     partitions: RwLock<HashMap<TopicIdPartition, Arc<Partition>>>,
@@ -157,7 +158,7 @@ impl ReplicaManager {
                 } else {
                     Role::Follower
                 },
-                leader_epoch: reg.leader_epoch,
+                leader_epoch: reg.leader_epoch.get(),
                 isr: reg.isr.clone(),
             };
             let existing = self.get_by_id(tp);
@@ -169,7 +170,7 @@ impl ReplicaManager {
                         (false, true) => changes.push(LeadershipChange::Became {
                             topic: topic.name.clone(),
                             partition: tp.partition,
-                            leader_epoch: reg.leader_epoch,
+                            leader_epoch: reg.leader_epoch.get(),
                         }),
                         (true, false) => changes.push(LeadershipChange::Resigned {
                             topic: topic.name.clone(),
@@ -195,7 +196,7 @@ impl ReplicaManager {
                                 changes.push(LeadershipChange::Became {
                                     topic: topic.name.clone(),
                                     partition: tp.partition,
-                                    leader_epoch: reg.leader_epoch,
+                                    leader_epoch: reg.leader_epoch.get(),
                                 });
                             }
                             self.partitions.write().insert(*tp, p);
@@ -246,14 +247,14 @@ impl ReplicaManager {
         let opts = match &*self.startup.lock() {
             Some(s) => OpenOptions {
                 clean_shutdown: s.clean_shutdown,
-                recovery_point: s.recovery.get(&key).copied().unwrap_or(0),
-                log_start_offset: s.log_starts.get(&key).copied().unwrap_or(0),
+                recovery_point: Offset::new(s.recovery.get(&key).copied().unwrap_or(0)),
+                log_start_offset: Offset::new(s.log_starts.get(&key).copied().unwrap_or(0)),
             },
             // Created while running: a new, empty log.
             None => OpenOptions {
                 clean_shutdown: false,
-                recovery_point: 0,
-                log_start_offset: 0,
+                recovery_point: Offset::new(0),
+                log_start_offset: Offset::new(0),
             },
         };
         let settings = self.settings(image, topic);
@@ -268,7 +269,7 @@ impl ReplicaManager {
             now_ms,
         )?;
         if let Some(offset) = clean_offset {
-            log.init_clean_offset(offset, now_ms);
+            log.init_clean_offset(Offset::new(offset), now_ms);
         }
         Ok(Partition::new(
             Arc::from(topic),
@@ -297,8 +298,8 @@ impl ReplicaManager {
         for p in &partitions {
             let o = p.offsets();
             let key = (p.topic.to_string(), p.index);
-            recovery.insert(key.clone(), o.flushed_offset);
-            starts.insert(key.clone(), o.log_start_offset);
+            recovery.insert(key.clone(), o.flushed_offset.get());
+            starts.insert(key.clone(), o.log_start_offset.get());
             if p.settings().log.compact || p.clean_offset() > 0 {
                 cleaned.insert(key.clone(), p.clean_offset());
             }
@@ -351,6 +352,7 @@ mod tests {
     use super::*;
     use vltava_metadata::MetadataRecord;
     use vltava_storage::StdFs;
+    use vltava_types::LeaderEpoch;
 
     fn config(dir: &std::path::Path) -> BrokerConfig {
         BrokerConfig::from_props(
@@ -365,10 +367,10 @@ mod tests {
         MetadataRecord::PartitionRecord {
             topic_id: id,
             partition_id: p,
-            isr: replicas.clone(),
-            replicas,
-            leader,
-            leader_epoch: epoch,
+            isr: replicas.iter().copied().map(NodeId::new).collect(),
+            replicas: replicas.into_iter().map(NodeId::new).collect(),
+            leader: NodeId::new(leader),
+            leader_epoch: LeaderEpoch::new(epoch),
         }
     }
 

@@ -31,6 +31,7 @@ use crate::coordinator_runtime::{
 };
 use crate::group_coordinator::OFFSETS_TOPIC;
 use crate::handlers::producers::{write_markers, MarkerRequest};
+use vltava_types::{ProducerEpoch, ProducerId};
 
 pub const TXN_TOPIC: &str = "__transaction_state";
 
@@ -223,7 +224,7 @@ impl TxnCoordinator {
     }
 
     /// A fresh producer id, for InitProducerId without a transactional id.
-    pub fn new_producer_id(&self) -> BoxFuture<'static, Result<i64, TxnCoordError>> {
+    pub fn new_producer_id(&self) -> BoxFuture<'static, Result<ProducerId, TxnCoordError>> {
         self.inner.next_producer_id()
     }
 
@@ -232,8 +233,8 @@ impl TxnCoordinator {
         &self,
         transactional_id: &str,
         timeout_ms: i32,
-        expected: Option<(i64, i16)>,
-    ) -> BoxFuture<'static, Result<(i64, i16), TxnCoordError>> {
+        expected: Option<(ProducerId, ProducerEpoch)>,
+    ) -> BoxFuture<'static, Result<(ProducerId, ProducerEpoch), TxnCoordError>> {
         let inner = Arc::clone(&self.inner);
         let id = transactional_id.to_string();
         let p = self.partition_for(&id);
@@ -292,8 +293,8 @@ impl TxnCoordinator {
                 s.add_partitions(
                     now,
                     &id,
-                    producer_id,
-                    producer_epoch,
+                    ProducerId::new(producer_id),
+                    ProducerEpoch::new(producer_epoch),
                     &partitions,
                     client_txn_version,
                 )
@@ -314,7 +315,12 @@ impl TxnCoordinator {
             .inner
             .runtime
             .read(self.partition_for(transactional_id), |s| {
-                s.verify_partitions(transactional_id, producer_id, producer_epoch, partitions)
+                s.verify_partitions(
+                    transactional_id,
+                    ProducerId::new(producer_id),
+                    ProducerEpoch::new(producer_epoch),
+                    partitions,
+                )
             })??)
     }
 
@@ -323,11 +329,11 @@ impl TxnCoordinator {
     pub fn end_txn(
         &self,
         transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
         commit: bool,
         client_txn_version: i16,
-    ) -> BoxFuture<'static, Result<(i64, i16), TxnCoordError>> {
+    ) -> BoxFuture<'static, Result<(ProducerId, ProducerEpoch), TxnCoordError>> {
         let inner = Arc::clone(&self.inner);
         let id = transactional_id.to_string();
         let p = self.partition_for(&id);
@@ -363,7 +369,7 @@ impl TxnCoordinator {
                         return Ok((producer_id, producer_epoch));
                     }
                     EndOutcome::NeedsProducerId => {
-                        fresh = Some(inner.next_producer_id().await?);
+                        fresh = Some(ProducerId::new((inner.next_producer_id().await?).get()));
                     }
                 }
             }
@@ -404,10 +410,10 @@ impl TxnCoordinator {
 }
 
 impl Inner {
-    fn next_producer_id(&self) -> BoxFuture<'static, Result<i64, TxnCoordError>> {
+    fn next_producer_id(&self) -> BoxFuture<'static, Result<ProducerId, TxnCoordError>> {
         self.producer_ids
             .next_producer_id()
-            .map(|r| r.map_err(TxnCoordError::ProducerIds))
+            .map(|r| r.map(ProducerId::new).map_err(TxnCoordError::ProducerIds))
             .boxed()
     }
 
@@ -508,8 +514,8 @@ impl TxnMarkerWriter for BrokerMarkers {
                     .groups
                     .write_txn_marker(
                         partition,
-                        m.producer_id,
-                        m.producer_epoch,
+                        m.producer_id.get(),
+                        m.producer_epoch.get(),
                         coordinator_epoch,
                         m.commit,
                     )
@@ -519,8 +525,8 @@ impl TxnMarkerWriter for BrokerMarkers {
             .collect();
         if !others.is_empty() {
             let request = MarkerRequest {
-                producer_id: m.producer_id,
-                producer_epoch: m.producer_epoch,
+                producer_id: m.producer_id.get(),
+                producer_epoch: m.producer_epoch.get(),
                 result: if m.commit {
                     vltava_record::TransactionResult::Commit
                 } else {
@@ -710,7 +716,10 @@ mod tests {
     async fn a_commit_writes_markers_then_completes() {
         let s = setup().await;
         let t = &s.txns;
-        assert_eq!(t.init_producer_id("tx", 10_000, None).await, Ok((1000, 0)));
+        assert_eq!(
+            t.init_producer_id("tx", 10_000, None).await,
+            Ok((ProducerId::new(1000), ProducerEpoch::new(0)))
+        );
         t.add_partitions("tx", 1000, 0, vec![tp("t", 0), tp("u", 1)], 0)
             .await
             .unwrap();
@@ -719,7 +728,11 @@ mod tests {
             t.verify_partitions("tx", 1000, 0, &[tp("t", 0)]).unwrap()[0].1,
             Ok(())
         );
-        assert_eq!(t.end_txn("tx", 1000, 0, true, 0).await, Ok((1000, 0)));
+        assert_eq!(
+            t.end_txn("tx", ProducerId::new(1000), ProducerEpoch::new(0), true, 0)
+                .await,
+            Ok((ProducerId::new(1000), ProducerEpoch::new(0)))
+        );
         eventually("complete", || {
             t.state("tx") == Some(TxnState::CompleteCommit)
         })
@@ -734,10 +747,17 @@ mod tests {
         assert!(m.commit);
         assert_eq!(m.partitions, vec![tp("t", 0), tp("u", 1)]);
         // A retried EndTxn is answered from the completed state.
-        assert_eq!(t.end_txn("tx", 1000, 0, true, 0).await, Ok((1000, 0)));
+        assert_eq!(
+            t.end_txn("tx", ProducerId::new(1000), ProducerEpoch::new(0), true, 0)
+                .await,
+            Ok((ProducerId::new(1000), ProducerEpoch::new(0)))
+        );
         // Describe and list see it.
         let d = t.describe("tx").unwrap();
-        assert_eq!((d.state, d.producer_id), (TxnState::CompleteCommit, 1000));
+        assert_eq!(
+            (d.state, d.producer_id),
+            (TxnState::CompleteCommit, ProducerId::new(1000))
+        );
         assert_eq!(
             t.list(&ListFilter {
                 min_duration_ms: -1,
@@ -771,7 +791,8 @@ mod tests {
         assert_eq!(t.state("tx"), Some(TxnState::PrepareAbort));
         // The old producer is fenced; the new one retries until the abort completes.
         assert_eq!(
-            t.end_txn("tx", 1000, 0, true, 0).await,
+            t.end_txn("tx", ProducerId::new(1000), ProducerEpoch::new(0), true, 0)
+                .await,
             Err(TxnCoordError::Txn(TxnError::ProducerFenced))
         );
         assert_eq!(
@@ -785,7 +806,10 @@ mod tests {
         .await;
         let written = s.markers.written.lock().clone();
         assert!(!written[0].0.commit);
-        assert_eq!(t.init_producer_id("tx", 10_000, None).await, Ok((1000, 3)));
+        assert_eq!(
+            t.init_producer_id("tx", 10_000, None).await,
+            Ok((ProducerId::new(1000), ProducerEpoch::new(3)))
+        );
     }
 
     #[tokio::test]
@@ -814,7 +838,9 @@ mod tests {
             .await
             .unwrap();
         s.markers.failing.store(true, Ordering::SeqCst);
-        t.end_txn("tx", 1000, 0, true, 0).await.unwrap();
+        t.end_txn("tx", ProducerId::new(1000), ProducerEpoch::new(0), true, 0)
+            .await
+            .unwrap();
         // Leadership moves away before the markers are written, and comes back.
         t.on_resigned(0);
         assert_eq!(t.state("tx"), None);
@@ -840,12 +866,19 @@ mod tests {
         t.add_partitions("tx", 1000, 0, vec![tp("t", 0)], 2)
             .await
             .unwrap();
-        assert_eq!(t.end_txn("tx", 1000, 0, true, 2).await, Ok((1000, 1)));
+        assert_eq!(
+            t.end_txn("tx", ProducerId::new(1000), ProducerEpoch::new(0), true, 2)
+                .await,
+            Ok((ProducerId::new(1000), ProducerEpoch::new(1)))
+        );
         eventually("complete", || {
             t.state("tx") == Some(TxnState::CompleteCommit)
         })
         .await;
-        assert_eq!(s.markers.written.lock()[0].0.producer_epoch, 1);
+        assert_eq!(
+            s.markers.written.lock()[0].0.producer_epoch,
+            ProducerEpoch::new(1)
+        );
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ use crate::records::{Record, RecordError, TopicIds};
 use crate::shard::{CoordinatorResult, CoordinatorShard, TxnBatch};
 use crate::state::{CommitEntry, CoordinatorState, Group};
 use crate::GroupError;
+use vltava_types::{ProducerEpoch, ProducerId};
 
 /// Partition counts of topics, from the metadata image (KIP-848 assignments need them).
 pub type PartitionsOf<'a> = &'a dyn Fn(&str) -> Option<i32>;
@@ -26,7 +27,7 @@ pub struct GroupShard {
     pub retention_ms: i64,
     /// Offsets of transactions (TxnOffsetCommit) whose marker has not reached this
     /// partition yet, per producer id, in the order written.
-    pending_txn: BTreeMap<i64, Vec<Record>>,
+    pending_txn: BTreeMap<ProducerId, Vec<Record>>,
 }
 
 pub type GroupResult<R> = CoordinatorResult<GroupShard, R>;
@@ -213,8 +214,8 @@ impl GroupShard {
         &mut self,
         now_ms: i64,
         group: &str,
-        producer_id: i64,
-        producer_epoch: i16,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
         member_id: &str,
         generation: i32,
         instance: Option<&str>,
@@ -403,7 +404,7 @@ impl CoordinatorShard for GroupShard {
         Record::decode(key, value, &*self.topics)
     }
 
-    fn replay_transactional(&mut self, producer_id: i64, record: &Record, now_ms: i64) {
+    fn replay_transactional(&mut self, producer_id: ProducerId, record: &Record, now_ms: i64) {
         match record {
             Record::Offset { .. } => self
                 .pending_txn
@@ -415,7 +416,7 @@ impl CoordinatorShard for GroupShard {
         }
     }
 
-    fn replay_end_txn(&mut self, producer_id: i64, commit: bool, now_ms: i64) {
+    fn replay_end_txn(&mut self, producer_id: ProducerId, commit: bool, now_ms: i64) {
         let Some(records) = self.pending_txn.remove(&producer_id) else {
             return;
         };
@@ -435,23 +436,24 @@ impl CoordinatorShard for GroupShard {
 mod tests {
     use super::*;
     use crate::records::tests::TestTopics;
+    use vltava_types::{LeaderEpoch, Offset};
 
     fn entry(partition: i32, offset: i64) -> CommitEntry {
         CommitEntry {
             topic: "t".into(),
             partition,
-            offset,
-            leader_epoch: -1,
+            offset: Offset::new(offset),
+            leader_epoch: LeaderEpoch::new(-1),
             metadata: None,
         }
     }
 
-    fn txn_commit(s: &mut GroupShard, producer_id: i64, partition: i32, offset: i64) {
+    fn txn_commit(s: &mut GroupShard, producer_id: ProducerId, partition: i32, offset: i64) {
         let r = s.txn_offset_commit(
             0,
             "g",
             producer_id,
-            3,
+            ProducerEpoch::new(3),
             "",
             -1,
             None,
@@ -461,7 +463,7 @@ mod tests {
             r.transaction,
             Some(TxnBatch {
                 producer_id,
-                producer_epoch: 3
+                producer_epoch: ProducerEpoch::new(3)
             })
         );
         for rec in &r.records {
@@ -477,19 +479,19 @@ mod tests {
     #[test]
     fn transactional_offsets_wait_for_the_marker() {
         let mut s = GroupShard::new(CoordinatorState::default(), Arc::new(TestTopics), 1000);
-        txn_commit(&mut s, 7, 0, 10);
-        txn_commit(&mut s, 8, 1, 20);
+        txn_commit(&mut s, ProducerId::new(7), 0, 10);
+        txn_commit(&mut s, ProducerId::new(8), 1, 20);
         assert_eq!(committed(&s, 0), None, "invisible until the commit marker");
         assert!(s.has_pending_offset("g", "t", 0));
         assert!(s.has_open_transactions());
-        s.replay_end_txn(7, true, 0);
+        s.replay_end_txn(ProducerId::new(7), true, 0);
         assert_eq!(committed(&s, 0), Some(10));
         assert!(!s.has_pending_offset("g", "t", 0));
-        s.replay_end_txn(8, false, 0);
+        s.replay_end_txn(ProducerId::new(8), false, 0);
         assert_eq!(committed(&s, 1), None, "an abort drops them");
         assert!(!s.has_open_transactions());
         // A marker of a producer with nothing pending changes nothing.
-        s.replay_end_txn(9, true, 0);
+        s.replay_end_txn(ProducerId::new(9), true, 0);
         assert_eq!(committed(&s, 0), Some(10));
     }
 
@@ -497,7 +499,16 @@ mod tests {
     fn transactional_commits_are_checked_like_commits() {
         let mut s = GroupShard::new(CoordinatorState::default(), Arc::new(TestTopics), 1000);
         // A generation for a group that does not exist.
-        let r = s.txn_offset_commit(0, "g", 7, 0, "m", 3, None, &[entry(0, 1)]);
+        let r = s.txn_offset_commit(
+            0,
+            "g",
+            ProducerId::new(7),
+            ProducerEpoch::new(0),
+            "m",
+            3,
+            None,
+            &[entry(0, 1)],
+        );
         assert_eq!(r.reply, Err(GroupError::IllegalGeneration));
         assert!(r.records.is_empty());
     }

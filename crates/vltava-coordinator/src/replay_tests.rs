@@ -14,6 +14,7 @@ use crate::records::tests::TestTopics;
 use crate::records::Record;
 use crate::shard::CoordinatorShard;
 use crate::state::{CommitEntry, CoordinatorState, Group};
+use vltava_types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 
 const GROUPS: [&str; 3] = ["g0", "g1", "g2"];
 const TOPICS: [&str; 2] = ["t", "u"];
@@ -137,14 +138,16 @@ impl Harness {
     /// What the runtime does with an operation's result: append its records, then replay them.
     /// Refusals are part of the random walk; callers ignore the replies they do not learn from.
     fn apply<R>(&mut self, r: GroupResult<R>) -> R {
-        let producer = r.transaction.map(|t| t.producer_id);
+        let producer = r.transaction.map(|t| t.producer_id.get());
         for rec in &r.records {
             let (k, v) = self.live.encode(rec).expect("encodable");
             self.log.push(Entry::Record(k, v, producer));
         }
         for rec in &r.records {
             match producer {
-                Some(p) => self.live.replay_transactional(p, rec, self.now),
+                Some(p) => self
+                    .live
+                    .replay_transactional(ProducerId::new(p), rec, self.now),
                 None => self.live.replay(rec, self.now),
             }
         }
@@ -244,8 +247,8 @@ impl Harness {
                 let entry = CommitEntry {
                     topic: "t".into(),
                     partition,
-                    offset: self.now,
-                    leader_epoch: -1,
+                    offset: Offset::new(self.now),
+                    leader_epoch: LeaderEpoch::new(-1),
                     metadata: Some("m".into()),
                 };
                 let r = self
@@ -320,15 +323,15 @@ impl Harness {
                 let entry = CommitEntry {
                     topic: "t".into(),
                     partition,
-                    offset: self.now,
-                    leader_epoch: -1,
+                    offset: Offset::new(self.now),
+                    leader_epoch: LeaderEpoch::new(-1),
                     metadata: None,
                 };
                 let r = self.live.txn_offset_commit(
                     self.now,
                     GROUPS[g],
-                    producer,
-                    0,
+                    ProducerId::new(producer),
+                    ProducerEpoch::new(0),
                     "",
                     -1,
                     None,
@@ -338,7 +341,8 @@ impl Harness {
             }
             Op::TxnMarker { producer, commit } => {
                 self.log.push(Entry::Marker { producer, commit });
-                self.live.replay_end_txn(producer, commit, self.now);
+                self.live
+                    .replay_end_txn(ProducerId::new(producer), commit, self.now);
             }
             Op::Advance { ms } => {
                 self.now += ms;
@@ -364,13 +368,13 @@ impl Harness {
                 Entry::Record(k, v, producer) => {
                     for r in s.decode(k, v.as_deref()).expect("decodable") {
                         match producer {
-                            Some(p) => s.replay_transactional(*p, &r, self.now),
+                            Some(p) => s.replay_transactional(ProducerId::new(*p), &r, self.now),
                             None => s.replay(&r, self.now),
                         }
                     }
                 }
                 Entry::Marker { producer, commit } => {
-                    s.replay_end_txn(*producer, *commit, self.now)
+                    s.replay_end_txn(ProducerId::new(*producer), *commit, self.now)
                 }
             }
         }

@@ -4,6 +4,8 @@
 //! hands them back to [`CoordinatorShard::replay`], the same path that loads a shard from its
 //! log, so live state and loaded state are built the same way.
 
+use vltava_types::{ProducerEpoch, ProducerId};
+
 /// A record as stored: key, and value (`None`: a tombstone).
 pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
 
@@ -31,14 +33,19 @@ pub trait CoordinatorShard: Send + 'static {
     /// effect only once that producer's commit marker is replayed
     /// ([`CoordinatorShard::replay_end_txn`]), as in Kafka, where the marker decides.
     /// The default, for shards that never write transactional batches, applies it at once.
-    fn replay_transactional(&mut self, producer_id: i64, record: &Self::Record, now_ms: i64) {
+    fn replay_transactional(
+        &mut self,
+        producer_id: ProducerId,
+        record: &Self::Record,
+        now_ms: i64,
+    ) {
         let _ = producer_id;
         self.replay(record, now_ms);
     }
 
     /// A transaction marker of `producer_id` in this partition: its pending records are
     /// applied (`commit`) or dropped.
-    fn replay_end_txn(&mut self, producer_id: i64, commit: bool, now_ms: i64) {
+    fn replay_end_txn(&mut self, producer_id: ProducerId, commit: bool, now_ms: i64) {
         let _ = (producer_id, commit, now_ms);
     }
 
@@ -52,8 +59,8 @@ pub trait CoordinatorShard: Send + 'static {
 /// The producer a transactional batch is written for (TxnOffsetCommit's offsets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxnBatch {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
 }
 
 /// Puts back what an operation changed in place, when its records could not be written.

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use vltava_types::{LeaderEpoch, Offset};
+
 use crate::classic::{ClassicGroup, GroupConfig, GroupState};
 use crate::consumer::{ConsumerGroup, ConsumerGroupConfig};
 use crate::offsets::OffsetStore;
@@ -43,8 +45,8 @@ impl Group {
 pub struct CommitEntry {
     pub topic: String,
     pub partition: i32,
-    pub offset: i64,
-    pub leader_epoch: i32,
+    pub offset: Offset,
+    pub leader_epoch: LeaderEpoch,
     pub metadata: Option<String>,
 }
 
@@ -218,8 +220,8 @@ impl CoordinatorState {
                 topic: e.topic.clone(),
                 partition: e.partition,
                 value: Some(OffsetValue {
-                    offset: e.offset,
-                    leader_epoch: e.leader_epoch,
+                    offset: e.offset.get(),
+                    leader_epoch: e.leader_epoch.get(),
                     metadata: e.metadata.clone(),
                     commit_timestamp_ms: now_ms,
                 }),
@@ -345,8 +347,8 @@ mod tests {
         let entry = CommitEntry {
             topic: "t".into(),
             partition: 0,
-            offset: 1,
-            leader_epoch: -1,
+            offset: Offset::new(1),
+            leader_epoch: LeaderEpoch::new(-1),
             metadata: None,
         };
         for r in CoordinatorState::commit_records(group, &[entry], now_ms) {

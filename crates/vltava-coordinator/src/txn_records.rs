@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::records::RecordError;
 use crate::wire::{Reader, Writer};
+use vltava_types::{ProducerEpoch, ProducerId};
 
 const TXN_KEY_VERSION: i16 = 0;
 /// The version written; a higher one is read as this one (KIP-915: later versions may only
@@ -25,8 +26,8 @@ const TAG_NEXT_PRODUCER_ID: u32 = 1;
 const TAG_CLIENT_TRANSACTION_VERSION: u32 = 2;
 
 /// Kafka's `RecordBatch.NO_PRODUCER_ID` / `NO_PRODUCER_EPOCH`.
-pub const NO_PRODUCER_ID: i64 = -1;
-pub const NO_PRODUCER_EPOCH: i16 = -1;
+pub const NO_PRODUCER_ID: ProducerId = ProducerId::NONE;
+pub const NO_PRODUCER_EPOCH: ProducerEpoch = ProducerEpoch::NONE;
 
 /// Kafka's transaction states, with the ids it stores and the names its admin APIs use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -92,16 +93,16 @@ impl TxnState {
 /// TransactionLogValue: one transactional id's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnMetadata {
-    pub producer_id: i64,
+    pub producer_id: ProducerId,
     /// The producer id before the transition that wrote this value (Kafka's
     /// `prevProducerId`): after a rotation, the old id, which a KIP-360 retry may still name.
-    pub previous_producer_id: i64,
+    pub previous_producer_id: ProducerId,
     /// The producer id an epoch-exhausting end (KIP-890) will move to once complete.
-    pub next_producer_id: i64,
-    pub producer_epoch: i16,
+    pub next_producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
     /// The epoch before the last bump, which a retried InitProducerId may name (KIP-360).
     /// Not stored, as in Kafka: a reloaded coordinator has none (-1).
-    pub last_producer_epoch: i16,
+    pub last_producer_epoch: ProducerEpoch,
     pub timeout_ms: i32,
     pub state: TxnState,
     /// Topic → partitions in the transaction.
@@ -182,8 +183,8 @@ impl TxnRecord {
 fn encode_value(m: &TxnMetadata) -> Writer {
     let mut w = Writer::default();
     w.i16(TXN_VALUE_WRITE);
-    w.i64(m.producer_id);
-    w.i16(m.producer_epoch);
+    w.i64(m.producer_id.get());
+    w.i16(m.producer_epoch.get());
     w.i32(m.timeout_ms);
     w.i8(m.state.id());
     // Kafka stores no partition list (null) for Empty, and a list (maybe empty) otherwise.
@@ -206,13 +207,13 @@ fn encode_value(m: &TxnMetadata) -> Writer {
     if m.previous_producer_id != NO_PRODUCER_ID {
         tags.push((
             TAG_PREVIOUS_PRODUCER_ID,
-            m.previous_producer_id.to_be_bytes().to_vec(),
+            m.previous_producer_id.get().to_be_bytes().to_vec(),
         ));
     }
     if m.next_producer_id != NO_PRODUCER_ID {
         tags.push((
             TAG_NEXT_PRODUCER_ID,
-            m.next_producer_id.to_be_bytes().to_vec(),
+            m.next_producer_id.get().to_be_bytes().to_vec(),
         ));
     }
     if m.client_txn_version != 0 {
@@ -269,10 +270,10 @@ fn decode_value(bytes: &[u8]) -> Result<TxnMetadata, RecordError> {
     let last_update_ms = r.i64()?;
     let start_ms = r.i64()?;
     let mut m = TxnMetadata {
-        producer_id,
+        producer_id: ProducerId::new(producer_id),
         previous_producer_id: NO_PRODUCER_ID,
         next_producer_id: NO_PRODUCER_ID,
-        producer_epoch,
+        producer_epoch: ProducerEpoch::new(producer_epoch),
         last_producer_epoch: NO_PRODUCER_EPOCH,
         timeout_ms,
         state,
@@ -294,8 +295,8 @@ fn decode_value(bytes: &[u8]) -> Result<TxnMetadata, RecordError> {
             let body = r.raw(size)?;
             let mut b = Reader::new(body);
             match tag {
-                TAG_PREVIOUS_PRODUCER_ID => m.previous_producer_id = b.i64()?,
-                TAG_NEXT_PRODUCER_ID => m.next_producer_id = b.i64()?,
+                TAG_PREVIOUS_PRODUCER_ID => m.previous_producer_id = ProducerId::new(b.i64()?),
+                TAG_NEXT_PRODUCER_ID => m.next_producer_id = ProducerId::new(b.i64()?),
                 TAG_CLIENT_TRANSACTION_VERSION => m.client_txn_version = b.i16()?,
                 // Tags of newer versions: skipped, as Kafka's readers do.
                 _ => {}
@@ -313,10 +314,10 @@ pub(crate) mod tests {
 
     fn ongoing() -> TxnMetadata {
         TxnMetadata {
-            producer_id: 7,
-            previous_producer_id: 7,
+            producer_id: ProducerId::new(7),
+            previous_producer_id: ProducerId::new(7),
             next_producer_id: NO_PRODUCER_ID,
-            producer_epoch: 2,
+            producer_epoch: ProducerEpoch::new(2),
             last_producer_epoch: NO_PRODUCER_EPOCH,
             timeout_ms: 60_000,
             state: TxnState::Ongoing,
@@ -386,7 +387,7 @@ pub(crate) mod tests {
         let r = TxnRecord::decode(b"\x00\x00\x00\x02tx", Some(empty)).unwrap();
         let v = r.value.unwrap();
         assert_eq!(
-            (v.state, v.producer_epoch, v.start_ms),
+            (v.state, v.producer_epoch.get(), v.start_ms),
             (TxnState::Empty, 0, -1)
         );
         assert!(v.partitions.is_empty());
@@ -470,10 +471,10 @@ pub(crate) mod tests {
                 |((pid, prev, next, epoch, timeout), s, parts, (lu, st, tv))| {
                     let state = TxnState::from_id(s).expect("0..8");
                     TxnMetadata {
-                        producer_id: pid,
-                        previous_producer_id: prev,
-                        next_producer_id: next,
-                        producer_epoch: epoch,
+                        producer_id: ProducerId::new(pid),
+                        previous_producer_id: ProducerId::new(prev),
+                        next_producer_id: ProducerId::new(next),
+                        producer_epoch: ProducerEpoch::new(epoch),
                         last_producer_epoch: NO_PRODUCER_EPOCH,
                         timeout_ms: timeout,
                         state,

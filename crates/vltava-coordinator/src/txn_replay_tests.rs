@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use crate::shard::CoordinatorShard;
 use crate::txn_records::{TxnRecord, TxnState};
 use crate::txn_shard::{EndOutcome, InitOutcome, TxnConfig, TxnResult, TxnShard};
+use vltava_types::{ProducerEpoch, ProducerId};
 
 const IDS: [&str; 3] = ["a", "b", "c"];
 
@@ -77,16 +78,15 @@ impl Harness {
     fn run(&mut self, op: Op) {
         match op {
             Op::Init { id, kip360, stale } => {
-                let expected = self
-                    .clients
-                    .get(&id)
-                    .filter(|_| kip360)
-                    .map(|&(p, e)| (p, if stale { e.saturating_sub(1) } else { e }));
+                let expected = self.clients.get(&id).filter(|_| kip360).map(|&(p, e)| {
+                    let e = if stale { e.saturating_sub(1) } else { e };
+                    (ProducerId::new(p), ProducerEpoch::new(e))
+                });
                 let fresh = if self
                     .live
                     .needs_producer_id(IDS[id], expected.map(|(_, e)| e))
                 {
-                    Some(self.fresh())
+                    Some(ProducerId::new(self.fresh()))
                 } else {
                     None
                 };
@@ -98,7 +98,8 @@ impl Harness {
                     producer_epoch,
                 }) = self.apply(r)
                 {
-                    self.clients.insert(id, (producer_id, producer_epoch));
+                    self.clients
+                        .insert(id, (producer_id.get(), producer_epoch.get()));
                 }
             }
             Op::Add { id, partition, tv } => {
@@ -108,8 +109,8 @@ impl Harness {
                 let r = self.live.add_partitions(
                     self.now,
                     IDS[id],
-                    pid,
-                    epoch,
+                    ProducerId::new(pid),
+                    ProducerEpoch::new(epoch),
                     &[("t".into(), partition)],
                     tv,
                 );
@@ -119,10 +120,16 @@ impl Harness {
                 let Some(&(pid, epoch)) = self.clients.get(&id) else {
                     return;
                 };
-                let fresh = Some(self.fresh());
-                let r = self
-                    .live
-                    .end_txn(self.now, IDS[id], pid, epoch, commit, tv, fresh);
+                let fresh = Some(ProducerId::new(self.fresh()));
+                let r = self.live.end_txn(
+                    self.now,
+                    IDS[id],
+                    ProducerId::new(pid),
+                    ProducerEpoch::new(epoch),
+                    commit,
+                    tv,
+                    fresh,
+                );
                 match self.apply(r) {
                     Ok(EndOutcome::Prepared {
                         producer_id,
@@ -133,7 +140,8 @@ impl Harness {
                         producer_id,
                         producer_epoch,
                     }) => {
-                        self.clients.insert(id, (producer_id, producer_epoch));
+                        self.clients
+                            .insert(id, (producer_id.get(), producer_epoch.get()));
                     }
                     _ => {}
                 }
@@ -183,7 +191,7 @@ proptest! {
         for op in ops {
             h.run(op);
             for m in h.live.states().values() {
-                prop_assert!(m.producer_epoch >= 0);
+                prop_assert!(m.producer_epoch >= ProducerEpoch::new(0));
                 match m.state {
                     TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => prop_assert!(m.partitions.is_empty()),
                     TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort => {

@@ -22,6 +22,7 @@ use thiserror::Error;
 use crate::records::RecordError;
 use crate::shard::{CoordinatorResult, CoordinatorShard};
 use crate::txn_records::{TxnMetadata, TxnRecord, TxnState, NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
+use vltava_types::{ProducerEpoch, ProducerId};
 
 /// Transaction failures, each one of Kafka's error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -75,8 +76,8 @@ impl TxnError {
 
 /// Kafka's `isEpochExhausted`: the coordinator keeps the last epochs for itself, so it can
 /// always fence a producer.
-pub fn epoch_exhausted(epoch: i16) -> bool {
-    epoch >= i16::MAX - 1
+pub fn epoch_exhausted(epoch: ProducerEpoch) -> bool {
+    epoch.get() >= i16::MAX - 1
 }
 
 /// Broker settings the shard needs.
@@ -106,8 +107,8 @@ impl Default for TxnConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnMarkers {
     pub transactional_id: String,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
     pub commit: bool,
     pub partitions: Vec<(String, i32)>,
 }
@@ -117,8 +118,8 @@ pub struct TxnMarkers {
 pub enum InitOutcome {
     /// Answer the client with these once the records are durable.
     Ready {
-        producer_id: i64,
-        producer_epoch: i16,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
     },
     /// An ongoing transaction was fenced and is aborting: write the markers (then complete
     /// it); the client gets CONCURRENT_TRANSACTIONS and retries.
@@ -132,15 +133,15 @@ pub enum InitOutcome {
 pub enum EndOutcome {
     /// A retry of an end already complete: answer at once with these.
     Done {
-        producer_id: i64,
-        producer_epoch: i16,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
     },
     /// The transaction is prepared: answer once durable with the producer id and epoch, then
     /// write the markers and complete it.
     Prepared {
         markers: TxnMarkers,
-        producer_id: i64,
-        producer_epoch: i16,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
     },
     /// Call again with a freshly allocated producer id.
     NeedsProducerId,
@@ -153,8 +154,8 @@ pub type Verified = Vec<((String, i32), Result<(), TxnError>)>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnDescription {
     pub state: TxnState,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
     pub timeout_ms: i32,
     pub start_ms: i64,
     pub partitions: Vec<(String, i32)>,
@@ -164,7 +165,7 @@ pub struct TxnDescription {
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub states: Vec<TxnState>,
-    pub producer_ids: Vec<i64>,
+    pub producer_ids: Vec<ProducerId>,
     /// KIP-994: only transactions running longer than this.
     pub min_duration_ms: i64,
 }
@@ -172,7 +173,7 @@ pub struct ListFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedTxn {
     pub transactional_id: String,
-    pub producer_id: i64,
+    pub producer_id: ProducerId,
     pub state: TxnState,
 }
 
@@ -215,7 +216,11 @@ impl TxnShard {
 
     /// Whether an InitProducerId would need a fresh producer id: lets the caller allocate
     /// one before calling, so most calls need one round.
-    pub fn needs_producer_id(&self, transactional_id: &str, expected_epoch: Option<i16>) -> bool {
+    pub fn needs_producer_id(
+        &self,
+        transactional_id: &str,
+        expected_epoch: Option<ProducerEpoch>,
+    ) -> bool {
         match self.txns.get(transactional_id) {
             None => true,
             Some(m) => {
@@ -236,8 +241,8 @@ impl TxnShard {
         now_ms: i64,
         transactional_id: &str,
         timeout_ms: i32,
-        expected: Option<(i64, i16)>,
-        fresh_id: Option<i64>,
+        expected: Option<(ProducerId, ProducerEpoch)>,
+        fresh_id: Option<ProducerId>,
     ) -> TxnResult<Result<InitOutcome, TxnError>> {
         if transactional_id.is_empty() {
             return TxnResult::reply(Err(TxnError::InvalidRequest));
@@ -293,9 +298,9 @@ impl TxnShard {
                     } else {
                         NO_PRODUCER_EPOCH
                     };
-                    (pid, 0, last)
+                    (pid, ProducerEpoch::new(0), last)
                 } else {
-                    let bumped = current.producer_epoch.saturating_add(1);
+                    let bumped = ProducerEpoch::new(current.producer_epoch.get().saturating_add(1));
                     match expected_epoch {
                         None => (current.producer_id, bumped, NO_PRODUCER_EPOCH),
                         Some(e)
@@ -359,9 +364,9 @@ impl TxnShard {
         current: &TxnMetadata,
     ) -> Option<(TxnMetadata, TxnMarkers)> {
         let tv2 = self.config.transaction_version >= 2;
-        let fenced = current.producer_epoch.checked_add(1)?;
+        let fenced = current.producer_epoch.checked_next()?;
         let (epoch, last) = if tv2 {
-            (fenced.checked_add(1)?, fenced)
+            (fenced.checked_next()?, fenced)
         } else {
             (fenced, NO_PRODUCER_EPOCH)
         };
@@ -389,8 +394,8 @@ impl TxnShard {
     fn check_producer(
         &self,
         transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
     ) -> Result<&TxnMetadata, TxnError> {
         if transactional_id.is_empty() {
             return Err(TxnError::InvalidRequest);
@@ -418,8 +423,8 @@ impl TxnShard {
         &mut self,
         now_ms: i64,
         transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
         partitions: &[(String, i32)],
         client_txn_version: i16,
     ) -> TxnResult<Result<(), TxnError>> {
@@ -452,8 +457,8 @@ impl TxnShard {
     pub fn verify_partitions(
         &self,
         transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
         partitions: &[(String, i32)],
     ) -> Result<Verified, TxnError> {
         let m = self.check_producer(transactional_id, producer_id, producer_epoch)?;
@@ -478,11 +483,11 @@ impl TxnShard {
         &mut self,
         now_ms: i64,
         transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
         commit: bool,
         client_txn_version: i16,
-        fresh_id: Option<i64>,
+        fresh_id: Option<ProducerId>,
     ) -> TxnResult<Result<EndOutcome, TxnError>> {
         if transactional_id.is_empty() {
             return TxnResult::reply(Err(TxnError::InvalidRequest));
@@ -494,10 +499,11 @@ impl TxnShard {
         // A retry of an end whose epoch bump exhausted the epochs: the id has moved on.
         let retry_on_overflow = tv2
             && m.previous_producer_id == producer_id
-            && producer_epoch == i16::MAX - 1
-            && m.producer_epoch == 0;
+            && producer_epoch == ProducerEpoch::new(i16::MAX - 1)
+            && m.producer_epoch == ProducerEpoch::new(0);
         // A retry of an end that bumped the epoch.
-        let retry_on_bump = tv2 && i32::from(m.producer_epoch) == i32::from(producer_epoch) + 1;
+        let retry_on_bump =
+            tv2 && i32::from(m.producer_epoch.get()) == i32::from(producer_epoch.get()) + 1;
         let valid_epoch = if tv2 {
             match m.state {
                 TxnState::PrepareCommit | TxnState::PrepareAbort => retry_on_bump,
@@ -542,7 +548,7 @@ impl TxnShard {
             NO_PRODUCER_ID
         };
         let (epoch, last) = if bump {
-            match m.producer_epoch.checked_add(1) {
+            match m.producer_epoch.checked_next() {
                 Some(e) => (e, m.producer_epoch),
                 None => return TxnResult::reply(Err(TxnError::InvalidTxnState)),
             }
@@ -589,8 +595,8 @@ impl TxnShard {
         &mut self,
         now_ms: i64,
         transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
     ) -> TxnResult<Result<(), TxnError>> {
         let Some(m) = self.txns.get(transactional_id) else {
             return TxnResult::reply(Err(TxnError::InvalidProducerIdMapping));
@@ -608,7 +614,7 @@ impl TxnShard {
         };
         let rotate = m.client_txn_version >= 2 && m.next_producer_id != NO_PRODUCER_ID;
         let (pid, epoch) = if rotate {
-            (m.next_producer_id, 0)
+            (m.next_producer_id, ProducerEpoch::new(0))
         } else {
             (m.producer_id, m.producer_epoch)
         };
@@ -805,20 +811,28 @@ mod tests {
         expected: Option<(i64, i16)>,
         fresh: Option<i64>,
     ) -> Result<InitOutcome, TxnError> {
-        let r = s.init_producer_id(T0, ID, 10_000, expected, fresh);
+        let expected = expected.map(|(p, e)| (ProducerId::new(p), ProducerEpoch::new(e)));
+        let r = s.init_producer_id(T0, ID, 10_000, expected, fresh.map(ProducerId::new));
         apply(s, r)
     }
 
     fn ready(pid: i64, epoch: i16) -> Result<InitOutcome, TxnError> {
         Ok(InitOutcome::Ready {
-            producer_id: pid,
-            producer_epoch: epoch,
+            producer_id: ProducerId::new(pid),
+            producer_epoch: ProducerEpoch::new(epoch),
         })
     }
 
     fn add(s: &mut TxnShard, pid: i64, epoch: i16, parts: &[(&str, i32)]) -> Result<(), TxnError> {
         let parts: Vec<(String, i32)> = parts.iter().map(|(t, p)| (t.to_string(), *p)).collect();
-        let r = s.add_partitions(T0 + 1, ID, pid, epoch, &parts, 0);
+        let r = s.add_partitions(
+            T0 + 1,
+            ID,
+            ProducerId::new(pid),
+            ProducerEpoch::new(epoch),
+            &parts,
+            0,
+        );
         apply(s, r)
     }
 
@@ -829,7 +843,15 @@ mod tests {
         commit: bool,
         tv: i16,
     ) -> Result<EndOutcome, TxnError> {
-        let r = s.end_txn(T0 + 2, ID, pid, epoch, commit, tv, Some(99));
+        let r = s.end_txn(
+            T0 + 2,
+            ID,
+            ProducerId::new(pid),
+            ProducerEpoch::new(epoch),
+            commit,
+            tv,
+            Some(ProducerId::new(99)),
+        );
         apply(s, r)
     }
 
@@ -847,7 +869,12 @@ mod tests {
         assert_eq!(init(&mut s, None, Some(5)), ready(5, 0));
         let m = s.get(ID).unwrap();
         assert_eq!(
-            (m.state, m.producer_id, m.producer_epoch, m.start_ms),
+            (
+                m.state,
+                m.producer_id.get(),
+                m.producer_epoch.get(),
+                m.start_ms
+            ),
             (TxnState::Empty, 5, 0, -1)
         );
         assert!(!s.needs_producer_id(ID, None));
@@ -858,10 +885,10 @@ mod tests {
     #[test]
     fn bad_requests_are_refused() {
         let mut s = shard();
-        let r = s.init_producer_id(T0, "", 10_000, None, Some(1));
+        let r = s.init_producer_id(T0, "", 10_000, None, Some(ProducerId::new(1)));
         assert_eq!(r.reply, Err(TxnError::InvalidRequest));
         for timeout in [0, 60_001] {
-            let r = s.init_producer_id(T0, ID, timeout, None, Some(1));
+            let r = s.init_producer_id(T0, ID, timeout, None, Some(ProducerId::new(1)));
             assert_eq!(r.reply, Err(TxnError::InvalidTransactionTimeout));
             assert!(r.records.is_empty());
         }
@@ -872,7 +899,7 @@ mod tests {
         let mut s = shard();
         init(&mut s, None, Some(5)).unwrap();
         let mut m = s.get(ID).unwrap().clone();
-        m.producer_epoch = i16::MAX - 1;
+        m.producer_epoch = ProducerEpoch::new(i16::MAX - 1);
         s.replay(
             &TxnRecord {
                 transactional_id: ID.into(),
@@ -883,7 +910,7 @@ mod tests {
         assert!(s.needs_producer_id(ID, None));
         assert_eq!(init(&mut s, None, None), Ok(InitOutcome::NeedsProducerId));
         assert_eq!(init(&mut s, Some((5, i16::MAX - 1)), Some(8)), ready(8, 0));
-        assert_eq!(s.get(ID).unwrap().previous_producer_id, 5);
+        assert_eq!(s.get(ID).unwrap().previous_producer_id, ProducerId::new(5));
         // KIP-360: the old id with its exhausted epoch is a retry, answered with the same.
         assert_eq!(init(&mut s, Some((5, i16::MAX - 1)), Some(9)), ready(8, 0));
         // The old id with another epoch is fenced.
@@ -931,7 +958,14 @@ mod tests {
         let m = s.get(ID).unwrap();
         assert_eq!((m.state, m.start_ms), (TxnState::Ongoing, T0 + 1));
         // Partitions already in: nothing to write.
-        let r = s.add_partitions(T0 + 5, ID, 5, 0, &[("t".into(), 1)], 0);
+        let r = s.add_partitions(
+            T0 + 5,
+            ID,
+            ProducerId::new(5),
+            ProducerEpoch::new(0),
+            &[("t".into(), 1)],
+            0,
+        );
         assert!(r.records.is_empty());
         assert_eq!(r.reply, Ok(()));
         assert_eq!(add(&mut s, 5, 0, &[("u", 3)]), Ok(()));
@@ -943,8 +977,8 @@ mod tests {
         let out = end(&mut s, 5, 0, true, 0).unwrap();
         let markers = TxnMarkers {
             transactional_id: ID.into(),
-            producer_id: 5,
-            producer_epoch: 0,
+            producer_id: ProducerId::new(5),
+            producer_epoch: ProducerEpoch::new(0),
             commit: true,
             partitions: vec![("t".into(), 0), ("t".into(), 1), ("u".into(), 3)],
         };
@@ -952,8 +986,8 @@ mod tests {
             out,
             EndOutcome::Prepared {
                 markers: markers.clone(),
-                producer_id: 5,
-                producer_epoch: 0
+                producer_id: ProducerId::new(5),
+                producer_epoch: ProducerEpoch::new(0)
             }
         );
         assert_eq!(state(&s), TxnState::PrepareCommit);
@@ -973,11 +1007,11 @@ mod tests {
             init(&mut s, None, None),
             Err(TxnError::ConcurrentTransactions)
         );
-        let r = s.complete_txn(T0 + 3, ID, 5, 0);
+        let r = s.complete_txn(T0 + 3, ID, ProducerId::new(5), ProducerEpoch::new(0));
         assert_eq!(apply(&mut s, r), Ok(()));
         let m = s.get(ID).unwrap();
         assert_eq!(
-            (m.state, m.partitions.len(), m.producer_epoch),
+            (m.state, m.partitions.len(), m.producer_epoch.get()),
             (TxnState::CompleteCommit, 0, 0)
         );
         assert!(s.pending_markers().is_empty());
@@ -986,13 +1020,13 @@ mod tests {
         assert_eq!(
             done,
             Ok(EndOutcome::Done {
-                producer_id: 5,
-                producer_epoch: 0
+                producer_id: ProducerId::new(5),
+                producer_epoch: ProducerEpoch::new(0)
             })
         );
         assert_eq!(end(&mut s, 5, 0, false, 0), Err(TxnError::InvalidTxnState));
         // Completing twice is refused.
-        let r = s.complete_txn(T0 + 3, ID, 5, 0);
+        let r = s.complete_txn(T0 + 3, ID, ProducerId::new(5), ProducerEpoch::new(0));
         assert_eq!(r.reply, Err(TxnError::InvalidTxnState));
         // The next transaction starts anew.
         assert_eq!(add(&mut s, 5, 0, &[("w", 0)]), Ok(()));
@@ -1047,8 +1081,8 @@ mod tests {
             out,
             InitOutcome::Fenced(TxnMarkers {
                 transactional_id: ID.into(),
-                producer_id: 5,
-                producer_epoch: 2,
+                producer_id: ProducerId::new(5),
+                producer_epoch: ProducerEpoch::new(2),
                 commit: false,
                 partitions: vec![("t".into(), 0)],
             })
@@ -1061,7 +1095,7 @@ mod tests {
             init(&mut s, None, None),
             Err(TxnError::ConcurrentTransactions)
         );
-        let r = s.complete_txn(T0, ID, 5, 2);
+        let r = s.complete_txn(T0, ID, ProducerId::new(5), ProducerEpoch::new(2));
         apply(&mut s, r).unwrap();
         assert_eq!(state(&s), TxnState::CompleteAbort);
         assert_eq!(init(&mut s, None, None), ready(5, 3));
@@ -1076,7 +1110,7 @@ mod tests {
         init(&mut s, None, Some(5)).unwrap();
         add(&mut s, 5, 0, &[("t", 0)]).unwrap();
         match init(&mut s, None, None) {
-            Ok(InitOutcome::Fenced(m)) => assert_eq!(m.producer_epoch, 1),
+            Ok(InitOutcome::Fenced(m)) => assert_eq!(m.producer_epoch, ProducerEpoch::new(1)),
             other => panic!("{other:?}"),
         }
     }
@@ -1087,7 +1121,12 @@ mod tests {
         init(&mut s, None, Some(5)).unwrap();
         add(&mut s, 5, 0, &[("t", 0)]).unwrap();
         let v = s
-            .verify_partitions(ID, 5, 0, &[("t".into(), 0), ("t".into(), 1)])
+            .verify_partitions(
+                ID,
+                ProducerId::new(5),
+                ProducerEpoch::new(0),
+                &[("t".into(), 0), ("t".into(), 1)],
+            )
             .unwrap();
         assert_eq!(
             v,
@@ -1097,20 +1136,20 @@ mod tests {
             ]
         );
         assert_eq!(
-            s.verify_partitions(ID, 5, 1, &[]),
+            s.verify_partitions(ID, ProducerId::new(5), ProducerEpoch::new(1), &[]),
             Err(TxnError::ProducerFenced)
         );
         assert_eq!(
-            s.verify_partitions(ID, 4, 0, &[]),
+            s.verify_partitions(ID, ProducerId::new(4), ProducerEpoch::new(0), &[]),
             Err(TxnError::InvalidProducerIdMapping)
         );
         assert_eq!(
-            s.verify_partitions("", 5, 0, &[]),
+            s.verify_partitions("", ProducerId::new(5), ProducerEpoch::new(0), &[]),
             Err(TxnError::InvalidRequest)
         );
         end(&mut s, 5, 0, false, 0).unwrap();
         assert_eq!(
-            s.verify_partitions(ID, 5, 0, &[]),
+            s.verify_partitions(ID, ProducerId::new(5), ProducerEpoch::new(0), &[]),
             Err(TxnError::ConcurrentTransactions)
         );
     }
@@ -1130,7 +1169,11 @@ mod tests {
             panic!("{out:?}")
         };
         assert_eq!(
-            (producer_id, producer_epoch, markers.producer_epoch),
+            (
+                producer_id.get(),
+                producer_epoch.get(),
+                markers.producer_epoch.get()
+            ),
             (5, 1, 1)
         );
         // A retry with the old epoch while prepared: CONCURRENT_TRANSACTIONS.
@@ -1138,24 +1181,21 @@ mod tests {
             end(&mut s, 5, 0, true, 2),
             Err(TxnError::ConcurrentTransactions)
         );
-        let r = s.complete_txn(T0, ID, 5, 1);
+        let r = s.complete_txn(T0, ID, ProducerId::new(5), ProducerEpoch::new(1));
         apply(&mut s, r).unwrap();
         // A retry after completion is answered with the new epoch.
         assert_eq!(
             end(&mut s, 5, 0, true, 2),
             Ok(EndOutcome::Done {
-                producer_id: 5,
-                producer_epoch: 1
+                producer_id: ProducerId::new(5),
+                producer_epoch: ProducerEpoch::new(1)
             })
         );
         // The new epoch carries on; ending with the new epoch is the next transaction.
         add(&mut s, 5, 1, &[("t", 0)]).unwrap();
         assert!(matches!(
             end(&mut s, 5, 1, false, 2),
-            Ok(EndOutcome::Prepared {
-                producer_epoch: 2,
-                ..
-            })
+            Ok(EndOutcome::Prepared { producer_epoch, .. }) if producer_epoch == ProducerEpoch::new(2)
         ));
     }
 
@@ -1165,7 +1205,7 @@ mod tests {
         init(&mut s, None, Some(5)).unwrap();
         add(&mut s, 5, 0, &[("t", 0)]).unwrap();
         let mut m = s.get(ID).unwrap().clone();
-        m.producer_epoch = i16::MAX - 1;
+        m.producer_epoch = ProducerEpoch::new(i16::MAX - 1);
         m.client_txn_version = 2;
         s.replay(
             &TxnRecord {
@@ -1174,31 +1214,40 @@ mod tests {
             },
             0,
         );
-        let r = s.end_txn(T0, ID, 5, i16::MAX - 1, true, 2, None);
+        let r = s.end_txn(
+            T0,
+            ID,
+            ProducerId::new(5),
+            ProducerEpoch::new(i16::MAX - 1),
+            true,
+            2,
+            None,
+        );
         assert_eq!(r.reply, Ok(EndOutcome::NeedsProducerId));
         assert!(r.records.is_empty());
         let out = end(&mut s, 5, i16::MAX - 1, true, 2).unwrap();
         assert!(matches!(
             out,
-            EndOutcome::Prepared {
-                producer_epoch: i16::MAX,
-                ..
-            }
+            EndOutcome::Prepared { producer_epoch, .. } if producer_epoch == ProducerEpoch::new(i16::MAX)
         ));
-        assert_eq!(s.get(ID).unwrap().next_producer_id, 99);
-        let r = s.complete_txn(T0, ID, 5, i16::MAX);
+        assert_eq!(s.get(ID).unwrap().next_producer_id, ProducerId::new(99));
+        let r = s.complete_txn(T0, ID, ProducerId::new(5), ProducerEpoch::new(i16::MAX));
         apply(&mut s, r).unwrap();
         let m = s.get(ID).unwrap();
         assert_eq!(
-            (m.producer_id, m.producer_epoch, m.previous_producer_id),
+            (
+                m.producer_id.get(),
+                m.producer_epoch.get(),
+                m.previous_producer_id.get()
+            ),
             (99, 0, 5)
         );
         // The client's retry with the old id and its exhausted epoch is recognised.
         assert_eq!(
             end(&mut s, 5, i16::MAX - 1, true, 2),
             Ok(EndOutcome::Done {
-                producer_id: 99,
-                producer_epoch: 0
+                producer_id: ProducerId::new(99),
+                producer_epoch: ProducerEpoch::new(0)
             })
         );
     }
@@ -1216,7 +1265,10 @@ mod tests {
         let r = s.abort_timed_out(T0 + 2 + 10_000);
         let markers = apply(&mut s, r);
         assert_eq!(markers.len(), 1);
-        assert_eq!((markers[0].producer_epoch, markers[0].commit), (2, false));
+        assert_eq!(
+            (markers[0].producer_epoch.get(), markers[0].commit),
+            (2, false)
+        );
         assert_eq!(state(&s), TxnState::PrepareAbort);
         // Only Ongoing transactions time out.
         assert!(s.abort_timed_out(T0 + 100_000).records.is_empty());
@@ -1230,9 +1282,16 @@ mod tests {
     fn idle_ids_expire_unless_a_transaction_is_in_progress() {
         let mut s = shard();
         init(&mut s, None, Some(5)).unwrap(); // last update T0
-        let r = s.init_producer_id(T0, "busy", 10_000, None, Some(6));
+        let r = s.init_producer_id(T0, "busy", 10_000, None, Some(ProducerId::new(6)));
         apply(&mut s, r).unwrap();
-        let r = s.add_partitions(T0, "busy", 6, 0, &[("t".into(), 0)], 0);
+        let r = s.add_partitions(
+            T0,
+            "busy",
+            ProducerId::new(6),
+            ProducerEpoch::new(0),
+            &[("t".into(), 0)],
+            0,
+        );
         apply(&mut s, r).unwrap();
         let r = s.expire_transactional_ids(T0 + 99_999);
         assert_eq!(apply(&mut s, r), 0);
@@ -1255,14 +1314,14 @@ mod tests {
         let mut s = shard();
         init(&mut s, None, Some(5)).unwrap();
         add(&mut s, 5, 0, &[("t", 2)]).unwrap();
-        let r = s.init_producer_id(T0, "other", 10_000, None, Some(6));
+        let r = s.init_producer_id(T0, "other", 10_000, None, Some(ProducerId::new(6)));
         apply(&mut s, r).unwrap();
         assert_eq!(
             s.describe(ID),
             Ok(TxnDescription {
                 state: TxnState::Ongoing,
-                producer_id: 5,
-                producer_epoch: 0,
+                producer_id: ProducerId::new(5),
+                producer_epoch: ProducerEpoch::new(0),
                 timeout_ms: 10_000,
                 start_ms: T0 + 1,
                 partitions: vec![("t".into(), 2)],
@@ -1289,7 +1348,7 @@ mod tests {
         );
         assert_eq!(
             ids(ListFilter {
-                producer_ids: vec![6],
+                producer_ids: vec![ProducerId::new(6)],
                 ..all.clone()
             }),
             ["other"]

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
+use vltava_types::{LeaderEpoch, NodeId};
 
 use crate::{MetadataImage, MetadataRecord, PartitionImage, ResourceType};
 
@@ -93,8 +94,8 @@ impl MetadataDelta {
                             partition_id: *partition_id,
                             replicas: Vec::new(),
                             isr: Vec::new(),
-                            leader: -1,
-                            leader_epoch: -1,
+                            leader: NodeId::new(-1),
+                            leader_epoch: LeaderEpoch::new(-1),
                         },
                     );
                 }
@@ -160,10 +161,10 @@ mod tests {
         MetadataRecord::PartitionRecord {
             topic_id: Uuid::from_u128(id),
             partition_id: p,
-            replicas: vec![1, 2],
-            isr: vec![1, 2],
-            leader,
-            leader_epoch: epoch,
+            replicas: vec![NodeId::new(1), NodeId::new(2)],
+            isr: vec![NodeId::new(1), NodeId::new(2)],
+            leader: NodeId::new(leader),
+            leader_epoch: LeaderEpoch::new(epoch),
         }
     }
 
@@ -183,14 +184,17 @@ mod tests {
         );
         assert_eq!(d.created_topics[&Uuid::from_u128(1)], "t");
         assert_eq!(d.changed_partitions.len(), 2);
-        assert_eq!(d.changed_partitions[&tp(1, 1)].leader, 2);
+        assert_eq!(d.changed_partitions[&tp(1, 1)].leader, NodeId::new(2));
         assert_eq!(d, MetadataDelta::everything(&img));
 
         // A new leader for one partition changes only that partition.
         let (img2, d) = MetadataDelta::apply(&img, &[partition(1, 1, 1, 1)]);
         assert!(d.created_topics.is_empty());
         assert_eq!(d.changed_partitions.keys().collect::<Vec<_>>(), [&tp(1, 1)]);
-        assert_eq!(d.changed_partitions[&tp(1, 1)].leader_epoch, 1);
+        assert_eq!(
+            d.changed_partitions[&tp(1, 1)].leader_epoch,
+            LeaderEpoch::new(1)
+        );
         // Re-registering a partition unchanged is no change.
         let (_, d) = MetadataDelta::apply(&img2, &[partition(1, 0, 1, 0)]);
         assert!(d.is_empty(), "{d:?}");

@@ -3,16 +3,17 @@
 use std::collections::{BTreeMap, HashMap};
 
 use uuid::Uuid;
+use vltava_types::{LeaderEpoch, NodeId, ProducerId};
 
 use crate::{MetadataRecord, ResourceType, ScramCredential, ScramMechanism};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionImage {
     pub partition_id: i32,
-    pub replicas: Vec<i32>,
-    pub isr: Vec<i32>,
-    pub leader: i32,
-    pub leader_epoch: i32,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    pub leader: NodeId,
+    pub leader_epoch: LeaderEpoch,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +30,7 @@ pub struct MetadataImage {
     /// Dynamic config overrides by resource; for brokers `""` is the cluster-wide default.
     pub configs: BTreeMap<(ResourceType, String), BTreeMap<String, String>>,
     /// The first producer id no broker has been given yet.
-    pub next_producer_id: i64,
+    pub next_producer_id: ProducerId,
     /// SCRAM credentials by user name and mechanism.
     pub scram_credentials: BTreeMap<(String, ScramMechanism), ScramCredential>,
 }
@@ -178,10 +179,10 @@ mod tests {
             MetadataRecord::PartitionRecord {
                 topic_id: id,
                 partition_id: 0,
-                replicas: vec![1],
-                isr: vec![1],
-                leader: 1,
-                leader_epoch: 0,
+                replicas: vec![NodeId::new(1)],
+                isr: vec![NodeId::new(1)],
+                leader: NodeId::new(1),
+                leader_epoch: LeaderEpoch::new(0),
             },
             MetadataRecord::ConfigRecord {
                 resource_type: ResourceType::Topic,

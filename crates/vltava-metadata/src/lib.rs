@@ -15,6 +15,7 @@ pub use log::MetadataLog;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
+use vltava_types::{LeaderEpoch, NodeId, ProducerId};
 
 /// Kafka's ConfigResource types (as on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -51,10 +52,10 @@ pub enum MetadataRecord {
     PartitionRecord {
         topic_id: Uuid,
         partition_id: i32,
-        replicas: Vec<i32>,
-        isr: Vec<i32>,
-        leader: i32,
-        leader_epoch: i32,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        leader: NodeId,
+        leader_epoch: LeaderEpoch,
     },
     /// `value: None` deletes the override.
     ConfigRecord {
@@ -69,9 +70,9 @@ pub enum MetadataRecord {
     /// A block of producer ids handed to a broker: ids below `next_producer_id` are taken,
     /// so a restart or another broker never reuses one (KRaft's ProducerIdsRecord).
     ProducerIdsRecord {
-        broker_id: i32,
+        broker_id: NodeId,
         broker_epoch: i64,
-        next_producer_id: i64,
+        next_producer_id: ProducerId,
     },
     /// A SCRAM credential of a user for one mechanism (KRaft's UserScramCredentialRecord).
     /// The password itself is never stored: the client salts it, and the broker keeps the

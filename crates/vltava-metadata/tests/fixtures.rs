@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 use vltava_metadata::{MetadataDelta, MetadataImage, MetadataLog, MetadataRecord, ResourceType};
+use vltava_types::{LeaderEpoch, NodeId};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v0/metadata.log")
@@ -21,18 +22,18 @@ fn records() -> Vec<MetadataRecord> {
         MetadataRecord::PartitionRecord {
             topic_id: orders,
             partition_id: 0,
-            replicas: vec![1],
-            isr: vec![1],
-            leader: 1,
-            leader_epoch: 0,
+            replicas: vec![NodeId::new(1)],
+            isr: vec![NodeId::new(1)],
+            leader: NodeId::new(1),
+            leader_epoch: LeaderEpoch::new(0),
         },
         MetadataRecord::PartitionRecord {
             topic_id: orders,
             partition_id: 1,
-            replicas: vec![2, 1],
-            isr: vec![2],
-            leader: 2,
-            leader_epoch: 3,
+            replicas: vec![NodeId::new(2), NodeId::new(1)],
+            isr: vec![NodeId::new(2)],
+            leader: NodeId::new(2),
+            leader_epoch: LeaderEpoch::new(3),
         },
         MetadataRecord::ConfigRecord {
             resource_type: ResourceType::Topic,

@@ -36,6 +36,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use vltava_record::{BatchAttributes, BatchBuilder, BatchHeader, Compression, HEADER_LEN};
+use vltava_types::Offset;
 
 use crate::fs::{Fs, OpenMode};
 use crate::log::Log;
@@ -69,7 +70,7 @@ pub struct CleanRequest<'a> {
     pub now_ms: i64,
     /// Nothing at or past this offset is cleaned: the caller's high watermark or last stable
     /// offset. The active segment and unflushed data are never cleaned either.
-    pub upper_bound: i64,
+    pub upper_bound: Offset,
     /// Keys the offset map may hold (`log.cleaner.dedupe.buffer.size` / threads /
     /// [`MAP_ENTRY_BYTES`]).
     pub map_entries: usize,
@@ -79,9 +80,9 @@ pub struct CleanRequest<'a> {
 /// What a pass did, for the log line and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CleanStats {
-    pub first_dirty_offset: i64,
+    pub first_dirty_offset: Offset,
     /// The new clean offset: the map covered the dirty part up to here.
-    pub end_offset: i64,
+    pub end_offset: Offset,
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub records_read: u64,
@@ -94,8 +95,8 @@ pub struct CleanStats {
 /// How dirty a compacted log is, for choosing which to clean.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cleanable {
-    pub first_dirty_offset: i64,
-    pub first_uncleanable_offset: i64,
+    pub first_dirty_offset: Offset,
+    pub first_uncleanable_offset: Offset,
     pub clean_bytes: u64,
     pub dirty_bytes: u64,
     /// dirty / (clean + dirty).
@@ -177,27 +178,29 @@ impl OffsetMap {
 impl Log {
     /// Starts the cleaner from `offset` (read from `cleaner-offset-checkpoint`); tombstones
     /// below it count as passed at `now_ms`.
-    pub fn init_clean_offset(&self, offset: i64, now_ms: i64) {
+    pub fn init_clean_offset(&self, offset: Offset, now_ms: i64) {
+        let offset = offset.get();
         let mut st = self.cleaner.lock();
         st.horizons = vec![(offset.max(0), now_ms)];
         self.clean_offset.store(offset.max(0), Ordering::Release);
     }
 
     /// Where the cleaned part of the log ends (for `cleaner-offset-checkpoint`).
-    pub fn clean_offset(&self) -> i64 {
-        self.clean_offset.load(Ordering::Acquire)
+    pub fn clean_offset(&self) -> Offset {
+        Offset::new(self.clean_offset.load(Ordering::Acquire))
     }
 
     /// The caller wrote `offset` to the recovery-point checkpoint. The cleaner stays below
     /// it: a cleaned segment ends before the next one starts, which recovery above the
     /// recovery point would take for a lost tail.
-    pub fn recovery_point_written(&self, offset: i64) {
-        self.recovery_checkpoint.store(offset, Ordering::Release);
+    pub fn recovery_point_written(&self, offset: Offset) {
+        self.recovery_checkpoint
+            .store(offset.get(), Ordering::Release);
     }
 
     /// The highest offset [`Log::recovery_point_written`] was told of.
-    pub fn recovery_checkpoint(&self) -> i64 {
-        self.recovery_checkpoint.load(Ordering::Acquire)
+    pub fn recovery_checkpoint(&self) -> Offset {
+        Offset::new(self.recovery_checkpoint.load(Ordering::Acquire))
     }
 
     /// Base offsets of the segments, oldest first; the last one is the active segment.
@@ -234,7 +237,7 @@ impl Log {
 
     fn first_dirty(&self, segs: &[Arc<Segment>], log_start: i64) -> i64 {
         let first = segs.first().map_or(log_start, |s| s.base_offset);
-        let cp = self.clean_offset();
+        let cp = self.clean_offset().get();
         // Kafka resets a checkpoint that lies outside the log to the log start.
         if cp < first.max(log_start) {
             first.max(log_start)
@@ -244,7 +247,8 @@ impl Log {
     }
 
     /// How dirty this log is, or `None` if it is not compacted or nothing is cleanable.
-    pub fn cleanable(&self, now_ms: i64, upper_bound: i64) -> Option<Cleanable> {
+    pub fn cleanable(&self, now_ms: i64, upper_bound: Offset) -> Option<Cleanable> {
+        let upper_bound = upper_bound.get();
         let config = self.config();
         if !config.compact || self.is_poisoned() {
             return None;
@@ -277,8 +281,8 @@ impl Log {
             && oldest_dirty < i64::MAX
             && now_ms.saturating_sub(oldest_dirty) > config.max_compaction_lag_ms;
         Some(Cleanable {
-            first_dirty_offset: first_dirty,
-            first_uncleanable_offset: segs.last().map_or(bound, |s| s.next_offset()),
+            first_dirty_offset: Offset::new(first_dirty),
+            first_uncleanable_offset: Offset::new(segs.last().map_or(bound, |s| s.next_offset())),
             clean_bytes,
             dirty_bytes,
             dirty_ratio,
@@ -301,20 +305,20 @@ impl Log {
             return Err(self.poisoned_err());
         }
         let config = self.config();
-        let (segs, log_start, _) = self.cleanable_segments(req.now_ms, req.upper_bound);
+        let (segs, log_start, _) = self.cleanable_segments(req.now_ms, req.upper_bound.get());
         if segs.is_empty() {
             return Ok(None);
         }
         let started = std::time::Instant::now();
         let first_dirty = self.first_dirty(&segs, log_start);
         let mut stats = CleanStats {
-            first_dirty_offset: first_dirty,
+            first_dirty_offset: Offset::new(first_dirty),
             segments_before: self.segment_count(),
             ..CleanStats::default()
         };
         let mut map = OffsetMap::new(req.map_entries);
         let end = build_map(&segs, first_dirty, req, &mut map, &mut stats, throttle)?;
-        stats.end_offset = end;
+        stats.end_offset = Offset::new(end);
         let rewrite: Vec<Arc<Segment>> = segs.into_iter().filter(|s| s.base_offset < end).collect();
         let filter = Filter {
             map: &map,
@@ -333,8 +337,8 @@ impl Log {
         stats.segments_after = self.segment_count();
         tracing::info!(
             dir = %self.dir.display(),
-            first_dirty_offset = stats.first_dirty_offset,
-            end_offset = stats.end_offset,
+            first_dirty_offset = stats.first_dirty_offset.get(),
+            end_offset = stats.end_offset.get(),
             bytes_read = stats.bytes_read,
             bytes_written = stats.bytes_written,
             records_read = stats.records_read,
@@ -642,9 +646,9 @@ fn build_map(
 
 fn is_aborted(list: &[AbortedTxn], h: &BatchHeader) -> bool {
     list.iter().any(|t| {
-        t.producer_id == h.producer_id
-            && t.first_offset <= h.base_offset
-            && h.base_offset <= t.last_offset
+        t.producer_id.get() == h.producer_id
+            && t.first_offset.get() <= h.base_offset
+            && h.base_offset <= t.last_offset.get()
     })
 }
 

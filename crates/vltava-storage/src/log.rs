@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use vltava_record::{BatchHeader, Batches, EndTxnMarker, TransactionResult};
+use vltava_types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 
 use crate::epoch::{EpochEntry, LeaderEpochCache};
 use crate::fs::{Fs, OpenMode, StdFs};
@@ -78,11 +79,11 @@ impl Default for LogConfig {
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
-    pub base_offset: i64,
-    pub last_offset: i64,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
     /// The broker timestamp if LogAppendTime was applied, else -1.
     pub log_append_time: i64,
-    pub log_start_offset: i64,
+    pub log_start_offset: Offset,
     /// The batch was a producer's retry of one already in the log: nothing was written, and
     /// the offsets are the original ones.
     pub duplicate: bool,
@@ -91,12 +92,13 @@ pub struct AppendInfo {
 /// A producer this partition knows, for DescribeProducers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerInfo {
-    pub producer_id: i64,
-    pub epoch: i16,
+    pub producer_id: ProducerId,
+    pub epoch: ProducerEpoch,
     pub last_sequence: i32,
     pub last_timestamp: i64,
     pub coordinator_epoch: i32,
-    pub current_txn_start_offset: i64,
+    /// `Offset::NONE` when no transaction is open.
+    pub current_txn_start_offset: Offset,
 }
 
 /// The bytes a fetch returns plus the log's offsets at the time of the read.
@@ -104,17 +106,17 @@ pub struct ProducerInfo {
 pub struct ReadResult {
     /// Whole record batches, exactly as stored.
     pub records: Bytes,
-    pub log_end_offset: i64,
-    pub log_start_offset: i64,
+    pub log_end_offset: Offset,
+    pub log_start_offset: Offset,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogOffsets {
-    pub log_start_offset: i64,
+    pub log_start_offset: Offset,
     /// Offset the next appended record will get (Kafka's log end offset).
-    pub log_end_offset: i64,
+    pub log_end_offset: Offset,
     /// Everything below this offset is known to be on stable storage.
-    pub flushed_offset: i64,
+    pub flushed_offset: Offset,
 }
 
 /// An append validator that accepts everything, for appends with no producer state to check.
@@ -125,7 +127,7 @@ pub fn accept_all(_: &BatchHeader) -> Result<(), StorageError> {
 /// A KIP-890 verification guard (see [`Log::start_txn_verification`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxnGuard {
-    pub producer_id: i64,
+    pub producer_id: ProducerId,
     token: u64,
 }
 
@@ -212,9 +214,9 @@ pub struct OpenOptions {
     pub clean_shutdown: bool,
     /// Offsets below this were flushed before the last stop (from the checkpoint); after an
     /// unclean stop, segments that may hold offsets at or above it are fully validated.
-    pub recovery_point: i64,
+    pub recovery_point: Offset,
     /// Persisted log start offset, if any (DeleteRecords moves it inside a segment).
-    pub log_start_offset: i64,
+    pub log_start_offset: Offset,
 }
 
 /// Producer state snapshots are named by the offset they cover up to, like segments.
@@ -363,10 +365,10 @@ fn rebuild_producers(
 
 fn aborted_entry(state: &ProducerStateManager, c: &CompletedTxn) -> AbortedTxn {
     AbortedTxn {
-        producer_id: c.producer_id,
-        first_offset: c.first_offset,
-        last_offset: c.last_offset,
-        last_stable_offset: state.last_stable_offset_after(c),
+        producer_id: ProducerId::new(c.producer_id),
+        first_offset: Offset::new(c.first_offset),
+        last_offset: Offset::new(c.last_offset),
+        last_stable_offset: Offset::new(state.last_stable_offset_after(c)),
     }
 }
 
@@ -387,7 +389,7 @@ fn read_txn_indexes(
             Ok(b) => out.extend(
                 producer_state::decode_aborted(&b)
                     .into_iter()
-                    .filter(|t| t.last_offset < below),
+                    .filter(|t| t.last_offset.get() < below),
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("read", &path, e)),
@@ -408,6 +410,7 @@ fn load(
     opts: OpenOptions,
     now_ms: i64,
 ) -> Result<LoadedLog, StorageError> {
+    let (recovery_point, opts_log_start) = (opts.recovery_point.get(), opts.log_start_offset.get());
     let fs = &*files.fs;
     if !fs.exists(dir) {
         fs.create_dir_all(dir)
@@ -451,8 +454,8 @@ fn load(
             continue;
         }
         let next_base = bases.get(i + 1).copied();
-        let may_be_unflushed = next_base.is_none_or(|n| n > opts.recovery_point);
-        let cut_from = (!opts.clean_shutdown && may_be_unflushed).then_some(opts.recovery_point);
+        let may_be_unflushed = next_base.is_none_or(|n| n > recovery_point);
+        let cut_from = (!opts.clean_shutdown && may_be_unflushed).then_some(recovery_point);
         let (seg, loaded) = Segment::open(
             files,
             dir,
@@ -484,7 +487,7 @@ fn load(
         crate::sync_dir_in(fs, dir)?;
     }
     if segments.is_empty() {
-        let base = opts.log_start_offset.max(0);
+        let base = opts_log_start.max(0);
         segments.insert(base, Arc::new(Segment::create(files, dir, base, now_ms)?));
         next_offset = base;
     }
@@ -493,11 +496,11 @@ fn load(
     iter.next().expect("non-empty").activate()?;
     iter.for_each(|s| s.release());
     let first_base = *segments.keys().next().expect("non-empty");
-    let log_start_offset = opts.log_start_offset.clamp(first_base, next_offset);
+    let log_start_offset = opts_log_start.clamp(first_base, next_offset);
     let flushed_offset = if opts.clean_shutdown {
         next_offset
     } else {
-        opts.recovery_point.min(next_offset)
+        recovery_point.min(next_offset)
     };
     let mut epochs = LeaderEpochCache::read(fs, dir)?;
     let trimmed_end = epochs.truncate_from_end(next_offset);
@@ -603,8 +606,8 @@ impl Log {
         let durable = self.flushed_offset.load(Ordering::Acquire);
         let opts = OpenOptions {
             clean_shutdown: false,
-            recovery_point: durable,
-            log_start_offset: inner.log_start_offset,
+            recovery_point: Offset::new(durable),
+            log_start_offset: Offset::new(inner.log_start_offset),
         };
         let loaded = load(&self.files, &self.dir, inner.config.clone(), opts, now_ms)?;
         if loaded.damaged {
@@ -637,9 +640,9 @@ impl Log {
     pub fn offsets(&self) -> LogOffsets {
         let inner = self.inner.lock();
         LogOffsets {
-            log_start_offset: inner.log_start_offset,
-            log_end_offset: inner.next_offset,
-            flushed_offset: self.flushed_offset.load(Ordering::Acquire),
+            log_start_offset: Offset::new(inner.log_start_offset),
+            log_end_offset: Offset::new(inner.next_offset),
+            flushed_offset: Offset::new(self.flushed_offset.load(Ordering::Acquire)),
         }
     }
 
@@ -673,17 +676,19 @@ impl Log {
 
     /// OffsetForLeaderEpoch: `(epoch, end_offset)` with Kafka's semantics, see
     /// [`LeaderEpochCache::end_offset_for`].
-    pub fn end_offset_for_epoch(&self, requested_epoch: i32) -> (i32, i64) {
+    pub fn end_offset_for_epoch(&self, requested_epoch: LeaderEpoch) -> (LeaderEpoch, Offset) {
         let inner = self.inner.lock();
-        inner
+        let (epoch, end) = inner
             .epochs
-            .end_offset_for(requested_epoch, inner.next_offset)
+            .end_offset_for(requested_epoch.get(), inner.next_offset);
+        (LeaderEpoch::new(epoch), Offset::new(end))
     }
 
     /// Records that `leader_epoch` starts at the current log end, as a new leader does before
     /// its first append, so OffsetForLeaderEpoch can answer for an epoch that has written
     /// nothing yet. An epoch not newer than the latest one is ignored.
-    pub fn assign_leader_epoch(&self, leader_epoch: i32) -> Result<(), StorageError> {
+    pub fn assign_leader_epoch(&self, leader_epoch: LeaderEpoch) -> Result<(), StorageError> {
+        let leader_epoch = leader_epoch.get();
         let mut inner = self.inner.lock();
         if leader_epoch < 0
             || inner
@@ -715,7 +720,7 @@ impl Log {
     pub fn append_as_leader<E, V>(
         &self,
         batches: &mut [u8],
-        leader_epoch: i32,
+        leader_epoch: LeaderEpoch,
         now_ms: i64,
         validator: V,
     ) -> Result<AppendInfo, E>
@@ -725,7 +730,7 @@ impl Log {
     {
         self.append_from(
             batches,
-            leader_epoch,
+            leader_epoch.get(),
             now_ms,
             validator,
             Origin::Client,
@@ -741,7 +746,7 @@ impl Log {
     pub fn append_as_leader_guarded<E, V>(
         &self,
         batches: &mut [u8],
-        leader_epoch: i32,
+        leader_epoch: LeaderEpoch,
         now_ms: i64,
         validator: V,
         guard: Option<TxnGuard>,
@@ -752,7 +757,7 @@ impl Log {
     {
         self.append_from(
             batches,
-            leader_epoch,
+            leader_epoch.get(),
             now_ms,
             validator,
             Origin::Client,
@@ -763,19 +768,19 @@ impl Log {
     /// Starts a KIP-890 verification of `producer_id`'s next transactional batch: the guard
     /// to append it with once the coordinator has confirmed the partition is in its
     /// transaction.
-    pub fn start_txn_verification(&self, producer_id: i64) -> TxnGuard {
+    pub fn start_txn_verification(&self, producer_id: ProducerId) -> TxnGuard {
         let mut inner = self.inner.lock();
         inner.next_guard += 1;
         let token = inner.next_guard;
-        inner.verifying.insert(producer_id, token);
+        inner.verifying.insert(producer_id.get(), token);
         TxnGuard { producer_id, token }
     }
 
     /// Drops a guard that will not be used (the verification failed).
     pub fn end_txn_verification(&self, guard: TxnGuard) {
         let mut inner = self.inner.lock();
-        if inner.verifying.get(&guard.producer_id) == Some(&guard.token) {
-            inner.verifying.remove(&guard.producer_id);
+        if inner.verifying.get(&guard.producer_id.get()) == Some(&guard.token) {
+            inner.verifying.remove(&guard.producer_id.get());
         }
     }
 
@@ -786,12 +791,12 @@ impl Log {
     pub fn append_as_coordinator(
         &self,
         batches: &mut [u8],
-        leader_epoch: i32,
+        leader_epoch: LeaderEpoch,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
         self.append_from(
             batches,
-            leader_epoch,
+            leader_epoch.get(),
             now_ms,
             |_| Ok(()),
             Origin::Coordinator,
@@ -832,14 +837,15 @@ impl Log {
                 h = h.with_log_append_time(now_ms);
             }
             validator(&h)?;
-            if let Some(g) = guard.filter(|g| g.producer_id == h.producer_id) {
+            if let Some(g) = guard.filter(|g| g.producer_id.get() == h.producer_id) {
+                let pid = g.producer_id.get();
                 let open = inner
                     .producers
-                    .entry(g.producer_id)
+                    .entry(pid)
                     .is_some_and(|e| e.current_txn_first_offset.is_some());
-                if !open && inner.verifying.get(&g.producer_id) != Some(&g.token) {
+                if !open && inner.verifying.get(&pid) != Some(&g.token) {
                     return Err(StorageError::from(ProducerError::InvalidTxnState {
-                        producer_id: g.producer_id,
+                        producer_id: pid,
                         reason: "its transaction ended while the batch was being verified",
                     })
                     .into());
@@ -874,10 +880,10 @@ impl Log {
         }
         if let Some(d) = duplicate {
             return Ok(AppendInfo {
-                base_offset: d.first_offset(),
-                last_offset: d.last_offset,
+                base_offset: Offset::new(d.first_offset()),
+                last_offset: Offset::new(d.last_offset),
                 log_append_time: if log_append { d.timestamp } else { -1 },
-                log_start_offset: inner.log_start_offset,
+                log_start_offset: Offset::new(inner.log_start_offset),
                 duplicate: true,
             });
         }
@@ -922,13 +928,13 @@ impl Log {
         Self::commit_producers(&mut inner, staged);
         if let Some(g) = guard {
             // The transaction is open here now: later batches need no verification.
-            inner.verifying.remove(&g.producer_id);
+            inner.verifying.remove(&g.producer_id.get());
         }
         Ok(AppendInfo {
-            base_offset,
-            last_offset: offset - 1,
+            base_offset: Offset::new(base_offset),
+            last_offset: Offset::new(offset - 1),
             log_append_time: if log_append { now_ms } else { -1 },
-            log_start_offset: inner.log_start_offset,
+            log_start_offset: Offset::new(inner.log_start_offset),
             duplicate: false,
         })
     }
@@ -953,13 +959,15 @@ impl Log {
     #[allow(clippy::too_many_arguments)]
     pub fn append_txn_marker(
         &self,
-        producer_id: i64,
-        producer_epoch: i16,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
         result: TransactionResult,
         coordinator_epoch: i32,
-        leader_epoch: i32,
+        leader_epoch: LeaderEpoch,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
+        let (producer_id, producer_epoch) = (producer_id.get(), producer_epoch.get());
+        let leader_epoch = leader_epoch.get();
         let mut inner = self.inner.lock();
         if self.is_poisoned() {
             return Err(self.poisoned_err());
@@ -1006,38 +1014,45 @@ impl Log {
         // A batch verified for the transaction this marker ends must not open another.
         inner.verifying.remove(&producer_id);
         Ok(AppendInfo {
-            base_offset,
-            last_offset: base_offset,
+            base_offset: Offset::new(base_offset),
+            last_offset: Offset::new(base_offset),
             log_append_time: -1,
-            log_start_offset: inner.log_start_offset,
+            log_start_offset: Offset::new(inner.log_start_offset),
             duplicate: false,
         })
     }
 
     /// The first offset of the oldest open transaction, if any: consumers reading committed
     /// data stop there.
-    pub fn first_unstable_offset(&self) -> Option<i64> {
-        self.inner.lock().producers.first_unstable_offset()
+    pub fn first_unstable_offset(&self) -> Option<Offset> {
+        self.inner
+            .lock()
+            .producers
+            .first_unstable_offset()
+            .map(Offset::new)
     }
 
     /// Whether `producer_id` has a transaction open here (a transactional batch with no
     /// marker after it yet), in `epoch` or an older one.
-    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+    pub fn in_transaction(&self, producer_id: ProducerId, epoch: ProducerEpoch) -> bool {
         self.inner
             .lock()
             .producers
-            .entry(producer_id)
-            .is_some_and(|e| e.current_txn_first_offset.is_some() && e.epoch <= epoch)
+            .entry(producer_id.get())
+            .is_some_and(|e| e.current_txn_first_offset.is_some() && e.epoch <= epoch.get())
     }
 
     /// Aborted transactions that overlap `[from, upto)`, oldest marker first: what a
     /// read_committed fetch of that range returns so clients drop those records.
-    pub fn aborted_transactions(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
+    pub fn aborted_transactions(&self, from: Offset, upto: Offset) -> Vec<AbortedTxn> {
+        let (from, upto) = (from.get(), upto.get());
         let inner = self.inner.lock();
-        let start = inner.aborted.partition_point(|t| t.last_offset < from);
+        let start = inner
+            .aborted
+            .partition_point(|t| t.last_offset.get() < from);
         inner.aborted[start..]
             .iter()
-            .filter(|t| t.first_offset < upto)
+            .filter(|t| t.first_offset.get() < upto)
             .copied()
             .collect()
     }
@@ -1050,12 +1065,14 @@ impl Log {
             .entries()
             .into_iter()
             .map(|e: &ProducerEntry| ProducerInfo {
-                producer_id: e.producer_id,
-                epoch: e.epoch,
+                producer_id: ProducerId::new(e.producer_id),
+                epoch: ProducerEpoch::new(e.epoch),
                 last_sequence: e.last_seq(),
                 last_timestamp: e.last_timestamp,
                 coordinator_epoch: e.coordinator_epoch,
-                current_txn_start_offset: e.current_txn_first_offset.unwrap_or(-1),
+                current_txn_start_offset: e
+                    .current_txn_first_offset
+                    .map_or(Offset::NONE, Offset::new),
             })
             .collect()
     }
@@ -1086,8 +1103,10 @@ impl Log {
         end: i64,
     ) -> Result<(), StorageError> {
         let path = SegmentFile::TxnIndex.path(&self.dir, base);
-        let from = inner.aborted.partition_point(|t| t.last_offset < base);
-        let to = inner.aborted.partition_point(|t| t.last_offset < end);
+        let from = inner
+            .aborted
+            .partition_point(|t| t.last_offset.get() < base);
+        let to = inner.aborted.partition_point(|t| t.last_offset.get() < end);
         if from == to {
             return match self.fs().remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -1130,7 +1149,7 @@ impl Log {
     /// that ended there and snapshots older than it.
     fn trim_producer_state(&self, inner: &mut Inner) {
         let first = *inner.segments.keys().next().expect("non-empty");
-        inner.aborted.retain(|t| t.last_offset >= first);
+        inner.aborted.retain(|t| t.last_offset.get() >= first);
         let keep = inner.snapshots.split_off(&first);
         for off in std::mem::replace(&mut inner.snapshots, keep) {
             let _ = self.fs().remove_file(&snapshot_path(&self.dir, off));
@@ -1211,10 +1230,10 @@ impl Log {
         )?;
         Self::commit_producers(&mut inner, staged);
         Ok(AppendInfo {
-            base_offset,
-            last_offset: next - 1,
+            base_offset: Offset::new(base_offset),
+            last_offset: Offset::new(next - 1),
             log_append_time: -1,
-            log_start_offset: inner.log_start_offset,
+            log_start_offset: Offset::new(inner.log_start_offset),
             duplicate: false,
         })
     }
@@ -1375,7 +1394,8 @@ impl Log {
     /// indexes, epochs starting at or after it are forgotten, and the flushed offset is
     /// lowered. An offset inside a batch is refused; one at or past the log end changes
     /// nothing. Durable before it returns; a failure poisons the log.
-    pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+    pub fn truncate_to(&self, offset: Offset) -> Result<(), StorageError> {
+        let offset = offset.get();
         // A cleaning in progress finishes its swap first (locks in the order the cleaner
         // takes them: cleaner, then the log's).
         let _cleaning = self.cleaner.lock();
@@ -1448,7 +1468,7 @@ impl Log {
         .map_err(|e| self.poison(e))?;
         inner
             .aborted
-            .retain(|t| t.last_offset < rebuilt.replay_start);
+            .retain(|t| t.last_offset.get() < rebuilt.replay_start);
         inner.aborted.extend(rebuilt.replayed_aborted);
         inner.producers = rebuilt.state;
         if inner.epochs.truncate_from_end(offset) {
@@ -1463,7 +1483,7 @@ impl Log {
 
     /// Makes everything appended so far durable. Returns the offset below which all data is
     /// on stable storage. Concurrent appends continue during the fsync.
-    pub fn flush(&self) -> Result<i64, StorageError> {
+    pub fn flush(&self) -> Result<Offset, StorageError> {
         if self.is_poisoned() {
             return Err(self.poisoned_err());
         }
@@ -1479,7 +1499,7 @@ impl Log {
                 if self.dir_dirty.swap(false, Ordering::AcqRel) {
                     crate::sync_dir_in(self.fs(), &self.dir).map_err(|e| self.poison(e))?;
                 }
-                return Ok(flushed);
+                return Ok(Offset::new(flushed));
             }
             // Segments that may hold unflushed offsets: the one containing `flushed` onward.
             let from = inner
@@ -1512,7 +1532,7 @@ impl Log {
         }
         self.flushed_offset.store(target, Ordering::Release);
         Self::release_synced(&mut self.inner.lock(), target);
-        Ok(target)
+        Ok(Offset::new(target))
     }
 
     /// Closes the `.log` of sealed segments that end at or below `durable`: a flush has
@@ -1546,11 +1566,12 @@ impl Log {
     /// start offset (after DeleteRecords inside a batch); clients skip those records.
     pub fn read(
         &self,
-        offset: i64,
-        max_offset: i64,
+        offset: Offset,
+        max_offset: Offset,
         max_bytes: usize,
         min_one: bool,
     ) -> Result<ReadResult, StorageError> {
+        let (offset, max_offset) = (offset.get(), max_offset.get());
         let (segments, log_end, log_start) = {
             let inner = self.inner.lock();
             if offset < inner.log_start_offset || offset > inner.next_offset {
@@ -1577,8 +1598,8 @@ impl Log {
         };
         let empty = ReadResult {
             records: Bytes::new(),
-            log_end_offset: log_end,
-            log_start_offset: log_start,
+            log_end_offset: Offset::new(log_end),
+            log_start_offset: Offset::new(log_start),
         };
         if offset >= log_end.min(max_offset) {
             return Ok(empty);
@@ -1589,11 +1610,11 @@ impl Log {
             // it since the snapshot above: that is a read below the log start, not damage.
             Err(e) => {
                 let now = self.offsets();
-                if offset < now.log_start_offset {
+                if offset < now.log_start_offset.get() {
                     Err(StorageError::OffsetOutOfRange {
                         offset,
-                        log_start_offset: now.log_start_offset,
-                        log_end_offset: now.log_end_offset,
+                        log_start_offset: now.log_start_offset.get(),
+                        log_end_offset: now.log_end_offset.get(),
                     })
                 } else {
                     Err(e)
@@ -1640,7 +1661,7 @@ impl Log {
 
     /// ListOffsets by timestamp: the first batch whose max timestamp is `>= ts`, as
     /// `(offset, timestamp)`. The offset is the batch's base offset.
-    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(Offset, i64)>, StorageError> {
         let (segs, log_start) = {
             let inner = self.inner.lock();
             let segs: Vec<_> = inner
@@ -1655,14 +1676,14 @@ impl Log {
                 continue;
             }
             if let Some((off, t)) = seg.find_timestamp(ts, size)? {
-                return Ok(Some((off.max(log_start), t)));
+                return Ok(Some((Offset::new(off.max(log_start)), t)));
             }
         }
         Ok(None)
     }
 
     /// ListOffsets MAX_TIMESTAMP: `(offset, timestamp)` of the largest timestamp in the log.
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+    pub fn max_timestamp(&self) -> Option<(Offset, i64)> {
         let inner = self.inner.lock();
         let mut best: Option<(i64, i64)> = None;
         for seg in inner.segments.values() {
@@ -1671,12 +1692,13 @@ impl Log {
                 best = Some((st.offset_of_max_timestamp, st.max_timestamp));
             }
         }
-        best
+        best.map(|(o, t)| (Offset::new(o), t))
     }
 
     /// DeleteRecords: moves the log start offset forward; segments wholly below it are
     /// deleted by the next retention pass.
-    pub fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
+    pub fn delete_records_before(&self, offset: Offset) -> Result<Offset, StorageError> {
+        let offset = offset.get();
         let mut inner = self.inner.lock();
         let target = if offset == -1 {
             inner.next_offset
@@ -1692,7 +1714,7 @@ impl Log {
         }
         inner.log_start_offset = inner.log_start_offset.max(target);
         self.trim_epochs_to_start(&mut inner)?;
-        Ok(inner.log_start_offset)
+        Ok(Offset::new(inner.log_start_offset))
     }
 
     /// Applies retention by time and size and deletes segments below the log start offset.

@@ -19,6 +19,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::segment::SEALED_HANDLES_PER_LOG;
 use crate::sim::{Rng, SimFs};
 use crate::*;
+use vltava_types::{LeaderEpoch, Offset};
 
 const DIR: &str = "/data/t-0";
 const RECOVERY_CHECKPOINT: &str = "/data/recovery-point-offset-checkpoint";
@@ -46,8 +47,8 @@ fn open(fs: &SimFs, cfg: &LogConfig, clean_shutdown: bool, now_ms: i64) -> Log {
     };
     let opts = OpenOptions {
         clean_shutdown,
-        recovery_point: read(RECOVERY_CHECKPOINT),
-        log_start_offset: read(LOG_START_CHECKPOINT),
+        recovery_point: Offset::new(read(RECOVERY_CHECKPOINT)),
+        log_start_offset: Offset::new(read(LOG_START_CHECKPOINT)),
     };
     Log::open_with(
         Arc::new(fs.clone()),
@@ -66,7 +67,7 @@ fn write_checkpoints(fs: &SimFs, log: &Log) {
         (RECOVERY_CHECKPOINT, o.flushed_offset),
         (LOG_START_CHECKPOINT, o.log_start_offset),
     ] {
-        let cp: Checkpoint = [(key(), value)].into_iter().collect();
+        let cp: Checkpoint = [(key(), value.get())].into_iter().collect();
         checkpoint::write_with(fs, Path::new(path), &cp).unwrap();
     }
 }
@@ -77,7 +78,9 @@ fn read_all(log: &Log) -> Vec<(i64, Vec<u8>)> {
     let o = log.offsets();
     let mut offset = o.log_start_offset;
     while offset < o.log_end_offset {
-        let r = log.read(offset, i64::MAX, 1 << 20, true).unwrap();
+        let r = log
+            .read(offset, Offset::new(i64::MAX), 1 << 20, true)
+            .unwrap();
         assert!(
             !r.records.is_empty(),
             "no batch at {offset} below the log end"
@@ -85,7 +88,7 @@ fn read_all(log: &Log) -> Vec<(i64, Vec<u8>)> {
         for item in Batches::new(&r.records) {
             let (h, range) = item.unwrap();
             out.push((h.base_offset, r.records[range].to_vec()));
-            offset = h.next_offset();
+            offset = Offset::new(h.next_offset());
         }
     }
     out
@@ -136,15 +139,15 @@ fn step(rng: &mut Rng, fs: &SimFs, log: &Log, m: &mut Model) {
                 .collect();
             let mut b = build_batch(0, &recs);
             let info = log
-                .append_as_leader(&mut b, m.epoch, m.now_ms, accept_all)
+                .append_as_leader(&mut b, LeaderEpoch::new(m.epoch), m.now_ms, accept_all)
                 .unwrap();
-            m.batches.insert(info.base_offset, b);
+            m.batches.insert(info.base_offset.get(), b);
             trace(|| format!("append {info:?}"));
         }
         55..=69 => {
             let flushed = log.flush().unwrap();
             assert_eq!(flushed, o.log_end_offset);
-            m.durable = m.durable.max(flushed);
+            m.durable = m.durable.max(flushed.get());
             trace(|| format!("flush {flushed}"));
         }
         70..=77 => {
@@ -152,8 +155,8 @@ fn step(rng: &mut Rng, fs: &SimFs, log: &Log, m: &mut Model) {
             write_checkpoints(fs, log)
         }
         78..=83 => {
-            let span = (o.log_end_offset - o.log_start_offset) as usize;
-            let target = o.log_start_offset + rng.below(span + 1) as i64;
+            let span = o.log_end_offset.since(o.log_start_offset) as usize;
+            let target = o.log_start_offset.plus(rng.below(span + 1) as i64);
             log.delete_records_before(target).unwrap();
             let n = log.enforce_retention(m.now_ms).unwrap();
             trace(|| format!("delete records before {target}, {n} segments deleted"));
@@ -161,12 +164,12 @@ fn step(rng: &mut Rng, fs: &SimFs, log: &Log, m: &mut Model) {
         84..=89 => {
             let bases: Vec<i64> = m
                 .batches
-                .range(o.log_start_offset..)
+                .range(o.log_start_offset.get()..)
                 .map(|(b, _)| *b)
-                .chain([o.log_end_offset])
+                .chain([o.log_end_offset.get()])
                 .collect();
             let offset = bases[rng.below(bases.len())];
-            log.truncate_to(offset).unwrap();
+            log.truncate_to(Offset::new(offset)).unwrap();
             trace(|| format!("truncate to {offset}"));
             m.batches.split_off(&offset);
             m.durable = m.durable.min(offset);
@@ -184,13 +187,13 @@ fn check_recovered(log: &Log, m: &mut Model, start_before: i64) {
     let o = log.offsets();
     assert!(!log.is_poisoned(), "recovered log refuses writes");
     assert!(
-        o.log_end_offset >= m.durable,
+        o.log_end_offset >= Offset::new(m.durable),
         "flushed data lost: log end {} below the flushed offset {}",
         o.log_end_offset,
         m.durable
     );
     assert!(
-        o.log_start_offset <= start_before,
+        o.log_start_offset <= Offset::new(start_before),
         "log start moved forward: {} > {start_before}",
         o.log_start_offset
     );
@@ -201,7 +204,9 @@ fn check_recovered(log: &Log, m: &mut Model, start_before: i64) {
         if let Some(n) = next {
             assert_eq!(*base, n, "offsets are not dense");
         } else {
-            assert!(*base <= o.log_start_offset && h.last_offset() >= o.log_start_offset);
+            assert!(
+                *base <= o.log_start_offset.get() && h.last_offset() >= o.log_start_offset.get()
+            );
         }
         next = Some(h.next_offset());
         match m.batches.get(base) {
@@ -209,9 +214,12 @@ fn check_recovered(log: &Log, m: &mut Model, start_before: i64) {
             None => panic!("batch at {base} was never appended (or was truncated away)"),
         }
     }
-    assert_eq!(next.unwrap_or(o.log_start_offset), o.log_end_offset);
+    assert_eq!(
+        next.unwrap_or(o.log_start_offset.get()),
+        o.log_end_offset.get()
+    );
     // Nothing below the flushed offset is missing (from where the log started before).
-    let from = start_before.max(o.log_start_offset);
+    let from = start_before.max(o.log_start_offset.get());
     for (base, _) in m.batches.range(from..m.durable.max(from)) {
         assert!(
             batches.iter().any(|(b, _)| b == base),
@@ -224,7 +232,7 @@ fn check_recovered(log: &Log, m: &mut Model, start_before: i64) {
         assert!(w[0].epoch < w[1].epoch && w[0].start_offset < w[1].start_offset);
     }
     if let Some(last) = epochs.last() {
-        assert!(last.start_offset <= o.log_end_offset);
+        assert!(last.start_offset <= o.log_end_offset.get());
     }
     for (base, bytes) in &batches {
         let h = vltava_record::BatchHeader::parse(bytes).unwrap();
@@ -235,8 +243,8 @@ fn check_recovered(log: &Log, m: &mut Model, start_before: i64) {
             );
         }
     }
-    m.batches.split_off(&o.log_end_offset);
-    m.durable = o.flushed_offset;
+    m.batches.split_off(&o.log_end_offset.get());
+    m.durable = o.flushed_offset.get();
     m.epoch = m.epoch.max(epochs.last().map_or(0, |e| e.epoch));
 }
 
@@ -276,10 +284,10 @@ fn run(seed: u64, torn: bool) -> i64 {
                 .collect();
             format!("reopened at {:?}: {sizes:?}", log.offsets())
         });
-        check_recovered(&log, &mut m, before.log_start_offset);
+        check_recovered(&log, &mut m, before.log_start_offset.get());
         // As the broker does once its logs are loaded, before it serves anything.
         write_checkpoints(&fs, &log);
-        lost += before.log_end_offset - log.offsets().log_end_offset;
+        lost += before.log_end_offset.since(log.offsets().log_end_offset);
     }
     lost
 }
@@ -338,7 +346,8 @@ fn open_files_do_not_grow_with_segments() {
         let log = open(&fs, &cfg, true, 0);
         for i in 0..batches {
             let mut b = build_batch(0, &[(None, Some(&[b'x'; 100][..]), i)]);
-            log.append_as_leader(&mut b, 0, 0, accept_all).unwrap();
+            log.append_as_leader(&mut b, LeaderEpoch::new(0), 0, accept_all)
+                .unwrap();
             assert!(fs.open_files() <= bound, "{} open", fs.open_files());
         }
         assert!(log.segment_count() as i64 >= batches / 2);

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use vltava_record::BatchHeader;
 use vltava_record::TransactionResult;
+use vltava_types::{Offset, ProducerId};
 
 /// A batch written without idempotence carries this producer id.
 pub const NO_PRODUCER_ID: i64 = -1;
@@ -135,10 +136,10 @@ pub struct CompletedTxn {
 /// consumers which producer's records in which range to drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AbortedTxn {
-    pub producer_id: i64,
-    pub first_offset: i64,
-    pub last_offset: i64,
-    pub last_stable_offset: i64,
+    pub producer_id: ProducerId,
+    pub first_offset: Offset,
+    pub last_offset: Offset,
+    pub last_stable_offset: Offset,
 }
 
 /// Why a batch was refused. The broker maps each to Kafka's error code.
@@ -546,10 +547,10 @@ pub fn encode_aborted(txns: &[AbortedTxn]) -> Vec<u8> {
     let mut b = Vec::with_capacity(txns.len() * ABORTED_TXN_LEN);
     for t in txns {
         b.extend_from_slice(&0i16.to_be_bytes());
-        b.extend_from_slice(&t.producer_id.to_be_bytes());
-        b.extend_from_slice(&t.first_offset.to_be_bytes());
-        b.extend_from_slice(&t.last_offset.to_be_bytes());
-        b.extend_from_slice(&t.last_stable_offset.to_be_bytes());
+        b.extend_from_slice(&t.producer_id.get().to_be_bytes());
+        b.extend_from_slice(&t.first_offset.get().to_be_bytes());
+        b.extend_from_slice(&t.last_offset.get().to_be_bytes());
+        b.extend_from_slice(&t.last_stable_offset.get().to_be_bytes());
     }
     b
 }
@@ -560,10 +561,10 @@ pub fn decode_aborted(b: &[u8]) -> Vec<AbortedTxn> {
         .map(|c| {
             let i64_at = |at: usize| i64::from_be_bytes(c[at..at + 8].try_into().expect("8"));
             AbortedTxn {
-                producer_id: i64_at(2),
-                first_offset: i64_at(10),
-                last_offset: i64_at(18),
-                last_stable_offset: i64_at(26),
+                producer_id: ProducerId::new(i64_at(2)),
+                first_offset: Offset::new(i64_at(10)),
+                last_offset: Offset::new(i64_at(18)),
+                last_stable_offset: Offset::new(i64_at(26)),
             }
         })
         .collect()
@@ -791,10 +792,10 @@ mod tests {
     #[test]
     fn txn_index_round_trips() {
         let t = AbortedTxn {
-            producer_id: 3,
-            first_offset: 10,
-            last_offset: 20,
-            last_stable_offset: 21,
+            producer_id: ProducerId::new(3),
+            first_offset: Offset::new(10),
+            last_offset: Offset::new(20),
+            last_stable_offset: Offset::new(21),
         };
         let mut b = encode_aborted(&[t, t]);
         assert_eq!(b.len(), 2 * ABORTED_TXN_LEN);

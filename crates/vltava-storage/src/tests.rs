@@ -9,6 +9,7 @@ use vltava_record::{build_batch, validate, BatchHeader, Batches};
 use crate::sim::{Fault, SimFs};
 use crate::*;
 use vltava_record::TransactionResult;
+use vltava_types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 
 /// Plain leader appends with no producer-state checks, as most tests want.
 trait AppendExt {
@@ -27,7 +28,7 @@ impl AppendExt for Log {
         epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
-        self.append_as_leader(batches, epoch, now_ms, accept_all)
+        self.append_as_leader(batches, LeaderEpoch::new(epoch), now_ms, accept_all)
     }
 }
 
@@ -45,8 +46,8 @@ fn open(dir: &std::path::Path, cfg: LogConfig, clean: bool) -> Log {
         cfg,
         OpenOptions {
             clean_shutdown: clean,
-            recovery_point: 0,
-            log_start_offset: 0,
+            recovery_point: Offset::new(0),
+            log_start_offset: Offset::new(0),
         },
         0,
     )
@@ -57,14 +58,16 @@ fn read_all(log: &Log) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
     let mut offset = log.offsets().log_start_offset;
     loop {
-        let r = log.read(offset, i64::MAX, 1 << 20, true).unwrap();
+        let r = log
+            .read(offset, Offset::new(i64::MAX), 1 << 20, true)
+            .unwrap();
         if r.records.is_empty() {
             return out;
         }
         for item in Batches::new(&r.records) {
             let (h, _) = item.unwrap();
             out.push((h.base_offset, h.last_offset()));
-            offset = h.next_offset();
+            offset = Offset::new(h.next_offset());
         }
     }
 }
@@ -76,11 +79,13 @@ fn append_assigns_offsets_and_reads_back() {
     for i in 0..10 {
         let mut b = batch(3, i, 10);
         let info = log.append(&mut b, 0, 0).unwrap();
-        assert_eq!(info.base_offset, i * 3);
-        assert_eq!(info.last_offset, i * 3 + 2);
+        assert_eq!(info.base_offset, Offset::new(i * 3));
+        assert_eq!(info.last_offset, Offset::new(i * 3 + 2));
     }
-    assert_eq!(log.offsets().log_end_offset, 30);
-    let r = log.read(4, i64::MAX, 1 << 20, true).unwrap();
+    assert_eq!(log.offsets().log_end_offset, Offset::new(30));
+    let r = log
+        .read(Offset::new(4), Offset::new(i64::MAX), 1 << 20, true)
+        .unwrap();
     let first = BatchHeader::parse(&r.records).unwrap();
     assert_eq!(
         first.base_offset, 3,
@@ -89,12 +94,12 @@ fn append_assigns_offsets_and_reads_back() {
     validate(&r.records, usize::MAX).unwrap();
     assert_eq!(read_all(&log).len(), 10);
     assert!(log
-        .read(30, i64::MAX, 100, true)
+        .read(Offset::new(30), Offset::new(i64::MAX), 100, true)
         .unwrap()
         .records
         .is_empty());
     assert!(matches!(
-        log.read(31, i64::MAX, 100, true),
+        log.read(Offset::new(31), Offset::new(i64::MAX), 100, true),
         Err(StorageError::OffsetOutOfRange { .. })
     ));
 }
@@ -106,15 +111,21 @@ fn max_bytes_returns_whole_batches_and_at_least_one() {
     for _ in 0..5 {
         log.append(&mut batch(1, 0, 1000), 0, 0).unwrap();
     }
-    let r = log.read(0, i64::MAX, 2500, true).unwrap();
+    let r = log
+        .read(Offset::new(0), Offset::new(i64::MAX), 2500, true)
+        .unwrap();
     assert_eq!(Batches::new(&r.records).count(), 2);
-    let r = log.read(0, i64::MAX, 10, true).unwrap();
+    let r = log
+        .read(Offset::new(0), Offset::new(i64::MAX), 10, true)
+        .unwrap();
     assert_eq!(
         Batches::new(&r.records).count(),
         1,
         "KIP-74: first batch even if over max_bytes"
     );
-    let r = log.read(0, i64::MAX, 10, false).unwrap();
+    let r = log
+        .read(Offset::new(0), Offset::new(i64::MAX), 10, false)
+        .unwrap();
     assert!(r.records.is_empty());
 }
 
@@ -136,7 +147,7 @@ fn rolls_by_size_and_time_and_reopens() {
     log.close().unwrap();
     drop(log);
     let log = open(dir.path(), cfg, true);
-    assert_eq!(log.offsets().log_end_offset, 11);
+    assert_eq!(log.offsets().log_end_offset, Offset::new(11));
     assert_eq!(read_all(&log).len(), 11);
 }
 
@@ -159,10 +170,10 @@ fn torn_tail_is_truncated_on_unclean_open() {
         .write_all(half)
         .unwrap();
     let log = open(dir.path(), LogConfig::default(), false);
-    assert_eq!(log.offsets().log_end_offset, 10);
+    assert_eq!(log.offsets().log_end_offset, Offset::new(10));
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len);
     let info = log.append(&mut batch(1, 0, 5), 0, 0).unwrap();
-    assert_eq!(info.base_offset, 10);
+    assert_eq!(info.base_offset, Offset::new(10));
     assert_eq!(read_all(&log).len(), 6);
 }
 
@@ -181,7 +192,7 @@ fn corrupt_batch_truncates_from_there() {
     bytes[positions[2] as usize + 70] ^= 0xff;
     std::fs::write(&seg, &bytes).unwrap();
     let log = open(dir.path(), LogConfig::default(), false);
-    assert_eq!(log.offsets().log_end_offset, 2);
+    assert_eq!(log.offsets().log_end_offset, Offset::new(2));
 }
 
 /// Removes or damages index files after a clean close, reopens, and checks that lookups are
@@ -200,10 +211,15 @@ fn reopen_after(damage: impl Fn(&Path)) {
     drop(log);
     damage(dir.path());
     let log = open(dir.path(), cfg, true);
-    assert_eq!(log.offsets().log_end_offset, 50);
-    let r = log.read(37, i64::MAX, 1, true).unwrap();
+    assert_eq!(log.offsets().log_end_offset, Offset::new(50));
+    let r = log
+        .read(Offset::new(37), Offset::new(i64::MAX), 1, true)
+        .unwrap();
     assert_eq!(BatchHeader::parse(&r.records).unwrap().base_offset, 37);
-    assert_eq!(log.offset_for_timestamp(20).unwrap(), Some((20, 20)));
+    assert_eq!(
+        log.offset_for_timestamp(20).unwrap(),
+        Some((Offset::new(20), 20))
+    );
     log.close().unwrap();
     let idx = std::fs::read(dir.path().join("00000000000000000000.index")).unwrap();
     assert!(
@@ -249,17 +265,35 @@ fn timestamps_lookup() {
     for i in 0..20 {
         log.append(&mut batch(1, 1000 + i * 10, 200), 0, 0).unwrap();
     }
-    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
-    assert_eq!(log.offset_for_timestamp(1055).unwrap(), Some((6, 1060)));
-    assert_eq!(log.offset_for_timestamp(1190).unwrap(), Some((19, 1190)));
+    assert_eq!(
+        log.offset_for_timestamp(0).unwrap(),
+        Some((Offset::new(0), 1000))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(1055).unwrap(),
+        Some((Offset::new(6), 1060))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(1190).unwrap(),
+        Some((Offset::new(19), 1190))
+    );
     assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
-    assert_eq!(log.max_timestamp(), Some((19, 1190)));
+    assert_eq!(log.max_timestamp(), Some((Offset::new(19), 1190)));
 
     // Inside a batch the answer is the first record at or after the target, not the batch.
     log.append(&mut batch(5, 2000, 10), 0, 0).unwrap(); // offsets 20..25, ts 2000..2004
-    assert_eq!(log.offset_for_timestamp(2000).unwrap(), Some((20, 2000)));
-    assert_eq!(log.offset_for_timestamp(2003).unwrap(), Some((23, 2003)));
-    assert_eq!(log.offset_for_timestamp(1500).unwrap(), Some((20, 2000)));
+    assert_eq!(
+        log.offset_for_timestamp(2000).unwrap(),
+        Some((Offset::new(20), 2000))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(2003).unwrap(),
+        Some((Offset::new(23), 2003))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(1500).unwrap(),
+        Some((Offset::new(20), 2000))
+    );
     assert_eq!(log.offset_for_timestamp(2005).unwrap(), None);
 }
 
@@ -281,15 +315,15 @@ fn retention_by_time_and_size_and_delete_records() {
     // Segment max timestamps are 100, 300, 500, ...; at now=1450 those <450 are expired.
     let deleted = log.enforce_retention(1450).unwrap();
     assert_eq!(deleted, 2);
-    assert_eq!(log.offsets().log_start_offset, 4);
+    assert_eq!(log.offsets().log_start_offset, Offset::new(4));
     assert!(matches!(
-        log.read(0, i64::MAX, 100, true),
+        log.read(Offset::new(0), Offset::new(i64::MAX), 100, true),
         Err(StorageError::OffsetOutOfRange { .. })
     ));
     // Everything expired: the active segment is rolled and deleted too.
     log.enforce_retention(100_000).unwrap();
-    assert_eq!(log.offsets().log_start_offset, 10);
-    assert_eq!(log.offsets().log_end_offset, 10);
+    assert_eq!(log.offsets().log_start_offset, Offset::new(10));
+    assert_eq!(log.offsets().log_end_offset, Offset::new(10));
     assert_eq!(log.segment_count(), 1);
 
     let dir = tempfile::tempdir().unwrap();
@@ -308,19 +342,28 @@ fn retention_by_time_and_size_and_delete_records() {
         log.size_bytes() <= 3000 + 2500,
         "size retention keeps about retention.bytes"
     );
-    assert_eq!(log.offsets().log_start_offset, 6);
+    assert_eq!(log.offsets().log_start_offset, Offset::new(6));
 
-    assert_eq!(log.delete_records_before(8).unwrap(), 8);
-    assert!(log.read(7, i64::MAX, 100, true).is_err());
     assert_eq!(
-        BatchHeader::parse(&log.read(8, i64::MAX, 100, true).unwrap().records)
-            .unwrap()
-            .base_offset,
+        log.delete_records_before(Offset::new(8)).unwrap(),
+        Offset::new(8)
+    );
+    assert!(log
+        .read(Offset::new(7), Offset::new(i64::MAX), 100, true)
+        .is_err());
+    assert_eq!(
+        BatchHeader::parse(
+            &log.read(Offset::new(8), Offset::new(i64::MAX), 100, true)
+                .unwrap()
+                .records
+        )
+        .unwrap()
+        .base_offset,
         8
     );
     log.enforce_retention(0).unwrap();
     assert_eq!(log.segment_count(), 1);
-    assert!(log.delete_records_before(11).is_err());
+    assert!(log.delete_records_before(Offset::new(11)).is_err());
 
     // cleanup.policy=compact: time and size never delete.
     let dir = tempfile::tempdir().unwrap();
@@ -343,9 +386,9 @@ fn flush_reports_durable_offset() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), LogConfig::default(), true);
     log.append(&mut batch(5, 0, 10), 0, 0).unwrap();
-    assert_eq!(log.offsets().flushed_offset, 0);
-    assert_eq!(log.flush().unwrap(), 5);
-    assert_eq!(log.offsets().flushed_offset, 5);
+    assert_eq!(log.offsets().flushed_offset, Offset::new(0));
+    assert_eq!(log.flush().unwrap(), Offset::new(5));
+    assert_eq!(log.offsets().flushed_offset, Offset::new(5));
 }
 
 #[test]
@@ -358,7 +401,9 @@ fn log_append_time_stamps_batches() {
     let log = open(dir.path(), cfg, true);
     let info = log.append(&mut batch(2, 5, 10), 0, 777).unwrap();
     assert_eq!(info.log_append_time, 777);
-    let r = log.read(0, i64::MAX, 1000, true).unwrap();
+    let r = log
+        .read(Offset::new(0), Offset::new(i64::MAX), 1000, true)
+        .unwrap();
     validate(&r.records, usize::MAX).unwrap();
     assert!(BatchHeader::parse(&r.records).unwrap().is_log_append_time());
 }
@@ -376,7 +421,7 @@ proptest! {
         let mut next = 0;
         for (n, payload) in &sizes {
             let info = log.append(&mut batch(*n, 0, *payload), 0, 0).unwrap();
-            prop_assert_eq!(info.base_offset, next);
+            prop_assert_eq!(info.base_offset.get(), next);
             expect.push((next, next + *n as i64 - 1));
             next += *n as i64;
         }
@@ -384,10 +429,10 @@ proptest! {
         if clean { log.close().unwrap(); }
         drop(log);
         let log = open(dir.path(), cfg, clean);
-        prop_assert_eq!(log.offsets().log_end_offset, next);
+        prop_assert_eq!(log.offsets().log_end_offset.get(), next);
         prop_assert_eq!(read_all(&log), expect.clone());
         for (base, last) in &expect {
-            let r = log.read(*last, i64::MAX, 1, true).unwrap();
+            let r = log.read(Offset::new(*last), Offset::new(i64::MAX), 1, true).unwrap();
             prop_assert_eq!(BatchHeader::parse(&r.records).unwrap().base_offset, *base);
         }
     }
@@ -407,8 +452,8 @@ fn sim_fs() -> SimFs {
 fn sim_open(fs: &SimFs, cfg: LogConfig) -> Log {
     let opts = OpenOptions {
         clean_shutdown: true,
-        recovery_point: 0,
-        log_start_offset: 0,
+        recovery_point: Offset::new(0),
+        log_start_offset: Offset::new(0),
     };
     Log::open_with(Arc::new(fs.clone()), Path::new(SIM_DIR), cfg, opts, 0).unwrap()
 }
@@ -418,7 +463,7 @@ fn a_failed_fsync_poisons_the_log() {
     let fs = sim_fs();
     let log = sim_open(&fs, LogConfig::default());
     log.append(&mut batch(1, 0, 100), 0, 0).unwrap();
-    assert_eq!(log.flush().unwrap(), 1);
+    assert_eq!(log.flush().unwrap(), Offset::new(1));
     log.append(&mut batch(1, 1, 100), 0, 0).unwrap();
     fs.fail_next(Fault::Sync);
     assert!(matches!(
@@ -433,7 +478,9 @@ fn a_failed_fsync_poisons_the_log() {
     ));
     assert!(matches!(log.flush(), Err(StorageError::Poisoned { .. })));
     // Reads of what was written still work.
-    let r = log.read(0, i64::MAX, 1 << 20, true).unwrap();
+    let r = log
+        .read(Offset::new(0), Offset::new(i64::MAX), 1 << 20, true)
+        .unwrap();
     assert_eq!(Batches::new(&r.records).count(), 2);
 }
 
@@ -443,8 +490,8 @@ fn open_with(dir: &Path, cfg: LogConfig, clean: bool, recovery_point: i64) -> Lo
         cfg,
         OpenOptions {
             clean_shutdown: clean,
-            recovery_point,
-            log_start_offset: 0,
+            recovery_point: Offset::new(recovery_point),
+            log_start_offset: Offset::new(0),
         },
         0,
     )
@@ -454,7 +501,10 @@ fn open_with(dir: &Path, cfg: LogConfig, clean: bool, recovery_point: i64) -> Lo
 /// Every epoch from -1 to `max`, answered by OffsetForLeaderEpoch.
 fn epoch_answers(log: &Log, max: i32) -> Vec<(i32, (i32, i64))> {
     (-1..=max)
-        .map(|e| (e, log.end_offset_for_epoch(e)))
+        .map(|e| {
+            let (epoch, end) = log.end_offset_for_epoch(LeaderEpoch::new(e));
+            (e, (epoch.get(), end.get()))
+        })
         .collect()
 }
 
@@ -497,16 +547,16 @@ fn epochs_follow_leader_appends_truncation_and_follower_appends() {
 
     // A follower truncates into epoch 1, at the start of its second batch.
     assert!(matches!(
-        log.truncate_to(8),
+        log.truncate_to(Offset::new(8)),
         Err(StorageError::NotBatchBoundary {
             offset: 8,
             batch_base_offset: 7,
             batch_last_offset: 9
         })
     ));
-    log.truncate_to(7).unwrap();
-    assert_eq!(log.offsets().log_end_offset, 7);
-    assert_eq!(log.offsets().flushed_offset, 7);
+    log.truncate_to(Offset::new(7)).unwrap();
+    assert_eq!(log.offsets().log_end_offset, Offset::new(7));
+    assert_eq!(log.offsets().flushed_offset, Offset::new(7));
     assert_eq!(entries(&log), [(0, 0), (1, 4)]);
     assert_eq!(read_all(&log), [(0, 1), (2, 3), (4, 6)]);
 
@@ -526,7 +576,7 @@ fn epochs_follow_leader_appends_truncation_and_follower_appends() {
     let info = log
         .append_as_follower(&leader_batch, 0, accept_all)
         .unwrap();
-    assert_eq!((info.base_offset, info.last_offset), (7, 8));
+    assert_eq!((info.base_offset.get(), info.last_offset.get()), (7, 8));
     let mut next = batch(1, 300, 50);
     vltava_record::set_base_offset(&mut next, 9);
     vltava_record::set_partition_leader_epoch(&mut next, 3);
@@ -540,7 +590,9 @@ fn epochs_follow_leader_appends_truncation_and_follower_appends() {
         (4, (-1, -1)),
     ];
     assert_eq!(epoch_answers(&log, 4), expect);
-    let r = log.read(7, i64::MAX, 1 << 20, true).unwrap();
+    let r = log
+        .read(Offset::new(7), Offset::new(i64::MAX), 1 << 20, true)
+        .unwrap();
     let h = BatchHeader::parse(&r.records).unwrap();
     assert_eq!((h.base_offset, h.partition_leader_epoch), (7, 3));
 
@@ -549,10 +601,13 @@ fn epochs_follow_leader_appends_truncation_and_follower_appends() {
     drop(log);
     for clean in [true, false] {
         let log = open_with(dir.path(), cfg.clone(), clean, 0);
-        assert_eq!(log.offsets().log_end_offset, 10);
+        assert_eq!(log.offsets().log_end_offset, Offset::new(10));
         assert_eq!(epoch_answers(&log, 4), expect);
         assert_eq!(read_all(&log), [(0, 1), (2, 3), (4, 6), (7, 8), (9, 9)]);
-        assert_eq!(log.offset_for_timestamp(250).unwrap(), Some((9, 300)));
+        assert_eq!(
+            log.offset_for_timestamp(250).unwrap(),
+            Some((Offset::new(9), 300))
+        );
     }
 }
 
@@ -603,7 +658,7 @@ fn the_validator_sees_assigned_headers_and_can_refuse() {
     two.extend_from_slice(&batch(4, 0, 10));
     let mut seen = Vec::new();
     let info = log
-        .append_as_leader::<ProduceError, _>(&mut two.clone(), 7, 0, |h| {
+        .append_as_leader::<ProduceError, _>(&mut two.clone(), LeaderEpoch::new(7), 0, |h| {
             seen.push((
                 h.base_offset,
                 h.last_offset(),
@@ -614,9 +669,9 @@ fn the_validator_sees_assigned_headers_and_can_refuse() {
         })
         .unwrap();
     assert_eq!(seen, [(3, 4, 7, 2), (5, 8, 7, 4)]);
-    assert_eq!(info.last_offset, 8);
+    assert_eq!(info.last_offset, Offset::new(8));
     let before = (log.offsets(), log.size_bytes(), log.leader_epochs());
-    let refused = log.append_as_leader(&mut two, 9, 0, |h| {
+    let refused = log.append_as_leader(&mut two, LeaderEpoch::new(9), 0, |h| {
         if h.base_offset > 9 {
             Err(ProduceError::Refused {
                 producer_id: h.producer_id,
@@ -652,20 +707,44 @@ fn reads_stop_below_max_offset() {
             .map(|b| b.unwrap().0.base_offset)
             .collect::<Vec<_>>()
     };
-    assert_eq!(bases(log.read(0, 12, 1 << 20, true).unwrap()), [0, 3, 6, 9]);
-    assert_eq!(bases(log.read(0, 9, 1 << 20, true).unwrap()), [0, 3, 6]);
+    assert_eq!(
+        bases(
+            log.read(Offset::new(0), Offset::new(12), 1 << 20, true)
+                .unwrap()
+        ),
+        [0, 3, 6, 9]
+    );
+    assert_eq!(
+        bases(
+            log.read(Offset::new(0), Offset::new(9), 1 << 20, true)
+                .unwrap()
+        ),
+        [0, 3, 6]
+    );
     // A batch straddling the bound is held back, even as the first batch of a min_one read.
-    assert_eq!(bases(log.read(0, 8, 1 << 20, true).unwrap()), [0, 3]);
     assert_eq!(
-        bases(log.read(6, 8, 1 << 20, true).unwrap()),
+        bases(
+            log.read(Offset::new(0), Offset::new(8), 1 << 20, true)
+                .unwrap()
+        ),
+        [0, 3]
+    );
+    assert_eq!(
+        bases(
+            log.read(Offset::new(6), Offset::new(8), 1 << 20, true)
+                .unwrap()
+        ),
         Vec::<i64>::new()
     );
     assert_eq!(
-        bases(log.read(7, 7, 1 << 20, true).unwrap()),
+        bases(
+            log.read(Offset::new(7), Offset::new(7), 1 << 20, true)
+                .unwrap()
+        ),
         Vec::<i64>::new()
     );
-    let r = log.read(4, 6, 1, true).unwrap();
-    assert_eq!(r.log_end_offset, 12);
+    let r = log.read(Offset::new(4), Offset::new(6), 1, true).unwrap();
+    assert_eq!(r.log_end_offset, Offset::new(12));
     assert_eq!(bases(r), [3]);
 }
 
@@ -681,12 +760,15 @@ fn fetch_at_a_log_start_inside_a_batch_returns_that_batch() {
         log.append(&mut batch(5, 0, 20), 0, 0).unwrap(); // 0..5, 5..10, ...
     }
     assert!(log.segment_count() > 2);
-    assert_eq!(log.delete_records_before(7).unwrap(), 7);
+    assert_eq!(
+        log.delete_records_before(Offset::new(7)).unwrap(),
+        Offset::new(7)
+    );
     log.enforce_retention(0).unwrap();
     let check = |log: &Log| {
         let start = log.offsets().log_start_offset;
-        assert_eq!(start, 7);
-        let r = log.read(start, i64::MAX, 1, true).unwrap();
+        assert_eq!(start, Offset::new(7));
+        let r = log.read(start, Offset::new(i64::MAX), 1, true).unwrap();
         let h = BatchHeader::parse(&r.records).unwrap();
         assert_eq!((h.base_offset, h.last_offset()), (5, 9));
     };
@@ -698,8 +780,8 @@ fn fetch_at_a_log_start_inside_a_batch_returns_that_batch() {
         cfg,
         OpenOptions {
             clean_shutdown: true,
-            recovery_point: 30,
-            log_start_offset: 7,
+            recovery_point: Offset::new(30),
+            log_start_offset: Offset::new(7),
         },
         0,
     )
@@ -752,7 +834,7 @@ fn a_bad_old_batch_after_a_clean_stop_loses_nothing() {
     // Missing indexes force the whole segment to be re-read.
     std::fs::remove_file(dir.path().join(format!("{:020}.index", 4))).unwrap();
     let log = open_with(dir.path(), cfg.clone(), true, 20);
-    assert_eq!(log.offsets().log_end_offset, 20);
+    assert_eq!(log.offsets().log_end_offset, Offset::new(20));
     assert_eq!(segment_bases(dir.path()).len(), 10, "no segment deleted");
     assert_eq!(
         std::fs::metadata(dir.path().join(format!("{:020}.log", 4)))
@@ -765,14 +847,14 @@ fn a_bad_old_batch_after_a_clean_stop_loses_nothing() {
     // The offsets after it are not reused.
     assert_eq!(
         log.append(&mut batch(1, 0, 5), 0, 0).unwrap().base_offset,
-        20
+        Offset::new(20)
     );
     log.close().unwrap();
     drop(log);
 
     // Same after an unclean stop: the segment is below the recovery point.
     let log = open_with(dir.path(), cfg, false, 21);
-    assert_eq!(log.offsets().log_end_offset, 21);
+    assert_eq!(log.offsets().log_end_offset, Offset::new(21));
     assert_eq!(read_all(&log).len(), 21);
 }
 
@@ -786,7 +868,7 @@ fn an_unclean_stop_cuts_only_above_the_recovery_point() {
     let log = open_with(dir.path(), cfg.clone(), false, 10);
     assert_eq!(
         log.offsets().log_end_offset,
-        20,
+        Offset::new(20),
         "bad batch below the recovery point kept"
     );
     assert_eq!(segment_bases(dir.path()).len(), 10);
@@ -795,7 +877,7 @@ fn an_unclean_stop_cuts_only_above_the_recovery_point() {
     // Now a bad batch above the recovery point: cut there, later (unflushed) segments go.
     corrupt_last_batch(dir.path(), 14);
     let log = open_with(dir.path(), cfg, false, 10);
-    assert_eq!(log.offsets().log_end_offset, 15);
+    assert_eq!(log.offsets().log_end_offset, Offset::new(15));
     assert_eq!(segment_bases(dir.path()), [0, 2, 4, 6, 8, 10, 12, 14]);
     assert_eq!(read_all(&log).len(), 15);
     assert!(!log.is_poisoned());
@@ -811,7 +893,7 @@ fn a_failed_roll_poisons_the_log_and_reopen_recovers_it() {
     let log = sim_open(&fs, cfg);
     log.append(&mut batch(1, 0, 50), 0, 0).unwrap();
     log.append(&mut batch(1, 0, 50), 0, 0).unwrap();
-    assert_eq!(log.flush().unwrap(), 2);
+    assert_eq!(log.flush().unwrap(), Offset::new(2));
     fs.fail_next(Fault::Create);
     assert!(matches!(
         log.append(&mut batch(1, 0, 50), 0, 0),
@@ -823,15 +905,15 @@ fn a_failed_roll_poisons_the_log_and_reopen_recovers_it() {
         Err(StorageError::Poisoned { .. })
     ));
     assert!(matches!(
-        log.truncate_to(1),
+        log.truncate_to(Offset::new(1)),
         Err(StorageError::Poisoned { .. })
     ));
     log.reopen(0).unwrap();
     assert!(!log.is_poisoned());
-    assert_eq!(log.offsets().log_end_offset, 2);
+    assert_eq!(log.offsets().log_end_offset, Offset::new(2));
     assert_eq!(
         log.append(&mut batch(1, 0, 50), 0, 0).unwrap().base_offset,
-        2
+        Offset::new(2)
     );
     assert_eq!(read_all(&log).len(), 3);
 }
@@ -841,13 +923,13 @@ fn reopen_after_a_failed_fsync_drops_what_was_never_durable() {
     let fs = sim_fs();
     let log = sim_open(&fs, LogConfig::default());
     log.append(&mut batch(2, 0, 50), 0, 0).unwrap();
-    assert_eq!(log.flush().unwrap(), 2);
+    assert_eq!(log.flush().unwrap(), Offset::new(2));
     log.append(&mut batch(3, 0, 50), 1, 0).unwrap();
     fs.fail_next(Fault::Sync);
     assert!(log.flush().is_err());
     log.reopen(0).unwrap();
-    assert_eq!(log.offsets().log_end_offset, 2);
-    assert_eq!(log.offsets().flushed_offset, 2);
+    assert_eq!(log.offsets().log_end_offset, Offset::new(2));
+    assert_eq!(log.offsets().flushed_offset, Offset::new(2));
     assert_eq!(
         log.leader_epochs(),
         [EpochEntry {
@@ -858,9 +940,9 @@ fn reopen_after_a_failed_fsync_drops_what_was_never_durable() {
     );
     assert_eq!(
         log.append(&mut batch(1, 0, 5), 1, 0).unwrap().base_offset,
-        2
+        Offset::new(2)
     );
-    assert_eq!(log.flush().unwrap(), 3);
+    assert_eq!(log.flush().unwrap(), Offset::new(3));
 }
 
 /// A batch of `n` records from producer `pid` starting at sequence `seq`.
@@ -891,7 +973,10 @@ fn a_retried_batch_gets_its_original_offsets_even_after_a_restart() {
     let log = open(dir.path(), small_segments(), true);
     let mut first = producer_batch(7, 0, 0, 3, false);
     let sent = first.clone();
-    assert_eq!(log.append(&mut first, 0, 0).unwrap().base_offset, 0);
+    assert_eq!(
+        log.append(&mut first, 0, 0).unwrap().base_offset,
+        Offset::new(0)
+    );
     // Enough other batches to roll segments several times (each roll snapshots state).
     for i in 0..6 {
         let mut b = producer_batch(8, 0, i * 2, 2, false);
@@ -900,7 +985,7 @@ fn a_retried_batch_gets_its_original_offsets_even_after_a_restart() {
     let mut retry = sent.clone();
     let dup = log.append(&mut retry, 0, 0).unwrap();
     assert!(dup.duplicate);
-    assert_eq!((dup.base_offset, dup.last_offset), (0, 2));
+    assert_eq!((dup.base_offset.get(), dup.last_offset.get()), (0, 2));
     let end = log.offsets().log_end_offset;
     assert!(log.segment_count() > 2);
     // Unclean stop: state comes from the latest snapshot plus a replay of the tail.
@@ -910,7 +995,7 @@ fn a_retried_batch_gets_its_original_offsets_even_after_a_restart() {
     let mut retry = producer_batch(8, 0, 10, 2, false);
     let dup = log.append(&mut retry, 0, 0).unwrap();
     assert!(dup.duplicate, "the last batch is known after replay");
-    assert_eq!(dup.base_offset, end - 2);
+    assert_eq!(dup.base_offset, end.plus(-2));
     let mut next = producer_batch(8, 0, 13, 1, false);
     assert!(matches!(
         log.append(&mut next, 0, 0),
@@ -940,7 +1025,7 @@ fn an_idempotent_payload_holds_exactly_one_batch() {
             producer_state::ProducerError::MultipleBatches
         ))
     ));
-    assert_eq!(log.offsets().log_end_offset, 0);
+    assert_eq!(log.offsets().log_end_offset, Offset::new(0));
 }
 
 #[test]
@@ -952,33 +1037,59 @@ fn aborted_transactions_are_indexed_and_survive_rolls_truncation_and_restarts() 
         .unwrap();
     log.append(&mut producer_batch(2, 0, 0, 1, false), 0, 0)
         .unwrap();
-    assert_eq!(log.first_unstable_offset(), Some(0));
+    assert_eq!(log.first_unstable_offset(), Some(Offset::new(0)));
     log.append(&mut producer_batch(1, 0, 2, 1, true), 0, 0)
         .unwrap();
     let m = log
-        .append_txn_marker(1, 0, TransactionResult::Abort, 3, 0, 5)
+        .append_txn_marker(
+            ProducerId::new(1),
+            ProducerEpoch::new(0),
+            TransactionResult::Abort,
+            3,
+            LeaderEpoch::new(0),
+            5,
+        )
         .unwrap();
-    assert_eq!(m.base_offset, 4);
+    assert_eq!(m.base_offset, Offset::new(4));
     assert_eq!(log.first_unstable_offset(), None);
-    let aborted = log.aborted_transactions(0, 100);
+    let aborted = log.aborted_transactions(Offset::new(0), Offset::new(100));
     assert_eq!(aborted.len(), 1);
-    assert_eq!((aborted[0].first_offset, aborted[0].last_offset), (0, 4));
-    assert!(log.aborted_transactions(5, 100).is_empty());
+    assert_eq!(
+        (aborted[0].first_offset.get(), aborted[0].last_offset.get()),
+        (0, 4)
+    );
+    assert!(log
+        .aborted_transactions(Offset::new(5), Offset::new(100))
+        .is_empty());
     // A second transaction that commits, then one left open.
     log.append(&mut producer_batch(1, 0, 3, 1, true), 0, 0)
         .unwrap();
-    log.append_txn_marker(1, 0, TransactionResult::Commit, 3, 0, 5)
-        .unwrap();
+    log.append_txn_marker(
+        ProducerId::new(1),
+        ProducerEpoch::new(0),
+        TransactionResult::Commit,
+        3,
+        LeaderEpoch::new(0),
+        5,
+    )
+    .unwrap();
     // An older coordinator is fenced; an older producer epoch too.
     assert!(matches!(
-        log.append_txn_marker(1, 0, TransactionResult::Abort, 2, 0, 5),
+        log.append_txn_marker(
+            ProducerId::new(1),
+            ProducerEpoch::new(0),
+            TransactionResult::Abort,
+            2,
+            LeaderEpoch::new(0),
+            5
+        ),
         Err(StorageError::Producer(
             producer_state::ProducerError::CoordinatorFenced { .. }
         ))
     ));
     log.append(&mut producer_batch(3, 0, 0, 1, true), 0, 0)
         .unwrap();
-    let open_at = log.offsets().log_end_offset - 1;
+    let open_at = log.offsets().log_end_offset.plus(-1);
     for i in 0..8 {
         log.append(&mut producer_batch(4, 0, i, 1, false), 0, 0)
             .unwrap();
@@ -994,25 +1105,47 @@ fn aborted_transactions_are_indexed_and_survive_rolls_truncation_and_restarts() 
     let log = open(dir.path(), small_segments(), false);
     assert_eq!(log.offsets().log_end_offset, end);
     assert_eq!(log.first_unstable_offset(), Some(open_at));
-    assert_eq!(log.aborted_transactions(0, end).len(), 1);
+    assert_eq!(log.aborted_transactions(Offset::new(0), end).len(), 1);
     // Abort the open one, then truncate back below its marker: it is open again.
     let marker = log
-        .append_txn_marker(3, 0, TransactionResult::Abort, 3, 0, 5)
+        .append_txn_marker(
+            ProducerId::new(3),
+            ProducerEpoch::new(0),
+            TransactionResult::Abort,
+            3,
+            LeaderEpoch::new(0),
+            5,
+        )
         .unwrap();
-    assert_eq!(log.aborted_transactions(0, i64::MAX).len(), 2);
+    assert_eq!(
+        log.aborted_transactions(Offset::new(0), Offset::new(i64::MAX))
+            .len(),
+        2
+    );
     assert_eq!(log.first_unstable_offset(), None);
     log.truncate_to(marker.base_offset).unwrap();
-    assert_eq!(log.aborted_transactions(0, i64::MAX).len(), 1);
+    assert_eq!(
+        log.aborted_transactions(Offset::new(0), Offset::new(i64::MAX))
+            .len(),
+        1
+    );
     assert_eq!(log.first_unstable_offset(), Some(open_at));
     // Clean restart keeps all of it.
-    log.append_txn_marker(3, 0, TransactionResult::Abort, 3, 0, 5)
-        .unwrap();
+    log.append_txn_marker(
+        ProducerId::new(3),
+        ProducerEpoch::new(0),
+        TransactionResult::Abort,
+        3,
+        LeaderEpoch::new(0),
+        5,
+    )
+    .unwrap();
     log.close().unwrap();
     drop(log);
     let log = open(dir.path(), small_segments(), true);
-    let all = log.aborted_transactions(0, i64::MAX);
+    let all = log.aborted_transactions(Offset::new(0), Offset::new(i64::MAX));
     assert_eq!(
-        all.iter().map(|t| t.producer_id).collect::<Vec<_>>(),
+        all.iter().map(|t| t.producer_id.get()).collect::<Vec<_>>(),
         vec![1, 3]
     );
     assert_eq!(log.first_unstable_offset(), None);
@@ -1046,14 +1179,18 @@ fn a_corrupt_snapshot_falls_back_to_an_older_one() {
 /// What producer state says about a log, comparable across a reopen: each producer's epoch,
 /// last sequence, coordinator epoch and open transaction, the first unstable offset and every
 /// aborted transaction.
-type ProducerSummary = (Vec<ProducerInfo>, Option<i64>, Vec<(i64, i64, i64)>);
+type ProducerSummary = (
+    Vec<ProducerInfo>,
+    Option<Offset>,
+    Vec<(ProducerId, Offset, Offset)>,
+);
 
 fn producer_summary(log: &Log) -> ProducerSummary {
     let mut producers = log.producers();
     // The timestamps are the batches' own, so they survive too; keep them in the comparison.
     producers.sort_by_key(|p| p.producer_id);
     let aborted = log
-        .aborted_transactions(0, i64::MAX)
+        .aborted_transactions(Offset::new(0), Offset::new(i64::MAX))
         .into_iter()
         .map(|t| (t.producer_id, t.first_offset, t.last_offset))
         .collect();
@@ -1097,14 +1234,14 @@ proptest! {
                     let before = log.offsets().log_end_offset;
                     if log.append(&mut b, 0, 0).is_ok() {
                         seq.insert(pid, s + n as i32);
-                        boundaries.push(before);
+                        boundaries.push(before.get());
                     }
                 }
                 ProducerOp::Marker { pid, commit } => {
                     let result = if commit { TransactionResult::Commit } else { TransactionResult::Abort };
                     let before = log.offsets().log_end_offset;
-                    if log.append_txn_marker(pid, 0, result, 0, 0, 0).is_ok() {
-                        boundaries.push(before);
+                    if log.append_txn_marker(ProducerId::new(pid), ProducerEpoch::new(0), result, 0, LeaderEpoch::new(0), 0).is_ok() {
+                        boundaries.push(before.get());
                     }
                 }
                 ProducerOp::Reopen { clean } => {
@@ -1118,13 +1255,13 @@ proptest! {
                     if boundaries.len() >= back {
                         let to = boundaries[boundaries.len() - back];
                         boundaries.truncate(boundaries.len() - back);
-                        log.truncate_to(to).unwrap();
+                        log.truncate_to(Offset::new(to)).unwrap();
                         // Sequences after a truncation are whatever the rebuilt state says.
                         for p in log.producers() {
-                            seq.insert(p.producer_id, p.last_sequence.wrapping_add(1));
+                            seq.insert(p.producer_id.get(), p.last_sequence.wrapping_add(1));
                         }
                         for pid in 1..4 {
-                            if !log.producers().iter().any(|p| p.producer_id == pid) {
+                            if !log.producers().iter().any(|p| p.producer_id == ProducerId::new(pid)) {
                                 seq.remove(&pid);
                             }
                         }
@@ -1150,16 +1287,23 @@ fn a_marker_during_verification_refuses_the_verified_batch() {
     let verified = |log: &Log, seq: i32, guard| {
         log.append_as_leader_guarded::<StorageError, _>(
             &mut producer_batch(1, 0, seq, 1, true),
-            0,
+            LeaderEpoch::new(0),
             0,
             crate::accept_all,
             Some(guard),
         )
     };
-    let stale = log.start_txn_verification(1);
+    let stale = log.start_txn_verification(ProducerId::new(1));
     // The coordinator ends the transaction (a timeout abort) before the batch lands.
-    log.append_txn_marker(1, 0, TransactionResult::Abort, 0, 0, 5)
-        .unwrap();
+    log.append_txn_marker(
+        ProducerId::new(1),
+        ProducerEpoch::new(0),
+        TransactionResult::Abort,
+        0,
+        LeaderEpoch::new(0),
+        5,
+    )
+    .unwrap();
     assert!(matches!(
         verified(&log, 0, stale),
         Err(StorageError::Producer(
@@ -1169,22 +1313,22 @@ fn a_marker_during_verification_refuses_the_verified_batch() {
     assert_eq!(log.first_unstable_offset(), None, "nothing holds the LSO");
     assert_eq!(
         log.offsets().log_end_offset,
-        1,
+        Offset::new(1),
         "only the marker was written"
     );
 
-    let fresh = log.start_txn_verification(1);
+    let fresh = log.start_txn_verification(ProducerId::new(1));
     let info = verified(&log, 0, fresh).unwrap();
     assert_eq!(log.first_unstable_offset(), Some(info.base_offset));
     // The transaction is open here: a guard from before is no obstacle now.
     verified(&log, 1, stale).unwrap();
     // A failed verification's guard is dropped: it opens nothing afterwards.
-    let unused = log.start_txn_verification(2);
+    let unused = log.start_txn_verification(ProducerId::new(2));
     log.end_txn_verification(unused);
     assert!(log
         .append_as_leader_guarded::<StorageError, _>(
             &mut producer_batch(2, 0, 0, 1, true),
-            0,
+            LeaderEpoch::new(0),
             0,
             crate::accept_all,
             Some(unused),

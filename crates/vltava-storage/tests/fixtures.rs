@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use vltava_record::{build_batch, BatchHeader, Batches};
 use vltava_storage::{accept_all, checkpoint, EpochEntry, Log, LogConfig, OpenOptions};
+use vltava_types::{LeaderEpoch, Offset};
 
 const TOPIC: &str = "orders";
 
@@ -49,8 +50,8 @@ fn generate_fixtures() {
     let dir = root.join(vltava_storage::partition_dir_name(TOPIC, 0));
     let opts = OpenOptions {
         clean_shutdown: true,
-        recovery_point: 0,
-        log_start_offset: 0,
+        recovery_point: Offset::new(0),
+        log_start_offset: Offset::new(0),
     };
     let log = Log::open(&dir, config(), opts, 0).unwrap();
     for (epoch, records) in appends() {
@@ -58,12 +59,17 @@ fn generate_fixtures() {
             .iter()
             .map(|(k, v, ts)| (Some(k.as_bytes()), Some(v.as_bytes()), *ts))
             .collect();
-        log.append_as_leader(&mut build_batch(0, &specs), epoch, 0, accept_all)
-            .unwrap();
+        log.append_as_leader(
+            &mut build_batch(0, &specs),
+            LeaderEpoch::new(epoch),
+            0,
+            accept_all,
+        )
+        .unwrap();
     }
     log.close().unwrap();
     let mut cp = checkpoint::Checkpoint::new();
-    cp.insert((TOPIC.to_string(), 0), log.offsets().flushed_offset);
+    cp.insert((TOPIC.to_string(), 0), log.offsets().flushed_offset.get());
     checkpoint::write(&root.join("recovery-point-offset-checkpoint"), &cp).unwrap();
 }
 
@@ -159,8 +165,8 @@ fn committed_fixtures_open_unchanged() {
             config(),
             OpenOptions {
                 clean_shutdown: clean,
-                recovery_point,
-                log_start_offset: 0,
+                recovery_point: Offset::new(recovery_point),
+                log_start_offset: Offset::new(0),
             },
             0,
         )
@@ -168,7 +174,7 @@ fn committed_fixtures_open_unchanged() {
         let o = log.offsets();
         assert_eq!(
             (o.log_start_offset, o.log_end_offset, o.flushed_offset),
-            (0, 9, 9)
+            (Offset::new(0), Offset::new(9), Offset::new(9))
         );
         assert_eq!(
             log.leader_epochs(),
@@ -177,11 +183,26 @@ fn committed_fixtures_open_unchanged() {
                 start_offset
             })
         );
-        assert_eq!(log.end_offset_for_epoch(0), (0, 3));
-        assert_eq!(log.end_offset_for_epoch(1), (0, 3));
-        assert_eq!(log.end_offset_for_epoch(2), (2, 7));
-        assert_eq!(log.end_offset_for_epoch(5), (5, 9));
-        assert_eq!(log.end_offset_for_epoch(6), (-1, -1));
+        assert_eq!(
+            log.end_offset_for_epoch(LeaderEpoch::new(0)),
+            (LeaderEpoch::new(0), Offset::new(3))
+        );
+        assert_eq!(
+            log.end_offset_for_epoch(LeaderEpoch::new(1)),
+            (LeaderEpoch::new(0), Offset::new(3))
+        );
+        assert_eq!(
+            log.end_offset_for_epoch(LeaderEpoch::new(2)),
+            (LeaderEpoch::new(2), Offset::new(7))
+        );
+        assert_eq!(
+            log.end_offset_for_epoch(LeaderEpoch::new(5)),
+            (LeaderEpoch::new(5), Offset::new(9))
+        );
+        assert_eq!(
+            log.end_offset_for_epoch(LeaderEpoch::new(6)),
+            (LeaderEpoch::new(-1), Offset::new(-1))
+        );
 
         // Every stored byte comes back as written, batch by batch.
         let mut stored = Vec::new();
@@ -192,7 +213,9 @@ fn committed_fixtures_open_unchanged() {
         let mut headers = Vec::new();
         let mut offset = 0;
         while offset < 9 {
-            let r = log.read(offset, 9, 1 << 20, true).unwrap();
+            let r = log
+                .read(Offset::new(offset), Offset::new(9), 1 << 20, true)
+                .unwrap();
             for item in Batches::new(&r.records) {
                 let (h, range) = item.unwrap();
                 read.extend_from_slice(&r.records[range]);
@@ -223,8 +246,14 @@ fn committed_fixtures_open_unchanged() {
                 (7, 8, 5, 3_000, 3_003),
             ]
         );
-        assert_eq!(log.offset_for_timestamp(2_001).unwrap(), Some((4, 2_002)));
-        assert_eq!(log.offset_for_timestamp(2_005).unwrap(), Some((6, 2_010)));
+        assert_eq!(
+            log.offset_for_timestamp(2_001).unwrap(),
+            Some((Offset::new(4), 2_002))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(2_005).unwrap(),
+            Some((Offset::new(6), 2_010))
+        );
         // Only the timestamp: after a reopen its offset comes from the time index, which
         // holds batch starts, while a live log answers the batch's last offset.
         assert_eq!(log.max_timestamp().map(|(_, ts)| ts), Some(3_003));

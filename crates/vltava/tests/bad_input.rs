@@ -118,7 +118,7 @@ fn produce_payload_errors_get_kafka_codes() {
 
     // Nothing rejected reached the log: two good batches, offsets 0 and 1.
     let p = broker.broker.partitions.get("t", 0).unwrap();
-    assert_eq!(p.offsets().log_end_offset, 1);
+    assert_eq!(p.offsets().log_end_offset, vltava_types::Offset::new(1));
     assert_serving(broker.local_addr);
     rt.block_on(broker.shutdown());
 }
@@ -371,7 +371,7 @@ fn gzip_batch(plain: &[u8]) -> Vec<u8> {
 
 fn log_end(broker: &BrokerHandle, topic: &str) -> i64 {
     let p = broker.broker.partitions.get(topic, 0).unwrap();
-    p.offsets().log_end_offset
+    p.offsets().log_end_offset.get()
 }
 
 #[test]

@@ -367,7 +367,7 @@ fn consumer_offsets_stay_bounded_under_a_long_commit_loop() {
             .partitions
             .topic("__consumer_offsets")
             .iter()
-            .map(|p| p.offsets().log_end_offset)
+            .map(|p| p.offsets().log_end_offset.get())
             .sum();
         assert!(records >= (round + 1) * 100_000);
         // Cleaned down to the live records plus each used partition's uncleaned tail: its

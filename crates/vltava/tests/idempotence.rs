@@ -63,7 +63,8 @@ fn produce_through_cuts(idempotent: bool, n: usize, cuts: usize) -> (Vec<i64>, V
         .get("idem", 0)
         .unwrap()
         .offsets()
-        .log_end_offset;
+        .log_end_offset
+        .get();
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while (got.len() as i64) < end && Instant::now() < deadline {
@@ -215,7 +216,8 @@ fn sequence_epoch_and_batch_errors_get_kafka_codes() {
         .get("errs", 0)
         .unwrap()
         .offsets()
-        .log_end_offset;
+        .log_end_offset
+        .get();
     assert_eq!(end, 4, "only the two accepted batches were written");
     // Producer ids come from blocks recorded in the metadata log: a restart never reuses one.
     rt.block_on(broker.shutdown());

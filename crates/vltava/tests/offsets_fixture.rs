@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use uuid::Uuid;
 use vltava_coordinator::records::{OffsetValue, Record, TopicIds};
 use vltava_storage::{accept_all, Log, LogConfig, OpenOptions};
+use vltava_types::{LeaderEpoch, Offset};
 
 struct NoTopics;
 
@@ -64,8 +65,8 @@ fn generate_fixture() {
     let _ = std::fs::remove_dir_all(&dir);
     let opts = OpenOptions {
         clean_shutdown: false,
-        recovery_point: 0,
-        log_start_offset: 0,
+        recovery_point: Offset::new(0),
+        log_start_offset: Offset::new(0),
     };
     let log = Log::open(&dir, LogConfig::default(), opts, 1_700_000_000_000).unwrap();
     // One batch per record, as the coordinator writes them.
@@ -73,8 +74,13 @@ fn generate_fixture() {
         let (k, v) = r.encode(&NoTopics).unwrap();
         let mut batch =
             vltava_record::build_batch(0, &[(Some(k.as_slice()), v.as_deref(), 1_700_000_000_000)]);
-        log.append_as_leader(&mut batch, 0, 1_700_000_000_000, accept_all)
-            .unwrap();
+        log.append_as_leader(
+            &mut batch,
+            LeaderEpoch::new(0),
+            1_700_000_000_000,
+            accept_all,
+        )
+        .unwrap();
     }
     log.close().unwrap();
 }
@@ -103,12 +109,14 @@ fn the_committed_offsets_partition_reads_back_the_same_records() {
     let before = files(&dir);
     let opts = OpenOptions {
         clean_shutdown: true,
-        recovery_point: 5,
-        log_start_offset: 0,
+        recovery_point: Offset::new(5),
+        log_start_offset: Offset::new(0),
     };
     let log = Log::open(&dir, LogConfig::default(), opts, 1_700_000_000_000).unwrap();
-    assert_eq!(log.offsets().log_end_offset, 5);
-    let read = log.read(0, i64::MAX, 1 << 20, true).unwrap();
+    assert_eq!(log.offsets().log_end_offset, Offset::new(5));
+    let read = log
+        .read(Offset::new(0), Offset::new(i64::MAX), 1 << 20, true)
+        .unwrap();
     let mut got = Vec::new();
     for item in vltava_record::Batches::new(&read.records) {
         let (h, range) = item.unwrap();

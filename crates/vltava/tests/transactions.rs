@@ -116,7 +116,7 @@ fn end_txn(c: &mut RawClient, version: i16, pid: i64, epoch: i16, commit: bool) 
 
 fn log_end(broker: &BrokerHandle, topic: &str, partition: i32) -> i64 {
     let p = broker.broker.partitions.get(topic, partition).unwrap();
-    p.offsets().log_end_offset
+    p.offsets().log_end_offset.get()
 }
 
 /// A broker with topic `t` (2 partitions), and a client connected to it.

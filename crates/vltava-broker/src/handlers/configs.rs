@@ -128,25 +128,27 @@ pub fn describe_configs(
                         .collect())
                 }
             }
-            Some(ResourceType::Broker) => check_broker(broker.config.node_id, &name).map(|()| {
-                let mut layers = broker.config_layers(&image, None);
-                if name.is_empty() {
-                    // The default resource shows only cluster-wide dynamic values.
-                    layers.dynamic_broker = None;
-                    layers.static_broker = None;
-                }
-                let read_only = defs::BROKER_CONFIGS.iter().map(|d| (d, true));
-                let dynamic = defs::BROKER_SYNONYM_DEFS.iter().map(|d| (d, false));
-                read_only
-                    .chain(dynamic)
-                    .filter(|(d, _)| wanted(d.name))
-                    .map(|(d, ro)| (defs::resolve_broker(d, layers), d, ro))
-                    .filter(|(r, _, _)| {
-                        !name.is_empty() || r.source == defs::ConfigSource::DynamicDefaultBroker
-                    })
-                    .map(|(r, d, ro)| entry(&r, d, ro, synonyms, docs))
-                    .collect()
-            }),
+            Some(ResourceType::Broker) => {
+                check_broker(broker.config.node_id.get(), &name).map(|()| {
+                    let mut layers = broker.config_layers(&image, None);
+                    if name.is_empty() {
+                        // The default resource shows only cluster-wide dynamic values.
+                        layers.dynamic_broker = None;
+                        layers.static_broker = None;
+                    }
+                    let read_only = defs::BROKER_CONFIGS.iter().map(|d| (d, true));
+                    let dynamic = defs::BROKER_SYNONYM_DEFS.iter().map(|d| (d, false));
+                    read_only
+                        .chain(dynamic)
+                        .filter(|(d, _)| wanted(d.name))
+                        .map(|(d, ro)| (defs::resolve_broker(d, layers), d, ro))
+                        .filter(|(r, _, _)| {
+                            !name.is_empty() || r.source == defs::ConfigSource::DynamicDefaultBroker
+                        })
+                        .map(|(r, d, ro)| entry(&r, d, ro, synonyms, docs))
+                        .collect()
+                })
+            }
             None => Err(OpError::new(
                 ErrorCode::InvalidRequest,
                 format!("Unsupported resource type {}", res.resource_type),
@@ -254,7 +256,7 @@ async fn apply(
         .controller
         .write(move |image| {
             let changes = changes(image, rtype)?;
-            let records = change_records(node_id, image, rtype, &name, &changes)?;
+            let records = change_records(node_id.get(), image, rtype, &name, &changes)?;
             Ok((if validate_only { Vec::new() } else { records }, ()))
         })
         .await

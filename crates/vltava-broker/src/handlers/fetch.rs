@@ -65,7 +65,7 @@ fn read_all(
                     total += r.records.len();
                     d.high_watermark = high_watermark;
                     d.last_stable_offset = last_stable;
-                    d.log_start_offset = r.log_start_offset;
+                    d.log_start_offset = r.log_start_offset.get();
                     if read_committed {
                         // The aborted transactions these batches overlap, so the client
                         // drops their records (Kafka's collectAbortedTransactions).
@@ -79,8 +79,8 @@ fn read_all(
                                 .into_iter()
                                 .map(|a| {
                                     let mut at = fetch_response::AbortedTransaction::default();
-                                    at.producer_id = a.producer_id.into();
-                                    at.first_offset = a.first_offset;
+                                    at.producer_id = a.producer_id.get().into();
+                                    at.first_offset = a.first_offset.get();
                                     at
                                 })
                                 .collect(),

@@ -12,6 +12,7 @@ use vltava_coordinator::state::{CommitEntry, Group};
 use vltava_coordinator::GroupError;
 use vltava_protocol::messages::*;
 use vltava_protocol::ErrorCode;
+use vltava_types::{LeaderEpoch, Offset};
 
 use super::{sb, tn};
 use crate::broker::Broker;
@@ -73,7 +74,11 @@ pub fn find_coordinator(
         }
     };
     let (host, port) = broker.advertised_for(ctx.listener_name());
-    let (host, port, node) = (sb(host), i32::from(port), BrokerId(broker.config.node_id));
+    let (host, port, node) = (
+        sb(host),
+        i32::from(port),
+        BrokerId(broker.config.node_id.get()),
+    );
     let mut resp = FindCoordinatorResponse::default();
     if version < 4 {
         match answer(req.key_type, &req.key) {
@@ -388,11 +393,11 @@ pub async fn offset_commit(
                 entries.push(CommitEntry {
                     topic: name.clone().expect("known"),
                     partition: p.partition_index,
-                    offset: p.committed_offset,
+                    offset: Offset::new(p.committed_offset),
                     leader_epoch: if version >= 6 {
-                        p.committed_leader_epoch
+                        LeaderEpoch::new(p.committed_leader_epoch)
                     } else {
-                        -1
+                        LeaderEpoch::new(-1)
                     },
                     metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                 });

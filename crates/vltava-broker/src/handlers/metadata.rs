@@ -17,9 +17,10 @@ use vltava_protocol::ErrorCode;
 use super::{sb, tn};
 use crate::broker::Broker;
 use crate::context::{AclOperation, RequestContext, Resource};
+use vltava_types::NodeId;
 
-fn ids(v: &[i32]) -> Vec<BrokerId> {
-    v.iter().map(|i| BrokerId(*i)).collect()
+fn ids(v: &[NodeId]) -> Vec<BrokerId> {
+    v.iter().map(|i| BrokerId(i.get())).collect()
 }
 
 fn topic_entry(t: &TopicImage) -> MetadataResponseTopic {
@@ -33,8 +34,8 @@ fn topic_entry(t: &TopicImage) -> MetadataResponseTopic {
         .map(|p| {
             let mut mp = MetadataResponsePartition::default();
             mp.partition_index = p.partition_id;
-            mp.leader_id = BrokerId(p.leader);
-            mp.leader_epoch = p.leader_epoch;
+            mp.leader_id = BrokerId(p.leader.get());
+            mp.leader_epoch = p.leader_epoch.get();
             mp.replica_nodes = ids(&p.replicas);
             mp.isr_nodes = ids(&p.isr);
             mp
@@ -141,14 +142,14 @@ pub async fn metadata(
         }
     };
     let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(broker.config.node_id);
+    b.node_id = BrokerId(broker.config.node_id.get());
     let (host, port) = broker.advertised_for(ctx.listener_name());
     b.host = sb(host);
     b.port = i32::from(port);
     let mut resp = MetadataResponse::default();
     resp.brokers = vec![b];
     resp.cluster_id = Some(sb(&broker.cluster_id));
-    resp.controller_id = BrokerId(broker.config.node_id);
+    resp.controller_id = BrokerId(broker.config.node_id.get());
     resp.topics = topics;
     resp
 }
@@ -167,13 +168,13 @@ pub fn describe_cluster(
         return resp;
     }
     let mut b = DescribeClusterBroker::default();
-    b.broker_id = BrokerId(broker.config.node_id);
+    b.broker_id = BrokerId(broker.config.node_id.get());
     let (host, port) = broker.advertised_for(ctx.listener_name());
     b.host = sb(host);
     b.port = i32::from(port);
     resp.endpoint_type = 1;
     resp.cluster_id = sb(&broker.cluster_id);
-    resp.controller_id = BrokerId(broker.config.node_id);
+    resp.controller_id = BrokerId(broker.config.node_id.get());
     resp.brokers = vec![b];
     resp
 }
@@ -236,8 +237,8 @@ pub fn describe_topic_partitions(
             budget -= 1;
             let mut rp = DescribeTopicPartitionsResponsePartition::default();
             rp.partition_index = p.partition_id;
-            rp.leader_id = BrokerId(p.leader);
-            rp.leader_epoch = p.leader_epoch;
+            rp.leader_id = BrokerId(p.leader.get());
+            rp.leader_epoch = p.leader_epoch.get();
             rp.replica_nodes = ids(&p.replicas);
             rp.isr_nodes = ids(&p.isr);
             rp.eligible_leader_replicas = Some(Vec::new());

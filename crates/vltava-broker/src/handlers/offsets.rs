@@ -71,8 +71,8 @@ pub fn list_offsets(
                         };
                         let found = match lp.timestamp {
                             LATEST => Ok(Some((latest, -1))),
-                            EARLIEST | EARLIEST_LOCAL => Ok(Some((o.log_start_offset, -1))),
-                            LATEST_TIERED => Ok(Some((o.log_start_offset - 1, -1))),
+                            EARLIEST | EARLIEST_LOCAL => Ok(Some((o.log_start_offset.get(), -1))),
+                            LATEST_TIERED => Ok(Some((o.log_start_offset.get() - 1, -1))),
                             MAX_TIMESTAMP => Ok(p.max_timestamp()),
                             ts if ts >= 0 => p.offset_for_timestamp(ts).map_err(Some),
                             _ => Err(None),

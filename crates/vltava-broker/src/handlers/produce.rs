@@ -283,7 +283,7 @@ fn append_one(
             )
         }
     };
-    let end = info.last_offset + 1;
+    let end = info.last_offset.next().get();
     let wait = match settings.flush_messages {
         // A retried batch already in the log: answered once its first write is durable.
         _ if info.duplicate && acks == -1 => Some(end),
@@ -301,9 +301,9 @@ fn append_one(
     }
     let mut r = PartitionProduceResponse::default();
     r.index = index;
-    r.base_offset = info.base_offset;
+    r.base_offset = info.base_offset.get();
     r.log_append_time_ms = info.log_append_time;
-    r.log_start_offset = info.log_start_offset;
+    r.log_start_offset = info.log_start_offset.get();
     (r, wait.map(|w| (Arc::clone(p), w)))
 }
 

@@ -111,7 +111,7 @@ fn append_markers(
                 ) {
                     Ok(info) => {
                         p.request_flush();
-                        waits.push((mi, r.len(), p, info.last_offset + 1));
+                        waits.push((mi, r.len(), p, info.last_offset.next().get()));
                         None
                     }
                     Err(AppendError::NotLeader(_)) => Some(ErrorCode::NotLeaderOrFollower),
@@ -212,12 +212,12 @@ pub fn describe_producers(
                         .into_iter()
                         .map(|s| {
                             let mut ps = ProducerState::default();
-                            ps.producer_id = s.producer_id.into();
-                            ps.producer_epoch = i32::from(s.epoch);
+                            ps.producer_id = s.producer_id.get().into();
+                            ps.producer_epoch = i32::from(s.epoch.get());
                             ps.last_sequence = s.last_sequence;
                             ps.last_timestamp = s.last_timestamp;
                             ps.coordinator_epoch = s.coordinator_epoch;
-                            ps.current_txn_start_offset = s.current_txn_start_offset;
+                            ps.current_txn_start_offset = s.current_txn_start_offset.get();
                             ps
                         })
                         .collect();

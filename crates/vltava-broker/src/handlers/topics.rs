@@ -186,7 +186,7 @@ pub async fn create_topics(
                             "Partitions must be numbered consecutively from 0.",
                         ));
                     }
-                    if a.broker_ids.iter().any(|b| b.0 != broker.config.node_id)
+                    if a.broker_ids.iter().any(|b| b.0 != broker.config.node_id.get())
                         || a.broker_ids.is_empty()
                     {
                         return Err(OpError::new(
@@ -380,7 +380,7 @@ pub async fn create_partitions(
             .write(move |image| {
                 let records = create_partitions_records(image, node_id, &topic, count)?;
                 if let Some(a) = &assignments {
-                    if a.len() != records.len() || a.iter().any(|x| x.iter().any(|b| *b != node_id)) {
+                    if a.len() != records.len() || a.iter().any(|x| x.iter().any(|b| *b != node_id.get())) {
                         return Err(OpError::new(ErrorCode::InvalidReplicaAssignment, "Replica assignment does not match the new partitions or names an unknown broker."));
                     }
                 }

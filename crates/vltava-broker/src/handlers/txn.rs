@@ -17,6 +17,7 @@ use super::topics::is_internal_topic;
 use super::{sb, tn};
 use crate::broker::Broker;
 use crate::context::{AclOperation, RequestContext, Resource};
+use vltava_types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 
 fn may_write_txn(broker: &Broker, ctx: &RequestContext, id: &str) -> bool {
     broker.authorize(ctx, AclOperation::Write, Resource::TransactionalId(id))
@@ -41,8 +42,8 @@ pub async fn init_producer_id(
     let mut resp = InitProducerIdResponse::default();
     let fail = |mut resp: InitProducerIdResponse, code: i16| {
         resp.error_code = code;
-        resp.producer_id = ProducerId(NO_PRODUCER_ID);
-        resp.producer_epoch = NO_PRODUCER_EPOCH;
+        resp.producer_id = ProducerId(NO_PRODUCER_ID.get());
+        resp.producer_epoch = NO_PRODUCER_EPOCH.get();
         resp
     };
     let Some(id) = req.transactional_id.as_ref().map(|t| t.0.to_string()) else {
@@ -53,11 +54,11 @@ pub async fn init_producer_id(
         return fail(resp, ErrorCode::TransactionalIdAuthorizationFailed.code());
     }
     let expected = match (req.producer_id.0, req.producer_epoch) {
-        (NO_PRODUCER_ID, NO_PRODUCER_EPOCH) => None,
-        (NO_PRODUCER_ID, _) | (_, NO_PRODUCER_EPOCH) => {
+        (pid, epoch) if pid == NO_PRODUCER_ID.get() && epoch == NO_PRODUCER_EPOCH.get() => None,
+        (pid, epoch) if pid == NO_PRODUCER_ID.get() || epoch == NO_PRODUCER_EPOCH.get() => {
             return fail(resp, ErrorCode::InvalidRequest.code())
         }
-        (pid, epoch) => Some((pid, epoch)),
+        (pid, epoch) => Some((ProducerId::new(pid), ProducerEpoch::new(epoch))),
     };
     let result = broker
         .txns
@@ -65,8 +66,8 @@ pub async fn init_producer_id(
         .await;
     match result {
         Ok((pid, epoch)) => {
-            resp.producer_id = ProducerId(pid);
-            resp.producer_epoch = epoch;
+            resp.producer_id = ProducerId(pid.get());
+            resp.producer_epoch = epoch.get();
             resp
         }
         Err(e) => fail(resp, e.for_old_client(version < 4).code()),
@@ -279,8 +280,8 @@ pub async fn end_txn(
             .txns
             .end_txn(
                 &id,
-                req.producer_id.0,
-                req.producer_epoch,
+                ProducerId::new(req.producer_id.0),
+                ProducerEpoch::new(req.producer_epoch),
                 req.committed,
                 client_txn_version(version, 5),
             )
@@ -290,13 +291,13 @@ pub async fn end_txn(
     let mut resp = EndTxnResponse::default();
     match result {
         Ok((pid, epoch)) => {
-            resp.producer_id = ProducerId(pid);
-            resp.producer_epoch = epoch;
+            resp.producer_id = ProducerId(pid.get());
+            resp.producer_epoch = epoch.get();
         }
         Err(code) => {
             resp.error_code = code;
-            resp.producer_id = ProducerId(NO_PRODUCER_ID);
-            resp.producer_epoch = NO_PRODUCER_EPOCH;
+            resp.producer_id = ProducerId(NO_PRODUCER_ID.get());
+            resp.producer_epoch = NO_PRODUCER_EPOCH.get();
         }
     }
     resp
@@ -351,11 +352,11 @@ pub async fn txn_offset_commit(
                 entries.push(CommitEntry {
                     topic: name.clone(),
                     partition: p.partition_index,
-                    offset: p.committed_offset,
+                    offset: Offset::new(p.committed_offset),
                     leader_epoch: if version >= 2 {
-                        p.committed_leader_epoch
+                        LeaderEpoch::new(p.committed_leader_epoch)
                     } else {
-                        -1
+                        LeaderEpoch::new(-1)
                     },
                     metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                 });
@@ -416,8 +417,8 @@ pub fn describe_transactions(
             let id = tid.0.to_string();
             let mut s = describe_transactions_response::TransactionState::default();
             s.transactional_id = tid.clone();
-            s.producer_id = ProducerId(NO_PRODUCER_ID);
-            s.producer_epoch = NO_PRODUCER_EPOCH;
+            s.producer_id = ProducerId(NO_PRODUCER_ID.get());
+            s.producer_epoch = NO_PRODUCER_EPOCH.get();
             if !broker.authorize(ctx, AclOperation::Describe, Resource::TransactionalId(&id)) {
                 s.error_code = ErrorCode::TransactionalIdAuthorizationFailed.code();
                 return s;
@@ -425,8 +426,8 @@ pub fn describe_transactions(
             match broker.txns.describe(&id) {
                 Ok(d) => {
                     s.transaction_state = sb(d.state.name());
-                    s.producer_id = ProducerId(d.producer_id);
-                    s.producer_epoch = d.producer_epoch;
+                    s.producer_id = ProducerId(d.producer_id.get());
+                    s.producer_epoch = d.producer_epoch.get();
                     s.transaction_timeout_ms = d.timeout_ms;
                     s.transaction_start_time_ms = d.start_ms;
                     let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
@@ -462,7 +463,11 @@ pub fn list_transactions(
 ) -> ListTransactionsResponse {
     let mut resp = ListTransactionsResponse::default();
     let mut filter = ListFilter {
-        producer_ids: req.producer_id_filters.iter().map(|p| p.0).collect(),
+        producer_ids: req
+            .producer_id_filters
+            .iter()
+            .map(|p| ProducerId::new(p.0))
+            .collect(),
         min_duration_ms: if ctx.api_version >= 1 {
             req.duration_filter
         } else {
@@ -498,7 +503,7 @@ pub fn list_transactions(
                 .map(|t| {
                     let mut s = list_transactions_response::TransactionState::default();
                     s.transactional_id = TransactionalId(sb(t.transactional_id));
-                    s.producer_id = ProducerId(t.producer_id);
+                    s.producer_id = ProducerId(t.producer_id.get());
                     s.transaction_state = sb(t.state.name());
                     s
                 })

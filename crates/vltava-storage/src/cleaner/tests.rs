@@ -10,6 +10,7 @@ use super::*;
 use crate::fs::FsFile;
 use crate::sim::SimFs;
 use crate::{LogConfig, OpenOptions};
+use vltava_types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 
 const DIR: &str = "/data/t-0";
 const SEGMENT_MS: i64 = 1_000_000;
@@ -59,8 +60,8 @@ fn sim_fs() -> SimFs {
 fn open_log(fs: Arc<dyn Fs>, cfg: &LogConfig, recovery_point: i64) -> Log {
     let opts = OpenOptions {
         clean_shutdown: false,
-        recovery_point,
-        log_start_offset: 0,
+        recovery_point: Offset::new(recovery_point),
+        log_start_offset: Offset::new(0),
     };
     Log::open_with(fs, Path::new(DIR), cfg.clone(), opts, 0).unwrap()
 }
@@ -97,12 +98,20 @@ fn append_ops(log: &Log, ops: &[Op], codec: Compression, now: &mut i64) -> (Vec<
                 }
                 let mut bytes = b.finish();
                 let info = log
-                    .append_as_leader::<StorageError, _>(&mut bytes, 0, *now, crate::accept_all)
+                    .append_as_leader::<StorageError, _>(
+                        &mut bytes,
+                        LeaderEpoch::new(0),
+                        *now,
+                        crate::accept_all,
+                    )
                     .unwrap();
-                ids.insert(info.base_offset, (7, 3, base_sequence, info.last_offset));
+                ids.insert(
+                    info.base_offset.get(),
+                    (7, 3, base_sequence, info.last_offset.get()),
+                );
                 for (j, (k, v)) in records.iter().enumerate() {
                     recs.push((
-                        info.base_offset + j as i64,
+                        info.base_offset.plus(j as i64).get(),
                         vec![*k],
                         v.map(|v| vec![v; 20]),
                     ));
@@ -119,7 +128,9 @@ fn read_back(log: &Log, codec: Compression, ids: &BatchIds) -> Vec<Rec> {
     let mut out: Vec<Rec> = Vec::new();
     let mut offset = log.offsets().log_start_offset;
     loop {
-        let r = log.read(offset, i64::MAX, 1 << 20, true).unwrap();
+        let r = log
+            .read(offset, Offset::new(i64::MAX), 1 << 20, true)
+            .unwrap();
         if r.records.is_empty() {
             return out;
         }
@@ -160,7 +171,7 @@ fn read_back(log: &Log, codec: Compression, ids: &BatchIds) -> Vec<Rec> {
                     rec.value.map(|v| v.into_owned()),
                 ));
             }
-            offset = h.next_offset();
+            offset = Offset::new(h.next_offset());
         }
     }
 }
@@ -183,7 +194,7 @@ fn model(recs: &[Rec], bound: i64, tombstones: bool) -> Vec<Rec> {
 fn request(now_ms: i64, map_entries: usize) -> CleanRequest<'static> {
     CleanRequest {
         now_ms,
-        upper_bound: i64::MAX,
+        upper_bound: Offset::new(i64::MAX),
         map_entries,
         transactions: Transactions::Unknown,
     }
@@ -200,7 +211,7 @@ fn clean_fully(log: &Log, now_ms: i64, map_entries: usize) -> i64 {
             .unwrap();
         passes += 1;
         assert!(passes < 1000, "cleaning makes no progress");
-        if stats.is_none() || log.clean_offset() >= active {
+        if stats.is_none() || log.clean_offset() >= Offset::new(active) {
             return active;
         }
     }
@@ -240,7 +251,7 @@ fn check_codec(ops: Vec<Op>, codec: Compression, segment_bytes: u64, map_entries
     let flushed = log.flush().unwrap();
     drop(log);
     fs.crash();
-    let log = open_log(Arc::new(fs), &cfg, flushed);
+    let log = open_log(Arc::new(fs), &cfg, flushed.get());
     assert_eq!(read_back(&log, codec, &ids), expected);
 }
 
@@ -429,7 +440,7 @@ fn power_loss_at_every_step_of_a_cleaning_loses_nothing() {
         if !crashed {
             sim.crash();
         }
-        let log = open_log(Arc::new(sim.clone()), &cfg, flushed);
+        let log = open_log(Arc::new(sim.clone()), &cfg, flushed.get());
         let got = read_back(&log, codec, &ids);
         for r in &must_keep {
             assert!(got.contains(r), "step {n}: record {r:?} lost");
@@ -439,7 +450,7 @@ fn power_loss_at_every_step_of_a_cleaning_loses_nothing() {
         }
         assert_eq!(final_state(&got), final_state(&recs), "step {n}");
         log.recovery_point_written(flushed);
-        log.init_clean_offset(0, 10_000);
+        log.init_clean_offset(Offset::new(0), 10_000);
         clean_fully(&log, 10_000, 1000);
         assert_eq!(
             read_back(&log, codec, &ids),
@@ -493,7 +504,7 @@ fn a_small_map_cleans_in_several_passes() {
     let (log, recs, ids) = crash_fixture(Arc::new(sim_fs()), &cfg, Compression::Zstd);
     let mut ends = Vec::new();
     let active = *log.segment_bases().last().unwrap();
-    while log.clean_offset() < active {
+    while log.clean_offset() < Offset::new(active) {
         let stats = log
             .clean(&request(10_000, 4), &mut |_| {})
             .unwrap()
@@ -524,43 +535,57 @@ fn transactional_batches_follow_the_transaction_input() {
             ..BatchAttributes::default()
         });
         b.push(1, Some(&[key]), Some(&[value]), &[]);
-        log.append_as_leader::<StorageError, _>(&mut b.finish(), 0, 1, crate::accept_all)
-            .unwrap()
-            .base_offset
+        log.append_as_leader::<StorageError, _>(
+            &mut b.finish(),
+            LeaderEpoch::new(0),
+            1,
+            crate::accept_all,
+        )
+        .unwrap()
+        .base_offset
     };
     let committed = append(false, 1, 1); // superseded by the aborted write only if it counted
     let aborted = append(true, 1, 2);
     let marker_offset = log
-        .append_txn_marker(9, 0, vltava_record::TransactionResult::Abort, 0, 0, 1)
+        .append_txn_marker(
+            ProducerId::new(9),
+            ProducerEpoch::new(0),
+            vltava_record::TransactionResult::Abort,
+            0,
+            LeaderEpoch::new(0),
+            1,
+        )
         .unwrap()
         .base_offset;
     // Roll so everything above is in a sealed segment.
     log.append_as_leader::<StorageError, _>(
         &mut vltava_record::build_batch(0, &[(Some(&b"z"[..]), Some(&b"z"[..]), 1 + SEGMENT_MS)]),
-        0,
+        LeaderEpoch::new(0),
         1 + SEGMENT_MS,
         crate::accept_all,
     )
     .unwrap();
     log.recovery_point_written(log.flush().unwrap());
-    let offsets = |log: &Log| -> Vec<i64> {
-        let r = log.read(0, i64::MAX, 1 << 20, true).unwrap();
+    let offsets = |log: &Log| -> Vec<Offset> {
+        let r = log
+            .read(Offset::new(0), Offset::new(i64::MAX), 1 << 20, true)
+            .unwrap();
         Batches::new(&r.records)
-            .map(|b| b.unwrap().0.base_offset)
+            .map(|b| Offset::new(b.unwrap().0.base_offset))
             .collect()
     };
     log.clean(&request(5, 1000), &mut |_| {}).unwrap();
     assert_eq!(offsets(&log), vec![committed, aborted, marker_offset]);
 
     // The log's own record of the abort, as the broker passes it.
-    let list = log.aborted_transactions(0, 5);
+    let list = log.aborted_transactions(Offset::new(0), Offset::new(5));
     assert_eq!(
         list.iter()
             .map(|t| (t.producer_id, t.first_offset, t.last_offset))
             .collect::<Vec<_>>(),
-        vec![(9, aborted, marker_offset)]
+        vec![(ProducerId::new(9), aborted, marker_offset)]
     );
-    log.init_clean_offset(0, 5);
+    log.init_clean_offset(Offset::new(0), 5);
     let req = CleanRequest {
         transactions: Transactions::Aborted(&list),
         ..request(5, 1000)
@@ -577,7 +602,7 @@ fn transactional_batches_follow_the_transaction_input() {
     let later = 1 + 2 * SEGMENT_MS + cfg.delete_retention_ms;
     log.append_as_leader::<StorageError, _>(
         &mut vltava_record::build_batch(0, &[(Some(&b"y"[..]), Some(&b"y"[..]), later)]),
-        0,
+        LeaderEpoch::new(0),
         later,
         crate::accept_all,
     )
@@ -590,7 +615,7 @@ fn transactional_batches_follow_the_transaction_input() {
     log.clean(&req, &mut |_| {}).unwrap();
     let after = offsets(&log);
     // The marker went; the record after it (in what was the next segment) is read next.
-    assert_eq!(after, vec![committed, marker_offset + 1]);
+    assert_eq!(after, vec![committed, marker_offset.next()]);
 }
 
 /// A crash between writing `.cleaned` files and swapping leaves the originals; a committed
@@ -618,7 +643,7 @@ fn recovery_finishes_a_committed_swap_and_drops_an_uncommitted_one() {
     f.sync_data().unwrap();
     sim.sync_dir(dir).unwrap();
     sim.crash();
-    let log = open_log(Arc::new(sim.clone()), &cfg, flushed);
+    let log = open_log(Arc::new(sim.clone()), &cfg, flushed.get());
     let names = sim.read_dir(dir).unwrap();
     assert!(
         !names
@@ -653,8 +678,8 @@ fn cleaner_throughput() {
             cfg,
             OpenOptions {
                 clean_shutdown: false,
-                recovery_point: 0,
-                log_start_offset: 0,
+                recovery_point: Offset::new(0),
+                log_start_offset: Offset::new(0),
             },
             0,
         )
@@ -669,14 +694,19 @@ fn cleaner_throughput() {
                 let key = format!("key-{:08}", (b * 100 + r) % 10_000);
                 builder.push(1, Some(key.as_bytes()), Some(&value), &[]);
             }
-            log.append_as_leader::<StorageError, _>(&mut builder.finish(), 0, 1, crate::accept_all)
-                .unwrap();
+            log.append_as_leader::<StorageError, _>(
+                &mut builder.finish(),
+                LeaderEpoch::new(0),
+                1,
+                crate::accept_all,
+            )
+            .unwrap();
         }
         // One more batch in a new segment, so everything above is sealed and cleanable.
         let mut last = vltava_record::build_batch(0, &[(Some(&b"k"[..]), Some(&b"v"[..]), 1)]);
         log.append_as_leader::<StorageError, _>(
             &mut last,
-            0,
+            LeaderEpoch::new(0),
             1 + 7 * 24 * 3600 * 1000,
             crate::accept_all,
         )
@@ -727,7 +757,7 @@ fn compact_and_delete_together() {
     }
     assert!(log.enforce_retention(1_000_000).unwrap() > 0);
     assert!(log.segment_count() < before);
-    assert!(log.offsets().log_start_offset > 0);
+    assert!(log.offsets().log_start_offset > Offset::new(0));
 }
 
 /// `max.compaction.lag.ms` rolls the active segment of a compacted log and makes a log due
@@ -743,7 +773,7 @@ fn max_compaction_lag_rolls_and_makes_a_log_due() {
     let log = open_log(Arc::new(sim_fs()), &cfg, 0);
     let put = |key: u8, t: i64| {
         let mut b = vltava_record::build_batch(0, &[(Some(&[key][..]), Some(&b"v"[..]), t)]);
-        log.append_as_leader::<StorageError, _>(&mut b, 0, t, crate::accept_all)
+        log.append_as_leader::<StorageError, _>(&mut b, LeaderEpoch::new(0), t, crate::accept_all)
             .unwrap();
     };
     for k in 0..20 {
@@ -755,13 +785,13 @@ fn max_compaction_lag_rolls_and_makes_a_log_due() {
     log.clean(&request(2000, 1000), &mut |_| {})
         .unwrap()
         .unwrap();
-    assert_eq!(log.clean_offset(), 20);
+    assert_eq!(log.clean_offset(), Offset::new(20));
     put(101, 2001);
     put(102, 3100);
     assert_eq!(log.segment_count(), 3);
     log.recovery_point_written(log.flush().unwrap());
-    let c = log.cleanable(2500, i64::MAX).unwrap();
+    let c = log.cleanable(2500, Offset::new(i64::MAX)).unwrap();
     assert!(c.dirty_ratio < 0.99 && !c.due, "{c:?}");
-    let c = log.cleanable(3100, i64::MAX).unwrap();
+    let c = log.cleanable(3100, Offset::new(i64::MAX)).unwrap();
     assert!(c.due, "{c:?}");
 }
