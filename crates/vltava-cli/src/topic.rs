@@ -1,5 +1,7 @@
 //! `vltava topic`: create, list, describe, alter, delete.
 
+use std::collections::BTreeMap;
+
 use clap::{Args, Subcommand};
 use rdkafka::admin::{ConfigSource, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
@@ -9,8 +11,13 @@ use crate::client::{self, admin_options, block_on, ClientArgs, Output, Settings}
 use crate::config::{self as cfg, alter, ConfigRow};
 use crate::ffi::Resource;
 use crate::output::{print, print_json};
+use crate::raw::{self, Connection};
 use crate::table::{id_list, Table};
 use crate::Error;
+use vltava_protocol::ext::{cleaner_state, CleanerState};
+use vltava_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+use vltava_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
+use vltava_protocol::{ApiKey, StrBytes};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -217,11 +224,87 @@ struct PartitionJson {
     isr: Vec<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The log cleaner's state, for a compacted topic whose brokers report it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cleaner: Option<CleanerJson>,
+}
+
+#[derive(Serialize)]
+struct CleanerJson {
+    clean_offset: i64,
+    dirty_ratio: f64,
+    dirty_bytes: i64,
+}
+
+impl From<CleanerState> for CleanerJson {
+    fn from(s: CleanerState) -> Self {
+        Self {
+            clean_offset: s.clean_offset,
+            dirty_ratio: s.dirty_ratio,
+            dirty_bytes: s.dirty_bytes,
+        }
+    }
+}
+
+/// The log cleaner's state of each partition of `topic`, asked of the partitions' leaders
+/// with DescribeLogDirs (Vltava reports it in tagged fields; see `vltava_protocol::ext`).
+/// Best effort: a broker that does not report it, or that this plaintext client cannot
+/// reach, leaves its partitions out, and the description shows "-" for them.
+fn cleaner_states(settings: &Settings, topic: &str) -> BTreeMap<i32, CleanerState> {
+    let mut states = BTreeMap::new();
+    let Ok(mut conn) = raw::bootstrap(settings) else {
+        return states;
+    };
+    let Ok(cluster) = raw::metadata(&mut conn, Some(&[topic.to_string()])) else {
+        return states;
+    };
+    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for t in cluster.metadata.topics.iter().filter(|t| t.error_code == 0) {
+        for p in &t.partitions {
+            by_leader
+                .entry(p.leader_id.0)
+                .or_default()
+                .push(p.partition_index);
+        }
+    }
+    for (leader, partitions) in by_leader {
+        let Some(address) = cluster.address(leader) else {
+            continue;
+        };
+        let Ok(mut c) = Connection::connect(address) else {
+            continue;
+        };
+        let req = DescribeLogDirsRequest::default().with_topics(Some(vec![
+            DescribableLogDirTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(partitions),
+        ]));
+        // v2 is the first version with tagged fields.
+        let Ok(resp) = c.call::<_, DescribeLogDirsResponse>(ApiKey::DescribeLogDirs, 2, &req)
+        else {
+            continue;
+        };
+        for p in resp
+            .results
+            .iter()
+            .flat_map(|r| &r.topics)
+            .filter(|t| t.name.0.as_str() == topic)
+            .flat_map(|t| &t.partitions)
+        {
+            if let Some(s) = cleaner_state(p) {
+                states.insert(p.partition_index, s);
+            }
+        }
+    }
+    states
 }
 
 #[derive(Serialize)]
 struct TopicDescription {
     name: String,
+    /// `cleanup.policy` includes `compact`: the table shows the cleaner's columns.
+    #[serde(skip)]
+    compacted: bool,
     partitions: Vec<PartitionJson>,
     configs: Vec<ConfigRow>,
 }
@@ -232,7 +315,16 @@ fn describe(settings: &Settings, a: DescribeArgs) -> Result<(), Error> {
     for name in &a.names {
         let info = client::topic_metadata(admin.inner(), settings, name)?;
         let configs = cfg::describe_rows(&admin, &ResourceSpecifier::Topic(name))?;
+        let compacted = configs.iter().any(|c| {
+            c.name == "cleanup.policy" && c.value.as_deref().is_some_and(|v| v.contains("compact"))
+        });
+        let mut cleaner = if compacted {
+            cleaner_states(settings, name)
+        } else {
+            BTreeMap::new()
+        };
         out.push(TopicDescription {
+            compacted,
             name: info.name.clone(),
             partitions: info
                 .partitions
@@ -243,6 +335,7 @@ fn describe(settings: &Settings, a: DescribeArgs) -> Result<(), Error> {
                     replicas: p.replicas.clone(),
                     isr: p.isr.clone(),
                     error: p.error.clone(),
+                    cleaner: cleaner.remove(&p.id).map(CleanerJson::from),
                 })
                 .collect(),
             configs,
@@ -274,18 +367,33 @@ fn describe(settings: &Settings, a: DescribeArgs) -> Result<(), Error> {
                     d.partitions.len(),
                     rf
                 ));
-                let mut t = Table::new(&["PARTITION", "LEADER", "REPLICAS", "ISR"]);
+                let mut header = vec!["PARTITION", "LEADER", "REPLICAS", "ISR"];
+                if d.compacted {
+                    header.extend(["CLEANED TO", "DIRTY", "DIRTY BYTES"]);
+                }
+                let mut t = Table::new(&header);
                 for p in &d.partitions {
                     let leader = match &p.error {
                         Some(e) => format!("{} ({e})", p.leader),
                         None => p.leader.to_string(),
                     };
-                    t.row([
+                    let mut row = vec![
                         p.partition.to_string(),
                         leader,
                         id_list(&p.replicas),
                         id_list(&p.isr),
-                    ]);
+                    ];
+                    if d.compacted {
+                        row.extend(match &p.cleaner {
+                            Some(c) => [
+                                c.clean_offset.to_string(),
+                                format!("{:.1}%", c.dirty_ratio * 100.0),
+                                c.dirty_bytes.to_string(),
+                            ],
+                            None => ["-".into(), "-".into(), "-".into()],
+                        });
+                    }
+                    t.row(row);
                 }
                 text.push_str(&t.render());
                 text.push('\n');

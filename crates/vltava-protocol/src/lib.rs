@@ -318,5 +318,6 @@ pub fn decode_response<R: Decodable>(
     Ok((header.correlation_id, body))
 }
 
+pub mod ext;
 #[cfg(test)]
 mod tests;

@@ -216,6 +216,30 @@ fn a_compacted_topic_keeps_the_latest_value_of_each_key() {
     // Cleaned up to the active segment, which holds only the second filler.
     assert_eq!(row[1], "0");
     assert_eq!(row[2], "100101", "{text}");
+
+    // `vltava topic describe` asks the broker (DescribeLogDirs) for the same position.
+    let describe = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vltava"))
+            .args(["topic", "describe", "kv", "-o", format, "-b"])
+            .arg(addr.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&describe("json")).unwrap();
+    let cleaner = &json["partitions"][0]["cleaner"];
+    assert_eq!(cleaner["clean_offset"], 100101, "{json}");
+    let ratio = cleaner["dirty_ratio"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&ratio), "{json}");
+    let table = describe("table");
+    assert!(table.contains("CLEANED TO"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().nth(4) == Some("100101")),
+        "{table}"
+    );
     rt.block_on(broker.shutdown());
 }
 

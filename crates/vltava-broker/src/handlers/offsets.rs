@@ -1,4 +1,5 @@
-//! ListOffsets, OffsetForLeaderEpoch, DeleteRecords, DescribeLogDirs.
+//! ListOffsets, OffsetForLeaderEpoch, DeleteRecords, DescribeLogDirs (with the log cleaner's
+//! state of compacted partitions, see `vltava_protocol::ext`).
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use vltava_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use vltava_protocol::messages::*;
-use vltava_protocol::ErrorCode;
+use vltava_protocol::{ext, ErrorCode};
 use vltava_storage::StorageError;
 
 use super::{check_leader_epoch, sb, tn};
@@ -237,6 +238,19 @@ pub fn describe_log_dirs(
                 let mut dp = DescribeLogDirsPartition::default();
                 dp.partition_index = idx;
                 dp.partition_size = p.size_bytes() as i64;
+                if p.settings().log.compact {
+                    let (dirty_ratio, dirty_bytes) = p
+                        .cleanable(crate::broker::now_ms())
+                        .map_or((0.0, 0), |c| (c.dirty_ratio, c.dirty_bytes as i64));
+                    ext::put_cleaner_state(
+                        &mut dp,
+                        ext::CleanerState {
+                            clean_offset: p.clean_offset(),
+                            dirty_ratio,
+                            dirty_bytes,
+                        },
+                    );
+                }
                 t.partitions.push(dp);
             }
         }
