@@ -310,7 +310,7 @@ impl Partition {
     /// coordinator under `guard` (KIP-890), when there is one.
     pub fn append_as_leader_guarded<V>(
         &self,
-        batches: &mut [u8],
+        batches: &[u8],
         now_ms: i64,
         validator: V,
         guard: Option<vltava_storage::TxnGuard>,

@@ -359,6 +359,30 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// The header of a batch as the log stores it, for an append that writes the caller's bytes
+/// without copying them: the 61-byte header with `baseOffset` and `partitionLeaderEpoch`
+/// set, and, with `log_append_time`, the LogAppendTime stamp and the CRC recomputed over
+/// the new header and the untouched rest of the batch (`batch[HEADER_LEN..]`).
+pub fn stored_header(
+    batch: &[u8],
+    base_offset: i64,
+    leader_epoch: i32,
+    log_append_time: Option<i64>,
+) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h.copy_from_slice(&batch[..HEADER_LEN]);
+    set_base_offset(&mut h, base_offset);
+    set_partition_leader_epoch(&mut h, leader_epoch);
+    if let Some(now_ms) = log_append_time {
+        let attrs = i16_at(&h, ATTRIBUTES) | TIMESTAMP_TYPE_BIT;
+        h[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
+        h[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&h[ATTRIBUTES..]), &batch[HEADER_LEN..]);
+        h[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+    h
+}
+
 /// One record of an uncompressed batch, borrowed from the batch bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordRef<'a> {
@@ -436,6 +460,26 @@ pub fn build_batch(base_offset: i64, records: &[RecordSpec<'_>]) -> Vec<u8> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The header an append writes in front of the caller's untouched bytes is the header
+    /// an in-place rewrite produces, CRC included.
+    #[test]
+    fn stored_header_equals_the_in_place_rewrite() {
+        let b = build_batch(0, &[(Some(b"k"), Some(b"v"), 10), (None, Some(b"w"), 12)]);
+        for stamp in [None, Some(99_000)] {
+            let mut in_place = b.clone();
+            set_base_offset(&mut in_place, 41);
+            set_partition_leader_epoch(&mut in_place, 7);
+            if let Some(now) = stamp {
+                set_log_append_time(&mut in_place, now);
+            }
+            let h = stored_header(&b, 41, 7, stamp);
+            assert_eq!(&h[..], &in_place[..HEADER_LEN], "{stamp:?}");
+            let mut joined = h.to_vec();
+            joined.extend_from_slice(&b[HEADER_LEN..]);
+            assert!(validate(&joined, usize::MAX).is_ok());
+        }
+    }
 
     #[test]
     fn built_batch_validates_and_parses() {

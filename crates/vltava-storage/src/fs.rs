@@ -58,6 +58,16 @@ pub trait Fs: Send + Sync + fmt::Debug {
 pub trait FsFile: Send + Sync + fmt::Debug {
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    /// Writes `bufs` one after another from `pos`, as one `write_all_at` of their
+    /// concatenation would, so an append can write a rewritten header and the caller's
+    /// untouched bytes without joining them first.
+    fn write_all_vectored_at(&self, bufs: &[&[u8]], mut pos: u64) -> io::Result<()> {
+        for b in bufs {
+            self.write_all_at(b, pos)?;
+            pos += b.len() as u64;
+        }
+        Ok(())
+    }
     /// The file's length in bytes.
     fn size(&self) -> io::Result<u64>;
     fn set_len(&self, len: u64) -> io::Result<()>;
@@ -135,6 +145,24 @@ impl FsFile for std::fs::File {
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
         FileExt::write_all_at(self, buf, pos)
+    }
+
+    /// One `pwritev` for all of `bufs` (more only after a short write).
+    fn write_all_vectored_at(&self, bufs: &[&[u8]], mut pos: u64) -> io::Result<()> {
+        let mut slices: Vec<io::IoSlice<'_>> = bufs.iter().map(|b| io::IoSlice::new(b)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            match rustix::io::pwritev(self, rest, pos) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    pos += n as u64;
+                    io::IoSlice::advance_slices(&mut rest, n);
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     fn size(&self) -> io::Result<u64> {

@@ -708,8 +708,9 @@ impl Log {
     }
 
     /// Appends a validated produce payload (one or more v2 batches) as the partition leader:
-    /// assigns offsets and stamps `leader_epoch` in place, and records the epoch's start
-    /// offset if it is new.
+    /// assigns offsets and stamps `leader_epoch`, and records the epoch's start offset if it
+    /// is new. `batches` is written as it is (no copy): each batch's rewritten 61-byte header
+    /// goes to the file in front of the rest of the batch, in one vectored write.
     ///
     /// `validator` runs under the log's lock, before anything is written, once per batch with
     /// the header as it will be stored (assigned offsets and epoch, LogAppendTime applied), so
@@ -719,7 +720,7 @@ impl Log {
     /// rewrites the fields outside the CRC (and, for LogAppendTime, the max timestamp and CRC).
     pub fn append_as_leader<E, V>(
         &self,
-        batches: &mut [u8],
+        batches: &[u8],
         leader_epoch: LeaderEpoch,
         now_ms: i64,
         validator: V,
@@ -745,7 +746,7 @@ impl Log {
     /// [`Log::start_txn_verification`].
     pub fn append_as_leader_guarded<E, V>(
         &self,
-        batches: &mut [u8],
+        batches: &[u8],
         leader_epoch: LeaderEpoch,
         now_ms: i64,
         validator: V,
@@ -790,7 +791,7 @@ impl Log {
     /// offsets of TxnOffsetCommit) carry no sequence.
     pub fn append_as_coordinator(
         &self,
-        batches: &mut [u8],
+        batches: &[u8],
         leader_epoch: LeaderEpoch,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
@@ -806,7 +807,7 @@ impl Log {
 
     fn append_from<E, V>(
         &self,
-        batches: &mut [u8],
+        batches: &[u8],
         leader_epoch: i32,
         now_ms: i64,
         mut validator: V,
@@ -887,10 +888,14 @@ impl Log {
                 duplicate: true,
             });
         }
+        // The caller's bytes are written as they are; only each batch's header is rewritten,
+        // in a copy written in front of the rest of the batch.
         let mut max_ts = -1i64;
         let mut offset_of_max_ts = base_offset;
         let mut pos = 0;
         let mut next = base_offset;
+        let mut headers: Vec<[u8; vltava_record::HEADER_LEN]> = Vec::with_capacity(count);
+        let mut bodies: Vec<&[u8]> = Vec::with_capacity(count);
         while pos < batches.len() {
             let h = vltava_record::BatchHeader::parse(&batches[pos..]).map_err(|source| {
                 StorageError::Corrupt {
@@ -899,12 +904,14 @@ impl Log {
                     source,
                 }
             })?;
-            let batch = &mut batches[pos..pos + h.total_len()];
-            vltava_record::set_base_offset(batch, next);
-            vltava_record::set_partition_leader_epoch(batch, leader_epoch);
-            if log_append {
-                vltava_record::set_log_append_time(batch, now_ms);
-            }
+            let batch = &batches[pos..pos + h.total_len()];
+            headers.push(vltava_record::stored_header(
+                batch,
+                next,
+                leader_epoch,
+                log_append.then_some(now_ms),
+            ));
+            bodies.push(&batch[vltava_record::HEADER_LEN..]);
             let ts = if log_append { now_ms } else { h.max_timestamp };
             let last = next + i64::from(h.last_offset_delta);
             if ts > max_ts {
@@ -915,10 +922,15 @@ impl Log {
             pos += h.total_len();
         }
         debug_assert_eq!(next, offset);
+        let parts: Vec<&[u8]> = headers
+            .iter()
+            .zip(&bodies)
+            .flat_map(|(h, b)| [&h[..], b])
+            .collect();
         let epoch_start = (leader_epoch >= 0).then_some((leader_epoch, base_offset));
         self.write_locked(
             &mut inner,
-            batches,
+            &parts,
             offset,
             max_ts,
             offset_of_max_ts,
@@ -1003,7 +1015,7 @@ impl Log {
         let epoch_start = (leader_epoch >= 0).then_some((leader_epoch, base_offset));
         self.write_locked(
             &mut inner,
-            &batch,
+            &[&batch],
             base_offset + 1,
             now_ms,
             base_offset,
@@ -1221,7 +1233,7 @@ impl Log {
         }
         self.write_locked(
             &mut inner,
-            batches,
+            &[batches],
             next,
             max_ts,
             offset_of_max_ts,
@@ -1280,7 +1292,7 @@ impl Log {
     fn write_locked(
         &self,
         inner: &mut Inner,
-        batches: &[u8],
+        parts: &[&[u8]],
         next_offset: i64,
         max_timestamp: i64,
         offset_of_max_timestamp: i64,
@@ -1304,12 +1316,13 @@ impl Log {
                 .map_err(|e| self.poison(e))?;
             inner.epochs = epochs;
         }
-        self.maybe_roll(inner, batches.len() as u64, next_offset, now_ms)?;
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        self.maybe_roll(inner, len, next_offset, now_ms)?;
         let active = Arc::clone(inner.active());
         let interval = inner.config.index_interval_bytes;
         active
             .append(
-                batches,
+                parts,
                 base_offset,
                 next_offset,
                 max_timestamp,

@@ -139,8 +139,11 @@ fn step(rng: &mut Rng, fs: &SimFs, log: &Log, m: &mut Model) {
                 .collect();
             let mut b = build_batch(0, &recs);
             let info = log
-                .append_as_leader(&mut b, LeaderEpoch::new(m.epoch), m.now_ms, accept_all)
+                .append_as_leader(&b, LeaderEpoch::new(m.epoch), m.now_ms, accept_all)
                 .unwrap();
+            // The model keeps the batch as the log must store it.
+            vltava_record::set_base_offset(&mut b, info.base_offset.get());
+            vltava_record::set_partition_leader_epoch(&mut b, m.epoch);
             m.batches.insert(info.base_offset.get(), b);
             trace(|| format!("append {info:?}"));
         }
@@ -345,8 +348,8 @@ fn open_files_do_not_grow_with_segments() {
         };
         let log = open(&fs, &cfg, true, 0);
         for i in 0..batches {
-            let mut b = build_batch(0, &[(None, Some(&[b'x'; 100][..]), i)]);
-            log.append_as_leader(&mut b, LeaderEpoch::new(0), 0, accept_all)
+            let b = build_batch(0, &[(None, Some(&[b'x'; 100][..]), i)]);
+            log.append_as_leader(&b, LeaderEpoch::new(0), 0, accept_all)
                 .unwrap();
             assert!(fs.open_files() <= bound, "{} open", fs.open_files());
         }

@@ -640,11 +640,12 @@ impl Segment {
             .map_err(|e| io_err("read", &self.log_path, e))
     }
 
-    /// Appends already-validated batches whose offsets have been assigned.
+    /// Appends already-validated batches whose offsets have been assigned, given as pieces
+    /// written back to back (a rewritten header, then the caller's bytes).
     /// Caller holds the log lock, so appends to one segment are serial.
     pub(crate) fn append(
         &self,
-        batches: &[u8],
+        parts: &[&[u8]],
         first_offset: i64,
         next_offset: i64,
         max_timestamp: i64,
@@ -652,11 +653,12 @@ impl Segment {
         index_interval_bytes: u64,
     ) -> Result<(), StorageError> {
         let pos = self.size();
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
         self.log_file()?
-            .write_all_at(batches, pos)
+            .write_all_vectored_at(parts, pos)
             .map_err(|e| io_err("write", &self.log_path, e))?;
         let mut st = self.state.lock();
-        st.bytes_since_index += batches.len() as u64;
+        st.bytes_since_index += len;
         if max_timestamp > st.max_timestamp {
             st.max_timestamp = max_timestamp;
             st.offset_of_max_timestamp = offset_of_max_timestamp;
@@ -686,8 +688,7 @@ impl Segment {
         }
         st.next_offset = next_offset;
         drop(st);
-        self.size
-            .store(pos + batches.len() as u64, Ordering::Release);
+        self.size.store(pos + len, Ordering::Release);
         Ok(())
     }
 

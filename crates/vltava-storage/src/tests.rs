@@ -658,7 +658,7 @@ fn the_validator_sees_assigned_headers_and_can_refuse() {
     two.extend_from_slice(&batch(4, 0, 10));
     let mut seen = Vec::new();
     let info = log
-        .append_as_leader::<ProduceError, _>(&mut two.clone(), LeaderEpoch::new(7), 0, |h| {
+        .append_as_leader::<ProduceError, _>(&two.clone(), LeaderEpoch::new(7), 0, |h| {
             seen.push((
                 h.base_offset,
                 h.last_offset(),
@@ -671,7 +671,7 @@ fn the_validator_sees_assigned_headers_and_can_refuse() {
     assert_eq!(seen, [(3, 4, 7, 2), (5, 8, 7, 4)]);
     assert_eq!(info.last_offset, Offset::new(8));
     let before = (log.offsets(), log.size_bytes(), log.leader_epochs());
-    let refused = log.append_as_leader(&mut two, LeaderEpoch::new(9), 0, |h| {
+    let refused = log.append_as_leader(&two, LeaderEpoch::new(9), 0, |h| {
         if h.base_offset > 9 {
             Err(ProduceError::Refused {
                 producer_id: h.producer_id,
@@ -1286,7 +1286,7 @@ fn a_marker_during_verification_refuses_the_verified_batch() {
     let log = open(dir.path(), LogConfig::default(), true);
     let verified = |log: &Log, seq: i32, guard| {
         log.append_as_leader_guarded::<StorageError, _>(
-            &mut producer_batch(1, 0, seq, 1, true),
+            &producer_batch(1, 0, seq, 1, true),
             LeaderEpoch::new(0),
             0,
             crate::accept_all,
@@ -1327,7 +1327,7 @@ fn a_marker_during_verification_refuses_the_verified_batch() {
     log.end_txn_verification(unused);
     assert!(log
         .append_as_leader_guarded::<StorageError, _>(
-            &mut producer_batch(2, 0, 0, 1, true),
+            &producer_batch(2, 0, 0, 1, true),
             LeaderEpoch::new(0),
             0,
             crate::accept_all,

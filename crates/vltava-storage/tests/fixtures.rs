@@ -60,7 +60,7 @@ fn generate_fixtures() {
             .map(|(k, v, ts)| (Some(k.as_bytes()), Some(v.as_bytes()), *ts))
             .collect();
         log.append_as_leader(
-            &mut build_batch(0, &specs),
+            &build_batch(0, &specs),
             LeaderEpoch::new(epoch),
             0,
             accept_all,

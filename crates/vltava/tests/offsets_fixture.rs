@@ -72,15 +72,10 @@ fn generate_fixture() {
     // One batch per record, as the coordinator writes them.
     for r in records() {
         let (k, v) = r.encode(&NoTopics).unwrap();
-        let mut batch =
+        let batch =
             vltava_record::build_batch(0, &[(Some(k.as_slice()), v.as_deref(), 1_700_000_000_000)]);
-        log.append_as_leader(
-            &mut batch,
-            LeaderEpoch::new(0),
-            1_700_000_000_000,
-            accept_all,
-        )
-        .unwrap();
+        log.append_as_leader(&batch, LeaderEpoch::new(0), 1_700_000_000_000, accept_all)
+            .unwrap();
     }
     log.close().unwrap();
 }

@@ -247,18 +247,18 @@ fn append_one(
         vltava_record::Batches::new(&records)
             .any(|b| b.is_ok_and(|(h, _)| h.compression() != *target && !h.is_control()))
     });
-    // The one copy on the produce path: the request buffer is shared, the log needs the batch
-    // with its offsets rewritten. A topic whose `compression.type` names another codec gets
-    // the batches rewritten with it instead (checked, and within the same expansion cap).
-    let mut buf = match recompress {
-        None => records.to_vec(),
+    // The request's bytes go to the log as they are (the log writes rewritten headers in
+    // front of them). A topic whose `compression.type` names another codec gets the batches
+    // rewritten with it instead (checked, and within the same expansion cap).
+    let rewritten = match recompress {
+        None => None,
         Some(target) => {
             let limit = (max as u64).max(1 << 20) * MAX_EXPANSION;
             // Each rewritten batch must still fit `max.message.bytes`, as Kafka checks.
             match vltava_record::recompress(&records, target, limit)
                 .and_then(|b| vltava_record::validate(&b, max).map(|_| b))
             {
-                Ok(b) => b,
+                Ok(b) => Some(b),
                 Err(e) => {
                     return (
                         partition_error(index, record_error_code(&e), Some(e.to_string())),
@@ -268,7 +268,8 @@ fn append_one(
             }
         }
     };
-    let info = match p.append_as_leader_guarded(&mut buf, now_ms(), |_| Ok(()), guard) {
+    let batches = rewritten.as_deref().unwrap_or(&records);
+    let info = match p.append_as_leader_guarded(batches, now_ms(), |_| Ok(()), guard) {
         Ok(i) => i,
         Err(AppendError::NotLeader(m)) => {
             return (

@@ -96,10 +96,10 @@ fn append_ops(log: &Log, ops: &[Op], codec: Compression, now: &mut i64) -> (Vec<
                     let value = v.map(|v| vec![v; 20]);
                     b.push(*now, Some(&[*k]), value.as_deref(), &[]);
                 }
-                let mut bytes = b.finish();
+                let bytes = b.finish();
                 let info = log
                     .append_as_leader::<StorageError, _>(
-                        &mut bytes,
+                        &bytes,
                         LeaderEpoch::new(0),
                         *now,
                         crate::accept_all,
@@ -536,7 +536,7 @@ fn transactional_batches_follow_the_transaction_input() {
         });
         b.push(1, Some(&[key]), Some(&[value]), &[]);
         log.append_as_leader::<StorageError, _>(
-            &mut b.finish(),
+            &b.finish(),
             LeaderEpoch::new(0),
             1,
             crate::accept_all,
@@ -559,7 +559,7 @@ fn transactional_batches_follow_the_transaction_input() {
         .base_offset;
     // Roll so everything above is in a sealed segment.
     log.append_as_leader::<StorageError, _>(
-        &mut vltava_record::build_batch(0, &[(Some(&b"z"[..]), Some(&b"z"[..]), 1 + SEGMENT_MS)]),
+        &vltava_record::build_batch(0, &[(Some(&b"z"[..]), Some(&b"z"[..]), 1 + SEGMENT_MS)]),
         LeaderEpoch::new(0),
         1 + SEGMENT_MS,
         crate::accept_all,
@@ -601,7 +601,7 @@ fn transactional_batches_follow_the_transaction_input() {
     // marker goes too. More data makes the log dirty again.
     let later = 1 + 2 * SEGMENT_MS + cfg.delete_retention_ms;
     log.append_as_leader::<StorageError, _>(
-        &mut vltava_record::build_batch(0, &[(Some(&b"y"[..]), Some(&b"y"[..]), later)]),
+        &vltava_record::build_batch(0, &[(Some(&b"y"[..]), Some(&b"y"[..]), later)]),
         LeaderEpoch::new(0),
         later,
         crate::accept_all,
@@ -695,7 +695,7 @@ fn cleaner_throughput() {
                 builder.push(1, Some(key.as_bytes()), Some(&value), &[]);
             }
             log.append_as_leader::<StorageError, _>(
-                &mut builder.finish(),
+                &builder.finish(),
                 LeaderEpoch::new(0),
                 1,
                 crate::accept_all,
@@ -703,9 +703,9 @@ fn cleaner_throughput() {
             .unwrap();
         }
         // One more batch in a new segment, so everything above is sealed and cleanable.
-        let mut last = vltava_record::build_batch(0, &[(Some(&b"k"[..]), Some(&b"v"[..]), 1)]);
+        let last = vltava_record::build_batch(0, &[(Some(&b"k"[..]), Some(&b"v"[..]), 1)]);
         log.append_as_leader::<StorageError, _>(
-            &mut last,
+            &last,
             LeaderEpoch::new(0),
             1 + 7 * 24 * 3600 * 1000,
             crate::accept_all,
@@ -772,8 +772,8 @@ fn max_compaction_lag_rolls_and_makes_a_log_due() {
     };
     let log = open_log(Arc::new(sim_fs()), &cfg, 0);
     let put = |key: u8, t: i64| {
-        let mut b = vltava_record::build_batch(0, &[(Some(&[key][..]), Some(&b"v"[..]), t)]);
-        log.append_as_leader::<StorageError, _>(&mut b, LeaderEpoch::new(0), t, crate::accept_all)
+        let b = vltava_record::build_batch(0, &[(Some(&[key][..]), Some(&b"v"[..]), t)]);
+        log.append_as_leader::<StorageError, _>(&b, LeaderEpoch::new(0), t, crate::accept_all)
             .unwrap();
     };
     for k in 0..20 {
