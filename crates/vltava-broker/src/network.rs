@@ -16,7 +16,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
-use vltava_protocol::{decode_request, encode_response, frame_len, DecodeError, Decoded, Header};
+use vltava_protocol::{
+    decode_request, encode_response_segmented, frame_len, DecodeError, Decoded, Header,
+    SegmentedBuf,
+};
 
 use crate::broker::Broker;
 use crate::context::{ConnectionContext, KafkaPrincipal, RequestContext, SecurityProtocol};
@@ -26,8 +29,9 @@ use crate::memory_pool::{Member, MemoryPool, Reservation};
 use crate::security::sasl::{Authenticator, SaslConfig, Verdict};
 
 /// A response still being computed, or `None` when the request gets no answer (acks=0),
-/// with what must stay held until it is written.
-pub type Pending = BoxFuture<'static, Option<(Bytes, Hold)>>;
+/// with what must stay held until it is written. The frame references the records it
+/// carries (Fetch) instead of holding a copy of them.
+pub type Pending = BoxFuture<'static, Option<(SegmentedBuf, Hold)>>;
 
 /// Budget held by a response until it is written.
 pub type Hold = Option<OwnedSemaphorePermit>;
@@ -220,8 +224,8 @@ async fn serve<S>(
                     None => open = false,
                 },
                 Some(done) = pending.next(), if !pending.is_empty() => {
-                    if let Some((bytes, hold)) = done {
-                        if let Err(e) = wr.write_all(&bytes).await {
+                    if let Some((mut frame, hold)) = done {
+                        if let Err(e) = wr.write_all_buf(&mut frame).await {
                             tracing::debug!(error = %e, "write failed; closing");
                             return;
                         }
@@ -374,8 +378,8 @@ fn encode(
     correlation_id: i32,
     version: i16,
     response: &vltava_protocol::Response,
-) -> Option<Bytes> {
-    match encode_response(correlation_id, version, response) {
+) -> Option<SegmentedBuf> {
+    match encode_response_segmented(correlation_id, version, response) {
         Ok(b) => Some(b),
         Err(e) => {
             tracing::error!(error = %e, "response encoding failed");

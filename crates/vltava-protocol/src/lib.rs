@@ -11,6 +11,7 @@ use thiserror::Error;
 
 pub use proto_kafka::messages;
 pub use proto_kafka::messages::ApiKey;
+pub use proto_kafka::protocol::SegmentedBuf;
 pub use proto_kafka::protocol::StrBytes;
 pub use proto_kafka::ResponseError as ErrorCode;
 
@@ -114,7 +115,7 @@ macro_rules! apis {
                 match self { $( Response::$variant(_) => ApiKey::$variant, )* }
             }
 
-            fn encode_body(&self, buf: &mut BytesMut, version: i16) -> Result<(), String> {
+            fn encode_body<B: proto_kafka::protocol::buf::ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<(), String> {
                 match self { $( Response::$variant(r) => r.encode(buf, version).map_err(|e| e.to_string()), )* }
             }
 
@@ -254,6 +255,30 @@ pub fn encode_response(
     api_version: i16,
     response: &Response,
 ) -> Result<Bytes, EncodeError> {
+    let mut buf = BytesMut::new();
+    encode_response_into(correlation_id, api_version, response, &mut buf)?;
+    Ok(buf.freeze())
+}
+
+/// Encodes a response frame as [`encode_response`] does, but with every `Bytes` field of the
+/// message (Fetch's records) kept as a reference to its buffer rather than copied: the
+/// frame is written with one vectored write (`tokio::io::AsyncWriteExt::write_all_buf`).
+pub fn encode_response_segmented(
+    correlation_id: i32,
+    api_version: i16,
+    response: &Response,
+) -> Result<SegmentedBuf, EncodeError> {
+    let mut buf = SegmentedBuf::new();
+    encode_response_into(correlation_id, api_version, response, &mut buf)?;
+    Ok(buf)
+}
+
+fn encode_response_into<B: proto_kafka::protocol::buf::ByteBufMut>(
+    correlation_id: i32,
+    api_version: i16,
+    response: &Response,
+    buf: &mut B,
+) -> Result<(), EncodeError> {
     let api_key = response.api_key();
     let err = |reason: String| EncodeError {
         api_key,
@@ -268,14 +293,14 @@ pub fn encode_response(
         .compute_size(header_version)
         .map_err(|e| err(e.to_string()))?
         + response.body_size(api_version).map_err(err)?;
-    let mut buf = BytesMut::with_capacity(FRAME_PREFIX + size);
+    let start = buf.offset();
     buf.put_i32(size as i32);
     header
-        .encode(&mut buf, header_version)
+        .encode(buf, header_version)
         .map_err(|e| err(e.to_string()))?;
-    response.encode_body(&mut buf, api_version).map_err(err)?;
-    debug_assert_eq!(buf.len(), FRAME_PREFIX + size);
-    Ok(buf.freeze())
+    response.encode_body(buf, api_version).map_err(err)?;
+    debug_assert_eq!(buf.offset() - start, FRAME_PREFIX + size);
+    Ok(())
 }
 
 /// Encodes a request frame; used by tests and tools that speak to a broker without a client

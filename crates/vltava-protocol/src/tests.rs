@@ -181,6 +181,37 @@ fn default_tagged_fields_are_omitted() {
     assert_eq!(*frame.last().unwrap(), 0, "no tagged fields");
 }
 
+/// The frame written to the socket from a Fetch response is the flat encoding, byte for
+/// byte, while the records stay in their own buffer (not copied into the frame).
+#[test]
+fn segmented_fetch_frames_equal_flat_ones_and_keep_records_shared() {
+    use bytes::Buf;
+    use messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    let records = Bytes::from(vec![7u8; 4096]);
+    let partition = PartitionData::default()
+        .with_partition_index(3)
+        .with_high_watermark(10)
+        .with_records(Some(records.clone()));
+    let resp =
+        messages::FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+            .with_topic(messages::TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(vec![partition])]);
+    for v in [4i16, 11, 12, 16] {
+        let response = Response::Fetch(resp.clone());
+        let flat = encode_response(5, v, &response).unwrap();
+        let mut seg = encode_response_segmented(5, v, &response).unwrap();
+        let mut chunks = [std::io::IoSlice::new(&[]); 8];
+        let n = seg.chunks_vectored(&mut chunks);
+        assert!(
+            chunks[..n]
+                .iter()
+                .any(|c| c.as_ptr() == records.as_ptr() && c.len() == records.len()),
+            "v{v}: the records are a chunk of their own"
+        );
+        assert_eq!(seg.copy_to_bytes(seg.remaining()), flat, "v{v}");
+    }
+}
+
 #[test]
 fn response_round_trip() {
     let resp =

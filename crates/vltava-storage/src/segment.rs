@@ -781,9 +781,9 @@ impl Segment {
 
     /// Reads `[pos, pos+len)` into a fresh buffer.
     pub(crate) fn read_range(&self, pos: u64, len: usize) -> Result<Vec<u8>, StorageError> {
-        let mut buf = vec![0u8; len];
-        self.read_exact_at(&*self.log_file()?, &mut buf, pos)?;
-        Ok(buf)
+        self.log_file()?
+            .read_exact_vec_at(len, pos)
+            .map_err(|e| io_err("read", &self.log_path, e))
     }
 
     /// Makes the `.log` bytes durable. A sealed segment whose handle was closed is reopened:
