@@ -3,8 +3,9 @@
 #
 # Builds the release binary, starts `vltava broker` on an ephemeral 127.0.0.1 port with a
 # temporary data dir, runs produce then consume for 1 and 8 partitions, 100 B and 1 KiB
-# records, acks=1 and acks=all, and prints a Markdown table; then a second table of producer
-# modes at acks=all (plain, idempotent, transactional) for 1 KiB records. Takes a few minutes.
+# records, acks=1 and acks=all, and prints a Markdown table; then acks=all latency at half of
+# the peak rate next to the disk's fsync latency; then a table of producer modes at acks=all
+# (plain, idempotent, transactional) for 1 KiB records. Takes a few minutes.
 #
 # Each produce row also has the yardstick: the same produce against librdkafka's in-memory
 # mock broker (`vltava perf mock`), run right after, and the ratio Vltava ÷ mock; and the
@@ -80,6 +81,9 @@ for partitions in 1 8; do
             c=$("$BIN" perf consume --topic "$topic" --num-records "$n" -o json)
             cpu2=$(broker_cpu_s)
             rss=$(broker_rss_mib)
+            if [[ $partitions == 1 && $size == 1024 && $acks == all ]]; then
+                PEAK_ALL=$(jq -r '.records_per_sec | floor' <<<"$p")
+            fi
             # The yardstick: the same produce against librdkafka's in-memory mock broker.
             m=$("$BIN" perf mock --partitions "$partitions" --num-records "$n" \
                 --record-size "$size" --acks "$acks" --compression "$COMPRESSION" -o json)
@@ -103,6 +107,31 @@ for partitions in 1 8; do
         done
     done
 done
+
+# Latency at half of peak: acks=all, 1 partition, 1 KiB records, paced at 50 % of the rate
+# the unpaced run above reached, next to the disk's own write + fdatasync latency measured
+# in the broker's data dir in the same run (`vltava perf fsync`), so the ratio is known.
+rate=$(( PEAK_ALL / 2 ))
+# About ten seconds at that rate, at most RECORDS_1K records.
+LAT_RECORDS=${LAT_RECORDS:-$(( rate * 10 < RECORDS_1K ? rate * 10 : RECORDS_1K ))}
+echo "bench: latency at $rate rec/s (half of $PEAK_ALL), $LAT_RECORDS records" >&2
+"$BIN" topic create bench-latency --partitions 1 >/dev/null
+p=$("$BIN" perf produce --topic bench-latency --num-records "$LAT_RECORDS" --record-size 1024 \
+    --acks all --throughput "$rate" --compression "$COMPRESSION" -o json)
+"$BIN" topic delete bench-latency >/dev/null
+f=$("$BIN" perf fsync --dir "$DATA" --count 1000 -o json)
+printf '\n| acks=all at | achieved rec/s | p50 ms | p99 ms | p99.9 ms | fsync p50 ms | fsync p99 ms | p50 ÷ fsync p50 | p99 ÷ fsync p99 |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+printf '| %s rec/s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+    "$rate" \
+    "$(jq -r '.records_per_sec | floor' <<<"$p")" \
+    "$(jq -r '.latency_ms.p50' <<<"$p")" \
+    "$(jq -r '.latency_ms.p99' <<<"$p")" \
+    "$(jq -r '.latency_ms.p999' <<<"$p")" \
+    "$(jq -r '.latency_ms.p50' <<<"$f")" \
+    "$(jq -r '.latency_ms.p99' <<<"$f")" \
+    "$(jq -rn --argjson a "$p" --argjson b "$f" '$a.latency_ms.p50 / $b.latency_ms.p50 * 10 | round / 10')" \
+    "$(jq -rn --argjson a "$p" --argjson b "$f" '$a.latency_ms.p99 / $b.latency_ms.p99 * 10 | round / 10')"
 
 # Producer modes at acks=all: plain, idempotent, and transactional (commits every 10,000
 # records), 1 KiB records.

@@ -70,6 +70,89 @@ each partition.")]
   vltava perf consume --topic bench
   vltava perf consume --topic bench --num-records 1000000 -o json")]
     Consume(ConsumeArgs),
+    /// Time the disk's own write + fdatasync, the floor under acks=all latency
+    #[command(after_help = "Examples:
+  vltava perf fsync --dir ./vltava-data
+  vltava perf fsync --dir /var/lib/vltava --count 2000 --size 16384 -o json
+
+Appends --size bytes and calls fdatasync, --count times, to a scratch file in --dir (removed
+afterwards), and reports the latency percentiles of each write + fdatasync. Point --dir at
+the broker's data directory so both measure the same disk.")]
+    Fsync(FsyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FsyncArgs {
+    /// Directory on the disk to measure (the broker's data dir)
+    #[arg(long, value_name = "DIR")]
+    pub dir: std::path::PathBuf,
+    /// How many write + fdatasync rounds
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+    /// Bytes appended before each fdatasync
+    #[arg(long, default_value_t = 4096)]
+    pub size: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FsyncReport {
+    pub dir: String,
+    pub count: u64,
+    pub size: usize,
+    pub latency_ms: LatencyMs,
+}
+
+/// Appends and fdatasyncs a scratch file `count` times, timing each round.
+fn fsync_probe(settings: &Settings, a: FsyncArgs) -> Result<(), Error> {
+    use std::io::Write;
+    if a.count == 0 {
+        return Err(Error::usage("--count must be at least 1"));
+    }
+    let path = a
+        .dir
+        .join(format!(".vltava-fsync-probe-{}", std::process::id()));
+    let io = |e: std::io::Error| Error::Refused {
+        resource: format!("{}", path.display()),
+        reason: e.to_string(),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    let block = vec![0x5a_u8; a.size];
+    let mut h = Histogram::<u64>::new_with_max(MAX_LATENCY_US, 3).expect("histogram bounds");
+    let bar = progress(Some(a.count), settings);
+    let result = (|| {
+        for _ in 0..a.count {
+            let t = Instant::now();
+            file.write_all(&block)?;
+            file.sync_data()?;
+            h.saturating_record(t.elapsed().as_micros() as u64);
+            bar.inc(1);
+        }
+        Ok(())
+    })();
+    bar.finish_and_clear();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    result.map_err(io)?;
+    let report = FsyncReport {
+        dir: a.dir.display().to_string(),
+        count: a.count,
+        size: a.size,
+        latency_ms: LatencyMs::from_histogram(&h),
+    };
+    match settings.output {
+        Output::Json => print_json(&report),
+        Output::Table => {
+            let l = &report.latency_ms;
+            print(&format!(
+                "{} x ({} bytes + fdatasync) in {}: {:.2} ms avg, {:.2} ms 50th, {:.2} ms 99th, {:.2} ms 99.9th, {:.2} ms max.\n",
+                report.count, report.size, report.dir, l.avg, l.p50, l.p99, l.p999, l.max
+            ))
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +235,7 @@ pub fn run(args: PerfArgs) -> Result<(), Error> {
         PerfCommand::Produce(a) => produce(&args.client, a),
         PerfCommand::Consume(a) => consume(&args.client, a),
         PerfCommand::Mock(a) => mock(&args.client, a),
+        PerfCommand::Fsync(a) => fsync_probe(&Settings::new(&args.client, &[])?, a),
     }
 }
 
