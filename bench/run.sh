@@ -65,6 +65,32 @@ broker_rss_mib() { awk '/^VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$BROKER_PID/
 # CPU-seconds per GB of record values: cpu_per_gb START END RECORDS SIZE
 cpu_per_gb() { awk -v a="$1" -v b="$2" -v n="$3" -v s="$4" 'BEGIN { printf "%.2f", (b - a) / (n * s / 1e9) }'; }
 
+# Idle cost: the broker's resident memory and CPU for 1,000 idle partitions and for 100 idle
+# connections (opened with bash's /dev/tcp), before any data is written.
+broker_rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$BROKER_PID/status"; }
+rss0=$(broker_rss_kib)
+"$BIN" topic create bench-idle --partitions 1000 >/dev/null
+sleep 2
+rss1=$(broker_rss_kib)
+cpu_idle0=$(broker_cpu_s)
+sleep 10
+cpu_idle1=$(broker_cpu_s)
+host=${ADDR%:*}; port=${ADDR##*:}
+conns=()
+for _ in $(seq 100); do
+    exec {fd}<>"/dev/tcp/$host/$port"
+    conns+=("$fd")
+done
+sleep 2
+rss2=$(broker_rss_kib)
+for fd in "${conns[@]}"; do exec {fd}>&-; done
+"$BIN" topic delete bench-idle >/dev/null
+printf '| idle | broker RSS | per item |\n|---|---:|---:|\n'
+printf '| 1,000 partitions | +%s KiB | %s KiB |\n' "$(( rss1 - rss0 ))" "$(( (rss1 - rss0) / 1000 ))"
+printf '| 100 connections | +%s KiB | %s KiB |\n' "$(( rss2 - rss1 ))" "$(( (rss2 - rss1) / 100 ))"
+printf '| broker CPU over 10 s with 1,000 idle partitions | %s s | |\n\n' \
+    "$(awk -v a="$cpu_idle0" -v b="$cpu_idle1" 'BEGIN { printf "%.3f", b - a }')"
+
 printf '| partitions | record | acks | records | produce rec/s | produce MB/s | p50 ms | p99 ms | p99.9 ms | max ms | mock rec/s | ÷ mock | broker CPU-s/GB in | consume rec/s | consume MB/s | broker CPU-s/GB out | broker RSS MiB |\n'
 printf '|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for partitions in 1 8; do
