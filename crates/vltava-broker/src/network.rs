@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use vltava_protocol::{
@@ -202,6 +202,113 @@ async fn read_frame<R: AsyncRead + Unpin>(
     result.map(|()| (Bytes::from(body), reservation))
 }
 
+/// A produce request waiting for the connection's append lane.
+struct AppendJob {
+    connection: Arc<ConnectionContext>,
+    header: Header,
+    request: vltava_protocol::Request,
+    reply: oneshot::Sender<Result<Pending, Hostile>>,
+}
+
+/// The produce requests of one connection, handled in arrival order on a blocking thread
+/// (appends write files, roll segments and decompress) while the connection goes on reading
+/// and decoding the next frames. Every request that queued while one run was busy goes into
+/// the next run, so a client that pipelines many small requests pays one thread hand-off
+/// per run rather than per request. Appends of one connection stay in order; `done` counts
+/// the requests handled, for requests of other kinds to wait on.
+struct AppendLane {
+    jobs: mpsc::UnboundedSender<AppendJob>,
+    submitted: u64,
+    done: watch::Receiver<u64>,
+}
+
+impl AppendLane {
+    fn start(broker: Arc<Broker>) -> Self {
+        let (jobs, mut rx) = mpsc::unbounded_channel::<AppendJob>();
+        let (done_tx, done) = watch::channel(0u64);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut run = vec![first];
+                while let Ok(job) = rx.try_recv() {
+                    run.push(job);
+                }
+                let n = run.len() as u64;
+                let b = Arc::clone(&broker);
+                // After a hostile request nothing more of this connection is appended: the
+                // jobs behind it are dropped, and their requests close the connection unanswered.
+                let handled = tokio::task::spawn_blocking(move || {
+                    for job in run {
+                        let answer = handle(&b, &job.connection, job.header, job.request);
+                        let hostile = answer.is_err();
+                        let _ = job.reply.send(answer);
+                        if hostile {
+                            return false;
+                        }
+                    }
+                    true
+                })
+                .await;
+                match handled {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "produce handling failed; closing connection");
+                        return;
+                    }
+                }
+                done_tx.send_modify(|d| *d += n);
+            }
+        });
+        Self {
+            jobs,
+            submitted: 0,
+            done,
+        }
+    }
+
+    /// Queues a produce request; the answer's future resolves once it is appended (and, for
+    /// acks=all, durable). A hostile request or a failed run sets `closing`.
+    fn submit(
+        &mut self,
+        connection: Arc<ConnectionContext>,
+        header: Header,
+        request: vltava_protocol::Request,
+        closing: Arc<watch::Sender<bool>>,
+    ) -> Option<Pending> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(AppendJob {
+                connection,
+                header,
+                request,
+                reply,
+            })
+            .ok()?;
+        self.submitted += 1;
+        Some(Box::pin(async move {
+            match answer.await {
+                Ok(Ok(pending)) => pending.await,
+                Ok(Err(Hostile(reason))) => {
+                    tracing::warn!(%reason, "hostile request; closing connection");
+                    closing.send_replace(true);
+                    None
+                }
+                Err(_) => {
+                    closing.send_replace(true);
+                    None
+                }
+            }
+        }))
+    }
+
+    /// Waits until every queued produce request has been handled, so a request of another
+    /// kind sees the appends sent before it, as it would if requests ran one at a time.
+    async fn drain(&mut self) {
+        let submitted = self.submitted;
+        let _ = self.done.wait_for(|d| *d >= submitted).await;
+    }
+}
+
 async fn serve<S>(
     broker: Arc<Broker>,
     stream: S,
@@ -239,6 +346,9 @@ async fn serve<S>(
     });
     let max = broker.config.socket_request_max_bytes();
     let idle = broker.config.connections_max_idle();
+    let mut lane: Option<AppendLane> = None;
+    let (closing_tx, mut closing) = watch::channel(false);
+    let closing_tx = Arc::new(closing_tx);
     loop {
         // Before SASL authentication a frame may be at most sasl.server.max.receive.size, as
         // in Kafka: an anonymous peer cannot make the broker hold 100 MB for it.
@@ -249,6 +359,7 @@ async fn serve<S>(
         let frame = tokio::select! {
             f = read_frame(&mut rd, &member, max, idle) => f,
             _ = shutdown.changed() => break,
+            _ = closing.wait_for(|c| *c) => break,
         };
         let (body, reservation) = match frame {
             Ok(f) => f,
@@ -316,27 +427,28 @@ async fn serve<S>(
                         }
                     },
                 };
-                let handled = if matches!(request, vltava_protocol::Request::Produce(_)) {
-                    // Appends write files and may roll segments, and compressed batches are
-                    // decompressed to be checked: that runs off the async workers. Waiting
-                    // for it before the next frame keeps appends in arrival order.
-                    let (b, c) = (Arc::clone(&broker), Arc::clone(&connection));
-                    match tokio::task::spawn_blocking(move || handle(&b, &c, header, request)).await
-                    {
-                        Ok(handled) => handled,
-                        Err(e) => {
-                            tracing::error!(error = %e, "produce handling failed; closing connection");
-                            break;
-                        }
+                if matches!(request, vltava_protocol::Request::Produce(_)) {
+                    // Off the async workers, in arrival order, while this loop reads on.
+                    let lane = lane.get_or_insert_with(|| AppendLane::start(Arc::clone(&broker)));
+                    match lane.submit(
+                        Arc::clone(&connection),
+                        header,
+                        request,
+                        Arc::clone(&closing_tx),
+                    ) {
+                        Some(pending) => pending,
+                        None => break,
                     }
                 } else {
-                    handle(&broker, &connection, header, request)
-                };
-                match handled {
-                    Ok(pending) => pending,
-                    Err(Hostile(reason)) => {
-                        tracing::warn!(%reason, "hostile request; closing connection");
-                        break;
+                    if let Some(lane) = lane.as_mut() {
+                        lane.drain().await;
+                    }
+                    match handle(&broker, &connection, header, request) {
+                        Ok(pending) => pending,
+                        Err(Hostile(reason)) => {
+                            tracing::warn!(%reason, "hostile request; closing connection");
+                            break;
+                        }
                     }
                 }
             }
