@@ -1,0 +1,377 @@
+//! The schema registry against a real broker: Confluent's REST API over HTTP, its records in
+//! `_schemas`, and a restart that rebuilds everything from the topic alone.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+const CT: &str = "application/vnd.schemaregistry.v1+json";
+
+/// One HTTP/1.1 exchange; returns the status and the body parsed as JSON (or as a string).
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: registry\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/vnd.schemaregistry.v1+json"),
+        "{head}"
+    );
+    let value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
+    (status, value)
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
+    http(addr, "GET", path, CT, "")
+}
+
+fn post(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    http(addr, "POST", path, CT, &body.to_string())
+}
+
+fn put(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    http(addr, "PUT", path, CT, &body.to_string())
+}
+
+fn delete(addr: SocketAddr, path: &str) -> (u16, Value) {
+    http(addr, "DELETE", path, CT, "")
+}
+
+fn error_code(answer: &(u16, Value)) -> (u16, i64) {
+    (answer.0, answer.1["error_code"].as_i64().unwrap_or(-1))
+}
+
+fn start_registry(
+    rt: &tokio::runtime::Runtime,
+    broker: SocketAddr,
+) -> vltava_registry::RegistryHandle {
+    let mut store = vltava_registry::StoreConfig::new(broker.to_string());
+    store.timeout = Duration::from_secs(20);
+    rt.block_on(vltava_registry::start(vltava_registry::RegistryConfig {
+        store,
+        listeners: vec!["http://127.0.0.1:0".to_string()],
+    }))
+    .unwrap()
+}
+
+fn user(extra_fields: &str) -> String {
+    format!(
+        r#"{{"type":"record","name":"User","namespace":"shop","fields":[{{"name":"name","type":"string"}}{extra_fields}]}}"#
+    )
+}
+
+/// Every record in `_schemas` as (key, value) text.
+fn schemas_topic(broker: SocketAddr) -> Vec<(String, Option<String>)> {
+    let consumer: BaseConsumer = client_config(broker)
+        .set("group.id", "registry-test")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("_schemas", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    loop {
+        match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(m)) => out.push((
+                String::from_utf8(m.key().unwrap().to_vec()).unwrap(),
+                m.payload().map(|p| String::from_utf8(p.to_vec()).unwrap()),
+            )),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) => panic!("{e}"),
+            None => panic!("no end of _schemas within 10 s"),
+        }
+    }
+}
+
+#[test]
+fn rest_api_storage_and_restart() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let b = broker.local_addr;
+    let registry = start_registry(&rt, b);
+    let r = registry.local_addrs()[0];
+
+    // Register, and register again: one id.
+    let v1 = user("");
+    let (status, body) = post(r, "/subjects/orders-value/versions", json!({"schema": v1}));
+    assert_eq!((status, &body), (200, &json!({"id": 1})));
+    assert_eq!(
+        post(r, "/subjects/orders-value/versions", json!({"schema": v1})).1,
+        json!({"id": 1})
+    );
+    // The same schema in another subject shares the id.
+    assert_eq!(
+        post(r, "/subjects/other-value/versions", json!({"schema": v1})).1,
+        json!({"id": 1})
+    );
+
+    // An incompatible change (new field without a default) is refused under BACKWARD.
+    let breaking = user(r#",{"name":"email","type":"string"}"#);
+    let answer = post(
+        r,
+        "/subjects/orders-value/versions",
+        json!({"schema": breaking}),
+    );
+    assert_eq!(error_code(&answer), (409, 409));
+    let answer = post(
+        r,
+        "/compatibility/subjects/orders-value/versions/latest?verbose=true",
+        json!({"schema": breaking}),
+    );
+    assert_eq!(answer.1["is_compatible"], json!(false));
+    assert!(!answer.1["messages"].as_array().unwrap().is_empty());
+    let v2 = user(r#",{"name":"age","type":"int","default":0}"#);
+    assert_eq!(
+        post(
+            r,
+            "/compatibility/subjects/orders-value/versions/latest",
+            json!({"schema": v2})
+        )
+        .1,
+        json!({"is_compatible": true})
+    );
+    assert_eq!(
+        post(r, "/subjects/orders-value/versions", json!({"schema": v2})).1,
+        json!({"id": 2})
+    );
+
+    // Reads.
+    assert_eq!(
+        get(r, "/subjects").1,
+        json!(["orders-value", "other-value"])
+    );
+    assert_eq!(get(r, "/subjects/orders-value/versions").1, json!([1, 2]));
+    let latest = get(r, "/subjects/orders-value/versions/latest").1;
+    assert_eq!(
+        latest,
+        json!({"subject": "orders-value", "version": 2, "id": 2, "schema": v2})
+    );
+    assert_eq!(get(r, "/schemas/ids/1").1, json!({"schema": v1}));
+    assert_eq!(
+        get(r, "/schemas/ids/1/versions").1,
+        json!([{"subject": "orders-value", "version": 1}, {"subject": "other-value", "version": 1}])
+    );
+    assert_eq!(get(r, "/schemas/ids/2/subjects").1, json!(["orders-value"]));
+    assert_eq!(
+        get(r, "/subjects/orders-value/versions/1/schema").1,
+        serde_json::from_str::<Value>(&v1).unwrap()
+    );
+    let found = post(r, "/subjects/orders-value", json!({"schema": v1})).1;
+    assert_eq!(
+        (found["id"].clone(), found["version"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(
+        get(r, "/schemas/types").1,
+        json!(["JSON", "PROTOBUF", "AVRO"])
+    );
+
+    // JSON Schema and Protobuf.
+    let js = r#"{"type":"object","properties":{"sku":{"type":"string"}}}"#;
+    let answer = post(
+        r,
+        "/subjects/items-value/versions",
+        json!({"schema": js, "schemaType": "JSON"}),
+    );
+    assert_eq!(answer.1, json!({"id": 3}));
+    assert_eq!(
+        get(r, "/schemas/ids/3").1,
+        json!({"schemaType": "JSON", "schema": js})
+    );
+    let proto = "syntax = \"proto3\";\npackage shop;\nmessage Payment { string id = 1; int64 cents = 2; }\n";
+    let answer = post(
+        r,
+        "/subjects/payments-value/versions",
+        json!({"schema": proto, "schemaType": "PROTOBUF"}),
+    );
+    assert_eq!(answer.1, json!({"id": 4}));
+    let changed = proto.replace("int64 cents", "string cents");
+    let answer = post(
+        r,
+        "/subjects/payments-value/versions",
+        json!({"schema": changed, "schemaType": "PROTOBUF"}),
+    );
+    assert_eq!(error_code(&answer), (409, 409));
+
+    // Configs and modes.
+    assert_eq!(
+        get(r, "/config").1,
+        json!({"compatibilityLevel": "BACKWARD"})
+    );
+    assert_eq!(
+        put(r, "/config/orders-value", json!({"compatibility": "FULL"})).1,
+        json!({"compatibility": "FULL"})
+    );
+    assert_eq!(
+        get(r, "/config/orders-value").1,
+        json!({"compatibilityLevel": "FULL"})
+    );
+    assert_eq!(error_code(&get(r, "/config/other-value")), (404, 40408));
+    assert_eq!(
+        get(r, "/config/other-value?defaultToGlobal=true").1,
+        json!({"compatibilityLevel": "BACKWARD"})
+    );
+    assert_eq!(
+        error_code(&put(r, "/config", json!({"compatibility": "SIDEWAYS"}))),
+        (422, 42203)
+    );
+    assert_eq!(
+        put(r, "/mode/other-value", json!({"mode": "READONLY"})).1,
+        json!({"mode": "READONLY"})
+    );
+    let answer = post(r, "/subjects/other-value/versions", json!({"schema": v2}));
+    assert_eq!(error_code(&answer), (422, 42205));
+    assert_eq!(get(r, "/mode").1, json!({"mode": "READWRITE"}));
+
+    // Deletes: soft, then permanent.
+    assert_eq!(
+        delete(r, "/subjects/orders-value/versions/1?permanent=true").1["error_code"],
+        json!(40407)
+    );
+    assert_eq!(delete(r, "/subjects/orders-value/versions/1").1, json!(1));
+    assert_eq!(get(r, "/subjects/orders-value/versions").1, json!([2]));
+    assert_eq!(
+        get(r, "/subjects/orders-value/versions?deleted=true").1,
+        json!([1, 2])
+    );
+    assert_eq!(
+        error_code(&delete(r, "/subjects/orders-value/versions/1")),
+        (404, 40406)
+    );
+    assert_eq!(delete(r, "/subjects/items-value").1, json!([1]));
+    assert_eq!(
+        delete(r, "/subjects/items-value?permanent=true").1,
+        json!([1])
+    );
+    assert_eq!(error_code(&get(r, "/schemas/ids/3")), (404, 40403));
+
+    // Bad input gets Confluent's answers.
+    assert_eq!(error_code(&get(r, "/subjects/nope/versions")), (404, 40401));
+    assert_eq!(
+        error_code(&get(r, "/subjects/orders-value/versions/9")),
+        (404, 40402)
+    );
+    assert_eq!(
+        error_code(&get(r, "/subjects/orders-value/versions/zero")),
+        (422, 42202)
+    );
+    assert_eq!(error_code(&get(r, "/schemas/ids/999")), (404, 40403));
+    let answer = post(
+        r,
+        "/subjects/x/versions",
+        json!({"schema": "{\"type\":\"recrod\"}"}),
+    );
+    assert_eq!(error_code(&answer), (422, 42201));
+    let answer = post(
+        r,
+        "/subjects/x/versions",
+        json!({"schema": "\"string\"", "schemaType": "XML"}),
+    );
+    assert_eq!(error_code(&answer), (422, 42201));
+    let answer = http(r, "POST", "/subjects/x/versions", CT, "{not json");
+    assert_eq!(error_code(&answer), (400, 400));
+    let answer = http(r, "POST", "/subjects/x/versions", CT, r#"{"schema": 5}"#);
+    assert_eq!(error_code(&answer), (422, 422));
+    let answer = http(
+        r,
+        "POST",
+        "/subjects/x/versions",
+        "text/plain",
+        r#"{"schema":"\"string\""}"#,
+    );
+    assert_eq!(error_code(&answer), (415, 415));
+    let huge = json!({"schema": "x".repeat(2 << 20)}).to_string();
+    let answer = http(r, "POST", "/subjects/x/versions", CT, &huge);
+    assert_eq!(error_code(&answer), (413, 413));
+    assert_eq!(error_code(&get(r, "/no/such/path")), (404, 404));
+    // Plain JSON is accepted as well.
+    let answer = http(
+        r,
+        "POST",
+        "/subjects/plain/versions",
+        "application/json",
+        &json!({"schema": "\"long\""}).to_string(),
+    );
+    assert_eq!(answer, (200, json!({"id": 5})));
+
+    // The topic holds Confluent's layout.
+    let records = schemas_topic(b);
+    assert_eq!(
+        records[0],
+        (
+            r#"{"keytype":"SCHEMA","subject":"orders-value","version":1,"magic":1}"#.to_string(),
+            Some(format!(
+                r#"{{"subject":"orders-value","version":1,"id":1,"schema":{},"deleted":false}}"#,
+                serde_json::to_string(&v1).unwrap()
+            )),
+        )
+    );
+    assert!(records.iter().any(|(k, v)| k
+        == r#"{"keytype":"CONFIG","subject":"orders-value","magic":0}"#
+        && v.as_deref() == Some(r#"{"compatibilityLevel":"FULL"}"#)));
+    assert!(records.iter().any(|(k, v)| k
+        == r#"{"keytype":"SCHEMA","subject":"items-value","version":1,"magic":1}"#
+        && v.is_none()));
+
+    // Restart: everything comes back from the topic alone, and ids are not reused.
+    rt.block_on(registry.shutdown());
+    let registry = start_registry(&rt, b);
+    let r = registry.local_addrs()[0];
+    assert_eq!(
+        get(r, "/subjects").1,
+        json!(["orders-value", "other-value", "payments-value", "plain"])
+    );
+    assert_eq!(
+        get(r, "/subjects/orders-value/versions?deleted=true").1,
+        json!([1, 2])
+    );
+    assert_eq!(get(r, "/subjects/orders-value/versions/latest").1, latest);
+    assert_eq!(
+        get(r, "/config/orders-value").1,
+        json!({"compatibilityLevel": "FULL"})
+    );
+    assert_eq!(get(r, "/mode/other-value").1, json!({"mode": "READONLY"}));
+    assert_eq!(get(r, "/schemas/ids/1").1, json!({"schema": v1}));
+    assert_eq!(
+        post(r, "/subjects/orders-value/versions", json!({"schema": v2})).1,
+        json!({"id": 2})
+    );
+    assert_eq!(
+        post(
+            r,
+            "/subjects/fresh/versions",
+            json!({"schema": "\"bytes\""})
+        )
+        .1,
+        json!({"id": 6})
+    );
+    rt.block_on(registry.shutdown());
+    rt.block_on(broker.shutdown());
+}
