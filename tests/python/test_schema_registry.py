@@ -134,7 +134,8 @@ def test_avro_round_trip_evolution_and_restart(broker, registry_factory):
     # A compatible evolution gets a new id and version 2.
     v2_values = [{"name": "late", "visits": 1, "email": "late@example.com"}]
     produce(broker.bootstrap, topic, AvroSerializer(client, USER_V2), v2_values)
-    latest = client.get_latest_version(f"{topic}-value")
+    # (A fresh client: SchemaRegistryClient caches get_latest_version.)
+    latest = SchemaRegistryClient({"url": registry.url}).get_latest_version(f"{topic}-value")
     assert latest.version == 2 and latest.schema_id != v1_id
     v2_id = latest.schema_id
 

@@ -375,3 +375,43 @@ fn rest_api_storage_and_restart() {
     rt.block_on(registry.shutdown());
     rt.block_on(broker.shutdown());
 }
+
+/// `vltava broker` with `schema.registry.listeners` serves the registry next to the broker,
+/// announces it, and stops it cleanly with the broker.
+#[test]
+fn broker_serves_the_registry() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["broker", "--listeners", "PLAINTEXT://127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--override", "schema.registry.listeners=http://127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("vltava: listening on "), "{first}");
+    let second = lines.next().unwrap().unwrap();
+    let r: SocketAddr = second
+        .strip_prefix("vltava: schema registry on http://")
+        .unwrap_or_else(|| panic!("unexpected line {second:?}"))
+        .parse()
+        .unwrap();
+    assert_eq!(
+        post(r, "/subjects/demo-value/versions", json!({"schema": "\"string\""})).1,
+        json!({"id": 1})
+    );
+    assert_eq!(get(r, "/schemas/ids/1").1, json!({"schema": "\"string\""}));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "broker exited with {exit}");
+}
