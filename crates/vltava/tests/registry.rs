@@ -385,7 +385,12 @@ fn broker_serves_the_registry() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vltava"))
-        .args(["broker", "--listeners", "PLAINTEXT://127.0.0.1:0", "--data-dir"])
+        .args([
+            "broker",
+            "--listeners",
+            "PLAINTEXT://127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .args(["--override", "schema.registry.listeners=http://127.0.0.1:0"])
         .env("RUST_LOG", "warn")
@@ -403,7 +408,12 @@ fn broker_serves_the_registry() {
         .parse()
         .unwrap();
     assert_eq!(
-        post(r, "/subjects/demo-value/versions", json!({"schema": "\"string\""})).1,
+        post(
+            r,
+            "/subjects/demo-value/versions",
+            json!({"schema": "\"string\""})
+        )
+        .1,
         json!({"id": 1})
     );
     assert_eq!(get(r, "/schemas/ids/1").1, json!({"schema": "\"string\""}));
