@@ -197,3 +197,86 @@ def test_client_api_config_mode_and_delete(broker, registry_factory):
     with pytest.raises(SchemaRegistryError) as err:
         client.register_schema(subject, Schema('{"type": "nonsense"}', "AVRO"))
     assert err.value.error_code == 42201
+
+
+def round_trip(broker, topic, serializer, deserializer, values):
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    cf_create_topic(broker.bootstrap, topic, partitions=1)
+    produce(broker.bootstrap, topic, serializer, values)
+    raw = consume_raw(broker.bootstrap, topic, len(values))
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    return raw, [deserializer(b, ctx) for b in raw]
+
+
+ORDER_JSON = """{"$schema": "http://json-schema.org/draft-07/schema#", "title": "Order", "type": "object",
+  "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}}, "required": ["sku"]}"""
+
+
+def test_json_schema_round_trip(broker, registry_factory):
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+    from confluent_kafka.serialization import SerializationError
+
+    registry = registry_factory()
+    client = SchemaRegistryClient({"url": registry.url})
+    topic = unique_topic("sr-json")
+    values = [{"sku": f"sku-{i}", "qty": i} for i in range(5)]
+    serializer = JSONSerializer(ORDER_JSON, client)
+    raw, got = round_trip(broker, topic, serializer, JSONDeserializer(ORDER_JSON, schema_registry_client=client),
+                          values)
+    assert got == values
+    registered = client.get_latest_version(f"{topic}-value")
+    assert registered.schema.schema_type == "JSON"
+    assert {struct.unpack(">bI", b[:5]) for b in raw} == {(0, registered.schema_id)}
+    # The serializer validates against the schema it registered.
+    with pytest.raises(SerializationError):
+        from confluent_kafka.serialization import MessageField, SerializationContext
+        serializer({"qty": 1}, SerializationContext(topic, MessageField.VALUE))
+
+
+def payment_class():
+    """A Protobuf message class built at run time (no protoc here)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    fdp = descriptor_pb2.FileDescriptorProto(name="shop/payment.proto", package="shop", syntax="proto3")
+    fdp.dependency.append("google/protobuf/timestamp.proto")
+    msg = fdp.message_type.add(name="Payment")
+    f = descriptor_pb2.FieldDescriptorProto
+    msg.field.add(name="id", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    msg.field.add(name="cents", number=2, type=f.TYPE_INT64, label=f.LABEL_OPTIONAL)
+    msg.field.add(name="at", number=3, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,
+                  type_name=".google.protobuf.Timestamp")
+    pool = descriptor_pool.DescriptorPool()
+    from google.protobuf import timestamp_pb2
+    ts = descriptor_pb2.FileDescriptorProto()
+    timestamp_pb2.DESCRIPTOR.CopyToProto(ts)
+    pool.Add(ts)
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Payment"))
+
+
+def test_protobuf_round_trip(broker, registry_factory):
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
+
+    Payment = payment_class()
+    registry = registry_factory()
+    client = SchemaRegistryClient({"url": registry.url})
+    topic = unique_topic("sr-proto")
+    values = [Payment(id=f"p-{i}", cents=100 * i) for i in range(5)]
+    for v in values:
+        v.at.seconds = 1_700_000_000
+    raw, got = round_trip(broker, topic, ProtobufSerializer(Payment, client),
+                          ProtobufDeserializer(Payment, schema_registry_client=client), values)
+    assert got == values
+    registered = client.get_latest_version(f"{topic}-value")
+    assert registered.schema.schema_type == "PROTOBUF"
+    # Confluent's Protobuf framing: the id, then the message index list ([0] is one 0 byte).
+    assert {b[:6] for b in raw} == {struct.pack(">bIb", 0, registered.schema_id, 0)}
+    # The registry serves the descriptor back for clients that ask for it serialized.
+    from google.protobuf import descriptor_pb2
+    import base64
+    served = client.get_schema(registered.schema_id, fmt="serialized")
+    fdp = descriptor_pb2.FileDescriptorProto.FromString(base64.b64decode(served.schema_str))
+    assert [m.name for m in fdp.message_type] == ["Payment"]

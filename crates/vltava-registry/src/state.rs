@@ -446,6 +446,18 @@ impl RegistryState {
         Ok(())
     }
 
+    /// The text of schema `id` in `format` (`serialized` for Protobuf descriptors); the
+    /// stored text for other formats or none.
+    pub fn schema_text(&self, id: i32, format: Option<&str>) -> Result<String, RegistryError> {
+        let stored = self.schema_by_id(id)?;
+        if format == Some("serialized") {
+            if let Some(text) = self.parse_stored(stored)?.serialized() {
+                return Ok(text);
+            }
+        }
+        Ok(stored.schema.clone())
+    }
+
     fn parse_stored(&self, stored: &StoredSchema) -> Result<ParsedSchema, RegistryError> {
         let refs = self.resolve_references(&stored.references)?;
         formats::parse(stored.schema_type, &stored.schema, &refs)

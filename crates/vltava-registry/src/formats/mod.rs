@@ -51,6 +51,15 @@ impl ParsedSchema {
         }
     }
 
+    /// The schema in Confluent's `format=serialized` rendering, where the format has one
+    /// (Protobuf: a base64 `FileDescriptorProto`).
+    pub fn serialized(&self) -> Option<String> {
+        match self {
+            ParsedSchema::Protobuf(s) => Some(protobuf::serialized(s)),
+            _ => None,
+        }
+    }
+
     /// The text stored for `normalize=true`: one spelling per meaning, so that schemas that
     /// differ only in layout or key order register as one.
     pub fn normalized(&self) -> String {

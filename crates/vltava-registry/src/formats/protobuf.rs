@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine;
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
+use protox::prost_reflect::prost::Message;
+use protox::prost_reflect::prost_types::FileDescriptorProto;
 use protox::prost_reflect::{
     Cardinality, DescriptorPool, FieldDescriptor, Kind, MessageDescriptor,
 };
@@ -23,10 +26,25 @@ struct ReferenceResolver {
     files: BTreeMap<String, String>,
 }
 
+/// A schema text as a `FileDescriptorProto`, if it is one in base64: Confluent's serializers
+/// register Protobuf schemas that way rather than as `.proto` source.
+fn decode_descriptor(text: &str) -> Option<FileDescriptorProto> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?;
+    FileDescriptorProto::decode(bytes.as_slice()).ok()
+}
+
 impl FileResolver for ReferenceResolver {
     fn open_file(&self, name: &str) -> Result<File, protox::Error> {
         match self.files.get(name) {
-            Some(source) => File::from_source(name, source),
+            Some(text) => match decode_descriptor(text) {
+                Some(mut descriptor) => {
+                    descriptor.name = Some(name.to_string());
+                    Ok(File::from_file_descriptor_proto(descriptor))
+                }
+                None => File::from_source(name, text),
+            },
             None => Err(protox::Error::file_not_found(name)),
         }
     }
@@ -48,6 +66,19 @@ pub fn parse(text: &str, references: &[ResolvedReference]) -> Result<ProtoSchema
         pool: compiler.descriptor_pool(),
         text: text.to_string(),
     })
+}
+
+/// The schema as a base64 `FileDescriptorProto` (Confluent's `format=serialized`).
+pub fn serialized(schema: &ProtoSchema) -> String {
+    if decode_descriptor(&schema.text).is_some() {
+        return schema.text.trim().to_string();
+    }
+    let bytes = schema
+        .pool
+        .get_file_by_name(ROOT_FILE)
+        .map(|f| f.file_descriptor_proto().encode_to_vec())
+        .unwrap_or_default();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 pub fn normalized(schema: &ProtoSchema) -> String {
@@ -232,6 +263,18 @@ mod tests {
         let text = "syntax = \"proto3\"; package shop; import \"money.proto\"; import \"google/protobuf/timestamp.proto\";\nmessage Order { Money price = 1; google.protobuf.Timestamp at = 2; }";
         assert!(parse(text, &[]).is_err());
         assert!(parse(text, &[money]).is_ok());
+    }
+
+    #[test]
+    fn base64_descriptors_parse_like_their_source() {
+        let source = proto("message Order { string id = 1; int32 qty = 2; }");
+        let encoded = serialized(&source);
+        let decoded = parse(&encoded, &[]).unwrap();
+        assert!(decoded.pool.get_message_by_name("shop.Order").is_some());
+        assert!(read_problems(&decoded, &source).is_empty());
+        let breaking = proto("message Order { string id = 1; string qty = 2; }");
+        assert!(!read_problems(&breaking, &decoded).is_empty());
+        assert_eq!(serialized(&decoded), encoded);
     }
 
     #[test]
