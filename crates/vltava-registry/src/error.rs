@@ -58,6 +58,10 @@ pub enum RegistryError {
     Store { reason: String },
     #[error("Timed out waiting for the _schemas topic: {reason}")]
     Timeout { reason: String },
+    #[error("Error while forwarding the request to the leader: {reason}")]
+    ForwardingFailed { reason: String },
+    #[error("Unknown leader: no registry instance leads yet")]
+    UnknownLeader,
 }
 
 impl RegistryError {
@@ -90,6 +94,8 @@ impl RegistryError {
             NotFound => 404,
             Store { .. } => 50001,
             Timeout { .. } => 50002,
+            ForwardingFailed { .. } => 50003,
+            UnknownLeader => 50004,
         }
     }
 

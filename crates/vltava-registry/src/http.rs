@@ -9,12 +9,14 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value as Json};
 
+use crate::election::Election;
 use crate::error::RegistryError;
 use crate::records::{CompatibilityLevel, ConfigValue, Mode, SchemaType};
 use crate::state::{SchemaRequest, VersionSpec, VersionView};
@@ -144,7 +146,95 @@ fn version_body(view: &VersionView<'_>) -> Json {
     Json::Object(body)
 }
 
-pub fn router(store: Shared) -> Router {
+/// Writes change `_schemas` and so go to the leader: every PUT and DELETE, and POST of a new
+/// version. Lookups and compatibility checks (also POSTs) are reads.
+fn is_write(method: &Method, path: &str) -> bool {
+    match *method {
+        Method::PUT | Method::DELETE => true,
+        Method::POST => {
+            path.starts_with("/subjects/") && path.trim_end_matches('/').ends_with("/versions")
+        }
+        _ => false,
+    }
+}
+
+#[derive(Clone)]
+struct Forwarding {
+    election: Arc<Election>,
+    timeout: std::time::Duration,
+}
+
+/// Sends a write that reaches a follower on to the leader and relays the answer.
+async fn forward_writes(State(f): State<Forwarding>, request: Request, next: Next) -> Response {
+    if !is_write(request.method(), request.uri().path()) || f.election.leadership.is_leader() {
+        return next.run(request).await;
+    }
+    let deadline = tokio::time::Instant::now() + f.timeout;
+    let leader = loop {
+        let e = f.election.clone();
+        let url =
+            tokio::task::spawn_blocking(move || e.leader_url(std::time::Duration::from_secs(2)))
+                .await
+                .ok()
+                .flatten();
+        if f.election.leadership.is_leader() {
+            return next.run(request).await;
+        }
+        match url {
+            Some(url) => break url,
+            None if tokio::time::Instant::now() >= deadline => {
+                return ApiError(RegistryError::UnknownLeader).into_response()
+            }
+            None => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    };
+    let method = request.method().to_string();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError(RegistryError::PayloadTooLarge {
+                limit_bytes: MAX_BODY_BYTES,
+            })
+            .into_response()
+        }
+    };
+    tracing::debug!(%leader, %method, %target, "forwarding a write to the leader");
+    match crate::forward::forward(
+        &leader,
+        &method,
+        &target,
+        content_type.as_deref(),
+        &body,
+        f.timeout,
+    )
+    .await
+    {
+        Ok(answer) => {
+            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut response = (status, answer.body).into_response();
+            let ct = answer
+                .content_type
+                .and_then(|c| HeaderValue::from_str(&c).ok())
+                .unwrap_or(HeaderValue::from_static(CONTENT_TYPE));
+            response.headers_mut().insert(header::CONTENT_TYPE, ct);
+            response
+        }
+        Err(e) => ApiError(e).into_response(),
+    }
+}
+
+pub fn router(store: Shared, election: Arc<Election>, timeout: std::time::Duration) -> Router {
+    let forwarding = Forwarding { election, timeout };
     Router::new()
         .route("/", get(|| async { ok(json!({})) }))
         .route(
@@ -200,6 +290,10 @@ pub fn router(store: Shared) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(store)
+        .layer(axum::middleware::from_fn_with_state(
+            forwarding,
+            forward_writes,
+        ))
 }
 
 async fn not_found() -> ApiError {

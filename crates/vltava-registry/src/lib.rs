@@ -6,8 +6,10 @@
 //! core (records in, state out; requests planned into records), `formats` parses schemas
 //! and decides compatibility, `store` reads and writes the topic, `http` serves the API.
 
+pub mod election;
 pub mod error;
 pub mod formats;
+pub mod forward;
 pub mod http;
 pub mod records;
 pub mod state;
@@ -26,6 +28,23 @@ pub struct RegistryConfig {
     pub store: StoreConfig,
     /// `http://host:port` listeners (Confluent's `listeners`); port 0 picks a free port.
     pub listeners: Vec<String>,
+    /// The URL other instances forward writes to; by default the first listener's bound
+    /// address (with 127.0.0.1 for an unspecified host).
+    pub advertised_url: Option<String>,
+    /// The consumer group instances elect their leader in (Confluent's
+    /// `schema.registry.group.id`).
+    pub group_id: String,
+}
+
+impl RegistryConfig {
+    pub fn new(store: StoreConfig, listeners: Vec<String>) -> Self {
+        RegistryConfig {
+            store,
+            listeners,
+            advertised_url: None,
+            group_id: "schema-registry".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,12 +58,17 @@ pub enum StartError {
     },
     #[error("cannot open the schemas topic: {0}")]
     Store(#[from] RegistryError),
+    #[error("cannot join the leader election: {0}")]
+    Election(#[from] rdkafka::error::KafkaError),
+    #[error("no registry instance became leader within {timeout_ms} ms")]
+    NoLeader { timeout_ms: u128 },
 }
 
 /// A running registry.
 pub struct RegistryHandle {
     addrs: Vec<SocketAddr>,
     store: Arc<store::Store>,
+    election: Arc<election::Election>,
     shutdown: tokio::sync::watch::Sender<bool>,
     servers: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -55,14 +79,25 @@ impl RegistryHandle {
         &self.addrs
     }
 
-    /// Stops accepting, lets in-flight requests finish, and stops reading the topic.
+    /// Whether this instance currently leads (takes the writes).
+    pub fn is_leader(&self) -> bool {
+        self.election.leadership.is_leader()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, leaves the election (another
+    /// instance takes over) and stops reading the topic.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for s in self.servers {
             let _ = s.await;
         }
         let store = self.store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        let election = self.election.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            election.leave();
+            store.close();
+        })
+        .await;
     }
 }
 
@@ -78,6 +113,35 @@ fn listener_addr(listener: &str) -> Result<String, StartError> {
     Ok(rest.to_string())
 }
 
+/// Waits until this instance leads or another one is known to, so the first writes after
+/// start do not fail for want of a leader.
+async fn wait_for_a_leader(
+    election: &Arc<election::Election>,
+    timeout: std::time::Duration,
+) -> Result<(), StartError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if election.leadership.is_leader() {
+            return Ok(());
+        }
+        let e = election.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            e.leader_url(std::time::Duration::from_secs(2)).is_some()
+        })
+        .await
+        .unwrap_or(false);
+        if found {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StartError::NoLeader {
+                timeout_ms: timeout.as_millis(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Catches up with `_schemas` (creating it if needed), then serves the API.
 pub async fn start(config: RegistryConfig) -> Result<RegistryHandle, StartError> {
     let mut listeners = Vec::new();
@@ -91,16 +155,33 @@ pub async fn start(config: RegistryConfig) -> Result<RegistryHandle, StartError>
             })?;
         listeners.push(socket);
     }
-    let store = store::Store::open(config.store).await?;
-    let (shutdown, stop) = tokio::sync::watch::channel(false);
     let mut addrs = Vec::new();
-    let mut servers = Vec::new();
-    for socket in listeners {
+    for socket in &listeners {
         addrs.push(socket.local_addr().map_err(|source| StartError::Bind {
             listener: "bound socket".to_string(),
             source,
         })?);
-        let app = http::router(store.clone());
+    }
+    let my_url = config.advertised_url.clone().unwrap_or_else(|| {
+        let mut a = addrs[0];
+        if a.ip().is_unspecified() {
+            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{a}")
+    });
+    let timeout = config.store.timeout;
+    let store = store::Store::open(config.store.clone()).await?;
+    let election = Arc::new(election::Election::join(
+        config.store.client_config(),
+        &config.group_id,
+        &config.store.topic,
+        &my_url,
+    )?);
+    wait_for_a_leader(&election, timeout).await?;
+    let (shutdown, stop) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for socket in listeners {
+        let app = http::router(store.clone(), election.clone(), timeout);
         let mut stop = stop.clone();
         servers.push(tokio::spawn(async move {
             let serve = axum::serve(socket, app).with_graceful_shutdown(async move {
@@ -115,6 +196,7 @@ pub async fn start(config: RegistryConfig) -> Result<RegistryHandle, StartError>
     Ok(RegistryHandle {
         addrs,
         store,
+        election,
         shutdown,
         servers,
     })

@@ -45,7 +45,8 @@ impl StoreConfig {
         }
     }
 
-    fn client_config(&self) -> ClientConfig {
+    /// A librdkafka config with the bootstrap servers and the extra properties.
+    pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers);
         for (k, v) in &self.client_properties {

@@ -183,10 +183,10 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         let registry = match registry {
             None => None,
             Some((listeners, required)) => {
-                let config = vltava_registry::RegistryConfig {
-                    store: vltava_registry::StoreConfig::new(handle.local_addr.to_string()),
+                let config = vltava_registry::RegistryConfig::new(
+                    vltava_registry::StoreConfig::new(handle.local_addr.to_string()),
                     listeners,
-                };
+                );
                 match vltava_registry::start(config).await {
                     Ok(r) => Some(r),
                     Err(e @ vltava_registry::StartError::Bind { .. }) if !required => {

@@ -23,7 +23,9 @@ SchemaRegistryClient work unchanged:
   curl http://127.0.0.1:8081/schemas/ids/1
 
 State lives in the compacted topic --topic (created on first start with one partition);
-a restarted registry reads it back and serves the same ids and versions.")]
+a restarted registry reads it back and serves the same ids and versions. Several
+instances on one cluster elect a leader through the consumer group --group-id; the
+others serve reads and forward writes to it.")]
 pub struct RegistryArgs {
     /// Kafka cluster to store schemas in
     #[arg(
@@ -37,6 +39,14 @@ pub struct RegistryArgs {
     /// Where to serve HTTP, comma-separated http://host:port (port 0 picks a free port)
     #[arg(long, default_value = "http://127.0.0.1:8081")]
     listeners: String,
+    /// URL other registry instances forward writes to (default: the first listener's
+    /// bound address)
+    #[arg(long, value_name = "URL")]
+    advertised_url: Option<String>,
+    /// Consumer group the instances elect their leader in (Confluent's
+    /// schema.registry.group.id)
+    #[arg(long, default_value = "schema-registry")]
+    group_id: String,
     /// Topic holding schemas, configs and modes (Confluent's kafkastore.topic)
     #[arg(long, default_value = "_schemas")]
     topic: String,
@@ -64,15 +74,15 @@ pub fn run(args: RegistryArgs) -> anyhow::Result<()> {
             .client_properties
             .push((k.trim().to_string(), v.trim().to_string()));
     }
-    let config = vltava_registry::RegistryConfig {
-        store,
-        listeners: args
-            .listeners
-            .split(',')
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect(),
-    };
+    let listeners = args
+        .listeners
+        .split(',')
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut config = vltava_registry::RegistryConfig::new(store, listeners);
+    config.advertised_url = args.advertised_url.clone();
+    config.group_id = args.group_id.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

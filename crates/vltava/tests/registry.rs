@@ -71,10 +71,9 @@ fn start_registry(
 ) -> vltava_registry::RegistryHandle {
     let mut store = vltava_registry::StoreConfig::new(broker.to_string());
     store.timeout = Duration::from_secs(20);
-    rt.block_on(vltava_registry::start(vltava_registry::RegistryConfig {
-        store,
-        listeners: vec!["http://127.0.0.1:0".to_string()],
-    }))
+    rt.block_on(vltava_registry::start(
+        vltava_registry::RegistryConfig::new(store, vec!["http://127.0.0.1:0".to_string()]),
+    ))
     .unwrap()
 }
 
@@ -424,4 +423,78 @@ fn broker_serves_the_registry() {
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "broker exited with {exit}");
+}
+
+/// Two instances on one cluster: one leads, a write sent to the other is forwarded, both
+/// serve reads, and when the leader stops the other takes over.
+#[test]
+fn two_instances_elect_a_leader_and_forward_writes() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let b = broker.local_addr;
+    let first = start_registry(&rt, b);
+    let second = start_registry(&rt, b);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while first.is_leader() == second.is_leader() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no single leader: {} {}",
+            first.is_leader(),
+            second.is_leader()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (leader, follower) = if first.is_leader() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let (l, f) = (leader.local_addrs()[0], follower.local_addrs()[0]);
+
+    // Writes to either instance get ids from the leader's one sequence.
+    let s1 = json!({"schema": "\"string\""});
+    let s2 = json!({"schema": "\"long\""});
+    assert_eq!(
+        post(f, "/subjects/a/versions", s1.clone()).1,
+        json!({"id": 1})
+    );
+    assert_eq!(
+        post(l, "/subjects/b/versions", s2.clone()).1,
+        json!({"id": 2})
+    );
+    // Errors come back from the leader unchanged.
+    let answer = post(f, "/subjects/a/versions", s2.clone());
+    assert_eq!(error_code(&answer), (409, 409));
+    let answer = post(f, "/subjects/a/versions", json!({"schema": "{"}));
+    assert_eq!(error_code(&answer), (422, 42201));
+    assert_eq!(
+        put(f, "/config/a", json!({"compatibility": "NONE"})).1,
+        json!({"compatibility": "NONE"})
+    );
+    assert_eq!(
+        post(f, "/subjects/a/versions", s2.clone()).1,
+        json!({"id": 2})
+    );
+    // Both serve reads (the follower once its reader has caught up).
+    for r in [l, f] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while get(r, "/subjects/a/versions").1 != json!([1, 2]) {
+            assert!(std::time::Instant::now() < deadline, "{r} did not catch up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(get(r, "/config/a").1, json!({"compatibilityLevel": "NONE"}));
+    }
+
+    // The leader stops; the follower takes over and keeps the id sequence.
+    rt.block_on(leader.shutdown());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !follower.is_leader() {
+        assert!(std::time::Instant::now() < deadline, "no takeover");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s3 = json!({"schema": "\"bytes\""});
+    assert_eq!(post(f, "/subjects/c/versions", s3).1, json!({"id": 3}));
+    rt.block_on(follower.shutdown());
+    rt.block_on(broker.shutdown());
 }

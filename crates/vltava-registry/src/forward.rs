@@ -1,0 +1,120 @@
+//! Followers send writes to the leader as plain HTTP/1.1 requests and relay its answer, so a
+//! client may use any instance. Only the leader writes to `_schemas`, which keeps ids unique.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::error::RegistryError;
+
+/// A relayed answer: status, content type and body.
+pub struct Forwarded {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+fn failed(reason: impl std::fmt::Display) -> RegistryError {
+    RegistryError::ForwardingFailed {
+        reason: reason.to_string(),
+    }
+}
+
+/// Largest answer relayed; the leader's answers to writes are small.
+const MAX_ANSWER_BYTES: u64 = 4 << 20;
+
+pub async fn forward(
+    leader_url: &str,
+    method: &str,
+    path_and_query: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Forwarded, RegistryError> {
+    let authority = leader_url
+        .strip_prefix("http://")
+        .map(|a| a.trim_end_matches('/'))
+        .ok_or_else(|| failed(format!("leader URL {leader_url} is not http://host:port")))?;
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(authority)
+            .await
+            .map_err(|e| failed(format!("connecting to the leader at {leader_url}: {e}")))?;
+        let mut request = format!(
+            "{method} {path_and_query} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if let Some(ct) = content_type {
+            request.push_str(&format!("Content-Type: {ct}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.map_err(failed)?;
+        stream.write_all(body).await.map_err(failed)?;
+        let mut raw = Vec::new();
+        stream
+            .take(MAX_ANSWER_BYTES)
+            .read_to_end(&mut raw)
+            .await
+            .map_err(failed)?;
+        parse_answer(&raw)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| failed("the leader did not answer in time"))?
+}
+
+/// Parses a `Connection: close` HTTP/1.1 answer with a `Content-Length` body.
+fn parse_answer(raw: &[u8]) -> Result<Forwarded, RegistryError> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| failed("malformed answer from the leader"))?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(failed)?;
+    let rest = &raw[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| failed("malformed status line from the leader"))?;
+    let mut content_type = None;
+    let mut length = None;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-type") {
+                content_type = Some(value.to_string());
+            } else if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse::<usize>().ok();
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err(failed("chunked answers are not relayed"));
+            }
+        }
+    }
+    let body = match length {
+        Some(n) if n <= rest.len() => rest[..n].to_vec(),
+        Some(_) => return Err(failed("truncated answer from the leader")),
+        None => rest.to_vec(),
+    };
+    Ok(Forwarded {
+        status,
+        content_type,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_parse() {
+        let a = parse_answer(b"HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}extra").unwrap();
+        assert_eq!(
+            (a.status, a.content_type.as_deref(), a.body.as_slice()),
+            (409, Some("application/json"), &b"{}"[..])
+        );
+        assert!(parse_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}").is_err());
+        assert!(parse_answer(b"garbage").is_err());
+        assert!(parse_answer(b"HTTP/1.1 x\r\n\r\n").is_err());
+    }
+}
