@@ -209,7 +209,7 @@ async fn forward_writes(State(f): State<Forwarding>, request: Request, next: Nex
         }
     };
     tracing::debug!(%leader, %method, %target, "forwarding a write to the leader");
-    match crate::forward::forward(
+    match crate::http_client::request(
         &leader,
         &method,
         &target,

@@ -9,8 +9,8 @@
 pub mod election;
 pub mod error;
 pub mod formats;
-pub mod forward;
 pub mod http;
+pub mod http_client;
 pub mod records;
 pub mod state;
 pub mod store;

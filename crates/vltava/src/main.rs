@@ -3,6 +3,7 @@
 mod broker_cmd;
 mod cleaner_status;
 mod registry_cmd;
+mod schema_cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -37,6 +38,8 @@ enum Command {
     CleanerStatus(cleaner_status::CleanerStatusArgs),
     /// Run a schema registry (Confluent's REST API) storing schemas in a Kafka topic
     Registry(registry_cmd::RegistryArgs),
+    /// Register, list, get, check and delete schemas in a schema registry
+    Schema(schema_cmd::SchemaArgs),
     #[command(flatten)]
     Client(vltava_cli::Command),
     /// Print a shell completion script
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Broker(args) => broker_cmd::run(args),
         Command::CleanerStatus(args) => cleaner_status::run(args),
         Command::Registry(args) => registry_cmd::run(args),
+        Command::Schema(args) => std::process::exit(schema_cmd::run(args)),
         Command::Client(command) => std::process::exit(vltava_cli::run(command)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vltava", &mut std::io::stdout());

@@ -383,7 +383,7 @@ fn broker_serves_the_registry() {
     use std::process::{Command, Stdio};
 
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vltava"))
+    let child = Command::new(env!("CARGO_BIN_EXE_vltava"))
         .args([
             "broker",
             "--listeners",
@@ -397,7 +397,8 @@ fn broker_serves_the_registry() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = KillOnDrop(child);
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert!(first.starts_with("vltava: listening on "), "{first}");
     let second = lines.next().unwrap().unwrap();
@@ -416,12 +417,72 @@ fn broker_serves_the_registry() {
         json!({"id": 1})
     );
     assert_eq!(get(r, "/schemas/ids/1").1, json!({"schema": "\"string\""}));
+
+    // `vltava schema` against it.
+    let schema = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vltava"))
+            .arg("schema")
+            .args(["--registry-url", &format!("http://{r}")])
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let value = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+        (
+            out.status.code(),
+            value,
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, answer, _) = schema(&["register", "other-value", "--schema", "\"int\""]);
+    assert_eq!((code, answer), (Some(0), json!({"id": 2})));
+    let file = dir.path().join("item.json");
+    std::fs::write(&file, r#"{"type":"object"}"#).unwrap();
+    let (code, answer, _) = schema(&[
+        "register",
+        "items-value",
+        "--type",
+        "json",
+        "--schema-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!((code, answer), (Some(0), json!({"id": 3})));
+    let (code, answer, _) = schema(&["list"]);
+    assert_eq!(
+        (code, answer),
+        (Some(0), json!(["demo-value", "items-value", "other-value"]))
+    );
+    let (code, answer, _) = schema(&["get", "--id", "3"]);
+    assert_eq!(answer["schemaType"], json!("JSON"));
+    assert_eq!(code, Some(0));
+    let (code, answer, _) = schema(&["get", "demo-value"]);
+    assert_eq!((code, answer["id"].clone()), (Some(0), json!(1)));
+    // Incompatible: exit 1 with the reasons.
+    let (code, answer, _) = schema(&["check", "demo-value", "--schema", "\"int\""]);
+    assert_eq!(
+        (code, answer["is_compatible"].clone()),
+        (Some(1), json!(false))
+    );
+    let (code, answer, _) = schema(&["check", "demo-value", "--schema", "\"string\""]);
+    assert_eq!(
+        (code, answer["is_compatible"].clone()),
+        (Some(0), json!(true))
+    );
+    // The registry's refusals reach stderr with their code.
+    let (code, _, stderr) = schema(&["get", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("40401"), "{stderr}");
+    let (code, answer, _) = schema(&["delete", "other-value"]);
+    assert_eq!((code, answer), (Some(0), json!([1])));
+    let (code, answer, _) = schema(&["delete", "other-value", "--permanent"]);
+    assert_eq!((code, answer), (Some(0), json!([1])));
+
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = child.0.wait().unwrap();
     assert!(exit.success(), "broker exited with {exit}");
 }
 
@@ -497,4 +558,14 @@ fn two_instances_elect_a_leader_and_forward_writes() {
     assert_eq!(post(f, "/subjects/c/versions", s3).1, json!({"id": 3}));
     rt.block_on(follower.shutdown());
     rt.block_on(broker.shutdown());
+}
+
+/// Kills the broker process if a test fails half-way, so it does not outlive the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -1,5 +1,6 @@
-//! Followers send writes to the leader as plain HTTP/1.1 requests and relay its answer, so a
-//! client may use any instance. Only the leader writes to `_schemas`, which keeps ids unique.
+//! A small HTTP/1.1 client for talking to a registry: followers send writes to the leader
+//! with it and relay its answer (only the leader writes to `_schemas`, which keeps ids
+//! unique), and `vltava schema` uses it. One request per connection.
 
 use std::time::Duration;
 
@@ -7,8 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::RegistryError;
 
-/// A relayed answer: status, content type and body.
-pub struct Forwarded {
+/// An answer: status, content type and body.
+pub struct Answer {
     pub status: u16,
     pub content_type: Option<String>,
     pub body: Vec<u8>,
@@ -20,25 +21,26 @@ fn failed(reason: impl std::fmt::Display) -> RegistryError {
     }
 }
 
-/// Largest answer relayed; the leader's answers to writes are small.
+/// Largest answer relayed; answers are small.
 const MAX_ANSWER_BYTES: u64 = 4 << 20;
 
-pub async fn forward(
-    leader_url: &str,
+/// Sends one request to `base_url` (`http://host:port`) and reads the whole answer.
+pub async fn request(
+    base_url: &str,
     method: &str,
     path_and_query: &str,
     content_type: Option<&str>,
     body: &[u8],
     timeout: Duration,
-) -> Result<Forwarded, RegistryError> {
-    let authority = leader_url
+) -> Result<Answer, RegistryError> {
+    let authority = base_url
         .strip_prefix("http://")
         .map(|a| a.trim_end_matches('/'))
-        .ok_or_else(|| failed(format!("leader URL {leader_url} is not http://host:port")))?;
+        .ok_or_else(|| failed(format!("URL {base_url} is not http://host:port")))?;
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(authority)
             .await
-            .map_err(|e| failed(format!("connecting to the leader at {leader_url}: {e}")))?;
+            .map_err(|e| failed(format!("connecting to {base_url}: {e}")))?;
         let mut request = format!(
             "{method} {path_and_query} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
             body.len()
@@ -59,15 +61,15 @@ pub async fn forward(
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| failed("the leader did not answer in time"))?
+        .map_err(|_| failed(format!("{base_url} did not answer in time")))?
 }
 
 /// Parses a `Connection: close` HTTP/1.1 answer with a `Content-Length` body.
-fn parse_answer(raw: &[u8]) -> Result<Forwarded, RegistryError> {
+fn parse_answer(raw: &[u8]) -> Result<Answer, RegistryError> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| failed("malformed answer from the leader"))?;
+        .ok_or_else(|| failed("malformed answer from the registry"))?;
     let head = std::str::from_utf8(&raw[..split]).map_err(failed)?;
     let rest = &raw[split + 4..];
     let mut lines = head.split("\r\n");
@@ -75,7 +77,7 @@ fn parse_answer(raw: &[u8]) -> Result<Forwarded, RegistryError> {
         .next()
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| failed("malformed status line from the leader"))?;
+        .ok_or_else(|| failed("malformed status line from the registry"))?;
     let mut content_type = None;
     let mut length = None;
     for line in lines {
@@ -92,10 +94,10 @@ fn parse_answer(raw: &[u8]) -> Result<Forwarded, RegistryError> {
     }
     let body = match length {
         Some(n) if n <= rest.len() => rest[..n].to_vec(),
-        Some(_) => return Err(failed("truncated answer from the leader")),
+        Some(_) => return Err(failed("truncated answer from the registry")),
         None => rest.to_vec(),
     };
-    Ok(Forwarded {
+    Ok(Answer {
         status,
         content_type,
         body,
