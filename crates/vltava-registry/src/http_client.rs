@@ -64,6 +64,84 @@ pub async fn request(
         .map_err(|_| failed(format!("{base_url} did not answer in time")))?
 }
 
+/// The registry's answer as JSON, or its error as `(message, error_code)` text.
+async fn call_json(
+    base_url: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+    timeout: Duration,
+) -> Result<serde_json::Value, RegistryError> {
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    let ct = (!bytes.is_empty()).then_some("application/vnd.schemaregistry.v1+json");
+    let answer = request(base_url, method, path, ct, bytes.as_bytes(), timeout).await?;
+    let value: serde_json::Value = serde_json::from_slice(&answer.body).map_err(failed)?;
+    if answer.status >= 300 {
+        return Err(failed(format!(
+            "{} (error_code {})",
+            value["message"].as_str().unwrap_or(""),
+            value["error_code"]
+        )));
+    }
+    Ok(value)
+}
+
+/// Registers an Avro schema under `subject` (or finds it registered) and returns its id.
+pub async fn register_avro(
+    base_url: &str,
+    subject: &str,
+    schema: &str,
+    timeout: Duration,
+) -> Result<i32, RegistryError> {
+    let path = format!("/subjects/{}/versions", path_segment(subject));
+    let answer = call_json(
+        base_url,
+        "POST",
+        &path,
+        Some(serde_json::json!({ "schema": schema })),
+        timeout,
+    )
+    .await?;
+    answer["id"]
+        .as_i64()
+        .and_then(|id| i32::try_from(id).ok())
+        .ok_or_else(|| failed("the registry's answer has no id"))
+}
+
+/// The text and type of schema `id`.
+pub async fn schema_by_id(
+    base_url: &str,
+    id: i32,
+    timeout: Duration,
+) -> Result<(String, String), RegistryError> {
+    let answer = call_json(
+        base_url,
+        "GET",
+        &format!("/schemas/ids/{id}"),
+        None,
+        timeout,
+    )
+    .await?;
+    let schema = answer["schema"]
+        .as_str()
+        .ok_or_else(|| failed("the registry's answer has no schema"))?;
+    let schema_type = answer["schemaType"].as_str().unwrap_or("AVRO");
+    Ok((schema_type.to_string(), schema.to_string()))
+}
+
+/// Percent-encodes a path segment (subjects may hold any character).
+pub fn path_segment(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Parses a `Connection: close` HTTP/1.1 answer with a `Content-Length` body.
 fn parse_answer(raw: &[u8]) -> Result<Answer, RegistryError> {
     let split = raw

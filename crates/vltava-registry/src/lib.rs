@@ -6,6 +6,7 @@
 //! core (records in, state out; requests planned into records), `formats` parses schemas
 //! and decides compatibility, `store` reads and writes the topic, `http` serves the API.
 
+pub mod avro_codec;
 pub mod election;
 pub mod error;
 pub mod formats;
