@@ -13,8 +13,8 @@ const LAYERS: &[&str] = &[
     "vltava-protocol",
     "vltava-coordinator",
     "vltava-broker",
-    "vltava-cli",
     "vltava-registry",
+    "vltava-cli",
     "vltava",
 ];
 

@@ -477,6 +477,91 @@ fn broker_serves_the_registry() {
     let (code, answer, _) = schema(&["delete", "other-value", "--permanent"]);
     assert_eq!((code, answer), (Some(0), json!([1])));
 
+    // The CLI round trip: Avro produced from JSON text, consumed back as JSON text.
+    let bootstrap = first
+        .strip_prefix("vltava: listening on ")
+        .unwrap()
+        .to_string();
+    let user = r#"{"type":"record","name":"User","fields":[{"name":"name","type":"string"},{"name":"visits","type":"long"}]}"#;
+    let mut produce = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["produce", "users", "--bootstrap-server", &bootstrap])
+        .args(["--value-format", "avro", "--value-schema", user])
+        .args(["--schema-registry", &format!("http://{r}")])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    produce
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"name\":\"ann\",\"visits\":3}\n{\"name\":\"bo\",\"visits\":4}\n")
+        .unwrap();
+    assert!(produce.wait().unwrap().success());
+    let registered = get(r, "/subjects/users-value/versions/latest").1;
+    assert_eq!(registered["schema"], json!(user));
+    let id = registered["id"].as_i64().unwrap();
+    let consumed = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["consume", "users", "--bootstrap-server", &bootstrap])
+        .args([
+            "--from-beginning",
+            "--exit-at-end",
+            "--value-format",
+            "avro",
+        ])
+        .args(["--schema-registry", &format!("http://{r}")])
+        .output()
+        .unwrap();
+    assert!(consumed.status.success());
+    let lines: Vec<Value> = String::from_utf8(consumed.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            json!({"name": "ann", "visits": 3}),
+            json!({"name": "bo", "visits": 4})
+        ]
+    );
+    // In the topic: Confluent's framing with the registered id.
+    let raw = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["consume", "users", "--bootstrap-server", &bootstrap])
+        .args(["--from-beginning", "--exit-at-end", "-o", "json"])
+        .output()
+        .unwrap();
+    let first_record: Value = serde_json::from_str(
+        String::from_utf8(raw.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let value = first_record["value"].as_str().unwrap().as_bytes().to_vec();
+    assert_eq!(value[0], 0);
+    assert_eq!(
+        i32::from_be_bytes([value[1], value[2], value[3], value[4]]) as i64,
+        id
+    );
+    // A line that does not fit the schema fails the command.
+    let mut bad = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["produce", "users", "--bootstrap-server", &bootstrap])
+        .args(["--value-format", "avro", "--value-schema", user])
+        .args(["--schema-registry", &format!("http://{r}")])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    bad.stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"name\":5}\n")
+        .unwrap();
+    let out = bad.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
+
     let status = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status()
