@@ -9,7 +9,7 @@ use clap::Args;
 use crate::broker_cmd::{init_logging, wait_for_signal, LogFormat};
 
 #[derive(Args, Debug)]
-#[command(after_help = "EXAMPLES:
+#[command(after_help = "Examples:
   vltava registry
   vltava registry --bootstrap-server kafka1:9092 --listeners http://0.0.0.0:8081
   vltava registry -X security.protocol=SASL_PLAINTEXT -X sasl.mechanism=PLAIN \\

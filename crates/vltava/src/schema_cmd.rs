@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 #[derive(Args, Debug)]
-#[command(after_help = "EXAMPLES:
+#[command(after_help = "Examples:
   vltava schema register orders-value --schema-file order.avsc
   vltava schema register payments-value --type protobuf --schema-file payment.proto
   vltava schema list
@@ -67,12 +67,20 @@ enum Format {
 #[derive(Subcommand, Debug)]
 enum SchemaCommand {
     /// Register a schema under a subject; prints its id
+    #[command(after_help = "Examples:
+  vltava schema register orders-value --schema-file order.avsc
+  vltava schema register items-value --type json --schema '{\"type\": \"object\"}'
+  vltava schema register customer-value --schema-file customer.avsc --reference Address=address-value:1")]
     Register {
         subject: String,
         #[command(flatten)]
         text: SchemaText,
     },
     /// List subjects, or a subject's versions
+    #[command(after_help = "Examples:
+  vltava schema list
+  vltava schema list --prefix orders
+  vltava schema list orders-value --deleted")]
     List {
         subject: Option<String>,
         /// Include soft-deleted subjects or versions
@@ -84,6 +92,10 @@ enum SchemaCommand {
     },
     /// Show a subject's version, or a schema by id
     #[command(disable_version_flag = true)]
+    #[command(after_help = "Examples:
+  vltava schema get orders-value
+  vltava schema get orders-value --version 2
+  vltava schema get --id 3")]
     Get {
         #[arg(required_unless_present = "id", conflicts_with = "id")]
         subject: Option<String>,
@@ -96,6 +108,9 @@ enum SchemaCommand {
     },
     /// Check a schema against a subject's compatibility level
     #[command(disable_version_flag = true)]
+    #[command(after_help = "Examples:
+  vltava schema check orders-value --schema-file order-v2.avsc
+  vltava schema check orders-value --schema-file order-v2.avsc --version 1")]
     Check {
         subject: String,
         #[command(flatten)]
@@ -106,6 +121,10 @@ enum SchemaCommand {
     },
     /// Delete a subject or one version (soft; --permanent after a soft delete)
     #[command(disable_version_flag = true)]
+    #[command(after_help = "Examples:
+  vltava schema delete orders-value --version 1
+  vltava schema delete orders-value
+  vltava schema delete orders-value --permanent")]
     Delete {
         subject: String,
         #[arg(long)]
