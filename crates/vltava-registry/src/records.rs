@@ -400,3 +400,23 @@ mod tests {
         .is_err());
     }
 }
+
+#[cfg(test)]
+mod decode_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes in the topic decode to a record or an error; replay then skips them.
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(
+            key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+            value in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+        ) {
+            if let Ok(r) = Record::decode(key.as_deref(), value.as_deref()) {
+                let mut state = crate::state::RegistryState::default();
+                state.apply(&r);
+            }
+        }
+    }
+}

@@ -85,3 +85,57 @@ pub fn identity(schema_type: SchemaType, text: &str) -> String {
         SchemaType::Protobuf => text.trim().to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces of each format's syntax, so random schemas get past the first character.
+    fn schemaish() -> impl Strategy<Value = String> {
+        let token = prop_oneof![
+            Just("{".to_string()),
+            Just("}".to_string()),
+            Just("[".to_string()),
+            Just("]".to_string()),
+            Just(",".to_string()),
+            Just(":".to_string()),
+            Just("\"type\"".to_string()),
+            Just("\"record\"".to_string()),
+            Just("\"name\"".to_string()),
+            Just("\"fields\"".to_string()),
+            Just("\"enum\"".to_string()),
+            Just("\"symbols\"".to_string()),
+            Just("\"object\"".to_string()),
+            Just("\"properties\"".to_string()),
+            Just("\"$ref\"".to_string()),
+            Just("\"#/definitions/x\"".to_string()),
+            Just("\"default\"".to_string()),
+            Just("syntax = \"proto3\";".to_string()),
+            Just("message M {".to_string()),
+            Just("oneof o {".to_string()),
+            Just("string a = 1;".to_string()),
+            Just("M m = 2;".to_string()),
+            Just("import \"x.proto\";".to_string()),
+            "[a-zA-Z0-9 \"=;{}\\[\\]]{0,8}".prop_map(|s| s),
+        ];
+        proptest::collection::vec(token, 0..24).prop_map(|t| t.join(""))
+    }
+
+    proptest! {
+        /// Whatever a client sends, parsing and comparing answer with a verdict, never a panic.
+        #[test]
+        fn parsing_and_comparing_never_panic(a in schemaish(), b in schemaish()) {
+            for t in [SchemaType::Avro, SchemaType::Json, SchemaType::Protobuf] {
+                let pa = parse(t, &a, &[]);
+                let pb = parse(t, &b, &[]);
+                if let (Ok(pa), Ok(pb)) = (&pa, &pb) {
+                    let _ = pa.read_problems(pb);
+                    let _ = pa.normalized();
+                    let _ = pa.serialized();
+                }
+                let _ = identity(t, &a);
+            }
+        }
+    }
+}

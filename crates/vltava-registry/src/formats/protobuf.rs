@@ -51,6 +51,14 @@ impl FileResolver for ReferenceResolver {
 }
 
 pub fn parse(text: &str, references: &[ResolvedReference]) -> Result<ProtoSchema, String> {
+    // protox-parse 0.9's lexer has a `debug_assert` that a malformed number such as `008`
+    // trips (release builds report the error instead); a client's text must not take the
+    // request down with it in any build.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compile(text, references)))
+        .unwrap_or_else(|_| Err("the .proto text could not be parsed".to_string()))
+}
+
+fn compile(text: &str, references: &[ResolvedReference]) -> Result<ProtoSchema, String> {
     let mut files: BTreeMap<String, String> = references
         .iter()
         .map(|r| (r.name.clone(), r.schema.clone()))
@@ -280,6 +288,7 @@ mod tests {
     #[test]
     fn invalid_schemas_are_refused() {
         for text in [
+            "008",
             "message {",
             "syntax = \"proto9\";",
             "message A { string a = 0; }",
