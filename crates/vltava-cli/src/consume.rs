@@ -66,7 +66,10 @@ pub struct ConsumeArgs {
     /// How values are read: as they are, or Confluent-framed Avro shown as JSON text
     #[arg(long, value_enum, default_value_t = ValueFormat::String)]
     pub value_format: ValueFormat,
-    /// Schema registry for --value-format avro
+    /// How keys are read, like --value-format
+    #[arg(long, value_enum, default_value_t = ValueFormat::String)]
+    pub key_format: ValueFormat,
+    /// Schema registry for --value-format / --key-format avro
     #[arg(
         long,
         env = "VLTAVA_REGISTRY_URL",
@@ -136,6 +139,7 @@ fn text(b: Option<&[u8]>) -> Option<String> {
 
 fn render(
     m: &BorrowedMessage<'_>,
+    key: Option<&[u8]>,
     value: Option<&[u8]>,
     template: Option<&Template>,
     out: &mut Vec<u8>,
@@ -150,7 +154,7 @@ fn render(
                 topic: m.topic(),
                 partition: m.partition(),
                 offset: m.offset(),
-                key: m.key(),
+                key,
                 value,
                 timestamp_ms: m.timestamp().to_millis(),
                 headers,
@@ -163,7 +167,7 @@ fn render(
                 partition: m.partition(),
                 offset: m.offset(),
                 timestamp: m.timestamp().to_millis(),
-                key: text(m.key()),
+                key: text(key),
                 value: text(value),
                 headers: headers
                     .into_iter()
@@ -185,9 +189,9 @@ pub fn run(a: ConsumeArgs) -> Result<(), Error> {
         (None, Output::Table) => Some(Template::parse("%s\\n").expect("default template")),
         (None, Output::Json) => None,
     };
-    let mut decoder = match a.value_format {
-        ValueFormat::String => None,
-        ValueFormat::Avro => Some(Decoder::new(&a.schema_registry)?),
+    let mut decoder = match (a.value_format, a.key_format) {
+        (ValueFormat::String, ValueFormat::String) => None,
+        _ => Some(Decoder::new(&a.schema_registry)?),
     };
     let mut settings = Settings::new(&a.client, &[])?;
     if let Some(level) = a.isolation_level {
@@ -325,12 +329,12 @@ pub fn run(a: ConsumeArgs) -> Result<(), Error> {
                 last_record = Instant::now();
                 at_end.remove(&m.partition());
                 buf.clear();
-                let decoded = match (&mut decoder, m.payload()) {
-                    (Some(d), Some(v)) => match d.decode(v) {
+                let mut decode = |bytes: Option<&[u8]>, what: &str| match (&mut decoder, bytes) {
+                    (Some(d), Some(b)) => match d.decode(b) {
                         Ok(json) => Some(json),
                         Err(e) => {
                             eprintln!(
-                                "warning: partition {} offset {}: {e}",
+                                "warning: partition {} offset {} {what}: {e}",
                                 m.partition(),
                                 m.offset()
                             );
@@ -339,9 +343,18 @@ pub fn run(a: ConsumeArgs) -> Result<(), Error> {
                     },
                     _ => None,
                 };
+                let decoded_value = match a.value_format {
+                    ValueFormat::Avro => decode(m.payload(), "value"),
+                    ValueFormat::String => None,
+                };
+                let decoded_key = match a.key_format {
+                    ValueFormat::Avro => decode(m.key(), "key"),
+                    ValueFormat::String => None,
+                };
                 render(
                     &m,
-                    decoded.as_deref().or(m.payload()),
+                    decoded_key.as_deref().or(m.key()),
+                    decoded_value.as_deref().or(m.payload()),
                     template.as_ref(),
                     &mut buf,
                 );

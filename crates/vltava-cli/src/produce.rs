@@ -74,7 +74,16 @@ pub struct ProduceArgs {
     /// A file holding the values' Avro schema (with --value-format avro)
     #[arg(long, value_name = "FILE")]
     pub value_schema_file: Option<PathBuf>,
-    /// Schema registry for --value-format avro
+    /// How keys are written to the topic (needs --key-separator)
+    #[arg(long, value_enum, default_value_t = ValueFormat::String)]
+    pub key_format: ValueFormat,
+    /// The keys' Avro schema (with --key-format avro)
+    #[arg(long, value_name = "SCHEMA", conflicts_with = "key_schema_file")]
+    pub key_schema: Option<String>,
+    /// A file holding the keys' Avro schema (with --key-format avro)
+    #[arg(long, value_name = "FILE")]
+    pub key_schema_file: Option<PathBuf>,
+    /// Schema registry for --value-format / --key-format avro
     #[arg(
         long,
         env = "VLTAVA_REGISTRY_URL",
@@ -134,6 +143,38 @@ fn delivery_error(e: &KafkaError) -> String {
     match e {
         KafkaError::MessageProduction(code) => code.to_string(),
         other => other.to_string(),
+    }
+}
+
+/// The encoder `--{what}-format` asks for: none for strings; for Avro, the schema from the
+/// flag or file, registered under `subject`.
+fn encoder_for(
+    what: &str,
+    format: ValueFormat,
+    schema: &Option<String>,
+    schema_file: &Option<PathBuf>,
+    registry: &str,
+    subject: &str,
+) -> Result<Option<vltava_registry::avro_codec::AvroCodec>, Error> {
+    let text = match (schema, schema_file) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(p)) => Some(std::fs::read_to_string(p).map_err(|source| Error::Read {
+            path: p.display().to_string(),
+            source,
+        })?),
+        (None, None) => None,
+    };
+    match (format, text) {
+        (ValueFormat::String, None) => Ok(None),
+        (ValueFormat::String, Some(_)) => Err(Error::usage(format!(
+            "--{what}-schema needs --{what}-format avro"
+        ))),
+        (ValueFormat::Avro, None) => Err(Error::usage(format!(
+            "--{what}-format avro needs --{what}-schema or --{what}-schema-file"
+        ))),
+        (ValueFormat::Avro, Some(text)) => {
+            value_format::encoder(registry, subject, &text).map(Some)
+        }
     }
 }
 
@@ -200,33 +241,25 @@ pub fn run(a: ProduceArgs) -> Result<(), Error> {
     if let Some(id) = &a.transactional_id {
         settings.set("transactional.id", id.as_str());
     }
-    let encoder = match a.value_format {
-        ValueFormat::String => {
-            if a.value_schema.is_some() || a.value_schema_file.is_some() {
-                return Err(Error::usage("--value-schema needs --value-format avro"));
-            }
-            None
-        }
-        ValueFormat::Avro => {
-            let schema = match (&a.value_schema, &a.value_schema_file) {
-                (Some(s), _) => s.clone(),
-                (None, Some(p)) => std::fs::read_to_string(p).map_err(|source| Error::Read {
-                    path: p.display().to_string(),
-                    source,
-                })?,
-                (None, None) => {
-                    return Err(Error::usage(
-                        "--value-format avro needs --value-schema or --value-schema-file",
-                    ))
-                }
-            };
-            Some(value_format::encoder(
-                &a.schema_registry,
-                &a.topic,
-                &schema,
-            )?)
-        }
-    };
+    let key_encoder = encoder_for(
+        "key",
+        a.key_format,
+        &a.key_schema,
+        &a.key_schema_file,
+        &a.schema_registry,
+        &format!("{}-key", a.topic),
+    )?;
+    if key_encoder.is_some() && a.key_separator.is_none() {
+        return Err(Error::usage("--key-format avro needs --key-separator"));
+    }
+    let encoder = encoder_for(
+        "value",
+        a.value_format,
+        &a.value_schema,
+        &a.value_schema_file,
+        &a.schema_registry,
+        &format!("{}-value", a.topic),
+    )?;
     let (input, input_name): (Box<dyn Read + Send>, String) = match &a.file {
         Some(p) => (
             Box::new(std::fs::File::open(p).map_err(|source| Error::Read {
@@ -299,6 +332,16 @@ pub fn run(a: ProduceArgs) -> Result<(), Error> {
         };
         line_no += 1;
         let (key, value) = split_key(&line, sep);
+        let encoded_key;
+        let key = match (&key_encoder, key) {
+            (Some(codec), Some(k)) => {
+                encoded_key = codec.encode_json(k).map_err(|e| Error::Schema {
+                    reason: format!("line {line_no}, key: {e}"),
+                })?;
+                Some(&encoded_key[..])
+            }
+            (_, k) => k,
+        };
         let encoded;
         let value = match &encoder {
             None => value,

@@ -37,14 +37,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         })
 }
 
-/// Registers `schema` under `<topic>-value` (the default subject name strategy) and returns
-/// the encoder for its id.
-pub fn encoder(registry: &str, topic: &str, schema: &str) -> Result<AvroCodec, Error> {
-    let subject = format!("{topic}-value");
+/// Registers `schema` under `subject` (`<topic>-value` or `<topic>-key`, the default
+/// subject name strategy) and returns the encoder for its id.
+pub fn encoder(registry: &str, subject: &str, schema: &str) -> Result<AvroCodec, Error> {
     let id = runtime()?
         .block_on(http_client::register_avro(
             registry,
-            &subject,
+            subject,
             schema,
             REGISTRY_TIMEOUT,
         ))

@@ -544,6 +544,47 @@ fn broker_serves_the_registry() {
         i32::from_be_bytes([value[1], value[2], value[3], value[4]]) as i64,
         id
     );
+    // Keys too, under <topic>-key.
+    let mut produce = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["produce", "keyed", "--bootstrap-server", &bootstrap])
+        .args([
+            "--key-separator",
+            "|",
+            "--key-format",
+            "avro",
+            "--key-schema",
+            "\"long\"",
+        ])
+        .args(["--value-format", "avro", "--value-schema", user])
+        .args(["--schema-registry", &format!("http://{r}")])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    produce
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"42|{\"name\":\"cy\",\"visits\":5}\n")
+        .unwrap();
+    assert!(produce.wait().unwrap().success());
+    assert_eq!(
+        get(r, "/subjects/keyed-key/versions/1").1["schema"],
+        json!("\"long\"")
+    );
+    let consumed = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["consume", "keyed", "--bootstrap-server", &bootstrap])
+        .args(["--from-beginning", "--exit-at-end"])
+        .args(["--key-format", "avro", "--value-format", "avro"])
+        .args(["--format", "%k %s\\n"])
+        .args(["--schema-registry", &format!("http://{r}")])
+        .output()
+        .unwrap();
+    assert!(consumed.status.success());
+    assert_eq!(
+        String::from_utf8(consumed.stdout).unwrap(),
+        "42 {\"name\":\"cy\",\"visits\":5}\n"
+    );
+
     // A line that does not fit the schema fails the command.
     let mut bad = Command::new(env!("CARGO_BIN_EXE_vltava"))
         .args(["produce", "users", "--bootstrap-server", &bootstrap])
