@@ -89,7 +89,7 @@ pub struct VersionView<'a> {
     pub schema: &'a StoredSchema,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct RegistryState {
     schemas: BTreeMap<i32, StoredSchema>,
     subjects: BTreeMap<String, BTreeMap<i32, SubjectVersion>>,
@@ -99,18 +99,6 @@ pub struct RegistryState {
     subject_modes: BTreeMap<String, Mode>,
     /// Highest id ever applied, including hard-deleted ones, so ids are not handed out twice.
     max_id: i32,
-}
-
-impl PartialEq for RegistryState {
-    fn eq(&self, other: &Self) -> bool {
-        self.schemas == other.schemas
-            && self.subjects == other.subjects
-            && self.global_config == other.global_config
-            && self.subject_configs == other.subject_configs
-            && self.global_mode == other.global_mode
-            && self.subject_modes == other.subject_modes
-            && self.max_id == other.max_id
-    }
 }
 
 fn parse_type(text: Option<&str>) -> Result<SchemaType, RegistryError> {
