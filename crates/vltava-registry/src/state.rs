@@ -224,8 +224,6 @@ impl RegistryState {
         }
     }
 
-    // ---- reads ----
-
     pub fn subjects(&self, include_deleted: bool, prefix: &str) -> Vec<String> {
         self.subjects
             .iter()

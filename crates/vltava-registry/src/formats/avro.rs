@@ -22,8 +22,8 @@ pub fn parse(text: &str, references: &[ResolvedReference]) -> Result<AvroSchema,
         schema.denormalize(&schemata).map_err(|e| e.to_string())?;
         schema
     };
-    // A bare name that only resolves through references is fine; one that does not resolve
-    // at all was already refused by the parser.
+    // Denormalizing inlined every named type the references define; a bare name left over
+    // is one nothing defines.
     if let Schema::Ref { name } = &schema {
         return Err(format!("unresolved named type {}", name.fullname(None)));
     }
