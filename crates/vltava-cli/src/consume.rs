@@ -344,12 +344,12 @@ pub fn run(a: ConsumeArgs) -> Result<(), Error> {
                     _ => None,
                 };
                 let decoded_value = match a.value_format {
-                    ValueFormat::Avro => decode(m.payload(), "value"),
                     ValueFormat::String => None,
+                    _ => decode(m.payload(), "value"),
                 };
                 let decoded_key = match a.key_format {
-                    ValueFormat::Avro => decode(m.key(), "key"),
                     ValueFormat::String => None,
+                    _ => decode(m.key(), "key"),
                 };
                 render(
                     &m,

@@ -155,7 +155,7 @@ fn encoder_for(
     schema_file: &Option<PathBuf>,
     registry: &str,
     subject: &str,
-) -> Result<Option<vltava_registry::avro_codec::AvroCodec>, Error> {
+) -> Result<Option<value_format::Encoder>, Error> {
     let text = match (schema, schema_file) {
         (Some(s), _) => Some(s.clone()),
         (None, Some(p)) => Some(std::fs::read_to_string(p).map_err(|source| Error::Read {
@@ -167,14 +167,12 @@ fn encoder_for(
     match (format, text) {
         (ValueFormat::String, None) => Ok(None),
         (ValueFormat::String, Some(_)) => Err(Error::usage(format!(
-            "--{what}-schema needs --{what}-format avro"
+            "--{what}-schema needs --{what}-format avro or json"
         ))),
-        (ValueFormat::Avro, None) => Err(Error::usage(format!(
-            "--{what}-format avro needs --{what}-schema or --{what}-schema-file"
+        (_, None) => Err(Error::usage(format!(
+            "--{what}-format needs --{what}-schema or --{what}-schema-file"
         ))),
-        (ValueFormat::Avro, Some(text)) => {
-            value_format::encoder(registry, subject, &text).map(Some)
-        }
+        (format, Some(text)) => value_format::encoder(registry, subject, format, &text).map(Some),
     }
 }
 

@@ -1,13 +1,14 @@
-//! `--value-format avro`: values are JSON text on the terminal and Confluent-framed Avro in
-//! the topic, with schemas from a schema registry, as `kafka-avro-console-producer` and
-//! `-consumer` do.
+//! `--value-format avro|json`: values are JSON text on the terminal and Confluent-framed Avro
+//! or JSON Schema values in the topic, with schemas from a schema registry, as
+//! `kafka-avro-console-producer` and `-consumer` do.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use clap::ValueEnum;
-use vltava_registry::avro_codec::{self, AvroCodec};
+use vltava_registry::avro_codec::{self, AvroCodec, CodecError};
 use vltava_registry::http_client;
+use vltava_registry::json_codec::JsonCodec;
 
 use crate::Error;
 
@@ -18,6 +19,23 @@ pub enum ValueFormat {
     String,
     /// Avro through a schema registry; JSON text on the terminal
     Avro,
+    /// JSON Schema through a schema registry (values are checked against the schema)
+    Json,
+}
+
+/// Encodes JSON text the way `--*-format` asks.
+pub enum Encoder {
+    Avro(AvroCodec),
+    Json(JsonCodec),
+}
+
+impl Encoder {
+    pub fn encode_json(&self, text: &[u8]) -> Result<Vec<u8>, CodecError> {
+        match self {
+            Encoder::Avro(c) => c.encode_json(text),
+            Encoder::Json(c) => c.encode_json(text),
+        }
+    }
 }
 
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,25 +57,44 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 
 /// Registers `schema` under `subject` (`<topic>-value` or `<topic>-key`, the default
 /// subject name strategy) and returns the encoder for its id.
-pub fn encoder(registry: &str, subject: &str, schema: &str) -> Result<AvroCodec, Error> {
+pub fn encoder(
+    registry: &str,
+    subject: &str,
+    format: ValueFormat,
+    schema: &str,
+) -> Result<Encoder, Error> {
+    let schema_type = match format {
+        ValueFormat::Json => "JSON",
+        _ => "AVRO",
+    };
     let id = runtime()?
-        .block_on(http_client::register_avro(
+        .block_on(http_client::register(
             registry,
             subject,
+            schema_type,
             schema,
             REGISTRY_TIMEOUT,
         ))
         .map_err(registry_error(registry))?;
-    AvroCodec::parse(id, schema).map_err(|e| Error::Schema {
+    let codec_error = |e: CodecError| Error::Schema {
         reason: e.to_string(),
-    })
+    };
+    match format {
+        ValueFormat::Json => JsonCodec::parse(id, schema)
+            .map(Encoder::Json)
+            .map_err(codec_error),
+        _ => AvroCodec::parse(id, schema)
+            .map(Encoder::Avro)
+            .map_err(codec_error),
+    }
 }
 
 /// Decodes framed values, fetching each schema id from the registry once.
 pub struct Decoder {
     registry: String,
     runtime: tokio::runtime::Runtime,
-    codecs: HashMap<i32, AvroCodec>,
+    /// By schema id: the Avro codec, or `None` for a JSON Schema.
+    codecs: HashMap<i32, Option<AvroCodec>>,
 }
 
 impl Decoder {
@@ -69,7 +106,8 @@ impl Decoder {
         })
     }
 
-    /// The value as JSON text, or why it is not a framed Avro value.
+    /// The value as JSON text, or why it is not a framed Avro or JSON Schema value. The
+    /// schema's type in the registry decides how the payload is read.
     pub fn decode(&mut self, value: &[u8]) -> Result<Vec<u8>, String> {
         let (id, payload) = avro_codec::unframe(value).map_err(|e| e.to_string())?;
         if !self.codecs.contains_key(&id) {
@@ -81,15 +119,18 @@ impl Decoder {
                     REGISTRY_TIMEOUT,
                 ))
                 .map_err(|e| format!("schema {id}: {e}"))?;
-            if schema_type != "AVRO" {
-                return Err(format!("schema {id} is {schema_type}, not Avro"));
-            }
-            let codec = AvroCodec::parse(id, &schema).map_err(|e| e.to_string())?;
+            let codec = match schema_type.as_str() {
+                "AVRO" => Some(AvroCodec::parse(id, &schema).map_err(|e| e.to_string())?),
+                "JSON" => None,
+                other => return Err(format!("schema {id} is {other}, which is not decoded here")),
+            };
             self.codecs.insert(id, codec);
         }
-        let json = self.codecs[&id]
-            .decode_json(payload)
-            .map_err(|e| e.to_string())?;
+        let json = match &self.codecs[&id] {
+            Some(codec) => codec.decode_json(payload).map_err(|e| e.to_string())?,
+            None => serde_json::from_slice(payload)
+                .map_err(|e| format!("not JSON after the frame: {e}"))?,
+        };
         Ok(json.to_string().into_bytes())
     }
 }

@@ -86,10 +86,12 @@ async fn call_json(
     Ok(value)
 }
 
-/// Registers an Avro schema under `subject` (or finds it registered) and returns its id.
-pub async fn register_avro(
+/// Registers a schema of `schema_type` (`AVRO`, `JSON`, `PROTOBUF`) under `subject` (or
+/// finds it registered) and returns its id.
+pub async fn register(
     base_url: &str,
     subject: &str,
+    schema_type: &str,
     schema: &str,
     timeout: Duration,
 ) -> Result<i32, RegistryError> {
@@ -98,7 +100,7 @@ pub async fn register_avro(
         base_url,
         "POST",
         &path,
-        Some(serde_json::json!({ "schema": schema })),
+        Some(serde_json::json!({ "schema": schema, "schemaType": schema_type })),
         timeout,
     )
     .await?;

@@ -12,6 +12,7 @@ pub mod error;
 pub mod formats;
 pub mod http;
 pub mod http_client;
+pub mod json_codec;
 pub mod records;
 pub mod state;
 pub mod store;

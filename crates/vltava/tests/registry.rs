@@ -585,6 +585,41 @@ fn broker_serves_the_registry() {
         "42 {\"name\":\"cy\",\"visits\":5}\n"
     );
 
+    // JSON Schema values: checked against the schema, framed, read back as JSON text.
+    let order = r#"{"type":"object","properties":{"sku":{"type":"string"}},"required":["sku"]}"#;
+    let json_produce = |input: &[u8]| {
+        let mut p = Command::new(env!("CARGO_BIN_EXE_vltava"))
+            .args(["produce", "orders-json", "--bootstrap-server", &bootstrap])
+            .args(["--value-format", "json", "--value-schema", order])
+            .args(["--schema-registry", &format!("http://{r}")])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        p.stdin.take().unwrap().write_all(input).unwrap();
+        p.wait_with_output().unwrap().status.code()
+    };
+    assert_eq!(json_produce(b"{\"sku\": \"a-1\"}\n"), Some(0));
+    assert_eq!(json_produce(b"{\"qty\": 1}\n"), Some(1));
+    let registered = get(r, "/subjects/orders-json-value/versions/latest").1;
+    assert_eq!(registered["schemaType"], json!("JSON"));
+    let consumed = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["consume", "orders-json", "--bootstrap-server", &bootstrap])
+        .args([
+            "--from-beginning",
+            "--exit-at-end",
+            "--value-format",
+            "json",
+        ])
+        .args(["--schema-registry", &format!("http://{r}")])
+        .output()
+        .unwrap();
+    assert!(consumed.status.success());
+    assert_eq!(
+        String::from_utf8(consumed.stdout).unwrap(),
+        "{\"sku\":\"a-1\"}\n"
+    );
+
     // A line that does not fit the schema fails the command.
     let mut bad = Command::new(env!("CARGO_BIN_EXE_vltava"))
         .args(["produce", "users", "--bootstrap-server", &bootstrap])
