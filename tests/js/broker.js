@@ -19,6 +19,8 @@ const readline = require('node:readline')
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..')
 const LISTENING_RE = /^vltava: listening on (\d{1,3}(?:\.\d{1,3}){3}):(\d+)\s*$/
+// Printed right after, when the broker also serves a schema registry.
+const REGISTRY_RE = /^vltava: schema registry on (http:\/\/\S+)\s*$/
 const START_TIMEOUT_MS = Number(process.env.VLTAVA_START_TIMEOUT || 30) * 1000
 const STOP_TIMEOUT_MS = 30000
 
@@ -80,6 +82,12 @@ async function startBroker({ overrides = {}, dataDir } = {}) {
 
   const lines = readline.createInterface({ input: child.stdout })
   const seen = []
+  const registryUrl = new Promise(resolve => {
+    lines.on('line', line => {
+      const m = REGISTRY_RE.exec(line)
+      if (m) resolve(m[1])
+    })
+  })
   const address = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL')
@@ -108,6 +116,8 @@ async function startBroker({ overrides = {}, dataDir } = {}) {
   return {
     ...address,
     bootstrap: `${address.host}:${address.port}`,
+    // The registry's URL, once announced (only with schema.registry.listeners set).
+    registryUrl: () => registryUrl,
     dataDir,
     logPath,
     stderrTail,

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::client::{self, ClientArgs, LogContext, Output, Settings};
 use crate::template::{RecordView, Template};
+use crate::value_format::{Decoder, ValueFormat};
 use crate::Error;
 
 #[derive(Debug, Args)]
@@ -62,6 +63,20 @@ pub struct ConsumeArgs {
     /// Output template (see below) [default: '%s\n', the value]
     #[arg(short = 'f', long)]
     pub format: Option<String>,
+    /// How values are read: as they are, or Confluent-framed Avro shown as JSON text
+    #[arg(long, value_enum, default_value_t = ValueFormat::String)]
+    pub value_format: ValueFormat,
+    /// How keys are read, like --value-format
+    #[arg(long, value_enum, default_value_t = ValueFormat::String)]
+    pub key_format: ValueFormat,
+    /// Schema registry for --value-format / --key-format avro
+    #[arg(
+        long,
+        env = "VLTAVA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081",
+        value_name = "URL"
+    )]
+    pub schema_registry: String,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -122,7 +137,13 @@ fn text(b: Option<&[u8]>) -> Option<String> {
     b.map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
-fn render(m: &BorrowedMessage<'_>, template: Option<&Template>, out: &mut Vec<u8>) {
+fn render(
+    m: &BorrowedMessage<'_>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    template: Option<&Template>,
+    out: &mut Vec<u8>,
+) {
     let headers: Vec<(&str, Option<&[u8]>)> = m
         .headers()
         .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
@@ -133,8 +154,8 @@ fn render(m: &BorrowedMessage<'_>, template: Option<&Template>, out: &mut Vec<u8
                 topic: m.topic(),
                 partition: m.partition(),
                 offset: m.offset(),
-                key: m.key(),
-                value: m.payload(),
+                key,
+                value,
                 timestamp_ms: m.timestamp().to_millis(),
                 headers,
             },
@@ -146,8 +167,8 @@ fn render(m: &BorrowedMessage<'_>, template: Option<&Template>, out: &mut Vec<u8
                 partition: m.partition(),
                 offset: m.offset(),
                 timestamp: m.timestamp().to_millis(),
-                key: text(m.key()),
-                value: text(m.payload()),
+                key: text(key),
+                value: text(value),
                 headers: headers
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), text(v)))
@@ -167,6 +188,10 @@ pub fn run(a: ConsumeArgs) -> Result<(), Error> {
         (Some(f), Output::Table) => Some(Template::parse(f).map_err(Error::Usage)?),
         (None, Output::Table) => Some(Template::parse("%s\\n").expect("default template")),
         (None, Output::Json) => None,
+    };
+    let mut decoder = match (a.value_format, a.key_format) {
+        (ValueFormat::String, ValueFormat::String) => None,
+        _ => Some(Decoder::new(&a.schema_registry)?),
     };
     let mut settings = Settings::new(&a.client, &[])?;
     if let Some(level) = a.isolation_level {
@@ -304,7 +329,35 @@ pub fn run(a: ConsumeArgs) -> Result<(), Error> {
                 last_record = Instant::now();
                 at_end.remove(&m.partition());
                 buf.clear();
-                render(&m, template.as_ref(), &mut buf);
+                let mut decode = |bytes: Option<&[u8]>, what: &str| match (&mut decoder, bytes) {
+                    (Some(d), Some(b)) => match d.decode(b) {
+                        Ok(json) => Some(json),
+                        Err(e) => {
+                            eprintln!(
+                                "warning: partition {} offset {} {what}: {e}",
+                                m.partition(),
+                                m.offset()
+                            );
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                let decoded_value = match a.value_format {
+                    ValueFormat::String => None,
+                    _ => decode(m.payload(), "value"),
+                };
+                let decoded_key = match a.key_format {
+                    ValueFormat::String => None,
+                    _ => decode(m.key(), "key"),
+                };
+                render(
+                    &m,
+                    decoded_key.as_deref().or(m.key()),
+                    decoded_value.as_deref().or(m.payload()),
+                    template.as_ref(),
+                    &mut buf,
+                );
                 count += 1;
                 let written =
                     out.write_all(&buf)

@@ -47,6 +47,8 @@ pub enum Error {
     BrokenPipe,
     #[error("{what} timed out after {timeout_ms} ms")]
     Timeout { what: String, timeout_ms: u64 },
+    #[error("schema registry: {reason}")]
+    Schema { reason: String },
 }
 
 impl Error {

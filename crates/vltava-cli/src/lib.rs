@@ -29,6 +29,7 @@ pub mod template;
 pub mod timefmt;
 pub mod topic;
 pub mod transactions;
+pub mod value_format;
 
 pub use error::Error;
 

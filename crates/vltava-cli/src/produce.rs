@@ -17,6 +17,7 @@ use rdkafka::Message;
 
 use crate::client::{self, ClientArgs, Compression, LogContext, Output, Settings};
 use crate::output::print_json;
+use crate::value_format::{self, ValueFormat};
 use crate::Error;
 
 #[derive(Debug, Args)]
@@ -26,12 +27,16 @@ use crate::Error;
   vltava produce orders --file orders.txt --header source=import --acks all --compression zstd
   vltava produce orders --partition 2 --idempotent < lines.txt
   vltava produce orders --transactional-id importer-1 --file orders.txt
+  echo '{\"name\": \"ann\", \"visits\": 3}' | vltava produce users --value-format avro --value-schema-file user.avsc
 
 Each line is one record (its trailing newline is not part of the value). With
 --key-separator a line is split at the first separator into key and value; a line without
 the separator is sent with no key. With --transactional-id the whole input is one
 transaction: committed at the end, aborted if a record fails or on Ctrl-C, so read_committed
-consumers see all of it or none. The exit code is 1 if any record was not delivered.")]
+consumers see all of it or none. With --value-format avro each value is JSON text, encoded
+with the schema, which is registered under the subject <topic>-value in the schema registry
+(Confluent's framing: magic byte 0, the schema id, the Avro datum). The exit code is 1 if
+any record was not delivered.")]
 pub struct ProduceArgs {
     /// Topic to write to
     pub topic: String,
@@ -60,6 +65,32 @@ pub struct ProduceArgs {
     /// --idempotent)
     #[arg(long, value_name = "ID")]
     pub transactional_id: Option<String>,
+    /// How values are written to the topic
+    #[arg(long, value_enum, default_value_t = ValueFormat::String)]
+    pub value_format: ValueFormat,
+    /// The values' Avro schema (with --value-format avro)
+    #[arg(long, value_name = "SCHEMA", conflicts_with = "value_schema_file")]
+    pub value_schema: Option<String>,
+    /// A file holding the values' Avro schema (with --value-format avro)
+    #[arg(long, value_name = "FILE")]
+    pub value_schema_file: Option<PathBuf>,
+    /// How keys are written to the topic (needs --key-separator)
+    #[arg(long, value_enum, default_value_t = ValueFormat::String)]
+    pub key_format: ValueFormat,
+    /// The keys' Avro schema (with --key-format avro)
+    #[arg(long, value_name = "SCHEMA", conflicts_with = "key_schema_file")]
+    pub key_schema: Option<String>,
+    /// A file holding the keys' Avro schema (with --key-format avro)
+    #[arg(long, value_name = "FILE")]
+    pub key_schema_file: Option<PathBuf>,
+    /// Schema registry for --value-format / --key-format avro
+    #[arg(
+        long,
+        env = "VLTAVA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081",
+        value_name = "URL"
+    )]
+    pub schema_registry: String,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -112,6 +143,36 @@ fn delivery_error(e: &KafkaError) -> String {
     match e {
         KafkaError::MessageProduction(code) => code.to_string(),
         other => other.to_string(),
+    }
+}
+
+/// The encoder `--{what}-format` asks for: none for strings; for Avro, the schema from the
+/// flag or file, registered under `subject`.
+fn encoder_for(
+    what: &str,
+    format: ValueFormat,
+    schema: &Option<String>,
+    schema_file: &Option<PathBuf>,
+    registry: &str,
+    subject: &str,
+) -> Result<Option<value_format::Encoder>, Error> {
+    let text = match (schema, schema_file) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(p)) => Some(std::fs::read_to_string(p).map_err(|source| Error::Read {
+            path: p.display().to_string(),
+            source,
+        })?),
+        (None, None) => None,
+    };
+    match (format, text) {
+        (ValueFormat::String, None) => Ok(None),
+        (ValueFormat::String, Some(_)) => Err(Error::usage(format!(
+            "--{what}-schema needs --{what}-format avro or json"
+        ))),
+        (_, None) => Err(Error::usage(format!(
+            "--{what}-format needs --{what}-schema or --{what}-schema-file"
+        ))),
+        (format, Some(text)) => value_format::encoder(registry, subject, format, &text).map(Some),
     }
 }
 
@@ -178,6 +239,25 @@ pub fn run(a: ProduceArgs) -> Result<(), Error> {
     if let Some(id) = &a.transactional_id {
         settings.set("transactional.id", id.as_str());
     }
+    let key_encoder = encoder_for(
+        "key",
+        a.key_format,
+        &a.key_schema,
+        &a.key_schema_file,
+        &a.schema_registry,
+        &format!("{}-key", a.topic),
+    )?;
+    if key_encoder.is_some() && a.key_separator.is_none() {
+        return Err(Error::usage("--key-format avro needs --key-separator"));
+    }
+    let encoder = encoder_for(
+        "value",
+        a.value_format,
+        &a.value_schema,
+        &a.value_schema_file,
+        &a.schema_registry,
+        &format!("{}-value", a.topic),
+    )?;
     let (input, input_name): (Box<dyn Read + Send>, String) = match &a.file {
         Some(p) => (
             Box::new(std::fs::File::open(p).map_err(|source| Error::Read {
@@ -250,6 +330,26 @@ pub fn run(a: ProduceArgs) -> Result<(), Error> {
         };
         line_no += 1;
         let (key, value) = split_key(&line, sep);
+        let encoded_key;
+        let key = match (&key_encoder, key) {
+            (Some(codec), Some(k)) => {
+                encoded_key = codec.encode_json(k).map_err(|e| Error::Schema {
+                    reason: format!("line {line_no}, key: {e}"),
+                })?;
+                Some(&encoded_key[..])
+            }
+            (_, k) => k,
+        };
+        let encoded;
+        let value = match &encoder {
+            None => value,
+            Some(codec) => {
+                encoded = codec.encode_json(value).map_err(|e| Error::Schema {
+                    reason: format!("line {line_no}: {e}"),
+                })?;
+                &encoded[..]
+            }
+        };
         let mut record = BaseRecord::with_opaque_to(&a.topic, line_no).payload(value);
         if let Some(k) = key {
             record = record.key(k);

@@ -17,7 +17,11 @@ use vltava_broker::BrokerConfig;
   VLTAVA_AUTO_CREATE_TOPICS_ENABLE=false vltava broker
 
 Any Kafka broker key can be set with --override key=value, in a properties file,
-or as an environment variable VLTAVA_<KEY> with dots as underscores.")]
+or as an environment variable VLTAVA_<KEY> with dots as underscores.
+
+Started without any listeners setting, the broker also serves a schema registry
+(Confluent's REST API, see `vltava registry --help`) on http://127.0.0.1:8081;
+--override schema.registry.listeners=http://HOST:PORT sets where (empty: off).")]
 pub struct BrokerArgs {
     /// Kafka-style properties file (key=value lines)
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -44,13 +48,13 @@ pub struct BrokerArgs {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 /// Logs go to stderr; colour codes only when it is a terminal, never into files or pipes.
-fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -110,10 +114,65 @@ fn collect(args: &BrokerArgs) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(props)
 }
 
+/// Confluent's key for where the registry listens; not a broker config, so it is taken out
+/// before the broker sees the rest.
+const REGISTRY_LISTENERS: &str = "schema.registry.listeners";
+/// Where the zero-config start serves the registry.
+const DEFAULT_REGISTRY_LISTENER: &str = "http://127.0.0.1:8081";
+
+/// The registry's listeners, and whether failing to bind them stops the broker (an explicit
+/// setting) or is only reported (the zero-config default, which another process may hold).
+fn registry_listeners(props: &mut BTreeMap<String, String>) -> Option<(Vec<String>, bool)> {
+    match props.remove(REGISTRY_LISTENERS) {
+        Some(v) => {
+            let listeners: Vec<String> = v
+                .split(',')
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+            (!listeners.is_empty()).then_some((listeners, true))
+        }
+        None if !props.contains_key("listeners") => {
+            Some((vec![DEFAULT_REGISTRY_LISTENER.to_string()], false))
+        }
+        None => None,
+    }
+}
+
+/// The registry reaches the broker as any client would, through the first listener, which
+/// must then speak PLAINTEXT.
+fn first_listener_is_plaintext(props: &BTreeMap<String, String>) -> bool {
+    let listeners = props
+        .get("listeners")
+        .map(String::as_str)
+        .unwrap_or("PLAINTEXT://");
+    let name = listeners
+        .split(',')
+        .next()
+        .and_then(|l| l.split_once("://"))
+        .map(|(n, _)| n.trim().to_ascii_uppercase())
+        .unwrap_or_default();
+    let mapped = props.get("listener.security.protocol.map").and_then(|map| {
+        map.split(',').find_map(|pair| {
+            let (n, p) = pair.split_once(':')?;
+            (n.trim().eq_ignore_ascii_case(&name)).then(|| p.trim().to_ascii_uppercase())
+        })
+    });
+    mapped.unwrap_or(name) == "PLAINTEXT"
+}
+
 pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let config =
-        BrokerConfig::from_props(collect(&args)?).context("invalid broker configuration")?;
+    let mut props = collect(&args)?;
+    let registry = registry_listeners(&mut props);
+    if let Some((_, true)) = &registry {
+        anyhow::ensure!(
+            first_listener_is_plaintext(&props),
+            "{REGISTRY_LISTENERS} needs the first of the broker's listeners to be PLAINTEXT"
+        );
+    }
+    let registry = registry.filter(|_| first_listener_is_plaintext(&props));
+    let config = BrokerConfig::from_props(props).context("invalid broker configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -121,6 +180,26 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         let handle = vltava_broker::start(config)
             .await
             .context("starting broker")?;
+        let registry = match registry {
+            None => None,
+            Some((listeners, required)) => {
+                let config = vltava_registry::RegistryConfig::new(
+                    vltava_registry::StoreConfig::new(handle.local_addr.to_string()),
+                    listeners,
+                );
+                match vltava_registry::start(config).await {
+                    Ok(r) => Some(r),
+                    Err(e @ vltava_registry::StartError::Bind { .. }) if !required => {
+                        tracing::warn!(error = %e, "schema registry not started");
+                        None
+                    }
+                    Err(e) => {
+                        handle.shutdown().await;
+                        return Err(anyhow::Error::new(e).context("starting the schema registry"));
+                    }
+                }
+            }
+        };
         // Installed before "listening" is announced: whoever reads that line may stop the
         // broker at once, and must get a clean shutdown rather than the default action.
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -128,16 +207,24 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "vltava: listening on {}", handle.local_addr)?;
+            if let Some(r) = &registry {
+                for addr in r.local_addrs() {
+                    writeln!(out, "vltava: schema registry on http://{addr}")?;
+                }
+            }
             out.flush()?;
         }
         wait_for_signal(term).await;
         tracing::info!("shutting down");
+        if let Some(r) = registry {
+            r.shutdown().await;
+        }
         handle.shutdown().await;
         anyhow::Ok(())
     })
 }
 
-async fn wait_for_signal(mut term: tokio::signal::unix::Signal) {
+pub(crate) async fn wait_for_signal(mut term: tokio::signal::unix::Signal) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -147,6 +234,49 @@ async fn wait_for_signal(mut term: tokio::signal::unix::Signal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn registry_is_on_only_in_the_zero_config_start_or_when_asked() {
+        let mut p = props(&[]);
+        assert_eq!(
+            registry_listeners(&mut p),
+            Some((vec![DEFAULT_REGISTRY_LISTENER.to_string()], false))
+        );
+        let mut p = props(&[("listeners", "PLAINTEXT://127.0.0.1:0")]);
+        assert_eq!(registry_listeners(&mut p), None);
+        let mut p = props(&[(REGISTRY_LISTENERS, "http://0.0.0.0:8082")]);
+        assert_eq!(
+            registry_listeners(&mut p),
+            Some((vec!["http://0.0.0.0:8082".to_string()], true))
+        );
+        assert!(!p.contains_key(REGISTRY_LISTENERS));
+        let mut p = props(&[(REGISTRY_LISTENERS, "")]);
+        assert_eq!(registry_listeners(&mut p), None);
+    }
+
+    #[test]
+    fn registry_needs_a_plaintext_first_listener() {
+        assert!(first_listener_is_plaintext(&props(&[])));
+        assert!(first_listener_is_plaintext(&props(&[(
+            "listeners",
+            "PLAINTEXT://:9092,SSL://:9093"
+        )])));
+        assert!(!first_listener_is_plaintext(&props(&[(
+            "listeners",
+            "SSL://:9093"
+        )])));
+        assert!(first_listener_is_plaintext(&props(&[
+            ("listeners", "INTERNAL://:9092"),
+            ("listener.security.protocol.map", "INTERNAL:PLAINTEXT"),
+        ])));
+    }
 
     #[test]
     fn properties_parse_like_java() {

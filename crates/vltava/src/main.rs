@@ -2,6 +2,8 @@
 
 mod broker_cmd;
 mod cleaner_status;
+mod registry_cmd;
+mod schema_cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -19,6 +21,7 @@ Examples:
   vltava topic create orders --partitions 6
   echo 'k1:hello' | vltava produce orders --key-separator :
   vltava consume orders --from-beginning --format '%k %s (partition %p, offset %o)'
+  vltava registry --listeners http://127.0.0.1:8081
   vltava perf produce --topic bench --num-records 1000000 --record-size 1024"
 )]
 struct Cli {
@@ -33,6 +36,10 @@ enum Command {
     /// Show the log cleaner's position and dirty ratio per compacted partition, read from a
     /// broker's data dir
     CleanerStatus(cleaner_status::CleanerStatusArgs),
+    /// Run a schema registry (Confluent's REST API) storing schemas in a Kafka topic
+    Registry(registry_cmd::RegistryArgs),
+    /// Register, list, get, check and delete schemas in a schema registry
+    Schema(schema_cmd::SchemaArgs),
     #[command(flatten)]
     Client(vltava_cli::Command),
     /// Print a shell completion script
@@ -51,6 +58,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Broker(args) => broker_cmd::run(args),
         Command::CleanerStatus(args) => cleaner_status::run(args),
+        Command::Registry(args) => registry_cmd::run(args),
+        Command::Schema(args) => std::process::exit(schema_cmd::run(args)),
         Command::Client(command) => std::process::exit(vltava_cli::run(command)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vltava", &mut std::io::stdout());

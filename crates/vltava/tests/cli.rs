@@ -598,6 +598,13 @@ fn help_and_completions() {
         &w("perf produce --help"),
         &w("perf consume --help"),
         &["completions", "--help"],
+        &["registry", "--help"],
+        &["schema", "--help"],
+        &w("schema register --help"),
+        &w("schema list --help"),
+        &w("schema get --help"),
+        &w("schema check --help"),
+        &w("schema delete --help"),
     ] {
         let r = run(nowhere, args).ok();
         assert!(

@@ -14,6 +14,7 @@ const LAYERS: &[&str] = &[
     "vltava-protocol",
     "vltava-coordinator",
     "vltava-broker",
+    "vltava-registry",
     "vltava-cli",
     "vltava",
 ];
@@ -56,6 +57,21 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[
         "vltava-cli",
         "vltava-storage",
         "the tools must work against any Kafka cluster",
+    ),
+    (
+        "vltava-registry",
+        "vltava-broker",
+        "the registry is a Kafka client and must work against any Kafka cluster",
+    ),
+    (
+        "vltava-registry",
+        "vltava-storage",
+        "the registry is a Kafka client and must work against any Kafka cluster",
+    ),
+    (
+        "vltava-registry",
+        "vltava-coordinator",
+        "the registry is a Kafka client and must work against any Kafka cluster",
     ),
 ];
 
