@@ -4,6 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use vltava_storage::{Log, LogConfig, OpenOptions};
+use vltava_types::{LeaderEpoch, Offset};
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().unwrap();
@@ -15,25 +16,34 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(dir.path().join("00000000000000000000.index"), index).unwrap();
     std::fs::write(dir.path().join("00000000000000000000.timeindex"), index).unwrap();
     for clean in [false, true] {
-        let opts = OpenOptions { clean_shutdown: clean, recovery_point: 0, log_start_offset: 0 };
+        let opts = OpenOptions {
+            clean_shutdown: clean,
+            recovery_point: Offset::new(0),
+            log_start_offset: Offset::new(0),
+        };
         let Ok(log) = Log::open(dir.path(), LogConfig::default(), opts, 0) else { return };
         let end = log.offsets().log_end_offset;
         let mut offset = log.offsets().log_start_offset;
-        while let Ok(r) = log.read(offset, i64::MAX, 1 << 16, true) {
+        while let Ok(r) = log.read(offset, Offset::new(i64::MAX), 1 << 16, true) {
             if r.records.is_empty() {
                 break;
             }
             let mut last = offset;
             for b in vltava_record::Batches::new(&r.records) {
                 let (h, _) = b.expect("recovered log holds valid batches");
-                last = h.next_offset();
+                last = Offset::new(h.next_offset());
             }
             assert!(last > offset, "reads make progress");
             offset = last;
         }
         assert!(offset <= end);
     }
-    let log = Log::open(dir.path(), LogConfig::default(), OpenOptions { clean_shutdown: false, recovery_point: 0, log_start_offset: 0 }, 0).unwrap();
-    let mut batch = vltava_record::build_batch(0, &[(None, Some(b"v"), 1)]);
-    log.append_as_leader(&mut batch, 0, 0, vltava_storage::accept_all).unwrap();
+    let opts = OpenOptions {
+        clean_shutdown: false,
+        recovery_point: Offset::new(0),
+        log_start_offset: Offset::new(0),
+    };
+    let log = Log::open(dir.path(), LogConfig::default(), opts, 0).unwrap();
+    let batch = vltava_record::build_batch(0, &[(None, Some(b"v"), 1)]);
+    log.append_as_leader(&batch, LeaderEpoch::new(0), 0, vltava_storage::accept_all).unwrap();
 });
