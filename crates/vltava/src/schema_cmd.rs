@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
+use vltava_registry::http_client::path_segment;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -134,19 +135,6 @@ enum SchemaCommand {
     },
 }
 
-/// Percent-encodes a path segment (subjects may hold any character).
-fn segment(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn body(text: &SchemaText) -> anyhow::Result<Value> {
     let schema = match (&text.schema, &text.schema_file) {
         (Some(s), _) => s.clone(),
@@ -229,7 +217,7 @@ async fn execute(args: SchemaArgs) -> anyhow::Result<i32> {
             "POST",
             format!(
                 "/subjects/{}/versions?normalize={}",
-                segment(subject),
+                path_segment(subject),
                 text.normalize
             ),
             Some(body(text)?),
@@ -241,7 +229,7 @@ async fn execute(args: SchemaArgs) -> anyhow::Result<i32> {
             ..
         } => (
             "GET",
-            format!("/subjects/{}/versions?deleted={deleted}", segment(s)),
+            format!("/subjects/{}/versions?deleted={deleted}", path_segment(s)),
             None,
             false,
         ),
@@ -253,7 +241,7 @@ async fn execute(args: SchemaArgs) -> anyhow::Result<i32> {
             "GET",
             format!(
                 "/subjects?deleted={deleted}&subjectPrefix={}",
-                segment(prefix.as_deref().unwrap_or(""))
+                path_segment(prefix.as_deref().unwrap_or(""))
             ),
             None,
             false,
@@ -267,7 +255,11 @@ async fn execute(args: SchemaArgs) -> anyhow::Result<i32> {
             ..
         } => (
             "GET",
-            format!("/subjects/{}/versions/{}", segment(s), segment(version)),
+            format!(
+                "/subjects/{}/versions/{}",
+                path_segment(s),
+                path_segment(version)
+            ),
             None,
             false,
         ),
@@ -278,14 +270,14 @@ async fn execute(args: SchemaArgs) -> anyhow::Result<i32> {
             version,
         } => {
             let versions = match version {
-                Some(v) => format!("versions/{}", segment(v)),
+                Some(v) => format!("versions/{}", path_segment(v)),
                 None => "versions".to_string(),
             };
             (
                 "POST",
                 format!(
                     "/compatibility/subjects/{}/{versions}?verbose=true&normalize={}",
-                    segment(subject),
+                    path_segment(subject),
                     text.normalize
                 ),
                 Some(body(text)?),
@@ -298,8 +290,12 @@ async fn execute(args: SchemaArgs) -> anyhow::Result<i32> {
             permanent,
         } => {
             let path = match version {
-                Some(v) => format!("/subjects/{}/versions/{}", segment(subject), segment(v)),
-                None => format!("/subjects/{}", segment(subject)),
+                Some(v) => format!(
+                    "/subjects/{}/versions/{}",
+                    path_segment(subject),
+                    path_segment(v)
+                ),
+                None => format!("/subjects/{}", path_segment(subject)),
             };
             (
                 "DELETE",
