@@ -25,6 +25,88 @@ pub struct BrokerConfig {
     pub listeners: Vec<ListenerConfig>,
     pub data_dir: PathBuf,
     pub props: BTreeMap<String, String>,
+    /// `process.roles`.
+    pub roles: Roles,
+    /// `controller.quorum.voters`; empty means this node is the whole quorum.
+    pub voters: Vec<Voter>,
+    /// `controller.listener.names`: listeners that serve the quorum, never clients.
+    pub controller_listeners: Vec<String>,
+}
+
+/// What a node does (`process.roles`): combined mode is both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+/// One entry of `controller.quorum.voters`: `id@host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub id: NodeId,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Voter {
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+fn parse_roles(v: &str) -> Result<Roles, ConfigError> {
+    let mut roles = Roles {
+        broker: false,
+        controller: false,
+    };
+    for r in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        match r {
+            "broker" => roles.broker = true,
+            "controller" => roles.controller = true,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "process.roles: unknown role {other:?} (expected broker, controller or both)"
+                )))
+            }
+        }
+    }
+    if !roles.broker && !roles.controller {
+        return Err(ConfigError::Invalid("process.roles is empty".into()));
+    }
+    Ok(roles)
+}
+
+/// Parses `controller.quorum.voters` (`1@host:port,2@host:port`).
+pub fn parse_voters(v: &str) -> Result<Vec<Voter>, ConfigError> {
+    let mut out: Vec<Voter> = Vec::new();
+    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = || {
+            ConfigError::Invalid(format!(
+                "controller.quorum.voters entry {entry:?}: expected id@host:port"
+            ))
+        };
+        let (id, addr) = entry.split_once('@').ok_or_else(bad)?;
+        let id: i32 = id.trim().parse().map_err(|_| bad())?;
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if id < 0 {
+            return Err(bad());
+        }
+        if out.iter().any(|o| o.id.get() == id) {
+            return Err(ConfigError::Invalid(format!(
+                "controller.quorum.voters names node {id} twice"
+            )));
+        }
+        out.push(Voter {
+            id: NodeId::new(id),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+        });
+    }
+    Ok(out)
 }
 
 /// One entry of `listeners`: a name, its security protocol and where to bind.
@@ -176,12 +258,93 @@ impl BrokerConfig {
                 .or(props.get("log.dir"))
                 .map_or("./vltava-data", String::as_str),
         );
+        let roles = parse_roles(
+            props
+                .get("process.roles")
+                .map_or("broker,controller", String::as_str),
+        )?;
+        let voters = parse_voters(
+            props
+                .get("controller.quorum.voters")
+                .map_or("", String::as_str),
+        )?;
+        let controller_listeners: Vec<String> = props
+            .get("controller.listener.names")
+            .map_or("", String::as_str)
+            .split(',')
+            .map(|n| n.trim().to_ascii_uppercase())
+            .filter(|n| !n.is_empty())
+            .collect();
+        for name in &controller_listeners {
+            if !listeners.iter().any(|l| &l.name == name) && roles.controller {
+                return Err(ConfigError::Invalid(format!(
+                    "controller.listener.names names {name}, which is not in listeners"
+                )));
+            }
+        }
+        if !voters.is_empty() {
+            let voter = voters.iter().any(|v| v.id.get() == node_id);
+            if roles.controller && !voter {
+                return Err(ConfigError::Invalid(format!(
+                    "node.id {node_id} has the controller role but is not in controller.quorum.voters"
+                )));
+            }
+            if !roles.controller && voter {
+                return Err(ConfigError::Invalid(format!(
+                    "node.id {node_id} is in controller.quorum.voters but process.roles lacks controller"
+                )));
+            }
+            if roles.controller && controller_listeners.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "a controller in a quorum of several needs controller.listener.names".into(),
+                ));
+            }
+        } else if !roles.controller {
+            return Err(ConfigError::Invalid(
+                "a node without the controller role needs controller.quorum.voters".into(),
+            ));
+        }
+        if roles.broker
+            && listeners
+                .iter()
+                .all(|l| controller_listeners.contains(&l.name))
+        {
+            return Err(ConfigError::Invalid(
+                "a broker needs a listener that is not in controller.listener.names".into(),
+            ));
+        }
         Ok(Self {
             node_id: NodeId::new(node_id),
             listeners,
             data_dir,
             props,
+            roles,
+            voters,
+            controller_listeners,
         })
+    }
+
+    /// Whether clients are served on `listener` (controller listeners serve the quorum only).
+    pub fn is_controller_listener(&self, listener: &str) -> bool {
+        self.controller_listeners.iter().any(|l| l == listener)
+    }
+
+    /// The listener other brokers and the controller reach this broker on
+    /// (`inter.broker.listener.name`, else the first client listener).
+    pub fn inter_broker_listener(&self) -> &ListenerConfig {
+        let named = self.props.get("inter.broker.listener.name");
+        named
+            .and_then(|n| {
+                self.listeners
+                    .iter()
+                    .find(|l| l.name.eq_ignore_ascii_case(n))
+            })
+            .or_else(|| {
+                self.listeners
+                    .iter()
+                    .find(|l| !self.is_controller_listener(&l.name))
+            })
+            .unwrap_or(&self.listeners[0])
     }
 
     /// A key's value for listener `listener`: its `listener.name.<name>.<key>` override (the
@@ -383,6 +546,44 @@ mod tests {
             cfg(&[("listeners", "SSL://a:1")]).unwrap().listeners[0].security_protocol,
             SecurityProtocol::Ssl
         );
+    }
+
+    #[test]
+    fn kraft_roles_and_voters() {
+        let c = BrokerConfig::default();
+        assert!(c.roles.broker && c.roles.controller && c.voters.is_empty());
+        let three = "1@127.0.0.1:19301,2@127.0.0.1:19302,3@[::1]:19303";
+        let c = cfg(&[
+            ("node.id", "2"),
+            ("controller.quorum.voters", three),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:19302",
+            ),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
+            ("controller.listener.names", "CONTROLLER"),
+        ])
+        .unwrap();
+        assert_eq!(c.voters.len(), 3);
+        assert_eq!(c.voters[2].addr(), "::1:19303");
+        assert!(c.is_controller_listener("CONTROLLER"));
+        assert_eq!(c.inter_broker_listener().name, "PLAINTEXT");
+        // Not a voter yet a controller; a voter without the role; no controller listener.
+        assert!(cfg(&[("node.id", "4"), ("controller.quorum.voters", three)]).is_err());
+        assert!(cfg(&[
+            ("node.id", "1"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", three)
+        ])
+        .is_err());
+        assert!(cfg(&[("node.id", "1"), ("controller.quorum.voters", three)]).is_err());
+        assert!(cfg(&[("process.roles", "broker")]).is_err());
+        assert!(cfg(&[("process.roles", "zookeeper")]).is_err());
+        assert!(cfg(&[("controller.quorum.voters", "1@h")]).is_err());
+        assert!(cfg(&[("controller.quorum.voters", "1@h:1,1@h:2")]).is_err());
     }
 
     #[test]

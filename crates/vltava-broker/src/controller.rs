@@ -246,9 +246,151 @@ pub fn create_partitions_records(
     Ok(partition_records(topic.topic_id, current..count, node_id).collect())
 }
 
+/// A broker replicas may be placed on: its id and rack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementBroker {
+    pub id: NodeId,
+    pub rack: Option<String>,
+}
+
+/// Chooses replicas for `partitions` new partitions numbered from `first_partition`, `rf`
+/// each, spread as Kafka spreads them: each partition's first replica (its preferred leader)
+/// goes round the brokers from `start`, followers follow at a shift that grows every time
+/// the round completes, and with racks no rack holds two replicas of a partition until every
+/// rack holds one. `start` and `shift` are random in production, fixed in tests.
+pub fn place_replicas(
+    brokers: &[PlacementBroker],
+    first_partition: i32,
+    partitions: i32,
+    rf: i16,
+    start: usize,
+    shift: usize,
+) -> Result<Vec<Vec<NodeId>>, OpError> {
+    let n = brokers.len();
+    if rf <= 0 {
+        return Err(OpError::new(
+            ErrorCode::InvalidReplicationFactor,
+            "Replication factor must be larger than 0.",
+        ));
+    }
+    if rf as usize > n {
+        return Err(OpError::new(
+            ErrorCode::InvalidReplicationFactor,
+            format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {n} broker(s) are registered."),
+        ));
+    }
+    // Brokers ordered so consecutive ones alternate racks (a1, b1, c1, a2, ...).
+    let mut by_rack: BTreeMap<Option<&str>, Vec<NodeId>> = BTreeMap::new();
+    let mut sorted = brokers.to_vec();
+    sorted.sort_by_key(|b| b.id);
+    for b in &sorted {
+        by_rack.entry(b.rack.as_deref()).or_default().push(b.id);
+    }
+    let racks = by_rack.len();
+    let rack_of: BTreeMap<NodeId, Option<&str>> =
+        sorted.iter().map(|b| (b.id, b.rack.as_deref())).collect();
+    let mut ring = Vec::with_capacity(n);
+    for i in 0.. {
+        let before = ring.len();
+        for ids in by_rack.values() {
+            if let Some(id) = ids.get(i) {
+                ring.push(*id);
+            }
+        }
+        if ring.len() == before {
+            break;
+        }
+    }
+    let mut out = Vec::with_capacity(partitions.max(0) as usize);
+    for p in first_partition..first_partition + partitions {
+        let p = p as usize;
+        let shift = shift + p / n;
+        let first = (start + p) % n;
+        let mut chosen = vec![ring[first]];
+        let mut used_racks = vec![rack_of[&ring[first]]];
+        let step = 1 + shift % n.max(2).saturating_sub(1).max(1);
+        // Walk the ring from the shifted position; a rack already used is skipped while
+        // some rack is still unused.
+        for pass in 0..2 {
+            let mut k = (first + step) % n;
+            for _ in 0..n {
+                if chosen.len() == rf as usize {
+                    break;
+                }
+                let id = ring[k];
+                let rack = rack_of[&id];
+                let rack_ok = pass == 1 || used_racks.len() >= racks || !used_racks.contains(&rack);
+                if !chosen.contains(&id) && rack_ok {
+                    chosen.push(id);
+                    if !used_racks.contains(&rack) {
+                        used_racks.push(rack);
+                    }
+                }
+                k = (k + 1) % n;
+            }
+        }
+        out.push(chosen);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn brokers(spec: &[(i32, Option<&str>)]) -> Vec<PlacementBroker> {
+        spec.iter()
+            .map(|(id, rack)| PlacementBroker {
+                id: NodeId::new(*id),
+                rack: rack.map(str::to_string),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn placement_spreads_leaders_and_replicas() {
+        let b = brokers(&[(1, None), (2, None), (3, None)]);
+        let p = place_replicas(&b, 0, 6, 3, 0, 0).unwrap();
+        for r in &p {
+            let mut d = r.clone();
+            d.sort();
+            d.dedup();
+            assert_eq!(d.len(), 3, "{p:?}");
+        }
+        // Preferred leaders go round the brokers.
+        let leaders: Vec<i32> = p.iter().map(|r| r[0].get()).collect();
+        assert_eq!(leaders, vec![1, 2, 3, 1, 2, 3]);
+        assert_eq!(
+            place_replicas(&b, 0, 1, 4, 0, 0).unwrap_err().code,
+            ErrorCode::InvalidReplicationFactor
+        );
+        assert_eq!(
+            place_replicas(&b, 0, 2, 1, 1, 0).unwrap(),
+            vec![vec![NodeId::new(2)], vec![NodeId::new(3)]]
+        );
+    }
+
+    #[test]
+    fn placement_covers_racks_first() {
+        let b = brokers(&[
+            (1, Some("a")),
+            (2, Some("a")),
+            (3, Some("b")),
+            (4, Some("b")),
+            (5, Some("c")),
+            (6, Some("c")),
+        ]);
+        for start in 0..6 {
+            for shift in 0..6 {
+                for r in place_replicas(&b, 0, 12, 3, start, shift).unwrap() {
+                    let mut racks: Vec<_> = r.iter().map(|id| (id.get() + 1) / 2).collect();
+                    racks.sort();
+                    racks.dedup();
+                    assert_eq!(racks.len(), 3, "{r:?} start {start} shift {shift}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn create_topic_validation() {

@@ -330,6 +330,86 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     ),
     def!("node.id", Int, "1", &[], Some(0), "This broker's id."),
     def!(
+        "process.roles",
+        String,
+        "broker,controller",
+        &[],
+        None,
+        "broker, controller, or both (combined mode)."
+    ),
+    def!(
+        "controller.quorum.voters",
+        String,
+        "",
+        &[],
+        None,
+        "The metadata quorum's voters: id@host:port,... (empty: this node alone)."
+    ),
+    def!(
+        "controller.quorum.bootstrap.servers",
+        String,
+        "",
+        &[],
+        None,
+        "Controllers to ask for the quorum's leader: host:port,..."
+    ),
+    def!(
+        "controller.listener.names",
+        String,
+        "",
+        &[],
+        None,
+        "Listeners the controller serves the quorum on."
+    ),
+    def!(
+        "inter.broker.listener.name",
+        String,
+        "",
+        &[],
+        None,
+        "Listener brokers use to reach each other (default: the first listener)."
+    ),
+    def!(
+        "broker.rack",
+        String,
+        "",
+        &[],
+        None,
+        "This broker's rack, for replica placement."
+    ),
+    def!(
+        "cluster.id",
+        String,
+        "",
+        &[],
+        None,
+        "The cluster's id (default: derived from the voters, or random for one node)."
+    ),
+    def!(
+        "broker.session.timeout.ms",
+        Int,
+        "9000",
+        &[],
+        Some(1),
+        "A broker without a heartbeat for this long is fenced."
+    ),
+    def!(
+        "broker.heartbeat.interval.ms",
+        Int,
+        "2000",
+        &[],
+        Some(1),
+        "How often a broker heartbeats to the controller."
+    ),
+    def!(
+        "controller.quorum.election.timeout.ms",
+        Int,
+        "1000",
+        &[],
+        Some(1),
+        "How long a voter waits for the leader before standing for election."
+    ),
+    def!(
         "listeners",
         String,
         "PLAINTEXT://127.0.0.1:9092",

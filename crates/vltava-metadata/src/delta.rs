@@ -31,6 +31,8 @@ pub struct MetadataDelta {
     pub changed_partitions: BTreeMap<TopicIdPartition, PartitionImage>,
     /// Resources whose dynamic configs changed.
     pub changed_configs: BTreeSet<(ResourceType, String)>,
+    /// Brokers whose registration is new or changed (endpoints, fencing, shutdown).
+    pub changed_brokers: BTreeSet<NodeId>,
 }
 
 impl MetadataDelta {
@@ -63,6 +65,43 @@ impl MetadataDelta {
             }
         }
         delta.changed_configs = image.configs.keys().cloned().collect();
+        delta.changed_brokers = image.brokers.keys().copied().collect();
+        delta
+    }
+
+    /// What replacing `old` with `new` wholesale changed: for a follower that installs a
+    /// snapshot instead of applying the records in between, the one case where the records
+    /// themselves are not at hand.
+    pub fn replace(old: &MetadataImage, new: &MetadataImage) -> Self {
+        let mut delta = Self::everything(new);
+        delta
+            .created_topics
+            .retain(|id, _| old.topic_by_id(id).is_none());
+        delta.deleted_topics = old
+            .topics
+            .values()
+            .filter(|t| new.topic_by_id(&t.topic_id).is_none())
+            .map(|t| (t.topic_id, t.name.clone()))
+            .collect();
+        delta.changed_partitions.retain(|tp, p| {
+            old.topic_by_id(&tp.topic_id)
+                .and_then(|t| t.partitions.get(&tp.partition))
+                != Some(p)
+        });
+        delta.changed_configs = old
+            .configs
+            .keys()
+            .chain(new.configs.keys())
+            .filter(|k| old.configs.get(*k) != new.configs.get(*k))
+            .cloned()
+            .collect();
+        delta.changed_brokers = old
+            .brokers
+            .keys()
+            .chain(new.brokers.keys())
+            .filter(|k| old.brokers.get(*k) != new.brokers.get(*k))
+            .copied()
+            .collect();
         delta
     }
 
@@ -120,6 +159,10 @@ impl MetadataDelta {
             // Read from the image at each authentication; nothing to publish.
             MetadataRecord::UserScramCredentialRecord { .. }
             | MetadataRecord::RemoveUserScramCredentialRecord { .. } => {}
+            MetadataRecord::RegisterBrokerRecord { broker_id, .. }
+            | MetadataRecord::BrokerRegistrationChangeRecord { broker_id, .. } => {
+                self.changed_brokers.insert(*broker_id);
+            }
         }
     }
 
@@ -143,6 +186,8 @@ impl MetadataDelta {
             *p = now.clone();
             before != Some(now)
         });
+        self.changed_brokers
+            .retain(|id| base.brokers.get(id) != image.brokers.get(id));
     }
 }
 

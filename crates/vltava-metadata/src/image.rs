@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 use vltava_types::{LeaderEpoch, NodeId, ProducerId};
 
-use crate::{MetadataRecord, ResourceType, ScramCredential, ScramMechanism};
+use crate::{BrokerEndpoint, MetadataRecord, ResourceType, ScramCredential, ScramMechanism};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionImage {
@@ -23,6 +23,26 @@ pub struct TopicImage {
     pub partitions: BTreeMap<i32, PartitionImage>,
 }
 
+/// A registered broker (KRaft's BrokerRegistration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    pub broker_id: NodeId,
+    pub incarnation_id: Uuid,
+    pub broker_epoch: i64,
+    pub endpoints: Vec<BrokerEndpoint>,
+    pub rack: Option<String>,
+    /// Fenced brokers lead nothing and are left out of Metadata responses.
+    pub fenced: bool,
+    pub in_controlled_shutdown: bool,
+}
+
+impl BrokerRegistration {
+    /// The endpoint of the listener named `listener`.
+    pub fn endpoint(&self, listener: &str) -> Option<&BrokerEndpoint> {
+        self.endpoints.iter().find(|e| e.name == listener)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicImage>,
@@ -33,6 +53,8 @@ pub struct MetadataImage {
     pub next_producer_id: ProducerId,
     /// SCRAM credentials by user name and mechanism.
     pub scram_credentials: BTreeMap<(String, ScramMechanism), ScramCredential>,
+    /// Registered brokers by id.
+    pub brokers: BTreeMap<NodeId, BrokerRegistration>,
 }
 
 impl MetadataImage {
@@ -133,7 +155,119 @@ impl MetadataImage {
             MetadataRecord::RemoveUserScramCredentialRecord { name, mechanism } => {
                 self.scram_credentials.remove(&(name.clone(), *mechanism));
             }
+            MetadataRecord::RegisterBrokerRecord {
+                broker_id,
+                incarnation_id,
+                broker_epoch,
+                endpoints,
+                rack,
+                fenced,
+            } => {
+                self.brokers.insert(
+                    *broker_id,
+                    BrokerRegistration {
+                        broker_id: *broker_id,
+                        incarnation_id: *incarnation_id,
+                        broker_epoch: *broker_epoch,
+                        endpoints: endpoints.clone(),
+                        rack: rack.clone(),
+                        fenced: *fenced,
+                        in_controlled_shutdown: false,
+                    },
+                );
+            }
+            MetadataRecord::BrokerRegistrationChangeRecord {
+                broker_id,
+                broker_epoch,
+                fenced,
+                in_controlled_shutdown,
+            } => {
+                if let Some(b) = self
+                    .brokers
+                    .get_mut(broker_id)
+                    .filter(|b| b.broker_epoch == *broker_epoch)
+                {
+                    if let Some(f) = fenced {
+                        b.fenced = *f;
+                    }
+                    if let Some(s) = in_controlled_shutdown {
+                        b.in_controlled_shutdown = *s;
+                    }
+                }
+            }
         }
+    }
+
+    /// Records that rebuild this image from nothing: a snapshot of the metadata log.
+    pub fn to_records(&self) -> Vec<MetadataRecord> {
+        let mut out = Vec::new();
+        if self.next_producer_id.get() > 0 {
+            out.push(MetadataRecord::ProducerIdsRecord {
+                broker_id: NodeId::new(-1),
+                broker_epoch: -1,
+                next_producer_id: self.next_producer_id,
+            });
+        }
+        for b in self.brokers.values() {
+            out.push(MetadataRecord::RegisterBrokerRecord {
+                broker_id: b.broker_id,
+                incarnation_id: b.incarnation_id,
+                broker_epoch: b.broker_epoch,
+                endpoints: b.endpoints.clone(),
+                rack: b.rack.clone(),
+                fenced: b.fenced,
+            });
+            if b.in_controlled_shutdown {
+                out.push(MetadataRecord::BrokerRegistrationChangeRecord {
+                    broker_id: b.broker_id,
+                    broker_epoch: b.broker_epoch,
+                    fenced: None,
+                    in_controlled_shutdown: Some(true),
+                });
+            }
+        }
+        for t in self.topics.values() {
+            out.push(MetadataRecord::TopicRecord {
+                name: t.name.clone(),
+                topic_id: t.topic_id,
+            });
+            for p in t.partitions.values() {
+                out.push(MetadataRecord::PartitionRecord {
+                    topic_id: t.topic_id,
+                    partition_id: p.partition_id,
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                });
+            }
+        }
+        for ((resource_type, resource_name), configs) in &self.configs {
+            for (name, value) in configs {
+                out.push(MetadataRecord::ConfigRecord {
+                    resource_type: *resource_type,
+                    resource_name: resource_name.clone(),
+                    name: name.clone(),
+                    value: Some(value.clone()),
+                });
+            }
+        }
+        for ((name, mechanism), c) in &self.scram_credentials {
+            out.push(MetadataRecord::UserScramCredentialRecord {
+                name: name.clone(),
+                mechanism: *mechanism,
+                salt: c.salt.clone(),
+                stored_key: c.stored_key.clone(),
+                server_key: c.server_key.clone(),
+                iterations: c.iterations,
+            });
+        }
+        out
+    }
+
+    /// Brokers that are registered and not fenced: the ones that may lead and be listed.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|b| !b.fenced)
     }
 
     /// A user's SCRAM credential for one mechanism.
@@ -202,5 +336,81 @@ mod tests {
         // A partition for an unknown topic is ignored rather than failing replay.
         img.apply(&recs[1]);
         assert!(img.topics.is_empty());
+    }
+
+    #[test]
+    fn snapshot_records_rebuild_the_image() {
+        let id = Uuid::from_u128(9);
+        let b1 = NodeId::new(1);
+        let recs = vec![
+            MetadataRecord::RegisterBrokerRecord {
+                broker_id: b1,
+                incarnation_id: Uuid::from_u128(1),
+                broker_epoch: 4,
+                endpoints: vec![BrokerEndpoint {
+                    name: "PLAINTEXT".into(),
+                    host: "h".into(),
+                    port: 9092,
+                    security_protocol: 0,
+                }],
+                rack: Some("r1".into()),
+                fenced: true,
+            },
+            MetadataRecord::BrokerRegistrationChangeRecord {
+                broker_id: b1,
+                broker_epoch: 4,
+                fenced: Some(false),
+                in_controlled_shutdown: Some(true),
+            },
+            // A stale epoch changes nothing.
+            MetadataRecord::BrokerRegistrationChangeRecord {
+                broker_id: b1,
+                broker_epoch: 3,
+                fenced: Some(true),
+                in_controlled_shutdown: None,
+            },
+            MetadataRecord::TopicRecord {
+                name: "t".into(),
+                topic_id: id,
+            },
+            MetadataRecord::PartitionRecord {
+                topic_id: id,
+                partition_id: 2,
+                replicas: vec![b1],
+                isr: vec![b1],
+                leader: b1,
+                leader_epoch: LeaderEpoch::new(5),
+            },
+            MetadataRecord::ConfigRecord {
+                resource_type: ResourceType::Broker,
+                resource_name: String::new(),
+                name: "log.retention.ms".into(),
+                value: Some("1".into()),
+            },
+            MetadataRecord::ProducerIdsRecord {
+                broker_id: b1,
+                broker_epoch: 4,
+                next_producer_id: ProducerId::new(2000),
+            },
+            MetadataRecord::UserScramCredentialRecord {
+                name: "u".into(),
+                mechanism: ScramMechanism::ScramSha256,
+                salt: vec![1],
+                stored_key: vec![2],
+                server_key: vec![3],
+                iterations: 4096,
+            },
+        ];
+        let mut img = MetadataImage::default();
+        for r in &recs {
+            img.apply(r);
+        }
+        let b = &img.brokers[&b1];
+        assert!(!b.fenced && b.in_controlled_shutdown);
+        let mut rebuilt = MetadataImage::default();
+        for r in img.to_records() {
+            rebuilt.apply(&r);
+        }
+        assert_eq!(rebuilt, img);
     }
 }

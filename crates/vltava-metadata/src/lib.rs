@@ -10,7 +10,7 @@ mod image;
 mod log;
 
 pub use delta::{MetadataDelta, TopicIdPartition};
-pub use image::{MetadataImage, PartitionImage, TopicImage};
+pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
 pub use log::MetadataLog;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -93,6 +93,39 @@ pub enum MetadataRecord {
         name: String,
         mechanism: ScramMechanism,
     },
+    /// A broker joined (or rejoined) the cluster: where clients reach it, its rack, and the
+    /// epoch that names this registration (KRaft's RegisterBrokerRecord). A new registration
+    /// starts fenced.
+    RegisterBrokerRecord {
+        broker_id: NodeId,
+        incarnation_id: Uuid,
+        broker_epoch: i64,
+        endpoints: Vec<BrokerEndpoint>,
+        #[serde(default)]
+        rack: Option<String>,
+        fenced: bool,
+    },
+    /// A broker's registration changed: fenced or unfenced, entering controlled shutdown
+    /// (KRaft's BrokerRegistrationChangeRecord). Ignored unless `broker_epoch` is the
+    /// registration's.
+    BrokerRegistrationChangeRecord {
+        broker_id: NodeId,
+        broker_epoch: i64,
+        #[serde(default)]
+        fenced: Option<bool>,
+        #[serde(default)]
+        in_controlled_shutdown: Option<bool>,
+    },
+}
+
+/// One listener of a registered broker, as clients are told about it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BrokerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// Kafka's security protocol id (0 PLAINTEXT, 1 SSL, 2 SASL_PLAINTEXT, 3 SASL_SSL).
+    pub security_protocol: i16,
 }
 
 /// The SCRAM mechanisms Kafka supports, with their wire codes (`ScramMechanism.type`).

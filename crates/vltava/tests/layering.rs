@@ -13,6 +13,7 @@ const LAYERS: &[&str] = &[
     "vltava-metadata",
     "vltava-protocol",
     "vltava-coordinator",
+    "vltava-quorum",
     "vltava-broker",
     "vltava-registry",
     "vltava-cli",
@@ -47,6 +48,16 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[
         "vltava-coordinator",
         "proto-kafka",
         "coordinators answer in their own types",
+    ),
+    (
+        "vltava-quorum",
+        "proto-kafka",
+        "the quorum hands bytes to a transport; the broker owns the wire",
+    ),
+    (
+        "vltava-registry",
+        "vltava-quorum",
+        "the registry is a Kafka client and must work against any Kafka cluster",
     ),
     (
         "vltava-cli",

@@ -1,0 +1,350 @@
+//! Quorums of real nodes (files on disk) joined by an in-process transport that can cut
+//! nodes off: election, replication, failover, restart, snapshots, concurrent proposals.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use uuid::Uuid;
+use vltava_metadata::{MetadataImage, MetadataRecord};
+use vltava_quorum::{Quorum, QuorumConfig, Transport, WriteError};
+
+#[derive(Default, Clone)]
+struct Router {
+    nodes: Arc<Mutex<BTreeMap<u64, Arc<Quorum>>>>,
+    /// Nodes cut off from everyone.
+    isolated: Arc<Mutex<BTreeSet<u64>>>,
+}
+
+struct Link {
+    from: u64,
+    router: Router,
+}
+
+impl Transport for Link {
+    fn call(
+        &self,
+        target: u64,
+        _addr: &str,
+        request: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let cut = {
+            let iso = self.router.isolated.lock();
+            iso.contains(&self.from) || iso.contains(&target)
+        };
+        let node = self.router.nodes.lock().get(&target).cloned();
+        Box::pin(async move {
+            match node {
+                Some(q) if !cut => Ok(q.serve(&request).await),
+                _ => Err(format!("node {target} unreachable")),
+            }
+        })
+    }
+}
+
+fn config(id: u64, voters: &[u64], dir: &Path, snapshot_every: u64) -> QuorumConfig {
+    QuorumConfig {
+        node_id: id,
+        voters: voters.iter().map(|v| (*v, format!("node-{v}"))).collect(),
+        dir: dir.join(format!("node-{id}")),
+        election_timeout_ms: 300,
+        heartbeat_interval_ms: 50,
+        snapshot_every,
+    }
+}
+
+async fn start(router: &Router, cfg: QuorumConfig) -> Arc<Quorum> {
+    let id = cfg.node_id;
+    let q = Quorum::open(
+        cfg,
+        Arc::new(Link {
+            from: id,
+            router: router.clone(),
+        }),
+    )
+    .await
+    .unwrap();
+    router.nodes.lock().insert(id, Arc::clone(&q));
+    q
+}
+
+async fn stop(router: &Router, id: u64) {
+    let q = router.nodes.lock().remove(&id).unwrap();
+    q.shutdown().await;
+}
+
+fn topic(name: &str) -> MetadataRecord {
+    MetadataRecord::TopicRecord {
+        name: name.into(),
+        topic_id: Uuid::new_v4(),
+    }
+}
+
+/// Creates topic `name` unless it exists; `Err` if it does.
+async fn create(q: &Quorum, name: &str) -> Result<(), WriteError<String>> {
+    let name = name.to_string();
+    q.write(Duration::from_secs(20), move |img: &MetadataImage| {
+        if img.topic(&name).is_some() {
+            return Err(format!("{name} exists"));
+        }
+        Ok((vec![topic(&name)], ()))
+    })
+    .await
+}
+
+fn names(q: &Quorum) -> Vec<String> {
+    q.image().topics.keys().cloned().collect()
+}
+
+async fn converge(nodes: &[Arc<Quorum>], want: usize) {
+    for _ in 0..200 {
+        if nodes.iter().all(|q| q.image().topics.len() == want) {
+            let first = names(&nodes[0]);
+            assert!(nodes.iter().all(|q| names(q) == first));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "no convergence on {want} topics: {:?}",
+        nodes.iter().map(|q| names(q)).collect::<Vec<_>>()
+    );
+}
+
+async fn leader_of(nodes: &[Arc<Quorum>]) -> u64 {
+    for _ in 0..400 {
+        let leaders: BTreeSet<_> = nodes
+            .iter()
+            .filter(|q| q.is_leader())
+            .map(|q| q.node_id())
+            .collect();
+        if leaders.len() == 1 {
+            return *leaders.iter().next().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no single leader");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_commits_and_restarts_with_its_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    let q = start(&router, config(1, &[], dir.path(), 1000)).await;
+    assert!(q.wait_ready(Duration::from_secs(10)).await);
+    for i in 0..5 {
+        create(&q, &format!("t{i}")).await.unwrap();
+    }
+    assert!(matches!(
+        create(&q, "t0").await,
+        Err(WriteError::Refused(_))
+    ));
+    let before = q.image();
+    stop(&router, 1).await;
+    drop(q);
+    let q = start(&router, config(1, &[], dir.path(), 1000)).await;
+    assert!(q.wait_ready(Duration::from_secs(10)).await);
+    assert_eq!(*q.image(), *before);
+    create(&q, "t5").await.unwrap();
+    assert_eq!(q.image().topics.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_agree_fail_over_and_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    let voters = [1, 2, 3];
+    let mut nodes = Vec::new();
+    for id in voters {
+        nodes.push(start(&router, config(id, &voters, dir.path(), 1000)).await);
+    }
+    let leader = leader_of(&nodes).await;
+    // Proposed from a follower and from the leader.
+    let follower = nodes.iter().find(|q| q.node_id() != leader).unwrap();
+    create(follower, "from-follower").await.unwrap();
+    create(&nodes[(leader - 1) as usize], "from-leader")
+        .await
+        .unwrap();
+    // A follower's refusal is decided on the image it has applied.
+    assert!(matches!(
+        create(follower, "from-leader").await,
+        Err(WriteError::Refused(_))
+    ));
+    converge(&nodes, 2).await;
+
+    // The leader dies; the others elect a new one and go on.
+    stop(&router, leader).await;
+    let rest: Vec<_> = nodes
+        .iter()
+        .filter(|q| q.node_id() != leader)
+        .cloned()
+        .collect();
+    let new_leader = leader_of(&rest).await;
+    assert_ne!(new_leader, leader);
+    create(&rest[0], "after-failover").await.unwrap();
+    create(&rest[1], "after-failover-2").await.unwrap();
+    converge(&rest, 4).await;
+
+    // The old leader restarts from its files and catches up.
+    let back = start(&router, config(leader, &voters, dir.path(), 1000)).await;
+    let mut all = rest.clone();
+    all.push(back);
+    converge(&all, 4).await;
+    create(&all[2], "from-returned").await.unwrap();
+    converge(&all, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_minority_cannot_commit_and_rejoins() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    let voters = [1, 2, 3];
+    let mut nodes = Vec::new();
+    for id in voters {
+        nodes.push(start(&router, config(id, &voters, dir.path(), 1000)).await);
+    }
+    let leader = leader_of(&nodes).await;
+    create(&nodes[0], "a").await.unwrap();
+    router.isolated.lock().insert(leader);
+    let cut = Arc::clone(&nodes[(leader - 1) as usize]);
+    let r = cut
+        .write(Duration::from_secs(2), |_img: &MetadataImage| {
+            Ok::<_, String>((vec![topic("lost")], ()))
+        })
+        .await;
+    assert!(matches!(r, Err(WriteError::Timeout(_))), "{r:?}");
+    let rest: Vec<_> = nodes
+        .iter()
+        .filter(|q| q.node_id() != leader)
+        .cloned()
+        .collect();
+    leader_of(&rest).await;
+    create(&rest[0], "b").await.unwrap();
+    router.isolated.lock().clear();
+    converge(&nodes, 2).await;
+    assert!(cut.image().topic("lost").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_from_every_node_at_once_all_commit_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    let voters = [1, 2, 3];
+    let mut nodes = Vec::new();
+    for id in voters {
+        nodes.push(start(&router, config(id, &voters, dir.path(), 1000)).await);
+    }
+    leader_of(&nodes).await;
+    let mut tasks = Vec::new();
+    for q in &nodes {
+        for i in 0..10 {
+            let q = Arc::clone(q);
+            tasks.push(tokio::spawn(async move {
+                create(&q, &format!("n{}-{i}", q.node_id())).await
+            }));
+        }
+    }
+    // The same name from every node: exactly one wins.
+    for q in &nodes {
+        let q = Arc::clone(q);
+        tasks.push(tokio::spawn(async move { create(&q, "contested").await }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 31);
+    converge(&nodes, 31).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_purged_log_installs_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    let voters = [1, 2, 3];
+    let mut nodes = Vec::new();
+    for id in voters {
+        nodes.push(start(&router, config(id, &voters, dir.path(), 5)).await);
+    }
+    let leader = leader_of(&nodes).await;
+    let behind = if leader == 3 { 2 } else { 3 };
+    stop(&router, behind).await;
+    let rest: Vec<_> = nodes
+        .iter()
+        .filter(|q| q.node_id() != behind)
+        .cloned()
+        .collect();
+    for i in 0..30 {
+        create(&rest[i % 2], &format!("s{i}")).await.unwrap();
+    }
+    converge(&rest, 30).await;
+    let back = start(&router, config(behind, &voters, dir.path(), 5)).await;
+    let mut all = rest.clone();
+    all.push(Arc::clone(&back));
+    converge(&all, 30).await;
+    assert!(
+        dir.path()
+            .join(format!("node-{behind}/snapshot.json"))
+            .exists(),
+        "caught up by a snapshot"
+    );
+    // And it restarts from its own snapshot.
+    stop(&router, behind).await;
+    drop(back);
+    all.pop();
+    let back = start(&router, config(behind, &voters, dir.path(), 5)).await;
+    assert!(back.wait_ready(Duration::from_secs(10)).await);
+    all.push(back);
+    converge(&all, 30).await;
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_corruption_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = config(1, &[], dir.path(), 1000);
+    let node_dir: PathBuf = cfg.dir.clone();
+    rt.block_on(async {
+        let router = Router::default();
+        let q = start(&router, cfg.clone()).await;
+        assert!(q.wait_ready(Duration::from_secs(10)).await);
+        create(&q, "kept").await.unwrap();
+        stop(&router, 1).await;
+    });
+    let log = node_dir.join("raft.log");
+    let good = std::fs::read(&log).unwrap();
+    // A torn last line: cut, and the node starts with what was whole.
+    let mut torn = good.clone();
+    torn.extend_from_slice(b"0000 {\"log_id\":");
+    std::fs::write(&log, &torn).unwrap();
+    rt.block_on(async {
+        let router = Router::default();
+        let q = start(&router, cfg.clone()).await;
+        assert!(q.wait_ready(Duration::from_secs(10)).await);
+        assert!(q.image().topic("kept").is_some());
+        stop(&router, 1).await;
+    });
+    // A bad line with good ones after it: refused.
+    let good = std::fs::read(&log).unwrap();
+    let mut bad = good.clone();
+    let first_nl = bad.iter().position(|b| *b == b'\n').unwrap();
+    bad[first_nl - 3] ^= 0x20;
+    std::fs::write(&log, &bad).unwrap();
+    let err = rt.block_on(Quorum::open(
+        cfg,
+        Arc::new(Link {
+            from: 1,
+            router: Router::default(),
+        }),
+    ));
+    assert!(err.is_err());
+}
