@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use uuid::Uuid;
 use vltava_metadata::config::ConfigLayers;
-use vltava_metadata::{MetadataDelta, MetadataImage, ResourceType};
+use vltava_metadata::{BrokerEndpoint, MetadataDelta, MetadataImage, MetadataRecord, ResourceType};
+use vltava_quorum::{Quorum, QuorumConfig};
 use vltava_storage::checkpoint;
 
 use crate::config::{topic_settings, BrokerConfig, TopicSettings};
@@ -27,7 +28,6 @@ use crate::replica_manager::{
     LeadershipChange, ReplicaManager, StartupState, LOG_START_CHECKPOINT, RECOVERY_CHECKPOINT,
 };
 use crate::txn_coordinator::{TxnCoordinator, TXN_TOPIC};
-use vltava_types::NodeId;
 
 const CLEAN_SHUTDOWN_FILE: &str = ".vltava_cleanshutdown";
 
@@ -134,15 +134,8 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrokerError 
     move |source| BrokerError::Io { context, source }
 }
 
-fn read_or_create_cluster_id(dir: &Path, node_id: NodeId) -> Result<String, BrokerError> {
-    let path = dir.join("meta.properties");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
-            return Ok(id.trim().to_string());
-        }
-    }
-    // Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
-    let bytes = Uuid::new_v4().into_bytes();
+/// Kafka cluster ids are 16 bytes in URL-safe base64 without padding.
+fn encode_cluster_id(bytes: [u8; 16]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut id = String::new();
     let mut bits = 0u32;
@@ -158,7 +151,50 @@ fn read_or_create_cluster_id(dir: &Path, node_id: NodeId) -> Result<String, Brok
     if nbits > 0 {
         id.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
     }
-    let text = format!("version=1\ncluster.id={id}\nnode.id={node_id}\n");
+    id
+}
+
+/// The cluster id from `meta.properties`, else `cluster.id`, else, for nodes started with
+/// the same `controller.quorum.voters`, one derived from the voters (so they agree without
+/// a format step), else a random one; written to `meta.properties` on first start.
+fn read_or_create_cluster_id(dir: &Path, config: &BrokerConfig) -> Result<String, BrokerError> {
+    let path = dir.join("meta.properties");
+    let configured = config
+        .props
+        .get("cluster.id")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
+            let id = id.trim().to_string();
+            if let Some(c) = configured.filter(|c| *c != id) {
+                return Err(BrokerError::Io {
+                    context: format!("{} belongs to cluster {id}", dir.display()),
+                    source: std::io::Error::other(format!("cluster.id is {c}")),
+                });
+            }
+            return Ok(id);
+        }
+    }
+    let id = configured.unwrap_or_else(|| {
+        if config.voters.is_empty() {
+            return encode_cluster_id(Uuid::new_v4().into_bytes());
+        }
+        let mut voters: Vec<String> = config
+            .voters
+            .iter()
+            .map(|v| format!("{}@{}", v.id, v.addr()))
+            .collect();
+        voters.sort();
+        let text = voters.join(",");
+        let mut bytes = [0u8; 16];
+        for (i, chunk) in bytes.chunks_mut(4).enumerate() {
+            let h = crc32c::crc32c_append((i as u32).wrapping_mul(0x9E37_79B9), text.as_bytes());
+            chunk.copy_from_slice(&h.to_be_bytes());
+        }
+        encode_cluster_id(bytes)
+    });
+    let text = format!("version=1\ncluster.id={id}\nnode.id={}\n", config.node_id);
     std::fs::write(&path, text).map_err(io(format!("write {}", path.display())))?;
     Ok(id)
 }
@@ -275,6 +311,21 @@ impl Broker {
         self.write_checkpoints();
     }
 
+    /// The error for a partition this broker does not host: NOT_LEADER_OR_FOLLOWER when it
+    /// exists (on other brokers), so clients refresh metadata and go there.
+    pub fn not_hosted(&self, topic: &str, partition: i32) -> vltava_protocol::ErrorCode {
+        let exists = self
+            .controller
+            .image()
+            .topic(topic)
+            .is_some_and(|t| t.partitions.contains_key(&partition));
+        if exists {
+            vltava_protocol::ErrorCode::NotLeaderOrFollower
+        } else {
+            vltava_protocol::ErrorCode::UnknownTopicOrPartition
+        }
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         *self.shutting_down.borrow()
     }
@@ -319,11 +370,34 @@ pub async fn start_with(
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-    let cluster_id = read_or_create_cluster_id(&dir, config.node_id)?;
-    let controller = Arc::new(Controller::open(
-        &dir.join("__cluster_metadata").join("metadata.log"),
-        config.node_id,
-    )?);
+    let cluster_id = read_or_create_cluster_id(&dir, &config)?;
+    let metadata_dir = dir.join("__cluster_metadata");
+    let quorum = Quorum::open(
+        QuorumConfig {
+            node_id: config.node_id.get() as u64,
+            voters: config
+                .voters
+                .iter()
+                .map(|v| (v.id.get() as u64, v.addr()))
+                .collect(),
+            dir: metadata_dir.clone(),
+            election_timeout_ms: config
+                .get_i64("controller.quorum.election.timeout.ms")
+                .max(10) as u64,
+            heartbeat_interval_ms: (config
+                .get_i64("controller.quorum.election.timeout.ms")
+                .max(10)
+                / 10) as u64,
+            snapshot_every: 1000,
+        },
+        Arc::new(crate::quorum_transport::TcpTransport::default()),
+    )
+    .await
+    .map_err(|e| BrokerError::Io {
+        context: format!("opening the metadata quorum in {}", metadata_dir.display()),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let controller = Arc::new(Controller::new(quorum, config.node_id));
     let startup = StartupState {
         clean_shutdown: dir.join(CLEAN_SHUTDOWN_FILE).exists(),
         recovery: checkpoint::read(&dir.join(RECOVERY_CHECKPOINT))?,
@@ -389,44 +463,19 @@ pub async fn start_with(
         open_file_limit: raise_open_file_limit(),
         _lock: lock,
     });
-    let publisher: Arc<dyn MetadataPublisher> = Arc::clone(&broker) as _;
-    broker.controller.set_publisher(Arc::downgrade(&publisher));
-    drop(publisher);
-    // Every partition in the metadata, opened from disk with what the last run left.
-    let b = Arc::clone(&broker);
-    tokio::task::spawn_blocking(move || b.controller.publish_all())
-        .await
-        .map_err(|e| BrokerError::Io {
-            context: "opening logs".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?
-        .map_err(|e| BrokerError::Io {
-            context: "opening logs".into(),
-            source: std::io::Error::other(e),
-        })?;
-    broker.partitions.startup_done();
-    let image = broker.controller.image();
-    ensure_offsets_topic(&broker).await?;
-    crate::txn_coordinator::ensure_topic(&broker).await?;
-    // The __consumer_offsets and __transaction_state partitions led here load before the
-    // broker accepts connections, so a restarted broker answers at once; later leadership
-    // changes reach the coordinators through the metadata publisher.
-    let mut loads: Vec<_> = broker
-        .partitions
-        .topic(OFFSETS_TOPIC)
-        .iter()
-        .filter(|p| p.is_leader())
-        .map(|p| broker.groups.on_leader(p.index, p.leader_epoch()))
-        .collect();
-    loads.extend(
-        broker
-            .partitions
-            .topic(TXN_TOPIC)
-            .iter()
-            .filter(|p| p.is_leader())
-            .map(|p| broker.txns.on_leader(p.index, p.leader_epoch())),
-    );
-    futures::future::join_all(loads).await;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Controller listeners serve the quorum from now on: the other controllers may need this
+    // node's vote before anyone can answer clients. Client listeners wait for `ready`.
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let task = tokio::spawn(run(Arc::clone(&broker), sockets, shutdown_rx, ready_rx));
+    match join_cluster(&broker, &metadata_dir).await {
+        Ok(()) => {}
+        Err(e) => {
+            let _ = shutdown_tx.send(true);
+            let _ = task.await;
+            return Err(e);
+        }
+    }
     // From here on, a crash is an unclean shutdown.
     let _ = std::fs::remove_file(dir.join(CLEAN_SHUTDOWN_FILE));
     broker.write_checkpoints();
@@ -434,10 +483,10 @@ pub async fn start_with(
         Arc::clone(&broker.partitions),
         crate::log_cleaner::CleanerSettings::from_config(&broker.config),
     ));
+    let image = broker.controller.image();
+    let _ = ready_tx.send(true);
     tracing::info!(addr = %local_addr, cluster_id = %broker.cluster_id, topics = image.topics.len(), "broker started");
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let task = tokio::spawn(run(Arc::clone(&broker), sockets, shutdown_rx));
     Ok(BrokerHandle {
         local_addr,
         broker,
@@ -446,7 +495,12 @@ pub async fn start_with(
     })
 }
 
-async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch::Receiver<bool>) {
+async fn run(
+    broker: Arc<Broker>,
+    sockets: Vec<TcpListener>,
+    mut shutdown: watch::Receiver<bool>,
+    ready: watch::Receiver<bool>,
+) {
     let connections = Arc::new(crate::network::ConnectionTracker::new(
         broker.config.max_connections(),
         Arc::clone(&broker.memory),
@@ -458,7 +512,14 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
             Arc::clone(&connections),
             shutdown.clone(),
         );
+        let mut ready = ready.clone();
         acceptors.spawn(async move {
+            if !broker.config.is_controller_listener(&listener.name) {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    r = ready.wait_for(|r| *r) => if r.is_err() { return },
+                }
+            }
             loop {
                 tokio::select! {
                     _ = shutdown.changed() => break,
@@ -528,6 +589,8 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     // Acceptors watch the same signal; once they end no listener socket is open.
     while acceptors.join_next().await.is_some() {}
     connections.drain(Duration::from_secs(10)).await;
+    // No metadata is applied once the logs start closing.
+    broker.controller.quorum().shutdown().await;
     // No coordinator timer may write once the logs close.
     for p in broker.partitions.topic(OFFSETS_TOPIC) {
         broker.groups.on_resigned(p.index);
@@ -562,6 +625,148 @@ async fn run(broker: Arc<Broker>, sockets: Vec<TcpListener>, mut shutdown: watch
     })
     .await;
     tracing::info!("broker stopped");
+}
+
+/// How long start-up waits for the quorum to elect a leader and replay what it committed.
+const QUORUM_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits for the metadata quorum, brings in a pre-quorum metadata log, opens every
+/// partition in the image, registers this broker and loads the coordinators it leads.
+async fn join_cluster(broker: &Arc<Broker>, metadata_dir: &Path) -> Result<(), BrokerError> {
+    let fail = |context: &str, e: String| BrokerError::Io {
+        context: context.to_string(),
+        source: std::io::Error::other(e),
+    };
+    let quorum = Arc::clone(broker.controller.quorum());
+    if !quorum.wait_ready(QUORUM_READY_TIMEOUT).await {
+        return Err(fail(
+            "joining the metadata quorum",
+            format!(
+                "no quorum leader within {QUORUM_READY_TIMEOUT:?}; are the controller.quorum.voters up and reachable?"
+            ),
+        ));
+    }
+    import_legacy_metadata_log(broker, metadata_dir).await?;
+    // Every partition in the metadata, opened from disk with what the last run left; from
+    // here on each committed batch reaches the broker as a delta.
+    let b = Arc::clone(broker);
+    tokio::task::spawn_blocking(move || {
+        let publisher: Arc<dyn MetadataPublisher> = Arc::clone(&b) as _;
+        b.controller.attach(Arc::downgrade(&publisher));
+    })
+    .await
+    .map_err(|e| fail("opening logs", e.to_string()))?;
+    broker.partitions.startup_done();
+    if broker.config.roles.broker {
+        register_broker(broker)
+            .await
+            .map_err(|e| fail("registering with the controller", e.message))?;
+    }
+    ensure_offsets_topic(broker).await?;
+    crate::txn_coordinator::ensure_topic(broker).await?;
+    // The __consumer_offsets and __transaction_state partitions led here load before the
+    // broker accepts clients, so a restarted broker answers at once; later leadership
+    // changes reach the coordinators through the metadata publisher.
+    let mut loads: Vec<_> = broker
+        .partitions
+        .topic(OFFSETS_TOPIC)
+        .iter()
+        .filter(|p| p.is_leader())
+        .map(|p| broker.groups.on_leader(p.index, p.leader_epoch()))
+        .collect();
+    loads.extend(
+        broker
+            .partitions
+            .topic(TXN_TOPIC)
+            .iter()
+            .filter(|p| p.is_leader())
+            .map(|p| broker.txns.on_leader(p.index, p.leader_epoch())),
+    );
+    futures::future::join_all(loads).await;
+    Ok(())
+}
+
+/// A data dir from before the quorum keeps its metadata in `metadata.log`; its records
+/// become the quorum's first batch, and the file is renamed so this happens once.
+async fn import_legacy_metadata_log(
+    broker: &Arc<Broker>,
+    metadata_dir: &Path,
+) -> Result<(), BrokerError> {
+    let legacy = metadata_dir.join("metadata.log");
+    if !legacy.exists() {
+        return Ok(());
+    }
+    let (log, image) = vltava_metadata::MetadataLog::open(&legacy)?;
+    drop(log);
+    let records = image.to_records();
+    let count = records.len();
+    broker
+        .controller
+        .write(move |current| {
+            // Only into an empty quorum: a crash after the write but before the rename
+            // must not import twice.
+            if current.topics.is_empty() && current.brokers.is_empty() {
+                Ok((records.clone(), ()))
+            } else {
+                Ok((Vec::new(), ()))
+            }
+        })
+        .await
+        .map_err(|e| BrokerError::Io {
+            context: "importing metadata.log into the quorum".into(),
+            source: std::io::Error::other(e.message),
+        })?;
+    let done = metadata_dir.join("metadata.log.imported");
+    std::fs::rename(&legacy, &done).map_err(io(format!("rename {}", legacy.display())))?;
+    tracing::info!(
+        records = count,
+        "imported the metadata log into the metadata quorum"
+    );
+    Ok(())
+}
+
+/// Records this broker's listeners and rack (KRaft's BrokerRegistration), with an epoch
+/// one past its last registration.
+async fn register_broker(broker: &Arc<Broker>) -> Result<(), crate::controller::OpError> {
+    let node_id = broker.config.node_id;
+    let endpoints: Vec<BrokerEndpoint> = broker
+        .listeners
+        .iter()
+        .filter(|l| !broker.config.is_controller_listener(&l.name))
+        .map(|l| BrokerEndpoint {
+            name: l.name.to_string(),
+            host: l.advertised.0.clone(),
+            port: l.advertised.1,
+            security_protocol: l.security_protocol.id(),
+        })
+        .collect();
+    let rack = broker
+        .config
+        .props
+        .get("broker.rack")
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
+    let incarnation_id = Uuid::new_v4();
+    broker
+        .controller
+        .write(move |image| {
+            let broker_epoch = image
+                .brokers
+                .get(&node_id)
+                .map_or(1, |b| b.broker_epoch + 1);
+            Ok((
+                vec![MetadataRecord::RegisterBrokerRecord {
+                    broker_id: node_id,
+                    incarnation_id,
+                    broker_epoch,
+                    endpoints: endpoints.clone(),
+                    rack: rack.clone(),
+                    fenced: false,
+                }],
+                (),
+            ))
+        })
+        .await
 }
 
 /// Creates `__consumer_offsets` on first start: compacted, `offsets.topic.num.partitions`.
@@ -600,6 +805,20 @@ async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), BrokerError> {
     )
     .await
     .map(|_| ())
+    .or_else(|e| {
+        if e.code == vltava_protocol::ErrorCode::TopicAlreadyExists {
+            // Another node created it first: use its partition count.
+            if let Some(t) = broker.controller.image().topic(OFFSETS_TOPIC) {
+                broker
+                    .groups
+                    .partitions
+                    .store(t.partitions.len() as i32, Ordering::Relaxed);
+            }
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })
     .map_err(|e| BrokerError::Io {
         context: format!("creating {OFFSETS_TOPIC}"),
         source: std::io::Error::other(e.message),

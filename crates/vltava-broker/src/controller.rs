@@ -1,19 +1,20 @@
-//! Turns admin operations into metadata records, commits them to the metadata log and
-//! publishes each committed batch as a delta. Validation is pure: it reads an image and
-//! returns records or a Kafka error, so it can be tested without a broker.
+//! Turns admin operations into metadata records and commits them through the metadata
+//! quorum; every node's listener is handed each committed batch as a delta. Validation is
+//! pure: it reads an image and returns records or a Kafka error, so it can be tested without
+//! a broker.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use uuid::Uuid;
 use vltava_metadata::config as defs;
 use vltava_metadata::{
-    validate_topic_name, MetadataDelta, MetadataError, MetadataImage, MetadataLog, MetadataRecord,
-    ResourceType,
+    validate_topic_name, MetadataDelta, MetadataImage, MetadataRecord, ResourceType,
 };
 use vltava_protocol::ErrorCode;
+use vltava_quorum::{Listener, Quorum, WriteError};
 use vltava_types::{LeaderEpoch, NodeId};
 
 /// A refused operation: Kafka's error code plus a message for the client.
@@ -39,88 +40,102 @@ pub trait MetadataPublisher: Send + Sync {
     fn publish(&self, delta: &MetadataDelta, image: &MetadataImage) -> Result<(), String>;
 }
 
+/// How long a metadata change may wait for the quorum.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct Controller {
-    log: Mutex<MetadataLog>,
-    image: RwLock<Arc<MetadataImage>>,
+    quorum: Arc<Quorum>,
     node_id: NodeId,
-    publisher: RwLock<Option<Weak<dyn MetadataPublisher>>>,
+    /// The last batch this node could not act on: the applied index after it, and why.
+    publish_failure: Arc<Mutex<Option<(u64, String)>>>,
+    /// Keeps the adapter the quorum holds weakly.
+    listener: Mutex<Option<Arc<dyn Listener>>>,
+}
+
+/// Hands committed batches to the broker's publisher and remembers what it could not apply.
+struct PublisherAdapter {
+    publisher: Weak<dyn MetadataPublisher>,
+    quorum: Weak<Quorum>,
+    failure: Arc<Mutex<Option<(u64, String)>>>,
+}
+
+impl Listener for PublisherAdapter {
+    fn on_commit(&self, delta: &MetadataDelta, image: &MetadataImage) {
+        let Some(p) = self.publisher.upgrade() else {
+            return;
+        };
+        if let Err(e) = p.publish(delta, image) {
+            tracing::error!(error = %e, "could not act on committed metadata");
+            // Called before the applied index moves past this batch.
+            let next = self.quorum.upgrade().map_or(0, |q| q.applied() + 1);
+            *self.failure.lock() = Some((next, e));
+        }
+    }
 }
 
 impl Controller {
-    pub fn open(path: &Path, node_id: NodeId) -> Result<Self, MetadataError> {
-        let (log, image) = MetadataLog::open(path)?;
-        Ok(Self {
-            log: Mutex::new(log),
-            image: RwLock::new(Arc::new(image)),
+    pub fn new(quorum: Arc<Quorum>, node_id: NodeId) -> Self {
+        Self {
+            quorum,
             node_id,
-            publisher: RwLock::new(None),
-        })
+            publish_failure: Arc::default(),
+            listener: Mutex::new(None),
+        }
     }
 
-    pub fn set_publisher(&self, publisher: Weak<dyn MetadataPublisher>) {
-        *self.publisher.write() = Some(publisher);
+    /// Starts handing committed batches to `publisher`, beginning with the whole image.
+    pub fn attach(&self, publisher: Weak<dyn MetadataPublisher>) {
+        let adapter: Arc<dyn Listener> = Arc::new(PublisherAdapter {
+            publisher,
+            quorum: Arc::downgrade(&self.quorum),
+            failure: Arc::clone(&self.publish_failure),
+        });
+        self.quorum.attach(Arc::downgrade(&adapter));
+        *self.listener.lock() = Some(adapter);
     }
 
     pub fn image(&self) -> Arc<MetadataImage> {
-        Arc::clone(&self.image.read())
+        self.quorum.image()
     }
 
     pub fn node_id(&self) -> NodeId {
         self.node_id
     }
 
+    pub fn quorum(&self) -> &Arc<Quorum> {
+        &self.quorum
+    }
+
+    /// The quorum's leader: Kafka's active controller.
+    pub fn active_controller(&self) -> Option<NodeId> {
+        self.quorum
+            .leader()
+            .and_then(|l| i32::try_from(l).ok())
+            .map(NodeId::new)
+    }
+
     /// Proposes a change: `op` reads the current image and returns the records to commit
-    /// (or a Kafka error) plus a value for the caller. The future resolves once the records
-    /// are durable in the metadata log and published. Proposals are serialised, so an op
-    /// sees every earlier commit; the disk work runs off the async workers.
+    /// (or a Kafka error) plus a value for the caller. Resolves once the records are
+    /// committed by the quorum and published on this node. `op` may run more than once, on
+    /// newer images, when another change commits first.
     pub async fn write<T, F>(self: &Arc<Self>, op: F) -> Result<T, OpError>
     where
         T: Send + 'static,
-        F: FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), OpError> + Send + 'static,
+        F: Fn(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), OpError> + Send + Sync + 'static,
     {
-        let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || me.write_blocking(op))
-            .await
-            .unwrap_or_else(|e| {
-                Err(OpError::new(
-                    ErrorCode::UnknownServerError,
-                    format!("metadata change failed: {e}"),
-                ))
-            })
-    }
-
-    /// [`Controller::write`] on the calling thread (start-up, tests).
-    pub fn write_blocking<T>(
-        &self,
-        op: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), OpError>,
-    ) -> Result<T, OpError> {
-        let mut log = self.log.lock();
-        let old = self.image();
-        let (records, out) = op(&old)?;
-        if records.is_empty() {
-            return Ok(out);
-        }
-        log.append(&records).map_err(|e| {
-            OpError::new(ErrorCode::KafkaStorageError, format!("metadata log: {e}"))
-        })?;
-        let (next, delta) = MetadataDelta::apply(&old, &records);
-        let next = Arc::new(next);
-        *self.image.write() = Arc::clone(&next);
-        let publisher = self.publisher.read().as_ref().and_then(Weak::upgrade);
-        if let Some(p) = publisher {
-            p.publish(&delta, &next)
-                .map_err(|e| OpError::new(ErrorCode::KafkaStorageError, e))?;
-        }
-        Ok(out)
-    }
-
-    /// Publishes the whole image as one delta, once, at start.
-    pub fn publish_all(&self) -> Result<(), String> {
-        let image = self.image();
-        let publisher = self.publisher.read().as_ref().and_then(Weak::upgrade);
-        match publisher {
-            Some(p) => p.publish(&MetadataDelta::everything(&image), &image),
-            None => Ok(()),
+        let before = self.quorum.applied();
+        match self.quorum.write(WRITE_TIMEOUT, op).await {
+            Ok(out) => {
+                let failure = self.publish_failure.lock().take();
+                match failure {
+                    Some((at, e)) if at > before => {
+                        Err(OpError::new(ErrorCode::KafkaStorageError, e))
+                    }
+                    _ => Ok(out),
+                }
+            }
+            Err(WriteError::Refused(e)) => Err(e),
+            Err(WriteError::Timeout(m)) => Err(OpError::new(ErrorCode::RequestTimedOut, m)),
         }
     }
 }
@@ -171,12 +186,7 @@ pub fn create_topic_records(
             "Replication factor must be larger than 0.",
         ));
     }
-    if replication_factor > 1 {
-        return Err(OpError::new(
-            ErrorCode::InvalidReplicationFactor,
-            format!("Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only 1 broker(s) are registered."),
-        ));
-    }
+    let assignments = assign(image, node_id, 0, num_partitions, replication_factor)?;
     for (k, v) in configs {
         defs::validate_topic_config(k, v).map_err(|m| OpError::new(ErrorCode::InvalidConfig, m))?;
     }
@@ -193,23 +203,67 @@ pub fn create_topic_records(
             value: Some(v.clone()),
         });
     }
-    records.extend(partition_records(topic_id, 0..num_partitions, node_id));
+    records.extend(partition_records(topic_id, 0, assignments));
     Ok((topic_id, records))
+}
+
+/// Replicas for new partitions over the live brokers of `image` (this node alone when none
+/// has registered yet), from a random start as Kafka places them.
+fn assign(
+    image: &MetadataImage,
+    node_id: NodeId,
+    first_partition: i32,
+    count: i32,
+    replication_factor: i16,
+) -> Result<Vec<Vec<NodeId>>, OpError> {
+    let mut brokers: Vec<PlacementBroker> = image
+        .live_brokers()
+        .map(|b| PlacementBroker {
+            id: b.broker_id,
+            rack: b.rack.clone(),
+        })
+        .collect();
+    if brokers.is_empty() {
+        brokers.push(PlacementBroker {
+            id: node_id,
+            rack: None,
+        });
+    }
+    if replication_factor > 1 && replication_factor as usize <= brokers.len() {
+        return Err(OpError::new(
+            ErrorCode::InvalidReplicationFactor,
+            format!("Replication factor {replication_factor} needs partition replication, which this version of Vltava does not do yet; use 1."),
+        ));
+    }
+    let random = Uuid::new_v4().as_u128();
+    place_replicas(
+        &brokers,
+        first_partition,
+        count,
+        replication_factor,
+        (random % 1_000_003) as usize,
+        ((random >> 64) % 1_000_003) as usize,
+    )
 }
 
 fn partition_records(
     topic_id: Uuid,
-    range: std::ops::Range<i32>,
-    node_id: NodeId,
+    first_partition: i32,
+    assignments: Vec<Vec<NodeId>>,
 ) -> impl Iterator<Item = MetadataRecord> {
-    range.map(move |partition_id| MetadataRecord::PartitionRecord {
-        topic_id,
-        partition_id,
-        replicas: vec![node_id],
-        isr: vec![node_id],
-        leader: node_id,
-        leader_epoch: LeaderEpoch::new(0),
-    })
+    assignments
+        .into_iter()
+        .zip(first_partition..)
+        .map(
+            move |(replicas, partition_id)| MetadataRecord::PartitionRecord {
+                topic_id,
+                partition_id,
+                isr: replicas.clone(),
+                leader: replicas[0],
+                replicas,
+                leader_epoch: LeaderEpoch::new(0),
+            },
+        )
 }
 
 pub fn create_partitions_records(
@@ -243,7 +297,13 @@ pub fn create_partitions_records(
             "Number of partitions is limited to 100000.",
         ));
     }
-    Ok(partition_records(topic.topic_id, current..count, node_id).collect())
+    let rf = topic
+        .partitions
+        .values()
+        .next()
+        .map_or(1, |p| p.replicas.len().max(1) as i16);
+    let assignments = assign(image, node_id, current, count - current, rf)?;
+    Ok(partition_records(topic.topic_id, current, assignments).collect())
 }
 
 /// A broker replicas may be placed on: its id and rack.

@@ -18,6 +18,7 @@ pub mod memory_pool;
 pub mod network;
 pub mod partition;
 pub mod producer_ids;
+pub mod quorum_transport;
 pub mod replica_manager;
 pub mod security;
 pub mod txn_coordinator;

@@ -345,7 +345,15 @@ async fn serve<S>(
         let _ = wr.shutdown().await;
     });
     let max = broker.config.socket_request_max_bytes();
-    let idle = broker.config.connections_max_idle();
+    let is_controller_listener = broker
+        .config
+        .is_controller_listener(&connection.listener_name);
+    // Controllers keep quiet connections to each other open.
+    let idle = if is_controller_listener {
+        Duration::from_secs(3600)
+    } else {
+        broker.config.connections_max_idle()
+    };
     let mut lane: Option<AppendLane> = None;
     let (closing_tx, mut closing) = watch::channel(false);
     let closing_tx = Arc::new(closing_tx);
@@ -383,6 +391,21 @@ async fn serve<S>(
                 break;
             }
         };
+        if is_controller_listener && crate::quorum_transport::is_quorum_frame(&body) {
+            let Some((corr, payload)) = crate::quorum_transport::parse(&body) else {
+                break;
+            };
+            let quorum = Arc::clone(broker.controller.quorum());
+            let pending: Pending = Box::pin(async move {
+                let answer = quorum.serve(&payload).await;
+                drop(reservation);
+                Some((crate::quorum_transport::response(corr, answer), None))
+            });
+            if tx.send(pending).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let pending = match decode_request(body) {
             Ok(Decoded::Request(header, request)) => {
                 // Until SASL authentication succeeds the authenticator answers, not the handlers.

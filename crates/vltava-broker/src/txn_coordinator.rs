@@ -575,7 +575,7 @@ pub async fn ensure_topic(broker: &Arc<Broker>) -> Result<(), crate::broker::Bro
         return Ok(());
     }
     let c = &broker.config;
-    // One broker per cluster today: the replication factor is at most 1.
+    // Partitions are not replicated yet: the replication factor is at most 1.
     let rf = c
         .get_i64("transaction.state.log.replication.factor")
         .clamp(1, 1) as i16;
@@ -601,6 +601,17 @@ pub async fn ensure_topic(broker: &Arc<Broker>) -> Result<(), crate::broker::Bro
     )
     .await
     .map(|_| ())
+    .or_else(|e| {
+        if e.code == vltava_protocol::ErrorCode::TopicAlreadyExists {
+            // Another node created it first: use its partition count.
+            if let Some(t) = broker.controller.image().topic(TXN_TOPIC) {
+                broker.txns.set_partitions(t.partitions.len() as i32);
+            }
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })
     .map_err(|e| crate::broker::BrokerError::Io {
         context: format!("creating {TXN_TOPIC}"),
         source: std::io::Error::other(e.message),

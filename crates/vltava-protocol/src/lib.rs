@@ -142,6 +142,7 @@ apis! {
     CreatePartitions(CreatePartitionsRequest, CreatePartitionsResponse);
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse);
     DescribeCluster(DescribeClusterRequest, DescribeClusterResponse);
+    DescribeQuorum(DescribeQuorumRequest, DescribeQuorumResponse);
     DescribeTopicPartitions(DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse);
     FindCoordinator(FindCoordinatorRequest, FindCoordinatorResponse);
     JoinGroup(JoinGroupRequest, JoinGroupResponse);

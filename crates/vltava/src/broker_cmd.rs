@@ -56,8 +56,15 @@ pub(crate) enum LogFormat {
 /// Logs go to stderr; colour codes only when it is a terminal, never into files or pipes.
 pub(crate) fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // openraft warns on every failed heartbeat to a peer that is down (20 a second); the
+    // quorum's own messages say what matters. RUST_LOG=openraft=warn brings them back.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("openraft")) {
+        if let Ok(d) = "openraft=error".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -318,6 +318,7 @@ const ADVERTISED: &[(i16, i16, i16)] = &[
     (47, 0, 0), // OffsetDelete
     (50, 0, 0), // DescribeUserScramCredentials
     (51, 0, 0), // AlterUserScramCredentials
+    (55, 0, 2), // DescribeQuorum
     (60, 0, 2), // DescribeCluster
     (61, 0, 0), // DescribeProducers
     (65, 0, 0), // DescribeTransactions

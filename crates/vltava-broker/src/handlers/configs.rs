@@ -236,7 +236,10 @@ async fn apply(
     rtype_wire: i8,
     name: String,
     validate_only: bool,
-    changes: impl FnOnce(&MetadataImage, ResourceType) -> Result<Vec<Change>, OpError> + Send + 'static,
+    changes: impl Fn(&MetadataImage, ResourceType) -> Result<Vec<Change>, OpError>
+        + Send
+        + Sync
+        + 'static,
 ) -> Result<(), OpError> {
     let rtype = ResourceType::from_wire(rtype_wire).ok_or_else(|| {
         OpError::new(
@@ -304,7 +307,7 @@ pub async fn alter_configs(
             name,
             req.validate_only,
             move |image, rtype| {
-                let name = n;
+                let name = &n;
                 let mut wanted = BTreeMap::new();
                 for c in &configs {
                     let Some(v) = &c.value else {
@@ -315,7 +318,7 @@ pub async fn alter_configs(
                     };
                     wanted.insert(c.name.to_string(), v.to_string());
                 }
-                let mut changes: Vec<Change> = current(image, rtype, &name)
+                let mut changes: Vec<Change> = current(image, rtype, name)
                     .into_keys()
                     .filter(|k| !wanted.contains_key(k))
                     .map(|k| (k, None))
@@ -348,8 +351,8 @@ pub async fn incremental_alter_configs(
             name,
             req.validate_only,
             move |image, rtype| {
-                let name = n;
-                let mut now = current(image, rtype, &name);
+                let name = &n;
+                let mut now = current(image, rtype, name);
                 let mut changes = Vec::new();
                 for c in &configs {
                     let key = c.name.to_string();

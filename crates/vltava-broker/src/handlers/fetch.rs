@@ -161,7 +161,7 @@ pub async fn handle(
             let error = match (&name, &partition) {
                 (Some(_), _) if !authorized => Some(ErrorCode::TopicAuthorizationFailed),
                 (None, _) => Some(ErrorCode::UnknownTopicId),
-                (Some(_), None) => Some(ErrorCode::UnknownTopicOrPartition),
+                (Some(n), None) => Some(broker.not_hosted(n, fp.partition)),
                 (Some(_), Some(p)) if !p.is_leader() => Some(ErrorCode::NotLeaderOrFollower),
                 (Some(_), Some(p)) => check_leader_epoch(fp.current_leader_epoch, p.leader_epoch()),
             };

@@ -12,6 +12,7 @@ use vltava_coordinator::state::{CommitEntry, Group};
 use vltava_coordinator::GroupError;
 use vltava_protocol::messages::*;
 use vltava_protocol::ErrorCode;
+use vltava_protocol::StrBytes;
 use vltava_types::{LeaderEpoch, Offset};
 
 use super::{sb, tn};
@@ -73,16 +74,49 @@ pub fn find_coordinator(
             _ => Some((ErrorCode::InvalidRequest, "unknown coordinator key type")),
         }
     };
-    let (host, port) = broker.advertised_for(ctx.listener_name());
-    let (host, port, node) = (
-        sb(host),
-        i32::from(port),
-        BrokerId(broker.config.node_id.get()),
-    );
+    let image = broker.controller.image();
+    // The coordinator is the leader of the key's internal-topic partition.
+    let locate =
+        |key_type: i8, key: &str| -> Result<(BrokerId, StrBytes, i32), (ErrorCode, &'static str)> {
+            if let Some(e) = answer(key_type, key) {
+                return Err(e);
+            }
+            let (topic, partition) = if key_type == 1 {
+                (
+                    crate::txn_coordinator::TXN_TOPIC,
+                    broker.txns.partition_for(key),
+                )
+            } else {
+                (
+                    crate::group_coordinator::OFFSETS_TOPIC,
+                    broker.groups.partition_for(key),
+                )
+            };
+            let unavailable = (
+                ErrorCode::CoordinatorNotAvailable,
+                "the coordinator's partition has no leader yet",
+            );
+            let leader = image
+                .topic(topic)
+                .and_then(|t| t.partitions.get(&partition))
+                .map(|p| p.leader)
+                .ok_or(unavailable)?;
+            if leader == broker.config.node_id {
+                let (host, port) = broker.advertised_for(ctx.listener_name());
+                return Ok((BrokerId(leader.get()), sb(host), i32::from(port)));
+            }
+            image
+                .brokers
+                .get(&leader)
+                .filter(|b| !b.fenced)
+                .and_then(|b| b.endpoint(ctx.listener_name()))
+                .map(|e| (BrokerId(leader.get()), sb(&e.host), i32::from(e.port)))
+                .ok_or(unavailable)
+        };
     let mut resp = FindCoordinatorResponse::default();
     if version < 4 {
-        match answer(req.key_type, &req.key) {
-            Some((code, msg)) => {
+        match locate(req.key_type, &req.key) {
+            Err((code, msg)) => {
                 resp.error_code = code.code();
                 if version >= 1 {
                     resp.error_message = Some(sb(msg));
@@ -90,7 +124,7 @@ pub fn find_coordinator(
                 resp.node_id = BrokerId(-1);
                 resp.port = -1;
             }
-            None => {
+            Ok((node, host, port)) => {
                 resp.node_id = node;
                 resp.host = host;
                 resp.port = port;
@@ -104,16 +138,16 @@ pub fn find_coordinator(
         .map(|key| {
             let mut c = find_coordinator_response::Coordinator::default();
             c.key = key.clone();
-            match answer(req.key_type, key) {
-                Some((code, msg)) => {
+            match locate(req.key_type, key) {
+                Err((code, msg)) => {
                     c.error_code = code.code();
                     c.node_id = BrokerId(-1);
                     c.port = -1;
                     c.error_message = Some(sb(msg));
                 }
-                None => {
+                Ok((node, host, port)) => {
                     c.node_id = node;
-                    c.host = host.clone();
+                    c.host = host;
                     c.port = port;
                 }
             }

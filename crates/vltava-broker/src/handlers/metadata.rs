@@ -141,17 +141,54 @@ pub async fn metadata(
             out
         }
     };
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(broker.config.node_id.get());
-    let (host, port) = broker.advertised_for(ctx.listener_name());
-    b.host = sb(host);
-    b.port = i32::from(port);
     let mut resp = MetadataResponse::default();
-    resp.brokers = vec![b];
+    resp.brokers = broker_endpoints(broker, ctx, &image)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(id.get());
+            b.host = sb(host);
+            b.port = i32::from(port);
+            b.rack = rack.map(sb);
+            b
+        })
+        .collect();
     resp.cluster_id = Some(sb(&broker.cluster_id));
-    resp.controller_id = BrokerId(broker.config.node_id.get());
+    resp.controller_id = BrokerId(controller_for_clients(broker, &image).get());
     resp.topics = topics;
     resp
+}
+
+/// Every live broker's address on the listener the request came through (Kafka lists a
+/// broker only if it has an endpoint of that name), with this broker first known even
+/// before its registration commits.
+fn broker_endpoints(
+    broker: &Broker,
+    ctx: &RequestContext,
+    image: &vltava_metadata::MetadataImage,
+) -> Vec<(NodeId, String, u16, Option<String>)> {
+    let listener = ctx.listener_name();
+    let mut out: Vec<_> = image
+        .live_brokers()
+        .filter_map(|b| {
+            b.endpoint(listener)
+                .map(|e| (b.broker_id, e.host.clone(), e.port, b.rack.clone()))
+        })
+        .collect();
+    let me = broker.config.node_id;
+    if !out.iter().any(|(id, ..)| *id == me) {
+        let (host, port) = broker.advertised_for(listener);
+        let rack = broker.config.props.get("broker.rack").cloned();
+        out.push((me, host.to_string(), port, rack.filter(|r| !r.is_empty())));
+    }
+    out
+}
+
+/// The controller id clients are told: as KRaft brokers do, a live broker (this one), which
+/// takes admin requests and proposes them to the quorum; the quorum leader itself may be
+/// gone before the client asks it anything.
+fn controller_for_clients(broker: &Broker, _image: &vltava_metadata::MetadataImage) -> NodeId {
+    broker.config.node_id
 }
 
 pub fn describe_cluster(
@@ -167,15 +204,76 @@ pub fn describe_cluster(
         resp.endpoint_type = req.endpoint_type;
         return resp;
     }
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = BrokerId(broker.config.node_id.get());
-    let (host, port) = broker.advertised_for(ctx.listener_name());
-    b.host = sb(host);
-    b.port = i32::from(port);
+    let image = broker.controller.image();
+    resp.brokers = broker_endpoints(broker, ctx, &image)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            let mut b = DescribeClusterBroker::default();
+            b.broker_id = BrokerId(id.get());
+            b.host = sb(host);
+            b.port = i32::from(port);
+            b.rack = rack.map(sb);
+            b
+        })
+        .collect();
     resp.endpoint_type = 1;
     resp.cluster_id = sb(&broker.cluster_id);
-    resp.controller_id = BrokerId(broker.config.node_id.get());
-    resp.brokers = vec![b];
+    resp.controller_id = BrokerId(controller_for_clients(broker, &image).get());
+    resp
+}
+
+/// DescribeQuorum for `__cluster_metadata` partition 0: the quorum's leader, term, high
+/// watermark and each voter's and observer's log end, as this node knows them (the leader
+/// knows every replica's progress; others know only their own).
+pub fn describe_quorum(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: DescribeQuorumRequest,
+) -> DescribeQuorumResponse {
+    use vltava_protocol::messages::describe_quorum_response::{
+        PartitionData, ReplicaState, TopicData,
+    };
+    let mut resp = DescribeQuorumResponse::default();
+    if !broker.authorize(ctx, AclOperation::Describe, Resource::Cluster) {
+        resp.error_code = ErrorCode::ClusterAuthorizationFailed.code();
+        return resp;
+    }
+    let status = broker.controller.quorum().status();
+    let replica = |r: &vltava_quorum::ReplicaStatus| {
+        let mut s = ReplicaState::default();
+        s.replica_id = BrokerId(r.node_id as i32);
+        s.log_end_offset = r.log_end.map_or(-1, |e| e as i64);
+        s.last_fetch_timestamp = -1;
+        s.last_caught_up_timestamp = -1;
+        s
+    };
+    resp.topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let mut td = TopicData::default();
+            td.topic_name = t.topic_name.clone();
+            td.partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut pd = PartitionData::default();
+                    pd.partition_index = p.partition_index;
+                    if &*t.topic_name.0 != "__cluster_metadata" || p.partition_index != 0 {
+                        pd.error_code = ErrorCode::UnknownTopicOrPartition.code();
+                        return pd;
+                    }
+                    pd.leader_id = BrokerId(status.leader.map_or(-1, |l| l as i32));
+                    pd.leader_epoch = status.term as i32;
+                    pd.high_watermark = status.high_watermark as i64;
+                    pd.current_voters = status.voters.iter().map(replica).collect();
+                    pd.observers = status.observers.iter().map(replica).collect();
+                    pd
+                })
+                .collect();
+            td
+        })
+        .collect();
     resp
 }
 

@@ -59,6 +59,7 @@ pub fn dispatch(
             })
         }
         Request::DescribeCluster(r) => ready(metadata::describe_cluster(broker, c, r).into()),
+        Request::DescribeQuorum(r) => ready(metadata::describe_quorum(broker, c, r).into()),
         Request::DescribeTopicPartitions(r) => {
             ready(metadata::describe_topic_partitions(broker, c, r).into())
         }

@@ -51,7 +51,7 @@ pub fn list_offsets(
                 _ if !broker.authorize(ctx, AclOperation::Describe, Resource::Topic(&name)) => {
                     r.error_code = ErrorCode::TopicAuthorizationFailed.code()
                 }
-                None => r.error_code = ErrorCode::UnknownTopicOrPartition.code(),
+                None => r.error_code = broker.not_hosted(&name, lp.partition_index).code(),
                 Some(p) if !p.is_leader() => r.error_code = ErrorCode::NotLeaderOrFollower.code(),
                 Some(p) => {
                     if let Some(code) =

@@ -356,10 +356,9 @@ pub fn handle(
                     .and_then(|n| broker.partitions.get(n, pd.index))
                 {
                     None => {
-                        let code = if name.is_none() {
-                            ErrorCode::UnknownTopicId
-                        } else {
-                            ErrorCode::UnknownTopicOrPartition
+                        let code = match name.as_deref() {
+                            None => ErrorCode::UnknownTopicId,
+                            Some(n) => broker.not_hosted(n, pd.index),
                         };
                         Plan::Answer(partition_error(pd.index, code, None))
                     }
