@@ -14,6 +14,7 @@ use vltava_metadata::config::ConfigLayers;
 use vltava_metadata::{BrokerEndpoint, MetadataDelta, MetadataImage, MetadataRecord, ResourceType};
 use vltava_quorum::{Quorum, QuorumConfig};
 use vltava_storage::checkpoint;
+use vltava_types::NodeId;
 
 use crate::config::{topic_settings, BrokerConfig, TopicSettings};
 use crate::context::{
@@ -550,9 +551,20 @@ async fn run(
         Duration::from_millis(broker.config.producer_id_expiration_check_interval_ms());
     let mut producer_expiry =
         tokio::time::interval_at(tokio::time::Instant::now() + expiry_every, expiry_every);
+    let mut liveness_check = tokio::time::interval(Duration::from_millis(500));
+    let mut leader_since: Option<tokio::time::Instant> = None;
+    let mut liveness_run: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = liveness_check.tick() => {
+                if !broker.controller.quorum().is_leader() {
+                    leader_since = None;
+                } else if liveness_run.as_ref().is_none_or(|r| r.is_finished()) {
+                    let since = *leader_since.get_or_insert_with(tokio::time::Instant::now);
+                    liveness_run = check_liveness(&broker, since.elapsed());
+                }
+            }
             _ = producer_expiry.tick() => broker.expire_producers(),
             _ = poisoned_check.tick() => {
                 if broker.partitions.all().iter().any(|p| p.is_poisoned()) {
@@ -625,6 +637,59 @@ async fn run(
     })
     .await;
     tracing::info!("broker stopped");
+}
+
+/// On the active controller: fences registered brokers whose node has not answered the
+/// quorum for `broker.session.timeout.ms` and unfences those that answer again, moving the
+/// leadership of their partitions (`controller::liveness_records`). In combined mode a
+/// broker and its controller are one process, so the quorum's own heartbeats are the
+/// broker's.
+fn check_liveness(
+    broker: &Arc<Broker>,
+    leader_for: Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let timeout =
+        Duration::from_millis(broker.config.get_i64("broker.session.timeout.ms").max(1) as u64);
+    let silence = broker.controller.quorum().silence();
+    let image = broker.controller.image();
+    let me = broker.config.node_id;
+    let (mut fence, mut unfence) = (Vec::new(), Vec::new());
+    for b in image.brokers.values() {
+        let quiet = if b.broker_id == me {
+            false
+        } else {
+            match silence.get(&(b.broker_id.get() as u64)) {
+                Some(Some(d)) => *d > timeout,
+                Some(None) => leader_for > timeout,
+                // Not a voter: its liveness is not known here.
+                None => continue,
+            }
+        };
+        if quiet && !b.fenced {
+            fence.push(b.broker_id);
+        } else if !quiet && b.fenced {
+            unfence.push(b.broker_id);
+        }
+    }
+    if fence.is_empty() && unfence.is_empty() {
+        return None;
+    }
+    tracing::info!(?fence, ?unfence, "broker liveness changed");
+    let b = Arc::clone(broker);
+    Some(tokio::spawn(async move {
+        let result = b
+            .controller
+            .write(move |image| {
+                Ok((
+                    crate::controller::liveness_records(image, &fence, &unfence),
+                    (),
+                ))
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e.message, "could not record broker liveness");
+        }
+    }))
 }
 
 /// How long start-up waits for the quorum to elect a leader and replay what it committed.
@@ -754,17 +819,19 @@ async fn register_broker(broker: &Arc<Broker>) -> Result<(), crate::controller::
                 .brokers
                 .get(&node_id)
                 .map_or(1, |b| b.broker_epoch + 1);
-            Ok((
-                vec![MetadataRecord::RegisterBrokerRecord {
-                    broker_id: node_id,
-                    incarnation_id,
-                    broker_epoch,
-                    endpoints: endpoints.clone(),
-                    rack: rack.clone(),
-                    fenced: false,
-                }],
-                (),
-            ))
+            let mut records = vec![MetadataRecord::RegisterBrokerRecord {
+                broker_id: node_id,
+                incarnation_id,
+                broker_epoch,
+                endpoints: endpoints.clone(),
+                rack: rack.clone(),
+                fenced: false,
+            }];
+            // Partitions left without a leader while this broker was away get it back.
+            let mut live: Vec<NodeId> = image.live_brokers().map(|b| b.broker_id).collect();
+            live.push(node_id);
+            records.extend(crate::controller::elections(image, &live));
+            Ok((records, ()))
         })
         .await
 }

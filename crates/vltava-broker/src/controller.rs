@@ -306,6 +306,79 @@ pub fn create_partitions_records(
     Ok(partition_records(topic.topic_id, current, assignments).collect())
 }
 
+/// Records that fence the brokers in `fence`, unfence those in `unfence`, and then give
+/// every partition whose leader is not live a new one: the first live member of its ISR,
+/// with the next leader epoch, the ISR shrunk to live members (its last member stays, as in
+/// Kafka, so the replica that had everything is known); with no live member the partition
+/// has no leader (-1) until one comes back.
+pub fn liveness_records(
+    image: &MetadataImage,
+    fence: &[NodeId],
+    unfence: &[NodeId],
+) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for id in fence {
+        if let Some(b) = image.brokers.get(id).filter(|b| !b.fenced) {
+            records.push(MetadataRecord::BrokerRegistrationChangeRecord {
+                broker_id: *id,
+                broker_epoch: b.broker_epoch,
+                fenced: Some(true),
+                in_controlled_shutdown: None,
+            });
+        }
+    }
+    for id in unfence {
+        if let Some(b) = image.brokers.get(id).filter(|b| b.fenced) {
+            records.push(MetadataRecord::BrokerRegistrationChangeRecord {
+                broker_id: *id,
+                broker_epoch: b.broker_epoch,
+                fenced: Some(false),
+                in_controlled_shutdown: None,
+            });
+        }
+    }
+    let live: Vec<NodeId> = image
+        .brokers
+        .values()
+        .filter(|b| (!b.fenced || unfence.contains(&b.broker_id)) && !fence.contains(&b.broker_id))
+        .map(|b| b.broker_id)
+        .collect();
+    records.extend(elections(image, &live));
+    records
+}
+
+/// New leaders for partitions whose leader is not in `live` (see [`liveness_records`]).
+pub fn elections(image: &MetadataImage, live: &[NodeId]) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    for t in image.topics.values() {
+        for p in t.partitions.values() {
+            if live.contains(&p.leader) {
+                continue;
+            }
+            let live_isr: Vec<NodeId> =
+                p.isr.iter().copied().filter(|r| live.contains(r)).collect();
+            let leader = live_isr.first().copied().unwrap_or(NodeId::new(-1));
+            if leader == p.leader {
+                continue;
+            }
+            let isr = if live_isr.is_empty() {
+                p.isr.clone()
+            } else {
+                live_isr
+            };
+            out.push(MetadataRecord::PartitionRecord {
+                topic_id: t.topic_id,
+                partition_id: p.partition_id,
+                replicas: p.replicas.clone(),
+                isr,
+                leader,
+                leader_epoch: LeaderEpoch::new(p.leader_epoch.get() + 1),
+            });
+        }
+    }
+    out
+}
+
 /// A broker replicas may be placed on: its id and rack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlacementBroker {
@@ -428,6 +501,63 @@ mod tests {
             place_replicas(&b, 0, 2, 1, 1, 0).unwrap(),
             vec![vec![NodeId::new(2)], vec![NodeId::new(3)]]
         );
+    }
+
+    #[test]
+    fn a_fenced_leader_is_replaced_from_the_isr_or_leaves_no_leader() {
+        use vltava_metadata::BrokerEndpoint;
+        let mut img = MetadataImage::default();
+        for id in 1..=2 {
+            img.apply(&MetadataRecord::RegisterBrokerRecord {
+                broker_id: NodeId::new(id),
+                incarnation_id: Uuid::from_u128(id as u128),
+                broker_epoch: 1,
+                endpoints: Vec::<BrokerEndpoint>::new(),
+                rack: None,
+                fenced: false,
+            });
+        }
+        let tid = Uuid::from_u128(5);
+        img.apply(&MetadataRecord::TopicRecord {
+            name: "t".into(),
+            topic_id: tid,
+        });
+        let n = NodeId::new;
+        for (p, replicas) in [(0, vec![n(1)]), (1, vec![n(1), n(2)]), (2, vec![n(2)])] {
+            img.apply(&MetadataRecord::PartitionRecord {
+                topic_id: tid,
+                partition_id: p,
+                isr: replicas.clone(),
+                leader: replicas[0],
+                replicas,
+                leader_epoch: LeaderEpoch::new(3),
+            });
+        }
+        for r in liveness_records(&img, &[n(1)], &[]) {
+            img.apply(&r);
+        }
+        let t = img.topic("t").unwrap();
+        assert!(img.brokers[&n(1)].fenced);
+        assert_eq!(
+            (t.partitions[&0].leader, t.partitions[&0].isr.clone()),
+            (n(-1), vec![n(1)])
+        );
+        assert_eq!(
+            (t.partitions[&1].leader, t.partitions[&1].isr.clone()),
+            (n(2), vec![n(2)])
+        );
+        assert_eq!(t.partitions[&1].leader_epoch.get(), 4);
+        assert_eq!(t.partitions[&2].leader_epoch.get(), 3, "untouched");
+        // Fencing again changes nothing; unfencing brings the lone replica back as leader.
+        assert!(liveness_records(&img, &[n(1)], &[]).is_empty());
+        for r in liveness_records(&img, &[], &[n(1)]) {
+            img.apply(&r);
+        }
+        let t = img.topic("t").unwrap();
+        assert!(!img.brokers[&n(1)].fenced);
+        assert_eq!(t.partitions[&0].leader, n(1));
+        assert_eq!(t.partitions[&0].leader_epoch.get(), 5);
+        assert_eq!(t.partitions[&1].leader, n(2), "a live leader stays");
     }
 
     #[test]

@@ -605,6 +605,24 @@ impl Quorum {
         }
     }
 
+    /// On the leader: how long since each other member last answered it (`None`: never,
+    /// in this leader's term). Empty on other nodes.
+    pub fn silence(&self) -> BTreeMap<u64, Option<Duration>> {
+        use openraft::Instant as _;
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.current_leader != Some(self.node_id) {
+            return BTreeMap::new();
+        }
+        m.heartbeat
+            .map(|h| {
+                h.into_iter()
+                    .filter(|(id, _)| *id != self.node_id)
+                    .map(|(id, at)| (id, at.map(|i| i.elapsed())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Leaves the quorum (the state stays on disk).
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {

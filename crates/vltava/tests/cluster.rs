@@ -60,6 +60,8 @@ fn spawn(dir: &Path, id: i32, voters: &str, controller_port: u16) -> Child {
             "controller.quorum.election.timeout.ms=500",
             "--override",
             "offsets.topic.num.partitions=3",
+            "--override",
+            "broker.session.timeout.ms=3000",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -257,6 +259,23 @@ fn three_nodes_share_metadata_and_partitions_and_survive_the_quorum_leader() {
             }
         },
     );
+    // The dead broker is fenced: gone from metadata, its partitions without a leader.
+    let victim_partitions: BTreeSet<i32> = leaders
+        .iter()
+        .filter(|(_, l)| **l == victim_id)
+        .map(|(p, _)| *p)
+        .collect();
+    for n in &nodes {
+        wait_for("the dead broker fenced", Duration::from_secs(20), || {
+            let (now, brokers) = describe(n, "spread");
+            let leaderless: BTreeSet<i32> = now
+                .iter()
+                .filter(|(_, l)| **l == -1)
+                .map(|(p, _)| *p)
+                .collect();
+            (brokers.len() == 2 && leaderless == victim_partitions).then_some(())
+        });
+    }
     for n in &nodes {
         wait_for("the new topic everywhere", Duration::from_secs(20), || {
             (describe(n, "after").0.len() == 2).then_some(())
@@ -268,6 +287,32 @@ fn three_nodes_share_metadata_and_partitions_and_survive_the_quorum_leader() {
     let back = ready(
         spawn(dir.path(), victim_id, &voters, voters_port),
         victim_id,
+    );
+    // Back, it leads its partitions again, and every partition takes writes.
+    wait_for(
+        "the restarted broker leading again",
+        Duration::from_secs(20),
+        || {
+            let (now, brokers) = describe(&nodes[0], "spread");
+            (brokers.len() == 3 && now == leaders).then_some(())
+        },
+    );
+    let producer = common::checked_producer(common::client_config(back.addr).set("acks", "all"));
+    for p in 0..6 {
+        producer
+            .send(
+                BaseRecord::to("spread")
+                    .partition(p)
+                    .key("again")
+                    .payload("again"),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let delivered = producer.context().take();
+    assert!(
+        delivered.iter().all(|d| d.is_ok()) && delivered.len() == 6,
+        "{delivered:?}"
     );
     wait_for(
         "the restarted node to see the new topic",
