@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use vltava_metadata::{MetadataDelta, MetadataImage, MetadataRecord};
 
+use crate::store::blocking;
 use crate::TypeConfig;
 
 const SNAPSHOT_FILE: &str = "snapshot.json";
@@ -124,14 +125,6 @@ impl StateMachine {
             dir: dir.to_path_buf(),
         })
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {

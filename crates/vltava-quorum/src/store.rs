@@ -262,7 +262,7 @@ fn line_len(e: &Entry) -> u64 {
 }
 
 /// Runs blocking file work off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     tokio::task::spawn_blocking(f)

@@ -1,49 +1,18 @@
 //! Quorums of real nodes (files on disk) joined by an in-process transport that can cut
 //! nodes off: election, replication, failover, restart, snapshots, concurrent proposals.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use parking_lot::Mutex;
 use uuid::Uuid;
 use vltava_metadata::{MetadataImage, MetadataRecord};
-use vltava_quorum::{Quorum, QuorumConfig, Transport, WriteError};
+use vltava_quorum::{Quorum, QuorumConfig, WriteError};
 
-#[derive(Default, Clone)]
-struct Router {
-    nodes: Arc<Mutex<BTreeMap<u64, Arc<Quorum>>>>,
-    /// Nodes cut off from everyone.
-    isolated: Arc<Mutex<BTreeSet<u64>>>,
-}
+mod common;
 
-struct Link {
-    from: u64,
-    router: Router,
-}
-
-impl Transport for Link {
-    fn call(
-        &self,
-        target: u64,
-        _addr: &str,
-        request: Vec<u8>,
-    ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
-        let cut = {
-            let iso = self.router.isolated.lock();
-            iso.contains(&self.from) || iso.contains(&target)
-        };
-        let node = self.router.nodes.lock().get(&target).cloned();
-        Box::pin(async move {
-            match node {
-                Some(q) if !cut => Ok(q.serve(&request).await),
-                _ => Err(format!("node {target} unreachable")),
-            }
-        })
-    }
-}
+use common::{Link, Router};
 
 fn config(id: u64, voters: &[u64], dir: &Path, snapshot_every: u64) -> QuorumConfig {
     QuorumConfig {
@@ -69,6 +38,14 @@ async fn start(router: &Router, cfg: QuorumConfig) -> Arc<Quorum> {
     .unwrap();
     router.nodes.lock().insert(id, Arc::clone(&q));
     q
+}
+
+async fn start_three(router: &Router, dir: &Path, snapshot_every: u64) -> Vec<Arc<Quorum>> {
+    let mut nodes = Vec::new();
+    for id in [1, 2, 3] {
+        nodes.push(start(router, config(id, &[1, 2, 3], dir, snapshot_every)).await);
+    }
+    nodes
 }
 
 async fn stop(router: &Router, id: u64) {
@@ -157,10 +134,7 @@ async fn three_nodes_agree_fail_over_and_catch_up() {
     let dir = tempfile::tempdir().unwrap();
     let router = Router::default();
     let voters = [1, 2, 3];
-    let mut nodes = Vec::new();
-    for id in voters {
-        nodes.push(start(&router, config(id, &voters, dir.path(), 1000)).await);
-    }
+    let nodes = start_three(&router, dir.path(), 1000).await;
     let leader = leader_of(&nodes).await;
     // Proposed from a follower and from the leader.
     let follower = nodes.iter().find(|q| q.node_id() != leader).unwrap();
@@ -201,11 +175,7 @@ async fn three_nodes_agree_fail_over_and_catch_up() {
 async fn an_isolated_minority_cannot_commit_and_rejoins() {
     let dir = tempfile::tempdir().unwrap();
     let router = Router::default();
-    let voters = [1, 2, 3];
-    let mut nodes = Vec::new();
-    for id in voters {
-        nodes.push(start(&router, config(id, &voters, dir.path(), 1000)).await);
-    }
+    let nodes = start_three(&router, dir.path(), 1000).await;
     let leader = leader_of(&nodes).await;
     create(&nodes[0], "a").await.unwrap();
     router.isolated.lock().insert(leader);
@@ -232,11 +202,7 @@ async fn an_isolated_minority_cannot_commit_and_rejoins() {
 async fn proposals_from_every_node_at_once_all_commit_once() {
     let dir = tempfile::tempdir().unwrap();
     let router = Router::default();
-    let voters = [1, 2, 3];
-    let mut nodes = Vec::new();
-    for id in voters {
-        nodes.push(start(&router, config(id, &voters, dir.path(), 1000)).await);
-    }
+    let nodes = start_three(&router, dir.path(), 1000).await;
     leader_of(&nodes).await;
     let mut tasks = Vec::new();
     for q in &nodes {
@@ -267,10 +233,7 @@ async fn a_node_behind_the_purged_log_installs_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let router = Router::default();
     let voters = [1, 2, 3];
-    let mut nodes = Vec::new();
-    for id in voters {
-        nodes.push(start(&router, config(id, &voters, dir.path(), 5)).await);
-    }
+    let nodes = start_three(&router, dir.path(), 5).await;
     let leader = leader_of(&nodes).await;
     let behind = if leader == 3 { 2 } else { 3 };
     stop(&router, behind).await;

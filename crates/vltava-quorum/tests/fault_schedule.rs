@@ -12,43 +12,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use uuid::Uuid;
 use vltava_metadata::{MetadataImage, MetadataRecord};
-use vltava_quorum::{Quorum, QuorumConfig, Transport};
+use vltava_quorum::{Quorum, QuorumConfig};
 
-#[derive(Default, Clone)]
-struct Net {
-    nodes: Arc<Mutex<BTreeMap<u64, Arc<Quorum>>>>,
-    isolated: Arc<Mutex<BTreeSet<u64>>>,
-}
+mod common;
 
-struct Link {
-    from: u64,
-    net: Net,
-}
-
-impl Transport for Link {
-    fn call(
-        &self,
-        target: u64,
-        _addr: &str,
-        request: Vec<u8>,
-    ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
-        let cut = {
-            let iso = self.net.isolated.lock();
-            iso.contains(&self.from) || iso.contains(&target)
-        };
-        let node = self.net.nodes.lock().get(&target).cloned();
-        Box::pin(async move {
-            match node {
-                Some(q) if !cut => Ok(q.serve(&request).await),
-                _ => Err(format!("node {target} unreachable")),
-            }
-        })
-    }
-}
+use common::{Link, Router as Net};
 
 /// xorshift64*: the schedule's only source of choices.
 struct Rng(u64);
@@ -85,7 +56,7 @@ async fn start(net: &Net, dir: &Path, id: u64) {
         config(id, dir),
         Arc::new(Link {
             from: id,
-            net: net.clone(),
+            router: net.clone(),
         }),
     )
     .await
