@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -71,16 +70,7 @@ fn spawn(dir: &Path, id: i32, voters: &str, controller_port: u16) -> Child {
 }
 
 fn ready(mut child: Child, id: i32) -> Node {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("vltava: listening on ")
-        .unwrap_or_else(|| panic!("node {id} did not start: {line:?}"))
-        .parse()
-        .unwrap();
+    let addr = common::ready_addr(&mut child);
     Node { id, child, addr }
 }
 

@@ -55,6 +55,20 @@ pub fn start_broker(
     rt.block_on(vltava_broker::start(config)).unwrap()
 }
 
+/// The client address a started `vltava broker` prints once it serves (its stdout's first
+/// line); panics with what it printed instead if it did not start.
+pub fn ready_addr(child: &mut Child) -> SocketAddr {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .strip_prefix("vltava: listening on ")
+        .unwrap_or_else(|| panic!("the broker did not start: {line:?}"))
+        .parse()
+        .unwrap()
+}
+
 /// A `vltava broker` child process.
 pub struct BrokerProcess {
     pub child: Child,
@@ -80,16 +94,7 @@ impl BrokerProcess {
             cmd.args(["--override", o]);
         }
         let mut child = cmd.spawn().expect("spawn vltava");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("vltava: listening on ")
-            .expect("ready line")
-            .parse()
-            .unwrap();
+        let addr = ready_addr(&mut child);
         Self { child, addr }
     }
 
