@@ -73,6 +73,11 @@ fn parse_roles(v: &str) -> Result<Roles, ConfigError> {
     if !roles.broker && !roles.controller {
         return Err(ConfigError::Invalid("process.roles is empty".into()));
     }
+    if !(roles.broker && roles.controller) {
+        return Err(ConfigError::Invalid(format!(
+            "process.roles={v}: only combined mode (broker,controller) is supported so far"
+        )));
+    }
     Ok(roles)
 }
 
@@ -582,6 +587,11 @@ mod tests {
         assert!(cfg(&[("node.id", "1"), ("controller.quorum.voters", three)]).is_err());
         assert!(cfg(&[("process.roles", "broker")]).is_err());
         assert!(cfg(&[("process.roles", "zookeeper")]).is_err());
+        assert!(cfg(&[
+            ("process.roles", "controller"),
+            ("controller.quorum.voters", three)
+        ])
+        .is_err());
         assert!(cfg(&[("controller.quorum.voters", "1@h")]).is_err());
         assert!(cfg(&[("controller.quorum.voters", "1@h:1,1@h:2")]).is_err());
     }
