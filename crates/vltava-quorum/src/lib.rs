@@ -434,7 +434,10 @@ impl Quorum {
                     .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
                     .await
                 {
+                    // Not (or no longer) able to lead: try again shortly, not in a spin.
                     last_problem = e.to_string();
+                    drop(_turn);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
                 let image = self.image();
