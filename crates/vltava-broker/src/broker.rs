@@ -107,6 +107,8 @@ pub struct Broker {
     pub memory: Arc<MemoryPool>,
     /// Set once the broker stops accepting; waiting fetches watch it to answer at once.
     pub(crate) shutting_down: watch::Sender<bool>,
+    /// Followers' fetchers, one per leader broker.
+    fetchers: crate::replica_fetcher::ReplicaFetchers,
     /// `RLIMIT_NOFILE` after raising it at start.
     open_file_limit: u64,
     /// Keeps an exclusive lock on the data dir for the broker's life.
@@ -448,6 +450,29 @@ pub async fn start_with(
     }
     let local_addr = bound[0].local_addr;
     let partitions = Arc::new(ReplicaManager::new(&config, startup, fs));
+    let shutting_down = watch::Sender::new(false);
+    let fetchers = crate::replica_fetcher::ReplicaFetchers::new(
+        crate::replica_fetcher::FetcherConfig {
+            node_id: config.node_id,
+            listener: config.inter_broker_listener().name.clone(),
+            max_bytes: config
+                .get_i64("replica.fetch.max.bytes")
+                .clamp(0, i32::MAX as i64) as i32,
+            response_max_bytes: config
+                .get_i64("replica.fetch.response.max.bytes")
+                .clamp(0, i32::MAX as i64) as i32,
+            wait_max_ms: config
+                .get_i64("replica.fetch.wait.max.ms")
+                .clamp(0, i32::MAX as i64) as i32,
+            backoff: Duration::from_millis(config.get_i64("replica.fetch.backoff.ms").max(0) as u64),
+            socket_timeout: Duration::from_millis(
+                config.get_i64("replica.socket.timeout.ms").max(1) as u64,
+            ),
+        },
+        Arc::clone(&partitions),
+        Arc::clone(&controller),
+        shutting_down.subscribe(),
+    );
     let broker = Arc::new_cyclic(|me| Broker {
         groups: GroupCoordinator::new(&config, me.clone()),
         txns: TxnCoordinator::new(&config, me.clone()),
@@ -460,7 +485,8 @@ pub async fn start_with(
         cleaner: parking_lot::Mutex::new(None),
         listeners: bound,
         authorizer,
-        shutting_down: watch::Sender::new(false),
+        shutting_down,
+        fetchers,
         open_file_limit: raise_open_file_limit(),
         _lock: lock,
     });
@@ -552,6 +578,11 @@ async fn run(
     let mut producer_expiry =
         tokio::time::interval_at(tokio::time::Instant::now() + expiry_every, expiry_every);
     let mut liveness_check = tokio::time::interval(Duration::from_millis(500));
+    // Kafka checks the ISR at half the lag limit.
+    let isr_every = Duration::from_millis(
+        (broker.config.get_i64("replica.lag.time.max.ms") / 2).clamp(50, 5000) as u64,
+    );
+    let mut isr_check = tokio::time::interval(isr_every);
     let mut leader_since: Option<tokio::time::Instant> = None;
     let mut liveness_run: Option<tokio::task::JoinHandle<()>> = None;
     loop {
@@ -566,6 +597,7 @@ async fn run(
                 }
             }
             _ = producer_expiry.tick() => broker.expire_producers(),
+            _ = isr_check.tick() => broker.shrink_isrs(),
             _ = poisoned_check.tick() => {
                 if broker.partitions.all().iter().any(|p| p.is_poisoned()) {
                     let b = Arc::clone(&broker);
@@ -603,6 +635,7 @@ async fn run(
     connections.drain(Duration::from_secs(10)).await;
     // No metadata is applied once the logs start closing.
     broker.controller.quorum().shutdown().await;
+    broker.fetchers.shutdown().await;
     // No coordinator timer may write once the logs close.
     for p in broker.partitions.topic(OFFSETS_TOPIC) {
         broker.groups.on_resigned(p.index);
@@ -675,13 +708,14 @@ fn check_liveness(
         return None;
     }
     tracing::info!(?fence, ?unfence, "broker liveness changed");
+    let unclean = broker.config.get_bool("unclean.leader.election.enable");
     let b = Arc::clone(broker);
     Some(tokio::spawn(async move {
         let result = b
             .controller
             .write(move |image| {
                 Ok((
-                    crate::controller::liveness_records(image, &fence, &unfence),
+                    crate::controller::liveness_records(image, &fence, &unfence, unclean),
                     (),
                 ))
             })
@@ -790,6 +824,93 @@ async fn import_legacy_metadata_log(
     Ok(())
 }
 
+/// Creates an internal topic, waiting (up to the quorum's start-up limit) while too few
+/// brokers have registered for its replication factor: the nodes of a cluster started
+/// together register within moments of each other.
+pub(crate) async fn create_internal_topic(
+    broker: &Arc<Broker>,
+    name: &str,
+    partitions: i32,
+    rf: i16,
+    configs: &std::collections::BTreeMap<String, String>,
+) -> Result<(), crate::controller::OpError> {
+    let deadline = tokio::time::Instant::now() + QUORUM_READY_TIMEOUT;
+    loop {
+        match crate::handlers::topics::create_topic(broker, name, partitions, rf, configs, false)
+            .await
+        {
+            Err(e)
+                if e.code == vltava_protocol::ErrorCode::InvalidReplicationFactor
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::info!(
+                    topic = name,
+                    rf,
+                    "waiting for enough brokers to create the topic"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            r => return r.map(|_| ()),
+        }
+    }
+}
+
+impl Broker {
+    /// An internal topic's replication factor: its setting, at most the number of voters
+    /// (every voter is a broker in combined mode), so a one-node cluster needs no setting.
+    pub(crate) fn internal_replication_factor(&self, key: &str) -> i16 {
+        let voters = self.config.voters.len().max(1) as i64;
+        self.config.get_i64(key).clamp(1, voters) as i16
+    }
+
+    /// Sends a partition leader's ISR change to the controller (Kafka's AlterPartition). The
+    /// committed record reaches the partition as metadata; a refusal lets the leader try
+    /// again later.
+    pub(crate) fn propose_isr_change(
+        self: &Arc<Self>,
+        p: Arc<crate::partition::Partition>,
+        change: crate::partition::IsrChange,
+    ) {
+        let b = Arc::clone(self);
+        tokio::spawn(async move {
+            let (topic_id, index, me) = (p.topic_id, p.index, b.config.node_id);
+            tracing::info!(partition = ?p, from = ?change.expected, to = ?change.proposed, "changing the ISR");
+            let c = change.clone();
+            let r = b
+                .controller
+                .write(move |image| {
+                    crate::controller::alter_isr_records(
+                        image,
+                        topic_id,
+                        index,
+                        me,
+                        c.leader_epoch,
+                        &c.expected,
+                        &c.proposed,
+                    )
+                    .map(|records| (records, ()))
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::info!(partition = ?p, error = %e.message, "ISR change refused");
+                p.isr_change_failed();
+            }
+        });
+    }
+
+    /// On every partition this broker leads, drops from the ISR the followers that have not
+    /// caught up within `replica.lag.time.max.ms`.
+    fn shrink_isrs(self: &Arc<Self>) {
+        let lag = self.config.get_i64("replica.lag.time.max.ms");
+        let now = now_ms();
+        for p in self.partitions.all() {
+            if let Some(change) = p.isr_shrink(now, lag) {
+                self.propose_isr_change(p, change);
+            }
+        }
+    }
+}
+
 /// Records this broker's listeners and rack (KRaft's BrokerRegistration), with an epoch
 /// one past its last registration.
 async fn register_broker(broker: &Arc<Broker>) -> Result<(), crate::controller::OpError> {
@@ -812,6 +933,7 @@ async fn register_broker(broker: &Arc<Broker>) -> Result<(), crate::controller::
         .map(|r| r.trim().to_string())
         .filter(|r| !r.is_empty());
     let incarnation_id = Uuid::new_v4();
+    let unclean = broker.config.get_bool("unclean.leader.election.enable");
     broker
         .controller
         .write(move |image| {
@@ -830,7 +952,7 @@ async fn register_broker(broker: &Arc<Broker>) -> Result<(), crate::controller::
             // Partitions left without a leader while this broker was away get it back.
             let mut live: Vec<NodeId> = image.live_brokers().map(|b| b.broker_id).collect();
             live.push(node_id);
-            records.extend(crate::controller::elections(image, &live));
+            records.extend(crate::controller::elections(image, &live, unclean));
             Ok((records, ()))
         })
         .await
@@ -862,16 +984,15 @@ async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), BrokerError> {
         ),
     ]
     .into();
-    crate::handlers::topics::create_topic(
+    let rf = broker.internal_replication_factor("offsets.topic.replication.factor");
+    create_internal_topic(
         broker,
         OFFSETS_TOPIC,
         broker.groups.partitions.load(Ordering::Relaxed),
-        1,
+        rf,
         &configs,
-        false,
     )
     .await
-    .map(|_| ())
     .or_else(|e| {
         if e.code == vltava_protocol::ErrorCode::TopicAlreadyExists {
             // Another node created it first: use its partition count.
@@ -902,6 +1023,7 @@ impl MetadataPublisher for Broker {
             // New partitions' log starts and recovery points are known from now on.
             self.write_checkpoints();
         }
+        self.fetchers.sync();
         for change in changes {
             tracing::debug!(?change, "leadership changed");
             match change {

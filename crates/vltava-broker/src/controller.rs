@@ -229,12 +229,6 @@ fn assign(
             rack: None,
         });
     }
-    if replication_factor > 1 && replication_factor as usize <= brokers.len() {
-        return Err(OpError::new(
-            ErrorCode::InvalidReplicationFactor,
-            format!("Replication factor {replication_factor} needs partition replication, which this version of Vltava does not do yet; use 1."),
-        ));
-    }
     let random = Uuid::new_v4().as_u128();
     place_replicas(
         &brokers,
@@ -306,15 +300,13 @@ pub fn create_partitions_records(
     Ok(partition_records(topic.topic_id, current, assignments).collect())
 }
 
-/// Records that fence the brokers in `fence`, unfence those in `unfence`, and then give
-/// every partition whose leader is not live a new one: the first live member of its ISR,
-/// with the next leader epoch, the ISR shrunk to live members (its last member stays, as in
-/// Kafka, so the replica that had everything is known); with no live member the partition
-/// has no leader (-1) until one comes back.
+/// Records that fence the brokers in `fence`, unfence those in `unfence`, and then bring
+/// every partition in line with who is live ([`elections`]).
 pub fn liveness_records(
     image: &MetadataImage,
     fence: &[NodeId],
     unfence: &[NodeId],
+    unclean_default: bool,
 ) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for id in fence {
@@ -343,28 +335,65 @@ pub fn liveness_records(
         .filter(|b| (!b.fenced || unfence.contains(&b.broker_id)) && !fence.contains(&b.broker_id))
         .map(|b| b.broker_id)
         .collect();
-    records.extend(elections(image, &live));
+    records.extend(elections(image, &live, unclean_default));
     records
 }
 
-/// New leaders for partitions whose leader is not in `live` (see [`liveness_records`]).
-pub fn elections(image: &MetadataImage, live: &[NodeId]) -> Vec<MetadataRecord> {
+/// Whether a topic may elect a leader outside its ISR (`unclean.leader.election.enable`:
+/// the topic's override, the cluster-wide dynamic default, then the static one).
+fn unclean_allowed(image: &MetadataImage, topic: &str, unclean_default: bool) -> bool {
+    const KEY: &str = "unclean.leader.election.enable";
+    [
+        (ResourceType::Topic, topic.to_string()),
+        (ResourceType::Broker, String::new()),
+    ]
+    .iter()
+    .find_map(|k| image.configs.get(k).and_then(|c| c.get(KEY)))
+    .map_or(unclean_default, |v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Brings partitions in line with the brokers in `live`, as Kafka's controller does when
+/// brokers are fenced or come back:
+/// - replicas that are not live leave the ISR (the last member stays, so the replica that
+///   had everything stays known);
+/// - a partition whose leader is not live gets the first live member of its ISR, with the
+///   next leader epoch;
+/// - with no live ISR member it has no leader (-1) until one comes back, or, where unclean
+///   election is enabled, the first live replica leads with an ISR of itself (records the
+///   ISR never had may be lost; that is what enabling it accepts).
+pub fn elections(
+    image: &MetadataImage,
+    live: &[NodeId],
+    unclean_default: bool,
+) -> Vec<MetadataRecord> {
     let mut out = Vec::new();
     for t in image.topics.values() {
         for p in t.partitions.values() {
-            if live.contains(&p.leader) {
-                continue;
-            }
             let live_isr: Vec<NodeId> =
                 p.isr.iter().copied().filter(|r| live.contains(r)).collect();
-            let leader = live_isr.first().copied().unwrap_or(NodeId::new(-1));
-            if leader == p.leader {
+            let (leader, isr) = if live.contains(&p.leader) {
+                (p.leader, live_isr)
+            } else if let Some(first) = live_isr.first() {
+                (*first, live_isr.clone())
+            } else if let Some(r) = p
+                .replicas
+                .iter()
+                .find(|r| live.contains(r))
+                .filter(|_| unclean_allowed(image, &t.name, unclean_default))
+            {
+                tracing::warn!(topic = %t.name, partition = p.partition_id, leader = %r, "unclean leader election: the new leader was not in the ISR");
+                (*r, vec![*r])
+            } else {
+                (NodeId::new(-1), p.isr.clone())
+            };
+            let isr = if isr.is_empty() { p.isr.clone() } else { isr };
+            if leader == p.leader && isr == p.isr {
                 continue;
             }
-            let isr = if live_isr.is_empty() {
-                p.isr.clone()
+            let leader_epoch = if leader == p.leader {
+                p.leader_epoch
             } else {
-                live_isr
+                LeaderEpoch::new(p.leader_epoch.get() + 1)
             };
             out.push(MetadataRecord::PartitionRecord {
                 topic_id: t.topic_id,
@@ -372,11 +401,80 @@ pub fn elections(image: &MetadataImage, live: &[NodeId]) -> Vec<MetadataRecord> 
                 replicas: p.replicas.clone(),
                 isr,
                 leader,
-                leader_epoch: LeaderEpoch::new(p.leader_epoch.get() + 1),
+                leader_epoch,
             });
         }
     }
     out
+}
+
+/// Records for a partition leader's ISR change (Kafka's AlterPartition), checked against the
+/// image: the sender must still lead at `leader_epoch`, the ISR must be the one it saw, the
+/// new ISR must hold the leader and only assigned replicas, and a replica joining it must
+/// be a live, unfenced broker.
+pub fn alter_isr_records(
+    image: &MetadataImage,
+    topic_id: Uuid,
+    partition: i32,
+    leader: NodeId,
+    leader_epoch: i32,
+    expected: &[NodeId],
+    proposed: &[NodeId],
+) -> Result<Vec<MetadataRecord>, OpError> {
+    let p = image
+        .topic_by_id(&topic_id)
+        .and_then(|t| t.partitions.get(&partition))
+        .ok_or_else(|| OpError::new(ErrorCode::UnknownTopicOrPartition, "no such partition"))?;
+    if p.leader != leader {
+        return Err(OpError::new(
+            ErrorCode::NotLeaderOrFollower,
+            format!("{leader} no longer leads the partition"),
+        ));
+    }
+    if p.leader_epoch.get() != leader_epoch {
+        return Err(OpError::new(
+            ErrorCode::FencedLeaderEpoch,
+            format!(
+                "leader epoch {leader_epoch} is not {}",
+                p.leader_epoch.get()
+            ),
+        ));
+    }
+    if p.isr != expected {
+        return Err(OpError::new(
+            ErrorCode::InvalidUpdateVersion,
+            "the ISR changed since the leader read it",
+        ));
+    }
+    if !proposed.contains(&leader) || proposed.iter().any(|r| !p.replicas.contains(r)) {
+        return Err(OpError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "ISR {proposed:?} must hold the leader and only replicas of {:?}",
+                p.replicas
+            ),
+        ));
+    }
+    for r in proposed.iter().filter(|r| !p.isr.contains(r)) {
+        if !image
+            .brokers
+            .get(r)
+            .is_some_and(|b| !b.fenced && !b.in_controlled_shutdown)
+        {
+            return Err(OpError::new(
+                ErrorCode::IneligibleReplica,
+                format!("replica {r} is fenced or shutting down"),
+            ));
+        }
+    }
+    Ok(vec![MetadataRecord::PartitionRecord {
+        topic_id,
+        partition_id: partition,
+        replicas: p.replicas.clone(),
+        isr: proposed.to_vec(),
+        leader,
+        leader_epoch: p.leader_epoch,
+    }])
 }
 
 /// A broker replicas may be placed on: its id and rack.
@@ -533,7 +631,7 @@ mod tests {
                 leader_epoch: LeaderEpoch::new(3),
             });
         }
-        for r in liveness_records(&img, &[n(1)], &[]) {
+        for r in liveness_records(&img, &[n(1)], &[], false) {
             img.apply(&r);
         }
         let t = img.topic("t").unwrap();
@@ -549,8 +647,8 @@ mod tests {
         assert_eq!(t.partitions[&1].leader_epoch.get(), 4);
         assert_eq!(t.partitions[&2].leader_epoch.get(), 3, "untouched");
         // Fencing again changes nothing; unfencing brings the lone replica back as leader.
-        assert!(liveness_records(&img, &[n(1)], &[]).is_empty());
-        for r in liveness_records(&img, &[], &[n(1)]) {
+        assert!(liveness_records(&img, &[n(1)], &[], false).is_empty());
+        for r in liveness_records(&img, &[], &[n(1)], false) {
             img.apply(&r);
         }
         let t = img.topic("t").unwrap();
@@ -558,6 +656,107 @@ mod tests {
         assert_eq!(t.partitions[&0].leader, n(1));
         assert_eq!(t.partitions[&0].leader_epoch.get(), 5);
         assert_eq!(t.partitions[&1].leader, n(2), "a live leader stays");
+    }
+
+    #[test]
+    fn isr_changes_are_checked_against_the_image_and_unclean_election_is_opt_in() {
+        use vltava_metadata::BrokerEndpoint;
+        let n = NodeId::new;
+        let mut img = MetadataImage::default();
+        for id in 1..=3 {
+            img.apply(&MetadataRecord::RegisterBrokerRecord {
+                broker_id: n(id),
+                incarnation_id: Uuid::from_u128(id as u128),
+                broker_epoch: 1,
+                endpoints: Vec::<BrokerEndpoint>::new(),
+                rack: None,
+                fenced: id == 3,
+            });
+        }
+        let tid = Uuid::from_u128(6);
+        img.apply(&MetadataRecord::TopicRecord {
+            name: "t".into(),
+            topic_id: tid,
+        });
+        img.apply(&MetadataRecord::PartitionRecord {
+            topic_id: tid,
+            partition_id: 0,
+            replicas: vec![n(1), n(2), n(3)],
+            isr: vec![n(1), n(2)],
+            leader: n(1),
+            leader_epoch: LeaderEpoch::new(4),
+        });
+        let code = |r: Result<Vec<MetadataRecord>, OpError>| r.unwrap_err().code;
+        let alter =
+            |img: &MetadataImage, leader, epoch, expected: &[NodeId], proposed: &[NodeId]| {
+                alter_isr_records(img, tid, 0, leader, epoch, expected, proposed)
+            };
+        let isr12 = [n(1), n(2)];
+        assert_eq!(
+            code(alter(&img, n(2), 4, &isr12, &[n(2)])),
+            ErrorCode::NotLeaderOrFollower
+        );
+        assert_eq!(
+            code(alter(&img, n(1), 3, &isr12, &[n(1)])),
+            ErrorCode::FencedLeaderEpoch
+        );
+        assert_eq!(
+            code(alter(&img, n(1), 4, &[n(1)], &[n(1)])),
+            ErrorCode::InvalidUpdateVersion
+        );
+        assert_eq!(
+            code(alter(&img, n(1), 4, &isr12, &[n(2)])),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(alter(&img, n(1), 4, &isr12, &[n(1), n(2), n(3)])),
+            ErrorCode::IneligibleReplica,
+            "broker 3 is fenced"
+        );
+        for r in alter(&img, n(1), 4, &isr12, &[n(1)]).unwrap() {
+            img.apply(&r);
+        }
+        let p = &img.topic("t").unwrap().partitions[&0];
+        assert_eq!((p.isr.clone(), p.leader_epoch.get()), (vec![n(1)], 4));
+
+        // The leader dies with no other ISR member: no leader, unless unclean election is
+        // enabled for the topic, which takes a live replica outside the ISR.
+        for r in liveness_records(&img, &[n(1)], &[], false) {
+            img.apply(&r);
+        }
+        let p = &img.topic("t").unwrap().partitions[&0];
+        assert_eq!((p.leader, p.isr.clone()), (n(-1), vec![n(1)]));
+        img.apply(&MetadataRecord::ConfigRecord {
+            resource_type: ResourceType::Topic,
+            resource_name: "t".into(),
+            name: "unclean.leader.election.enable".into(),
+            value: Some("true".into()),
+        });
+        for r in elections(&img, &[n(2)], false) {
+            img.apply(&r);
+        }
+        let p = &img.topic("t").unwrap().partitions[&0];
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.leader_epoch.get()),
+            (n(2), vec![n(2)], 6)
+        );
+        // A fenced follower leaves the ISR without a new leader epoch.
+        img.apply(&MetadataRecord::PartitionRecord {
+            topic_id: tid,
+            partition_id: 0,
+            replicas: vec![n(1), n(2), n(3)],
+            isr: vec![n(2), n(1)],
+            leader: n(2),
+            leader_epoch: LeaderEpoch::new(6),
+        });
+        for r in elections(&img, &[n(2)], false) {
+            img.apply(&r);
+        }
+        let p = &img.topic("t").unwrap().partitions[&0];
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.leader_epoch.get()),
+            (n(2), vec![n(2)], 6)
+        );
     }
 
     #[test]

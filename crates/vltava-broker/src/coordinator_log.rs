@@ -8,7 +8,7 @@ use futures::future::{BoxFuture, FutureExt};
 
 use crate::broker::{now_ms, Broker};
 use crate::coordinator_runtime::{CoordinatorLog, LogError};
-use crate::partition::{AppendError, Partition, ReadLimit};
+use crate::partition::{AckError, AppendError, Partition, ReadLimit};
 use vltava_record::TransactionResult;
 
 fn log_error(partition: i32, e: AppendError) -> LogError {
@@ -85,7 +85,17 @@ impl CoordinatorLog for PartitionTableLog {
         end_offset: i64,
     ) -> BoxFuture<'static, Result<(), LogError>> {
         match self.partition(partition) {
-            Ok((_, p)) => async move { Ok(p.wait_durable(end_offset).await?) }.boxed(),
+            // Kafka writes coordinator records with acks=all: durable on the whole ISR.
+            Ok((_, p)) => async move {
+                p.wait_acked(end_offset, true).await.map_err(|e| match e {
+                    AckError::Storage(e) => LogError::Storage(e),
+                    AckError::NotLeader => LogError::NotLeader { partition },
+                    AckError::NotEnoughReplicasAfterAppend { .. } => {
+                        LogError::NotEnoughReplicas { partition }
+                    }
+                })
+            }
+            .boxed(),
             Err(e) => futures::future::ready(Err(e)).boxed(),
         }
     }

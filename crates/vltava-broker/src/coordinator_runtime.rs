@@ -73,6 +73,8 @@ pub enum LogError {
     NotHosted { partition: i32 },
     #[error("this broker no longer leads partition {partition} of the coordinator's topic")]
     NotLeader { partition: i32 },
+    #[error("the ISR of partition {partition} of the coordinator's topic fell below min.insync.replicas")]
+    NotEnoughReplicas { partition: i32 },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -123,6 +125,8 @@ impl From<&LogError> for RuntimeError {
         match e {
             LogError::NotHosted { .. } => RuntimeError::NotAvailable,
             LogError::NotLeader { .. } => RuntimeError::NotCoordinator,
+            // Kafka answers COORDINATOR_NOT_AVAILABLE when the ISR is too small.
+            LogError::NotEnoughReplicas { .. } => RuntimeError::NotAvailable,
             LogError::Storage(_) => RuntimeError::NotCoordinator,
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! Only the replica manager creates partitions; handlers use these methods and never the log.
 
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU8, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,42 @@ pub enum AppendError {
     Storage(#[from] StorageError),
 }
 
+/// Why an acks=all produce could not be answered with success once appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AckError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("leadership of the partition moved before the records were replicated")]
+    NotLeader,
+    #[error(
+        "the ISR shrank to {isr} below min.insync.replicas {min} while the records were replicated"
+    )]
+    NotEnoughReplicasAfterAppend { isr: usize, min: usize },
+}
+
+/// What the leader knows of one follower from its fetches (Kafka's replica state).
+#[derive(Debug, Clone, Copy)]
+struct FollowerState {
+    /// The follower's fetch offset: everything below it is fsynced on the follower, which
+    /// fsyncs what it fetched before it fetches again. -1 until it fetches in this epoch.
+    fetch_offset: i64,
+    /// The last time its fetch offset reached the leader's log end (Kafka's
+    /// lastCaughtUpTimeMs): the ISR drops it when this is older than
+    /// `replica.lag.time.max.ms`.
+    last_caught_up_ms: i64,
+    /// The leader's log end and the time at its previous fetch.
+    last_fetch_leader_end: i64,
+    last_fetch_ms: i64,
+}
+
+/// A change of the ISR the leader wants the controller to make (Kafka's AlterPartition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub leader_epoch: i32,
+    pub expected: Vec<NodeId>,
+    pub proposed: Vec<NodeId>,
+}
+
 /// How far a read may go: consumers stop at the high watermark (read_committed ones at the
 /// last stable offset), the broker's own readers (coordinator loading) at the log end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +94,14 @@ pub struct Partition {
     pub topic_id: Uuid,
     node_id: NodeId,
     role: AtomicU8,
+    leader: AtomicI32,
     leader_epoch: AtomicI32,
     isr: RwLock<Vec<NodeId>>,
+    replicas: RwLock<Vec<NodeId>>,
+    /// As leader: each follower's position, reset when the leader epoch changes.
+    followers: Mutex<HashMap<NodeId, FollowerState>>,
+    /// An ISR change sent to the controller and not yet seen in metadata.
+    isr_change_pending: AtomicBool,
     /// Everything below is replicated to the whole ISR and visible to consumers.
     high_watermark: AtomicI64,
     log: Arc<Log>,
@@ -79,8 +122,10 @@ impl std::fmt::Debug for Partition {
 #[derive(Debug, Clone)]
 pub struct Registration {
     pub role: Role,
+    pub leader: NodeId,
     pub leader_epoch: i32,
     pub isr: Vec<NodeId>,
+    pub replicas: Vec<NodeId>,
 }
 
 impl Partition {
@@ -91,6 +136,7 @@ impl Partition {
         registration: Registration,
         log: Log,
         settings: TopicSettings,
+        now_ms: i64,
     ) -> Arc<Self> {
         let offsets = log.offsets();
         let (appended, _) = watch::channel(offsets.log_end_offset.get());
@@ -104,8 +150,12 @@ impl Partition {
             topic_id: tp.topic_id,
             node_id,
             role: AtomicU8::new(0),
+            leader: AtomicI32::new(-1),
             leader_epoch: AtomicI32::new(-1),
             isr: RwLock::new(Vec::new()),
+            replicas: RwLock::new(Vec::new()),
+            followers: Mutex::new(HashMap::new()),
+            isr_change_pending: AtomicBool::new(false),
             high_watermark: AtomicI64::new(offsets.log_start_offset.get()),
             log: Arc::new(log),
             appended,
@@ -113,7 +163,7 @@ impl Partition {
             flush_request: Arc::new(Notify::new()),
             settings: Mutex::new(settings),
         });
-        if let Err(e) = p.apply_registration(registration) {
+        if let Err(e) = p.apply_registration(registration, now_ms) {
             tracing::error!(partition = ?p, error = %e, "could not record the leader epoch");
         }
         tokio::spawn(Self::flusher(Arc::downgrade(&p)));
@@ -128,8 +178,14 @@ impl Partition {
     }
 
     /// Takes a new role, epoch and ISR from metadata. A new leader epoch starts at the log
-    /// end (Kafka's makeLeader); the high watermark follows the ISR.
-    pub(crate) fn apply_registration(&self, r: Registration) -> Result<(), StorageError> {
+    /// end (Kafka's makeLeader) and forgets what followers had fetched: until each fetches
+    /// in this epoch the high watermark stays where it is. ISR members count as caught up
+    /// from now, so none is dropped for lag it had under the previous leader.
+    pub(crate) fn apply_registration(
+        &self,
+        r: Registration,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
         self.role.store(
             match r.role {
                 Role::Leader => 0,
@@ -137,14 +193,143 @@ impl Partition {
             },
             Ordering::Release,
         );
+        self.leader.store(r.leader.get(), Ordering::Release);
         let previous = self.leader_epoch.swap(r.leader_epoch, Ordering::AcqRel);
+        let new_epoch = r.leader_epoch != previous;
+        {
+            let mut followers = self.followers.lock();
+            if new_epoch || r.role == Role::Follower {
+                followers.clear();
+            }
+            if r.role == Role::Leader {
+                for id in r.replicas.iter().filter(|id| **id != self.node_id) {
+                    followers.entry(*id).or_insert(FollowerState {
+                        fetch_offset: -1,
+                        last_caught_up_ms: if r.isr.contains(id) { now_ms } else { 0 },
+                        last_fetch_leader_end: -1,
+                        last_fetch_ms: 0,
+                    });
+                }
+                followers.retain(|id, _| r.replicas.contains(id));
+            }
+        }
         *self.isr.write() = r.isr;
+        *self.replicas.write() = r.replicas;
+        self.isr_change_pending.store(false, Ordering::Release);
         if r.role == Role::Leader && r.leader_epoch > previous {
             self.log
                 .assign_leader_epoch(LeaderEpoch::new(r.leader_epoch))?;
         }
         self.maybe_advance_high_watermark();
+        // Waiters (acks=all, long polls) look again: leadership or the ISR changed.
+        self.appended.send_modify(|_| ());
         Ok(())
+    }
+
+    /// The leader as metadata names it (-1: none).
+    pub fn leader(&self) -> NodeId {
+        NodeId::new(self.leader.load(Ordering::Acquire))
+    }
+
+    pub fn replicas(&self) -> Vec<NodeId> {
+        self.replicas.read().clone()
+    }
+
+    /// As leader, records a follower's fetch at `fetch_offset` (durable on the follower),
+    /// moves the high watermark, and returns an ISR expansion to propose when the follower
+    /// is out of the ISR and has caught up to the high watermark within this leader epoch.
+    /// A fetch from a replica that is not assigned is ignored.
+    pub fn follower_fetched(
+        &self,
+        replica: NodeId,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Option<IsrChange> {
+        if !self.is_leader() {
+            return None;
+        }
+        let leader_end = self.log.offsets().log_end_offset.get();
+        {
+            let mut followers = self.followers.lock();
+            let f = followers.get_mut(&replica)?;
+            f.fetch_offset = fetch_offset;
+            if fetch_offset >= leader_end {
+                f.last_caught_up_ms = now_ms;
+            } else if f.last_fetch_leader_end >= 0 && fetch_offset >= f.last_fetch_leader_end {
+                f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
+            }
+            f.last_fetch_leader_end = leader_end;
+            f.last_fetch_ms = now_ms;
+        }
+        self.maybe_advance_high_watermark();
+        let isr = self.isr();
+        if isr.contains(&replica) || self.isr_change_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        let epoch = self.leader_epoch();
+        let epoch_start = self
+            .log
+            .leader_epochs()
+            .iter()
+            .rev()
+            .find(|e| e.epoch == epoch)
+            .map_or(0, |e| e.start_offset);
+        if fetch_offset < self.high_watermark() || fetch_offset < epoch_start {
+            return None;
+        }
+        let mut proposed = isr.clone();
+        proposed.push(replica);
+        self.isr_change_pending.store(true, Ordering::Release);
+        Some(IsrChange {
+            leader_epoch: epoch,
+            expected: isr,
+            proposed,
+        })
+    }
+
+    /// As leader, the ISR without the followers that have not caught up for `lag_ms`, when
+    /// there are such followers and no change is pending.
+    pub fn isr_shrink(&self, now_ms: i64, lag_ms: i64) -> Option<IsrChange> {
+        if !self.is_leader() || self.isr_change_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        let isr = self.isr();
+        let lagging: Vec<NodeId> = {
+            let followers = self.followers.lock();
+            isr.iter()
+                .copied()
+                .filter(|id| *id != self.node_id)
+                .filter(|id| {
+                    followers
+                        .get(id)
+                        .is_some_and(|f| now_ms - f.last_caught_up_ms > lag_ms)
+                })
+                .collect()
+        };
+        if lagging.is_empty() {
+            return None;
+        }
+        let proposed: Vec<NodeId> = isr
+            .iter()
+            .copied()
+            .filter(|id| !lagging.contains(id))
+            .collect();
+        self.isr_change_pending.store(true, Ordering::Release);
+        Some(IsrChange {
+            leader_epoch: self.leader_epoch(),
+            expected: isr,
+            proposed,
+        })
+    }
+
+    /// The controller refused or did not answer an ISR change: it may be proposed again.
+    pub fn isr_change_failed(&self) {
+        self.isr_change_pending.store(false, Ordering::Release);
+    }
+
+    /// The latest leader epoch in the log (a follower's last fetched epoch), -1 if none.
+    pub fn latest_epoch(&self) -> i32 {
+        self.log.leader_epochs().last().map_or(-1, |e| e.epoch)
     }
 
     pub fn role(&self) -> Role {
@@ -220,14 +405,95 @@ impl Partition {
         Ok(info)
     }
 
-    /// A leader that is its partition's only in-sync replica has replicated everything it
-    /// appended; with followers the high watermark waits for them.
+    /// As leader, the high watermark is the least log end of the ISR: its own, and the
+    /// fetch offsets of the followers in it (durable on them). A follower that has not
+    /// fetched in this leader epoch holds it where it is. It never moves back.
     fn maybe_advance_high_watermark(&self) {
-        let sole = self.is_leader() && *self.isr.read() == [self.node_id];
-        if sole {
-            let end = self.log.offsets().log_end_offset;
-            self.high_watermark.fetch_max(end.get(), Ordering::AcqRel);
+        if !self.is_leader() {
+            return;
         }
+        let mut hw = self.log.offsets().log_end_offset.get();
+        {
+            let isr = self.isr.read();
+            let followers = self.followers.lock();
+            for id in isr.iter().filter(|id| **id != self.node_id) {
+                match followers.get(id) {
+                    Some(f) if f.fetch_offset >= 0 => hw = hw.min(f.fetch_offset),
+                    _ => return,
+                }
+            }
+        }
+        let before = self.high_watermark.fetch_max(hw, Ordering::AcqRel);
+        if hw > before {
+            self.appended.send_modify(|_| ());
+        }
+    }
+
+    /// As follower: the leader's high watermark, capped at what this log holds.
+    pub fn follower_high_watermark(&self, leader_hw: i64) {
+        let end = self.log.offsets().log_end_offset.get();
+        self.high_watermark
+            .store(leader_hw.min(end), Ordering::Release);
+    }
+
+    /// As follower, appends batches fetched from the leader as they are. The caller fsyncs
+    /// them (`wait_durable`) before it fetches again, so its next fetch offset is durable.
+    pub fn append_as_follower(
+        &self,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        if self.is_leader() {
+            return Err(AppendError::NotLeader(format!(
+                "{self:?} leads; it does not follow"
+            )));
+        }
+        let info = self
+            .log
+            .append_as_follower::<AppendError, _>(batches, now_ms, |_| Ok(()))?;
+        self.appended.send_replace(info.last_offset.next().get());
+        Ok(info)
+    }
+
+    /// As follower, drops a divergent tail from `offset` on (the leader's diverging epoch).
+    pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        self.log.truncate_to(Offset::new(offset))?;
+        let end = self.log.offsets().log_end_offset.get();
+        self.high_watermark.fetch_min(end, Ordering::AcqRel);
+        self.appended.send_replace(end);
+        Ok(())
+    }
+
+    /// Waits until an acks=all append ending at `end_offset` is durable here and below the
+    /// high watermark, so fsynced on every ISR member; then checks the ISR still meets
+    /// `min.insync.replicas` (else NOT_ENOUGH_REPLICAS_AFTER_APPEND, as Kafka answers).
+    /// `durable: false` (a topic with `flush.ms` or `flush.messages`) skips the leader's own
+    /// fsync.
+    pub async fn wait_acked(&self, end_offset: i64, durable: bool) -> Result<(), AckError> {
+        if durable {
+            self.wait_durable(end_offset).await?;
+        }
+        let epoch = self.leader_epoch();
+        let mut rx = self.appended.subscribe();
+        loop {
+            if self.leader_epoch() != epoch || !self.is_leader() {
+                return Err(AckError::NotLeader);
+            }
+            if self.high_watermark() >= end_offset {
+                break;
+            }
+            if rx.changed().await.is_err() {
+                return Err(AckError::NotLeader);
+            }
+        }
+        let (isr, min) = (
+            self.isr.read().len(),
+            self.settings.lock().min_insync_replicas,
+        );
+        if isr < min {
+            return Err(AckError::NotEnoughReplicasAfterAppend { isr, min });
+        }
+        Ok(())
     }
 
     pub fn settings(&self) -> TopicSettings {

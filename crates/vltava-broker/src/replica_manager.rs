@@ -158,14 +158,16 @@ impl ReplicaManager {
                 } else {
                     Role::Follower
                 },
+                leader: reg.leader,
                 leader_epoch: reg.leader_epoch.get(),
                 isr: reg.isr.clone(),
+                replicas: reg.replicas.clone(),
             };
             let existing = self.get_by_id(tp);
             match (existing, hosted_here) {
                 (Some(p), true) => {
                     let was_leader = p.is_leader();
-                    p.apply_registration(registration.clone())?;
+                    p.apply_registration(registration.clone(), now_ms)?;
                     match (was_leader, p.is_leader()) {
                         (false, true) => changes.push(LeadershipChange::Became {
                             topic: topic.name.clone(),
@@ -278,6 +280,7 @@ impl ReplicaManager {
             registration,
             log,
             settings,
+            now_ms,
         ))
     }
 
@@ -350,6 +353,7 @@ fn remove_dir_later(p: Arc<Partition>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::partition::ReadLimit;
     use vltava_metadata::MetadataRecord;
     use vltava_storage::StdFs;
     use vltava_types::LeaderEpoch;
@@ -437,5 +441,196 @@ mod tests {
         assert_eq!(changes.len(), 2);
         assert!(rm.all().is_empty());
         assert!(rm.get("t", 0).is_none());
+    }
+
+    fn replicated(id: Uuid, isr: Vec<i32>, leader: i32, epoch: i32) -> MetadataRecord {
+        MetadataRecord::PartitionRecord {
+            topic_id: id,
+            partition_id: 0,
+            replicas: vec![NodeId::new(1), NodeId::new(2), NodeId::new(3)],
+            isr: isr.into_iter().map(NodeId::new).collect(),
+            leader: NodeId::new(leader),
+            leader_epoch: LeaderEpoch::new(epoch),
+        }
+    }
+
+    fn node(dir: &std::path::Path, id: i32) -> ReplicaManager {
+        let mut c = config(&dir.join(format!("n{id}")));
+        c.node_id = NodeId::new(id);
+        ReplicaManager::new(&c, StartupState::default(), StdFs::shared())
+    }
+
+    fn n(ids: &[i32]) -> Vec<NodeId> {
+        ids.iter().copied().map(NodeId::new).collect()
+    }
+
+    #[tokio::test]
+    async fn the_high_watermark_is_the_least_durable_end_of_the_isr() {
+        let dir = tempfile::tempdir().unwrap();
+        let rm = node(dir.path(), 1);
+        let id = Uuid::from_u128(7);
+        let topic = MetadataRecord::TopicRecord {
+            name: "r".into(),
+            topic_id: id,
+        };
+        let (img, delta) = MetadataDelta::apply(
+            &MetadataImage::default(),
+            &[topic, replicated(id, vec![1, 2, 3], 1, 0)],
+        );
+        rm.apply_delta(&delta, &img, 0).unwrap();
+        let p = rm.get("r", 0).unwrap();
+        for _ in 0..2 {
+            let mut b = vltava_record::build_batch(0, &[(None, Some(b"x".as_slice()), 1)]);
+            p.append_as_leader(&mut b, 0, |_| Ok(())).unwrap();
+        }
+        // Nothing is replicated until every ISR member has fetched in this epoch.
+        assert_eq!(p.high_watermark(), 0);
+        assert_eq!(p.follower_fetched(NodeId::new(2), 2, 10), None);
+        assert_eq!(p.high_watermark(), 0, "follower 3 has not fetched");
+        let acked = tokio::spawn({
+            let p = Arc::clone(&p);
+            async move { p.wait_acked(2, true).await }
+        });
+        assert_eq!(p.follower_fetched(NodeId::new(3), 1, 10), None);
+        assert_eq!(p.high_watermark(), 1);
+        assert!(!acked.is_finished());
+        p.follower_fetched(NodeId::new(3), 2, 20);
+        assert_eq!(p.high_watermark(), 2);
+        acked.await.unwrap().unwrap();
+        // A fetch from an unassigned replica counts for nothing.
+        assert_eq!(p.follower_fetched(NodeId::new(9), 0, 30), None);
+        assert_eq!(p.high_watermark(), 2);
+
+        // Follower 3 stops fetching: after the lag limit it is proposed out of the ISR,
+        // once, until the change is refused or committed.
+        let mut b = vltava_record::build_batch(0, &[(None, Some(b"y".as_slice()), 1)]);
+        p.append_as_leader(&mut b, 0, |_| Ok(())).unwrap();
+        p.follower_fetched(NodeId::new(2), 3, 1_000);
+        assert_eq!(p.isr_shrink(1_000, 30_000), None);
+        // Follower 3 last caught up at 20, follower 2 at 1000.
+        let shrink = p.isr_shrink(31_000, 30_000).unwrap();
+        assert_eq!(
+            (shrink.expected, shrink.proposed),
+            (n(&[1, 2, 3]), n(&[1, 2]))
+        );
+        assert_eq!(p.isr_shrink(31_000, 30_000), None, "pending");
+        p.isr_change_failed();
+        assert!(p.isr_shrink(31_000, 30_000).is_some());
+        let (img, delta) = MetadataDelta::apply(&img, &[replicated(id, vec![1, 2], 1, 0)]);
+        rm.apply_delta(&delta, &img, 40_000).unwrap();
+        assert_eq!(
+            p.high_watermark(),
+            3,
+            "the slow follower no longer holds it back"
+        );
+
+        // It comes back: below the high watermark it stays out; at it, it is proposed in.
+        assert_eq!(p.follower_fetched(NodeId::new(3), 2, 41_000), None);
+        let expand = p.follower_fetched(NodeId::new(3), 3, 42_000).unwrap();
+        assert_eq!(
+            (expand.expected, expand.proposed),
+            (n(&[1, 2]), n(&[1, 2, 3]))
+        );
+
+        // min.insync.replicas=2 with an ISR of one: an acks=all append already made is
+        // answered NOT_ENOUGH_REPLICAS_AFTER_APPEND.
+        let (img, delta) = MetadataDelta::apply(
+            &img,
+            &[
+                MetadataRecord::ConfigRecord {
+                    resource_type: ResourceType::Topic,
+                    resource_name: "r".into(),
+                    name: "min.insync.replicas".into(),
+                    value: Some("2".into()),
+                },
+                replicated(id, vec![1], 1, 0),
+            ],
+        );
+        rm.apply_delta(&delta, &img, 50_000).unwrap();
+        let mut b = vltava_record::build_batch(0, &[(None, Some(b"z".as_slice()), 1)]);
+        p.append_as_leader(&mut b, 0, |_| Ok(())).unwrap();
+        assert!(matches!(
+            p.wait_acked(4, true).await,
+            Err(crate::partition::AckError::NotEnoughReplicasAfterAppend { isr: 1, min: 2 })
+        ));
+        // Leadership moves away: a waiting acks=all answer fails rather than hangs.
+        let mut b = vltava_record::build_batch(0, &[(None, Some(b"w".as_slice()), 1)]);
+        let (img, delta) = MetadataDelta::apply(&img, &[replicated(id, vec![1, 2], 1, 0)]);
+        rm.apply_delta(&delta, &img, 60_000).unwrap();
+        p.append_as_leader(&mut b, 0, |_| Ok(())).unwrap();
+        let waiting = tokio::spawn({
+            let p = Arc::clone(&p);
+            async move { p.wait_acked(5, true).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let (img, delta) = MetadataDelta::apply(&img, &[replicated(id, vec![2], 2, 1)]);
+        rm.apply_delta(&delta, &img, 70_000).unwrap();
+        assert!(matches!(
+            waiting.await.unwrap(),
+            Err(crate::partition::AckError::NotLeader)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_follower_copies_the_leaders_batches_and_truncates_where_they_diverge() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (node(dir.path(), 1), node(dir.path(), 2));
+        let id = Uuid::from_u128(8);
+        let topic = MetadataRecord::TopicRecord {
+            name: "r".into(),
+            topic_id: id,
+        };
+        let (img, delta) = MetadataDelta::apply(
+            &MetadataImage::default(),
+            &[topic, replicated(id, vec![1, 2], 1, 0)],
+        );
+        a.apply_delta(&delta, &img, 0).unwrap();
+        b.apply_delta(&delta, &img, 0).unwrap();
+        let (leader, follower) = (a.get("r", 0).unwrap(), b.get("r", 0).unwrap());
+        let append = |p: &Partition, v: &[u8]| {
+            let mut batch = vltava_record::build_batch(0, &[(None, Some(v), 1)]);
+            p.append_as_leader(&mut batch, 0, |_| Ok(())).unwrap();
+        };
+        let copy = |from: &Partition, to: &Partition| {
+            let at = to.offsets().log_end_offset.get();
+            let r = from.read(at, 1 << 20, true, ReadLimit::LogEnd).unwrap();
+            if !r.records.is_empty() {
+                to.append_as_follower(&r.records, 0).unwrap();
+            }
+        };
+        append(&leader, b"a");
+        append(&leader, b"b");
+        copy(&leader, &follower);
+        assert_eq!(follower.offsets().log_end_offset.get(), 2);
+        assert_eq!(follower.latest_epoch(), 0);
+        // A follower cannot append as leader, nor a leader as follower.
+        assert!(follower
+            .append_as_leader(
+                &mut vltava_record::build_batch(0, &[(None, Some(b"x".as_slice()), 1)]),
+                0,
+                |_| Ok(())
+            )
+            .is_err());
+        assert!(leader.append_as_follower(&[], 0).is_err());
+
+        // The leader writes one more in epoch 0 that the follower never gets; then the
+        // follower leads epoch 1 and writes two of its own.
+        append(&leader, b"lost");
+        let (img, delta) = MetadataDelta::apply(&img, &[replicated(id, vec![2], 2, 1)]);
+        a.apply_delta(&delta, &img, 0).unwrap();
+        b.apply_delta(&delta, &img, 0).unwrap();
+        append(&follower, b"c");
+        append(&follower, b"d");
+        // The old leader, now following, finds where epoch 0 ends on the new leader
+        // (what its fetch's diverging epoch would say) and truncates there.
+        assert_eq!(leader.latest_epoch(), 0);
+        let (epoch, end) = follower.end_offset_for_epoch(leader.latest_epoch());
+        assert_eq!((epoch, end), (0, 2));
+        leader.truncate_to(end).unwrap();
+        copy(&follower, &leader);
+        assert_eq!(leader.offsets().log_end_offset.get(), 4);
+        let all = |p: &Partition| p.read(0, 1 << 20, true, ReadLimit::LogEnd).unwrap().records;
+        assert_eq!(all(&leader), all(&follower));
+        assert_eq!(leader.end_offset_for_epoch(1), (1, 4));
     }
 }

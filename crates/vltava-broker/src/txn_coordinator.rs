@@ -575,10 +575,7 @@ pub async fn ensure_topic(broker: &Arc<Broker>) -> Result<(), crate::broker::Bro
         return Ok(());
     }
     let c = &broker.config;
-    // Partitions are not replicated yet: the replication factor is at most 1.
-    let rf = c
-        .get_i64("transaction.state.log.replication.factor")
-        .clamp(1, 1) as i16;
+    let rf = broker.internal_replication_factor("transaction.state.log.replication.factor");
     let min_isr = c
         .get_i64("transaction.state.log.min.isr")
         .clamp(1, i64::from(rf));
@@ -591,31 +588,23 @@ pub async fn ensure_topic(broker: &Arc<Broker>) -> Result<(), crate::broker::Bro
         ),
     ]
     .into();
-    crate::handlers::topics::create_topic(
-        broker,
-        TXN_TOPIC,
-        broker.txns.partitions(),
-        rf,
-        &configs,
-        false,
-    )
-    .await
-    .map(|_| ())
-    .or_else(|e| {
-        if e.code == vltava_protocol::ErrorCode::TopicAlreadyExists {
-            // Another node created it first: use its partition count.
-            if let Some(t) = broker.controller.image().topic(TXN_TOPIC) {
-                broker.txns.set_partitions(t.partitions.len() as i32);
+    crate::broker::create_internal_topic(broker, TXN_TOPIC, broker.txns.partitions(), rf, &configs)
+        .await
+        .or_else(|e| {
+            if e.code == vltava_protocol::ErrorCode::TopicAlreadyExists {
+                // Another node created it first: use its partition count.
+                if let Some(t) = broker.controller.image().topic(TXN_TOPIC) {
+                    broker.txns.set_partitions(t.partitions.len() as i32);
+                }
+                Ok(())
+            } else {
+                Err(e)
             }
-            Ok(())
-        } else {
-            Err(e)
-        }
-    })
-    .map_err(|e| crate::broker::BrokerError::Io {
-        context: format!("creating {TXN_TOPIC}"),
-        source: std::io::Error::other(e.message),
-    })
+        })
+        .map_err(|e| crate::broker::BrokerError::Io {
+            context: format!("creating {TXN_TOPIC}"),
+            source: std::io::Error::other(e.message),
+        })
 }
 
 #[cfg(test)]

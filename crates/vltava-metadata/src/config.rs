@@ -386,6 +386,54 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "The cluster's id (default: derived from the voters, or random for one node)."
     ),
     def!(
+        "replica.lag.time.max.ms",
+        Long,
+        "30000",
+        &[],
+        Some(1),
+        "A follower that has not caught up with the leader for this long leaves the ISR."
+    ),
+    def!(
+        "replica.fetch.max.bytes",
+        Int,
+        "1048576",
+        &[],
+        Some(0),
+        "Bytes a follower fetches per partition (the first batch always comes whole)."
+    ),
+    def!(
+        "replica.fetch.response.max.bytes",
+        Int,
+        "10485760",
+        &[],
+        Some(0),
+        "Bytes a follower fetches per request."
+    ),
+    def!(
+        "replica.fetch.wait.max.ms",
+        Int,
+        "500",
+        &[],
+        Some(0),
+        "How long a follower's fetch waits at the leader for new records."
+    ),
+    def!(
+        "replica.fetch.backoff.ms",
+        Int,
+        "1000",
+        &[],
+        Some(0),
+        "How long a follower waits after a failed fetch."
+    ),
+    def!(
+        "replica.socket.timeout.ms",
+        Int,
+        "30000",
+        &[],
+        Some(1),
+        "How long a follower waits for a fetch response before it reconnects."
+    ),
+    def!(
         "broker.session.timeout.ms",
         Int,
         "9000",
@@ -552,6 +600,14 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         &[],
         Some(1),
         "Partitions of __consumer_offsets."
+    ),
+    def!(
+        "offsets.topic.replication.factor",
+        Int,
+        "3",
+        &[],
+        Some(1),
+        "Replication factor of __consumer_offsets (at most the number of controller.quorum.voters)."
     ),
     def!(
         "offsets.topic.segment.bytes",

@@ -13,9 +13,10 @@ use vltava_protocol::ErrorCode;
 use vltava_storage::StorageError;
 
 use super::check_leader_epoch;
-use crate::broker::Broker;
+use crate::broker::{now_ms, Broker};
 use crate::context::{AclOperation, RequestContext, Resource};
 use crate::partition::{Partition, ReadLimit};
+use vltava_types::NodeId;
 
 struct Target {
     topic: usize,
@@ -24,6 +25,10 @@ struct Target {
     error: Option<ErrorCode>,
     fetch_offset: i64,
     max_bytes: usize,
+    last_fetched_epoch: i32,
+    /// For a follower whose log diverges from the leader's: the epoch and end offset it
+    /// must truncate to (KIP-320), sent instead of records.
+    diverging: Option<(i32, i64)>,
 }
 
 fn partition_data(index: i32) -> PartitionData {
@@ -37,11 +42,14 @@ fn partition_data(index: i32) -> PartitionData {
 }
 
 /// One pass over every requested partition. Returns the response and its record bytes.
+/// A follower reads up to the log end; consumers up to the high watermark or, with
+/// read_committed, the last stable offset.
 fn read_all(
     targets: &[Target],
     topics: &[FetchableTopicResponse],
     max_bytes: usize,
     read_committed: bool,
+    follower: bool,
 ) -> (Vec<FetchableTopicResponse>, usize) {
     let mut out: Vec<FetchableTopicResponse> = topics.to_vec();
     let mut total = 0usize;
@@ -49,13 +57,21 @@ fn read_all(
         let mut d = partition_data(t.index);
         if let Some(code) = t.error {
             d.error_code = code.code();
+        } else if let (Some(p), Some((epoch, end_offset))) = (&t.partition, t.diverging) {
+            d.high_watermark = p.high_watermark();
+            d.last_stable_offset = p.last_stable_offset();
+            d.log_start_offset = p.offsets().log_start_offset.get();
+            d.diverging_epoch.epoch = epoch;
+            d.diverging_epoch.end_offset = end_offset;
         } else if let Some(p) = &t.partition {
             let budget = t.max_bytes.min(max_bytes.saturating_sub(total));
             // Read before the high watermark: what is read lies below the one reported.
             let (high_watermark, last_stable) = (p.high_watermark(), p.last_stable_offset());
             // KIP-74: the first batch is returned even if larger than the limits, so a big
             // batch never blocks a consumer.
-            let limit = if read_committed {
+            let limit = if follower {
+                ReadLimit::LogEnd
+            } else if read_committed {
                 ReadLimit::LastStable
             } else {
                 ReadLimit::HighWatermark
@@ -109,6 +125,30 @@ fn read_all(
     (out, total)
 }
 
+/// A follower's fetch tells the leader where the follower's log is: first whether it
+/// diverges (its last fetched epoch ends elsewhere in the leader's log, KIP-320), else its
+/// fetch offset, which moves the high watermark and may bring it back into the ISR.
+fn follower_positions(broker: &Arc<Broker>, replica: NodeId, targets: &mut [Target]) {
+    let now = now_ms();
+    for t in targets.iter_mut().filter(|t| t.error.is_none()) {
+        let Some(p) = &t.partition else { continue };
+        if t.last_fetched_epoch >= 0 {
+            let (epoch, end) = p.end_offset_for_epoch(t.last_fetched_epoch);
+            if epoch != t.last_fetched_epoch || end < t.fetch_offset {
+                t.diverging = Some((epoch, end));
+                continue;
+            }
+        }
+        if t.fetch_offset > p.offsets().log_end_offset.get() {
+            // Answered OFFSET_OUT_OF_RANGE by the read; not a position to count.
+            continue;
+        }
+        if let Some(change) = p.follower_fetched(replica, t.fetch_offset, now) {
+            broker.propose_isr_change(Arc::clone(p), change);
+        }
+    }
+}
+
 /// Answers a Fetch. The returned permit holds the response's size against the connection's
 /// response budget until the response is written, so unread responses pin at most about
 /// `fetch.max.bytes` per connection.
@@ -125,6 +165,18 @@ pub async fn handle(
         return (resp, None);
     }
     let image = (version >= 13).then(|| broker.controller.image());
+    // A follower replicating the leader's log (Kafka's replica id, in ReplicaState from
+    // v15); consumers send -1.
+    let replica = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let follower = replica >= 0;
+    // Replication is a cluster action (Kafka's CLUSTER_ACTION on the cluster); a follower
+    // needs no Read on each topic.
+    let follower_allowed =
+        follower && broker.authorize(ctx, AclOperation::ClusterAction, Resource::Cluster);
     let mut topics = Vec::new();
     let mut targets = Vec::new();
     let mut seen_topics = HashMap::new();
@@ -151,9 +203,12 @@ pub async fn handle(
                 topics.len() - 1
             }
         };
-        let authorized = name
-            .as_deref()
-            .is_none_or(|n| broker.authorize(ctx, AclOperation::Read, Resource::Topic(n)));
+        let authorized = if follower {
+            follower_allowed
+        } else {
+            name.as_deref()
+                .is_none_or(|n| broker.authorize(ctx, AclOperation::Read, Resource::Topic(n)))
+        };
         for fp in &ft.partitions {
             let partition = name
                 .as_deref()
@@ -171,6 +226,7 @@ pub async fn handle(
                 t.fetch_offset = fp.fetch_offset;
                 t.max_bytes = fp.partition_max_bytes.max(0) as usize;
                 t.error = error;
+                t.last_fetched_epoch = fp.last_fetched_epoch;
                 continue;
             }
             seen_partitions.insert((ti, fp.partition), targets.len());
@@ -181,8 +237,17 @@ pub async fn handle(
                 error,
                 fetch_offset: fp.fetch_offset,
                 max_bytes: fp.partition_max_bytes.max(0) as usize,
+                last_fetched_epoch: if version >= 12 {
+                    fp.last_fetched_epoch
+                } else {
+                    -1
+                },
+                diverging: None,
             });
         }
+    }
+    if follower {
+        follower_positions(broker, NodeId::new(replica), &mut targets);
     }
     // The broker's own `fetch.max.bytes` caps every response, whatever the client asks.
     let cap = broker.config.fetch_max_bytes();
@@ -217,7 +282,7 @@ pub async fn handle(
         for w in &mut watches {
             w.borrow_and_update();
         }
-        let (out, total) = read_all(&targets, &topics, max_bytes, read_committed);
+        let (out, total) = read_all(&targets, &topics, max_bytes, read_committed, follower);
         let has_error = targets.iter().any(|t| t.error.is_some())
             || out
                 .iter()
@@ -246,7 +311,7 @@ pub async fn handle(
         };
         if !woke {
             // A partition went away (topic deleted): answer with what there is.
-            let (out, total) = read_all(&targets, &topics, max_bytes, read_committed);
+            let (out, total) = read_all(&targets, &topics, max_bytes, read_committed, follower);
             resp.responses = out;
             return finish(resp, total);
         }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use vltava_metadata::{validate_topic_name, TopicImage};
+use vltava_metadata::{validate_topic_name, MetadataImage, TopicImage};
 use vltava_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use vltava_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
@@ -23,7 +23,16 @@ fn ids(v: &[NodeId]) -> Vec<BrokerId> {
     v.iter().map(|i| BrokerId(i.get())).collect()
 }
 
-fn topic_entry(t: &TopicImage) -> MetadataResponseTopic {
+/// Replicas on brokers that are fenced or not registered (Kafka's offline replicas).
+fn offline(image: &MetadataImage, replicas: &[NodeId]) -> Vec<BrokerId> {
+    replicas
+        .iter()
+        .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
+        .map(|r| BrokerId(r.get()))
+        .collect()
+}
+
+fn topic_entry(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
     let mut r = MetadataResponseTopic::default();
     r.name = Some(tn(&t.name));
     r.topic_id = t.topic_id;
@@ -38,6 +47,13 @@ fn topic_entry(t: &TopicImage) -> MetadataResponseTopic {
             mp.leader_epoch = p.leader_epoch.get();
             mp.replica_nodes = ids(&p.replicas);
             mp.isr_nodes = ids(&p.isr);
+            // A one-node image has no registrations before the broker registers itself.
+            if !image.brokers.is_empty() {
+                mp.offline_replicas = offline(image, &p.replicas);
+            }
+            if p.leader.get() < 0 {
+                mp.error_code = ErrorCode::LeaderNotAvailable.code();
+            }
             mp
         })
         .collect();
@@ -75,7 +91,7 @@ pub async fn metadata(
             .topics
             .values()
             .filter(|t| may_describe(&t.name))
-            .map(topic_entry)
+            .map(|t| topic_entry(&image, t))
             .collect(),
         Some(list) => {
             let mut out = Vec::new();
@@ -85,7 +101,7 @@ pub async fn metadata(
                         Some(ti) if !may_describe(&ti.name) => {
                             error_topic(None, t.topic_id, ErrorCode::TopicAuthorizationFailed)
                         }
-                        Some(ti) => topic_entry(ti),
+                        Some(ti) => topic_entry(&image, ti),
                         None => error_topic(None, t.topic_id, ErrorCode::UnknownTopicId),
                     });
                     continue;
@@ -99,7 +115,7 @@ pub async fn metadata(
                     continue;
                 }
                 if let Some(ti) = image.topic(&name) {
-                    out.push(topic_entry(ti));
+                    out.push(topic_entry(&image, ti));
                     continue;
                 }
                 if validate_topic_name(&name).is_err() {
@@ -129,7 +145,7 @@ pub async fn metadata(
                 .await;
                 image = broker.controller.image();
                 match (created, image.topic(&name)) {
-                    (_, Some(ti)) => out.push(topic_entry(ti)),
+                    (_, Some(ti)) => out.push(topic_entry(&image, ti)),
                     (Err(e), None) => out.push(error_topic(Some(name), t.topic_id, e.code)),
                     (Ok(_), None) => out.push(error_topic(
                         Some(name),
@@ -339,6 +355,12 @@ pub fn describe_topic_partitions(
             rp.leader_epoch = p.leader_epoch.get();
             rp.replica_nodes = ids(&p.replicas);
             rp.isr_nodes = ids(&p.isr);
+            if !image.brokers.is_empty() {
+                rp.offline_replicas = offline(&image, &p.replicas);
+            }
+            if p.leader.get() < 0 {
+                rp.error_code = ErrorCode::LeaderNotAvailable.code();
+            }
             rp.eligible_leader_replicas = Some(Vec::new());
             rp.last_known_elr = Some(Vec::new());
             t.partitions.push(rp);

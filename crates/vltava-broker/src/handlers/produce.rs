@@ -16,7 +16,7 @@ use vltava_storage::StorageError;
 use super::{sb, tn};
 use crate::broker::{now_ms, Broker};
 use crate::context::{AclOperation, RequestContext, Resource};
-use crate::partition::{AppendError, Partition};
+use crate::partition::{AckError, AppendError, Partition};
 use crate::txn_coordinator::TxnCoordError;
 use vltava_coordinator::txn_shard::TxnError;
 
@@ -232,15 +232,27 @@ fn verify_txn(
     }
 }
 
-/// Appends one checked payload. Returns the response entry and, when the answer must wait
-/// for an fsync, the partition and the offset that must become durable.
+/// What an answer waits for once the records are appended.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// acks=all: replicated to the whole ISR (and fsynced here when `durable`).
+    Acked { durable: bool },
+    /// `flush.messages` reached: an fsync here.
+    Durable,
+}
+
+/// Appends one checked payload. Returns the response entry and, when the answer must wait,
+/// the partition, the offset the wait is for, and what it waits for.
 fn append_one(
     p: &Arc<Partition>,
     index: i32,
     records: bytes::Bytes,
     acks: i16,
     guard: Option<vltava_storage::TxnGuard>,
-) -> (PartitionProduceResponse, Option<(Arc<Partition>, i64)>) {
+) -> (
+    PartitionProduceResponse,
+    Option<(Arc<Partition>, i64, Wait)>,
+) {
     let settings = p.settings();
     let max = settings.log.max_message_bytes;
     let recompress = settings.compression.filter(|target| {
@@ -286,13 +298,14 @@ fn append_one(
     };
     let end = info.last_offset.next().get();
     let wait = match settings.flush_messages {
-        // A retried batch already in the log: answered once its first write is durable.
-        _ if info.duplicate && acks == -1 => Some(end),
+        // acks=all waits for the ISR; fsynced here too unless the topic flushes on a
+        // schedule. A retried batch already in the log waits as its first write did.
+        _ if acks == -1 => Some(Wait::Acked {
+            durable: settings.flush_ms.is_none() && settings.flush_messages.is_none(),
+        }),
         _ if info.duplicate => None,
         // Kafka's flush.messages: fsync once that many messages are unflushed, whatever acks.
-        Some(n) => (p.unflushed() >= n).then_some(end),
-        // Default: acks=all answers only once its data is fsynced (group commit).
-        None if settings.flush_ms.is_none() && acks == -1 => Some(end),
+        Some(n) => (p.unflushed() >= n).then_some(Wait::Durable),
         None => None,
     };
     if wait.is_some() {
@@ -305,7 +318,7 @@ fn append_one(
     r.base_offset = info.base_offset.get();
     r.log_append_time_ms = info.log_append_time;
     r.log_start_offset = info.log_start_offset.get();
-    (r, wait.map(|w| (Arc::clone(p), w)))
+    (r, wait.map(|w| (Arc::clone(p), end, w)))
 }
 
 /// Starts a Produce. Every payload is checked before any is appended, so a request carrying
@@ -404,8 +417,8 @@ pub fn handle(
                 Plan::Answer(r) => r,
                 Plan::Append(p, records, guard) => {
                     let (r, wait) = append_one(&p, index, records, acks, guard);
-                    if let Some((p, end)) = wait {
-                        waits.push((ti, tr.partition_responses.len(), p, end));
+                    if let Some((p, end, what)) = wait {
+                        waits.push((ti, tr.partition_responses.len(), p, end, what));
                     }
                     r
                 }
@@ -419,13 +432,24 @@ pub fn handle(
         if !waits.is_empty() {
             let results = tokio::time::timeout(
                 timeout.max(Duration::from_millis(1)),
-                join_all(waits.iter().map(|(_, _, p, end)| p.wait_durable(*end))),
+                join_all(waits.iter().map(|(_, _, p, end, what)| async move {
+                    match what {
+                        Wait::Acked { durable } => p.wait_acked(*end, *durable).await,
+                        Wait::Durable => p.wait_durable(*end).await.map_err(AckError::from),
+                    }
+                })),
             )
             .await;
-            for (i, (ti, pi, _, _)) in waits.iter().enumerate() {
+            for (i, (ti, pi, _, _, _)) in waits.iter().enumerate() {
                 let failure = match &results {
                     Err(_) => Some(ErrorCode::RequestTimedOut),
-                    Ok(r) => r[i].as_ref().err().map(storage_error_code),
+                    Ok(r) => r[i].as_ref().err().map(|e| match e {
+                        AckError::Storage(e) => storage_error_code(e),
+                        AckError::NotLeader => ErrorCode::NotLeaderOrFollower,
+                        AckError::NotEnoughReplicasAfterAppend { .. } => {
+                            ErrorCode::NotEnoughReplicasAfterAppend
+                        }
+                    }),
                 };
                 if let Some(code) = failure {
                     let e = &mut responses[*ti].partition_responses[*pi];

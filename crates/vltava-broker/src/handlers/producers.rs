@@ -70,7 +70,7 @@ pub struct MarkerRequest {
 }
 
 /// Writes each marker to the partitions this broker leads, and waits until they are
-/// durable: a marker is the commit point of its transaction on that partition. Returns one
+/// durable on their ISR: a marker is the commit point of its transaction on that partition. Returns one
 /// result per partition, in request order (`None`: written). The transaction coordinator calls this
 /// directly for local partitions; the WriteTxnMarkers handler for remote coordinators.
 pub async fn write_markers(broker: &Arc<Broker>, markers: &[MarkerRequest]) -> MarkerResults {
@@ -79,8 +79,15 @@ pub async fn write_markers(broker: &Arc<Broker>, markers: &[MarkerRequest]) -> M
     let mut waits = Vec::new();
     crate::broker::blocking_io(|| append_markers(broker, markers, now, &mut results, &mut waits));
     for (mi, pi, p, end) in waits {
-        if let Err(e) = p.wait_durable(end).await {
-            results[mi][pi].1 = Some(storage_error_code(&e));
+        // As Kafka appends markers: acks=all, so durable on the whole ISR.
+        if let Err(e) = p.wait_acked(end, true).await {
+            results[mi][pi].1 = Some(match e {
+                crate::partition::AckError::Storage(e) => storage_error_code(&e),
+                crate::partition::AckError::NotLeader => ErrorCode::NotLeaderOrFollower,
+                crate::partition::AckError::NotEnoughReplicasAfterAppend { .. } => {
+                    ErrorCode::NotEnoughReplicasAfterAppend
+                }
+            });
         }
     }
     results
