@@ -38,7 +38,7 @@ function vltavaBin() {
   return process.env.VLTAVA_BIN || path.resolve(REPO_ROOT, process.env.CARGO_TARGET_DIR || 'target', 'debug', 'vltava')
 }
 
-async function startBroker({ overrides = {}, dataDir } = {}) {
+async function startBroker({ overrides = {}, dataDir, listeners, nodeId } = {}) {
   const bin = vltavaBin()
   try {
     fs.accessSync(bin, fs.constants.X_OK)
@@ -53,7 +53,8 @@ async function startBroker({ overrides = {}, dataDir } = {}) {
   fs.mkdirSync(dataDir, { recursive: true })
   const logPath = path.join(baseDir, 'stderr.log')
   const logFd = fs.openSync(logPath, 'a')
-  const args = ['broker', '--listeners', 'PLAINTEXT://127.0.0.1:0', '--data-dir', dataDir]
+  const args = ['broker', '--listeners', listeners || 'PLAINTEXT://127.0.0.1:0', '--data-dir', dataDir]
+  if (nodeId !== undefined) args.push('--node-id', String(nodeId))
   for (const [k, v] of Object.entries(overrides)) args.push('--override', `${k}=${v}`)
 
   // vltava reads VLTAVA_<KEY> variables as broker config: keep them out.
@@ -122,6 +123,11 @@ async function startBroker({ overrides = {}, dataDir } = {}) {
     logPath,
     stderrTail,
     alive: () => child.exitCode === null && child.signalCode === null,
+    // A crash (SIGKILL), for failover tests.
+    async kill() {
+      child.kill('SIGKILL')
+      return exited
+    },
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return exited
       child.kill('SIGTERM')
@@ -165,4 +171,39 @@ async function stopAndCheck(broker) {
   assert.equal(code, 0, `broker exit after SIGTERM: code ${code} signal ${signal}`)
 }
 
-module.exports = { startBroker, kafkaFor, stopAndCheck }
+// `n` nodes in combined mode (broker and metadata-quorum voter each), started together: each
+// prints its listening line only once a quorum has formed.
+async function startCluster(n = 3, overrides = {}) {
+  const net = require('node:net')
+  const freePort = () =>
+    new Promise((resolve, reject) => {
+      const srv = net.createServer()
+      srv.once('error', reject)
+      srv.listen(0, '127.0.0.1', () => {
+        const { port } = srv.address()
+        srv.close(() => resolve(port))
+      })
+    })
+  const ports = []
+  for (let i = 0; i < n; i++) ports.push(await freePort())
+  const voters = ports.map((p, i) => `${i + 1}@127.0.0.1:${p}`).join(',')
+  return Promise.all(
+    ports.map((p, i) =>
+      startBroker({
+        nodeId: i + 1,
+        listeners: `PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:${p}`,
+        overrides: {
+          'controller.quorum.voters': voters,
+          'controller.listener.names': 'CONTROLLER',
+          'listener.security.protocol.map': 'PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+          'controller.quorum.election.timeout.ms': '500',
+          'broker.session.timeout.ms': '3000',
+          'offsets.topic.num.partitions': '3',
+          ...overrides,
+        },
+      })
+    )
+  )
+}
+
+module.exports = { startBroker, startCluster, kafkaFor, stopAndCheck }

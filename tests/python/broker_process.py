@@ -53,9 +53,12 @@ class Broker:
     """One running vltava broker process."""
 
     def __init__(self, data_dir: Path, overrides: Optional[dict] = None, log_path: Optional[Path] = None,
-                 port: int = 0):
+                 port: int = 0, listeners: Optional[str] = None, node_id: Optional[int] = None):
         self.data_dir = Path(data_dir)
         self.listen_port = port
+        # A cluster node names its listeners (client and controller) and its node.id.
+        self.listeners = listeners
+        self.node_id = node_id
         self.overrides = dict(overrides or {})
         self.log_path = Path(log_path) if log_path else self.data_dir.parent / f"{self.data_dir.name}.stderr.log"
         self.proc: Optional[subprocess.Popen] = None
@@ -71,6 +74,12 @@ class Broker:
 
     # -- lifecycle --------------------------------------------------------
     def start(self, timeout: float = START_TIMEOUT) -> "Broker":
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Starts the process without waiting: a cluster's nodes must all be running before
+        any of them is ready (each waits for a quorum)."""
         binary = vltava_bin()
         if not binary.is_file() or not os.access(binary, os.X_OK):
             raise RuntimeError(
@@ -80,9 +89,11 @@ class Broker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             str(binary), "broker",
-            "--listeners", f"PLAINTEXT://127.0.0.1:{self.listen_port}",
+            "--listeners", self.listeners or f"PLAINTEXT://127.0.0.1:{self.listen_port}",
             "--data-dir", str(self.data_dir),
         ]
+        if self.node_id is not None:
+            cmd += ["--node-id", str(self.node_id)]
         for key, value in self.overrides.items():
             cmd += ["--override", f"{key}={value}"]
         self._log_file = open(self.log_path, "ab")
@@ -102,6 +113,7 @@ class Broker:
         )
         ready = threading.Event()
         found: dict = {}
+        self._ready, self._found = ready, found
 
         def read_stdout(stream, lines):
             # Keep draining stdout for the life of the process so the broker
@@ -120,6 +132,10 @@ class Broker:
             target=read_stdout, args=(self.proc.stdout, self._stdout_lines), daemon=True
         )
         self._reader.start()
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> "Broker":
+        """Waits for the "listening" line of a launched broker."""
+        ready, found = self._ready, self._found
         if not ready.wait(timeout) or "port" not in found:
             try:
                 rc = self.proc.wait(5)  # stdout closed: it is exiting
@@ -214,6 +230,40 @@ class BrokerFactory:
         broker = Broker(data_dir, overrides, log_path=self.base_dir / f"{data_dir.name}.stderr.log", port=port)
         self.brokers.append(broker)
         return broker.start()
+
+    def cluster(self, n: int = 3, overrides: Optional[dict] = None) -> list[Broker]:
+        """``n`` nodes in combined mode (broker and metadata-quorum voter each), started together
+        as an operator would; returns them once every one serves clients."""
+        import socket
+
+        def free_port() -> int:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                return s.getsockname()[1]
+
+        ports = [free_port() for _ in range(n)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
+        nodes = []
+        for i in range(n):
+            o = {
+                "controller.quorum.voters": voters,
+                "controller.listener.names": "CONTROLLER",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "controller.quorum.election.timeout.ms": "500",
+                "broker.session.timeout.ms": "3000",
+                "offsets.topic.num.partitions": "3",
+            }
+            o.update(overrides or {})
+            data_dir = self.new_data_dir()
+            b = Broker(data_dir, o, log_path=self.base_dir / f"{data_dir.name}.stderr.log",
+                       listeners=f"PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{ports[i]}",
+                       node_id=i + 1)
+            self.brokers.append(b)
+            b.launch()
+            nodes.append(b)
+        for b in nodes:
+            b.wait_ready(START_TIMEOUT * 2)
+        return nodes
 
     def close(self) -> None:
         """Stops every broker (SIGTERM), then fails if any of them did not shut down cleanly:

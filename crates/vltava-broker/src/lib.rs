@@ -21,6 +21,8 @@ pub mod producer_ids;
 pub mod quorum_transport;
 pub mod replica_fetcher;
 pub mod replica_manager;
+#[cfg(test)]
+mod replication_sim;
 pub mod security;
 pub mod txn_coordinator;
 

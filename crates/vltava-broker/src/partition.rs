@@ -460,6 +460,9 @@ impl Partition {
         self.log.truncate_to(Offset::new(offset))?;
         let end = self.log.offsets().log_end_offset.get();
         self.high_watermark.fetch_min(end, Ordering::AcqRel);
+        // What is appended at these offsets again is not durable until the next fsync; an
+        // offset left above the cut would answer waits for it at once.
+        self.durable.send_modify(|d| d.offset = d.offset.min(end));
         self.appended.send_replace(end);
         Ok(())
     }

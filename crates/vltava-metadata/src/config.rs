@@ -855,7 +855,6 @@ pub const NOT_APPLIED_YET: &[&str] = &[
     "log.preallocate",
     "file.delete.delay.ms",
     "log.segment.delete.delay.ms",
-    "unclean.leader.election.enable",
 ];
 
 fn same_value(def: &ConfigDef, a: &str, b: &str) -> bool {

@@ -49,11 +49,15 @@ impl fmt::Display for MetadataBatch {
 }
 
 openraft::declare_raft_types!(
+    /// Standard Raft's leader ids: one leader per term, as KRaft has one per epoch (openraft's
+    /// default lets candidates of one term all lead it, told apart by node id, so two
+    /// nodes could report the same epoch with different leaders).
     pub TypeConfig:
         D = MetadataBatch,
         R = (),
         NodeId = u64,
         Node = BasicNode,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
 );
 
 pub type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;

@@ -250,12 +250,15 @@ async fn a_node_behind_the_purged_log_installs_a_snapshot() {
     let mut all = rest.clone();
     all.push(Arc::clone(&back));
     converge(&all, 30).await;
-    assert!(
-        dir.path()
-            .join(format!("node-{behind}/snapshot.json"))
-            .exists(),
-        "caught up by a snapshot"
-    );
+    // Installed from the leader when the leader had purged the entries it lacked; the leader
+    // keeps entries a replication stream still reads, and then the node catches up from the
+    // log and builds its own snapshot, a moment after applying.
+    let snapshot = dir.path().join(format!("node-{behind}/snapshot.json"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !snapshot.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(snapshot.exists(), "the node that was behind has a snapshot");
     // And it restarts from its own snapshot.
     stop(&router, behind).await;
     drop(back);

@@ -1405,8 +1405,9 @@ impl Log {
     /// Removes everything from `offset` on (a follower dropping a divergent tail): whole
     /// segments above it go, the segment holding it is cut at that batch boundary with its
     /// indexes, epochs starting at or after it are forgotten, and the flushed offset is
-    /// lowered. An offset inside a batch is refused; one at or past the log end changes
-    /// nothing. Durable before it returns; a failure poisons the log.
+    /// lowered. An offset inside a batch is refused; one at or past the log end only forgets
+    /// epochs that start at the log end (as Kafka's truncateTo). Durable before it returns; a
+    /// failure poisons the log.
     pub fn truncate_to(&self, offset: Offset) -> Result<(), StorageError> {
         let offset = offset.get();
         // A cleaning in progress finishes its swap first (locks in the order the cleaner
@@ -1423,6 +1424,16 @@ impl Log {
     /// [`Log::truncate_to`] with the flush lock and the log lock held.
     fn truncate_locked(&self, inner: &mut Inner, offset: i64) -> Result<(), StorageError> {
         if offset >= inner.next_offset {
+            // No records to cut, but an epoch this replica started as leader without
+            // appending anything may sit at the log end; left there, its fetches would keep
+            // diverging from the new leader's log.
+            let end = inner.next_offset;
+            if inner.epochs.truncate_from_end(end) {
+                inner
+                    .epochs
+                    .write(self.fs(), &self.dir)
+                    .map_err(|e| self.poison(e))?;
+            }
             return Ok(());
         }
         if offset < inner.log_start_offset {

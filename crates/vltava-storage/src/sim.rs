@@ -202,7 +202,10 @@ impl SimFs {
         files.retain(|p, _| reachable(p, &kept_dirs));
         let live: BTreeSet<u64> = files.values().copied().collect();
         st.inodes.retain(|ino, _| live.contains(ino));
-        for inode in st.inodes.values_mut() {
+        // In inode order, so a seed tears the same bytes every run.
+        let mut inodes: Vec<(&u64, &mut Inode)> = st.inodes.iter_mut().collect();
+        inodes.sort_by_key(|(ino, _)| **ino);
+        for (_, inode) in inodes {
             let image = match rng.as_mut() {
                 None => inode.durable.clone(),
                 Some(rng) => torn_image(&inode.durable, &inode.data, rng),

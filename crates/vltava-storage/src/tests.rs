@@ -509,6 +509,27 @@ fn epoch_answers(log: &Log, max: i32) -> Vec<(i32, (i32, i64))> {
 }
 
 #[test]
+fn truncating_at_the_log_end_forgets_an_epoch_started_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    log.append(&mut batch(2, 100, 10), 0, 0).unwrap();
+    // Leader in epoch 3 without appending anything, then a follower again.
+    log.assign_leader_epoch(LeaderEpoch::new(3)).unwrap();
+    assert_eq!(log.leader_epochs().last().map(|e| e.epoch), Some(3));
+    log.truncate_to(Offset::new(2)).unwrap();
+    let entries: Vec<_> = log
+        .leader_epochs()
+        .iter()
+        .map(|e| (e.epoch, e.start_offset))
+        .collect();
+    assert_eq!(entries, [(0, 0)]);
+    assert_eq!(log.offsets().log_end_offset, Offset::new(2));
+    drop(log);
+    let log = open(dir.path(), LogConfig::default(), true);
+    assert_eq!(log.leader_epochs().len(), 1, "the checkpoint was rewritten");
+}
+
+#[test]
 fn epochs_follow_leader_appends_truncation_and_follower_appends() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig {

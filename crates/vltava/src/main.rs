@@ -2,6 +2,7 @@
 
 mod broker_cmd;
 mod cleaner_status;
+mod dev_cmd;
 mod registry_cmd;
 mod schema_cmd;
 
@@ -18,6 +19,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 Examples:
   vltava broker
+  vltava dev cluster --nodes 3
   vltava topic create orders --partitions 6
   echo 'k1:hello' | vltava produce orders --key-separator :
   vltava consume orders --from-beginning --format '%k %s (partition %p, offset %o)'
@@ -40,6 +42,8 @@ enum Command {
     Registry(registry_cmd::RegistryArgs),
     /// Register, list, get, check and delete schemas in a schema registry
     Schema(schema_cmd::SchemaArgs),
+    /// Local playgrounds: `vltava dev cluster` runs a 3-node cluster on this machine
+    Dev(dev_cmd::DevArgs),
     #[command(flatten)]
     Client(vltava_cli::Command),
     /// Print a shell completion script
@@ -60,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         Command::CleanerStatus(args) => cleaner_status::run(args),
         Command::Registry(args) => registry_cmd::run(args),
         Command::Schema(args) => std::process::exit(schema_cmd::run(args)),
+        Command::Dev(args) => dev_cmd::run(args),
         Command::Client(command) => std::process::exit(vltava_cli::run(command)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vltava", &mut std::io::stdout());

@@ -1010,3 +1010,73 @@ fn idempotent_produce_and_producers_describe() {
     run(a, &w("producers describe nope")).fails(1, "does not exist");
     run(a, &w("producers describe idem -X security.protocol=SSL")).fails(2, "plaintext");
 }
+
+/// `vltava dev cluster` starts three nodes, prints the bootstrap servers, and stops them all
+/// on SIGTERM; `vltava cluster describe` shows its brokers and metadata quorum.
+#[test]
+fn dev_cluster_and_cluster_describe() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    // Node i uses base + i - 1 and base + 100 + i - 1: a base chosen by the kernel, retried
+    // if one of the others is taken.
+    let (mut child, bootstrap) = (0..5)
+        .find_map(|_| {
+            let base = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if base > 65_000 {
+                return None;
+            }
+            let mut child = command(
+                None,
+                &[
+                    "dev",
+                    "cluster",
+                    "--nodes",
+                    "3",
+                    "--base-port",
+                    &base.to_string(),
+                    "--data-dir",
+                    dir.path().join(format!("c{base}")).to_str().unwrap(),
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            if line.trim().is_empty() {
+                let _ = child.wait();
+                return None;
+            }
+            Some((child, line.trim().to_string()))
+        })
+        .expect("dev cluster started");
+    let addrs: Vec<&str> = bootstrap.split(',').collect();
+    assert_eq!(addrs.len(), 3, "{bootstrap}");
+    let first: SocketAddr = addrs[0].parse().unwrap();
+    let r = run(first, &w("cluster describe -o json")).ok();
+    let v = r.json();
+    assert_eq!(v["brokers"].as_array().unwrap().len(), 3, "{v}");
+    let q = &v["quorum"];
+    assert_eq!(q["voters"].as_array().unwrap().len(), 3, "{v}");
+    assert!((1..=3).contains(&q["leader_id"].as_i64().unwrap()), "{v}");
+    let r = run(first, &w("cluster describe")).ok();
+    assert!(r.stdout.contains("Metadata quorum: leader"), "{r:?}");
+    // A replicated topic works on it.
+    run(
+        first,
+        &w("topic create rf3 --partitions 2 --replication-factor 3"),
+    )
+    .ok();
+    signal(&child, "-TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    // Every node stopped: nothing listens on the first client port any more.
+    assert!(std::net::TcpStream::connect(first).is_err());
+}

@@ -70,7 +70,10 @@ fn spawn_with(dir: &Path, id: i32, voters: &str, controller_port: u16, extra: &[
             "--override",
             "broker.session.timeout.ms=3000",
         ])
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("CLUSTER_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -529,4 +532,126 @@ fn replicated_partitions_survive_their_leader() {
             logs.iter().map(Vec::len).collect::<Vec<_>>()
         );
     }
+}
+
+/// The metadata quorum's leader, as `node` answers DescribeQuorum.
+fn quorum_leader(node: &Node) -> i32 {
+    use vltava_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let mut raw = common::RawClient::connect(node.addr);
+    let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName("__cluster_metadata".into()))
+        .with_partitions(vec![PartitionData::default()])]);
+    let q: DescribeQuorumResponse = raw.call(ApiKey::DescribeQuorum, 1, &req);
+    q.topics[0].partitions[0].leader_id.0
+}
+
+fn signal(node: &Node, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &node.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn set_topic_config(admin: &AdminClient<DefaultClientContext>, topic: &str, k: &str, v: &str) {
+    let rt = common::runtime();
+    let r = rt
+        .block_on(
+            admin.alter_configs(
+                &[
+                    rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(
+                        topic,
+                    ))
+                    .set(k, v),
+                ],
+                &AdminOptions::new(),
+            ),
+        )
+        .unwrap();
+    assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+}
+
+/// A follower stopped with SIGSTOP leaves the ISR after `replica.lag.time.max.ms`. With
+/// `min.insync.replicas=3` an acks=all write waiting on it is answered
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND and later ones NOT_ENOUGH_REPLICAS, while acks=1 goes on;
+/// at 2 acks=all goes on too. Continued, the follower catches up and rejoins the ISR, and
+/// the replicas end identical.
+#[test]
+fn a_stopped_follower_leaves_the_isr_and_rejoins() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, _, _) = start_cluster_with(dir.path(), &["replica.lag.time.max.ms=1500"]);
+    let rt = common::runtime();
+    let admin: AdminClient<DefaultClientContext> =
+        common::client_config(nodes[0].addr).create().unwrap();
+    let created = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new("isr", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "3")],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let (leader, _) = wait_for("three in-sync replicas", Duration::from_secs(20), || {
+        let d = partitions(&nodes[0], "isr");
+        d.get(&0)
+            .filter(|(l, isr)| *l > 0 && isr.len() == 3)
+            .cloned()
+    });
+    let leader_node = nodes.iter().find(|n| n.id == leader).unwrap();
+    // Not the quorum leader either, so no election slows the ISR change down.
+    let controller = quorum_leader(&nodes[0]);
+    let follower = nodes
+        .iter()
+        .find(|n| n.id != leader && n.id != controller)
+        .unwrap();
+    let mut raw = common::RawClient::connect(leader_node.addr);
+    assert_eq!(raw.produce_values("isr", -1, &[b"a"]), (0, 0));
+
+    signal(follower, "-STOP");
+    // Waiting on the stopped follower, then refused once it has left the ISR.
+    let (code, _) = raw.produce_values("isr", -1, &[b"b"]);
+    assert_eq!(code, 20, "NOT_ENOUGH_REPLICAS_AFTER_APPEND");
+    let isr = wait_for(
+        "the ISR without the follower",
+        Duration::from_secs(20),
+        || {
+            let d = partitions(leader_node, "isr");
+            d.get(&0).filter(|(_, isr)| isr.len() == 2).cloned()
+        },
+    );
+    assert!(!isr.1.contains(&follower.id));
+    assert_eq!(
+        raw.produce_values("isr", -1, &[b"c"]).0,
+        19,
+        "NOT_ENOUGH_REPLICAS"
+    );
+    assert_eq!(raw.produce_values("isr", 1, &[b"d"]).0, 0, "acks=1 goes on");
+    // An admin client of a live node: the first one's metadata may name the stopped node as
+    // the controller to send AlterConfigs to.
+    let admin: AdminClient<DefaultClientContext> =
+        common::client_config(leader_node.addr).create().unwrap();
+    set_topic_config(&admin, "isr", "min.insync.replicas", "2");
+    wait_for("acks=all accepted again", Duration::from_secs(10), || {
+        (raw.produce_values("isr", -1, &[b"e"]).0 == 0).then_some(())
+    });
+
+    signal(follower, "-CONT");
+    wait_for(
+        "the follower back in the ISR",
+        Duration::from_secs(30),
+        || {
+            let d = partitions(leader_node, "isr");
+            d.get(&0).filter(|(_, isr)| isr.len() == 3).cloned()
+        },
+    );
+    assert_eq!(raw.produce_values("isr", -1, &[b"f"]).0, 0);
+    let ids: Vec<i32> = nodes.iter().map(|n| n.id).collect();
+    drop(raw);
+    for n in nodes {
+        sigterm(n);
+    }
+    let logs: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|id| log_bytes(&dir.path().join(format!("node-{id}")), "isr", 0))
+        .collect();
+    assert!(logs.iter().all(|l| *l == logs[0] && !l.is_empty()));
 }
