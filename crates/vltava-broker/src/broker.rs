@@ -138,6 +138,20 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrokerError 
 }
 
 /// Kafka cluster ids are 16 bytes in URL-safe base64 without padding.
+/// A new random cluster id, as `kafka-storage.sh random-uuid` prints one.
+pub fn new_cluster_id() -> String {
+    encode_cluster_id(Uuid::new_v4().into_bytes())
+}
+
+/// Whether `id` has the form of a Kafka cluster id: 16 bytes in URL-safe base64, 22
+/// characters.
+pub fn is_cluster_id(id: &str) -> bool {
+    id.len() == 22
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn encode_cluster_id(bytes: [u8; 16]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut id = String::new();

@@ -678,14 +678,16 @@ mod tests {
             name: "t".into(),
             topic_id: tid,
         });
-        img.apply(&MetadataRecord::PartitionRecord {
-            topic_id: tid,
-            partition_id: 0,
-            replicas: vec![n(1), n(2), n(3)],
-            isr: vec![n(1), n(2)],
-            leader: n(1),
-            leader_epoch: LeaderEpoch::new(4),
-        });
+        let partition =
+            |isr: Vec<NodeId>, leader: NodeId, epoch: i32| MetadataRecord::PartitionRecord {
+                topic_id: tid,
+                partition_id: 0,
+                replicas: vec![n(1), n(2), n(3)],
+                isr,
+                leader,
+                leader_epoch: LeaderEpoch::new(epoch),
+            };
+        img.apply(&partition(vec![n(1), n(2)], n(1), 4));
         let code = |r: Result<Vec<MetadataRecord>, OpError>| r.unwrap_err().code;
         let alter =
             |img: &MetadataImage, leader, epoch, expected: &[NodeId], proposed: &[NodeId]| {
@@ -741,14 +743,7 @@ mod tests {
             (n(2), vec![n(2)], 6)
         );
         // A fenced follower leaves the ISR without a new leader epoch.
-        img.apply(&MetadataRecord::PartitionRecord {
-            topic_id: tid,
-            partition_id: 0,
-            replicas: vec![n(1), n(2), n(3)],
-            isr: vec![n(2), n(1)],
-            leader: n(2),
-            leader_epoch: LeaderEpoch::new(6),
-        });
+        img.apply(&partition(vec![n(2), n(1)], n(2), 6));
         for r in elections(&img, &[n(2)], false) {
             img.apply(&r);
         }

@@ -26,5 +26,8 @@ mod replication_sim;
 pub mod security;
 pub mod txn_coordinator;
 
-pub use broker::{start, start_with, Broker, BrokerError, BrokerHandle, StartOptions};
+pub use broker::{
+    is_cluster_id, new_cluster_id, start, start_with, Broker, BrokerError, BrokerHandle,
+    StartOptions,
+};
 pub use config::{BrokerConfig, ConfigError};

@@ -314,3 +314,47 @@ fn a_torn_tail_is_cut_and_corruption_refused() {
     ));
     assert!(err.is_err());
 }
+
+/// A quorum directory written by this code (one node, a snapshot every 3 entries, so it holds
+/// `raft.log`, `raft-state.json` and `snapshot.json`) is committed under
+/// `tests/fixtures/quorum-v1`. It must open to the same image and take new writes, so a
+/// change to the on-disk format cannot go unnoticed. `VLTAVA_WRITE_QUORUM_FIXTURE=1`
+/// rewrites it (for a deliberate format change, with a way to read the old one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committed_quorum_directory_opens_to_the_same_image() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quorum-v1");
+    let expected: Vec<String> = (0..5).map(|i| format!("fixture-{i}")).collect();
+    if std::env::var("VLTAVA_WRITE_QUORUM_FIXTURE").is_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = Router::default();
+        let q = start(&router, config(1, &[1], dir.path(), 3)).await;
+        leader_of(std::slice::from_ref(&q)).await;
+        for name in &expected {
+            create(&q, name).await.unwrap();
+        }
+        stop(&router, 1).await;
+        let _ = std::fs::remove_dir_all(&fixture);
+        std::fs::create_dir_all(&fixture).unwrap();
+        for e in std::fs::read_dir(dir.path().join("node-1")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), fixture.join(e.file_name())).unwrap();
+        }
+    }
+    for f in ["raft.log", "raft-state.json", "snapshot.json"] {
+        assert!(fixture.join(f).exists(), "fixture lacks {f}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node_dir = dir.path().join("node-1");
+    std::fs::create_dir_all(&node_dir).unwrap();
+    for e in std::fs::read_dir(&fixture).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), node_dir.join(e.file_name())).unwrap();
+    }
+    let router = Router::default();
+    let q = start(&router, config(1, &[1], dir.path(), 3)).await;
+    converge(std::slice::from_ref(&q), expected.len()).await;
+    assert_eq!(names(&q), expected);
+    create(&q, "after-the-fixture").await.unwrap();
+    assert_eq!(q.image().topics.len(), expected.len() + 1);
+    stop(&router, 1).await;
+}

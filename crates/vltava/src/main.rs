@@ -5,6 +5,7 @@ mod cleaner_status;
 mod dev_cmd;
 mod registry_cmd;
 mod schema_cmd;
+mod storage_cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -44,6 +45,8 @@ enum Command {
     Schema(schema_cmd::SchemaArgs),
     /// Local playgrounds: `vltava dev cluster` runs a 3-node cluster on this machine
     Dev(dev_cmd::DevArgs),
+    /// Format a data dir with a cluster id before its first start (kafka-storage.sh)
+    Storage(storage_cmd::StorageArgs),
     #[command(flatten)]
     Client(vltava_cli::Command),
     /// Print a shell completion script
@@ -65,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         Command::Registry(args) => registry_cmd::run(args),
         Command::Schema(args) => std::process::exit(schema_cmd::run(args)),
         Command::Dev(args) => dev_cmd::run(args),
+        Command::Storage(args) => storage_cmd::run(args),
         Command::Client(command) => std::process::exit(vltava_cli::run(command)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vltava", &mut std::io::stdout());

@@ -1080,3 +1080,35 @@ fn dev_cluster_and_cluster_describe() {
     // Every node stopped: nothing listens on the first client port any more.
     assert!(std::net::TcpStream::connect(first).is_err());
 }
+
+/// `vltava storage format` fixes a data dir's cluster id before its first start, as
+/// `kafka-storage.sh format` does; the broker then serves with that id.
+#[test]
+fn storage_format_fixes_the_cluster_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = run_with(None, &w("storage random-uuid"), b"")
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 22, "{id}");
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let format = |extra: &[&str]| {
+        let mut args = vec!["storage", "format", "-t", &id, "--data-dir", data];
+        args.extend_from_slice(extra);
+        run_with(None, &args, b"")
+    };
+    format(&[]).ok();
+    format(&[]).fails(1, "already formatted");
+    format(&["--ignore-formatted"]).ok();
+    run_with(
+        None,
+        &["storage", "format", "-t", "not-an-id", "--data-dir", data],
+        b"",
+    )
+    .fails(1, "not a cluster id");
+    let b = BrokerProcess::start(std::path::Path::new(data), &[]);
+    let v = run(b.addr, &w("cluster describe -o json")).ok().json();
+    assert_eq!(v["cluster_id"], id.as_str(), "{v}");
+}
