@@ -109,6 +109,10 @@ pub struct Partition {
     appended: watch::Sender<i64>,
     durable: watch::Sender<Durable>,
     flush_request: Arc<Notify>,
+    /// Held while `durable` is set from the log's flushed offset and while a truncation
+    /// lowers both, so an fsync that ran alongside a truncation cannot raise `durable` back
+    /// above the cut.
+    durable_lock: Arc<Mutex<()>>,
     settings: Mutex<TopicSettings>,
 }
 
@@ -161,6 +165,7 @@ impl Partition {
             appended,
             durable,
             flush_request: Arc::new(Notify::new()),
+            durable_lock: Arc::new(Mutex::new(())),
             settings: Mutex::new(settings),
         });
         if let Err(e) = p.apply_registration(registration, now_ms) {
@@ -457,12 +462,14 @@ impl Partition {
 
     /// As follower, drops a divergent tail from `offset` on (the leader's diverging epoch).
     pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        let guard = self.durable_lock.lock();
         self.log.truncate_to(Offset::new(offset))?;
         let end = self.log.offsets().log_end_offset.get();
         self.high_watermark.fetch_min(end, Ordering::AcqRel);
         // What is appended at these offsets again is not durable until the next fsync; an
         // offset left above the cut would answer waits for it at once.
         self.durable.send_modify(|d| d.offset = d.offset.min(end));
+        drop(guard);
         self.appended.send_replace(end);
         Ok(())
     }
@@ -698,10 +705,11 @@ impl Partition {
     /// durability pile up on `durable` while an fsync runs, and the next one covers them all.
     async fn flusher(me: std::sync::Weak<Self>) {
         let Some(p) = me.upgrade() else { return };
-        let (request, log, durable) = (
+        let (request, log, durable, durable_lock) = (
             Arc::clone(&p.flush_request),
             Arc::clone(&p.log),
             p.durable.clone(),
+            Arc::clone(&p.durable_lock),
         );
         drop(p);
         loop {
@@ -713,11 +721,19 @@ impl Partition {
                     continue;
                 }
             }
-            let log = Arc::clone(&log);
-            match tokio::task::spawn_blocking(move || log.flush()).await {
-                Ok(Ok(offset)) => {
-                    durable.send_modify(|d| d.offset = d.offset.max(offset.get()));
-                }
+            let (log, durable_now, lock) =
+                (Arc::clone(&log), durable.clone(), Arc::clone(&durable_lock));
+            let flushed = tokio::task::spawn_blocking(move || {
+                log.flush()?;
+                // The log's own flushed offset, read under the truncations' lock: one that
+                // ran during this fsync has lowered it, and it stays lowered.
+                let _guard = lock.lock();
+                let offset = log.offsets().flushed_offset.get();
+                durable_now.send_modify(|d| d.offset = offset);
+                Ok::<_, StorageError>(())
+            });
+            match flushed.await {
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "flush failed");
                     durable.send_modify(|d| d.failed = true);
