@@ -1,10 +1,8 @@
 //! Topic administration, configs, offsets, auto-creation and retention through librdkafka.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
     OwnedResourceSpecifier, ResourceSpecifier, TopicReplication,

@@ -1,12 +1,10 @@
 //! Bad input gets Kafka's answer, and the broker keeps serving everyone else.
 
-mod common;
-
 use std::io::Write;
 use std::net::SocketAddr;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use vltava_broker::BrokerHandle;
 use vltava_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use vltava_protocol::messages::incremental_alter_configs_request::{

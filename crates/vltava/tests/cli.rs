@@ -1,14 +1,12 @@
 //! The client commands (`vltava topic|produce|consume|group|config|cluster|perf`) run as
 //! processes against a `vltava broker` process: output, JSON, exit codes and error paths.
 
-mod common;
-
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::BrokerProcess;
+use crate::common::BrokerProcess;
 use serde_json::Value;
 
 struct Run {

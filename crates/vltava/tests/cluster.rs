@@ -3,7 +3,7 @@
 //! brokers, clients sent to each partition's leader, and the quorum surviving the loss of
 //! its leader.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};

@@ -2,14 +2,12 @@
 //! value of each key; keyless records are refused as Kafka refuses them; `__consumer_offsets`
 //! stays bounded under a long commit loop and its offsets survive a restart.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};

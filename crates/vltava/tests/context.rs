@@ -1,14 +1,12 @@
 //! Every request carries its context (listener, principal, client) to one authorizer, and each
 //! named listener tells clients its own advertised address.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use vltava_broker::context::{AclOperation, Authorizer, RequestContext, Resource};
 use vltava_broker::BrokerConfig;
 use vltava_protocol::messages::fetch_request::{FetchPartition, FetchTopic};

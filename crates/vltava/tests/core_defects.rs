@@ -1,12 +1,10 @@
 //! Defects found by trying the broker as a new user would, each pinned by a test.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use vltava_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};

@@ -3,13 +3,11 @@
 //!
 //! Needs root to mount a small tmpfs (CI and these machines run as root).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use vltava_protocol::ErrorCode;
 
 /// A tmpfs of `mib` MiB, unmounted when dropped.

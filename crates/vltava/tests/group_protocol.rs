@@ -4,12 +4,10 @@
 //! session expiry, OffsetDelete, a later change of `offsets.topic.num.partitions`, a refused
 //! join, and trimming of the offsets log.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use vltava_protocol::messages::create_topics_request::CreatableTopic;
 use vltava_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use vltava_protocol::messages::leave_group_request::MemberIdentity;

@@ -2,11 +2,9 @@
 //! the client, and the log holds it once, because the broker recognises the retry by the
 //! producer's id, epoch and sequence numbers and answers with the original offsets.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};

@@ -1,13 +1,11 @@
 //! Request memory is bounded broker-wide (`queued.max.request.bytes`): frames that announce
 //! much and send little cannot exhaust the machine, and whole requests are still served.
 
-mod common;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use vltava_protocol::messages::*;
 use vltava_protocol::ApiKey;
 

@@ -1,7 +1,7 @@
 //! A data dir from before the metadata quorum keeps its metadata in
 //! `__cluster_metadata/metadata.log`; the first start with the quorum imports it once.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -2,13 +2,11 @@
 //! byte not yet fsynced when the power goes. Every acks=all acknowledgement survives; acks=1
 //! acknowledgements may not (they are answered before any fsync).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use vltava_broker::{BrokerConfig, StartOptions};
 use vltava_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use vltava_protocol::messages::*;

@@ -2,12 +2,10 @@
 //! errors and size limits, topic ids (Fetch, DeleteTopics), ListOffsets specs,
 //! DescribeTopicPartitions, OffsetForLeaderEpoch.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use vltava_protocol::messages::create_topics_request::CreatableTopic;
 use vltava_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use vltava_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};

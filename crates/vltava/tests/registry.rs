@@ -1,13 +1,11 @@
 //! The schema registry against a real broker: Confluent's REST API over HTTP, its records in
 //! `_schemas`, and a restart that rebuilds everything from the topic alone.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};

@@ -1,13 +1,11 @@
 //! Listener security end to end: librdkafka (through the `rdkafka` crate) against TLS and
 //! SASL listeners, with a certificate authority made in the test by `rcgen`.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
     KeyUsagePurpose,

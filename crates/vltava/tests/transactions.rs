@@ -4,13 +4,11 @@
 //!
 //! Producer ids come from the broker's own allocator (blocks in the metadata log).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{runtime, RawClient};
+use crate::common::{runtime, RawClient};
 use vltava_broker::{BrokerConfig, BrokerHandle};
 use vltava_protocol::messages::*;
 use vltava_protocol::{ApiKey, StrBytes};
