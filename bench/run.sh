@@ -5,7 +5,8 @@
 # temporary data dir, runs produce then consume for 1 and 8 partitions, 100 B and 1 KiB
 # records, acks=1 and acks=all, and prints a Markdown table; then acks=all latency at half of
 # the peak rate next to the disk's fsync latency; then a table of producer modes at acks=all
-# (plain, idempotent, transactional) for 1 KiB records. Takes a few minutes.
+# (plain, idempotent, transactional) for 1 KiB records; then acks=all with replication
+# factor 1 and 3 on a local 3-node cluster. Takes a few minutes.
 #
 # Each produce row also has the yardstick: the same produce against librdkafka's in-memory
 # mock broker (`vltava perf mock`), run right after, and the ratio Vltava ÷ mock; and the
@@ -186,5 +187,50 @@ for partitions in 1 8; do
             "$(jq -r '.latency_ms.p999' <<<"$p")" \
             "$(jq -r '.latency_ms.max' <<<"$p")"
         "$BIN" topic delete "$topic" >/dev/null
+    done
+done
+
+# Replication: the same acks=all produce and consume on a local three-node cluster
+# (`vltava dev cluster`), topics with replication factor 3 and min.insync.replicas=2, next
+# to replication factor 1 on that cluster. All three nodes share this machine's cores and
+# disk with the client.
+CLUSTER_DIR=$(mktemp -d -t vltava-bench-cluster.XXXXXX)
+CLUSTER_OUT=$(mktemp -t vltava-bench-cluster-out.XXXXXX)
+CLUSTER_BASE=${CLUSTER_BASE:-29192}
+"$BIN" dev cluster --nodes 3 --base-port "$CLUSTER_BASE" --data-dir "$CLUSTER_DIR" >"$CLUSTER_OUT" 2>/dev/null &
+CLUSTER_PID=$!
+stop_cluster() {
+    kill "$CLUSTER_PID" 2>/dev/null || true
+    wait "$CLUSTER_PID" 2>/dev/null || true
+    rm -rf "$CLUSTER_DIR" "$CLUSTER_OUT"
+}
+trap 'stop_cluster; cleanup' EXIT
+for _ in $(seq 300); do
+    [[ -s "$CLUSTER_OUT" ]] && break
+    sleep 0.1
+done
+CLUSTER_BOOTSTRAP=$(head -n 1 "$CLUSTER_OUT")
+[[ -n "$CLUSTER_BOOTSTRAP" ]] || { echo "bench: the 3-node cluster did not start" >&2; exit 1; }
+echo "bench: 3-node cluster at $CLUSTER_BOOTSTRAP" >&2
+printf '\n| cluster | partitions | replication factor | acks | records | produce rec/s | produce MB/s | p50 ms | p99 ms | p99.9 ms | consume rec/s |\n'
+printf '|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n'
+for partitions in 1 8; do
+    for rf in 1 3; do
+        topic="bench-rf$rf-p$partitions"
+        echo "bench: $topic, $RECORDS_1K records" >&2
+        "$BIN" topic create "$topic" -b "$CLUSTER_BOOTSTRAP" --partitions "$partitions" \
+            --replication-factor "$rf" --config min.insync.replicas=$(( rf < 2 ? 1 : 2 )) >/dev/null
+        p=$("$BIN" perf produce -b "$CLUSTER_BOOTSTRAP" --topic "$topic" --num-records "$RECORDS_1K" \
+            --record-size 1024 --acks all --compression "$COMPRESSION" -o json)
+        c=$("$BIN" perf consume -b "$CLUSTER_BOOTSTRAP" --topic "$topic" --num-records "$RECORDS_1K" -o json)
+        printf '| 3 nodes | %s | %s | all | %s | %s | %s | %s | %s | %s | %s |\n' \
+            "$partitions" "$rf" "$RECORDS_1K" \
+            "$(jq -r '.records_per_sec | floor' <<<"$p")" \
+            "$(jq -r '.mb_per_sec * 10 | round / 10' <<<"$p")" \
+            "$(jq -r '.latency_ms.p50' <<<"$p")" \
+            "$(jq -r '.latency_ms.p99' <<<"$p")" \
+            "$(jq -r '.latency_ms.p999' <<<"$p")" \
+            "$(jq -r '.records_per_sec | floor' <<<"$c")"
+        "$BIN" topic delete "$topic" -b "$CLUSTER_BOOTSTRAP" >/dev/null
     done
 done

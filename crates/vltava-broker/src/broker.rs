@@ -599,6 +599,17 @@ async fn run(
     let mut isr_check = tokio::time::interval(isr_every);
     let mut leader_since: Option<tokio::time::Instant> = None;
     let mut liveness_run: Option<tokio::task::JoinHandle<()>> = None;
+    let rebalance_every = Duration::from_secs(
+        broker
+            .config
+            .get_i64("leader.imbalance.check.interval.seconds")
+            .max(1) as u64,
+    );
+    let mut leader_rebalance = tokio::time::interval_at(
+        tokio::time::Instant::now() + rebalance_every,
+        rebalance_every,
+    );
+    let mut rebalance_run: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -608,6 +619,14 @@ async fn run(
                 } else if liveness_run.as_ref().is_none_or(|r| r.is_finished()) {
                     let since = *leader_since.get_or_insert_with(tokio::time::Instant::now);
                     liveness_run = check_liveness(&broker, since.elapsed());
+                }
+            }
+            _ = leader_rebalance.tick() => {
+                if broker.config.get_bool("auto.leader.rebalance.enable")
+                    && broker.controller.quorum().is_leader()
+                    && rebalance_run.as_ref().is_none_or(|r| r.is_finished())
+                {
+                    rebalance_run = Some(rebalance_leaders(&broker));
                 }
             }
             _ = producer_expiry.tick() => broker.expire_producers(),
@@ -643,6 +662,7 @@ async fn run(
             }
         }
     }
+    controlled_shutdown(&broker).await;
     broker.shutting_down.send_replace(true);
     // Acceptors watch the same signal; once they end no listener socket is open.
     while acceptors.join_next().await.is_some() {}
@@ -714,7 +734,9 @@ fn check_liveness(
         };
         if quiet && !b.fenced {
             fence.push(b.broker_id);
-        } else if !quiet && b.fenced {
+        } else if !quiet && b.fenced && !b.in_controlled_shutdown {
+            // A broker in controlled shutdown still answers the quorum until it stops; it
+            // comes back by registering again.
             unfence.push(b.broker_id);
         }
     }
@@ -738,6 +760,58 @@ fn check_liveness(
             tracing::warn!(error = %e.message, "could not record broker liveness");
         }
     }))
+}
+
+/// On the active controller (`auto.leader.rebalance.enable`): hands every partition back to
+/// its preferred replica where that replica is live and in the ISR, so leadership spreads
+/// again once brokers that failed are back.
+fn rebalance_leaders(broker: &Arc<Broker>) -> tokio::task::JoinHandle<()> {
+    use crate::controller::{elect_leaders_records, ElectionType};
+    let b = Arc::clone(broker);
+    tokio::spawn(async move {
+        let result = b
+            .controller
+            .write(|image| {
+                let (records, _) = elect_leaders_records(image, ElectionType::Preferred, None);
+                let moved = records.len();
+                Ok((records, moved))
+            })
+            .await;
+        match result {
+            Ok(0) => {}
+            Ok(moved) => {
+                tracing::info!(partitions = moved, "leadership back to preferred replicas")
+            }
+            Err(e) => tracing::warn!(error = %e.message, "could not rebalance partition leaders"),
+        }
+    })
+}
+
+/// How long a stopping broker waits for its controlled shutdown to commit.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Kafka's controlled shutdown: before a broker with live peers stops, it is fenced and its
+/// partitions are led by other ISR members, so clients move on at once rather than after
+/// `broker.session.timeout.ms`. A cluster that cannot commit in time (no quorum) is not
+/// waited for longer.
+async fn controlled_shutdown(broker: &Arc<Broker>) {
+    let me = broker.config.node_id;
+    let image = broker.controller.image();
+    if !broker.config.roles.broker || image.live_brokers().all(|b| b.broker_id == me) {
+        return;
+    }
+    let unclean = broker.config.get_bool("unclean.leader.election.enable");
+    let write = broker.controller.write(move |image| {
+        Ok((
+            crate::controller::controlled_shutdown_records(image, me, unclean),
+            (),
+        ))
+    });
+    match tokio::time::timeout(CONTROLLED_SHUTDOWN_TIMEOUT, write).await {
+        Ok(Ok(())) => tracing::info!("controlled shutdown: partition leadership handed over"),
+        Ok(Err(e)) => tracing::warn!(error = %e.message, "controlled shutdown failed; stopping anyway"),
+        Err(_) => tracing::warn!("controlled shutdown did not commit within {CONTROLLED_SHUTDOWN_TIMEOUT:?}; stopping anyway"),
+    }
 }
 
 /// How long start-up waits for the quorum to elect a leader and replay what it committed.

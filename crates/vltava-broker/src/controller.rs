@@ -339,6 +339,33 @@ pub fn liveness_records(
     records
 }
 
+/// Records for Kafka's controlled shutdown of broker `id`: it is fenced and marked as
+/// shutting down (so liveness checks do not unfence it while it still answers), and its
+/// partitions get new leaders from their ISRs at once ([`elections`]). Registering again
+/// when it restarts clears both.
+pub fn controlled_shutdown_records(
+    image: &MetadataImage,
+    id: NodeId,
+    unclean_default: bool,
+) -> Vec<MetadataRecord> {
+    let Some(b) = image.brokers.get(&id) else {
+        return Vec::new();
+    };
+    let mut records = vec![MetadataRecord::BrokerRegistrationChangeRecord {
+        broker_id: id,
+        broker_epoch: b.broker_epoch,
+        fenced: Some(true),
+        in_controlled_shutdown: Some(true),
+    }];
+    let live: Vec<NodeId> = image
+        .live_brokers()
+        .map(|b| b.broker_id)
+        .filter(|b| *b != id)
+        .collect();
+    records.extend(elections(image, &live, unclean_default));
+    records
+}
+
 /// Whether a topic may elect a leader outside its ISR (`unclean.leader.election.enable`:
 /// the topic's override, the cluster-wide dynamic default, then the static one).
 fn unclean_allowed(image: &MetadataImage, topic: &str, unclean_default: bool) -> bool {
@@ -406,6 +433,134 @@ pub fn elections(
         }
     }
     out
+}
+
+/// ElectLeaders' election types (KIP-460).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    /// Give leadership back to the first assigned replica, if it is live and in the ISR.
+    Preferred,
+    /// Give a leaderless partition a leader: from the live ISR, or else any live replica.
+    Unclean,
+}
+
+impl ElectionType {
+    /// The request's `election_type`: 0 preferred, 1 unclean.
+    pub fn from_wire(v: i8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Preferred),
+            1 => Some(Self::Unclean),
+            _ => None,
+        }
+    }
+}
+
+/// One partition's answer to an election.
+pub type ElectionOutcome = (String, i32, Result<(), OpError>);
+
+/// Records for ElectLeaders, and each partition's answer. `targets` `None` means every
+/// partition, and then partitions that need no election are left out of the answers, as
+/// Kafka leaves them out. A new leader takes the next leader epoch and keeps the ISR (an
+/// unclean leader from outside it gets an ISR of itself).
+pub fn elect_leaders_records(
+    image: &MetadataImage,
+    kind: ElectionType,
+    targets: Option<&[(String, i32)]>,
+) -> (Vec<MetadataRecord>, Vec<ElectionOutcome>) {
+    let live: Vec<NodeId> = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced && !b.in_controlled_shutdown)
+        .map(|b| b.broker_id)
+        .collect();
+    let everything = targets.is_none();
+    let targets: Vec<(String, i32)> = match targets {
+        Some(t) => t.to_vec(),
+        None => image
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.keys().map(|p| (t.name.clone(), *p)))
+            .collect(),
+    };
+    let mut records = Vec::new();
+    let mut outcomes = Vec::new();
+    for (topic, partition) in targets {
+        let found = image
+            .topic(&topic)
+            .and_then(|t| Some((t.topic_id, t.partitions.get(&partition)?)));
+        let outcome = match found {
+            None => Err(OpError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("{topic}-{partition} does not exist"),
+            )),
+            Some((topic_id, p)) => elect_one(p, kind, &live).map(|(leader, isr)| {
+                records.push(MetadataRecord::PartitionRecord {
+                    topic_id,
+                    partition_id: partition,
+                    replicas: p.replicas.clone(),
+                    isr,
+                    leader,
+                    leader_epoch: LeaderEpoch::new(p.leader_epoch.get() + 1),
+                });
+            }),
+        };
+        let not_needed = matches!(&outcome, Err(e) if e.code == ErrorCode::ElectionNotNeeded);
+        if !(everything && not_needed) {
+            outcomes.push((topic, partition, outcome));
+        }
+    }
+    (records, outcomes)
+}
+
+/// The new leader and ISR for one partition, or why there is none.
+fn elect_one(
+    p: &vltava_metadata::PartitionImage,
+    kind: ElectionType,
+    live: &[NodeId],
+) -> Result<(NodeId, Vec<NodeId>), OpError> {
+    match kind {
+        ElectionType::Preferred => {
+            let Some(&preferred) = p.replicas.first() else {
+                return Err(OpError::new(
+                    ErrorCode::PreferredLeaderNotAvailable,
+                    "the partition has no replicas",
+                ));
+            };
+            if p.leader == preferred {
+                Err(OpError::new(
+                    ErrorCode::ElectionNotNeeded,
+                    format!("the preferred replica {preferred} already leads"),
+                ))
+            } else if live.contains(&preferred) && p.isr.contains(&preferred) {
+                Ok((preferred, p.isr.clone()))
+            } else {
+                Err(OpError::new(
+                    ErrorCode::PreferredLeaderNotAvailable,
+                    format!("the preferred replica {preferred} is not live and in the ISR"),
+                ))
+            }
+        }
+        ElectionType::Unclean => {
+            if live.contains(&p.leader) {
+                return Err(OpError::new(
+                    ErrorCode::ElectionNotNeeded,
+                    format!("{} leads", p.leader),
+                ));
+            }
+            if let Some(r) = p.isr.iter().find(|r| live.contains(r)) {
+                let isr = p.isr.iter().copied().filter(|r| live.contains(r)).collect();
+                Ok((*r, isr))
+            } else if let Some(r) = p.replicas.iter().find(|r| live.contains(r)) {
+                tracing::warn!(partition = p.partition_id, leader = %r, "unclean leader election requested: the new leader was not in the ISR");
+                Ok((*r, vec![*r]))
+            } else {
+                Err(OpError::new(
+                    ErrorCode::EligibleLeadersNotAvailable,
+                    "no replica is live",
+                ))
+            }
+        }
+    }
 }
 
 /// Records for a partition leader's ISR change (Kafka's AlterPartition), checked against the
@@ -839,5 +994,151 @@ mod tests {
             img.apply(r);
         }
         assert_eq!(img.topic("t").unwrap().partitions.len(), 5);
+    }
+
+    /// Brokers 1..=3 and topic `t` with `(replicas, leader, isr)` per partition, epoch 3.
+    fn election_image(partitions: &[(Vec<i32>, i32, Vec<i32>)]) -> MetadataImage {
+        let mut img = MetadataImage::default();
+        for id in 1..=3 {
+            img.apply(&MetadataRecord::RegisterBrokerRecord {
+                broker_id: NodeId::new(id),
+                incarnation_id: Uuid::from_u128(id as u128),
+                broker_epoch: 1,
+                endpoints: Vec::new(),
+                rack: None,
+                fenced: false,
+            });
+        }
+        let tid = Uuid::from_u128(9);
+        img.apply(&MetadataRecord::TopicRecord {
+            name: "t".into(),
+            topic_id: tid,
+        });
+        let ids = |v: &[i32]| v.iter().copied().map(NodeId::new).collect::<Vec<_>>();
+        for (i, (replicas, leader, isr)) in partitions.iter().enumerate() {
+            img.apply(&MetadataRecord::PartitionRecord {
+                topic_id: tid,
+                partition_id: i as i32,
+                replicas: ids(replicas),
+                isr: ids(isr),
+                leader: NodeId::new(*leader),
+                leader_epoch: LeaderEpoch::new(3),
+            });
+        }
+        img
+    }
+
+    fn codes(outcomes: &[ElectionOutcome]) -> Vec<(i32, Option<ErrorCode>)> {
+        outcomes
+            .iter()
+            .map(|(_, p, r)| (*p, r.as_ref().err().map(|e| e.code)))
+            .collect()
+    }
+
+    #[test]
+    fn a_preferred_election_moves_leadership_to_the_first_replica_only_when_it_is_in_sync() {
+        let mut img = election_image(&[
+            (vec![1, 2, 3], 2, vec![1, 2, 3]), // 1 is in sync: it leads again
+            (vec![1, 2], 1, vec![1, 2]),       // already led by 1
+            (vec![3, 2], 2, vec![2]),          // 3 is behind: it may not lead
+        ]);
+        let t = |p: i32| ("t".to_string(), p);
+        let asked = [t(0), t(1), t(2), t(9)];
+        let (records, outcomes) =
+            elect_leaders_records(&img, ElectionType::Preferred, Some(&asked));
+        assert_eq!(
+            codes(&outcomes),
+            vec![
+                (0, None),
+                (1, Some(ErrorCode::ElectionNotNeeded)),
+                (2, Some(ErrorCode::PreferredLeaderNotAvailable)),
+                (9, Some(ErrorCode::UnknownTopicOrPartition)),
+            ]
+        );
+        // Asked for everything, partitions that need nothing are not mentioned.
+        let (_, all) = elect_leaders_records(&img, ElectionType::Preferred, None);
+        assert_eq!(
+            codes(&all),
+            vec![(0, None), (2, Some(ErrorCode::PreferredLeaderNotAvailable))]
+        );
+        for r in &records {
+            img.apply(r);
+        }
+        let p0 = &img.topic("t").unwrap().partitions[&0];
+        assert_eq!((p0.leader, p0.leader_epoch.get()), (NodeId::new(1), 4));
+        assert_eq!(p0.isr.len(), 3);
+        // Done once, there is nothing left to do.
+        assert!(elect_leaders_records(&img, ElectionType::Preferred, None)
+            .0
+            .is_empty());
+        // A fenced preferred replica is not elected.
+        let mut img = election_image(&[(vec![1, 2], 2, vec![1, 2])]);
+        for r in liveness_records(&img, &[NodeId::new(1)], &[], false) {
+            img.apply(&r);
+        }
+        let (records, outcomes) = elect_leaders_records(&img, ElectionType::Preferred, None);
+        assert!(records.is_empty());
+        assert_eq!(
+            codes(&outcomes),
+            vec![(0, Some(ErrorCode::PreferredLeaderNotAvailable))]
+        );
+    }
+
+    #[test]
+    fn an_unclean_election_gives_a_leaderless_partition_a_live_replica() {
+        let mut img = election_image(&[
+            (vec![1, 2], 1, vec![1]), // 1 leads alone; once fenced, only 2 is left
+            (vec![2, 3], 2, vec![2, 3]),
+        ]);
+        for r in liveness_records(&img, &[NodeId::new(1)], &[], false) {
+            img.apply(&r);
+        }
+        assert_eq!(
+            img.topic("t").unwrap().partitions[&0].leader,
+            NodeId::new(-1)
+        );
+        let (records, outcomes) = elect_leaders_records(&img, ElectionType::Unclean, None);
+        assert_eq!(codes(&outcomes), vec![(0, None)]);
+        for r in &records {
+            img.apply(r);
+        }
+        let p0 = &img.topic("t").unwrap().partitions[&0];
+        assert_eq!(
+            (p0.leader, p0.isr.clone(), p0.leader_epoch.get()),
+            (NodeId::new(2), vec![NodeId::new(2)], 5)
+        );
+        let asked = [("t".to_string(), 1)];
+        let (_, outcomes) = elect_leaders_records(&img, ElectionType::Unclean, Some(&asked));
+        assert_eq!(
+            codes(&outcomes),
+            vec![(1, Some(ErrorCode::ElectionNotNeeded))]
+        );
+    }
+
+    #[test]
+    fn a_broker_in_controlled_shutdown_hands_over_its_leaderships() {
+        let mut img = election_image(&[
+            (vec![1, 2, 3], 1, vec![1, 2, 3]),
+            (vec![1], 1, vec![1]),
+            (vec![2, 1], 2, vec![2, 1]),
+        ]);
+        for r in controlled_shutdown_records(&img, NodeId::new(1), false) {
+            img.apply(&r);
+        }
+        let b1 = &img.brokers[&NodeId::new(1)];
+        assert!(b1.fenced && b1.in_controlled_shutdown);
+        let t = img.topic("t").unwrap();
+        let ids = |v: &[i32]| v.iter().copied().map(NodeId::new).collect::<Vec<_>>();
+        assert_eq!(
+            (t.partitions[&0].leader, t.partitions[&0].isr.clone()),
+            (NodeId::new(2), ids(&[2, 3]))
+        );
+        assert_eq!(t.partitions[&0].leader_epoch.get(), 4);
+        // Its only replica: no leader until it is back.
+        assert_eq!(t.partitions[&1].leader, NodeId::new(-1));
+        assert_eq!(
+            (t.partitions[&2].leader, t.partitions[&2].isr.clone()),
+            (NodeId::new(2), ids(&[2]))
+        );
     }
 }

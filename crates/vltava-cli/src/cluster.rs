@@ -1,7 +1,9 @@
 //! `vltava cluster describe`: cluster id, controller, brokers, and the metadata quorum.
+//! `vltava cluster elect-leaders`: preferred or unclean leader elections (ElectLeaders).
 
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use serde::Serialize;
+use vltava_protocol::ErrorCode;
 
 use crate::client::{self, ClientArgs, Output, Settings, METADATA_TIMEOUT};
 use crate::ffi;
@@ -12,7 +14,8 @@ use crate::Error;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   vltava cluster describe
-  vltava cluster describe -b broker1:9092 -o json")]
+  vltava cluster describe -b broker1:9092 -o json
+  vltava cluster elect-leaders --all-topic-partitions")]
 pub struct ClusterArgs {
     #[command(subcommand)]
     pub command: ClusterCommand,
@@ -27,6 +30,39 @@ pub enum ClusterCommand {
   vltava cluster describe
   vltava cluster describe -o json | jq .controller_id")]
     Describe,
+    /// Elect partition leaders: hand leadership back to preferred replicas, or give
+    /// leaderless partitions any live replica
+    #[command(after_help = "Examples:
+  vltava cluster elect-leaders --all-topic-partitions
+  vltava cluster elect-leaders --topic orders --partition 3
+  vltava cluster elect-leaders --election-type unclean --topic orders -o json")]
+    ElectLeaders(ElectLeadersArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["topic", "all_topic_partitions"])))]
+pub struct ElectLeadersArgs {
+    /// Which replica may lead
+    #[arg(long, value_enum, default_value = "preferred")]
+    pub election_type: ElectionTypeArg,
+    /// Only this topic's partitions
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Only this partition of --topic
+    #[arg(long, requires = "topic")]
+    pub partition: Option<i32>,
+    /// Every partition of every topic
+    #[arg(long)]
+    pub all_topic_partitions: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ElectionTypeArg {
+    /// The first assigned replica, if it is live and in sync
+    Preferred,
+    /// For partitions without a leader: any live replica, even out of sync (records
+    /// acknowledged by the old ISR may be lost)
+    Unclean,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,9 +136,131 @@ fn describe_quorum(settings: &Settings, live: &[i32]) -> Option<QuorumJson> {
 
 pub fn run(args: ClusterArgs) -> Result<(), Error> {
     let settings = Settings::new(&args.client, &[])?;
-    let ClusterCommand::Describe = args.command;
+    match args.command {
+        ClusterCommand::Describe => describe(&settings),
+        ClusterCommand::ElectLeaders(a) => elect_leaders(&settings, &a),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ElectionJson {
+    topic: String,
+    partition: i32,
+    /// `elected`, `not_needed` or `failed`.
+    result: &'static str,
+    /// Kafka's error name when it failed.
+    error: Option<String>,
+    message: Option<String>,
+}
+
+fn elect_leaders(settings: &Settings, args: &ElectLeadersArgs) -> Result<(), Error> {
+    use vltava_protocol::messages::elect_leaders_request::TopicPartitions;
+    use vltava_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
+    let mut conn = crate::raw::bootstrap(settings)?;
+    let targets = match &args.topic {
+        None => None,
+        Some(topic) => {
+            let partitions = match args.partition {
+                Some(p) => vec![p],
+                None => {
+                    let md = crate::raw::metadata(&mut conn, Some(std::slice::from_ref(topic)))?;
+                    let t = md
+                        .metadata
+                        .topics
+                        .first()
+                        .filter(|t| t.error_code == 0)
+                        .ok_or_else(|| Error::UnknownTopic {
+                            topic: topic.clone(),
+                        })?;
+                    t.partitions.iter().map(|p| p.partition_index).collect()
+                }
+            };
+            Some(vec![TopicPartitions::default()
+                .with_topic(TopicName(topic.clone().into()))
+                .with_partitions(partitions)])
+        }
+    };
+    let election_type = match args.election_type {
+        ElectionTypeArg::Preferred => 0,
+        ElectionTypeArg::Unclean => 1,
+    };
+    let req = ElectLeadersRequest::default()
+        .with_election_type(election_type)
+        .with_topic_partitions(targets)
+        .with_timeout_ms(METADATA_TIMEOUT.as_millis() as i32);
+    let resp: ElectLeadersResponse = conn.call(vltava_protocol::ApiKey::ElectLeaders, 2, &req)?;
+    if resp.error_code != 0 && resp.replica_election_results.is_empty() {
+        return Err(kafka_error("leader election".into(), resp.error_code));
+    }
+    let mut rows: Vec<ElectionJson> = resp
+        .replica_election_results
+        .iter()
+        .flat_map(|t| {
+            t.partition_result.iter().map(|p| {
+                let code = ErrorCode::try_from_code(p.error_code);
+                let (result, error) = match code {
+                    None => ("elected", None),
+                    Some(ErrorCode::ElectionNotNeeded) => ("not_needed", None),
+                    _ => ("failed", Some(error_name(p.error_code))),
+                };
+                ElectionJson {
+                    topic: t.topic.0.to_string(),
+                    partition: p.partition_id,
+                    result,
+                    error,
+                    message: p.error_message.as_ref().map(|m| m.to_string()),
+                }
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    let failed = rows.iter().filter(|r| r.result == "failed").count();
+    match settings.output {
+        Output::Json => print_json(&rows)?,
+        Output::Table if rows.is_empty() => {
+            print("Every partition is already led by the replica this election would choose.\n")?
+        }
+        Output::Table => {
+            let mut t = Table::new(&["TOPIC", "PARTITION", "RESULT", "ERROR"]);
+            for r in &rows {
+                t.row([
+                    r.topic.clone(),
+                    r.partition.to_string(),
+                    r.result.replace('_', " "),
+                    match (&r.error, &r.message) {
+                        (Some(e), Some(m)) => format!("{e}: {m}"),
+                        (Some(e), None) => e.clone(),
+                        _ => String::new(),
+                    },
+                ]);
+            }
+            print(&t.render())?
+        }
+    }
+    if failed > 0 {
+        return Err(Error::Refused {
+            resource: "leader election".into(),
+            reason: format!("{failed} of {} partitions failed", rows.len()),
+        });
+    }
+    Ok(())
+}
+
+fn error_name(code: i16) -> String {
+    ErrorCode::try_from_code(code)
+        .map_or_else(|| format!("error code {code}"), |e| format!("{e:?}"))
+}
+
+fn kafka_error(what: String, code: i16) -> Error {
+    Error::Refused {
+        resource: what,
+        reason: error_name(code),
+    }
+}
+
+fn describe(settings: &Settings) -> Result<(), Error> {
     let admin = settings.admin()?;
-    let md = client::metadata(admin.inner(), &settings, None)?;
+    let md = client::metadata(admin.inner(), settings, None)?;
     let mut brokers: Vec<BrokerJson> = md
         .brokers()
         .iter()
@@ -118,7 +276,7 @@ pub fn run(args: ClusterArgs) -> Result<(), Error> {
         cluster_id: admin.inner().fetch_cluster_id(METADATA_TIMEOUT),
         controller_id: ffi::controller_id(admin.inner(), METADATA_TIMEOUT),
         brokers,
-        quorum: describe_quorum(&settings, &live),
+        quorum: describe_quorum(settings, &live),
     };
     match settings.output {
         Output::Json => print_json(&cluster),

@@ -394,6 +394,22 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "A follower that has not caught up with the leader for this long leaves the ISR."
     ),
     def!(
+        "auto.leader.rebalance.enable",
+        Boolean,
+        "true",
+        &["true", "false"],
+        None,
+        "The active controller gives leadership back to preferred replicas that are in sync."
+    ),
+    def!(
+        "leader.imbalance.check.interval.seconds",
+        Long,
+        "300",
+        &[],
+        Some(1),
+        "How often the active controller looks for partitions led by other than their preferred replica."
+    ),
+    def!(
         "replica.fetch.max.bytes",
         Int,
         "1048576",

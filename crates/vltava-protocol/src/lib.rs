@@ -143,6 +143,7 @@ apis! {
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse);
     DescribeCluster(DescribeClusterRequest, DescribeClusterResponse);
     DescribeQuorum(DescribeQuorumRequest, DescribeQuorumResponse);
+    ElectLeaders(ElectLeadersRequest, ElectLeadersResponse);
     DescribeTopicPartitions(DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse);
     FindCoordinator(FindCoordinatorRequest, FindCoordinatorResponse);
     JoinGroup(JoinGroupRequest, JoinGroupResponse);

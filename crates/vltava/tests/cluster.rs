@@ -45,16 +45,48 @@ fn spawn(dir: &Path, id: i32, voters: &str, controller_port: u16) -> Child {
 }
 
 fn spawn_with(dir: &Path, id: i32, voters: &str, controller_port: u16, extra: &[&str]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vltava"));
+    spawn_at(dir, id, voters, controller_port, 0, extra)
+}
+
+/// As [`spawn_with`], with the client listener on `client_port` (0: any free port).
+fn spawn_at(
+    dir: &Path,
+    id: i32,
+    voters: &str,
+    controller_port: u16,
+    client_port: u16,
+    extra: &[&str],
+) -> Child {
+    let ports = (controller_port, client_port);
+    spawn_on(None, "127.0.0.1", dir, id, voters, ports, extra)
+}
+
+/// Starts node `id` in network namespace `netns` (`None`: the host's), listening on `ip`
+/// at `(controller port, client port)`.
+fn spawn_on(
+    netns: Option<&str>,
+    ip: &str,
+    dir: &Path,
+    id: i32,
+    voters: &str,
+    (controller_port, client_port): (u16, u16),
+    extra: &[&str],
+) -> Child {
+    let bin = env!("CARGO_BIN_EXE_vltava");
+    let mut cmd = match netns {
+        None => Command::new(bin),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, bin]);
+            c
+        }
+    };
     cmd.args(["broker", "--node-id", &id.to_string()]);
-    for o in extra {
-        cmd.args(["--override", o]);
-    }
     cmd.arg("--data-dir")
         .arg(dir.join(format!("node-{id}")))
         .arg("--listeners")
         .arg(format!(
-            "PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{controller_port}"
+            "PLAINTEXT://{ip}:{client_port},CONTROLLER://{ip}:{controller_port}"
         ))
         .args([
             "--override",
@@ -69,15 +101,19 @@ fn spawn_with(dir: &Path, id: i32, voters: &str, controller_port: u16, extra: &[
             "offsets.topic.num.partitions=3",
             "--override",
             "broker.session.timeout.ms=3000",
-        ])
-        .env(
-            "RUST_LOG",
-            std::env::var("CLUSTER_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn vltava")
+        ]);
+    // After the defaults above, so that a test's own settings win.
+    for o in extra {
+        cmd.args(["--override", o]);
+    }
+    cmd.env(
+        "RUST_LOG",
+        std::env::var("CLUSTER_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("spawn vltava")
 }
 
 fn ready(mut child: Child, id: i32) -> Node {
@@ -91,14 +127,14 @@ fn start_cluster(dir: &Path) -> (Vec<Node>, String, Vec<u16>) {
 }
 
 fn start_cluster_with(dir: &Path, extra: &[&str]) -> (Vec<Node>, String, Vec<u16>) {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let voters = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let children: Vec<Child> = (1..=3)
+    start_nodes(dir, 3, extra)
+}
+
+/// Starts nodes 1..=n together, every one a voter.
+fn start_nodes(dir: &Path, n: i32, extra: &[&str]) -> (Vec<Node>, String, Vec<u16>) {
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let voters = voters_on(&ports);
+    let children: Vec<Child> = (1..=n)
         .map(|id| spawn_with(dir, id, &voters, ports[id as usize - 1], extra))
         .collect();
     let nodes = children
@@ -107,6 +143,16 @@ fn start_cluster_with(dir: &Path, extra: &[&str]) -> (Vec<Node>, String, Vec<u16
         .map(|(c, id)| ready(c, id))
         .collect();
     (nodes, voters, ports)
+}
+
+/// `controller.quorum.voters` for nodes 1, 2, ... on these controller ports.
+fn voters_on(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn bootstrap(nodes: &[&Node]) -> String {
@@ -352,6 +398,22 @@ struct Acked(std::sync::Arc<std::sync::Mutex<Vec<Report>>>);
 /// A record's value and whether it was acknowledged.
 type Report = (String, Result<(), String>);
 
+impl Acked {
+    /// The values of all `total` reports, failing if any record was not acknowledged.
+    fn all_ok(&self, total: usize) -> BTreeSet<String> {
+        let reports = std::mem::take(&mut *self.0.lock().unwrap());
+        assert_eq!(reports.len(), total);
+        let failed: Vec<_> = reports.iter().filter(|(_, r)| r.is_err()).collect();
+        assert!(
+            failed.is_empty(),
+            "{} failed, first {:?}",
+            failed.len(),
+            failed.first()
+        );
+        reports.into_iter().map(|(v, _)| v).collect()
+    }
+}
+
 impl rdkafka::ClientContext for Acked {}
 impl rdkafka::producer::ProducerContext for Acked {
     type DeliveryOpaque = Box<String>;
@@ -425,26 +487,7 @@ fn replicated_partitions_survive_their_leader() {
     let victim_id = before[&0].0;
     let mut killed = false;
     for i in 0..total {
-        let v = format!("v{i}");
-        loop {
-            match producer.send(
-                BaseRecord::with_opaque_to("rep", Box::new(v.clone()))
-                    .key(&v)
-                    .payload(&v),
-            ) {
-                Ok(()) => break,
-                Err((e, _)) => {
-                    assert!(
-                        matches!(
-                            e.rdkafka_error_code(),
-                            Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
-                        ),
-                        "{e}"
-                    );
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        send(&producer, "rep", format!("v{i}"));
         if i % 50 == 0 {
             producer.poll(Duration::from_millis(1));
             std::thread::sleep(Duration::from_millis(2));
@@ -456,21 +499,8 @@ fn replicated_partitions_survive_their_leader() {
         }
     }
     producer.flush(Duration::from_secs(120)).unwrap();
-    let reports = std::mem::take(&mut *acked.0.lock().unwrap());
-    assert_eq!(reports.len(), total);
-    let ok: BTreeSet<String> = reports
-        .iter()
-        .filter(|(_, r)| r.is_ok())
-        .map(|(v, _)| v.clone())
-        .collect();
-    let failed: Vec<_> = reports.iter().filter(|(_, r)| r.is_err()).collect();
     // The idempotent producer retries through the failover: nothing should fail.
-    assert!(
-        failed.is_empty(),
-        "{} failed, first {:?}",
-        failed.len(),
-        failed.first()
-    );
+    let ok = acked.all_ok(total);
 
     // A new leader from the ISR for the victim's partitions.
     let after = wait_for("leaders on the live nodes", Duration::from_secs(30), || {
@@ -481,19 +511,7 @@ fn replicated_partitions_survive_their_leader() {
 
     // Every acknowledged record, exactly once.
     let live = bootstrap(&nodes.iter().collect::<Vec<_>>());
-    let got = consume_all(&live, "rep", ok.len());
-    let mut seen = BTreeMap::new();
-    for (_, v) in &got {
-        *seen.entry(v.clone()).or_insert(0) += 1;
-    }
-    let missing: Vec<_> = ok
-        .iter()
-        .filter(|v| !seen.contains_key(*v))
-        .take(5)
-        .collect();
-    assert!(missing.is_empty(), "acknowledged but not read: {missing:?}");
-    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(dups.is_empty(), "read more than once: {dups:?}");
+    assert_exactly_once(&ok, &consume_all(&live, "rep", ok.len()));
 
     // The victim comes back, catches up and rejoins every ISR.
     let back = ready(
@@ -515,15 +533,20 @@ fn replicated_partitions_survive_their_leader() {
             (d.len() == 3 && d.values().all(|(_, isr)| isr.len() == 3)).then_some(())
         },
     );
-    // In sync means caught up: stopped cleanly, the replicas' logs are identical.
+    stop_and_compare_replicas(dir.path(), nodes, "rep", 3);
+}
+
+/// In sync means caught up: once every node is stopped cleanly, each partition's replicas
+/// hold identical logs.
+fn stop_and_compare_replicas(dir: &Path, nodes: Vec<Node>, topic: &str, partitions: i32) {
     let ids: Vec<i32> = nodes.iter().map(|n| n.id).collect();
     for n in nodes {
         sigterm(n);
     }
-    for p in 0..3 {
+    for p in 0..partitions {
         let logs: Vec<Vec<u8>> = ids
             .iter()
-            .map(|id| log_bytes(&dir.path().join(format!("node-{id}")), "rep", p))
+            .map(|id| log_bytes(&dir.join(format!("node-{id}")), topic, p))
             .collect();
         assert!(!logs[0].is_empty());
         assert!(
@@ -532,6 +555,45 @@ fn replicated_partitions_survive_their_leader() {
             logs.iter().map(Vec::len).collect::<Vec<_>>()
         );
     }
+}
+
+/// Sends `v` as key and value, waiting while the client's queue is full.
+fn send(producer: &rdkafka::producer::BaseProducer<Acked>, topic: &str, v: String) {
+    loop {
+        match producer.send(
+            BaseRecord::with_opaque_to(topic, Box::new(v.clone()))
+                .key(&v)
+                .payload(&v),
+        ) {
+            Ok(()) => return,
+            Err((e, _)) => {
+                assert!(
+                    matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ),
+                    "{e}"
+                );
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Every acknowledged value was read, and none more than once.
+fn assert_exactly_once(acked: &BTreeSet<String>, got: &[(i32, String)]) {
+    let mut seen = BTreeMap::new();
+    for (_, v) in got {
+        *seen.entry(v.clone()).or_insert(0) += 1;
+    }
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|v| !seen.contains_key(*v))
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but not read: {missing:?}");
+    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(dups.is_empty(), "read more than once: {dups:?}");
 }
 
 /// The metadata quorum's leader, as `node` answers DescribeQuorum.
@@ -654,4 +716,435 @@ fn a_stopped_follower_leaves_the_isr_and_rejoins() {
         .map(|id| log_bytes(&dir.path().join(format!("node-{id}")), "isr", 0))
         .collect();
     assert!(logs.iter().all(|l| *l == logs[0] && !l.is_empty()));
+}
+
+/// Every node is killed with `kill -9` at once while an idempotent producer (acks=all)
+/// writes, and all are started again on the same addresses: the producer carries on, every
+/// record is acknowledged and read back exactly once, and the replicas end up identical.
+#[test]
+fn a_whole_cluster_killed_and_restarted_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let voters = voters_on(&controller_ports);
+    let start_all = || -> Vec<Node> {
+        let children: Vec<Child> = (1..=3)
+            .map(|id: i32| {
+                let i = id as usize - 1;
+                spawn_at(
+                    dir.path(),
+                    id,
+                    &voters,
+                    controller_ports[i],
+                    client_ports[i],
+                    &[],
+                )
+            })
+            .collect();
+        children
+            .into_iter()
+            .zip(1..)
+            .map(|(c, id)| ready(c, id))
+            .collect()
+    };
+    let mut nodes = start_all();
+    let all = bootstrap(&nodes.iter().collect::<Vec<_>>());
+    let rt = common::runtime();
+    let admin: AdminClient<DefaultClientContext> =
+        common::client_config(nodes[0].addr).create().unwrap();
+    let created = rt
+        .block_on(
+            admin.create_topics(
+                &[NewTopic::new("whole", 3, TopicReplication::Fixed(3))
+                    .set("min.insync.replicas", "2")],
+                &AdminOptions::new(),
+            ),
+        )
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let in_sync = |nodes: &[Node]| {
+        wait_for("three in-sync replicas", Duration::from_secs(60), || {
+            let d = partitions(&nodes[0], "whole");
+            (d.len() == 3 && d.values().all(|(l, isr)| *l > 0 && isr.len() == 3)).then_some(())
+        })
+    };
+    in_sync(&nodes);
+
+    let acked = Acked::default();
+    let producer: rdkafka::producer::BaseProducer<Acked> = common::client_config(nodes[0].addr)
+        .set("bootstrap.servers", &all)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create_with_context(acked.clone())
+        .unwrap();
+    let total = 4000;
+    for i in 0..total {
+        send(&producer, "whole", format!("w{i}"));
+        if i % 50 == 0 {
+            producer.poll(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if i == total / 2 {
+            nodes.clear(); // kill -9, every node
+            std::thread::sleep(Duration::from_millis(500));
+            nodes = start_all();
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    let ok = acked.all_ok(total);
+    in_sync(&nodes);
+    assert_exactly_once(&ok, &consume_all(&all, "whole", ok.len()));
+    stop_and_compare_replicas(dir.path(), nodes, "whole", 3);
+}
+
+/// Each partition's assigned replicas, in assignment order (the first is the preferred leader).
+fn replicas(node: &Node, topic: &str) -> BTreeMap<i32, Vec<i32>> {
+    let consumer: BaseConsumer = common::client_config(node.addr)
+        .set("group.id", "describe")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    md.topics()
+        .iter()
+        .flat_map(|t| {
+            t.partitions()
+                .iter()
+                .map(|p| (p.id(), p.replicas().to_vec()))
+        })
+        .collect()
+}
+
+/// Runs `vltava cluster elect-leaders ARGS -o json` against `node`: its exit status and rows.
+fn elect_leaders_cli(node: &Node, args: &[&str]) -> (bool, Vec<serde_json::Value>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["cluster", "elect-leaders", "-o", "json", "-b"])
+        .arg(node.addr.to_string())
+        .args(args)
+        .output()
+        .unwrap();
+    let rows = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), rows)
+}
+
+/// A broker stopping with SIGTERM hands its leaderships over before it exits (controlled
+/// shutdown). Back, the preferred replica leads again: by request (`vltava cluster
+/// elect-leaders`, Kafka's ElectLeaders) while `auto.leader.rebalance.enable` is off, and by
+/// the active controller on its own once it is on.
+#[test]
+fn stopped_leaders_hand_over_and_preferred_replicas_lead_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long session timeout: only a controlled shutdown moves leaders away within it.
+    let manual = [
+        "auto.leader.rebalance.enable=false",
+        "broker.session.timeout.ms=30000",
+    ];
+    let (mut nodes, voters, ports) = start_cluster_with(dir.path(), &manual);
+    let rt = common::runtime();
+    let admin: AdminClient<DefaultClientContext> =
+        common::client_config(nodes[0].addr).create().unwrap();
+    let created = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new("pref", 3, TopicReplication::Fixed(3))],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let preferred: BTreeMap<i32, i32> = replicas(&nodes[0], "pref")
+        .into_iter()
+        .map(|(p, r)| (p, r[0]))
+        .collect();
+    let in_sync = |nodes: &[Node]| {
+        wait_for("three in-sync replicas", Duration::from_secs(60), || {
+            let d = partitions(&nodes[0], "pref");
+            (d.len() == 3 && d.values().all(|(l, isr)| *l > 0 && isr.len() == 3)).then_some(d)
+        })
+    };
+    let start = in_sync(&nodes);
+    assert!(
+        start.iter().all(|(p, (l, _))| preferred[p] == *l),
+        "new partitions are led by their preferred replicas: {start:?} {preferred:?}"
+    );
+
+    // The preferred leader of partition 0 stops; with a controlled shutdown another replica
+    // leads at once; then it comes back.
+    let victim = preferred[&0];
+    let at = nodes.iter().position(|n| n.id == victim).unwrap();
+    sigterm(nodes.remove(at));
+    wait_for("a new leader", Duration::from_secs(10), || {
+        let d = partitions(&nodes[0], "pref");
+        d.get(&0)
+            .filter(|(l, _)| *l > 0 && *l != victim)
+            .map(|_| ())
+    });
+    let i = victim as usize - 1;
+    nodes.push(ready(
+        spawn_with(dir.path(), victim, &voters, ports[i], &manual),
+        victim,
+    ));
+    let back = in_sync(&nodes);
+    assert_ne!(
+        back[&0].0, victim,
+        "nothing moves leadership back by itself"
+    );
+
+    let (ok, rows) = elect_leaders_cli(&nodes[0], &["--topic", "pref"]);
+    assert!(ok, "{rows:?}");
+    let row = |p: i64| rows.iter().find(|r| r["partition"] == p).unwrap();
+    assert_eq!(row(0)["result"], "elected", "{rows:?}");
+    wait_for(
+        "the preferred replica leading",
+        Duration::from_secs(10),
+        || (partitions(&nodes[0], "pref")[&0].0 == victim).then_some(()),
+    );
+    let (ok, rows) = elect_leaders_cli(&nodes[0], &["--topic", "pref"]);
+    assert!(ok, "{rows:?}");
+    assert!(rows.iter().all(|r| r["result"] == "not_needed"), "{rows:?}");
+    // A partition that does not exist is a failure, reported as such.
+    let (ok, rows) = elect_leaders_cli(&nodes[0], &["--topic", "pref", "--partition", "7"]);
+    assert!(!ok);
+    assert_eq!(rows[0]["error"], "UnknownTopicOrPartition", "{rows:?}");
+
+    // A rolling restart with automatic rebalancing: each stop moves leaders away, and the
+    // active controller brings every partition back to its preferred replica.
+    let auto = ["leader.imbalance.check.interval.seconds=1"];
+    for id in 1..=3 {
+        let at = nodes.iter().position(|n| n.id == id).unwrap();
+        sigterm(nodes.remove(at));
+        let i = id as usize - 1;
+        nodes.push(ready(
+            spawn_with(dir.path(), id, &voters, ports[i], &auto),
+            id,
+        ));
+        in_sync(&nodes);
+    }
+    wait_for(
+        "preferred leaders everywhere",
+        Duration::from_secs(30),
+        || {
+            let d = partitions(&nodes[0], "pref");
+            (d.len() == 3 && d.iter().all(|(p, (l, _))| preferred[p] == *l)).then_some(())
+        },
+    );
+}
+
+/// Five nodes, so the quorum outlives two of them: a partition with three replicas and
+/// `min.insync.replicas=2` loses both followers to `kill -9`. Its ISR shrinks to the
+/// leader, acks=all writes are refused with NOT_ENOUGH_REPLICAS (acks=1 still works), an
+/// idempotent producer's records wait; once the followers are back, every acknowledged
+/// record is there exactly once and the replicas are identical.
+#[test]
+fn two_lost_replicas_refuse_acks_all_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lag = ["replica.lag.time.max.ms=2000"];
+    let (mut nodes, voters, ports) = start_nodes(dir.path(), 5, &lag);
+    let rt = common::runtime();
+    let admin: AdminClient<DefaultClientContext> =
+        common::client_config(nodes[0].addr).create().unwrap();
+    let created = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new("two", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2")],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let full = wait_for("three in-sync replicas", Duration::from_secs(30), || {
+        let d = partitions(&nodes[0], "two");
+        d.get(&0)
+            .filter(|(l, isr)| *l > 0 && isr.len() == 3)
+            .cloned()
+    });
+    let (leader, isr) = full;
+    let followers: Vec<i32> = isr.iter().copied().filter(|r| *r != leader).collect();
+
+    let all = bootstrap(&nodes.iter().collect::<Vec<_>>());
+    let acked = Acked::default();
+    let producer: rdkafka::producer::BaseProducer<Acked> = common::client_config(nodes[0].addr)
+        .set("bootstrap.servers", &all)
+        .set("enable.idempotence", "true")
+        .create_with_context(acked.clone())
+        .unwrap();
+    for i in 0..200 {
+        send(&producer, "two", format!("before{i}"));
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    for f in &followers {
+        let at = nodes.iter().position(|n| n.id == *f).unwrap();
+        drop(nodes.remove(at)); // kill -9
+    }
+    let leader_node = nodes.iter().find(|n| n.id == leader).unwrap();
+    wait_for(
+        "the ISR down to the leader",
+        Duration::from_secs(30),
+        || {
+            let d = partitions(leader_node, "two");
+            d.get(&0)
+                .filter(|(l, isr)| *l == leader && isr.len() == 1)
+                .map(|_| ())
+        },
+    );
+    let mut raw = common::RawClient::connect(leader_node.addr);
+    let (code, _) = raw.produce_values("two", -1, &[b"refused"]);
+    assert_eq!(code, 19, "NOT_ENOUGH_REPLICAS");
+    let (code, _) = raw.produce_values("two", 1, &[b"acks1"]);
+    assert_eq!(code, 0, "acks=1 needs only the leader");
+    // The idempotent producer's records wait (NOT_ENOUGH_REPLICAS is retriable).
+    for i in 0..100 {
+        send(&producer, "two", format!("during{i}"));
+    }
+    producer.poll(Duration::from_secs(2));
+    assert_eq!(
+        acked.0.lock().unwrap().len(),
+        200,
+        "nothing acknowledged meanwhile"
+    );
+
+    for f in &followers {
+        let i = *f as usize - 1;
+        nodes.push(ready(
+            spawn_with(dir.path(), *f, &voters, ports[i], &lag),
+            *f,
+        ));
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    let ok = acked.all_ok(300);
+    wait_for(
+        "the followers back in the ISR",
+        Duration::from_secs(60),
+        || {
+            let d = partitions(&nodes[0], "two");
+            d.get(&0).filter(|(_, isr)| isr.len() == 3).map(|_| ())
+        },
+    );
+    let got = consume_all(&all, "two", ok.len() + 1);
+    assert_exactly_once(&ok, &got);
+    assert!(got.iter().any(|(_, v)| v == "acks1"));
+    assert!(!got.iter().any(|(_, v)| v == "refused"));
+    // Only the replicas compare: the other two nodes hold no copy, and stay up meanwhile so
+    // the quorum can record each controlled shutdown.
+    let (replicas, others): (Vec<Node>, Vec<Node>) =
+        nodes.into_iter().partition(|n| isr.contains(&n.id));
+    stop_and_compare_replicas(dir.path(), replicas, "two", 1);
+    drop(others);
+}
+
+/// A network partition cuts a partition's leader off from the other brokers (each node in
+/// its own network namespace, iptables dropping the traffic between them) while clients
+/// still reach it. What it takes meanwhile is never acknowledged (no follower fetches it);
+/// the majority fences it and an in-sync follower leads; the producer moves there. Healed,
+/// the old leader drops what it alone held and follows. Every acknowledged record is read
+/// back exactly once and the replicas end identical.
+#[test]
+fn a_leader_cut_off_from_its_peers_loses_no_acknowledged_write() {
+    let lab = match common::netns::NetLab::new(3) {
+        Ok(lab) => lab,
+        Err(e) if !is_root() => {
+            eprintln!("skipped: network namespaces need root ({e})");
+            return;
+        }
+        Err(e) => panic!("could not make network namespaces: {e}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let voters = (1..=3)
+        .map(|i| format!("{i}@{}:9093", lab.ip(i)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let children: Vec<Child> = (1..=3)
+        .map(|i| {
+            let ip = lab.ip(i);
+            spawn_on(
+                Some(lab.ns(i)),
+                &ip,
+                dir.path(),
+                i as i32,
+                &voters,
+                (9093, 9092),
+                &[],
+            )
+        })
+        .collect();
+    let mut nodes: Vec<Node> = children
+        .into_iter()
+        .zip(1..)
+        .map(|(c, id)| ready(c, id))
+        .collect();
+    let all = bootstrap(&nodes.iter().collect::<Vec<_>>());
+    let rt = common::runtime();
+    let admin: AdminClient<DefaultClientContext> =
+        common::client_config(nodes[0].addr).create().unwrap();
+    let created = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new("cut", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2")],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let (leader, _) = wait_for("three in-sync replicas", Duration::from_secs(30), || {
+        partitions(&nodes[0], "cut")
+            .remove(&0)
+            .filter(|(l, isr)| *l > 0 && isr.len() == 3)
+    });
+    let others: Vec<usize> = (1..=3).filter(|i| *i != leader as usize).collect();
+    let majority = nodes.iter().position(|n| n.id == others[0] as i32).unwrap();
+
+    let acked = Acked::default();
+    let producer: rdkafka::producer::BaseProducer<Acked> = common::client_config(nodes[0].addr)
+        .set("bootstrap.servers", &all)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create_with_context(acked.clone())
+        .unwrap();
+    let total = 3000;
+    for i in 0..total {
+        send(&producer, "cut", format!("c{i}"));
+        if i % 50 == 0 {
+            producer.poll(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if i == total / 3 {
+            lab.isolate(leader as usize, &others);
+            wait_for(
+                "a leader on the majority side",
+                Duration::from_secs(30),
+                || {
+                    partitions(&nodes[majority], "cut")
+                        .remove(&0)
+                        .filter(|(l, _)| *l > 0 && *l != leader)
+                },
+            );
+        }
+        if i == 2 * total / 3 {
+            lab.heal(leader as usize);
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    let ok = acked.all_ok(total);
+    wait_for(
+        "the old leader back in the ISR",
+        Duration::from_secs(60),
+        || {
+            partitions(&nodes[majority], "cut")
+                .remove(&0)
+                .filter(|(_, isr)| isr.len() == 3)
+        },
+    );
+    assert_exactly_once(&ok, &consume_all(&all, "cut", ok.len()));
+    // Stopped in id order; all three hold the partition.
+    nodes.sort_by_key(|n| n.id);
+    stop_and_compare_replicas(dir.path(), nodes, "cut", 1);
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }

@@ -5,6 +5,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod fetch;
 pub mod groups;
+pub mod leaders;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -84,6 +85,14 @@ pub fn dispatch(
             Box::pin(async move {
                 Some(Answer::from(Response::from(
                     topics::create_partitions(&b, &ctx, r).await,
+                )))
+            })
+        }
+        Request::ElectLeaders(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    leaders::elect_leaders(&b, &ctx, r).await,
                 )))
             })
         }

@@ -2,6 +2,8 @@
 //! ephemeral 127.0.0.1 ports, a raw protocol client, and rdkafka clients.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
