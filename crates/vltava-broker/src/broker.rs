@@ -924,8 +924,10 @@ pub(crate) async fn create_internal_topic(
 ) -> Result<(), crate::controller::OpError> {
     let deadline = tokio::time::Instant::now() + QUORUM_READY_TIMEOUT;
     loop {
-        match crate::handlers::topics::create_topic(broker, name, partitions, rf, configs, false)
-            .await
+        match crate::handlers::topics::create_topic(
+            broker, name, partitions, rf, configs, None, false,
+        )
+        .await
         {
             Err(e)
                 if e.code == vltava_protocol::ErrorCode::InvalidReplicationFactor

@@ -148,6 +148,7 @@ pub fn create_topic_records(
     num_partitions: i32,
     replication_factor: i16,
     configs: &BTreeMap<String, String>,
+    given: Option<&[Vec<NodeId>]>,
 ) -> Result<(Uuid, Vec<MetadataRecord>), OpError> {
     validate_topic_name(name).map_err(|m| OpError::new(ErrorCode::InvalidTopicException, m))?;
     if image.topic(name).is_some() {
@@ -186,7 +187,10 @@ pub fn create_topic_records(
             "Replication factor must be larger than 0.",
         ));
     }
-    let assignments = assign(image, node_id, 0, num_partitions, replication_factor)?;
+    let assignments = match given {
+        Some(g) => check_assignment(image, node_id, g, None)?,
+        None => assign(image, node_id, 0, num_partitions, replication_factor)?,
+    };
     for (k, v) in configs {
         defs::validate_topic_config(k, v).map_err(|m| OpError::new(ErrorCode::InvalidConfig, m))?;
     }
@@ -203,8 +207,59 @@ pub fn create_topic_records(
             value: Some(v.clone()),
         });
     }
-    records.extend(partition_records(topic_id, 0, assignments));
+    records.extend(partition_records(image, topic_id, 0, assignments));
     Ok((topic_id, records))
+}
+
+/// Checks replicas a client assigned, as Kafka does: every partition has the same number
+/// (`rf`, when the topic already has one) of distinct replicas, each a registered broker,
+/// at least one of them live.
+fn check_assignment(
+    image: &MetadataImage,
+    node_id: NodeId,
+    given: &[Vec<NodeId>],
+    rf: Option<usize>,
+) -> Result<Vec<Vec<NodeId>>, OpError> {
+    let bad = |m: String| Err(OpError::new(ErrorCode::InvalidReplicaAssignment, m));
+    let registered =
+        |b: &NodeId| image.brokers.contains_key(b) || (image.brokers.is_empty() && *b == node_id);
+    let mut expected = rf;
+    for (i, replicas) in given.iter().enumerate() {
+        if replicas.is_empty() {
+            return bad("The manual partition assignment includes an empty replica list.".into());
+        }
+        if let Some(dup) = replicas
+            .iter()
+            .enumerate()
+            .find(|(j, b)| replicas[..*j].contains(b))
+        {
+            return bad(format!(
+                "The manual partition assignment includes the broker {} more than once.",
+                dup.1
+            ));
+        }
+        if let Some(b) = replicas.iter().find(|b| !registered(b)) {
+            return bad(format!("The manual partition assignment includes broker {b}, but no such broker is registered."));
+        }
+        match expected {
+            Some(n) if n != replicas.len() => {
+                return bad(format!("The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {n} replica(s).", replicas.len()));
+            }
+            _ => expected = Some(replicas.len()),
+        }
+        if image.brokers.values().any(|_| true) && !replicas.iter().any(|b| is_live(image, *b)) {
+            return bad(format!("All brokers specified in the manual partition assignment for partition {i} are fenced or in controlled shutdown."));
+        }
+    }
+    Ok(given.to_vec())
+}
+
+/// An unfenced broker that is not shutting down.
+fn is_live(image: &MetadataImage, id: NodeId) -> bool {
+    image
+        .brokers
+        .get(&id)
+        .is_some_and(|b| !b.fenced && !b.in_controlled_shutdown)
 }
 
 /// Replicas for new partitions over the live brokers of `image` (this node alone when none
@@ -240,24 +295,38 @@ fn assign(
     )
 }
 
+/// New partitions: the ISR is the replicas that are live (all of them before any broker has
+/// registered), led by the first.
 fn partition_records(
+    image: &MetadataImage,
     topic_id: Uuid,
     first_partition: i32,
     assignments: Vec<Vec<NodeId>>,
-) -> impl Iterator<Item = MetadataRecord> {
+) -> Vec<MetadataRecord> {
     assignments
         .into_iter()
         .zip(first_partition..)
-        .map(
-            move |(replicas, partition_id)| MetadataRecord::PartitionRecord {
+        .map(|(replicas, partition_id)| {
+            let live: Vec<NodeId> = replicas
+                .iter()
+                .copied()
+                .filter(|r| is_live(image, *r))
+                .collect();
+            let isr = if live.is_empty() {
+                replicas.clone()
+            } else {
+                live
+            };
+            MetadataRecord::PartitionRecord {
                 topic_id,
                 partition_id,
-                isr: replicas.clone(),
-                leader: replicas[0],
+                leader: isr[0],
+                isr,
                 replicas,
                 leader_epoch: LeaderEpoch::new(0),
-            },
-        )
+            }
+        })
+        .collect()
 }
 
 pub fn create_partitions_records(
@@ -265,6 +334,7 @@ pub fn create_partitions_records(
     node_id: NodeId,
     name: &str,
     count: i32,
+    given: Option<&[Vec<NodeId>]>,
 ) -> Result<Vec<MetadataRecord>, OpError> {
     let topic = image.topic(name).ok_or_else(|| {
         OpError::new(
@@ -296,8 +366,26 @@ pub fn create_partitions_records(
         .values()
         .next()
         .map_or(1, |p| p.replicas.len().max(1) as i16);
-    let assignments = assign(image, node_id, current, count - current, rf)?;
-    Ok(partition_records(topic.topic_id, current, assignments).collect())
+    let assignments = match given {
+        Some(g) if g.len() as i32 != count - current => {
+            return Err(OpError::new(
+                ErrorCode::InvalidReplicaAssignment,
+                format!(
+                    "The manual partition assignment has {} partitions; {} were added.",
+                    g.len(),
+                    count - current
+                ),
+            ))
+        }
+        Some(g) => check_assignment(image, node_id, g, Some(rf as usize))?,
+        None => assign(image, node_id, current, count - current, rf)?,
+    };
+    Ok(partition_records(
+        image,
+        topic.topic_id,
+        current,
+        assignments,
+    ))
 }
 
 /// Records that fence the brokers in `fence`, unfence those in `unfence`, and then bring
@@ -945,24 +1033,50 @@ mod tests {
                 "bad name",
                 1,
                 1,
-                &none
+                &none,
+                None
             )),
             Some(ErrorCode::InvalidTopicException)
         );
         assert_eq!(
-            err(create_topic_records(&img, NodeId::new(1), "t", 0, 1, &none)),
+            err(create_topic_records(
+                &img,
+                NodeId::new(1),
+                "t",
+                0,
+                1,
+                &none,
+                None
+            )),
             Some(ErrorCode::InvalidPartitions)
         );
         assert_eq!(
-            err(create_topic_records(&img, NodeId::new(1), "t", 1, 3, &none)),
+            err(create_topic_records(
+                &img,
+                NodeId::new(1),
+                "t",
+                1,
+                3,
+                &none,
+                None
+            )),
             Some(ErrorCode::InvalidReplicationFactor)
         );
         let bad: BTreeMap<_, _> = [("retention.ms".to_string(), "x".to_string())].into();
         assert_eq!(
-            err(create_topic_records(&img, NodeId::new(1), "t", 1, 1, &bad)),
+            err(create_topic_records(
+                &img,
+                NodeId::new(1),
+                "t",
+                1,
+                1,
+                &bad,
+                None
+            )),
             Some(ErrorCode::InvalidConfig)
         );
-        let (_, recs) = create_topic_records(&img, NodeId::new(1), "coll.x", 1, 1, &none).unwrap();
+        let (_, recs) =
+            create_topic_records(&img, NodeId::new(1), "coll.x", 1, 1, &none, None).unwrap();
         for r in &recs {
             img.apply(r);
         }
@@ -973,24 +1087,39 @@ mod tests {
                 "coll_x",
                 1,
                 1,
-                &none
+                &none,
+                None
             )),
             Some(ErrorCode::InvalidTopicException)
         );
-        let (_, recs) = create_topic_records(&img, NodeId::new(1), "t", 3, 1, &none).unwrap();
+        let (_, recs) = create_topic_records(&img, NodeId::new(1), "t", 3, 1, &none, None).unwrap();
         for r in &recs {
             img.apply(r);
         }
         assert_eq!(img.topic("t").unwrap().partitions.len(), 3);
         assert_eq!(
-            err(create_topic_records(&img, NodeId::new(1), "t", 1, 1, &none)),
+            err(create_topic_records(
+                &img,
+                NodeId::new(1),
+                "t",
+                1,
+                1,
+                &none,
+                None
+            )),
             Some(ErrorCode::TopicAlreadyExists)
         );
         assert_eq!(
-            err(create_partitions_records(&img, NodeId::new(1), "t", 2)),
+            err(create_partitions_records(
+                &img,
+                NodeId::new(1),
+                "t",
+                2,
+                None
+            )),
             Some(ErrorCode::InvalidPartitions)
         );
-        for r in &create_partitions_records(&img, NodeId::new(1), "t", 5).unwrap() {
+        for r in &create_partitions_records(&img, NodeId::new(1), "t", 5, None).unwrap() {
             img.apply(r);
         }
         assert_eq!(img.topic("t").unwrap().partitions.len(), 5);
@@ -1139,6 +1268,60 @@ mod tests {
         assert_eq!(
             (t.partitions[&2].leader, t.partitions[&2].isr.clone()),
             (NodeId::new(2), ids(&[2]))
+        );
+    }
+
+    #[test]
+    fn replicas_assigned_by_hand_are_checked_as_kafka_checks_them() {
+        let mut img = election_image(&[(vec![1, 2], 1, vec![1, 2])]);
+        let ids = |v: &[&[i32]]| -> Vec<Vec<NodeId>> {
+            v.iter()
+                .map(|r| r.iter().copied().map(NodeId::new).collect())
+                .collect()
+        };
+        let none = BTreeMap::new();
+        let create = |img: &MetadataImage, given: &[&[i32]]| {
+            let g = ids(given);
+            create_topic_records(img, NodeId::new(1), "m", 1, 1, &none, Some(&g))
+                .map(|(_, r)| r)
+                .map_err(|e| e.code)
+        };
+        let bad = Err(ErrorCode::InvalidReplicaAssignment);
+        assert_eq!(create(&img, &[&[]]), bad, "empty");
+        assert_eq!(create(&img, &[&[1, 1]]), bad, "twice");
+        assert_eq!(create(&img, &[&[1, 9]]), bad, "unregistered");
+        assert_eq!(create(&img, &[&[1, 2], &[3]]), bad, "uneven");
+        let records = create(&img, &[&[3, 1], &[2, 3]]).unwrap();
+        for r in &records {
+            img.apply(r);
+        }
+        let m = img.topic("m").unwrap();
+        assert_eq!(m.partitions[&0].replicas, ids(&[&[3, 1]])[0]);
+        assert_eq!(m.partitions[&1].leader, NodeId::new(2));
+        // A fenced replica is assigned but out of the ISR and does not lead.
+        for r in liveness_records(&img, &[NodeId::new(3)], &[], false) {
+            img.apply(&r);
+        }
+        let g = ids(&[&[3, 1]]);
+        for r in &create_partitions_records(&img, NodeId::new(1), "m", 3, Some(&g)).unwrap() {
+            img.apply(r);
+        }
+        let p2 = &img.topic("m").unwrap().partitions[&2];
+        assert_eq!(
+            (p2.leader, p2.isr.clone()),
+            (NodeId::new(1), vec![NodeId::new(1)])
+        );
+        let g = ids(&[&[3]]);
+        assert_eq!(
+            create_partitions_records(&img, NodeId::new(1), "m", 4, Some(&g)).map_err(|e| e.code),
+            bad,
+            "every replica fenced, and one replica where the topic has two"
+        );
+        let g = ids(&[&[1, 2], &[2, 1]]);
+        assert_eq!(
+            create_partitions_records(&img, NodeId::new(1), "m", 4, Some(&g)).map_err(|e| e.code),
+            bad,
+            "two assignments for one new partition"
         );
     }
 }

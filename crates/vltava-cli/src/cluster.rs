@@ -162,18 +162,11 @@ fn elect_leaders(settings: &Settings, args: &ElectLeadersArgs) -> Result<(), Err
         Some(topic) => {
             let partitions = match args.partition {
                 Some(p) => vec![p],
-                None => {
-                    let md = crate::raw::metadata(&mut conn, Some(std::slice::from_ref(topic)))?;
-                    let t = md
-                        .metadata
-                        .topics
-                        .first()
-                        .filter(|t| t.error_code == 0)
-                        .ok_or_else(|| Error::UnknownTopic {
-                            topic: topic.clone(),
-                        })?;
-                    t.partitions.iter().map(|p| p.partition_index).collect()
-                }
+                None => crate::raw::topic_metadata(&mut conn, topic)?
+                    .partitions
+                    .iter()
+                    .map(|p| p.partition_index)
+                    .collect(),
             };
             Some(vec![TopicPartitions::default()
                 .with_topic(TopicName(topic.clone().into()))

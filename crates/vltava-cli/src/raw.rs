@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use vltava_protocol::messages::{metadata_request, MetadataRequest, MetadataResponse, TopicName};
+use vltava_protocol::messages::{
+    metadata_request, metadata_response, MetadataRequest, MetadataResponse, TopicName,
+};
 use vltava_protocol::{decode_response, encode_request, ApiKey, Decodable, Encodable, StrBytes};
 
 use crate::client::Settings;
@@ -150,4 +152,21 @@ pub fn metadata(conn: &mut Connection, topics: Option<&[String]>) -> Result<Clus
         .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
         .collect();
     Ok(Cluster { brokers, metadata })
+}
+
+/// One topic's metadata, or [`Error::UnknownTopic`].
+pub fn topic_metadata(
+    conn: &mut Connection,
+    topic: &str,
+) -> Result<metadata_response::MetadataResponseTopic, Error> {
+    let cluster = metadata(conn, Some(&[topic.to_string()]))?;
+    cluster
+        .metadata
+        .topics
+        .into_iter()
+        .next()
+        .filter(|t| t.error_code == 0)
+        .ok_or_else(|| Error::UnknownTopic {
+            topic: topic.to_string(),
+        })
 }

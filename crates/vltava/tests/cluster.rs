@@ -252,6 +252,51 @@ fn three_nodes_share_metadata_and_partitions_and_survive_the_quorum_leader() {
         assert_eq!(describe(n, "spread").0, leaders);
     }
 
+    // Replicas placed by hand, in CreateTopics and CreatePartitions, as given; a broker
+    // that does not exist is refused with INVALID_REPLICA_ASSIGNMENT.
+    let placed = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(
+                "placed",
+                2,
+                TopicReplication::Variable(&[&[2, 3], &[3, 1]]),
+            )],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    assert!(placed.iter().all(|r| r.is_ok()), "{placed:?}");
+    let more = rt
+        .block_on(admin.create_partitions(
+            &[rdkafka::admin::NewPartitions::new("placed", 3).assign(&[&[1, 2]])],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    assert!(more.iter().all(|r| r.is_ok()), "{more:?}");
+    let expected = BTreeMap::from([(0, vec![2, 3]), (1, vec![3, 1]), (2, vec![1, 2])]);
+    wait_for("the placed partitions", Duration::from_secs(20), || {
+        (replicas(&nodes[2], "placed") == expected).then_some(())
+    });
+    let refused = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(
+                "misplaced",
+                1,
+                TopicReplication::Variable(&[&[1, 7]]),
+            )],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    assert!(
+        matches!(
+            &refused[0],
+            Err((
+                _,
+                rdkafka::types::RDKafkaErrorCode::InvalidReplicaAssignment
+            ))
+        ),
+        "{refused:?}"
+    );
+
     // librdkafka with its defaults, bootstrapped from one node, reaches every leader.
     let producer =
         common::checked_producer(common::client_config(nodes[1].addr).set("acks", "all"));
@@ -476,22 +521,12 @@ fn replicated_partitions_survive_their_leader() {
         (d.len() == 3 && d.values().all(|(l, isr)| *l > 0 && isr.len() == 3)).then_some(d)
     });
 
-    let acked = Acked::default();
-    let producer: rdkafka::producer::BaseProducer<Acked> = common::client_config(nodes[0].addr)
-        .set("bootstrap.servers", &all)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create_with_context(acked.clone())
-        .unwrap();
+    let (producer, acked) = idempotent_producer(&all);
     let total = 6000;
     let victim_id = before[&0].0;
     let mut killed = false;
     for i in 0..total {
-        send(&producer, "rep", format!("v{i}"));
-        if i % 50 == 0 {
-            producer.poll(Duration::from_millis(1));
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        send_paced(&producer, "rep", format!("v{i}"), i);
         if !killed && i == total / 3 {
             killed = true;
             let at = nodes.iter().position(|n| n.id == victim_id).unwrap();
@@ -554,6 +589,30 @@ fn stop_and_compare_replicas(dir: &Path, nodes: Vec<Node>, topic: &str, partitio
             "partition {p}: replicas differ ({:?} bytes)",
             logs.iter().map(Vec::len).collect::<Vec<_>>()
         );
+    }
+}
+
+/// An idempotent producer (acks=all, as idempotence implies) bootstrapped from `bootstrap`,
+/// and the delivery reports it collects.
+fn idempotent_producer(bootstrap: &str) -> (rdkafka::producer::BaseProducer<Acked>, Acked) {
+    let acked = Acked::default();
+    let first = bootstrap.split(',').next().unwrap().parse().unwrap();
+    let producer = common::client_config(first)
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create_with_context(acked.clone())
+        .unwrap();
+    (producer, acked)
+}
+
+/// [`send`], serving delivery reports and pausing briefly every 50 records, so a load
+/// spans the faults a test injects between records.
+fn send_paced(producer: &rdkafka::producer::BaseProducer<Acked>, topic: &str, v: String, i: usize) {
+    send(producer, topic, v);
+    if i.is_multiple_of(50) {
+        producer.poll(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -770,20 +829,10 @@ fn a_whole_cluster_killed_and_restarted_loses_nothing() {
     };
     in_sync(&nodes);
 
-    let acked = Acked::default();
-    let producer: rdkafka::producer::BaseProducer<Acked> = common::client_config(nodes[0].addr)
-        .set("bootstrap.servers", &all)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create_with_context(acked.clone())
-        .unwrap();
+    let (producer, acked) = idempotent_producer(&all);
     let total = 4000;
     for i in 0..total {
-        send(&producer, "whole", format!("w{i}"));
-        if i % 50 == 0 {
-            producer.poll(Duration::from_millis(1));
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        send_paced(&producer, "whole", format!("w{i}"), i);
         if i == total / 2 {
             nodes.clear(); // kill -9, every node
             std::thread::sleep(Duration::from_millis(500));
@@ -965,12 +1014,7 @@ fn two_lost_replicas_refuse_acks_all_and_lose_nothing() {
     let followers: Vec<i32> = isr.iter().copied().filter(|r| *r != leader).collect();
 
     let all = bootstrap(&nodes.iter().collect::<Vec<_>>());
-    let acked = Acked::default();
-    let producer: rdkafka::producer::BaseProducer<Acked> = common::client_config(nodes[0].addr)
-        .set("bootstrap.servers", &all)
-        .set("enable.idempotence", "true")
-        .create_with_context(acked.clone())
-        .unwrap();
+    let (producer, acked) = idempotent_producer(&all);
     for i in 0..200 {
         send(&producer, "two", format!("before{i}"));
     }
@@ -1095,20 +1139,10 @@ fn a_leader_cut_off_from_its_peers_loses_no_acknowledged_write() {
     let others: Vec<usize> = (1..=3).filter(|i| *i != leader as usize).collect();
     let majority = nodes.iter().position(|n| n.id == others[0] as i32).unwrap();
 
-    let acked = Acked::default();
-    let producer: rdkafka::producer::BaseProducer<Acked> = common::client_config(nodes[0].addr)
-        .set("bootstrap.servers", &all)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create_with_context(acked.clone())
-        .unwrap();
+    let (producer, acked) = idempotent_producer(&all);
     let total = 3000;
     for i in 0..total {
-        send(&producer, "cut", format!("c{i}"));
-        if i % 50 == 0 {
-            producer.poll(Duration::from_millis(1));
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        send_paced(&producer, "cut", format!("c{i}"), i);
         if i == total / 3 {
             lab.isolate(leader as usize, &others);
             wait_for(

@@ -140,6 +140,7 @@ pub async fn metadata(
                     broker.config.num_partitions(),
                     broker.config.default_replication_factor(),
                     &BTreeMap::new(),
+                    None,
                     false,
                 )
                 .await;

@@ -13,6 +13,7 @@ use vltava_protocol::messages::create_topics_response::{
 use vltava_protocol::messages::delete_topics_response::DeletableTopicResult;
 use vltava_protocol::messages::*;
 use vltava_protocol::ErrorCode;
+use vltava_types::NodeId;
 
 use super::{sb, tn};
 use crate::broker::Broker;
@@ -38,6 +39,7 @@ pub async fn create_topic(
     num_partitions: i32,
     replication_factor: i16,
     configs: &BTreeMap<String, String>,
+    given: Option<Vec<Vec<NodeId>>>,
     validate_only: bool,
 ) -> Result<Uuid, OpError> {
     let limit = broker.max_hosted_partitions();
@@ -53,6 +55,7 @@ pub async fn create_topic(
                 num_partitions,
                 replication_factor,
                 &configs,
+                given.as_deref(),
             )?;
             let hosted = image
                 .topics
@@ -186,22 +189,28 @@ pub async fn create_topics(
                             "Partitions must be numbered consecutively from 0.",
                         ));
                     }
-                    if a.broker_ids.iter().any(|b| b.0 != broker.config.node_id.get())
-                        || a.broker_ids.is_empty()
-                    {
-                        return Err(OpError::new(
-                            ErrorCode::InvalidReplicaAssignment,
-                            "Replica assignment names an unknown broker.",
-                        ));
-                    }
                 }
                 (
                     t.assignments.len() as i32,
                     t.assignments[0].broker_ids.len() as i16,
                 )
             };
-            let id =
-                create_topic(broker, &name, partitions, rf, &configs, req.validate_only).await?;
+            let given = (!t.assignments.is_empty()).then(|| {
+                t.assignments
+                    .iter()
+                    .map(|a| a.broker_ids.iter().map(|b| NodeId::new(b.0)).collect())
+                    .collect()
+            });
+            let id = create_topic(
+                broker,
+                &name,
+                partitions,
+                rf,
+                &configs,
+                given,
+                req.validate_only,
+            )
+            .await?;
             Ok((id, partitions, rf))
         }
         .await;
@@ -369,21 +378,17 @@ pub async fn create_partitions(
         }
         let (node_id, count, validate_only) =
             (broker.controller.node_id(), t.count, req.validate_only);
-        let assignments: Option<Vec<Vec<i32>>> = t.assignments.as_ref().map(|a| {
+        let given: Option<Vec<Vec<NodeId>>> = t.assignments.as_ref().map(|a| {
             a.iter()
-                .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                .map(|x| x.broker_ids.iter().map(|b| NodeId::new(b.0)).collect())
                 .collect()
         });
         let topic = name.clone();
         let outcome = broker
             .controller
             .write(move |image| {
-                let records = create_partitions_records(image, node_id, &topic, count)?;
-                if let Some(a) = &assignments {
-                    if a.len() != records.len() || a.iter().any(|x| x.iter().any(|b| *b != node_id.get())) {
-                        return Err(OpError::new(ErrorCode::InvalidReplicaAssignment, "Replica assignment does not match the new partitions or names an unknown broker."));
-                    }
-                }
+                let records =
+                    create_partitions_records(image, node_id, &topic, count, given.as_deref())?;
                 Ok((if validate_only { Vec::new() } else { records }, ()))
             })
             .await;
