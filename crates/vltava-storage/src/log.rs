@@ -1169,9 +1169,10 @@ impl Log {
     }
 
     /// Appends batches fetched from the leader as they are: offsets, epochs and timestamps
-    /// are the leader's. The first batch must start at this log's end offset and the rest
-    /// must follow on; a new epoch in the batches is recorded in the epoch cache. `validator`
-    /// runs as for [`Log::append_as_leader`]. The caller has checked the CRCs.
+    /// are the leader's. Each batch must start at or past the end of what precedes it, not
+    /// necessarily right at it: the leader's compacted segments have gaps where the cleaner
+    /// removed whole batches. A new epoch in the batches is recorded in the epoch cache.
+    /// `validator` runs as for [`Log::append_as_leader`]. The caller has checked the CRCs.
     pub fn append_as_follower<E, V>(
         &self,
         batches: &[u8],
@@ -1186,17 +1187,17 @@ impl Log {
         if self.is_poisoned() {
             return Err(self.poisoned_err().into());
         }
-        let base_offset = inner.next_offset;
-        let mut next = base_offset;
+        let mut base_offset = None;
+        let mut next = inner.next_offset;
         let mut max_ts = -1i64;
-        let mut offset_of_max_ts = base_offset;
+        let mut offset_of_max_ts = next;
         let mut epoch_starts: Vec<(i32, i64)> = Vec::new();
         let mut latest_epoch = inner.epochs.latest_epoch();
         let mut staged = Staged::default();
         let mut pos = 0usize;
         for header in self.headers(batches) {
             let h = header?;
-            if h.base_offset != next || h.last_offset_delta < 0 {
+            if h.base_offset < next || h.last_offset_delta < 0 {
                 return Err(StorageError::UnexpectedAppendOffset {
                     expected: next,
                     actual: h.base_offset,
@@ -1220,6 +1221,7 @@ impl Log {
                     .map_err(StorageError::from)?;
             }
             pos += h.total_len();
+            base_offset.get_or_insert(h.base_offset);
             let epoch = h.partition_leader_epoch;
             if epoch >= 0 && latest_epoch.is_none_or(|l| epoch > l) {
                 epoch_starts.push((epoch, h.base_offset));
@@ -1242,7 +1244,7 @@ impl Log {
         )?;
         Self::commit_producers(&mut inner, staged);
         Ok(AppendInfo {
-            base_offset: Offset::new(base_offset),
+            base_offset: Offset::new(base_offset.unwrap_or(next)),
             last_offset: Offset::new(next - 1),
             log_append_time: -1,
             log_start_offset: Offset::new(inner.log_start_offset),

@@ -586,12 +586,12 @@ fn epochs_follow_leader_appends_truncation_and_follower_appends() {
     vltava_record::set_base_offset(&mut leader_batch, 7);
     vltava_record::set_partition_leader_epoch(&mut leader_batch, 3);
     let mut wrong = leader_batch.clone();
-    vltava_record::set_base_offset(&mut wrong, 8);
+    vltava_record::set_base_offset(&mut wrong, 6);
     assert!(matches!(
         log.append_as_follower(&wrong, 0, accept_all),
         Err(StorageError::UnexpectedAppendOffset {
             expected: 7,
-            actual: 8
+            actual: 6
         })
     ));
     let info = log
@@ -1355,4 +1355,43 @@ fn a_marker_during_verification_refuses_the_verified_batch() {
             Some(unused),
         )
         .is_err());
+}
+
+#[test]
+fn a_follower_copies_the_gaps_of_a_compacted_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    // The leader's cleaner removed the batches at 2..=4 and 7.
+    let at = |base: i64, n: usize| {
+        let mut b = batch(n, 100 + base, 10);
+        vltava_record::set_base_offset(&mut b, base);
+        vltava_record::set_partition_leader_epoch(&mut b, 0);
+        b
+    };
+    let mut fetched = at(0, 2);
+    fetched.extend(at(5, 2));
+    let info = log.append_as_follower(&fetched, 0, accept_all).unwrap();
+    assert_eq!((info.base_offset.get(), info.last_offset.get()), (0, 6));
+    let info = log.append_as_follower(&at(8, 1), 0, accept_all).unwrap();
+    assert_eq!((info.base_offset.get(), info.last_offset.get()), (8, 8));
+    assert_eq!(log.offsets().log_end_offset, Offset::new(9));
+    assert_eq!(read_all(&log), [(0, 1), (5, 6), (8, 8)]);
+    // A read from inside a gap starts at the next batch.
+    let r = log
+        .read(Offset::new(3), Offset::new(i64::MAX), 1 << 20, true)
+        .unwrap();
+    assert_eq!(BatchHeader::parse(&r.records).unwrap().base_offset, 5);
+    // Still below the end: refused.
+    assert!(matches!(
+        log.append_as_follower(&at(7, 1), 0, accept_all),
+        Err(StorageError::UnexpectedAppendOffset {
+            expected: 9,
+            actual: 7
+        })
+    ));
+    log.flush().unwrap();
+    drop(log);
+    let log = open(dir.path(), LogConfig::default(), false);
+    assert_eq!(log.offsets().log_end_offset, Offset::new(9));
+    assert_eq!(read_all(&log), [(0, 1), (5, 6), (8, 8)]);
 }
