@@ -474,6 +474,24 @@ impl Partition {
         Ok(())
     }
 
+    /// As follower whose log ends below the leader's log start: empties the log and starts
+    /// it at the leader's log start (`Log::truncate_fully_and_start_at`).
+    pub fn truncate_fully_and_start_at(
+        &self,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let guard = self.durable_lock.lock();
+        self.log
+            .truncate_fully_and_start_at(Offset::new(offset), now_ms)?;
+        // Nothing is held below the new start, and it is durable as an empty log.
+        self.durable
+            .send_modify(|d| d.offset = d.offset.max(offset));
+        drop(guard);
+        self.appended.send_replace(offset);
+        Ok(())
+    }
+
     /// Waits until an acks=all append ending at `end_offset` is durable here and below the
     /// high watermark, so fsynced on every ISR member; then checks the ISR still meets
     /// `min.insync.replicas` (else NOT_ENOUGH_REPLICAS_AFTER_APPEND, as Kafka answers).

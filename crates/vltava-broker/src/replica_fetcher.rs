@@ -323,9 +323,17 @@ fn apply(p: &Arc<Partition>, d: &PartitionData) -> Result<Applied, String> {
                 truncate(p, d.high_watermark)?;
                 return Ok(Applied::Truncated);
             }
+            if end < d.log_start_offset {
+                // What this replica lacks is gone from the leader too (retention,
+                // DeleteRecords): it starts over where the leader's log starts.
+                tracing::info!(partition = ?p, end, leader_log_start = d.log_start_offset, "log ends below the leader's log start: starting over there");
+                p.truncate_fully_and_start_at(d.log_start_offset, now_ms())
+                    .map_err(|e| e.to_string())?;
+                return Ok(Applied::Truncated);
+            }
             return Err(format!(
-                "fetch offset {end} is below the leader's log start {}: the follower cannot catch up from the leader's log",
-                d.log_start_offset
+                "fetch offset {end} is out of range at the leader (log start {}, high watermark {})",
+                d.log_start_offset, d.high_watermark
             ));
         }
         Some(c) => return Err(format!("leader answered {c:?}")),

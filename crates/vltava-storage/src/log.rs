@@ -1423,6 +1423,49 @@ impl Log {
         self.truncate_locked(&mut inner, offset)
     }
 
+    /// Empties the log and starts it again at `offset`, past its end: a follower whose log
+    /// ends below the leader's log start (retention or DeleteRecords moved it while the
+    /// follower was away) cannot fetch what it lacks, so it starts where the leader's log
+    /// does (Kafka's truncateFullyAndStartAt). A new segment begins at `offset`; the old
+    /// ones are below the new log start and go with the next retention pass. The epoch
+    /// cache and the producer state, which described the dropped records, are cleared.
+    /// Durable before it returns; after a crash the old log start may come back, with an
+    /// empty log end still at `offset`.
+    pub fn truncate_fully_and_start_at(
+        &self,
+        offset: Offset,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let offset = offset.get();
+        let _cleaning = self.cleaner.lock();
+        let _flush = self.flush_lock.lock();
+        let mut inner = self.inner.lock();
+        if self.is_poisoned() {
+            return Err(self.poisoned_err());
+        }
+        if offset <= inner.next_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: inner.log_start_offset,
+                log_end_offset: inner.next_offset,
+            });
+        }
+        inner.epochs.truncate_from_end(i64::MIN);
+        inner
+            .epochs
+            .write(self.fs(), &self.dir)
+            .map_err(|e| self.poison(e))?;
+        inner.producers = ProducerStateManager::new(offset);
+        inner.aborted.clear();
+        inner.next_offset = offset;
+        self.roll(&mut inner, now_ms)?;
+        crate::sync_dir_in(self.fs(), &self.dir).map_err(|e| self.poison(e))?;
+        inner.log_start_offset = offset;
+        self.flushed_offset.fetch_max(offset, Ordering::AcqRel);
+        tracing::info!(dir = %self.dir.display(), offset, "log emptied to start at the leader's log start");
+        Ok(())
+    }
+
     /// [`Log::truncate_to`] with the flush lock and the log lock held.
     fn truncate_locked(&self, inner: &mut Inner, offset: i64) -> Result<(), StorageError> {
         if offset >= inner.next_offset {

@@ -1395,3 +1395,49 @@ fn a_follower_copies_the_gaps_of_a_compacted_leader() {
     assert_eq!(log.offsets().log_end_offset, Offset::new(9));
     assert_eq!(read_all(&log), [(0, 1), (5, 6), (8, 8)]);
 }
+
+#[test]
+fn a_follower_behind_the_leaders_log_start_starts_over_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), true);
+    for i in 0..3 {
+        log.append(&mut batch(2, 100 + i, 10), 1, 0).unwrap();
+    }
+    log.flush().unwrap();
+    assert!(
+        log.truncate_fully_and_start_at(Offset::new(6), 0).is_err(),
+        "not past the end"
+    );
+    log.truncate_fully_and_start_at(Offset::new(100), 0)
+        .unwrap();
+    let o = log.offsets();
+    assert_eq!(
+        (
+            o.log_start_offset.get(),
+            o.log_end_offset.get(),
+            o.flushed_offset.get()
+        ),
+        (100, 100, 100)
+    );
+    assert!(read_all(&log).is_empty());
+    assert!(
+        log.leader_epochs().is_empty(),
+        "the dropped records' epochs are gone"
+    );
+    let mut b = batch(1, 500, 10);
+    vltava_record::set_base_offset(&mut b, 100);
+    vltava_record::set_partition_leader_epoch(&mut b, 4);
+    log.append_as_follower(&b, 0, accept_all).unwrap();
+    assert_eq!(read_all(&log), [(100, 100)]);
+    // Retention removes the old segments; a reopen finds the log where it was.
+    log.enforce_retention(0).unwrap();
+    log.flush().unwrap();
+    drop(log);
+    let log = open(dir.path(), LogConfig::default(), false);
+    let o = log.offsets();
+    assert_eq!(
+        (o.log_start_offset.get(), o.log_end_offset.get()),
+        (100, 101)
+    );
+    assert_eq!(read_all(&log), [(100, 100)]);
+}

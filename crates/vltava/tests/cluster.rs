@@ -193,14 +193,14 @@ fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -
 }
 
 fn consume_all(bootstrap: &str, topic: &str, expect: usize) -> Vec<(i32, String)> {
-    let consumer: BaseConsumer = common::client_config(bootstrap.parse().unwrap_or_else(|_| {
-        // client_config takes one address; the others come from metadata.
-        bootstrap.split(',').next().unwrap().parse().unwrap()
-    }))
-    .set("group.id", "cluster-reader")
-    .set("auto.offset.reset", "earliest")
-    .create()
-    .unwrap();
+    // client_config takes one address; every one given is a bootstrap server.
+    let first = bootstrap.split(',').next().unwrap().parse().unwrap();
+    let consumer: BaseConsumer = common::client_config(first)
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "cluster-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -1068,7 +1068,9 @@ fn two_lost_replicas_refuse_acks_all_and_lose_nothing() {
             d.get(&0).filter(|(_, isr)| isr.len() == 3).map(|_| ())
         },
     );
-    let got = consume_all(&all, "two", ok.len() + 1);
+    // The restarted followers listen on new ports.
+    let live = bootstrap(&nodes.iter().collect::<Vec<_>>());
+    let got = consume_all(&live, "two", ok.len() + 1);
     assert_exactly_once(&ok, &got);
     assert!(got.iter().any(|(_, v)| v == "acks1"));
     assert!(!got.iter().any(|(_, v)| v == "refused"));
@@ -1181,4 +1183,87 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// A follower away while DeleteRecords moves the leader's log start past everything it
+/// holds cannot fetch what it lacks: back, it starts over at the leader's log start, catches
+/// up and rejoins the ISR.
+#[test]
+fn a_follower_behind_the_leaders_log_start_starts_over_there() {
+    use rdkafka::{Offset, TopicPartitionList};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, voters, ports) = start_cluster(dir.path());
+    let rt = common::runtime();
+    let admin: AdminClient<DefaultClientContext> =
+        common::client_config(nodes[0].addr).create().unwrap();
+    let created = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new("gone", 1, TopicReplication::Fixed(3))],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let (leader, isr) = wait_for("three in-sync replicas", Duration::from_secs(30), || {
+        partitions(&nodes[0], "gone")
+            .remove(&0)
+            .filter(|(l, isr)| *l > 0 && isr.len() == 3)
+    });
+    // The leader, a new partition's preferred replica, is the one that goes away, so it can
+    // be made to lead again once back.
+    assert_eq!(isr.len(), 3);
+    let away = leader;
+    let at = nodes.iter().position(|n| n.id == away).unwrap();
+    sigterm(nodes.remove(at));
+    wait_for("a new leader", Duration::from_secs(30), || {
+        partitions(&nodes[0], "gone")
+            .remove(&0)
+            .filter(|(l, _)| *l > 0 && *l != away)
+    });
+
+    let all = bootstrap(&nodes.iter().collect::<Vec<_>>());
+    let (producer, acked) = idempotent_producer(&all);
+    for i in 0..100 {
+        send(&producer, "gone", format!("old{i}"));
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    acked.all_ok(100);
+    let admin: AdminClient<DefaultClientContext> =
+        common::client_config(nodes[0].addr).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("gone", 0, Offset::Offset(100))
+        .unwrap();
+    rt.block_on(admin.delete_records(&tpl, &AdminOptions::new()))
+        .unwrap();
+    for i in 0..10 {
+        send(&producer, "gone", format!("new{i}"));
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let ok = acked.all_ok(10);
+
+    let i = away as usize - 1;
+    nodes.push(ready(
+        spawn_with(dir.path(), away, &voters, ports[i], &[]),
+        away,
+    ));
+    wait_for(
+        "the follower back in the ISR",
+        Duration::from_secs(60),
+        || {
+            partitions(&nodes[0], "gone")
+                .remove(&0)
+                .filter(|(_, isr)| isr.len() == 3)
+        },
+    );
+    // Led by the returned replica, the partition still holds exactly the new records.
+    let (ok_elect, rows) = elect_leaders_cli(&nodes[0], &["--topic", "gone"]);
+    assert!(ok_elect, "{rows:?}");
+    wait_for(
+        "the returned replica leading",
+        Duration::from_secs(10),
+        || (partitions(&nodes[0], "gone")[&0].0 == away).then_some(()),
+    );
+    let all = bootstrap(&nodes.iter().collect::<Vec<_>>());
+    let got = consume_all(&all, "gone", ok.len());
+    assert_exactly_once(&ok, &got);
+    assert_eq!(got.len(), 10, "{got:?}");
 }

@@ -521,6 +521,17 @@ fn cooperative_sticky_moves_only_what_must_move() {
     let a_now = a_t.assigned.lock().unwrap().clone();
     let b_now = b_t.assigned.lock().unwrap().clone();
     assert!(a_now.is_disjoint(&b_now));
+    // Closing a consumer that still holds partitions runs its rebalance callback inside
+    // rd_kafka_consumer_close, where librdkafka's rd_kafka_rebalance_protocol (called by
+    // rdkafka's callback) can block forever (librdkafka issue 4041): both leave first.
+    for (c, t) in [(&a, &a_t), (&b, &b_t)] {
+        c.unsubscribe();
+        wait_until("partitions given up", Duration::from_secs(30), || {
+            c.poll(Duration::from_millis(50));
+            t.assigned.lock().unwrap().is_empty()
+        });
+    }
+    drop((a, b));
     rt.block_on(broker.shutdown());
 }
 
