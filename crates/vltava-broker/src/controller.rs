@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 use vltava_metadata::config as defs;
 use vltava_metadata::{
-    validate_topic_name, MetadataDelta, MetadataImage, MetadataRecord, ResourceType,
+    validate_topic_name, MetadataDelta, MetadataImage, MetadataRecord, PartitionImage, ResourceType,
 };
 use vltava_protocol::ErrorCode;
 use vltava_quorum::{Listener, Quorum, WriteError};
@@ -324,6 +324,8 @@ fn partition_records(
                 isr,
                 replicas,
                 leader_epoch: LeaderEpoch::new(0),
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             }
         })
         .collect()
@@ -517,6 +519,8 @@ pub fn elections(
                 isr,
                 leader,
                 leader_epoch,
+                adding_replicas: p.adding_replicas.clone(),
+                removing_replicas: p.removing_replicas.clone(),
             });
         }
     }
@@ -589,6 +593,8 @@ pub fn elect_leaders_records(
                     isr,
                     leader,
                     leader_epoch: LeaderEpoch::new(p.leader_epoch.get() + 1),
+                    adding_replicas: p.adding_replicas.clone(),
+                    removing_replicas: p.removing_replicas.clone(),
                 });
             }),
         };
@@ -710,14 +716,150 @@ pub fn alter_isr_records(
             ));
         }
     }
-    Ok(vec![MetadataRecord::PartitionRecord {
-        topic_id,
-        partition_id: partition,
-        replicas: p.replicas.clone(),
-        isr: proposed.to_vec(),
-        leader,
-        leader_epoch: p.leader_epoch,
-    }])
+    let mut next = p.clone();
+    next.isr = proposed.to_vec();
+    let next = finish_reassignment(image, next.clone()).unwrap_or(next);
+    Ok(vec![next.to_record(topic_id)])
+}
+
+/// Partition reassignment (KIP-455) of one partition to `target`, or its cancellation with
+/// `None`, as Kafka's controller does it:
+/// - the replicas become `target` followed by the original replicas not in it; the new ones
+///   are `adding`, the ones left out `removing`, and the ISR and leader stay;
+/// - new replicas catch up as followers and join the ISR through AlterPartition; once every
+///   target replica is in the ISR, [`finish_reassignment`] drops the removed ones (and hands
+///   leadership to a target replica if the leader was one of them);
+/// - a new reassignment of a partition already moving starts from its original replicas;
+/// - `allow_replication_factor_change` false (KIP-860) refuses a target of another size;
+/// - cancelling goes back to the original replicas (in the reassignment's order, as in
+///   Kafka), keeping their ISR members.
+pub fn reassign_records(
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+    target: Option<&[NodeId]>,
+    allow_replication_factor_change: bool,
+) -> Result<Vec<MetadataRecord>, OpError> {
+    let (topic_id, p) = image
+        .topic(topic)
+        .and_then(|t| Some((t.topic_id, t.partitions.get(&partition)?)))
+        .ok_or_else(|| {
+            OpError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("{topic}-{partition} does not exist"),
+            )
+        })?;
+    let original = p.original_replicas();
+    let mut next = p.clone();
+    match target {
+        None => {
+            if !p.is_reassigning() {
+                return Err(OpError::new(
+                    ErrorCode::NoReassignmentInProgress,
+                    format!("{topic}-{partition} is not being reassigned"),
+                ));
+            }
+            next.replicas = original;
+            next.adding_replicas.clear();
+            next.removing_replicas.clear();
+        }
+        Some(target) => {
+            if target.is_empty() {
+                return Err(OpError::new(
+                    ErrorCode::InvalidReplicaAssignment,
+                    "the target replica list is empty",
+                ));
+            }
+            if let Some(dup) = target
+                .iter()
+                .enumerate()
+                .find(|(i, r)| target[..*i].contains(r))
+            {
+                return Err(OpError::new(
+                    ErrorCode::InvalidReplicaAssignment,
+                    format!("broker {} appears twice in the target replicas", dup.1),
+                ));
+            }
+            if !allow_replication_factor_change && target.len() != original.len() {
+                return Err(OpError::new(
+                    ErrorCode::InvalidReplicationFactor,
+                    format!(
+                        "the target has {} replicas, the partition {}, and replication factor changes are not allowed",
+                        target.len(),
+                        original.len()
+                    ),
+                ));
+            }
+            if let Some(r) = target.iter().find(|r| !image.brokers.contains_key(r)) {
+                return Err(OpError::new(
+                    ErrorCode::InvalidReplicaAssignment,
+                    format!("broker {r} is not registered"),
+                ));
+            }
+            next.replicas = target
+                .iter()
+                .chain(original.iter().filter(|r| !target.contains(r)))
+                .copied()
+                .collect();
+            next.adding_replicas = target
+                .iter()
+                .copied()
+                .filter(|r| !original.contains(r))
+                .collect();
+            next.removing_replicas = original
+                .iter()
+                .copied()
+                .filter(|r| !target.contains(r))
+                .collect();
+        }
+    }
+    next.isr.retain(|r| next.replicas.contains(r));
+    if next.isr.is_empty() {
+        return Err(OpError::new(
+            ErrorCode::InvalidReplicaAssignment,
+            format!(
+                "none of the replicas {:?} is in the ISR {:?}: the partition would lose its data",
+                next.replicas, p.isr
+            ),
+        ));
+    }
+    if !next.replicas.contains(&next.leader) && p.leader.get() >= 0 {
+        next.leader = next.isr[0];
+        next.leader_epoch = LeaderEpoch::new(p.leader_epoch.get() + 1);
+    }
+    let next = finish_reassignment(image, next.clone()).unwrap_or(next);
+    if next == *p {
+        return Ok(Vec::new());
+    }
+    Ok(vec![next.to_record(topic_id)])
+}
+
+/// The partition with its reassignment completed, if every target replica is in the ISR:
+/// only the target replicas remain, and a leader that is being removed hands over to the
+/// first live target replica in the ISR with the next leader epoch.
+fn finish_reassignment(image: &MetadataImage, p: PartitionImage) -> Option<PartitionImage> {
+    if !p.is_reassigning() {
+        return None;
+    }
+    let target = p.target_replicas();
+    if !target.iter().all(|r| p.isr.contains(r)) {
+        return None;
+    }
+    let mut done = p.clone();
+    done.isr.retain(|r| target.contains(r));
+    done.replicas = target;
+    done.adding_replicas.clear();
+    done.removing_replicas.clear();
+    if !done.replicas.contains(&done.leader) {
+        let leader = done
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| done.isr.contains(r) && is_live(image, *r))?;
+        done.leader = leader;
+        done.leader_epoch = LeaderEpoch::new(p.leader_epoch.get() + 1);
+    }
+    Some(done)
 }
 
 /// A broker replicas may be placed on: its id and rack.
@@ -872,6 +1014,8 @@ mod tests {
                 leader: replicas[0],
                 replicas,
                 leader_epoch: LeaderEpoch::new(3),
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             });
         }
         for r in liveness_records(&img, &[n(1)], &[], false) {
@@ -929,6 +1073,8 @@ mod tests {
                 isr,
                 leader,
                 leader_epoch: LeaderEpoch::new(epoch),
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             };
         img.apply(&partition(vec![n(1), n(2)], n(1), 4));
         let code = |r: Result<Vec<MetadataRecord>, OpError>| r.unwrap_err().code;
@@ -1152,6 +1298,8 @@ mod tests {
                 isr: ids(isr),
                 leader: NodeId::new(*leader),
                 leader_epoch: LeaderEpoch::new(3),
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             });
         }
         img
@@ -1323,5 +1471,195 @@ mod tests {
             bad,
             "two assignments for one new partition"
         );
+    }
+
+    /// A cluster of `brokers` (all live) with topic "t" partition 0 on `replicas`, all in
+    /// the ISR, led by the first.
+    fn one_partition(brokers: i32, replicas: &[i32]) -> (MetadataImage, Uuid) {
+        let mut img = MetadataImage::default();
+        for id in 1..=brokers {
+            img.apply(&MetadataRecord::RegisterBrokerRecord {
+                broker_id: NodeId::new(id),
+                incarnation_id: Uuid::from_u128(id as u128),
+                broker_epoch: 1,
+                endpoints: Vec::new(),
+                rack: None,
+                fenced: false,
+            });
+        }
+        let tid = Uuid::from_u128(9);
+        img.apply(&MetadataRecord::TopicRecord {
+            name: "t".into(),
+            topic_id: tid,
+        });
+        let r: Vec<NodeId> = replicas.iter().copied().map(NodeId::new).collect();
+        img.apply(&MetadataRecord::PartitionRecord {
+            topic_id: tid,
+            partition_id: 0,
+            replicas: r.clone(),
+            isr: r.clone(),
+            leader: r[0],
+            leader_epoch: LeaderEpoch::new(3),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+        });
+        (img, tid)
+    }
+
+    fn ids(v: &[i32]) -> Vec<NodeId> {
+        v.iter().copied().map(NodeId::new).collect()
+    }
+
+    fn part(img: &MetadataImage) -> PartitionImage {
+        img.topic("t").unwrap().partitions[&0].clone()
+    }
+
+    #[test]
+    fn a_reassignment_adds_replicas_then_drops_the_old_ones_once_the_new_are_in_sync() {
+        let (mut img, tid) = one_partition(5, &[1, 2, 3]);
+        for r in reassign_records(&img, "t", 0, Some(&ids(&[4, 5, 1])), true).unwrap() {
+            img.apply(&r);
+        }
+        let p = part(&img);
+        assert_eq!(p.replicas, ids(&[4, 5, 1, 2, 3]));
+        assert_eq!(p.adding_replicas, ids(&[4, 5]));
+        assert_eq!(p.removing_replicas, ids(&[2, 3]));
+        assert_eq!((p.leader, p.leader_epoch.get()), (NodeId::new(1), 3));
+        assert_eq!(p.isr, ids(&[1, 2, 3]));
+
+        // Listed as in progress; a second reassignment of the same partition starts from the
+        // original replicas.
+        let again = reassign_records(&img, "t", 0, Some(&ids(&[1, 2, 4])), true).unwrap();
+        let mut other = img.clone();
+        for r in &again {
+            other.apply(r);
+        }
+        let q = part(&other);
+        assert_eq!(q.replicas, ids(&[1, 2, 4, 3]));
+        assert_eq!(
+            (q.adding_replicas, q.removing_replicas),
+            (ids(&[4]), ids(&[3]))
+        );
+
+        // One new replica in sync is not enough.
+        for r in alter_isr_records(
+            &img,
+            tid,
+            0,
+            NodeId::new(1),
+            3,
+            &ids(&[1, 2, 3]),
+            &ids(&[1, 2, 3, 4]),
+        )
+        .unwrap()
+        {
+            img.apply(&r);
+        }
+        assert!(part(&img).is_reassigning());
+        // Both are: the old replicas leave, and the leader 1 stays (it is a target).
+        for r in alter_isr_records(
+            &img,
+            tid,
+            0,
+            NodeId::new(1),
+            3,
+            &ids(&[1, 2, 3, 4]),
+            &ids(&[1, 2, 3, 4, 5]),
+        )
+        .unwrap()
+        {
+            img.apply(&r);
+        }
+        let p = part(&img);
+        assert!(!p.is_reassigning());
+        assert_eq!(p.replicas, ids(&[4, 5, 1]));
+        assert_eq!(p.isr, ids(&[1, 4, 5]));
+        assert_eq!((p.leader, p.leader_epoch.get()), (NodeId::new(1), 3));
+    }
+
+    #[test]
+    fn a_leader_that_is_reassigned_away_hands_over_when_the_move_completes() {
+        let (mut img, tid) = one_partition(4, &[1, 2, 3]);
+        for r in reassign_records(&img, "t", 0, Some(&ids(&[2, 3, 4])), true).unwrap() {
+            img.apply(&r);
+        }
+        assert_eq!(part(&img).leader, NodeId::new(1));
+        for r in alter_isr_records(
+            &img,
+            tid,
+            0,
+            NodeId::new(1),
+            3,
+            &ids(&[1, 2, 3]),
+            &ids(&[1, 2, 3, 4]),
+        )
+        .unwrap()
+        {
+            img.apply(&r);
+        }
+        let p = part(&img);
+        assert_eq!(p.replicas, ids(&[2, 3, 4]));
+        assert_eq!((p.leader, p.leader_epoch.get()), (NodeId::new(2), 4));
+        assert_eq!(p.isr, ids(&[2, 3, 4]));
+    }
+
+    #[test]
+    fn shrinking_or_reordering_completes_at_once_and_cancelling_goes_back() {
+        let (img, _) = one_partition(4, &[1, 2, 3]);
+        let mut shrunk = img.clone();
+        for r in reassign_records(&img, "t", 0, Some(&ids(&[3, 2])), true).unwrap() {
+            shrunk.apply(&r);
+        }
+        let p = part(&shrunk);
+        assert!(!p.is_reassigning());
+        assert_eq!(p.replicas, ids(&[3, 2]));
+        assert_eq!((p.leader, p.leader_epoch.get()), (NodeId::new(3), 4));
+        // The same replicas in the same order: nothing to write.
+        assert!(reassign_records(&img, "t", 0, Some(&ids(&[1, 2, 3])), true)
+            .unwrap()
+            .is_empty());
+
+        let mut moving = img.clone();
+        for r in reassign_records(&img, "t", 0, Some(&ids(&[4, 2, 3])), true).unwrap() {
+            moving.apply(&r);
+        }
+        assert!(part(&moving).is_reassigning());
+        for r in reassign_records(&moving, "t", 0, None, true).unwrap() {
+            moving.apply(&r);
+        }
+        // Back to the original replicas and ISR; like Kafka's, the order is the one the
+        // reassignment gave them.
+        let p = part(&moving);
+        assert!(!p.is_reassigning());
+        assert_eq!(p.replicas, ids(&[2, 3, 1]));
+        assert_eq!(p.isr, ids(&[1, 2, 3]));
+        assert_eq!((p.leader, p.leader_epoch.get()), (NodeId::new(1), 3));
+
+        let code = |r: Result<Vec<MetadataRecord>, OpError>| r.unwrap_err().code;
+        assert_eq!(
+            code(reassign_records(&img, "t", 0, None, true)),
+            ErrorCode::NoReassignmentInProgress
+        );
+        assert_eq!(
+            code(reassign_records(&img, "t", 1, Some(&ids(&[1])), true)),
+            ErrorCode::UnknownTopicOrPartition
+        );
+        assert_eq!(
+            code(reassign_records(&img, "t", 0, Some(&ids(&[])), true)),
+            ErrorCode::InvalidReplicaAssignment
+        );
+        assert_eq!(
+            code(reassign_records(&img, "t", 0, Some(&ids(&[1, 1])), true)),
+            ErrorCode::InvalidReplicaAssignment
+        );
+        assert_eq!(
+            code(reassign_records(&img, "t", 0, Some(&ids(&[1, 9])), true)),
+            ErrorCode::InvalidReplicaAssignment
+        );
+        assert_eq!(
+            code(reassign_records(&img, "t", 0, Some(&ids(&[1, 2])), false)),
+            ErrorCode::InvalidReplicationFactor
+        );
+        assert!(reassign_records(&img, "t", 0, Some(&ids(&[1, 2, 4])), false).is_ok());
     }
 }

@@ -375,6 +375,8 @@ mod tests {
             replicas: replicas.into_iter().map(NodeId::new).collect(),
             leader: NodeId::new(leader),
             leader_epoch: LeaderEpoch::new(epoch),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 
@@ -451,6 +453,8 @@ mod tests {
             isr: isr.into_iter().map(NodeId::new).collect(),
             leader: NodeId::new(leader),
             leader_epoch: LeaderEpoch::new(epoch),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 

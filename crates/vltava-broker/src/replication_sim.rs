@@ -131,6 +131,8 @@ impl Sim {
             leader: n(1),
             replicas,
             leader_epoch: LeaderEpoch::new(0),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         });
         for r in &records {
             image.apply(r);

@@ -24,6 +24,7 @@ pub mod output;
 pub mod perf;
 pub mod produce;
 mod raw;
+pub mod reassign;
 pub mod table;
 pub mod template;
 pub mod timefmt;

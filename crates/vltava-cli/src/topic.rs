@@ -61,6 +61,14 @@ pub enum TopicCommand {
   vltava topic delete orders
   vltava topic delete orders payments --if-exists")]
     Delete(DeleteArgs),
+    /// Move partition replicas to other brokers, list or cancel moves in progress
+    #[command(after_help = "Examples:
+  vltava topic reassign orders --partition 0 --replicas 2,3,4 --wait
+  vltava topic reassign orders --replicas 1,2,3
+  vltava topic reassign --file plan.json
+  vltava topic reassign --list
+  vltava topic reassign orders --partition 0 --cancel")]
+    Reassign(crate::reassign::ReassignArgs),
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +140,7 @@ pub fn run(args: TopicArgs) -> Result<(), Error> {
         TopicCommand::Describe(a) => describe(&settings, a),
         TopicCommand::Alter(a) => alter_topic(&settings, a),
         TopicCommand::Delete(a) => delete(&settings, a),
+        TopicCommand::Reassign(a) => crate::reassign::run(&settings, &a),
     }
 }
 

@@ -135,6 +135,8 @@ impl MetadataDelta {
                             isr: Vec::new(),
                             leader: NodeId::new(-1),
                             leader_epoch: LeaderEpoch::new(-1),
+                            adding_replicas: Vec::new(),
+                            removing_replicas: Vec::new(),
                         },
                     );
                 }
@@ -210,6 +212,8 @@ mod tests {
             isr: vec![NodeId::new(1), NodeId::new(2)],
             leader: NodeId::new(leader),
             leader_epoch: LeaderEpoch::new(epoch),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 

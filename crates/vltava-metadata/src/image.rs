@@ -14,6 +14,50 @@ pub struct PartitionImage {
     pub isr: Vec<NodeId>,
     pub leader: NodeId,
     pub leader_epoch: LeaderEpoch,
+    /// A reassignment in progress (KIP-455): replicas being added and to be removed, both
+    /// also in `replicas`. Empty when none is.
+    pub adding_replicas: Vec<NodeId>,
+    pub removing_replicas: Vec<NodeId>,
+}
+
+impl PartitionImage {
+    /// The record that sets this partition to its state here.
+    pub fn to_record(&self, topic_id: Uuid) -> MetadataRecord {
+        MetadataRecord::PartitionRecord {
+            topic_id,
+            partition_id: self.partition_id,
+            replicas: self.replicas.clone(),
+            isr: self.isr.clone(),
+            leader: self.leader,
+            leader_epoch: self.leader_epoch,
+            adding_replicas: self.adding_replicas.clone(),
+            removing_replicas: self.removing_replicas.clone(),
+        }
+    }
+
+    /// Whether a reassignment is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition has when its reassignment completes (all of them when
+    /// none is in progress).
+    pub fn target_replicas(&self) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    /// The replicas it had before its reassignment began.
+    pub fn original_replicas(&self) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +124,8 @@ impl MetadataImage {
                 isr,
                 leader,
                 leader_epoch,
+                adding_replicas,
+                removing_replicas,
             } => {
                 if let Some(t) = self
                     .topic_names
@@ -94,6 +140,8 @@ impl MetadataImage {
                             isr: isr.clone(),
                             leader: *leader,
                             leader_epoch: *leader_epoch,
+                            adding_replicas: adding_replicas.clone(),
+                            removing_replicas: removing_replicas.clone(),
                         },
                     );
                 }
@@ -232,14 +280,7 @@ impl MetadataImage {
                 topic_id: t.topic_id,
             });
             for p in t.partitions.values() {
-                out.push(MetadataRecord::PartitionRecord {
-                    topic_id: t.topic_id,
-                    partition_id: p.partition_id,
-                    replicas: p.replicas.clone(),
-                    isr: p.isr.clone(),
-                    leader: p.leader,
-                    leader_epoch: p.leader_epoch,
-                });
+                out.push(p.to_record(t.topic_id));
             }
         }
         for ((resource_type, resource_name), configs) in &self.configs {
@@ -317,6 +358,8 @@ mod tests {
                 isr: vec![NodeId::new(1)],
                 leader: NodeId::new(1),
                 leader_epoch: LeaderEpoch::new(0),
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             },
             MetadataRecord::ConfigRecord {
                 resource_type: ResourceType::Topic,
@@ -380,6 +423,8 @@ mod tests {
                 isr: vec![b1],
                 leader: b1,
                 leader_epoch: LeaderEpoch::new(5),
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             },
             MetadataRecord::ConfigRecord {
                 resource_type: ResourceType::Broker,

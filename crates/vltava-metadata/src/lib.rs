@@ -56,6 +56,13 @@ pub enum MetadataRecord {
         isr: Vec<NodeId>,
         leader: NodeId,
         leader_epoch: LeaderEpoch,
+        /// Replicas a reassignment is adding (KIP-455); they are also in `replicas`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adding_replicas: Vec<NodeId>,
+        /// Replicas a reassignment will remove once the added ones are in the ISR; they are
+        /// also in `replicas`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removing_replicas: Vec<NodeId>,
     },
     /// `value: None` deletes the override.
     ConfigRecord {

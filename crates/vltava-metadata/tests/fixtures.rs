@@ -26,6 +26,8 @@ fn records() -> Vec<MetadataRecord> {
             isr: vec![NodeId::new(1)],
             leader: NodeId::new(1),
             leader_epoch: LeaderEpoch::new(0),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         },
         MetadataRecord::PartitionRecord {
             topic_id: orders,
@@ -34,6 +36,8 @@ fn records() -> Vec<MetadataRecord> {
             isr: vec![NodeId::new(2)],
             leader: NodeId::new(2),
             leader_epoch: LeaderEpoch::new(3),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         },
         MetadataRecord::ConfigRecord {
             resource_type: ResourceType::Topic,

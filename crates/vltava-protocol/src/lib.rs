@@ -144,6 +144,8 @@ apis! {
     DescribeCluster(DescribeClusterRequest, DescribeClusterResponse);
     DescribeQuorum(DescribeQuorumRequest, DescribeQuorumResponse);
     ElectLeaders(ElectLeadersRequest, ElectLeadersResponse);
+    AlterPartitionReassignments(AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse);
+    ListPartitionReassignments(ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse);
     DescribeTopicPartitions(DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse);
     FindCoordinator(FindCoordinatorRequest, FindCoordinatorResponse);
     JoinGroup(JoinGroupRequest, JoinGroupResponse);

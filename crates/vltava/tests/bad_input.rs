@@ -314,6 +314,8 @@ const ADVERTISED: &[(i16, i16, i16)] = &[
     (42, 0, 2), // DeleteGroups
     (43, 0, 2), // ElectLeaders
     (44, 0, 1), // IncrementalAlterConfigs
+    (45, 0, 1), // AlterPartitionReassignments
+    (46, 0, 0), // ListPartitionReassignments
     (47, 0, 0), // OffsetDelete
     (50, 0, 0), // DescribeUserScramCredentials
     (51, 0, 0), // AlterUserScramCredentials

@@ -1267,3 +1267,146 @@ fn a_follower_behind_the_leaders_log_start_starts_over_there() {
     assert_exactly_once(&ok, &got);
     assert_eq!(got.len(), 10, "{got:?}");
 }
+
+/// Runs `vltava topic reassign ARGS -o json` against `node` in the background.
+fn reassign_cli(node: &Node, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["topic", "reassign", "-o", "json", "-b"])
+        .arg(node.addr.to_string())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Its exit status and JSON rows.
+fn cli_rows(child: Child) -> (bool, serde_json::Value) {
+    let out = child.wait_with_output().unwrap();
+    let rows = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), rows)
+}
+
+/// Partition reassignment (KIP-455) under load, with `vltava topic reassign` and Kafka's
+/// plan file: on four nodes, partition 0 moves from 1,2,3 to 4,2,3 (its leader leaves) and
+/// partition 1 from 2,3,1 to 2,4 (one fewer replica) while an idempotent producer writes.
+/// The new replicas copy the log and join the ISR, the old ones leave and delete theirs,
+/// every acknowledged record is read back exactly once, and the final replicas of each
+/// partition hold identical logs.
+#[test]
+fn reassigned_replicas_move_under_load_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, _, _) = start_nodes(dir.path(), 4, &[]);
+    let all = bootstrap(&nodes.iter().collect::<Vec<_>>());
+    let rt = common::runtime();
+    let admin: AdminClient<DefaultClientContext> =
+        common::client_config(nodes[0].addr).create().unwrap();
+    let created = rt
+        .block_on(
+            admin.create_topics(
+                &[NewTopic::new(
+                    "mv",
+                    2,
+                    TopicReplication::Variable(&[&[1, 2, 3], &[2, 3, 1]]),
+                )
+                .set("min.insync.replicas", "2")],
+                &AdminOptions::new(),
+            ),
+        )
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    wait_for("three in-sync replicas", Duration::from_secs(30), || {
+        let d = partitions(&nodes[0], "mv");
+        (d.len() == 2 && d.values().all(|(l, isr)| *l > 0 && isr.len() == 3)).then_some(())
+    });
+
+    // Nothing to cancel yet.
+    let (ok, rows) = cli_rows(reassign_cli(
+        &nodes[0],
+        &["mv", "--partition", "0", "--cancel"],
+    ));
+    assert!(!ok);
+    assert_eq!(rows[0]["error"], "NoReassignmentInProgress", "{rows}");
+
+    let plan = dir.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"version":1,"partitions":[
+            {"topic":"mv","partition":0,"replicas":[4,2,3]},
+            {"topic":"mv","partition":1,"replicas":[2,4]}]}"#,
+    )
+    .unwrap();
+    let (producer, acked) = idempotent_producer(&all);
+    let total = 9000;
+    let mut moving = None;
+    for i in 0..total {
+        send_paced(&producer, "mv", format!("v{i}"), i);
+        if i == total / 3 {
+            moving = Some(reassign_cli(
+                &nodes[0],
+                &[
+                    "--file",
+                    plan.to_str().unwrap(),
+                    "--wait",
+                    "--timeout",
+                    "60s",
+                ],
+            ));
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    let ok = acked.all_ok(total);
+    let (done, rows) = cli_rows(moving.unwrap());
+    assert!(done, "{rows}");
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["result"] == "started"),
+        "{rows}"
+    );
+
+    let (ok_list, ongoing) = cli_rows(reassign_cli(&nodes[0], &["--list"]));
+    assert!(ok_list);
+    assert_eq!(ongoing, serde_json::json!([]));
+    let expected: BTreeMap<i32, Vec<i32>> = [(0, vec![4, 2, 3]), (1, vec![2, 4])].into();
+    for n in &nodes {
+        wait_for("every node's metadata", Duration::from_secs(10), || {
+            (replicas(n, "mv") == expected).then_some(())
+        });
+    }
+    let d = partitions(&nodes[0], "mv");
+    assert_eq!(d[&0].0, 4, "the removed leader handed over: {d:?}");
+    assert_eq!(d[&0].1, BTreeSet::from([2, 3, 4]), "{d:?}");
+    assert_eq!(d[&1].1, BTreeSet::from([2, 4]), "{d:?}");
+    assert_exactly_once(&ok, &consume_all(&all, "mv", ok.len()));
+
+    // Removed replicas delete their logs; the others hold the same bytes once stopped.
+    wait_for("removed replicas deleted", Duration::from_secs(10), || {
+        let gone = |id: i32, p: i32| !dir.path().join(format!("node-{id}/mv-{p}")).exists();
+        (gone(1, 0) && gone(1, 1) && gone(3, 1)).then_some(())
+    });
+    let ids: Vec<i32> = nodes.iter().map(|n| n.id).collect();
+    for n in nodes.drain(..) {
+        sigterm(n);
+    }
+    assert_eq!(ids.len(), 4);
+    for (p, holders) in &expected {
+        let logs: Vec<Vec<u8>> = holders
+            .iter()
+            .map(|id| log_bytes(&dir.path().join(format!("node-{id}")), "mv", *p))
+            .collect();
+        assert!(!logs[0].is_empty());
+        assert!(
+            logs.iter().all(|l| *l == logs[0]),
+            "partition {p}: replicas differ ({:?} bytes)",
+            logs.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+    }
+}

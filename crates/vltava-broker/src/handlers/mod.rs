@@ -10,6 +10,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producers;
+pub mod reassign;
 pub mod scram;
 pub mod topics;
 pub mod txn;
@@ -95,6 +96,17 @@ pub fn dispatch(
                     leaders::elect_leaders(&b, &ctx, r).await,
                 )))
             })
+        }
+        Request::AlterPartitionReassignments(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    reassign::alter_partition_reassignments(&b, &ctx, r).await,
+                )))
+            })
+        }
+        Request::ListPartitionReassignments(r) => {
+            ready(reassign::list_partition_reassignments(broker, c, r).into())
         }
         Request::DescribeConfigs(r) => ready(configs::describe_configs(broker, c, r).into()),
         Request::AlterConfigs(r) => {
