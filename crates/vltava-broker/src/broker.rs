@@ -109,6 +109,8 @@ pub struct Broker {
     pub(crate) shutting_down: watch::Sender<bool>,
     /// Followers' fetchers, one per leader broker.
     fetchers: crate::replica_fetcher::ReplicaFetchers,
+    /// `leader.replication.throttled.rate` and `follower.replication.throttled.rate`.
+    pub replication_quotas: Arc<crate::replication_quota::ReplicationQuotas>,
     /// `RLIMIT_NOFILE` after raising it at start.
     open_file_limit: u64,
     /// Keeps an exclusive lock on the data dir for the broker's life.
@@ -465,6 +467,7 @@ pub async fn start_with(
     let local_addr = bound[0].local_addr;
     let partitions = Arc::new(ReplicaManager::new(&config, startup, fs));
     let shutting_down = watch::Sender::new(false);
+    let replication_quotas = Arc::new(crate::replication_quota::ReplicationQuotas::default());
     let fetchers = crate::replica_fetcher::ReplicaFetchers::new(
         crate::replica_fetcher::FetcherConfig {
             node_id: config.node_id,
@@ -485,6 +488,7 @@ pub async fn start_with(
         },
         Arc::clone(&partitions),
         Arc::clone(&controller),
+        Arc::clone(&replication_quotas),
         shutting_down.subscribe(),
     );
     let broker = Arc::new_cyclic(|me| Broker {
@@ -501,6 +505,7 @@ pub async fn start_with(
         authorizer,
         shutting_down,
         fetchers,
+        replication_quotas,
         open_file_limit: raise_open_file_limit(),
         _lock: lock,
     });
@@ -1105,6 +1110,18 @@ async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), BrokerError> {
 
 impl MetadataPublisher for Broker {
     fn publish(&self, delta: &MetadataDelta, image: &MetadataImage) -> Result<(), String> {
+        let layers = self.config.layers(image, None);
+        let rate = |name: &str| -> u64 {
+            let def = vltava_metadata::config::broker_config_def(name).expect("known config");
+            vltava_metadata::config::resolve_broker(def, layers)
+                .value
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        };
+        let q = &self.replication_quotas;
+        q.leader.set_rate(rate("leader.replication.throttled.rate"));
+        q.follower
+            .set_rate(rate("follower.replication.throttled.rate"));
         let changes = self
             .partitions
             .apply_delta(delta, image, now_ms())

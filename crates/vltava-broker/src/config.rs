@@ -469,6 +469,9 @@ pub struct TopicSettings {
     /// `compression.type` when it names a codec: batches in another are rewritten with it.
     /// `None` for `producer`, which stores batches as they arrive.
     pub compression: Option<vltava_record::Compression>,
+    /// `leader.replication.throttled.replicas` / `follower.replication.throttled.replicas`.
+    pub leader_throttled: defs::ThrottledReplicas,
+    pub follower_throttled: defs::ThrottledReplicas,
 }
 
 pub fn topic_settings(layers: ConfigLayers<'_>) -> TopicSettings {
@@ -514,6 +517,15 @@ pub fn topic_settings(layers: ConfigLayers<'_>) -> TopicSettings {
             "zstd" => Some(vltava_record::Compression::Zstd),
             _ => None,
         },
+        // Validated when set; a value that slipped past throttles nothing.
+        leader_throttled: defs::parse_throttled_replicas(&value(
+            "leader.replication.throttled.replicas",
+        ))
+        .unwrap_or_default(),
+        follower_throttled: defs::parse_throttled_replicas(&value(
+            "follower.replication.throttled.replicas",
+        ))
+        .unwrap_or_default(),
     }
 }
 

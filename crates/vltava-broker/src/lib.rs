@@ -21,6 +21,7 @@ pub mod producer_ids;
 pub mod quorum_transport;
 pub mod replica_fetcher;
 pub mod replica_manager;
+pub mod replication_quota;
 #[cfg(test)]
 mod replication_sim;
 pub mod security;

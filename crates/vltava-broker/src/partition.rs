@@ -113,6 +113,8 @@ pub struct Partition {
     /// lowers both, so an fsync that ran alongside a truncation cannot raise `durable` back
     /// above the cut.
     durable_lock: Arc<Mutex<()>>,
+    /// Bit 0: leader-throttled here, bit 1: follower-throttled (see `leader_throttled`).
+    throttled: AtomicU8,
     settings: Mutex<TopicSettings>,
 }
 
@@ -166,6 +168,7 @@ impl Partition {
             durable,
             flush_request: Arc::new(Notify::new()),
             durable_lock: Arc::new(Mutex::new(())),
+            throttled: AtomicU8::new(throttle_bits(&settings, tp.partition, node_id)),
             settings: Mutex::new(settings),
         });
         if let Err(e) = p.apply_registration(registration, now_ms) {
@@ -530,7 +533,23 @@ impl Partition {
 
     pub(crate) fn set_settings(&self, s: TopicSettings) {
         self.log.set_config(s.log.clone());
+        self.throttled.store(
+            throttle_bits(&s, self.index, self.node_id),
+            Ordering::Release,
+        );
         *self.settings.lock() = s;
+    }
+
+    /// Whether this broker's replica is in `leader.replication.throttled.replicas`: as
+    /// leader, it throttles what it sends to out-of-sync followers.
+    pub fn leader_throttled(&self) -> bool {
+        self.throttled.load(Ordering::Acquire) & 1 != 0
+    }
+
+    /// Whether it is in `follower.replication.throttled.replicas`: out of the ISR, it
+    /// throttles its own fetching.
+    pub fn follower_throttled(&self) -> bool {
+        self.throttled.load(Ordering::Acquire) & 2 != 0
     }
 
     pub fn offsets(&self) -> LogOffsets {
@@ -825,4 +844,10 @@ impl Partition {
         let o = self.log.offsets();
         o.log_end_offset.since(o.flushed_offset)
     }
+}
+
+/// The throttle bits of partition `index` on broker `node` under `s`.
+fn throttle_bits(s: &TopicSettings, index: i32, node: NodeId) -> u8 {
+    u8::from(s.leader_throttled.covers(index, node.get()))
+        | (u8::from(s.follower_throttled.covers(index, node.get())) << 1)
 }

@@ -28,12 +28,15 @@ use crate::broker::now_ms;
 use crate::controller::Controller;
 use crate::partition::Partition;
 use crate::replica_manager::ReplicaManager;
+use crate::replication_quota::ReplicationQuotas;
 
 /// Fetch v12: the last version naming topics, with the last fetched epoch and the
 /// diverging epoch (KIP-320), and the replica id in the body.
 const FETCH_VERSION: i16 = 12;
 /// Largest response frame a follower reads.
 const MAX_FRAME: usize = 128 << 20;
+/// How long a fetcher whose every partition is throttled waits before looking again.
+const QUOTA_PAUSE: Duration = Duration::from_millis(100);
 /// Pause after a partition-level error (a leader that has not yet seen the same metadata).
 const ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -54,6 +57,7 @@ struct Shared {
     config: FetcherConfig,
     partitions: Arc<ReplicaManager>,
     controller: Arc<Controller>,
+    quotas: Arc<ReplicationQuotas>,
     /// Wakes idle fetchers when metadata changes.
     changed: Notify,
     stop: watch::Receiver<bool>,
@@ -70,6 +74,7 @@ impl ReplicaFetchers {
         config: FetcherConfig,
         partitions: Arc<ReplicaManager>,
         controller: Arc<Controller>,
+        quotas: Arc<ReplicationQuotas>,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -77,6 +82,7 @@ impl ReplicaFetchers {
                 config,
                 partitions,
                 controller,
+                quotas,
                 changed: Notify::new(),
                 stop,
             }),
@@ -158,7 +164,22 @@ async fn run(leader: NodeId, shared: Arc<Shared>) {
         if *stop.borrow() {
             return;
         }
-        let parts = followed(&shared, leader);
+        let mut parts = followed(&shared, leader);
+        // follower.replication.throttled.rate: out-of-sync throttled partitions sit out
+        // while the quota is exceeded.
+        let node = shared.config.node_id;
+        let throttled = |p: &Arc<Partition>| p.follower_throttled() && !p.isr().contains(&node);
+        if shared.quotas.follower.is_exceeded(now_ms()) {
+            let before = parts.len();
+            parts.retain(|p| !throttled(p));
+            if parts.is_empty() && before > 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(QUOTA_PAUSE) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+        }
         if parts.is_empty() {
             conn = None;
             let changed = shared.changed.notified();
@@ -214,6 +235,21 @@ async fn run(leader: NodeId, shared: Arc<Shared>) {
             tokio::time::sleep(shared.config.backoff).await;
             continue;
         }
+        if shared.quotas.follower.rate() != u64::MAX {
+            let sitting_out: std::collections::HashSet<(&str, i32)> = parts
+                .iter()
+                .filter(|p| throttled(p))
+                .map(|p| (&*p.topic, p.index))
+                .collect();
+            let bytes: usize = response
+                .responses
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(move |d| (t, d)))
+                .filter(|(t, d)| sitting_out.contains(&(&*t.topic.0, d.partition_index)))
+                .map(|(_, d)| d.records.as_ref().map_or(0, |r| r.len()))
+                .sum();
+            shared.quotas.follower.record(bytes, now_ms());
+        }
         // Appends and truncations write files: off the async workers.
         let partitions = Arc::clone(&shared.partitions);
         let (appended, mut pause) =
@@ -256,6 +292,13 @@ fn apply_all(
             let Some(p) = by_name.get(&(&*t.topic.0, d.partition_index)) else {
                 continue;
             };
+            // Reassigned away or deleted while the fetch was out: its directory is gone.
+            if !partitions
+                .get_by_id(&p.topic_id_partition())
+                .is_some_and(|q| Arc::ptr_eq(&q, p))
+            {
+                continue;
+            }
             match apply(p, d) {
                 Ok(Applied::Appended(end)) => appended.push((Arc::clone(p), end)),
                 Ok(Applied::Nothing) => {}

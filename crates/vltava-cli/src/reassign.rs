@@ -18,6 +18,7 @@ use vltava_protocol::messages::{
 use vltava_protocol::{ApiKey, ErrorCode};
 
 use crate::client::{Output, Settings, METADATA_TIMEOUT};
+use crate::ffi::{ConfigOp, Resource};
 use crate::output::{print, print_json};
 use crate::raw::{self, Connection};
 use crate::table::{id_list, Table};
@@ -50,6 +51,17 @@ pub struct ReassignArgs {
     /// Wait until the reassignments are complete
     #[arg(long)]
     pub wait: bool,
+    /// Limit the moving replicas' replication to this many bytes per second, as
+    /// kafka-reassign-partitions --throttle does: sets leader/follower
+    /// .replication.throttled.rate on the brokers involved and the topics'
+    /// *.replication.throttled.replicas, and removes them once the move completes
+    #[arg(
+        long,
+        value_name = "BYTES_PER_SEC",
+        requires = "wait",
+        conflicts_with = "cancel"
+    )]
+    pub throttle: Option<u64>,
     /// With --wait: give up after this long, e.g. 10m (default: no limit)
     #[arg(long, value_parser = crate::client::parse_duration, requires = "wait")]
     pub timeout: Option<Duration>,
@@ -143,6 +155,10 @@ pub fn run(settings: &Settings, args: &ReassignArgs) -> Result<(), Error> {
                 .collect()
         }
     };
+    let throttle = match args.throttle {
+        Some(rate) => Some(set_throttle(settings, &mut conn, &plan, rate)?),
+        None => None,
+    };
     let mut topics: Vec<ReassignableTopic> = Vec::new();
     for (topic, partition, replicas) in &plan {
         let p = ReassignablePartition::default()
@@ -195,6 +211,14 @@ pub fn run(settings: &Settings, args: &ReassignArgs) -> Result<(), Error> {
             .collect();
         wait(&mut conn, settings, &moving, args.timeout)?;
     }
+    // Throttles stay only while something moves (after a timeout, the move goes on).
+    if let Some(set) = &throttle {
+        let admin = settings.admin()?;
+        for (resource, ops) in set {
+            let clear: Vec<ConfigOp> = ops.iter().map(|(k, _)| (k.clone(), None)).collect();
+            crate::config::alter(&admin, resource, &clear)?;
+        }
+    }
     match settings.output {
         Output::Json => print_json(&rows)?,
         Output::Table => {
@@ -226,6 +250,87 @@ pub fn run(settings: &Settings, args: &ReassignArgs) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// Sets the throttle configs for moving `plan`'s partitions at `rate` bytes per second, as
+/// kafka-reassign-partitions does: the current replicas of each moving partition are
+/// leader-throttled, the added ones follower-throttled, and every broker involved gets the
+/// rate. Returns what it set, to remove afterwards.
+fn set_throttle(
+    settings: &Settings,
+    conn: &mut Connection,
+    plan: &[(String, i32, Option<Vec<i32>>)],
+    rate: u64,
+) -> Result<Vec<(Resource, Vec<ConfigOp>)>, Error> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut leader: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut follower: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut brokers = BTreeSet::new();
+    let mut current: BTreeMap<&str, BTreeMap<i32, Vec<i32>>> = BTreeMap::new();
+    for (topic, partition, target) in plan {
+        if !current.contains_key(topic.as_str()) {
+            let md = raw::topic_metadata(conn, topic)?;
+            let replicas = md
+                .partitions
+                .iter()
+                .map(|p| {
+                    (
+                        p.partition_index,
+                        p.replica_nodes.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect();
+            current.insert(topic, replicas);
+        }
+        let now = current[topic.as_str()]
+            .get(partition)
+            .cloned()
+            .unwrap_or_default();
+        let target = target.clone().unwrap_or_default();
+        for b in &now {
+            leader
+                .entry(topic)
+                .or_default()
+                .push(format!("{partition}:{b}"));
+        }
+        for b in target.iter().filter(|b| !now.contains(b)) {
+            follower
+                .entry(topic)
+                .or_default()
+                .push(format!("{partition}:{b}"));
+        }
+        brokers.extend(now.iter().chain(&target).copied());
+    }
+    let mut set: Vec<(Resource, Vec<ConfigOp>)> = Vec::new();
+    for b in brokers {
+        set.push((
+            Resource::Broker(b),
+            [
+                "leader.replication.throttled.rate",
+                "follower.replication.throttled.rate",
+            ]
+            .iter()
+            .map(|k| (k.to_string(), Some(rate.to_string())))
+            .collect(),
+        ));
+    }
+    let topics: BTreeSet<&str> = leader.keys().chain(follower.keys()).copied().collect();
+    for t in topics {
+        let list = |m: &BTreeMap<&str, Vec<String>>| m.get(t).map(|v| v.join(","));
+        let ops = [
+            ("leader.replication.throttled.replicas", list(&leader)),
+            ("follower.replication.throttled.replicas", list(&follower)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), Some(v?))))
+        .collect();
+        set.push((Resource::Topic(t.to_string()), ops));
+    }
+    let admin = settings.admin()?;
+    for (resource, ops) in &set {
+        crate::config::alter(&admin, resource, ops)?;
+    }
+    Ok(set)
 }
 
 /// The partitions asked for, or all of the topic's.

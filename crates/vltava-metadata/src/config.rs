@@ -284,6 +284,50 @@ pub static TOPIC_CONFIGS: &[(ConfigDef, &str)] = &[
         ),
         "unclean.leader.election.enable",
     ),
+    // No broker synonym (""): these are only ever set per topic.
+    (
+        def!(
+            "leader.replication.throttled.replicas",
+            List,
+            "",
+            &[],
+            None,
+            "Replicas (partition:broker, or *) whose replication the leader throttles to leader.replication.throttled.rate."
+        ),
+        "",
+    ),
+    (
+        def!(
+            "follower.replication.throttled.replicas",
+            List,
+            "",
+            &[],
+            None,
+            "Replicas (partition:broker, or *) whose fetching the follower throttles to follower.replication.throttled.rate."
+        ),
+        "",
+    ),
+];
+
+/// Broker-only configs that AlterConfigs may change while the broker runs, per broker or
+/// cluster-wide.
+pub static DYNAMIC_BROKER_CONFIGS: &[ConfigDef] = &[
+    def!(
+        "leader.replication.throttled.rate",
+        Long,
+        MAX,
+        &[],
+        Some(0),
+        "Bytes per second a leader sends to out-of-sync replicas of throttled partitions."
+    ),
+    def!(
+        "follower.replication.throttled.rate",
+        Long,
+        MAX,
+        &[],
+        Some(0),
+        "Bytes per second a follower fetches for its out-of-sync throttled partitions."
+    ),
 ];
 
 /// Broker-only configs reported by DescribeConfigs (read-only here).
@@ -801,7 +845,9 @@ pub fn topic_config_def(name: &str) -> Option<&'static (ConfigDef, &'static str)
 
 /// Topic config whose broker synonym is `broker_key`.
 pub fn topic_config_by_synonym(broker_key: &str) -> Option<&'static (ConfigDef, &'static str)> {
-    TOPIC_CONFIGS.iter().find(|(_, s)| *s == broker_key)
+    TOPIC_CONFIGS
+        .iter()
+        .find(|(_, s)| !s.is_empty() && *s == broker_key)
 }
 
 /// Checks one value against its definition.
@@ -887,7 +933,57 @@ fn same_value(def: &ConfigDef, a: &str, b: &str) -> bool {
 pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
     let (def, _) =
         topic_config_def(name).ok_or_else(|| format!("unknown topic config name: {name}"))?;
+    if name.ends_with(".replication.throttled.replicas") {
+        parse_throttled_replicas(value)?;
+    }
     validate_value(def, value)
+}
+
+/// Which replicas a `*.replication.throttled.replicas` value names: every one (`*`), or
+/// `partition:broker` pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ThrottledReplicas {
+    #[default]
+    None,
+    All,
+    Some(Vec<(i32, i32)>),
+}
+
+impl ThrottledReplicas {
+    pub fn covers(&self, partition: i32, broker: i32) -> bool {
+        match self {
+            Self::None => false,
+            Self::All => true,
+            Self::Some(v) => v.contains(&(partition, broker)),
+        }
+    }
+}
+
+pub fn parse_throttled_replicas(value: &str) -> Result<ThrottledReplicas, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(ThrottledReplicas::None);
+    }
+    if value == "*" {
+        return Ok(ThrottledReplicas::All);
+    }
+    value
+        .split(',')
+        .map(|item| {
+            let (p, b) = item.trim().split_once(':').ok_or_else(|| {
+                format!("{item:?} is not partition:broker (a list of them, or *)")
+            })?;
+            let num = |s: &str| {
+                s.trim()
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| format!("{item:?} is not partition:broker"))
+            };
+            Ok((num(p)?, num(b)?))
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .map(ThrottledReplicas::Some)
 }
 
 /// Where a value can come from, most specific first.
@@ -919,15 +1015,21 @@ pub fn resolve_topic(
     if let Some(v) = l.topic.and_then(|m| m.get(def.name)) {
         synonyms.push((def.name.to_string(), v.clone(), ConfigSource::DynamicTopic));
     }
-    for (layer, source) in [
-        (l.dynamic_broker, ConfigSource::DynamicBroker),
-        (l.dynamic_default, ConfigSource::DynamicDefaultBroker),
-        (l.static_broker, ConfigSource::StaticBroker),
-    ] {
-        if let Some(v) = layer.and_then(|m| m.get(synonym)) {
-            synonyms.push((synonym.to_string(), v.clone(), source));
+    // A topic config without a broker synonym is the topic's or its default.
+    let synonym = if synonym.is_empty() {
+        def.name
+    } else {
+        for (layer, source) in [
+            (l.dynamic_broker, ConfigSource::DynamicBroker),
+            (l.dynamic_default, ConfigSource::DynamicDefaultBroker),
+            (l.static_broker, ConfigSource::StaticBroker),
+        ] {
+            if let Some(v) = layer.and_then(|m| m.get(synonym)) {
+                synonyms.push((synonym.to_string(), v.clone(), source));
+            }
         }
-    }
+        synonym
+    };
     synonyms.push((
         synonym.to_string(),
         def.default.to_string(),
@@ -980,6 +1082,7 @@ pub fn resolve_broker(def: &'static ConfigDef, l: ConfigLayers<'_>) -> ResolvedC
 pub fn broker_config_def(name: &str) -> Option<&'static ConfigDef> {
     BROKER_CONFIGS
         .iter()
+        .chain(DYNAMIC_BROKER_CONFIGS)
         .find(|d| d.name == name)
         .or_else(|| BROKER_SYNONYM_DEFS.iter().find(|d| d.name == name))
 }
@@ -989,6 +1092,7 @@ pub static BROKER_SYNONYM_DEFS: std::sync::LazyLock<Vec<ConfigDef>> =
     std::sync::LazyLock::new(|| {
         TOPIC_CONFIGS
             .iter()
+            .filter(|(_, syn)| !syn.is_empty())
             .map(|(d, syn)| ConfigDef {
                 name: syn,
                 ty: d.ty,
@@ -1072,5 +1176,24 @@ mod tests {
             (r.value.as_deref(), r.source),
             (Some("604800000"), ConfigSource::Default)
         );
+    }
+
+    #[test]
+    fn throttled_replica_lists() {
+        assert_eq!(parse_throttled_replicas(""), Ok(ThrottledReplicas::None));
+        assert_eq!(parse_throttled_replicas(" * "), Ok(ThrottledReplicas::All));
+        let t = parse_throttled_replicas("0:1, 1:2").unwrap();
+        assert!(t.covers(0, 1) && t.covers(1, 2) && !t.covers(0, 2));
+        for bad in ["0", "a:1", "0:-1", "0:1,", "*,0:1"] {
+            assert!(
+                validate_topic_config("leader.replication.throttled.replicas", bad).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(validate_topic_config("follower.replication.throttled.replicas", "3:4").is_ok());
+        // No broker key sets them.
+        assert!(topic_config_by_synonym("").is_none());
+        assert!(broker_config_def("leader.replication.throttled.replicas").is_none());
+        assert!(broker_config_def("leader.replication.throttled.rate").is_some());
     }
 }

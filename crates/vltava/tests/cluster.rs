@@ -1298,7 +1298,8 @@ fn cli_rows(child: Child) -> (bool, serde_json::Value) {
 /// partition 1 from 2,3,1 to 2,4 (one fewer replica) while an idempotent producer writes.
 /// The new replicas copy the log and join the ISR, the old ones leave and delete theirs,
 /// every acknowledged record is read back exactly once, and the final replicas of each
-/// partition hold identical logs.
+/// partition hold identical logs. A second, throttled move takes at least as long as the
+/// rate allows.
 #[test]
 fn reassigned_replicas_move_under_load_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -1392,6 +1393,61 @@ fn reassigned_replicas_move_under_load_and_lose_nothing() {
         let gone = |id: i32, p: i32| !dir.path().join(format!("node-{id}/mv-{p}")).exists();
         (gone(1, 0) && gone(1, 1) && gone(3, 1)).then_some(())
     });
+
+    // A throttled move (kafka-reassign-partitions --throttle): partition 1 copies to node 3
+    // at no more than the rate, after one second's burst; the throttle configs go away when
+    // it is done.
+    let size: u64 = std::fs::read_dir(dir.path().join("node-2/mv-1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let rate = 20_000u64;
+    assert!(
+        size > 3 * rate,
+        "{size} bytes is too little to see a throttle"
+    );
+    let started = Instant::now();
+    let (done, rows) = cli_rows(reassign_cli(
+        &nodes[0],
+        &[
+            "mv",
+            "--partition",
+            "1",
+            "--replicas",
+            "2,3",
+            "--wait",
+            "--throttle",
+            &rate.to_string(),
+        ],
+    ));
+    assert!(done, "{rows}");
+    let least = Duration::from_secs_f64((size - rate) as f64 / rate as f64);
+    assert!(
+        started.elapsed() >= least,
+        "{size} bytes moved in {:?}",
+        started.elapsed()
+    );
+    let configs = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["config", "describe", "-o", "json", "-b"])
+        .arg(nodes[0].addr.to_string())
+        .args(["--topic", "mv"])
+        .output()
+        .unwrap();
+    let configs = String::from_utf8_lossy(&configs.stdout);
+    assert!(!configs.contains("throttled"), "{configs}");
+    let expected: BTreeMap<i32, Vec<i32>> = [(0, vec![4, 2, 3]), (1, vec![2, 3])].into();
+    wait_for(
+        "the throttled move everywhere",
+        Duration::from_secs(10),
+        || {
+            nodes
+                .iter()
+                .all(|n| replicas(n, "mv") == expected)
+                .then_some(())
+        },
+    );
     let ids: Vec<i32> = nodes.iter().map(|n| n.id).collect();
     for n in nodes.drain(..) {
         sigterm(n);

@@ -137,7 +137,10 @@ pub fn describe_configs(
                         layers.static_broker = None;
                     }
                     let read_only = defs::BROKER_CONFIGS.iter().map(|d| (d, true));
-                    let dynamic = defs::BROKER_SYNONYM_DEFS.iter().map(|d| (d, false));
+                    let dynamic = defs::BROKER_SYNONYM_DEFS
+                        .iter()
+                        .chain(defs::DYNAMIC_BROKER_CONFIGS)
+                        .map(|d| (d, false));
                     read_only
                         .chain(dynamic)
                         .filter(|(d, _)| wanted(d.name))
@@ -201,7 +204,10 @@ fn change_records(
         ResourceType::Broker => {
             check_broker(node_id, name)?;
             for (k, v) in changes {
-                let Some((def, _)) = defs::topic_config_by_synonym(k) else {
+                let dynamic = defs::topic_config_by_synonym(k)
+                    .map(|(d, _)| d)
+                    .or_else(|| defs::DYNAMIC_BROKER_CONFIGS.iter().find(|d| d.name == *k));
+                let Some(def) = dynamic else {
                     let why = if defs::broker_config_def(k).is_some() {
                         "cannot be updated dynamically"
                     } else {

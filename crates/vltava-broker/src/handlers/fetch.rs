@@ -16,6 +16,7 @@ use super::check_leader_epoch;
 use crate::broker::{now_ms, Broker};
 use crate::context::{AclOperation, RequestContext, Resource};
 use crate::partition::{Partition, ReadLimit};
+use crate::replication_quota::ReplicationQuota;
 use vltava_types::NodeId;
 
 struct Target {
@@ -49,10 +50,19 @@ fn read_all(
     topics: &[FetchableTopicResponse],
     max_bytes: usize,
     read_committed: bool,
-    follower: bool,
+    follower: Option<(NodeId, &ReplicationQuota)>,
 ) -> (Vec<FetchableTopicResponse>, usize) {
     let mut out: Vec<FetchableTopicResponse> = topics.to_vec();
     let mut total = 0usize;
+    let now = now_ms();
+    // leader.replication.throttled.rate: what goes to an out-of-sync replica of a throttled
+    // partition counts against the quota, and waits while it is exceeded.
+    let throttled = |p: &Partition| {
+        follower.is_some_and(|(replica, q)| {
+            q.rate() != u64::MAX && p.leader_throttled() && !p.isr().contains(&replica)
+        })
+    };
+    let quota_left = follower.is_none_or(|(_, q)| !q.is_exceeded(now));
     for t in targets {
         let mut d = partition_data(t.index);
         if let Some(code) = t.error {
@@ -69,15 +79,31 @@ fn read_all(
             let (high_watermark, last_stable) = (p.high_watermark(), p.last_stable_offset());
             // KIP-74: the first batch is returned even if larger than the limits, so a big
             // batch never blocks a consumer.
-            let limit = if follower {
+            let limit = if follower.is_some() {
                 ReadLimit::LogEnd
             } else if read_committed {
                 ReadLimit::LastStable
             } else {
                 ReadLimit::HighWatermark
             };
-            match p.read(t.fetch_offset, budget, total == 0, limit) {
+            let throttle = throttled(p);
+            let read = if throttle && !quota_left {
+                let o = p.offsets();
+                Ok(vltava_storage::ReadResult {
+                    records: bytes::Bytes::new(),
+                    log_end_offset: o.log_end_offset,
+                    log_start_offset: o.log_start_offset,
+                })
+            } else {
+                p.read(t.fetch_offset, budget, total == 0, limit)
+            };
+            match read {
                 Ok(r) => {
+                    if throttle {
+                        if let Some((_, q)) = follower {
+                            q.record(r.records.len(), now);
+                        }
+                    }
                     total += r.records.len();
                     d.high_watermark = high_watermark;
                     d.last_stable_offset = last_stable;
@@ -270,6 +296,7 @@ pub async fn handle(
         (resp, hold)
     };
     let read_committed = version >= 4 && req.isolation_level == 1;
+    let as_replica = follower.then(|| (NodeId::new(replica), &broker.replication_quotas.leader));
     let min_bytes = req.min_bytes.max(0) as usize;
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
@@ -282,7 +309,7 @@ pub async fn handle(
         for w in &mut watches {
             w.borrow_and_update();
         }
-        let (out, total) = read_all(&targets, &topics, max_bytes, read_committed, follower);
+        let (out, total) = read_all(&targets, &topics, max_bytes, read_committed, as_replica);
         let has_error = targets.iter().any(|t| t.error.is_some())
             || out
                 .iter()
@@ -311,7 +338,7 @@ pub async fn handle(
         };
         if !woke {
             // A partition went away (topic deleted): answer with what there is.
-            let (out, total) = read_all(&targets, &topics, max_bytes, read_committed, follower);
+            let (out, total) = read_all(&targets, &topics, max_bytes, read_committed, as_replica);
             resp.responses = out;
             return finish(resp, total);
         }
