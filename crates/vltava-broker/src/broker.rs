@@ -830,6 +830,21 @@ async fn join_cluster(broker: &Arc<Broker>, metadata_dir: &Path) -> Result<(), B
         source: std::io::Error::other(e),
     };
     let quorum = Arc::clone(broker.controller.quorum());
+    let voter = broker.config.voters.is_empty()
+        || broker
+            .config
+            .voters
+            .iter()
+            .any(|v| v.id == broker.config.node_id);
+    if !voter && !quorum.is_member() {
+        // A new controller: it hears from the quorum once a voter change adds it.
+        while !quorum.wait_ready(Duration::from_secs(30)).await {
+            tracing::info!(
+                node = %broker.config.node_id,
+                "not yet a member of the metadata quorum; add this node with `vltava cluster add-controller`"
+            );
+        }
+    }
     if !quorum.wait_ready(QUORUM_READY_TIMEOUT).await {
         return Err(fail(
             "joining the metadata quorum",

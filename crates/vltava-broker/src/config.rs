@@ -288,12 +288,9 @@ impl BrokerConfig {
             }
         }
         if !voters.is_empty() {
+            // A controller not among the voters is a new one: it serves the quorum as an
+            // observer once a voter change (AddRaftVoter) adds it.
             let voter = voters.iter().any(|v| v.id.get() == node_id);
-            if roles.controller && !voter {
-                return Err(ConfigError::Invalid(format!(
-                    "node.id {node_id} has the controller role but is not in controller.quorum.voters"
-                )));
-            }
             if !roles.controller && voter {
                 return Err(ConfigError::Invalid(format!(
                     "node.id {node_id} is in controller.quorum.voters but process.roles lacks controller"
@@ -588,7 +585,22 @@ mod tests {
         assert_eq!(c.voters[2].addr(), "::1:19303");
         assert!(c.is_controller_listener("CONTROLLER"));
         assert_eq!(c.inter_broker_listener().name, "PLAINTEXT");
-        // Not a voter yet a controller; a voter without the role; no controller listener.
+        // A controller that is not a voter yet waits to be added; a voter without the role
+        // and one without a controller listener are refused.
+        let fourth = cfg(&[
+            ("node.id", "4"),
+            ("controller.quorum.voters", three),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+            ),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
+            ("controller.listener.names", "CONTROLLER"),
+        ]);
+        assert!(fourth.is_ok(), "{fourth:?}");
         assert!(cfg(&[("node.id", "4"), ("controller.quorum.voters", three)]).is_err());
         assert!(cfg(&[
             ("node.id", "1"),

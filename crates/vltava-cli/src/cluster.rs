@@ -37,6 +37,36 @@ pub enum ClusterCommand {
   vltava cluster elect-leaders --topic orders --partition 3
   vltava cluster elect-leaders --election-type unclean --topic orders -o json")]
     ElectLeaders(ElectLeadersArgs),
+    /// Make a running controller a voter of the metadata quorum (KIP-853's AddRaftVoter,
+    /// as kafka-metadata-quorum add-controller)
+    #[command(after_help = "Examples:
+  vltava cluster add-controller --controller-id 4 --controller-endpoint 10.0.0.4:9093")]
+    AddController(AddControllerArgs),
+    /// Remove a voter from the metadata quorum (RemoveRaftVoter, as kafka-metadata-quorum
+    /// remove-controller); stop it afterwards
+    #[command(after_help = "Examples:
+  vltava cluster remove-controller --controller-id 1")]
+    RemoveController(RemoveControllerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddControllerArgs {
+    /// The new voter's node.id
+    #[arg(long)]
+    pub controller_id: i32,
+    /// Its controller listener, host:port
+    #[arg(long, value_name = "HOST:PORT")]
+    pub controller_endpoint: String,
+    /// The controller listener's name
+    #[arg(long, default_value = "CONTROLLER")]
+    pub listener_name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveControllerArgs {
+    /// The voter's node.id
+    #[arg(long)]
+    pub controller_id: i32,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +169,8 @@ pub fn run(args: ClusterArgs) -> Result<(), Error> {
     match args.command {
         ClusterCommand::Describe => describe(&settings),
         ClusterCommand::ElectLeaders(a) => elect_leaders(&settings, &a),
+        ClusterCommand::AddController(a) => add_controller(&settings, &a),
+        ClusterCommand::RemoveController(a) => remove_controller(&settings, &a),
     }
 }
 
@@ -237,6 +269,98 @@ fn elect_leaders(settings: &Settings, args: &ElectLeadersArgs) -> Result<(), Err
         });
     }
     Ok(())
+}
+
+/// How long the broker may take: a new voter first copies the metadata log.
+const VOTER_CHANGE_TIMEOUT_MS: i32 = 60_000;
+
+#[derive(Debug, Serialize)]
+struct VoterChangeJson {
+    controller_id: i32,
+    /// `added` or `removed`.
+    result: &'static str,
+}
+
+fn add_controller(settings: &Settings, args: &AddControllerArgs) -> Result<(), Error> {
+    use vltava_protocol::messages::add_raft_voter_request::Listener;
+    use vltava_protocol::messages::{AddRaftVoterRequest, AddRaftVoterResponse};
+    let (host, port) = args
+        .controller_endpoint
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "--controller-endpoint {} is not host:port",
+                args.controller_endpoint
+            ))
+        })?;
+    let mut conn = crate::raw::bootstrap(settings)?;
+    conn.set_timeout(std::time::Duration::from_millis(
+        VOTER_CHANGE_TIMEOUT_MS as u64 + 5000,
+    ))?;
+    let req = AddRaftVoterRequest::default()
+        .with_cluster_id(None)
+        .with_voter_id(args.controller_id)
+        .with_timeout_ms(VOTER_CHANGE_TIMEOUT_MS)
+        .with_listeners(vec![Listener::default()
+            .with_name(args.listener_name.clone().into())
+            .with_host(host.to_string().into())
+            .with_port(port)]);
+    let resp: AddRaftVoterResponse = conn.call(vltava_protocol::ApiKey::AddRaftVoter, 0, &req)?;
+    voter_change(
+        settings,
+        args.controller_id,
+        "added",
+        resp.error_code,
+        resp.error_message,
+    )
+}
+
+fn remove_controller(settings: &Settings, args: &RemoveControllerArgs) -> Result<(), Error> {
+    use vltava_protocol::messages::{RemoveRaftVoterRequest, RemoveRaftVoterResponse};
+    let mut conn = crate::raw::bootstrap(settings)?;
+    conn.set_timeout(std::time::Duration::from_millis(
+        VOTER_CHANGE_TIMEOUT_MS as u64 + 5000,
+    ))?;
+    let req = RemoveRaftVoterRequest::default()
+        .with_cluster_id(None)
+        .with_voter_id(args.controller_id);
+    let resp: RemoveRaftVoterResponse =
+        conn.call(vltava_protocol::ApiKey::RemoveRaftVoter, 0, &req)?;
+    voter_change(
+        settings,
+        args.controller_id,
+        "removed",
+        resp.error_code,
+        resp.error_message,
+    )
+}
+
+fn voter_change(
+    settings: &Settings,
+    id: i32,
+    result: &'static str,
+    code: i16,
+    message: Option<vltava_protocol::StrBytes>,
+) -> Result<(), Error> {
+    if code != 0 {
+        return Err(Error::Refused {
+            resource: format!("voter change of node {id}"),
+            reason: match message {
+                Some(m) => format!("{}: {m}", error_name(code)),
+                None => error_name(code),
+            },
+        });
+    }
+    match settings.output {
+        Output::Json => print_json(&VoterChangeJson {
+            controller_id: id,
+            result,
+        }),
+        Output::Table => print(&format!(
+            "Node {id} {result} as a voter of the metadata quorum.\n"
+        )),
+    }
 }
 
 fn error_name(code: i16) -> String {

@@ -52,6 +52,13 @@ impl Connection {
         })
     }
 
+    /// Waits up to `t` for an answer (requests the broker may take long over).
+    pub fn set_timeout(&mut self, t: Duration) -> Result<(), Error> {
+        self.stream
+            .set_read_timeout(Some(t))
+            .map_err(|e| io_error(&self.address, e))
+    }
+
     /// Sends one request and reads its answer.
     pub fn call<Req: Encodable, Resp: Decodable>(
         &mut self,

@@ -143,6 +143,8 @@ apis! {
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse);
     DescribeCluster(DescribeClusterRequest, DescribeClusterResponse);
     DescribeQuorum(DescribeQuorumRequest, DescribeQuorumResponse);
+    AddRaftVoter(AddRaftVoterRequest, AddRaftVoterResponse);
+    RemoveRaftVoter(RemoveRaftVoterRequest, RemoveRaftVoterResponse);
     ElectLeaders(ElectLeadersRequest, ElectLeadersResponse);
     AlterPartitionReassignments(AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse);
     ListPartitionReassignments(ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse);

@@ -130,6 +130,15 @@ enum Rpc {
         base: u64,
         batch: MetadataBatch,
     },
+    /// To the leader: make `id`, reachable at `addr`, a voter (KIP-853's AddRaftVoter).
+    AddVoter {
+        id: u64,
+        addr: String,
+    },
+    /// To the leader: remove voter `id` (RemoveRaftVoter).
+    RemoveVoter {
+        id: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -138,6 +147,24 @@ enum Reply {
     Vote(VoteResponse<TypeConfig>),
     Snapshot(SnapshotResponse<TypeConfig>),
     Propose(ProposeReply),
+    Voters(Result<(), VoterChangeError>),
+    Failed(String),
+}
+
+/// Why a change of the voter set did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum VoterChangeError {
+    #[error("node {0} is already a voter")]
+    AlreadyVoter(u64),
+    #[error("node {0} is not a voter")]
+    NotVoter(u64),
+    #[error("the quorum cannot lose its last voter")]
+    LastVoter,
+    #[error("this node does not lead the quorum")]
+    NotLeader,
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
     Failed(String),
 }
 
@@ -379,6 +406,17 @@ impl Quorum {
         self.shared.attach(listener);
     }
 
+    /// Whether this node is in the quorum's membership (a voter or an observer).
+    pub fn is_member(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&self.node_id)
+            .is_some()
+    }
+
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().current_leader
     }
@@ -549,6 +587,127 @@ impl Quorum {
         }
     }
 
+    /// Adds node `id`, whose controller listener is `addr`, to the voters: it first becomes
+    /// an observer and copies the log, and is promoted once it has caught up, so the quorum
+    /// never waits on a voter that is far behind. Any node may ask; the leader acts.
+    pub async fn add_voter(
+        &self,
+        id: u64,
+        addr: String,
+        timeout: Duration,
+    ) -> Result<(), VoterChangeError> {
+        self.change_voters(Rpc::AddVoter { id, addr }, timeout)
+            .await
+    }
+
+    /// Removes voter `id` from the quorum altogether: it no longer receives the log, and is
+    /// meant to be stopped (a leader kept replicating to every removed node would keep
+    /// calling nodes long gone). The leader may remove itself: it steps down once the
+    /// change commits.
+    pub async fn remove_voter(&self, id: u64, timeout: Duration) -> Result<(), VoterChangeError> {
+        self.change_voters(Rpc::RemoveVoter { id }, timeout).await
+    }
+
+    async fn change_voters(&self, rpc: Rpc, timeout: Duration) -> Result<(), VoterChangeError> {
+        let deadline = Instant::now() + timeout;
+        let mut last_problem = String::from("no leader");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(VoterChangeError::Timeout(format!(
+                    "voter change not committed in {timeout:?}: {last_problem}"
+                )));
+            }
+            let outcome = if self.is_leader() {
+                match tokio::time::timeout(left, self.handle_voters(&rpc)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(VoterChangeError::Timeout(
+                        "the new voter did not catch up in time".into(),
+                    )),
+                }
+            } else if let Some(leader) = self.leader().filter(|l| *l != self.node_id) {
+                let addr = self.node_addr(leader);
+                let bytes = serde_json::to_vec(&rpc).expect("voter change encodes");
+                match tokio::time::timeout(left, self.transport.call(leader, &addr, bytes)).await {
+                    Ok(Ok(b)) => match serde_json::from_slice::<Reply>(&b) {
+                        Ok(Reply::Voters(r)) => r,
+                        Ok(_) => Err(VoterChangeError::Failed("unexpected reply".into())),
+                        Err(e) => Err(VoterChangeError::Failed(e.to_string())),
+                    },
+                    Ok(Err(e)) => Err(VoterChangeError::Failed(e)),
+                    Err(_) => Err(VoterChangeError::Timeout(format!(
+                        "leader {leader} did not answer"
+                    ))),
+                }
+            } else {
+                Err(VoterChangeError::NotLeader)
+            };
+            match outcome {
+                Err(VoterChangeError::NotLeader) | Err(VoterChangeError::Failed(_)) => {
+                    last_problem = format!("{}", outcome.unwrap_err());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// On the leader: one voter change.
+    async fn handle_voters(&self, rpc: &Rpc) -> Result<(), VoterChangeError> {
+        use openraft::ChangeMembers;
+        use std::collections::BTreeSet;
+        if !self.is_leader() {
+            return Err(VoterChangeError::NotLeader);
+        }
+        let membership = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .clone();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let failed = |e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                VoterChangeError::NotLeader
+            }
+            other => VoterChangeError::Failed(other.to_string()),
+        };
+        match rpc {
+            Rpc::AddVoter { id, addr } => {
+                if voters.contains(id) {
+                    return Err(VoterChangeError::AlreadyVoter(*id));
+                }
+                // Blocks until the observer has caught up with the leader's log.
+                self.raft
+                    .add_learner(*id, BasicNode::new(addr), true)
+                    .await
+                    .map_err(failed)?;
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), true)
+                    .await
+                    .map_err(failed)?;
+                tracing::info!(voter = id, %addr, "added a voter to the metadata quorum");
+                Ok(())
+            }
+            Rpc::RemoveVoter { id } => {
+                if !voters.contains(id) {
+                    return Err(VoterChangeError::NotVoter(*id));
+                }
+                if voters.len() == 1 {
+                    return Err(VoterChangeError::LastVoter);
+                }
+                self.raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([*id])), false)
+                    .await
+                    .map_err(failed)?;
+                tracing::info!(voter = id, "removed a voter from the metadata quorum");
+                Ok(())
+            }
+            _ => Err(VoterChangeError::Failed("not a voter change".into())),
+        }
+    }
+
     /// Answers one message from another node (what [`Transport::call`] delivered).
     pub async fn serve(&self, request: &[u8]) -> Vec<u8> {
         let reply = match serde_json::from_slice::<Rpc>(request) {
@@ -577,6 +736,9 @@ impl Quorum {
             }
             Ok(Rpc::Propose { base, batch }) => {
                 Reply::Propose(self.handle_propose(base, batch).await)
+            }
+            Ok(rpc @ (Rpc::AddVoter { .. } | Rpc::RemoveVoter { .. })) => {
+                Reply::Voters(self.handle_voters(&rpc).await)
             }
         };
         serde_json::to_vec(&reply).unwrap_or_else(|e| {

@@ -358,3 +358,70 @@ async fn the_committed_quorum_directory_opens_to_the_same_image() {
     assert_eq!(q.image().topics.len(), expected.len() + 1);
     stop(&router, 1).await;
 }
+
+/// KIP-853's voter changes: a fourth node started with the first three as voters waits as
+/// nothing until it is added; added, it copies the log and votes. Then voters 1 and 2 are
+/// removed (1 while it is down), and the quorum of 3 and 4 commits with them both gone,
+/// which the original voters 1, 2, 3 could not have done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voters_are_added_and_removed_while_the_quorum_serves() {
+    use vltava_quorum::VoterChangeError;
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    let mut nodes = start_three(&router, dir.path(), 1000).await;
+    leader_of(&nodes).await;
+    for i in 0..20 {
+        create(&nodes[i % 3], &format!("t{i}")).await.unwrap();
+    }
+    let fourth = start(&router, config(4, &[1, 2, 3], dir.path(), 1000)).await;
+    assert!(names(&fourth).is_empty());
+    assert!(!fourth.wait_ready(Duration::from_millis(300)).await);
+
+    let ask = Arc::clone(&nodes[1]);
+    ask.add_voter(4, "node-4".into(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    nodes.push(Arc::clone(&fourth));
+    converge(&nodes, 20).await;
+    let voters = |q: &Quorum| -> Vec<u64> { q.status().voters.iter().map(|v| v.node_id).collect() };
+    assert_eq!(voters(&nodes[0]), vec![1, 2, 3, 4]);
+    assert_eq!(
+        ask.add_voter(4, "node-4".into(), Duration::from_secs(5))
+            .await,
+        Err(VoterChangeError::AlreadyVoter(4))
+    );
+
+    // Node 1 goes down and is removed from the voters, then node 2.
+    stop(&router, 1).await;
+    nodes.remove(0);
+    nodes[0]
+        .remove_voter(1, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        nodes[0].remove_voter(1, Duration::from_secs(5)).await,
+        Err(VoterChangeError::NotVoter(1))
+    );
+    nodes[2]
+        .remove_voter(2, Duration::from_secs(20))
+        .await
+        .unwrap();
+    stop(&router, 2).await;
+    nodes.remove(0);
+    let status = nodes[0].status();
+    assert_eq!(voters(&nodes[0]), vec![3, 4], "{status:?}");
+    leader_of(&nodes).await;
+    create(&nodes[1], "after").await.unwrap();
+    converge(&nodes, 21).await;
+
+    // The membership survives a restart of the remaining voters.
+    stop(&router, 3).await;
+    stop(&router, 4).await;
+    let three = start(&router, config(3, &[1, 2, 3], dir.path(), 1000)).await;
+    let four = start(&router, config(4, &[1, 2, 3], dir.path(), 1000)).await;
+    let nodes = vec![three, four];
+    leader_of(&nodes).await;
+    create(&nodes[0], "restarted").await.unwrap();
+    converge(&nodes, 22).await;
+    assert_eq!(voters(&nodes[0]), vec![3, 4]);
+}

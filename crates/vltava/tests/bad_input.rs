@@ -327,6 +327,8 @@ const ADVERTISED: &[(i16, i16, i16)] = &[
     (68, 0, 1), // ConsumerGroupHeartbeat
     (69, 0, 1), // ConsumerGroupDescribe
     (75, 0, 0), // DescribeTopicPartitions
+    (80, 0, 0), // AddRaftVoter
+    (81, 0, 0), // RemoveRaftVoter
 ];
 
 /// The ranges of an ApiVersions answer, sorted by api key (Kafka promises no order).

@@ -1466,3 +1466,120 @@ fn reassigned_replicas_move_under_load_and_lose_nothing() {
         );
     }
 }
+
+/// The voters of the metadata quorum, as `node` answers DescribeQuorum.
+fn quorum_voters(node: &Node) -> Vec<i32> {
+    use vltava_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let mut raw = common::RawClient::connect(node.addr);
+    let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName("__cluster_metadata".into()))
+        .with_partitions(vec![PartitionData::default()])]);
+    let q: DescribeQuorumResponse = raw.call(ApiKey::DescribeQuorum, 1, &req);
+    let mut v: Vec<i32> = q.topics[0].partitions[0]
+        .current_voters
+        .iter()
+        .map(|r| r.replica_id.0)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs `vltava cluster ARGS` against `node`: whether it succeeded, and its stderr.
+fn cluster_cli(node: &Node, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["cluster"])
+        .args(args)
+        .arg("-b")
+        .arg(node.addr.to_string())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// KIP-853 voter changes through `vltava cluster add-controller` / `remove-controller`
+/// (AddRaftVoter / RemoveRaftVoter): a fourth node started with the first three as voters
+/// waits until it is added, then serves; voters 1 and 2 are removed and stopped, and the
+/// quorum of 3 and 4 still commits metadata, which voters 1, 2, 3 could not have done
+/// without 1 and 2. Restarted, 3 and 4 keep that voter set.
+#[test]
+fn controllers_are_added_and_removed_while_the_cluster_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, voters, _) = start_cluster(dir.path());
+    assert_eq!(quorum_voters(&nodes[0]), vec![1, 2, 3]);
+    let port4 = free_port();
+    let fourth = spawn(dir.path(), 4, &voters, port4);
+    let endpoint = format!("127.0.0.1:{port4}");
+    let (ok, err) = cluster_cli(
+        &nodes[1],
+        &[
+            "add-controller",
+            "--controller-id",
+            "4",
+            "--controller-endpoint",
+            &endpoint,
+        ],
+    );
+    assert!(ok, "{err}");
+    nodes.push(ready(fourth, 4));
+    assert_eq!(quorum_voters(&nodes[0]), vec![1, 2, 3, 4]);
+    let (ok, err) = cluster_cli(
+        &nodes[0],
+        &[
+            "add-controller",
+            "--controller-id",
+            "4",
+            "--controller-endpoint",
+            &endpoint,
+        ],
+    );
+    assert!(!ok && err.contains("DuplicateVoter"), "{err}");
+
+    for id in [1, 2] {
+        let (ok, err) = cluster_cli(
+            &nodes[2],
+            &["remove-controller", "--controller-id", &id.to_string()],
+        );
+        assert!(ok, "{err}");
+        let at = nodes.iter().position(|n| n.id == id).unwrap();
+        sigterm(nodes.remove(at));
+    }
+    assert_eq!(quorum_voters(&nodes[0]), vec![3, 4]);
+    let (ok, err) = cluster_cli(&nodes[0], &["remove-controller", "--controller-id", "1"]);
+    assert!(!ok && err.contains("VoterNotFound"), "{err}");
+
+    // Metadata still commits: a topic is created and seen by both.
+    let create = |node: &Node, name: &str| {
+        let admin: AdminClient<DefaultClientContext> =
+            common::client_config(node.addr).create().unwrap();
+        let r = common::runtime()
+            .block_on(admin.create_topics(
+                &[NewTopic::new(name, 2, TopicReplication::Fixed(2))],
+                &AdminOptions::new(),
+            ))
+            .unwrap();
+        assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+    };
+    create(&nodes[0], "after");
+    for n in &nodes {
+        wait_for("the topic everywhere", Duration::from_secs(10), || {
+            (partitions(n, "after").len() == 2).then_some(())
+        });
+    }
+
+    // Both stop and start again with their first configuration: the voters stay 3 and 4.
+    for n in nodes.drain(..) {
+        sigterm(n);
+    }
+    let controller_ports: Vec<u16> = voters
+        .split(',')
+        .map(|v| v.rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
+    let three = spawn(dir.path(), 3, &voters, controller_ports[2]);
+    let four = spawn(dir.path(), 4, &voters, port4);
+    let nodes = [ready(three, 3), ready(four, 4)];
+    assert_eq!(quorum_voters(&nodes[0]), vec![3, 4]);
+    create(&nodes[1], "restarted");
+}

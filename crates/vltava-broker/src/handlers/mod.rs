@@ -14,6 +14,7 @@ pub mod reassign;
 pub mod scram;
 pub mod topics;
 pub mod txn;
+pub mod voters;
 
 use std::sync::Arc;
 
@@ -102,6 +103,22 @@ pub fn dispatch(
             Box::pin(async move {
                 Some(Answer::from(Response::from(
                     reassign::alter_partition_reassignments(&b, &ctx, r).await,
+                )))
+            })
+        }
+        Request::AddRaftVoter(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    voters::add_raft_voter(&b, &ctx, r).await,
+                )))
+            })
+        }
+        Request::RemoveRaftVoter(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(async move {
+                Some(Answer::from(Response::from(
+                    voters::remove_raft_voter(&b, &ctx, r).await,
                 )))
             })
         }
