@@ -436,6 +436,13 @@ impl BrokerConfig {
         }
     }
 
+    /// `replica.selector.class` names Kafka's RackAwareReplicaSelector (KIP-392).
+    pub fn rack_aware_replica_selector(&self) -> bool {
+        self.props
+            .get("replica.selector.class")
+            .is_some_and(|c| c.trim().ends_with("RackAwareReplicaSelector"))
+    }
+
     pub fn queued_max_requests(&self) -> usize {
         self.get_i64("queued.max.requests").clamp(1, 10_000) as usize
     }

@@ -414,6 +414,14 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Listener brokers use to reach each other (default: the first listener)."
     ),
     def!(
+        "replica.selector.class",
+        String,
+        "",
+        &["", "org.apache.kafka.common.replica.RackAwareReplicaSelector"],
+        None,
+        "How a leader picks the replica a consumer should fetch from (KIP-392); RackAwareReplicaSelector sends consumers with client.rack to an in-sync replica in their rack."
+    ),
+    def!(
         "broker.rack",
         String,
         "",

@@ -1583,3 +1583,125 @@ fn controllers_are_added_and_removed_while_the_cluster_serves() {
     assert_eq!(quorum_voters(&nodes[0]), vec![3, 4]);
     create(&nodes[1], "restarted");
 }
+
+/// Which broker a consumer fetches each partition of a topic from, per librdkafka's
+/// statistics.
+#[derive(Clone, Default)]
+struct FetchingFrom(std::sync::Arc<std::sync::Mutex<BTreeMap<i32, i32>>>);
+
+impl rdkafka::ClientContext for FetchingFrom {
+    fn stats(&self, s: rdkafka::Statistics) {
+        if let Some(t) = s.topics.get("near") {
+            let mut m = self.0.lock().unwrap();
+            for p in t.partitions.values().filter(|p| p.partition >= 0) {
+                m.insert(p.partition, p.broker);
+            }
+        }
+    }
+}
+impl rdkafka::consumer::ConsumerContext for FetchingFrom {}
+
+/// Reads `n` more records of partition 0, serving the client's statistics meanwhile.
+fn read_n(c: &BaseConsumer<FetchingFrom>, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            got.push(String::from_utf8_lossy(m.payload().unwrap()).to_string());
+        }
+    }
+    got
+}
+
+/// Fetch from the closest replica (KIP-392): with Kafka's RackAwareReplicaSelector, a
+/// consumer with `client.rack` is sent by the leader to the in-sync replica in its rack
+/// and reads everything from that follower, new records included, up to its high
+/// watermark; a consumer without a rack stays on the leader.
+#[test]
+fn consumers_read_from_the_replica_in_their_rack() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let voters = voters_on(&ports);
+    let children: Vec<Child> = (1..=3)
+        .map(|id| {
+            let rack = format!("broker.rack=r{id}");
+            spawn_with(
+                dir.path(),
+                id,
+                &voters,
+                ports[id as usize - 1],
+                &[
+                    &rack,
+                    "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector",
+                ],
+            )
+        })
+        .collect();
+    let nodes: Vec<Node> = children
+        .into_iter()
+        .zip(1..)
+        .map(|(c, id)| ready(c, id))
+        .collect();
+    let all = bootstrap(&nodes.iter().collect::<Vec<_>>());
+    let admin: AdminClient<DefaultClientContext> =
+        common::client_config(nodes[0].addr).create().unwrap();
+    let created = common::runtime()
+        .block_on(admin.create_topics(
+            &[NewTopic::new(
+                "near",
+                1,
+                TopicReplication::Variable(&[&[1, 2, 3]]),
+            )],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    wait_for("three in-sync replicas", Duration::from_secs(30), || {
+        let d = partitions(&nodes[0], "near");
+        (d.get(&0).is_some_and(|(l, isr)| *l == 1 && isr.len() == 3)).then_some(())
+    });
+    let (producer, acked) = idempotent_producer(&all);
+    for i in 0..100 {
+        send(&producer, "near", format!("a{i}"));
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    acked.all_ok(100);
+
+    let consumer = |rack: Option<&str>| {
+        let ctx = FetchingFrom::default();
+        let mut cfg = common::client_config(nodes[0].addr);
+        cfg.set("bootstrap.servers", &all)
+            .set("group.id", format!("near-{rack:?}"))
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "200");
+        if let Some(r) = rack {
+            cfg.set("client.rack", r);
+        }
+        let c: BaseConsumer<FetchingFrom> = cfg.create_with_context(ctx.clone()).unwrap();
+        c.subscribe(&["near"]).unwrap();
+        (c, ctx)
+    };
+    let (near, near_from) = consumer(Some("r3"));
+    let got = read_n(&near, 100);
+    assert_eq!(got.len(), 100, "{got:?}");
+    assert_eq!(got[0], "a0");
+    // New records, read from the follower once it has them below its high watermark.
+    for i in 0..100 {
+        send(&producer, "near", format!("b{i}"));
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    acked.all_ok(100);
+    let more = read_n(&near, 100);
+    assert_eq!(more, (0..100).map(|i| format!("b{i}")).collect::<Vec<_>>());
+    wait_for("fetching from node 3", Duration::from_secs(10), || {
+        near.poll(Duration::from_millis(50));
+        (near_from.0.lock().unwrap().get(&0) == Some(&3)).then_some(())
+    });
+
+    let (far, far_from) = consumer(None);
+    assert_eq!(read_n(&far, 200).len(), 200);
+    wait_for("fetching from the leader", Duration::from_secs(10), || {
+        far.poll(Duration::from_millis(50));
+        (far_from.0.lock().unwrap().get(&0) == Some(&1)).then_some(())
+    });
+}

@@ -30,6 +30,9 @@ struct Target {
     /// For a follower whose log diverges from the leader's: the epoch and end offset it
     /// must truncate to (KIP-320), sent instead of records.
     diverging: Option<(i32, i64)>,
+    /// For a consumer better served by a replica in its rack (KIP-392): that replica, sent
+    /// instead of records.
+    preferred_replica: Option<NodeId>,
 }
 
 fn partition_data(index: i32) -> PartitionData {
@@ -67,6 +70,11 @@ fn read_all(
         let mut d = partition_data(t.index);
         if let Some(code) = t.error {
             d.error_code = code.code();
+        } else if let (Some(p), Some(preferred)) = (&t.partition, t.preferred_replica) {
+            d.high_watermark = p.high_watermark();
+            d.last_stable_offset = p.last_stable_offset();
+            d.log_start_offset = p.offsets().log_start_offset.get();
+            d.preferred_read_replica = BrokerId(preferred.get());
         } else if let (Some(p), Some((epoch, end_offset))) = (&t.partition, t.diverging) {
             d.high_watermark = p.high_watermark();
             d.last_stable_offset = p.last_stable_offset();
@@ -151,6 +159,34 @@ fn read_all(
     (out, total)
 }
 
+/// Kafka's RackAwareReplicaSelector: a consumer in rack `rack` fetching from a leader in
+/// another rack is sent to an in-sync replica of the partition on a live broker in its
+/// rack, if there is one.
+fn prefer_same_rack(broker: &Arc<Broker>, rack: &str, targets: &mut [Target]) {
+    let image = broker.controller.image();
+    let in_rack = |id: NodeId| {
+        image
+            .brokers
+            .get(&id)
+            .is_some_and(|b| !b.fenced && b.rack.as_deref() == Some(rack))
+    };
+    let me = broker.config.node_id;
+    if in_rack(me) {
+        return;
+    }
+    for t in targets.iter_mut().filter(|t| t.error.is_none()) {
+        let Some(p) = &t.partition else { continue };
+        if !p.is_leader() {
+            continue;
+        }
+        let isr = p.isr();
+        t.preferred_replica = p
+            .replicas()
+            .into_iter()
+            .find(|r| *r != me && isr.contains(r) && in_rack(*r));
+    }
+}
+
 /// A follower's fetch tells the leader where the follower's log is: first whether it
 /// diverges (its last fetched epoch ends elsewhere in the leader's log, KIP-320), else its
 /// fetch offset, which moves the high watermark and may bring it back into the ISR.
@@ -199,6 +235,10 @@ pub async fn handle(
         req.replica_id.0
     };
     let follower = replica >= 0;
+    // KIP-392: the consumer's rack, when the leader is to send it to a replica there.
+    let client_rack = (version >= 11 && !follower && broker.config.rack_aware_replica_selector())
+        .then(|| req.rack_id.to_string())
+        .filter(|r| !r.is_empty());
     // Replication is a cluster action (Kafka's CLUSTER_ACTION on the cluster); a follower
     // needs no Read on each topic.
     let follower_allowed =
@@ -243,7 +283,11 @@ pub async fn handle(
                 (Some(_), _) if !authorized => Some(ErrorCode::TopicAuthorizationFailed),
                 (None, _) => Some(ErrorCode::UnknownTopicId),
                 (Some(n), None) => Some(broker.not_hosted(n, fp.partition)),
-                (Some(_), Some(p)) if !p.is_leader() => Some(ErrorCode::NotLeaderOrFollower),
+                // KIP-392: a consumer sending client metadata (v11+) may read from a
+                // follower, up to the follower's high watermark.
+                (Some(_), Some(p)) if !p.is_leader() && (follower || version < 11) => {
+                    Some(ErrorCode::NotLeaderOrFollower)
+                }
                 (Some(_), Some(p)) => check_leader_epoch(fp.current_leader_epoch, p.leader_epoch()),
             };
             // A partition named twice is fetched once, with the last entry's position.
@@ -269,8 +313,12 @@ pub async fn handle(
                     -1
                 },
                 diverging: None,
+                preferred_replica: None,
             });
         }
+    }
+    if let Some(rack) = client_rack {
+        prefer_same_rack(broker, &rack, &mut targets);
     }
     if follower {
         follower_positions(broker, NodeId::new(replica), &mut targets);
