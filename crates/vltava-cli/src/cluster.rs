@@ -252,11 +252,7 @@ fn elect_leaders(settings: &Settings, args: &ElectLeadersArgs) -> Result<(), Err
                     r.topic.clone(),
                     r.partition.to_string(),
                     r.result.replace('_', " "),
-                    match (&r.error, &r.message) {
-                        (Some(e), Some(m)) => format!("{e}: {m}"),
-                        (Some(e), None) => e.clone(),
-                        _ => String::new(),
-                    },
+                    crate::table::error_cell(&r.error, &r.message),
                 ]);
             }
             print(&t.render())?

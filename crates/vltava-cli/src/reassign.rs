@@ -233,11 +233,7 @@ pub fn run(settings: &Settings, args: &ReassignArgs) -> Result<(), Error> {
                     r.topic.clone(),
                     r.partition.to_string(),
                     result.to_string(),
-                    match (&r.error, &r.message) {
-                        (Some(e), Some(m)) => format!("{e}: {m}"),
-                        (Some(e), None) => e.clone(),
-                        _ => String::new(),
-                    },
+                    crate::table::error_cell(&r.error, &r.message),
                 ]);
             }
             print(&t.render())?

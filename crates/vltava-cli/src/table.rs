@@ -67,6 +67,15 @@ impl Table {
 }
 
 /// Joins ids as Kafka's tools print replica lists: `1,2,3`.
+/// A row's ERROR column: Kafka's error name, then its message.
+pub fn error_cell(error: &Option<String>, message: &Option<String>) -> String {
+    match (error, message) {
+        (Some(e), Some(m)) => format!("{e}: {m}"),
+        (Some(e), None) => e.clone(),
+        _ => String::new(),
+    }
+}
+
 pub fn id_list(ids: &[i32]) -> String {
     ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
 }

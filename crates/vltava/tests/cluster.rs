@@ -867,20 +867,16 @@ fn replicas(node: &Node, topic: &str) -> BTreeMap<i32, Vec<i32>> {
 
 /// Runs `vltava cluster elect-leaders ARGS -o json` against `node`: its exit status and rows.
 fn elect_leaders_cli(node: &Node, args: &[&str]) -> (bool, Vec<serde_json::Value>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vltava"))
+    let child = Command::new(env!("CARGO_BIN_EXE_vltava"))
         .args(["cluster", "elect-leaders", "-o", "json", "-b"])
         .arg(node.addr.to_string())
         .args(args)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let rows = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.success(), rows)
+    let (ok, rows) = cli_rows(child);
+    (ok, serde_json::from_value(rows).unwrap())
 }
 
 /// A broker stopping with SIGTERM hands its leaderships over before it exits (controlled
