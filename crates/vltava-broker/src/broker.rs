@@ -14,7 +14,6 @@ use vltava_metadata::config::ConfigLayers;
 use vltava_metadata::{BrokerEndpoint, MetadataDelta, MetadataImage, MetadataRecord, ResourceType};
 use vltava_quorum::{Quorum, QuorumConfig};
 use vltava_storage::checkpoint;
-use vltava_types::NodeId;
 
 use crate::config::{topic_settings, BrokerConfig, TopicSettings};
 use crate::context::{
@@ -1047,23 +1046,21 @@ async fn register_broker(broker: &Arc<Broker>) -> Result<(), crate::controller::
     broker
         .controller
         .write(move |image| {
-            let broker_epoch = image
-                .brokers
-                .get(&node_id)
-                .map_or(1, |b| b.broker_epoch + 1);
-            let mut records = vec![MetadataRecord::RegisterBrokerRecord {
+            let registration = MetadataRecord::RegisterBrokerRecord {
                 broker_id: node_id,
                 incarnation_id,
-                broker_epoch,
+                broker_epoch: image
+                    .brokers
+                    .get(&node_id)
+                    .map_or(1, |b| b.broker_epoch + 1),
                 endpoints: endpoints.clone(),
                 rack: rack.clone(),
                 fenced: false,
-            }];
-            // Partitions left without a leader while this broker was away get it back.
-            let mut live: Vec<NodeId> = image.live_brokers().map(|b| b.broker_id).collect();
-            live.push(node_id);
-            records.extend(crate::controller::elections(image, &live, unclean));
-            Ok((records, ()))
+            };
+            Ok((
+                crate::controller::registration_records(image, registration, unclean),
+                (),
+            ))
         })
         .await
 }

@@ -429,6 +429,45 @@ pub fn liveness_records(
     records
 }
 
+/// Records for a broker (re)registering with `registration`: partitions left without a
+/// leader while it was away get it back ([`elections`]), and every partition it still
+/// leads, having never been fenced, gets the next leader epoch. A restarted leader may have
+/// lost records it had not fsynced (acks=1 or unacknowledged); with a new epoch, what it
+/// appends from now on cannot be mistaken for the lost records by followers that still
+/// hold them, so they find the divergence and truncate (KIP-101).
+pub fn registration_records(
+    image: &MetadataImage,
+    registration: MetadataRecord,
+    unclean_default: bool,
+) -> Vec<MetadataRecord> {
+    let MetadataRecord::RegisterBrokerRecord { broker_id: id, .. } = &registration else {
+        return vec![registration];
+    };
+    let id = *id;
+    let mut live: Vec<NodeId> = image.live_brokers().map(|b| b.broker_id).collect();
+    live.push(id);
+    let mut records = vec![registration];
+    records.extend(elections(image, &live, unclean_default));
+    let mut after = image.clone();
+    for r in &records {
+        after.apply(r);
+    }
+    for t in after.topics.values() {
+        for p in t.partitions.values().filter(|p| p.leader == id) {
+            let before = image
+                .topics
+                .get(&t.name)
+                .and_then(|bt| bt.partitions.get(&p.partition_id));
+            if before.is_some_and(|b| b.leader == id && b.leader_epoch == p.leader_epoch) {
+                let mut bumped = p.clone();
+                bumped.leader_epoch = LeaderEpoch::new(p.leader_epoch.get() + 1);
+                records.push(bumped.to_record(t.topic_id));
+            }
+        }
+    }
+    records
+}
+
 /// Records for Kafka's controlled shutdown of broker `id`: it is fenced and marked as
 /// shutting down (so liveness checks do not unfence it while it still answers), and its
 /// partitions get new leaders from their ISRs at once ([`elections`]). Registering again
@@ -1661,5 +1700,28 @@ mod tests {
             ErrorCode::InvalidReplicationFactor
         );
         assert!(reassign_records(&img, "t", 0, Some(&ids(&[1, 2, 4])), false).is_ok());
+    }
+
+    #[test]
+    fn a_leader_registering_again_leads_with_the_next_epoch() {
+        let (img, _) = one_partition(3, &[1, 2, 3]);
+        let again = |id: i32| MetadataRecord::RegisterBrokerRecord {
+            broker_id: NodeId::new(id),
+            incarnation_id: Uuid::from_u128(77),
+            broker_epoch: 2,
+            endpoints: Vec::new(),
+            rack: None,
+            fenced: false,
+        };
+        let mut next = img.clone();
+        for r in registration_records(&img, again(1), false) {
+            next.apply(&r);
+        }
+        let p = part(&next);
+        assert_eq!((p.leader, p.leader_epoch.get()), (NodeId::new(1), 4));
+        assert_eq!(p.isr, ids(&[1, 2, 3]));
+        // A follower registering again changes nothing of the partition.
+        let recs = registration_records(&img, again(2), false);
+        assert_eq!(recs.len(), 1, "{recs:?}");
     }
 }
