@@ -27,7 +27,7 @@ use vltava_storage::Fs;
 use vltava_types::{LeaderEpoch, NodeId};
 
 use crate::config::BrokerConfig;
-use crate::controller::{alter_isr_records, liveness_records};
+use crate::controller::{alter_isr_records, liveness_records, registration_records};
 use crate::partition::{AckError, Partition, ReadLimit};
 use crate::replica_manager::{ReplicaManager, StartupState};
 
@@ -441,6 +441,42 @@ impl Sim {
         self.commit(records);
     }
 
+    /// A crash and a restart quicker than the session timeout: never fenced, the node
+    /// registers again, as `broker::register_broker` does.
+    fn bounce(&mut self, id: i32, torn: bool) {
+        let seed = self.rng.next();
+        let node = self.nodes.get_mut(&id).unwrap();
+        let Some(rm) = node.rm.take() else { return };
+        drop(rm);
+        if torn {
+            node.fs.crash_torn(seed);
+        } else {
+            node.fs.crash();
+        }
+        let rm = open(id, &node.fs, &node.dir);
+        rm.apply_delta(
+            &MetadataDelta::everything(&self.image),
+            &self.image,
+            self.now,
+        )
+        .unwrap();
+        node.rm = Some(rm);
+        node.isolated = false;
+        node.seen = self.image.clone();
+        self.trace.push(format!("bounce {id} (torn: {torn})"));
+        let epoch = self.image.brokers[&n(id)].broker_epoch + 1;
+        let registration = MetadataRecord::RegisterBrokerRecord {
+            broker_id: n(id),
+            incarnation_id: Uuid::from_u128(u128::from(seed)),
+            broker_epoch: epoch,
+            endpoints: Vec::new(),
+            rack: None,
+            fenced: false,
+        };
+        let records = registration_records(&self.image, registration, false);
+        self.commit(records);
+    }
+
     fn restart(&mut self, id: i32) {
         let node = self.nodes.get_mut(&id).unwrap();
         if node.rm.is_some() {
@@ -529,10 +565,15 @@ impl Sim {
                 self.now += 300 + self.rng.below(600) as i64;
                 self.check_isr();
             }
-            80..=86 if live.len() > 1 => {
+            80..=84 if live.len() > 1 => {
                 let id = live[self.rng.below(live.len() as u64) as usize].get();
                 let torn = self.rng.below(2) == 0;
                 self.crash(id, torn);
+            }
+            85..=86 if !live.is_empty() => {
+                let id = live[self.rng.below(live.len() as u64) as usize].get();
+                let torn = self.rng.below(2) == 0;
+                self.bounce(id, torn);
             }
             87..=90 if live.len() > 1 => {
                 let id = live[self.rng.below(live.len() as u64) as usize].get();
