@@ -153,23 +153,14 @@ pub fn is_cluster_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn encode_cluster_id(bytes: [u8; 16]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut id = String::new();
-    let mut bits = 0u32;
-    let mut nbits = 0;
-    for b in bytes {
-        bits = (bits << 8) | u32::from(b);
-        nbits += 8;
-        while nbits >= 6 {
-            nbits -= 6;
-            id.push(ALPHABET[((bits >> nbits) & 63) as usize] as char);
-        }
+/// Ids never start with `-`, as Kafka's never do, so that one can follow `-t` or
+/// `--cluster-id` on a command line.
+fn encode_cluster_id(mut bytes: [u8; 16]) -> String {
+    use base64::Engine;
+    if bytes[0] >> 2 == 62 {
+        bytes[0] &= 0x7f;
     }
-    if nbits > 0 {
-        id.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
-    }
-    id
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The cluster id from `meta.properties`, else `cluster.id`, else, for nodes started with
@@ -1199,4 +1190,20 @@ fn raise_open_file_limit() -> u64 {
 /// Resource-name helper shared by config handlers.
 pub fn resource_key(t: ResourceType, name: &str) -> (ResourceType, String) {
     (t, name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_are_22_url_safe_characters_that_never_start_with_a_dash() {
+        for first in 0..=255u8 {
+            let id = encode_cluster_id([first; 16]);
+            assert!(is_cluster_id(&id), "{id}");
+            assert!(!id.starts_with('-'), "{first:#x} gives {id}");
+        }
+        assert_eq!(encode_cluster_id([0; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
+        assert_eq!(encode_cluster_id([0xff; 16]), "_____________________w");
+    }
 }
