@@ -12,6 +12,7 @@
 //! The crate knows nothing of sockets: messages are bytes handed to a [`Transport`], and the
 //! broker carries them on its controller listener.
 
+mod observer;
 mod state;
 mod store;
 
@@ -35,6 +36,7 @@ use openraft::{BasicNode, Config, OptionalSend, Raft, ServerState, SnapshotPolic
 use serde::{Deserialize, Serialize};
 use vltava_metadata::{MetadataImage, MetadataRecord};
 
+pub use observer::ObserverConfig;
 pub use state::{Listener, StateMachine};
 pub use store::LogStore;
 
@@ -63,6 +65,8 @@ openraft::declare_raft_types!(
 pub type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
 
 /// Carries the quorum's messages between nodes. `addr` is the target's controller listener.
+/// A `target` with [`OBSERVE_LANE`] set is node `target & !OBSERVE_LANE`: an observer's
+/// long-polling fetches use their own connection, so they never delay its proposals.
 pub trait Transport: Send + Sync + 'static {
     fn call(
         &self,
@@ -71,6 +75,9 @@ pub trait Transport: Send + Sync + 'static {
         request: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, String>>;
 }
+
+/// Set on the target of an observer's fetches (see [`Transport`]).
+pub const OBSERVE_LANE: u64 = 1 << 62;
 
 #[derive(Debug, Clone)]
 pub struct QuorumConfig {
@@ -139,6 +146,14 @@ enum Rpc {
     RemoveVoter {
         id: u64,
     },
+    /// From observer `id`, which has applied up to `from`: what was committed since,
+    /// waiting up to `wait_ms` for something new (Kafka's observers fetching the metadata
+    /// log from the leader).
+    Observe {
+        id: u64,
+        from: u64,
+        wait_ms: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -148,6 +163,7 @@ enum Reply {
     Snapshot(SnapshotResponse<TypeConfig>),
     Propose(ProposeReply),
     Voters(Result<(), VoterChangeError>),
+    Observed(observer::Observed),
     Failed(String),
 }
 
@@ -182,15 +198,15 @@ enum ProposeReply {
 }
 
 /// One voter or observer as the leader sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaStatus {
     pub node_id: u64,
     /// The next index it holds (its last log index plus one), if the leader knows it.
     pub log_end: Option<u64>,
 }
 
-/// The quorum as this node sees it (DescribeQuorum).
-#[derive(Debug, Clone)]
+/// The quorum as this node sees it (DescribeQuorum); an observer reports the leader's view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QuorumStatus {
     pub leader: Option<u64>,
     pub term: u64,
@@ -308,9 +324,14 @@ impl RaftNetworkV2<TypeConfig> for Net {
     }
 }
 
-/// A node's membership in the metadata quorum: its Raft instance and its image.
+/// A node's membership in the metadata quorum: its Raft instance and its image, or, for a
+/// broker that is not a controller, the image it keeps by observing the leader.
 pub struct Quorum {
-    raft: Raft<TypeConfig, StateMachine>,
+    /// `None` on an observer.
+    raft: Option<Raft<TypeConfig, StateMachine>>,
+    observer: Option<observer::ObserverState>,
+    /// On the leader: the observers that fetched from it.
+    observed: parking_lot::Mutex<BTreeMap<u64, observer::Seen>>,
     shared: Arc<state::Shared>,
     node_id: u64,
     /// Serialises proposals on this node, so each sees the one before it applied.
@@ -378,7 +399,9 @@ impl Quorum {
             let _ = raft.trigger().elect(false).await;
         }
         Ok(Arc::new(Self {
-            raft,
+            raft: Some(raft),
+            observer: None,
+            observed: Default::default(),
             shared,
             node_id: config.node_id,
             propose: tokio::sync::Mutex::new(()),
@@ -408,8 +431,10 @@ impl Quorum {
 
     /// Whether this node is in the quorum's membership (a voter or an observer).
     pub fn is_member(&self) -> bool {
-        self.raft
-            .metrics()
+        let Some(raft) = &self.raft else {
+            return true;
+        };
+        raft.metrics()
             .borrow_watched()
             .membership_config
             .membership()
@@ -417,21 +442,42 @@ impl Quorum {
             .is_some()
     }
 
+    /// Whether this node only observes the quorum (a broker that is not a controller).
+    pub fn is_observer(&self) -> bool {
+        self.observer.is_some()
+    }
+
     pub fn leader(&self) -> Option<u64> {
-        self.raft.metrics().borrow_watched().current_leader
+        match (&self.raft, &self.observer) {
+            (Some(raft), _) => raft.metrics().borrow_watched().current_leader,
+            (None, Some(o)) => o.leader.lock().as_ref().map(|(id, _)| *id),
+            (None, None) => None,
+        }
     }
 
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow_watched().clone();
+        let Some(raft) = &self.raft else {
+            return false;
+        };
+        let m = raft.metrics().borrow_watched().clone();
         m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
     }
 
     /// Waits until a leader is known and this node has applied what was committed before
     /// it stopped, or until `timeout`. Returns whether it got there.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let Some(raft) = &self.raft else {
+            let Some(o) = &self.observer else {
+                return false;
+            };
+            let mut caught_up = o.caught_up.subscribe();
+            return tokio::time::timeout(timeout, caught_up.wait_for(|c| *c))
+                .await
+                .is_ok();
+        };
         let want = self.committed_at_open;
         let mut applied = self.shared.applied.subscribe();
-        let mut metrics = self.raft.metrics();
+        let mut metrics = raft.metrics();
         let ready = async {
             let _ = applied.wait_for(|a| *a >= want).await;
             loop {
@@ -469,10 +515,9 @@ impl Quorum {
                     "metadata change not committed in {timeout:?}: {last_problem}"
                 )));
             }
-            if self.is_leader() {
+            if let Some(raft) = self.raft.as_ref().filter(|_| self.is_leader()) {
                 let _turn = self.propose.lock().await;
-                if let Err(e) = self
-                    .raft
+                if let Err(e) = raft
                     .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
                     .await
                 {
@@ -487,7 +532,7 @@ impl Quorum {
                 if records.is_empty() {
                     return Ok(out);
                 }
-                match self.raft.client_write(MetadataBatch(records)).await {
+                match raft.client_write(MetadataBatch(records)).await {
                     Ok(_) => return Ok(out),
                     Err(e) => {
                         last_problem = e.to_string();
@@ -554,8 +599,14 @@ impl Quorum {
     }
 
     fn node_addr(&self, id: u64) -> String {
-        self.raft
-            .metrics()
+        let Some(raft) = &self.raft else {
+            return self
+                .observer
+                .as_ref()
+                .and_then(|o| o.addr_of(id))
+                .unwrap_or_default();
+        };
+        raft.metrics()
             .borrow_watched()
             .membership_config
             .membership()
@@ -566,12 +617,13 @@ impl Quorum {
 
     async fn handle_propose(&self, base: u64, batch: MetadataBatch) -> ProposeReply {
         let _turn = self.propose.lock().await;
-        if !self.is_leader()
-            || self
-                .raft
-                .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
-                .await
-                .is_err()
+        let Some(raft) = self.raft.as_ref().filter(|_| self.is_leader()) else {
+            return ProposeReply::NotLeader;
+        };
+        if raft
+            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+            .await
+            .is_err()
         {
             return ProposeReply::NotLeader;
         }
@@ -579,7 +631,7 @@ impl Quorum {
         if applied != base {
             return ProposeReply::Stale { applied };
         }
-        match self.raft.client_write(batch).await {
+        match raft.client_write(batch).await {
             Ok(r) => ProposeReply::Committed {
                 next: r.log_id.index + 1,
             },
@@ -656,11 +708,10 @@ impl Quorum {
     async fn handle_voters(&self, rpc: &Rpc) -> Result<(), VoterChangeError> {
         use openraft::ChangeMembers;
         use std::collections::BTreeSet;
-        if !self.is_leader() {
+        let Some(raft) = self.raft.as_ref().filter(|_| self.is_leader()) else {
             return Err(VoterChangeError::NotLeader);
-        }
-        let membership = self
-            .raft
+        };
+        let membership = raft
             .metrics()
             .borrow_watched()
             .membership_config
@@ -679,12 +730,10 @@ impl Quorum {
                     return Err(VoterChangeError::AlreadyVoter(*id));
                 }
                 // Blocks until the observer has caught up with the leader's log.
-                self.raft
-                    .add_learner(*id, BasicNode::new(addr), true)
+                raft.add_learner(*id, BasicNode::new(addr), true)
                     .await
                     .map_err(failed)?;
-                self.raft
-                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), true)
+                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), true)
                     .await
                     .map_err(failed)?;
                 tracing::info!(voter = id, %addr, "added a voter to the metadata quorum");
@@ -697,8 +746,7 @@ impl Quorum {
                 if voters.len() == 1 {
                     return Err(VoterChangeError::LastVoter);
                 }
-                self.raft
-                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([*id])), false)
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([*id])), false)
                     .await
                     .map_err(failed)?;
                 tracing::info!(voter = id, "removed a voter from the metadata quorum");
@@ -710,45 +758,64 @@ impl Quorum {
 
     /// Answers one message from another node (what [`Transport::call`] delivered).
     pub async fn serve(&self, request: &[u8]) -> Vec<u8> {
-        let reply = match serde_json::from_slice::<Rpc>(request) {
-            Err(e) => Reply::Failed(format!("undecodable quorum message: {e}")),
-            Ok(Rpc::Append(r)) => match self.raft.append_entries(r).await {
-                Ok(r) => Reply::Append(r),
-                Err(e) => Reply::Failed(e.to_string()),
-            },
-            Ok(Rpc::Vote(r)) => match self.raft.vote(r).await {
-                Ok(r) => Reply::Vote(r),
-                Err(e) => Reply::Failed(e.to_string()),
-            },
-            Ok(Rpc::PreVote(r)) => match self.raft.pre_vote(r).await {
-                Ok(r) => Reply::Vote(r),
-                Err(e) => Reply::Failed(e.to_string()),
-            },
-            Ok(Rpc::Snapshot { vote, meta, data }) => {
-                let snapshot = SnapshotOf::<TypeConfig, Vec<u8>> {
-                    meta,
-                    snapshot: data,
-                };
-                match self.raft.install_full_snapshot(vote, snapshot).await {
-                    Ok(r) => Reply::Snapshot(r),
-                    Err(e) => Reply::Failed(e.to_string()),
-                }
-            }
-            Ok(Rpc::Propose { base, batch }) => {
-                Reply::Propose(self.handle_propose(base, batch).await)
-            }
-            Ok(rpc @ (Rpc::AddVoter { .. } | Rpc::RemoveVoter { .. })) => {
-                Reply::Voters(self.handle_voters(&rpc).await)
-            }
+        let reply = match (serde_json::from_slice::<Rpc>(request), &self.raft) {
+            (Err(e), _) => Reply::Failed(format!("undecodable quorum message: {e}")),
+            (Ok(_), None) => Reply::Failed("an observer serves no quorum messages".into()),
+            (Ok(rpc), Some(raft)) => self.serve_rpc(raft, rpc).await,
         };
         serde_json::to_vec(&reply).unwrap_or_else(|e| {
             serde_json::to_vec(&Reply::Failed(e.to_string())).unwrap_or_default()
         })
     }
 
+    async fn serve_rpc(&self, raft: &Raft<TypeConfig, StateMachine>, rpc: Rpc) -> Reply {
+        match rpc {
+            Rpc::Append(r) => match raft.append_entries(r).await {
+                Ok(r) => Reply::Append(r),
+                Err(e) => Reply::Failed(e.to_string()),
+            },
+            Rpc::Vote(r) => match raft.vote(r).await {
+                Ok(r) => Reply::Vote(r),
+                Err(e) => Reply::Failed(e.to_string()),
+            },
+            Rpc::PreVote(r) => match raft.pre_vote(r).await {
+                Ok(r) => Reply::Vote(r),
+                Err(e) => Reply::Failed(e.to_string()),
+            },
+            Rpc::Snapshot { vote, meta, data } => {
+                let snapshot = SnapshotOf::<TypeConfig, Vec<u8>> {
+                    meta,
+                    snapshot: data,
+                };
+                match raft.install_full_snapshot(vote, snapshot).await {
+                    Ok(r) => Reply::Snapshot(r),
+                    Err(e) => Reply::Failed(e.to_string()),
+                }
+            }
+            Rpc::Propose { base, batch } => Reply::Propose(self.handle_propose(base, batch).await),
+            rpc @ (Rpc::AddVoter { .. } | Rpc::RemoveVoter { .. }) => {
+                Reply::Voters(self.handle_voters(&rpc).await)
+            }
+            Rpc::Observe { id, from, wait_ms } => {
+                Reply::Observed(self.handle_observe(raft, id, from, wait_ms).await)
+            }
+        }
+    }
+
     /// The quorum's state as this node knows it.
     pub fn status(&self) -> QuorumStatus {
-        let m = self.raft.metrics().borrow_watched().clone();
+        let Some(raft) = &self.raft else {
+            let known = self.observer.as_ref().and_then(|o| o.status.lock().clone());
+            return known.unwrap_or(QuorumStatus {
+                leader: None,
+                term: 0,
+                log_end: 0,
+                high_watermark: 0,
+                voters: Vec::new(),
+                observers: Vec::new(),
+            });
+        };
+        let m = raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership().clone();
         let voter_ids: Vec<u64> = membership.voter_ids().collect();
         let progress = |id: u64| -> Option<u64> {
@@ -770,7 +837,17 @@ impl Quorum {
             log_end: m.last_log_index.map_or(0, |i| i + 1),
             high_watermark: m.cluster_committed.as_ref().map_or(0, |c| c.index + 1),
             voters: voter_ids.iter().map(|id| status(*id)).collect(),
-            observers: membership.learner_ids().map(status).collect(),
+            observers: membership
+                .learner_ids()
+                .map(status)
+                .chain(
+                    self.observers_seen(m.current_term)
+                        .map(|(id, seen)| ReplicaStatus {
+                            node_id: id,
+                            log_end: Some(seen.applied),
+                        }),
+                )
+                .collect(),
         }
     }
 
@@ -778,24 +855,41 @@ impl Quorum {
     /// in this leader's term). Empty on other nodes.
     pub fn silence(&self) -> BTreeMap<u64, Option<Duration>> {
         use openraft::Instant as _;
-        let m = self.raft.metrics().borrow_watched().clone();
+        let Some(raft) = &self.raft else {
+            return BTreeMap::new();
+        };
+        let m = raft.metrics().borrow_watched().clone();
         if m.current_leader != Some(self.node_id) {
             return BTreeMap::new();
         }
-        m.heartbeat
+        let mut silence: BTreeMap<u64, Option<Duration>> = m
+            .heartbeat
             .map(|h| {
                 h.into_iter()
                     .filter(|(id, _)| *id != self.node_id)
                     .map(|(id, at)| (id, at.map(|i| i.elapsed())))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for (id, seen) in self.observers_seen(m.current_term) {
+            silence.insert(id, Some(seen.at.elapsed()));
+        }
+        silence
     }
 
     /// Leaves the quorum (the state stays on disk).
     pub async fn shutdown(&self) {
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "quorum shutdown");
+        if let Some(o) = &self.observer {
+            o.stop.send_replace(true);
+            let task = o.task.lock().take();
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+        }
+        if let Some(raft) = &self.raft {
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(error = %e, "quorum shutdown");
+            }
         }
     }
 }

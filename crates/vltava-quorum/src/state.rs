@@ -34,14 +34,63 @@ pub(crate) struct Shared {
     pub applied: watch::Sender<u64>,
     /// The listener and the lock that serialises publishing with [`Shared::attach`].
     pub listener: Mutex<Option<Weak<dyn Listener>>>,
+    /// The latest applied batches, so observers a little behind get batches rather than
+    /// the whole image. Written under the listener lock.
+    pub recent: Mutex<Recent>,
+}
+
+/// How many applied batches a voter keeps for observers.
+const RECENT_BATCHES: usize = 4096;
+
+/// Applied batches with the applied index after each: every batch applied after index
+/// `start` is here.
+pub(crate) struct Recent {
+    pub start: u64,
+    pub batches: std::collections::VecDeque<(u64, Arc<[MetadataRecord]>)>,
 }
 
 impl Shared {
-    fn publish(&self, delta: &MetadataDelta, image: &Arc<MetadataImage>, next_applied: u64) {
+    pub(crate) fn new(image: MetadataImage, applied: u64) -> Self {
+        Self {
+            image: RwLock::new(Arc::new(image)),
+            applied: watch::Sender::new(applied),
+            listener: Mutex::new(None),
+            recent: Mutex::new(Recent {
+                start: applied,
+                batches: Default::default(),
+            }),
+        }
+    }
+
+    /// Publishes the image after one batch (`records`) or after a whole new image (`None`).
+    pub(crate) fn publish(
+        &self,
+        delta: &MetadataDelta,
+        image: &Arc<MetadataImage>,
+        next_applied: u64,
+        records: Option<&[MetadataRecord]>,
+    ) {
         let listener = self.listener.lock();
         *self.image.write() = Arc::clone(image);
         if let Some(l) = listener.as_ref().and_then(Weak::upgrade) {
             l.on_commit(delta, image);
+        }
+        {
+            let mut recent = self.recent.lock();
+            match records {
+                Some(r) => {
+                    recent.batches.push_back((next_applied, Arc::from(r)));
+                    if recent.batches.len() > RECENT_BATCHES {
+                        if let Some((next, _)) = recent.batches.pop_front() {
+                            recent.start = next;
+                        }
+                    }
+                }
+                None => {
+                    recent.batches.clear();
+                    recent.start = next_applied;
+                }
+            }
         }
         self.applied.send_replace(next_applied);
     }
@@ -117,11 +166,7 @@ impl StateMachine {
                 membership,
                 snapshot,
             })),
-            shared: Arc::new(Shared {
-                image: RwLock::new(Arc::new(image)),
-                applied: watch::Sender::new(next),
-                listener: Mutex::new(None),
-            }),
+            shared: Arc::new(Shared::new(image, next)),
             dir: dir.to_path_buf(),
         })
     }
@@ -182,7 +227,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         let mut g = me.inner.lock();
                         let base = Arc::clone(&me.shared.image.read());
                         let (image, delta) = MetadataDelta::apply(&base, &batch.0);
-                        me.shared.publish(&delta, &Arc::new(image), next);
+                        me.shared
+                            .publish(&delta, &Arc::new(image), next, Some(&batch.0));
                         g.last_applied = Some(log_id);
                         Ok(())
                     })
@@ -233,7 +279,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let base = Arc::clone(&me.shared.image.read());
             let delta = MetadataDelta::replace(&base, &image);
             let next = meta.last_log_id.as_ref().map_or(0, |l| l.index + 1);
-            me.shared.publish(&delta, &Arc::new(image), next);
+            me.shared.publish(&delta, &Arc::new(image), next, None);
             g.last_applied = meta.last_log_id;
             g.membership = meta.last_membership.clone();
             g.snapshot = Some(snap);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 use vltava_metadata::{MetadataImage, MetadataRecord};
-use vltava_quorum::{Quorum, QuorumConfig, WriteError};
+use vltava_quorum::{ObserverConfig, Quorum, QuorumConfig, WriteError};
 
 mod common;
 
@@ -424,4 +424,76 @@ async fn voters_are_added_and_removed_while_the_quorum_serves() {
     create(&nodes[0], "restarted").await.unwrap();
     converge(&nodes, 22).await;
     assert_eq!(voters(&nodes[0]), vec![3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observers_follow_the_leader_write_through_it_and_are_seen_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    // Snapshots every 2 entries, then a restart: the leader no longer has the early batches
+    // and must hand a new observer the whole image.
+    let nodes = start_three(&router, dir.path(), 2).await;
+    leader_of(&nodes).await;
+    for i in 0..6 {
+        create(&nodes[i % 3], &format!("t{i}")).await.unwrap();
+    }
+    converge(&nodes, 6).await;
+    for id in [1, 2, 3] {
+        stop(&router, id).await;
+    }
+    drop(nodes);
+    let nodes = start_three(&router, dir.path(), 2).await;
+    leader_of(&nodes).await;
+
+    let observer = Quorum::observe(
+        ObserverConfig {
+            node_id: 10,
+            controllers: vec![(Some(2), "node-2".into()), (None, "node-3".into())],
+        },
+        Arc::new(Link {
+            from: 10,
+            router: router.clone(),
+        }),
+    )
+    .unwrap();
+    assert!(observer.wait_ready(Duration::from_secs(10)).await);
+    assert!(observer.is_observer() && !observer.is_leader());
+    let mut all = nodes.clone();
+    all.push(Arc::clone(&observer));
+    converge(&all, 6).await;
+
+    // Its writes are decided on its own image and committed by the leader.
+    create(&observer, "from-observer").await.unwrap();
+    assert!(matches!(
+        create(&observer, "t0").await,
+        Err(WriteError::Refused(_))
+    ));
+    create(&nodes[0], "from-voter").await.unwrap();
+    converge(&all, 8).await;
+
+    // The leader knows it is there, and DescribeQuorum lists it.
+    let leader = leader_of(&nodes).await;
+    let lq = &nodes[(leader - 1) as usize];
+    let silence = lq.silence();
+    assert!(
+        matches!(silence.get(&10), Some(Some(d)) if *d < Duration::from_secs(2)),
+        "{silence:?}"
+    );
+    assert!(lq.status().observers.iter().any(|o| o.node_id == 10));
+    assert_eq!(observer.status().leader, Some(leader));
+
+    // The leader dies: the observer finds the next one and goes on.
+    stop(&router, leader).await;
+    let rest: Vec<_> = nodes
+        .iter()
+        .filter(|q| q.node_id() != leader)
+        .cloned()
+        .collect();
+    let next = leader_of(&rest).await;
+    create(&observer, "after-failover").await.unwrap();
+    let mut rest_and_observer = rest.clone();
+    rest_and_observer.push(Arc::clone(&observer));
+    converge(&rest_and_observer, 9).await;
+    assert_eq!(observer.leader(), Some(next));
+    observer.shutdown().await;
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use vltava_quorum::{Quorum, Transport};
+use vltava_quorum::{Quorum, Transport, OBSERVE_LANE};
 
 #[derive(Default, Clone)]
 pub struct Router {
@@ -26,9 +26,14 @@ impl Transport for Link {
     fn call(
         &self,
         target: u64,
-        _addr: &str,
+        addr: &str,
         request: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        // A target whose id the caller does not know is found by its address, `node-<id>`.
+        let target = addr
+            .strip_prefix("node-")
+            .and_then(|id| id.parse().ok())
+            .unwrap_or(target & !OBSERVE_LANE);
         let cut = {
             let iso = self.router.isolated.lock();
             iso.contains(&self.from) || iso.contains(&target)
