@@ -185,6 +185,14 @@ fn read_or_create_cluster_id(dir: &Path, config: &BrokerConfig) -> Result<String
             return Ok(id);
         }
     }
+    if configured.is_none() && config.voters.is_empty() && !config.roles.controller {
+        return Err(BrokerError::Io {
+            context: format!("{} has no cluster id", dir.display()),
+            source: std::io::Error::other(
+                "a broker that finds the quorum through controller.quorum.bootstrap.servers needs cluster.id or `vltava storage format`",
+            ),
+        });
+    }
     let id = configured.unwrap_or_else(|| {
         if config.voters.is_empty() {
             return encode_cluster_id(Uuid::new_v4().into_bytes());
@@ -381,27 +389,51 @@ pub async fn start_with(
     }
     let cluster_id = read_or_create_cluster_id(&dir, &config)?;
     let metadata_dir = dir.join("__cluster_metadata");
-    let quorum = Quorum::open(
-        QuorumConfig {
-            node_id: config.node_id.get() as u64,
-            voters: config
+    let transport = Arc::new(crate::quorum_transport::TcpTransport::default());
+    let quorum = if config.roles.controller {
+        Quorum::open(
+            QuorumConfig {
+                node_id: config.node_id.get() as u64,
+                voters: config
+                    .voters
+                    .iter()
+                    .map(|v| (v.id.get() as u64, v.addr()))
+                    .collect(),
+                dir: metadata_dir.clone(),
+                election_timeout_ms: config
+                    .get_i64("controller.quorum.election.timeout.ms")
+                    .max(10) as u64,
+                heartbeat_interval_ms: (config
+                    .get_i64("controller.quorum.election.timeout.ms")
+                    .max(10)
+                    / 10) as u64,
+                snapshot_every: 1000,
+            },
+            transport,
+        )
+        .await
+    } else {
+        let controllers = if config.voters.is_empty() {
+            config
+                .bootstrap_servers
+                .iter()
+                .map(|s| (None, s.clone()))
+                .collect()
+        } else {
+            config
                 .voters
                 .iter()
-                .map(|v| (v.id.get() as u64, v.addr()))
-                .collect(),
-            dir: metadata_dir.clone(),
-            election_timeout_ms: config
-                .get_i64("controller.quorum.election.timeout.ms")
-                .max(10) as u64,
-            heartbeat_interval_ms: (config
-                .get_i64("controller.quorum.election.timeout.ms")
-                .max(10)
-                / 10) as u64,
-            snapshot_every: 1000,
-        },
-        Arc::new(crate::quorum_transport::TcpTransport::default()),
-    )
-    .await
+                .map(|v| (Some(v.id.get() as u64), v.addr()))
+                .collect()
+        };
+        Quorum::observe(
+            vltava_quorum::ObserverConfig {
+                node_id: config.node_id.get() as u64,
+                controllers,
+            },
+            transport,
+        )
+    }
     .map_err(|e| BrokerError::Io {
         context: format!("opening the metadata quorum in {}", metadata_dir.display()),
         source: std::io::Error::other(e.to_string()),
@@ -705,7 +737,7 @@ async fn run(
 /// quorum for `broker.session.timeout.ms` and unfences those that answer again, moving the
 /// leadership of their partitions (`controller::liveness_records`). In combined mode a
 /// broker and its controller are one process, so the quorum's own heartbeats are the
-/// broker's.
+/// broker's; a broker-only node's metadata fetches are its heartbeats.
 fn check_liveness(
     broker: &Arc<Broker>,
     leader_for: Duration,
@@ -723,8 +755,8 @@ fn check_liveness(
             match silence.get(&(b.broker_id.get() as u64)) {
                 Some(Some(d)) => *d > timeout,
                 Some(None) => leader_for > timeout,
-                // Not a voter: its liveness is not known here.
-                None => continue,
+                // Neither a voter nor an observer heard from in this term.
+                None => leader_for > timeout,
             }
         };
         if quiet && !b.fenced {
@@ -820,7 +852,8 @@ async fn join_cluster(broker: &Arc<Broker>, metadata_dir: &Path) -> Result<(), B
         source: std::io::Error::other(e),
     };
     let quorum = Arc::clone(broker.controller.quorum());
-    let voter = broker.config.voters.is_empty()
+    let voter = !broker.config.roles.controller
+        || broker.config.voters.is_empty()
         || broker
             .config
             .voters
@@ -859,8 +892,12 @@ async fn join_cluster(broker: &Arc<Broker>, metadata_dir: &Path) -> Result<(), B
             .await
             .map_err(|e| fail("registering with the controller", e.message))?;
     }
-    ensure_offsets_topic(broker).await?;
-    crate::txn_coordinator::ensure_topic(broker).await?;
+    if broker.config.roles.controller && broker.config.roles.broker {
+        ensure_offsets_topic(broker).await?;
+        crate::txn_coordinator::ensure_topic(broker).await?;
+    } else if broker.config.roles.broker {
+        create_internal_topics_later(broker);
+    }
     // The __consumer_offsets and __transaction_state partitions led here load before the
     // broker accepts clients, so a restarted broker answers at once; later leadership
     // changes reach the coordinators through the metadata publisher.
@@ -881,6 +918,38 @@ async fn join_cluster(broker: &Arc<Broker>, metadata_dir: &Path) -> Result<(), B
     );
     futures::future::join_all(loads).await;
     Ok(())
+}
+
+/// A broker that is not a controller cannot tell how many brokers to wait for, so it serves
+/// at once and creates the internal topics once enough brokers have registered; until then
+/// groups and transactions get COORDINATOR_NOT_AVAILABLE, as in Kafka.
+fn create_internal_topics_later(broker: &Arc<Broker>) {
+    let weak = Arc::downgrade(broker);
+    let mut stop = broker.shutting_down.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let Some(b) = weak.upgrade() else {
+                return;
+            };
+            let attempt = async {
+                ensure_offsets_topic(&b).await?;
+                crate::txn_coordinator::ensure_topic(&b).await
+            };
+            let done = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                r = attempt => r,
+            };
+            drop(b);
+            match done {
+                Ok(()) => return,
+                Err(e) => tracing::info!(error = %e, "internal topics not created yet"),
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
 }
 
 /// A data dir from before the quorum keeps its metadata in `metadata.log`; its records
@@ -956,11 +1025,15 @@ pub(crate) async fn create_internal_topic(
 }
 
 impl Broker {
-    /// An internal topic's replication factor: its setting, at most the number of voters
-    /// (every voter is a broker in combined mode), so a one-node cluster needs no setting.
+    /// An internal topic's replication factor: its setting, in combined mode at most the
+    /// number of voters (every voter is a broker), so a one-node cluster needs no setting.
     pub(crate) fn internal_replication_factor(&self, key: &str) -> i16 {
-        let voters = self.config.voters.len().max(1) as i64;
-        self.config.get_i64(key).clamp(1, voters) as i16
+        let most = if self.config.roles.controller {
+            self.config.voters.len().max(1) as i64
+        } else {
+            i64::from(i16::MAX)
+        };
+        self.config.get_i64(key).clamp(1, most) as i16
     }
 
     /// Sends a partition leader's ISR change to the controller (Kafka's AlterPartition). The

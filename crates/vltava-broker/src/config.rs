@@ -29,6 +29,9 @@ pub struct BrokerConfig {
     pub roles: Roles,
     /// `controller.quorum.voters`; empty means this node is the whole quorum.
     pub voters: Vec<Voter>,
+    /// `controller.quorum.bootstrap.servers` (`host:port,...`): where a broker that is not
+    /// a controller finds the quorum when the voters are not listed.
+    pub bootstrap_servers: Vec<String>,
     /// `controller.listener.names`: listeners that serve the quorum, never clients.
     pub controller_listeners: Vec<String>,
 }
@@ -72,11 +75,6 @@ fn parse_roles(v: &str) -> Result<Roles, ConfigError> {
     }
     if !roles.broker && !roles.controller {
         return Err(ConfigError::Invalid("process.roles is empty".into()));
-    }
-    if !(roles.broker && roles.controller) {
-        return Err(ConfigError::Invalid(format!(
-            "process.roles={v}: only combined mode (broker,controller) is supported so far"
-        )));
     }
     Ok(roles)
 }
@@ -273,6 +271,24 @@ impl BrokerConfig {
                 .get("controller.quorum.voters")
                 .map_or("", String::as_str),
         )?;
+        let bootstrap_servers: Vec<String> = props
+            .get("controller.quorum.bootstrap.servers")
+            .map_or("", String::as_str)
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        for s in &bootstrap_servers {
+            if s.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "controller.quorum.bootstrap.servers entry {s:?}: expected host:port"
+                )));
+            }
+        }
         let controller_listeners: Vec<String> = props
             .get("controller.listener.names")
             .map_or("", String::as_str)
@@ -301,9 +317,23 @@ impl BrokerConfig {
                     "a controller in a quorum of several needs controller.listener.names".into(),
                 ));
             }
-        } else if !roles.controller {
+        } else if !roles.controller && bootstrap_servers.is_empty() {
             return Err(ConfigError::Invalid(
-                "a node without the controller role needs controller.quorum.voters".into(),
+                "a node without the controller role needs controller.quorum.voters or controller.quorum.bootstrap.servers".into(),
+            ));
+        } else if roles.controller && !bootstrap_servers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "a controller needs controller.quorum.voters (a quorum bootstrapped from controller.quorum.bootstrap.servers alone is not supported)".into(),
+            ));
+        }
+        if !roles.broker
+            && listeners
+                .iter()
+                .any(|l| !controller_listeners.contains(&l.name))
+        {
+            return Err(ConfigError::Invalid(
+                "process.roles=controller: listeners may only name controller.listener.names"
+                    .into(),
             ));
         }
         if roles.broker
@@ -322,6 +352,7 @@ impl BrokerConfig {
             props,
             roles,
             voters,
+            bootstrap_servers,
             controller_listeners,
         })
     }
@@ -618,9 +649,50 @@ mod tests {
         assert!(cfg(&[("node.id", "1"), ("controller.quorum.voters", three)]).is_err());
         assert!(cfg(&[("process.roles", "broker")]).is_err());
         assert!(cfg(&[("process.roles", "zookeeper")]).is_err());
+        // Brokers that are not controllers find the quorum from the voters or the
+        // bootstrap servers.
+        let broker = cfg(&[
+            ("node.id", "7"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", three),
+        ])
+        .unwrap();
+        assert!(broker.roles.broker && !broker.roles.controller);
+        let broker = cfg(&[
+            ("node.id", "7"),
+            ("process.roles", "broker"),
+            ("controller.quorum.bootstrap.servers", "h:1, h:2"),
+        ])
+        .unwrap();
+        assert_eq!(broker.bootstrap_servers, ["h:1", "h:2"]);
+        assert!(cfg(&[
+            ("process.roles", "broker"),
+            ("controller.quorum.bootstrap.servers", "h")
+        ])
+        .is_err());
+        // A controller serves no clients: only controller listeners.
+        let controller_only = [
+            ("node.id", "1"),
+            ("process.roles", "controller"),
+            ("controller.quorum.voters", three),
+            ("listeners", "CONTROLLER://127.0.0.1:9093"),
+            ("listener.security.protocol.map", "CONTROLLER:PLAINTEXT"),
+            ("controller.listener.names", "CONTROLLER"),
+        ];
+        let c = cfg(&controller_only).unwrap();
+        assert!(c.roles.controller && !c.roles.broker);
         assert!(cfg(&[
             ("process.roles", "controller"),
             ("controller.quorum.voters", three)
+        ])
+        .is_err());
+        assert!(cfg(&[
+            ("node.id", "1"),
+            ("process.roles", "controller"),
+            ("controller.quorum.bootstrap.servers", "h:1"),
+            ("listeners", "CONTROLLER://127.0.0.1:9093"),
+            ("listener.security.protocol.map", "CONTROLLER:PLAINTEXT"),
+            ("controller.listener.names", "CONTROLLER"),
         ])
         .is_err());
         assert!(cfg(&[("controller.quorum.voters", "1@h")]).is_err());

@@ -88,6 +88,7 @@ impl Transport for TcpTransport {
         let conn = Arc::clone(self.conns.lock().entry(target).or_default());
         let corr = self.correlation.fetch_add(1, Ordering::Relaxed);
         let addr = addr.to_string();
+        let node = target & !vltava_quorum::OBSERVE_LANE;
         Box::pin(async move {
             let mut slot = conn.lock().await;
             // Taken out for the exchange: a call dropped midway (the caller's timeout) leaves
@@ -98,9 +99,9 @@ impl Transport for TcpTransport {
                     let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
                         .await
                         .map_err(|_| {
-                            format!("connecting to controller {target} at {addr} timed out")
+                            format!("connecting to controller {node} at {addr} timed out")
                         })?
-                        .map_err(|e| format!("connecting to controller {target} at {addr}: {e}"))?;
+                        .map_err(|e| format!("connecting to controller {node} at {addr}: {e}"))?;
                     let _ = s.set_nodelay(true);
                     s
                 }
@@ -109,7 +110,7 @@ impl Transport for TcpTransport {
             if result.is_ok() {
                 *slot = Some(stream);
             }
-            result.map_err(|e| format!("controller {target} at {addr}: {e}"))
+            result.map_err(|e| format!("controller {node} at {addr}: {e}"))
         })
     }
 }

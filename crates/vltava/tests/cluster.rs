@@ -1701,3 +1701,162 @@ fn consumers_read_from_the_replica_in_their_rack() {
         (far_from.0.lock().unwrap().get(&0) == Some(&1)).then_some(())
     });
 }
+
+/// Starts node `id` with one role (`process.roles=controller` or `broker`): a controller
+/// listens on `controller_port` only; a broker on a client port and finds the quorum
+/// through `quorum` (`controller.quorum.voters=...` or `controller.quorum.bootstrap.servers=...`).
+fn spawn_role(dir: &Path, id: i32, role: &str, quorum: &str, controller_port: u16) -> Child {
+    let listeners = if role == "controller" {
+        format!("CONTROLLER://127.0.0.1:{controller_port}")
+    } else {
+        "PLAINTEXT://127.0.0.1:0".into()
+    };
+    Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["broker", "--node-id", &id.to_string(), "--data-dir"])
+        .arg(dir.join(format!("node-{id}")))
+        .args(["--listeners", &listeners])
+        .args(["--override", &format!("process.roles={role}")])
+        .args(["--override", quorum])
+        .args(["--override", "cluster.id=vltava-dedicated-roles"])
+        .args(["--override", "controller.listener.names=CONTROLLER"])
+        .args([
+            "--override",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        ])
+        .args(["--override", "controller.quorum.election.timeout.ms=500"])
+        .args(["--override", "offsets.topic.num.partitions=3"])
+        .args(["--override", "broker.session.timeout.ms=3000"])
+        .env(
+            "RUST_LOG",
+            std::env::var("CLUSTER_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn vltava")
+}
+
+fn describe_quorum(node: &Node) -> DescribeQuorumResponse {
+    use vltava_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let mut raw = common::RawClient::connect(node.addr);
+    let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName("__cluster_metadata".into()))
+        .with_partitions(vec![PartitionData::default()])]);
+    raw.call(ApiKey::DescribeQuorum, 1, &req)
+}
+
+/// Kafka's production layout: three controllers (`process.roles=controller`) and three
+/// brokers (`process.roles=broker`), two finding the quorum through
+/// `controller.quorum.voters` and one through `controller.quorum.bootstrap.servers`.
+/// Clients see only the brokers; DescribeQuorum lists the brokers as observers. Under an
+/// idempotent acks=all load the active controller is killed with `kill -9`, then the
+/// leader of a partition: a new controller takes over, fences the dead broker from its
+/// silence alone, and every acknowledged record is read back exactly once.
+#[test]
+fn dedicated_controllers_and_brokers_survive_the_active_controller_and_a_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let voters = voters_on(&ports);
+    let by_voters = format!("controller.quorum.voters={voters}");
+    let by_bootstrap = format!(
+        "controller.quorum.bootstrap.servers={}",
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut children: Vec<(i32, Child)> = (1..=3)
+        .map(|id| {
+            let c = spawn_role(
+                dir.path(),
+                id,
+                "controller",
+                &by_voters,
+                ports[id as usize - 1],
+            );
+            (id, c)
+        })
+        .collect();
+    children.push((4, spawn_role(dir.path(), 4, "broker", &by_voters, 0)));
+    children.push((5, spawn_role(dir.path(), 5, "broker", &by_voters, 0)));
+    children.push((6, spawn_role(dir.path(), 6, "broker", &by_bootstrap, 0)));
+    let mut nodes: Vec<Node> = children.into_iter().map(|(id, c)| ready(c, id)).collect();
+    let broker_nodes = |nodes: &Vec<Node>| -> Vec<usize> {
+        (0..nodes.len()).filter(|i| nodes[*i].id > 3).collect()
+    };
+    let first_broker = |nodes: &Vec<Node>| broker_nodes(nodes)[0];
+
+    // Clients see the three brokers, never the controllers.
+    let all = bootstrap(&nodes[3..].iter().collect::<Vec<_>>());
+    let (_, ids) = describe(&nodes[3], "");
+    assert_eq!(ids, BTreeSet::from([4, 5, 6]));
+    let quorum = wait_for("the brokers as observers", Duration::from_secs(10), || {
+        let q = describe_quorum(&nodes[5]);
+        let p = &q.topics[0].partitions[0];
+        let voters: BTreeSet<i32> = p.current_voters.iter().map(|r| r.replica_id.0).collect();
+        let observers: BTreeSet<i32> = p.observers.iter().map(|r| r.replica_id.0).collect();
+        (voters == BTreeSet::from([1, 2, 3]) && observers == BTreeSet::from([4, 5, 6]))
+            .then_some(p.leader_id.0)
+    });
+    assert!((1..=3).contains(&quorum), "leader {quorum}");
+
+    let rt = common::runtime();
+    let admin: AdminClient<DefaultClientContext> =
+        common::client_config(nodes[4].addr).create().unwrap();
+    let created = rt
+        .block_on(
+            admin.create_topics(
+                &[NewTopic::new("split", 3, TopicReplication::Fixed(3))
+                    .set("min.insync.replicas", "2")],
+                &AdminOptions::new(),
+            ),
+        )
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let before = wait_for("three in-sync replicas", Duration::from_secs(20), || {
+        let d = partitions(&nodes[3], "split");
+        (d.len() == 3 && d.values().all(|(l, isr)| *l > 3 && isr.len() == 3)).then_some(d)
+    });
+
+    let (producer, acked) = idempotent_producer(&all);
+    let total = 6000;
+    let victim = before[&0].0;
+    for i in 0..total {
+        send_paced(&producer, "split", format!("v{i}"), i);
+        if i == total / 3 {
+            let active = quorum_leader(&nodes[first_broker(&nodes)]);
+            let at = nodes.iter().position(|n| n.id == active).unwrap();
+            drop(nodes.remove(at)); // kill -9 of the active controller
+        }
+        if i == 2 * total / 3 {
+            let at = nodes.iter().position(|n| n.id == victim).unwrap();
+            drop(nodes.remove(at)); // kill -9 of a partition leader
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    let ok = acked.all_ok(total);
+
+    // The new active controller fenced the dead broker (it stopped fetching metadata) and
+    // moved its partitions to in-sync replicas.
+    let probe = first_broker(&nodes);
+    let after = wait_for(
+        "leaders on the live brokers",
+        Duration::from_secs(30),
+        || {
+            let d = partitions(&nodes[probe], "split");
+            (d.len() == 3 && d.values().all(|(l, _)| *l > 3 && *l != victim)).then_some(d)
+        },
+    );
+    assert!(after.values().all(|(l, isr)| isr.contains(l)), "{after:?}");
+    let new_active = quorum_leader(&nodes[probe]);
+    assert!((1..=3).contains(&new_active) && new_active != quorum);
+
+    let live = bootstrap(
+        &broker_nodes(&nodes)
+            .iter()
+            .map(|i| &nodes[*i])
+            .collect::<Vec<_>>(),
+    );
+    assert_exactly_once(&ok, &consume_all(&live, "split", ok.len()));
+}
