@@ -439,6 +439,17 @@ pub async fn start_with(
         source: std::io::Error::other(e.to_string()),
     })?;
     let controller = Arc::new(Controller::new(quorum, config.node_id));
+    let authorizer: Arc<dyn Authorizer> =
+        match crate::security::authorizer::StandardAuthorizer::from_config(&config, &controller) {
+            Ok(Some(standard)) => Arc::new(standard),
+            Ok(None) => authorizer,
+            Err(e) => {
+                return Err(BrokerError::Io {
+                    context: "authorizer.class.name".into(),
+                    source: std::io::Error::other(e),
+                })
+            }
+        };
     let startup = StartupState {
         clean_shutdown: dir.join(CLEAN_SHUTDOWN_FILE).exists(),
         recovery: checkpoint::read(&dir.join(RECOVERY_CHECKPOINT))?,

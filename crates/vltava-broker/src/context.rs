@@ -112,20 +112,7 @@ impl RequestContext {
     }
 }
 
-/// Kafka's ACL operations (`AclOperation`, wire codes in comments).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AclOperation {
-    Read,            // 3
-    Write,           // 4
-    Create,          // 5
-    Delete,          // 6
-    Alter,           // 7
-    Describe,        // 8
-    ClusterAction,   // 9
-    DescribeConfigs, // 10
-    AlterConfigs,    // 11
-    IdempotentWrite, // 12
-}
+pub use vltava_metadata::acl::AclOperation;
 
 /// The resource an operation acts on (Kafka's `ResourceType` with a literal name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,10 +123,29 @@ pub enum Resource<'a> {
     TransactionalId(&'a str),
 }
 
+impl Resource<'_> {
+    /// The ACL resource type and name this resource is matched by.
+    pub fn acl_key(&self) -> (vltava_metadata::acl::AclResourceType, &str) {
+        use vltava_metadata::acl::{AclResourceType as T, CLUSTER_NAME};
+        match *self {
+            Resource::Topic(n) => (T::Topic, n),
+            Resource::Group(n) => (T::Group, n),
+            Resource::Cluster => (T::Cluster, CLUSTER_NAME),
+            Resource::TransactionalId(n) => (T::TransactionalId, n),
+        }
+    }
+}
+
 /// Decides whether a request's principal may perform an operation on a resource. One
 /// instance serves the whole broker; handlers call it before acting.
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, ctx: &RequestContext, op: AclOperation, resource: Resource<'_>) -> bool;
+
+    /// Whether ACLs decide (`authorizer.class.name` is set): without, Kafka answers the ACL
+    /// APIs with SECURITY_DISABLED.
+    fn uses_acls(&self) -> bool {
+        false
+    }
 }
 
 /// The authorizer installed until ACLs exist: every principal may do everything, as in a

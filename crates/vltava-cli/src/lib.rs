@@ -13,6 +13,7 @@
 //! formatting helpers (`table`, `template`, `timefmt`) are pure and unit-tested.
 //! Exit codes: 0 success, 1 the operation failed, 2 bad usage ([`Error::exit_code`]).
 
+pub mod acl;
 pub mod client;
 pub mod cluster;
 pub mod config;
@@ -57,12 +58,15 @@ pub enum Command {
     Producers(transactions::ProducersArgs),
     /// List and describe transactions
     Transactions(transactions::TransactionsArgs),
+    /// Add, list and remove ACLs
+    Acl(acl::AclArgs),
 }
 
 /// Runs a client subcommand and returns the process exit code; errors are printed to stderr.
 pub fn run(command: Command) -> i32 {
     let result = match command {
         Command::Topic(a) => topic::run(a),
+        Command::Acl(a) => acl::run(a),
         Command::Produce(a) => produce::run(a),
         Command::Consume(a) => consume::run(a),
         Command::Group(a) => group::run(a),

@@ -1,14 +1,16 @@
-//! A minimal blocking Kafka protocol client for the few admin APIs librdkafka does not offer
-//! (DescribeProducers, ListTransactions, DescribeTransactions). It speaks plaintext only and
-//! finds brokers through Metadata like any client; requests are built with the same
-//! generated messages the broker uses (`vltava-protocol`).
+//! A minimal blocking Kafka protocol client for the admin APIs librdkafka does not offer
+//! (DescribeProducers, transactions, ACLs, the quorum). It speaks plaintext, optionally with
+//! SASL/PLAIN, and finds brokers through Metadata like any client; requests are built with
+//! the same generated messages the broker uses (`vltava-protocol`).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use vltava_protocol::messages::{
-    metadata_request, metadata_response, MetadataRequest, MetadataResponse, TopicName,
+    metadata_request, metadata_response, MetadataRequest, MetadataResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    TopicName,
 };
 use vltava_protocol::{decode_response, encode_request, ApiKey, Decodable, Encodable, StrBytes};
 
@@ -102,22 +104,86 @@ impl Connection {
     }
 }
 
-/// The first bootstrap broker that accepts a connection. Refuses security settings this
-/// plaintext client cannot honour rather than ignore them.
-pub fn bootstrap(settings: &Settings) -> Result<Connection, Error> {
-    if let Some(p) = settings.get("security.protocol") {
-        if !p.eq_ignore_ascii_case("plaintext") {
-            return Err(Error::Usage(format!(
-                "this command speaks plaintext only; security.protocol={p} is not supported yet"
+/// The SASL/PLAIN credentials `settings` ask for, `None` for plaintext. Refuses security
+/// settings this client cannot honour rather than ignore them.
+fn plain_credentials(settings: &Settings) -> Result<Option<(String, String)>, Error> {
+    let protocol = settings.get("security.protocol").unwrap_or("plaintext");
+    if protocol.eq_ignore_ascii_case("plaintext") {
+        return Ok(None);
+    }
+    if !protocol.eq_ignore_ascii_case("sasl_plaintext") {
+        return Err(Error::Usage(format!(
+            "this command speaks plaintext and SASL_PLAINTEXT only; security.protocol={protocol} is not supported yet"
+        )));
+    }
+    let mechanism = settings
+        .get("sasl.mechanism")
+        .or(settings.get("sasl.mechanisms"))
+        .unwrap_or("GSSAPI");
+    if !mechanism.eq_ignore_ascii_case("plain") {
+        return Err(Error::Usage(format!(
+            "this command authenticates with SASL mechanism PLAIN only, not {mechanism}"
+        )));
+    }
+    let user = settings.get("sasl.username").unwrap_or_default();
+    let password = settings.get("sasl.password").unwrap_or_default();
+    Ok(Some((user.to_string(), password.to_string())))
+}
+
+impl Connection {
+    /// SaslHandshake v1 and SaslAuthenticate with PLAIN's `\0user\0password` (KIP-152).
+    fn authenticate_plain(&mut self, user: &str, password: &str) -> Result<(), Error> {
+        let address = self.address.clone();
+        let refused = |reason: String| Error::Refused {
+            resource: format!("broker {address}"),
+            reason,
+        };
+        let hs: SaslHandshakeResponse = self.call(
+            ApiKey::SaslHandshake,
+            1,
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        )?;
+        if hs.error_code != 0 {
+            return Err(refused(format!(
+                "SASL mechanism PLAIN not enabled (it offers {:?})",
+                hs.mechanisms
             )));
         }
+        let token = format!("\0{user}\0{password}");
+        let auth: SaslAuthenticateResponse = self.call(
+            ApiKey::SaslAuthenticate,
+            2,
+            &SaslAuthenticateRequest::default().with_auth_bytes(token.into_bytes().into()),
+        )?;
+        if auth.error_code != 0 {
+            return Err(refused(auth.error_message.map_or_else(
+                || "SASL authentication failed".into(),
+                |m| m.to_string(),
+            )));
+        }
+        Ok(())
     }
+}
+
+/// A connection to `address`, authenticated as `settings` say.
+pub fn connect(address: &str, settings: &Settings) -> Result<Connection, Error> {
+    let credentials = plain_credentials(settings)?;
+    let mut c = Connection::connect(address)?;
+    if let Some((user, password)) = credentials {
+        c.authenticate_plain(&user, &password)?;
+    }
+    Ok(c)
+}
+
+/// The first bootstrap broker that accepts a connection (and its credentials).
+pub fn bootstrap(settings: &Settings) -> Result<Connection, Error> {
+    plain_credentials(settings)?;
     let servers = settings
         .get("bootstrap.servers")
         .unwrap_or("localhost:9092");
     let mut last = None;
     for s in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match Connection::connect(s) {
+        match connect(s, settings) {
             Ok(c) => return Ok(c),
             Err(e) => last = Some(e),
         }

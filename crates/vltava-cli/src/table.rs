@@ -66,7 +66,6 @@ impl Table {
     }
 }
 
-/// Joins ids as Kafka's tools print replica lists: `1,2,3`.
 /// A row's ERROR column: Kafka's error name, then its message.
 pub fn error_cell(error: &Option<String>, message: &Option<String>) -> String {
     match (error, message) {
@@ -76,6 +75,7 @@ pub fn error_cell(error: &Option<String>, message: &Option<String>) -> String {
     }
 }
 
+/// Joins ids as Kafka's tools print replica lists: `1,2,3`.
 pub fn id_list(ids: &[i32]) -> String {
     ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
 }

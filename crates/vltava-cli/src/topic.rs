@@ -11,7 +11,7 @@ use crate::client::{self, admin_options, block_on, ClientArgs, Output, Settings}
 use crate::config::{self as cfg, alter, ConfigRow};
 use crate::ffi::Resource;
 use crate::output::{print, print_json};
-use crate::raw::{self, Connection};
+use crate::raw;
 use crate::table::{id_list, Table};
 use crate::Error;
 use vltava_protocol::ext::{cleaner_state, CleanerState};
@@ -280,7 +280,7 @@ fn cleaner_states(settings: &Settings, topic: &str) -> BTreeMap<i32, CleanerStat
         let Some(address) = cluster.address(leader) else {
             continue;
         };
-        let Ok(mut c) = Connection::connect(address) else {
+        let Ok(mut c) = raw::connect(address, settings) else {
             continue;
         };
         let req = DescribeLogDirsRequest::default().with_topics(Some(vec![

@@ -10,7 +10,7 @@ use vltava_protocol::{ApiKey, ErrorCode, StrBytes};
 
 use crate::client::{ClientArgs, Output, Settings};
 use crate::output::{print, print_json};
-use crate::raw::{self, Connection};
+use crate::raw;
 use crate::table::Table;
 use crate::Error;
 
@@ -138,7 +138,7 @@ pub fn run_producers(args: ProducersArgs) -> Result<(), Error> {
                     .collect::<Vec<_>>()
                     .join(","),
             })?;
-        let mut c = Connection::connect(address)?;
+        let mut c = raw::connect(address, &settings)?;
         let req = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
             .with_name(TopicName(StrBytes::from_string(topic.clone())))
             .with_partition_indexes(partitions)]);
@@ -232,7 +232,7 @@ pub fn run_transactions(args: TransactionsArgs) -> Result<(), Error> {
             let cluster = raw::metadata(&mut conn, Some(&[]))?;
             let mut rows = Vec::new();
             for (node, address) in &cluster.brokers {
-                let mut c = Connection::connect(address)?;
+                let mut c = raw::connect(address, &settings)?;
                 let req = ListTransactionsRequest::default().with_state_filters(
                     state
                         .iter()
@@ -289,7 +289,10 @@ pub fn run_transactions(args: TransactionsArgs) -> Result<(), Error> {
                 ));
             }
             let node = coordinator.node_id.0;
-            let mut c = Connection::connect(&format!("{}:{}", coordinator.host, coordinator.port))?;
+            let mut c = raw::connect(
+                &format!("{}:{}", coordinator.host, coordinator.port),
+                &settings,
+            )?;
             let req = DescribeTransactionsRequest::default().with_transactional_ids(vec![
                 TransactionalId(StrBytes::from_string(transactional_id.clone())),
             ]);

@@ -414,6 +414,34 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Listener brokers use to reach each other (default: the first listener)."
     ),
     def!(
+        "authorizer.class.name",
+        String,
+        "",
+        &[
+            "",
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "vltava.StandardAuthorizer",
+        ],
+        None,
+        "The authorizer: StandardAuthorizer decides with the ACLs in the metadata (empty: everyone may do everything)."
+    ),
+    def!(
+        "super.users",
+        String,
+        "",
+        &[],
+        None,
+        "Principals the authorizer allows everything, separated by ';' (User:admin;User:broker)."
+    ),
+    def!(
+        "allow.everyone.if.no.acl.found",
+        Boolean,
+        "false",
+        &[],
+        None,
+        "Whether a resource without any ACL is open to everyone."
+    ),
+    def!(
         "replica.selector.class",
         String,
         "",

@@ -161,6 +161,9 @@ impl MetadataDelta {
             // Read from the image at each authentication; nothing to publish.
             MetadataRecord::UserScramCredentialRecord { .. }
             | MetadataRecord::RemoveUserScramCredentialRecord { .. } => {}
+            // Read from the image at each authorization.
+            MetadataRecord::AccessControlEntryRecord { .. }
+            | MetadataRecord::RemoveAccessControlEntryRecord { .. } => {}
             MetadataRecord::RegisterBrokerRecord { broker_id, .. }
             | MetadataRecord::BrokerRegistrationChangeRecord { broker_id, .. } => {
                 self.changed_brokers.insert(*broker_id);

@@ -99,6 +99,8 @@ pub struct MetadataImage {
     pub scram_credentials: BTreeMap<(String, ScramMechanism), ScramCredential>,
     /// Registered brokers by id.
     pub brokers: BTreeMap<NodeId, BrokerRegistration>,
+    /// ACLs by id.
+    pub acls: BTreeMap<Uuid, crate::acl::AclBinding>,
 }
 
 impl MetadataImage {
@@ -203,6 +205,12 @@ impl MetadataImage {
             MetadataRecord::RemoveUserScramCredentialRecord { name, mechanism } => {
                 self.scram_credentials.remove(&(name.clone(), *mechanism));
             }
+            MetadataRecord::AccessControlEntryRecord { id, binding } => {
+                self.acls.insert(*id, binding.clone());
+            }
+            MetadataRecord::RemoveAccessControlEntryRecord { id } => {
+                self.acls.remove(id);
+            }
             MetadataRecord::RegisterBrokerRecord {
                 broker_id,
                 incarnation_id,
@@ -301,6 +309,12 @@ impl MetadataImage {
                 stored_key: c.stored_key.clone(),
                 server_key: c.server_key.clone(),
                 iterations: c.iterations,
+            });
+        }
+        for (id, binding) in &self.acls {
+            out.push(MetadataRecord::AccessControlEntryRecord {
+                id: *id,
+                binding: binding.clone(),
             });
         }
         out

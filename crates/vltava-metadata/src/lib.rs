@@ -4,6 +4,7 @@
 //! [`MetadataImage`] is nothing but the replay of those records. Today the records live in a
 //! local append-only file ([`MetadataLog`]); a Raft quorum will replicate the same records.
 
+pub mod acl;
 pub mod config;
 mod delta;
 mod image;
@@ -99,6 +100,16 @@ pub enum MetadataRecord {
     RemoveUserScramCredentialRecord {
         name: String,
         mechanism: ScramMechanism,
+    },
+    /// An ACL (KRaft's AccessControlEntryRecord), named by an id of its own.
+    AccessControlEntryRecord {
+        id: Uuid,
+        #[serde(flatten)]
+        binding: acl::AclBinding,
+    },
+    /// Deletes the ACL `id` (KRaft's RemoveAccessControlEntryRecord).
+    RemoveAccessControlEntryRecord {
+        id: Uuid,
     },
     /// A broker joined (or rejoined) the cluster: where clients reach it, its rack, and the
     /// epoch that names this registration (KRaft's RegisterBrokerRecord). A new registration

@@ -178,6 +178,9 @@ apis! {
     // whose tokens travel in SaslAuthenticate, is served.
     SaslHandshake(SaslHandshakeRequest, SaslHandshakeResponse) min 1;
     SaslAuthenticate(SaslAuthenticateRequest, SaslAuthenticateResponse);
+    CreateAcls(CreateAclsRequest, CreateAclsResponse);
+    DescribeAcls(DescribeAclsRequest, DescribeAclsResponse);
+    DeleteAcls(DeleteAclsRequest, DeleteAclsResponse);
     DescribeUserScramCredentials(DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse);
     AlterUserScramCredentials(AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse);
 }

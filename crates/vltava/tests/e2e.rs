@@ -5,6 +5,7 @@
 
 mod common;
 
+mod acls;
 mod admin;
 mod bad_input;
 mod broker_logs;

@@ -1,6 +1,7 @@
 //! One module per group of APIs. Each handler maps a decoded request to a response; Kafka
 //! error codes are chosen here and nowhere deeper.
 
+pub mod acls;
 pub mod api_versions;
 pub mod configs;
 pub mod fetch;
@@ -254,6 +255,19 @@ pub fn dispatch(
             )
         }
         Request::DescribeUserScramCredentials(r) => ready(scram::describe(broker, c, r).into()),
+        Request::CreateAcls(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(
+                async move { Some(Answer::from(Response::from(acls::create(b, ctx, r).await))) },
+            )
+        }
+        Request::DescribeAcls(r) => ready(acls::describe(broker, c, r).into()),
+        Request::DeleteAcls(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(
+                async move { Some(Answer::from(Response::from(acls::delete(b, ctx, r).await))) },
+            )
+        }
         // SASL requests reach the handlers only on a listener without SASL or on a connection
         // that has authenticated already (re-authentication is not offered): Kafka answers
         // those with ILLEGAL_SASL_STATE.

@@ -5,6 +5,7 @@
 //! [`KafkaPrincipal`]: crate::context::KafkaPrincipal
 //! [`Authorizer`]: crate::context::Authorizer
 
+pub mod authorizer;
 pub mod jaas;
 pub mod sasl;
 pub mod scram;

@@ -1,0 +1,294 @@
+//! ACLs end to end: a broker with `authorizer.class.name` (Kafka's StandardAuthorizer name)
+//! and SASL/PLAIN users, librdkafka clients with their defaults as those users, and
+//! `vltava acl` managing the ACLs over the same SASL listener.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer};
+
+const JAAS: &str = r#"org.apache.kafka.common.security.plain.PlainLoginModule required
+    user_admin="admin-secret" user_alice="alice-secret" user_bob="bob-secret";"#;
+
+fn user(addr: std::net::SocketAddr, name: &str) -> ClientConfig {
+    let mut c = client_config(addr);
+    c.set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanism", "PLAIN")
+        .set("sasl.username", name)
+        .set("sasl.password", format!("{name}-secret"));
+    c
+}
+
+/// Runs `vltava ARGS` as `name` against `addr`: exit success, stdout, stderr.
+fn vltava_as(addr: std::net::SocketAddr, name: &str, args: &[&str]) -> (bool, String, String) {
+    let pass = format!("sasl.password={name}-secret");
+    let username = format!("sasl.username={name}");
+    let out = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(args)
+        .args(["-b", &addr.to_string()])
+        .args([
+            "-X",
+            "security.protocol=SASL_PLAINTEXT",
+            "-X",
+            "sasl.mechanism=PLAIN",
+        ])
+        .args(["-X", &username, "-X", &pass])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What producing one record as `config` comes to: Ok, or librdkafka's error code.
+fn produce_one(config: &ClientConfig, topic: &str) -> Result<(), RDKafkaErrorCode> {
+    let producer = checked_producer(config);
+    producer
+        .send(BaseRecord::<(), _>::to(topic).payload("v"))
+        .map_err(|(e, _)| e.rdkafka_error_code().unwrap())?;
+    producer.flush(Duration::from_secs(30)).unwrap();
+    match producer.context().take().pop().unwrap() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.rdkafka_error_code().unwrap()),
+    }
+}
+
+fn visible_topics(config: &ClientConfig) -> BTreeSet<String> {
+    let consumer: BaseConsumer = config.create().unwrap();
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    md.topics().iter().map(|t| t.name().to_string()).collect()
+}
+
+/// Reads `topic` from the start as `config` in `group`: how many records, or the error.
+fn consume(config: &ClientConfig, topic: &str, group: &str, want: usize) -> Result<usize, String> {
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut n = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while n < want && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                assert!(m.payload().is_some());
+                n += 1;
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            None => {}
+        }
+    }
+    Ok(n)
+}
+
+#[test]
+fn acls_decide_what_each_user_may_do() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(
+        &rt,
+        dir.path(),
+        &[
+            ("listeners", "SASL_PLAINTEXT://127.0.0.1:0"),
+            ("sasl.enabled.mechanisms", "PLAIN"),
+            ("listener.name.sasl_plaintext.plain.sasl.jaas.config", JAAS),
+            (
+                "authorizer.class.name",
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            ),
+            ("super.users", "User:admin"),
+        ],
+    );
+    let addr = broker.local_addr;
+    let (admin, alice, bob) = (user(addr, "admin"), user(addr, "alice"), user(addr, "bob"));
+
+    // Deny by default: alice sees no topic and may not create one.
+    let (ok, _, err) = vltava_as(addr, "alice", &["topic", "create", "orders"]);
+    assert!(!ok && err.contains("uthorization"), "{err}");
+    let (ok, _, err) = vltava_as(
+        addr,
+        "admin",
+        &["topic", "create", "orders", "--partitions", "1"],
+    );
+    assert!(ok, "{err}");
+    assert!(visible_topics(&admin).contains("orders"));
+    assert!(!visible_topics(&alice).contains("orders"));
+    assert_eq!(
+        produce_one(&alice, "orders"),
+        Err(RDKafkaErrorCode::TopicAuthorizationFailed)
+    );
+    // Only a principal with ALTER on the cluster manages ACLs.
+    let grant = [
+        "acl",
+        "add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "write",
+        "--operation",
+        "read",
+        "--topic",
+        "orders",
+    ];
+    let (ok, _, err) = vltava_as(addr, "alice", &grant);
+    assert!(!ok && err.contains("ClusterAuthorizationFailed"), "{err}");
+    let (ok, out, err) = vltava_as(addr, "admin", &grant);
+    assert!(ok && out.contains("User:alice"), "{out}{err}");
+    let (ok, _, err) = vltava_as(
+        addr,
+        "admin",
+        &[
+            "acl",
+            "add",
+            "--allow-principal",
+            "User:alice",
+            "--operation",
+            "read",
+            "--group",
+            "alice-",
+            "--resource-pattern-type",
+            "prefixed",
+        ],
+    );
+    assert!(ok, "{err}");
+
+    // WRITE and READ imply DESCRIBE: alice sees the topic, writes and reads it in her group.
+    assert!(visible_topics(&alice).contains("orders"));
+    for _ in 0..3 {
+        produce_one(&alice, "orders").unwrap();
+    }
+    assert_eq!(consume(&alice, "orders", "alice-readers", 3), Ok(3));
+    let denied = consume(&alice, "orders", "other-group", 1).unwrap_err();
+    assert!(denied.contains("uthoriz"), "{denied}");
+
+    // A DENY beats every ALLOW: everyone may read, but bob not.
+    for args in [
+        &[
+            "acl",
+            "add",
+            "--allow-principal",
+            "User:*",
+            "--operation",
+            "read",
+            "--topic",
+            "orders",
+        ][..],
+        &[
+            "acl",
+            "add",
+            "--allow-principal",
+            "User:*",
+            "--operation",
+            "read",
+            "--group",
+            "*",
+        ],
+        &[
+            "acl",
+            "add",
+            "--deny-principal",
+            "User:bob",
+            "--operation",
+            "read",
+            "--topic",
+            "ord",
+            "--resource-pattern-type",
+            "prefixed",
+        ],
+    ] {
+        let (ok, _, err) = vltava_as(addr, "admin", args);
+        assert!(ok, "{err}");
+    }
+    let bobs = consume(&bob, "orders", "bob-readers", 1).unwrap_err();
+    assert!(bobs.contains("uthoriz"), "{bobs}");
+    // bob still sees the topic (READ implies DESCRIBE for User:*; a DENY implies nothing).
+    assert!(visible_topics(&bob).contains("orders"));
+
+    // Listing with MATCH shows every ACL that applies to the topic.
+    let (ok, out, err) = vltava_as(
+        addr,
+        "admin",
+        &[
+            "acl",
+            "list",
+            "--topic",
+            "orders",
+            "--resource-pattern-type",
+            "match",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let who: BTreeSet<(String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["principal"].as_str().unwrap().to_string(),
+                r["operation"].as_str().unwrap().to_string(),
+                r["permission"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String, String)> = [
+        ("User:alice", "WRITE", "ALLOW"),
+        ("User:alice", "READ", "ALLOW"),
+        ("User:*", "READ", "ALLOW"),
+        ("User:bob", "READ", "DENY"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(who, want);
+
+    // Removing alice's topic ACLs takes her WRITE away.
+    let (ok, out, err) = vltava_as(
+        addr,
+        "admin",
+        &[
+            "acl",
+            "remove",
+            "--allow-principal",
+            "User:alice",
+            "--topic",
+            "orders",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let removed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(removed.len(), 2, "{out}");
+    assert_eq!(
+        produce_one(&alice, "orders"),
+        Err(RDKafkaErrorCode::TopicAuthorizationFailed)
+    );
+}
+
+/// Without an authorizer, the ACL APIs answer SECURITY_DISABLED, as Kafka's do.
+#[test]
+fn acl_commands_need_an_authorizer() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(&rt, dir.path(), &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["acl", "list", "-b", &broker.local_addr.to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SecurityDisabled"), "{err}");
+}
