@@ -256,6 +256,38 @@ impl Broker {
         self.authorizer.authorize(ctx, op, resource)
     }
 
+    /// Kafka's authorized-operations bit field: bit `code` set for each operation (by wire
+    /// code) the principal may perform on `resource`, among those Kafka defines for its type.
+    pub fn authorized_operations(&self, ctx: &RequestContext, resource: Resource<'_>) -> i32 {
+        use AclOperation::*;
+        let ops: &[AclOperation] = match resource {
+            Resource::Topic(_) => &[
+                Read,
+                Write,
+                Create,
+                Describe,
+                Delete,
+                Alter,
+                DescribeConfigs,
+                AlterConfigs,
+            ],
+            Resource::Group(_) => &[Read, Describe, Delete],
+            Resource::Cluster => &[
+                Create,
+                ClusterAction,
+                DescribeConfigs,
+                AlterConfigs,
+                IdempotentWrite,
+                Alter,
+                Describe,
+            ],
+            Resource::TransactionalId(_) => &[Describe, Write],
+        };
+        ops.iter()
+            .filter(|op| self.authorize(ctx, **op, resource))
+            .fold(0, |bits, op| bits | (1 << op.wire()))
+    }
+
     /// Effective settings of a topic from its overrides and the broker layers.
     pub fn topic_settings(&self, image: &MetadataImage, topic: &str) -> TopicSettings {
         topic_settings(self.config_layers(image, Some(topic)))

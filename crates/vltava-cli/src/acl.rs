@@ -4,13 +4,13 @@
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use vltava_metadata::acl::{
-    AclOperation, AclPermission, AclResourceType, PatternType, ANY, CLUSTER_NAME, MATCH,
-};
 use vltava_protocol::messages::create_acls_request::AclCreation;
 use vltava_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use vltava_protocol::messages::*;
 use vltava_protocol::{ApiKey, ErrorCode, StrBytes};
+use vltava_types::acl::{
+    AclOperation, AclPermission, AclResourceType, PatternType, ANY, CLUSTER_NAME, MATCH,
+};
 
 use crate::client::{ClientArgs, Output, Settings};
 use crate::output::{print, print_json};

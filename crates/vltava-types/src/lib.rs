@@ -6,6 +6,8 @@
 //! Inside a crate, arithmetic on the raw value is fine; the types guard the seams. Each is
 //! `#[serde(transparent)]`, so records that hold one keep the plain number's encoding.
 
+pub mod acl;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};

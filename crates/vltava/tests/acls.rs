@@ -292,3 +292,77 @@ fn acl_commands_need_an_authorizer() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SecurityDisabled"), "{err}");
 }
+
+/// Allows DESCRIBE and READ only.
+struct ReadOnly;
+
+impl vltava_broker::context::Authorizer for ReadOnly {
+    fn authorize(
+        &self,
+        _: &vltava_broker::context::RequestContext,
+        op: vltava_broker::context::AclOperation,
+        _: vltava_broker::context::Resource<'_>,
+    ) -> bool {
+        use vltava_broker::context::AclOperation::*;
+        matches!(op, Describe | Read)
+    }
+}
+
+/// Metadata, DescribeCluster and DescribeGroups fill the authorized-operations bit fields
+/// when asked (bit n for Kafka's operation code n), and leave Kafka's "not asked" value.
+#[test]
+fn authorized_operations_are_the_bits_of_what_the_principal_may_do() {
+    use vltava_protocol::messages::*;
+    use vltava_protocol::ApiKey;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let mut props: std::collections::BTreeMap<String, String> = Default::default();
+    props.insert("listeners".into(), "PLAINTEXT://127.0.0.1:0".into());
+    props.insert("log.dirs".into(), dir.path().to_str().unwrap().into());
+    let config = vltava_broker::BrokerConfig::from_props(props).unwrap();
+    let broker = rt
+        .block_on(vltava_broker::start_with(
+            config,
+            vltava_broker::StartOptions {
+                authorizer: std::sync::Arc::new(ReadOnly),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    let mut raw = RawClient::connect(broker.local_addr);
+    let read_describe = (1 << 3) | (1 << 8);
+    let topic = metadata_request::MetadataRequestTopic::default()
+        .with_name(Some(TopicName("__consumer_offsets".into())));
+    let asked: MetadataResponse = raw.call(
+        ApiKey::Metadata,
+        10,
+        &MetadataRequest::default()
+            .with_topics(Some(vec![topic.clone()]))
+            .with_include_topic_authorized_operations(true)
+            .with_include_cluster_authorized_operations(true),
+    );
+    assert_eq!(asked.topics[0].error_code, 0);
+    assert_eq!(asked.topics[0].topic_authorized_operations, read_describe);
+    // DESCRIBE is the one cluster operation of the two.
+    assert_eq!(asked.cluster_authorized_operations, 1 << 8);
+    let not_asked: MetadataResponse = raw.call(
+        ApiKey::Metadata,
+        10,
+        &MetadataRequest::default().with_topics(Some(vec![topic])),
+    );
+    assert_eq!(not_asked.topics[0].topic_authorized_operations, i32::MIN);
+    let cluster: DescribeClusterResponse = raw.call(
+        ApiKey::DescribeCluster,
+        0,
+        &DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+    );
+    assert_eq!(cluster.cluster_authorized_operations, 1 << 8);
+    let groups: DescribeGroupsResponse = raw.call(
+        ApiKey::DescribeGroups,
+        5,
+        &DescribeGroupsRequest::default()
+            .with_groups(vec![GroupId("g".into())])
+            .with_include_authorized_operations(true),
+    );
+    assert_eq!(groups.groups[0].authorized_operations, read_describe);
+}

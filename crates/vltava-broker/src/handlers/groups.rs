@@ -744,6 +744,9 @@ pub fn describe_groups(
                 d.error_code = ErrorCode::GroupAuthorizationFailed.code();
                 return d;
             }
+            if req.include_authorized_operations {
+                d.authorized_operations = broker.authorized_operations(ctx, Resource::Group(&id));
+            }
             let read = broker.groups.read(&id, |s| match s.groups.get(&id) {
                 Some(Group::Classic(g)) => {
                     d.group_state = sb(g.state.name());
@@ -1006,6 +1009,9 @@ pub fn consumer_group_describe(
             if !may(broker, ctx, AclOperation::Describe, &id) {
                 d.error_code = ErrorCode::GroupAuthorizationFailed.code();
                 return d;
+            }
+            if req.include_authorized_operations {
+                d.authorized_operations = broker.authorized_operations(ctx, Resource::Group(&id));
             }
             let read = broker.groups.read(&id, |s| match s.groups.get(&id) {
                 Some(Group::Consumer(g)) => {

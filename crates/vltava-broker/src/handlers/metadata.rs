@@ -134,6 +134,16 @@ pub async fn metadata(
                     ));
                     continue;
                 }
+                if !broker.authorize(ctx, AclOperation::Create, Resource::Cluster)
+                    && !broker.authorize(ctx, AclOperation::Create, Resource::Topic(&name))
+                {
+                    out.push(error_topic(
+                        Some(name),
+                        t.topic_id,
+                        ErrorCode::TopicAuthorizationFailed,
+                    ));
+                    continue;
+                }
                 let created = super::topics::create_topic(
                     broker,
                     &name,
@@ -173,6 +183,17 @@ pub async fn metadata(
     resp.cluster_id = Some(sb(&broker.cluster_id));
     resp.controller_id = BrokerId(controller_for_clients(broker, &image).get());
     resp.topics = topics;
+    if req.include_topic_authorized_operations {
+        for t in resp.topics.iter_mut().filter(|t| t.error_code == 0) {
+            if let Some(name) = &t.name {
+                t.topic_authorized_operations =
+                    broker.authorized_operations(ctx, Resource::Topic(&name.0));
+            }
+        }
+    }
+    if req.include_cluster_authorized_operations {
+        resp.cluster_authorized_operations = broker.authorized_operations(ctx, Resource::Cluster);
+    }
     resp
 }
 
@@ -236,6 +257,9 @@ pub fn describe_cluster(
     resp.endpoint_type = 1;
     resp.cluster_id = sb(&broker.cluster_id);
     resp.controller_id = BrokerId(controller_for_clients(broker, &image).get());
+    if req.include_cluster_authorized_operations {
+        resp.cluster_authorized_operations = broker.authorized_operations(ctx, Resource::Cluster);
+    }
     resp
 }
 
@@ -336,6 +360,7 @@ pub fn describe_topic_partitions(
         };
         t.topic_id = ti.topic_id;
         t.is_internal = super::topics::is_internal_topic(&name);
+        t.topic_authorized_operations = broker.authorized_operations(ctx, Resource::Topic(&name));
         let first = if name == start_topic {
             start_partition
         } else {
