@@ -31,6 +31,7 @@ pub mod template;
 pub mod timefmt;
 pub mod topic;
 pub mod transactions;
+pub mod user;
 pub mod value_format;
 
 pub use error::Error;
@@ -60,6 +61,8 @@ pub enum Command {
     Transactions(transactions::TransactionsArgs),
     /// Add, list and remove ACLs
     Acl(acl::AclArgs),
+    /// Manage users' SCRAM credentials
+    User(user::UserArgs),
 }
 
 /// Runs a client subcommand and returns the process exit code; errors are printed to stderr.
@@ -67,6 +70,7 @@ pub fn run(command: Command) -> i32 {
     let result = match command {
         Command::Topic(a) => topic::run(a),
         Command::Acl(a) => acl::run(a),
+        Command::User(a) => user::run(a),
         Command::Produce(a) => produce::run(a),
         Command::Consume(a) => consume::run(a),
         Command::Group(a) => group::run(a),

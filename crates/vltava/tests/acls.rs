@@ -366,3 +366,118 @@ fn authorized_operations_are_the_bits_of_what_the_principal_may_do() {
     );
     assert_eq!(groups.groups[0].authorized_operations, read_describe);
 }
+
+/// `vltava user scram set|list|delete` over PLAINTEXT manages the SCRAM users a
+/// SASL_PLAINTEXT listener authenticates librdkafka with.
+#[test]
+fn scram_users_made_with_the_cli_authenticate_librdkafka() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(
+        &rt,
+        dir.path(),
+        &[
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+            ),
+            ("sasl.enabled.mechanisms", "SCRAM-SHA-256,SCRAM-SHA-512"),
+        ],
+    );
+    let plain = broker.local_addr.to_string();
+    let sasl = broker.broker.listeners[1].local_addr;
+    let cli = |args: &[&str], stdin: &[u8]| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vltava"))
+            .args(args)
+            .args(["-b", &plain])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let scram = |user: &str, password: &str, mechanism: &str| {
+        let mut c = client_config(sasl);
+        c.set("security.protocol", "SASL_PLAINTEXT")
+            .set("sasl.mechanism", mechanism)
+            .set("sasl.username", user)
+            .set("sasl.password", password);
+        let consumer: BaseConsumer = c.create().unwrap();
+        consumer
+            .fetch_metadata(None, Duration::from_secs(5))
+            .is_ok()
+    };
+
+    let (ok, _, err) = cli(
+        &["user", "scram", "set", "alice", "--password-stdin"],
+        b"s3cret\n",
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(
+        &[
+            "user",
+            "scram",
+            "set",
+            "bob",
+            "--mechanism",
+            "SCRAM-SHA-512",
+            "--iterations",
+            "8192",
+            "--password",
+            "b0b",
+        ],
+        b"",
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(
+        &[
+            "user",
+            "scram",
+            "set",
+            "carol",
+            "--password",
+            "c",
+            "--iterations",
+            "100",
+        ],
+        b"",
+    );
+    assert!(!ok && err.contains("UnacceptableCredential"), "{err}");
+    let (ok, out, err) = cli(&["user", "scram", "list", "-o", "json"], b"");
+    assert!(ok, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let got: BTreeSet<(String, String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["user"].as_str().unwrap().to_string(),
+                r["mechanism"].as_str().unwrap().to_string(),
+                r["iterations"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        BTreeSet::from([
+            ("alice".to_string(), "SCRAM-SHA-256".to_string(), 4096),
+            ("bob".to_string(), "SCRAM-SHA-512".to_string(), 8192),
+        ])
+    );
+
+    assert!(scram("alice", "s3cret", "SCRAM-SHA-256"));
+    assert!(scram("bob", "b0b", "SCRAM-SHA-512"));
+    assert!(!scram("alice", "wrong", "SCRAM-SHA-256"));
+    let (ok, _, err) = cli(&["user", "scram", "delete", "alice"], b"");
+    assert!(ok, "{err}");
+    assert!(!scram("alice", "s3cret", "SCRAM-SHA-256"));
+    let (ok, _, err) = cli(&["user", "scram", "delete", "alice"], b"");
+    assert!(!ok && err.contains("ResourceNotFound"), "{err}");
+}
