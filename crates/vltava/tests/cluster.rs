@@ -436,6 +436,22 @@ fn partitions(node: &Node, topic: &str) -> BTreeMap<i32, (i32, BTreeSet<i32>)> {
         .collect()
 }
 
+/// Creates `topic` through `node` and waits until each of its partitions has a leader and
+/// three in-sync replicas; returns each partition's leader and ISR.
+fn create_in_sync(node: &Node, topic: NewTopic<'_>) -> BTreeMap<i32, (i32, BTreeSet<i32>)> {
+    let (name, count) = (topic.name.to_string(), topic.num_partitions as usize);
+    let admin: AdminClient<DefaultClientContext> =
+        common::client_config(node.addr).create().unwrap();
+    let created = common::runtime()
+        .block_on(admin.create_topics(&[topic], &AdminOptions::new()))
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    wait_for("three in-sync replicas", Duration::from_secs(30), || {
+        let d = partitions(node, &name);
+        (d.len() == count && d.values().all(|(l, isr)| *l > 0 && isr.len() == 3)).then_some(d)
+    })
+}
+
 /// Delivery reports carrying the value each record had.
 #[derive(Clone, Default)]
 struct Acked(std::sync::Arc<std::sync::Mutex<Vec<Report>>>);
@@ -506,20 +522,10 @@ fn replicated_partitions_survive_their_leader() {
     let (mut nodes, voters, ports) =
         start_cluster_with(dir.path(), &["replica.lag.time.max.ms=4000"]);
     let all = bootstrap(&nodes.iter().collect::<Vec<_>>());
-    let rt = common::runtime();
-    let admin: AdminClient<DefaultClientContext> =
-        common::client_config(nodes[0].addr).create().unwrap();
-    let created = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new("rep", 3, TopicReplication::Fixed(3)).set("min.insync.replicas", "2")],
-            &AdminOptions::new(),
-        ))
-        .unwrap();
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
-    let before = wait_for("three in-sync replicas", Duration::from_secs(20), || {
-        let d = partitions(&nodes[0], "rep");
-        (d.len() == 3 && d.values().all(|(l, isr)| *l > 0 && isr.len() == 3)).then_some(d)
-    });
+    let before = create_in_sync(
+        &nodes[0],
+        NewTopic::new("rep", 3, TopicReplication::Fixed(3)).set("min.insync.replicas", "2"),
+    );
 
     let (producer, acked) = idempotent_producer(&all);
     let total = 6000;
@@ -990,23 +996,11 @@ fn two_lost_replicas_refuse_acks_all_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let lag = ["replica.lag.time.max.ms=2000"];
     let (mut nodes, voters, ports) = start_nodes(dir.path(), 5, &lag);
-    let rt = common::runtime();
-    let admin: AdminClient<DefaultClientContext> =
-        common::client_config(nodes[0].addr).create().unwrap();
-    let created = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new("two", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2")],
-            &AdminOptions::new(),
-        ))
-        .unwrap();
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
-    let full = wait_for("three in-sync replicas", Duration::from_secs(30), || {
-        let d = partitions(&nodes[0], "two");
-        d.get(&0)
-            .filter(|(l, isr)| *l > 0 && isr.len() == 3)
-            .cloned()
-    });
-    let (leader, isr) = full;
+    let full = create_in_sync(
+        &nodes[0],
+        NewTopic::new("two", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2"),
+    );
+    let (leader, isr) = full[&0].clone();
     let followers: Vec<i32> = isr.iter().copied().filter(|r| *r != leader).collect();
 
     let all = bootstrap(&nodes.iter().collect::<Vec<_>>());
@@ -1119,21 +1113,11 @@ fn a_leader_cut_off_from_its_peers_loses_no_acknowledged_write() {
         .map(|(c, id)| ready(c, id))
         .collect();
     let all = bootstrap(&nodes.iter().collect::<Vec<_>>());
-    let rt = common::runtime();
-    let admin: AdminClient<DefaultClientContext> =
-        common::client_config(nodes[0].addr).create().unwrap();
-    let created = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new("cut", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2")],
-            &AdminOptions::new(),
-        ))
-        .unwrap();
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
-    let (leader, _) = wait_for("three in-sync replicas", Duration::from_secs(30), || {
-        partitions(&nodes[0], "cut")
-            .remove(&0)
-            .filter(|(l, isr)| *l > 0 && isr.len() == 3)
-    });
+    let (leader, _) = create_in_sync(
+        &nodes[0],
+        NewTopic::new("cut", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2"),
+    )[&0]
+        .clone();
     let others: Vec<usize> = (1..=3).filter(|i| *i != leader as usize).collect();
     let majority = nodes.iter().position(|n| n.id == others[0] as i32).unwrap();
 
@@ -1301,27 +1285,15 @@ fn reassigned_replicas_move_under_load_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, _, _) = start_nodes(dir.path(), 4, &[]);
     let all = bootstrap(&nodes.iter().collect::<Vec<_>>());
-    let rt = common::runtime();
-    let admin: AdminClient<DefaultClientContext> =
-        common::client_config(nodes[0].addr).create().unwrap();
-    let created = rt
-        .block_on(
-            admin.create_topics(
-                &[NewTopic::new(
-                    "mv",
-                    2,
-                    TopicReplication::Variable(&[&[1, 2, 3], &[2, 3, 1]]),
-                )
-                .set("min.insync.replicas", "2")],
-                &AdminOptions::new(),
-            ),
+    create_in_sync(
+        &nodes[0],
+        NewTopic::new(
+            "mv",
+            2,
+            TopicReplication::Variable(&[&[1, 2, 3], &[2, 3, 1]]),
         )
-        .unwrap();
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
-    wait_for("three in-sync replicas", Duration::from_secs(30), || {
-        let d = partitions(&nodes[0], "mv");
-        (d.len() == 2 && d.values().all(|(l, isr)| *l > 0 && isr.len() == 3)).then_some(())
-    });
+        .set("min.insync.replicas", "2"),
+    );
 
     // Nothing to cancel yet.
     let (ok, rows) = cli_rows(reassign_cli(
@@ -1639,23 +1611,11 @@ fn consumers_read_from_the_replica_in_their_rack() {
         .map(|(c, id)| ready(c, id))
         .collect();
     let all = bootstrap(&nodes.iter().collect::<Vec<_>>());
-    let admin: AdminClient<DefaultClientContext> =
-        common::client_config(nodes[0].addr).create().unwrap();
-    let created = common::runtime()
-        .block_on(admin.create_topics(
-            &[NewTopic::new(
-                "near",
-                1,
-                TopicReplication::Variable(&[&[1, 2, 3]]),
-            )],
-            &AdminOptions::new(),
-        ))
-        .unwrap();
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
-    wait_for("three in-sync replicas", Duration::from_secs(30), || {
-        let d = partitions(&nodes[0], "near");
-        (d.get(&0).is_some_and(|(l, isr)| *l == 1 && isr.len() == 3)).then_some(())
-    });
+    let near = create_in_sync(
+        &nodes[0],
+        NewTopic::new("near", 1, TopicReplication::Variable(&[&[1, 2, 3]])),
+    );
+    assert_eq!(near[&0].0, 1, "the preferred replica leads");
     let (producer, acked) = idempotent_producer(&all);
     for i in 0..100 {
         send(&producer, "near", format!("a{i}"));
@@ -1801,23 +1761,11 @@ fn dedicated_controllers_and_brokers_survive_the_active_controller_and_a_broker(
     });
     assert!((1..=3).contains(&quorum), "leader {quorum}");
 
-    let rt = common::runtime();
-    let admin: AdminClient<DefaultClientContext> =
-        common::client_config(nodes[4].addr).create().unwrap();
-    let created = rt
-        .block_on(
-            admin.create_topics(
-                &[NewTopic::new("split", 3, TopicReplication::Fixed(3))
-                    .set("min.insync.replicas", "2")],
-                &AdminOptions::new(),
-            ),
-        )
-        .unwrap();
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
-    let before = wait_for("three in-sync replicas", Duration::from_secs(20), || {
-        let d = partitions(&nodes[3], "split");
-        (d.len() == 3 && d.values().all(|(l, isr)| *l > 3 && isr.len() == 3)).then_some(d)
-    });
+    let before = create_in_sync(
+        &nodes[4],
+        NewTopic::new("split", 3, TopicReplication::Fixed(3)).set("min.insync.replicas", "2"),
+    );
+    assert!(before.values().all(|(l, _)| *l > 3), "{before:?}");
 
     let (producer, acked) = idempotent_producer(&all);
     let total = 6000;
