@@ -206,4 +206,4 @@ async function startCluster(n = 3, overrides = {}) {
   )
 }
 
-module.exports = { startBroker, startCluster, kafkaFor, stopAndCheck }
+module.exports = { startBroker, startCluster, kafkaFor, stopAndCheck, vltavaBin }
