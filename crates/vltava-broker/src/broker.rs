@@ -614,6 +614,8 @@ async fn run(
 ) {
     let connections = Arc::new(crate::network::ConnectionTracker::new(
         broker.config.max_connections(),
+        // Checked when the config was read.
+        broker.config.max_connections_per_ip().unwrap_or_default(),
         Arc::clone(&broker.memory),
     ));
     let mut acceptors = tokio::task::JoinSet::new();

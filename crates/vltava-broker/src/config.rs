@@ -345,7 +345,7 @@ impl BrokerConfig {
                 "a broker needs a listener that is not in controller.listener.names".into(),
             ));
         }
-        Ok(Self {
+        let config = Self {
             node_id: NodeId::new(node_id),
             listeners,
             data_dir,
@@ -354,7 +354,9 @@ impl BrokerConfig {
             voters,
             bootstrap_servers,
             controller_listeners,
-        })
+        };
+        config.max_connections_per_ip()?;
+        Ok(config)
     }
 
     /// Whether clients are served on `listener` (controller listeners serve the quorum only).
@@ -437,6 +439,34 @@ impl BrokerConfig {
 
     pub fn max_connections(&self) -> usize {
         self.get_i64("max.connections").clamp(0, 1 << 20) as usize
+    }
+
+    /// `max.connections.per.ip` and its `max.connections.per.ip.overrides` (`ip:count,...`).
+    pub fn max_connections_per_ip(
+        &self,
+    ) -> Result<(usize, std::collections::HashMap<std::net::IpAddr, usize>), ConfigError> {
+        let default = self.get_i64("max.connections.per.ip").clamp(0, 1 << 20) as usize;
+        let mut overrides = std::collections::HashMap::new();
+        let text = self.get("max.connections.per.ip.overrides");
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let parsed = entry.rsplit_once(':').and_then(|(ip, n)| {
+                Some((ip.trim().parse().ok()?, n.trim().parse::<usize>().ok()?))
+            });
+            let Some((ip, n)) = parsed else {
+                return Err(ConfigError::Invalid(format!(
+                    "max.connections.per.ip.overrides entry {entry:?}: expected ip:count"
+                )));
+            };
+            overrides.insert(ip, n);
+        }
+        Ok((default, overrides))
+    }
+
+    pub fn connection_failed_authentication_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.get_i64("connection.failed.authentication.delay.ms")
+                .max(0) as u64,
+        )
     }
 
     pub fn connections_max_idle(&self) -> std::time::Duration {

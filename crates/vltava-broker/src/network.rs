@@ -38,14 +38,68 @@ pub type Hold = Option<OwnedSemaphorePermit>;
 
 pub struct ConnectionTracker {
     limit: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
     tasks: parking_lot::Mutex<JoinSet<()>>,
     memory: Arc<MemoryPool>,
 }
 
+/// `max.connections.per.ip` and its overrides, with the connections open per address.
+struct PerIp {
+    default: usize,
+    overrides: std::collections::HashMap<std::net::IpAddr, usize>,
+    open: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One open connection counted against its address; dropping it frees the place.
+struct IpPermit {
+    per_ip: Arc<PerIp>,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<IpPermit> {
+        let max = self.overrides.get(&ip).copied().unwrap_or(self.default);
+        let mut open = self.open.lock();
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                open.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(IpPermit {
+            per_ip: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpPermit {
+    fn drop(&mut self) {
+        let mut open = self.per_ip.open.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 impl ConnectionTracker {
-    pub fn new(max_connections: usize, memory: Arc<MemoryPool>) -> Self {
+    pub fn new(
+        max_connections: usize,
+        (per_ip, overrides): (usize, std::collections::HashMap<std::net::IpAddr, usize>),
+        memory: Arc<MemoryPool>,
+    ) -> Self {
         Self {
             limit: Arc::new(Semaphore::new(max_connections)),
+            per_ip: Arc::new(PerIp {
+                default: per_ip,
+                overrides,
+                open: Default::default(),
+            }),
             tasks: parking_lot::Mutex::new(JoinSet::new()),
             memory,
         }
@@ -66,6 +120,11 @@ impl ConnectionTracker {
             tracing::warn!(%peer, "max.connections reached; closing new connection");
             return;
         };
+        let Some(ip_permit) = self.per_ip.admit(peer.ip()) else {
+            tracing::warn!(%peer, "max.connections.per.ip reached; closing new connection");
+            return;
+        };
+        let permit = (permit, ip_permit);
         let mut connection = ConnectionContext {
             listener_name: Arc::clone(&listener.name),
             security_protocol: listener.security_protocol,
@@ -439,6 +498,12 @@ async fn serve<S>(
                         }
                         Verdict::AnswerAndClose(response) => {
                             tracing::info!("SASL authentication failed; closing connection");
+                            // Kafka's connection.failed.authentication.delay.ms: a guesser
+                            // waits for each verdict.
+                            tokio::time::sleep(
+                                broker.config.connection_failed_authentication_delay(),
+                            )
+                            .await;
                             let _ = tx
                                 .send(respond_now(&header, response, header.api_version))
                                 .await;

@@ -650,6 +650,30 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Most client connections accepted at once."
     ),
     def!(
+        "max.connections.per.ip",
+        Int,
+        "2147483647",
+        &[],
+        Some(0),
+        "Most connections accepted at once from one IP address."
+    ),
+    def!(
+        "max.connections.per.ip.overrides",
+        String,
+        "",
+        &[],
+        None,
+        "Per-address exceptions to max.connections.per.ip: ip:count,ip:count."
+    ),
+    def!(
+        "connection.failed.authentication.delay.ms",
+        Int,
+        "100",
+        &[],
+        Some(0),
+        "How long a failed authentication's answer and close are held back, against password guessing."
+    ),
+    def!(
         "connections.max.idle.ms",
         Long,
         "600000",

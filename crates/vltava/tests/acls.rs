@@ -481,3 +481,105 @@ fn scram_users_made_with_the_cli_authenticate_librdkafka() {
     let (ok, _, err) = cli(&["user", "scram", "delete", "alice"], b"");
     assert!(!ok && err.contains("ResourceNotFound"), "{err}");
 }
+
+/// Whether a new connection to `addr` is served: an ApiVersions request gets an answer
+/// rather than a closed connection.
+fn served(addr: std::net::SocketAddr) -> (bool, RawClient) {
+    use vltava_protocol::messages::ApiVersionsRequest;
+    let mut raw = RawClient::connect(addr);
+    let frame = vltava_protocol::encode_request(
+        vltava_protocol::ApiKey::ApiVersions,
+        3,
+        1,
+        Some("raw-test"),
+        &ApiVersionsRequest::default()
+            .with_client_software_name("t".into())
+            .with_client_software_version("1".into()),
+    )
+    .unwrap();
+    use std::io::Write;
+    let sent = raw.stream.write_all(&frame).is_ok();
+    (sent && raw.read_frame().is_some(), raw)
+}
+
+/// `max.connections.per.ip` closes an address's connections beyond the limit, frees a
+/// place when one closes, and `max.connections.per.ip.overrides` raises it for one address.
+#[test]
+fn connections_per_ip_are_capped_with_overrides() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let capped = start_broker(&rt, dir.path(), &[("max.connections.per.ip", "2")]);
+    let (a, first) = served(capped.local_addr);
+    let (b, _second) = served(capped.local_addr);
+    let (c, _) = served(capped.local_addr);
+    assert!(a && b && !c, "{a} {b} {c}");
+    drop(first);
+    // The closed connection's place is freed once the broker sees it close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !served(capped.local_addr).0 {
+        assert!(std::time::Instant::now() < deadline, "no place freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let raised = start_broker(
+        &rt,
+        dir.path(),
+        &[
+            ("max.connections.per.ip", "1"),
+            ("max.connections.per.ip.overrides", "127.0.0.1:3"),
+        ],
+    );
+    let open: Vec<_> = (0..3).map(|_| served(raised.local_addr)).collect();
+    assert!(open.iter().all(|(ok, _)| *ok));
+    assert!(!served(raised.local_addr).0);
+    assert!(vltava_broker::BrokerConfig::from_props(
+        [(
+            "max.connections.per.ip.overrides".to_string(),
+            "nonsense".to_string()
+        )]
+        .into()
+    )
+    .is_err());
+}
+
+/// `connection.failed.authentication.delay.ms` holds back the answer to a wrong password.
+#[test]
+fn a_failed_authentication_is_answered_late() {
+    use vltava_protocol::messages::*;
+    use vltava_protocol::{ApiKey, ErrorCode};
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(
+        &rt,
+        dir.path(),
+        &[
+            ("listeners", "SASL_PLAINTEXT://127.0.0.1:0"),
+            ("sasl.enabled.mechanisms", "PLAIN"),
+            ("listener.name.sasl_plaintext.plain.sasl.jaas.config", JAAS),
+            ("connection.failed.authentication.delay.ms", "700"),
+        ],
+    );
+    let attempt = |password: &str| {
+        let mut raw = RawClient::connect(broker.local_addr);
+        let hs: SaslHandshakeResponse = raw.call(
+            ApiKey::SaslHandshake,
+            1,
+            &SaslHandshakeRequest::default().with_mechanism("PLAIN".into()),
+        );
+        assert_eq!(hs.error_code, 0);
+        let started = std::time::Instant::now();
+        let auth: SaslAuthenticateResponse = raw.call(
+            ApiKey::SaslAuthenticate,
+            2,
+            &SaslAuthenticateRequest::default()
+                .with_auth_bytes(format!("\0alice\0{password}").into_bytes().into()),
+        );
+        (auth.error_code, started.elapsed())
+    };
+    let (code, took) = attempt("wrong");
+    assert_eq!(code, ErrorCode::SaslAuthenticationFailed.code());
+    assert!(took >= Duration::from_millis(700), "{took:?}");
+    let (code, _) = attempt("alice-secret");
+    assert_eq!(code, 0);
+}
