@@ -519,6 +519,7 @@ pub async fn start_with(
             )),
             SecurityProtocol::Plaintext | SecurityProtocol::Ssl => None,
         };
+        let principal_rules = Arc::new(crate::security::tls::principal_rules(&l.name, get)?);
         bound.push(BoundListener {
             name: Arc::from(l.name.as_str()),
             security_protocol: l.security_protocol,
@@ -526,6 +527,7 @@ pub async fn start_with(
             advertised,
             tls,
             sasl,
+            principal_rules,
         });
         sockets.push(socket);
     }

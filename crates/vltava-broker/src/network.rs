@@ -135,6 +135,7 @@ impl ConnectionTracker {
         let member = self.memory.join();
         let listener_name = Arc::clone(&listener.name);
         let tls = listener.tls.clone();
+        let principal_rules = Arc::clone(&listener.principal_rules);
         let authenticator = listener.sasl.clone().map(Authenticator::new);
         let mut tasks = self.tasks.lock();
         while tasks.try_join_next().is_some() {}
@@ -156,8 +157,17 @@ impl ConnectionTracker {
                 .await;
                 match accepted {
                     Ok(Ok(stream)) => {
-                        connection.principal =
-                            crate::security::tls::principal(stream.get_ref().1.peer_certificates());
+                        match crate::security::tls::principal(
+                            stream.get_ref().1.peer_certificates(),
+                            &principal_rules,
+                        ) {
+                            Ok(p) => connection.principal = p,
+                            Err(e) => {
+                                tracing::info!(error = %e, "closing connection");
+                                drop(permit);
+                                return;
+                            }
+                        }
                         serve(broker, stream, Arc::new(connection), authenticator, member, shutdown)
                             .await;
                     }
@@ -193,6 +203,8 @@ pub struct BoundListener {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The SASL settings of `SASL_PLAINTEXT` and `SASL_SSL` listeners.
     pub sasl: Option<Arc<SaslConfig>>,
+    /// `ssl.principal.mapping.rules`: how a client certificate names its principal.
+    pub principal_rules: Arc<crate::security::principal_rules::PrincipalRules>,
 }
 
 /// The first frame of memory is taken at once up to this size (almost every request), so

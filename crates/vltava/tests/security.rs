@@ -231,6 +231,51 @@ fn mtls_principal_is_the_certificate_subject() {
         .set("ssl.ca.pem", &pki.ca_pem);
     assert!(!can_fetch_metadata(&anonymous));
     rt.block_on(broker.shutdown());
+
+    // ssl.principal.mapping.rules rewrite the subject; a subject no rule matches is refused.
+    let recorder = Arc::new(Recorder::default());
+    let mapped = start_secure(
+        &rt,
+        &dir.path().join("data-mapped"),
+        &[
+            ("listeners", "CLIENTS://127.0.0.1:0"),
+            ("listener.security.protocol.map", "CLIENTS:SSL"),
+            ("listener.name.clients.ssl.client.auth", "required"),
+            ("ssl.keystore.type", "PEM"),
+            ("ssl.keystore.location", keystore.to_str().unwrap()),
+            ("ssl.truststore.type", "PEM"),
+            ("ssl.truststore.location", truststore.to_str().unwrap()),
+            (
+                "listener.name.clients.ssl.principal.mapping.rules",
+                "RULE:^CN=(.*?),O=Vltava$/$1/U",
+            ),
+        ],
+        Arc::clone(&recorder) as _,
+    );
+    let mut config = client_config(mapped.local_addr);
+    config
+        .set("security.protocol", "ssl")
+        .set("ssl.ca.pem", &pki.ca_pem)
+        .set("ssl.certificate.pem", &cert)
+        .set("ssl.key.pem", &key);
+    round_trip(&config, "mapped-topic", 3);
+    let principals = recorder.0.lock().unwrap().clone();
+    assert!(
+        !principals.is_empty() && principals.iter().all(|p| p == "User:ALICE"),
+        "{principals:?}"
+    );
+    let (other_cert, other_key) = pki.client(&[
+        (DnType::OrganizationName, "Elsewhere"),
+        (DnType::CommonName, "mallory"),
+    ]);
+    let mut unmapped = client_config(mapped.local_addr);
+    unmapped
+        .set("security.protocol", "ssl")
+        .set("ssl.ca.pem", &pki.ca_pem)
+        .set("ssl.certificate.pem", &other_cert)
+        .set("ssl.key.pem", &other_key);
+    assert!(!can_fetch_metadata(&unmapped));
+    rt.block_on(mapped.shutdown());
 }
 
 const PLAIN_JAAS: &str = r#"org.apache.kafka.common.security.plain.PlainLoginModule required

@@ -18,6 +18,7 @@ use rustls::{RootCertStore, ServerConfig};
 use x509_parser::asn1_rs::ToDer;
 
 use crate::context::KafkaPrincipal;
+use crate::security::principal_rules::PrincipalRules;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -46,8 +47,12 @@ pub enum TlsError {
     BadClientAuth { listener: String, value: String },
     #[error("listener {listener}: ssl.enabled.protocols={value}: expected TLSv1.2 and/or TLSv1.3")]
     BadProtocols { listener: String, value: String },
-    #[error("listener {listener}: ssl.principal.mapping.rules={value}: only DEFAULT is supported")]
-    PrincipalMappingRules { listener: String, value: String },
+    #[error("listener {listener}: ssl.principal.mapping.rules={value}: {reason}")]
+    PrincipalMappingRules {
+        listener: String,
+        value: String,
+        reason: String,
+    },
     #[error("listener {listener}: {source}")]
     Rustls {
         listener: String,
@@ -99,15 +104,7 @@ pub fn server_config(
         reason,
     };
 
-    // Other rules would rename principals; refusing them beats authorizing the wrong name.
-    if let Some(value) = get("ssl.principal.mapping.rules") {
-        if value.trim() != "DEFAULT" {
-            return Err(TlsError::PrincipalMappingRules {
-                listener: l(),
-                value,
-            });
-        }
-    }
+    principal_rules(listener, &get)?;
     pem_only("ssl.keystore.type")?;
     let (chain_pem, key_pem, chain_key, key_key) = match (
         get("ssl.keystore.certificate.chain"),
@@ -256,14 +253,40 @@ fn protocol_versions(
 }
 
 /// The principal of a TLS connection: its client certificate's subject, or ANONYMOUS.
-pub fn principal(peer_certificates: Option<&[CertificateDer<'_>]>) -> KafkaPrincipal {
-    peer_certificates
+pub fn principal(
+    peer_certificates: Option<&[CertificateDer<'_>]>,
+    rules: &PrincipalRules,
+) -> Result<KafkaPrincipal, String> {
+    let Some(name) = peer_certificates
         .and_then(|c| c.first())
         .and_then(|leaf| subject_name(leaf))
-        .map_or_else(KafkaPrincipal::anonymous, |name| KafkaPrincipal {
-            principal_type: Arc::from("User"),
-            name: Arc::from(name),
-        })
+    else {
+        return Ok(KafkaPrincipal::anonymous());
+    };
+    let mapped = rules
+        .apply(&name)
+        .ok_or_else(|| format!("no ssl.principal.mapping.rules apply to {name}"))?;
+    Ok(KafkaPrincipal {
+        principal_type: Arc::from("User"),
+        name: Arc::from(mapped),
+    })
+}
+
+/// A listener's `ssl.principal.mapping.rules` (DEFAULT when unset).
+pub fn principal_rules(
+    listener: &str,
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<PrincipalRules, TlsError> {
+    match get("ssl.principal.mapping.rules") {
+        None => Ok(PrincipalRules::default()),
+        Some(value) => {
+            PrincipalRules::parse(&value).map_err(|reason| TlsError::PrincipalMappingRules {
+                listener: listener.to_string(),
+                value,
+                reason,
+            })
+        }
+    }
 }
 
 /// A certificate's subject in RFC 2253 form, as `X500Principal.getName()` gives it.
@@ -344,9 +367,7 @@ mod tests {
             server_config("SSL", none),
             Err(TlsError::UnsupportedStoreType { .. })
         ));
-        let rules = |k: &str| {
-            (k == "ssl.principal.mapping.rules").then(|| "RULE:^CN=(.*)$/$1/".to_string())
-        };
+        let rules = |k: &str| (k == "ssl.principal.mapping.rules").then(|| "RULE:(/x/".to_string());
         assert!(matches!(
             server_config("SSL", rules),
             Err(TlsError::PrincipalMappingRules { .. })
