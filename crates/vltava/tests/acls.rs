@@ -16,6 +16,13 @@ use rdkafka::producer::{BaseRecord, Producer};
 const JAAS: &str = r#"org.apache.kafka.common.security.plain.PlainLoginModule required
     user_admin="admin-secret" user_alice="alice-secret" user_bob="bob-secret";"#;
 
+/// One SASL_PLAINTEXT listener with the PLAIN users of [`JAAS`].
+const PLAIN_LISTENER: [(&str, &str); 3] = [
+    ("listeners", "SASL_PLAINTEXT://127.0.0.1:0"),
+    ("sasl.enabled.mechanisms", "PLAIN"),
+    ("listener.name.sasl_plaintext.plain.sasl.jaas.config", JAAS),
+];
+
 fn user(addr: std::net::SocketAddr, name: &str) -> ClientConfig {
     let mut c = client_config(addr);
     c.set("security.protocol", "SASL_PLAINTEXT")
@@ -101,15 +108,16 @@ fn acls_decide_what_each_user_may_do() {
         &rt,
         dir.path(),
         &[
-            ("listeners", "SASL_PLAINTEXT://127.0.0.1:0"),
-            ("sasl.enabled.mechanisms", "PLAIN"),
-            ("listener.name.sasl_plaintext.plain.sasl.jaas.config", JAAS),
-            (
-                "authorizer.class.name",
-                "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            ),
-            ("super.users", "User:admin"),
-        ],
+            &PLAIN_LISTENER[..],
+            &[
+                (
+                    "authorizer.class.name",
+                    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                ),
+                ("super.users", "User:admin"),
+            ],
+        ]
+        .concat(),
     );
     let addr = broker.local_addr;
     let (admin, alice, bob) = (user(addr, "admin"), user(addr, "alice"), user(addr, "bob"));
@@ -554,11 +562,10 @@ fn a_failed_authentication_is_answered_late() {
         &rt,
         dir.path(),
         &[
-            ("listeners", "SASL_PLAINTEXT://127.0.0.1:0"),
-            ("sasl.enabled.mechanisms", "PLAIN"),
-            ("listener.name.sasl_plaintext.plain.sasl.jaas.config", JAAS),
-            ("connection.failed.authentication.delay.ms", "700"),
-        ],
+            &PLAIN_LISTENER[..],
+            &[("connection.failed.authentication.delay.ms", "700")],
+        ]
+        .concat(),
     );
     let attempt = |password: &str| {
         let mut raw = RawClient::connect(broker.local_addr);

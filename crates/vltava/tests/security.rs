@@ -191,19 +191,20 @@ fn mtls_principal_is_the_certificate_subject() {
     .unwrap();
     let truststore = dir.path().join("ca.pem");
     std::fs::write(&truststore, &pki.ca_pem).unwrap();
+    let mtls = [
+        ("listeners", "CLIENTS://127.0.0.1:0"),
+        ("listener.security.protocol.map", "CLIENTS:SSL"),
+        ("listener.name.clients.ssl.client.auth", "required"),
+        ("ssl.keystore.type", "PEM"),
+        ("ssl.keystore.location", keystore.to_str().unwrap()),
+        ("ssl.truststore.type", "PEM"),
+        ("ssl.truststore.location", truststore.to_str().unwrap()),
+    ];
     let recorder = Arc::new(Recorder::default());
     let broker = start_secure(
         &rt,
         &dir.path().join("data"),
-        &[
-            ("listeners", "CLIENTS://127.0.0.1:0"),
-            ("listener.security.protocol.map", "CLIENTS:SSL"),
-            ("listener.name.clients.ssl.client.auth", "required"),
-            ("ssl.keystore.type", "PEM"),
-            ("ssl.keystore.location", keystore.to_str().unwrap()),
-            ("ssl.truststore.type", "PEM"),
-            ("ssl.truststore.location", truststore.to_str().unwrap()),
-        ],
+        &mtls,
         Arc::clone(&recorder) as _,
     );
     let (cert, key) = pki.client(&[
@@ -234,22 +235,15 @@ fn mtls_principal_is_the_certificate_subject() {
 
     // ssl.principal.mapping.rules rewrite the subject; a subject no rule matches is refused.
     let recorder = Arc::new(Recorder::default());
+    let mut with_rules = mtls.to_vec();
+    with_rules.push((
+        "listener.name.clients.ssl.principal.mapping.rules",
+        "RULE:^CN=(.*?),O=Vltava$/$1/U",
+    ));
     let mapped = start_secure(
         &rt,
         &dir.path().join("data-mapped"),
-        &[
-            ("listeners", "CLIENTS://127.0.0.1:0"),
-            ("listener.security.protocol.map", "CLIENTS:SSL"),
-            ("listener.name.clients.ssl.client.auth", "required"),
-            ("ssl.keystore.type", "PEM"),
-            ("ssl.keystore.location", keystore.to_str().unwrap()),
-            ("ssl.truststore.type", "PEM"),
-            ("ssl.truststore.location", truststore.to_str().unwrap()),
-            (
-                "listener.name.clients.ssl.principal.mapping.rules",
-                "RULE:^CN=(.*?),O=Vltava$/$1/U",
-            ),
-        ],
+        &with_rules,
         Arc::clone(&recorder) as _,
     );
     let mut config = client_config(mapped.local_addr);
