@@ -7,7 +7,7 @@ use serde::Serialize;
 use vltava_protocol::messages::create_acls_request::AclCreation;
 use vltava_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use vltava_protocol::messages::*;
-use vltava_protocol::{ApiKey, ErrorCode, StrBytes};
+use vltava_protocol::{ApiKey, StrBytes};
 use vltava_types::acl::{
     AclOperation, AclPermission, AclResourceType, PatternType, ANY, CLUSTER_NAME, MATCH,
 };
@@ -110,15 +110,7 @@ fn usage(m: impl Into<String>) -> Error {
 }
 
 fn refused(code: i16, message: Option<&StrBytes>) -> Error {
-    let name = ErrorCode::try_from_code(code)
-        .map_or_else(|| format!("error code {code}"), |e| format!("{e:?}"));
-    Error::Refused {
-        resource: "ACLs".into(),
-        reason: match message {
-            Some(m) if !m.is_empty() => format!("{name}: {m}"),
-            _ => name,
-        },
-    }
+    raw::refusal("ACLs", code, message)
 }
 
 impl Spec {

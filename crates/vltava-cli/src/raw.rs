@@ -104,6 +104,19 @@ impl Connection {
     }
 }
 
+/// A broker's refusal as the commands report it: Kafka's error name, then its message.
+pub fn refusal(resource: impl Into<String>, code: i16, message: Option<&StrBytes>) -> Error {
+    let name = vltava_protocol::ErrorCode::try_from_code(code)
+        .map_or_else(|| format!("error code {code}"), |e| format!("{e:?}"));
+    Error::Refused {
+        resource: resource.into(),
+        reason: match message {
+            Some(m) if !m.is_empty() => format!("{name}: {m}"),
+            _ => name,
+        },
+    }
+}
+
 /// The SASL/PLAIN credentials `settings` ask for, `None` for plaintext. Refuses security
 /// settings this client cannot honour rather than ignore them.
 fn plain_credentials(settings: &Settings) -> Result<Option<(String, String)>, Error> {

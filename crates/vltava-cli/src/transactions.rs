@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use vltava_protocol::messages::describe_producers_request::TopicRequest;
 use vltava_protocol::messages::*;
-use vltava_protocol::{ApiKey, ErrorCode, StrBytes};
+use vltava_protocol::{ApiKey, StrBytes};
 
 use crate::client::{ClientArgs, Output, Settings};
 use crate::output::{print, print_json};
@@ -75,12 +75,7 @@ pub enum TransactionsCommand {
 }
 
 fn kafka_error(what: String, code: i16) -> Error {
-    let reason = ErrorCode::try_from_code(code)
-        .map_or_else(|| format!("error code {code}"), |e| format!("{e:?}"));
-    Error::Refused {
-        resource: what,
-        reason,
-    }
+    raw::refusal(what, code, None)
 }
 
 #[derive(Debug, Serialize)]

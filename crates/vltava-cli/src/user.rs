@@ -12,7 +12,7 @@ use vltava_protocol::messages::alter_user_scram_credentials_request::{
 };
 use vltava_protocol::messages::describe_user_scram_credentials_request::UserName;
 use vltava_protocol::messages::*;
-use vltava_protocol::{ApiKey, ErrorCode, StrBytes};
+use vltava_protocol::{ApiKey, StrBytes};
 
 use crate::client::{ClientArgs, Output, Settings};
 use crate::output::{print, print_json};
@@ -100,15 +100,7 @@ fn mechanism_name(code: i8) -> String {
 }
 
 fn refused(user: &str, code: i16, message: Option<&StrBytes>) -> Error {
-    let name = ErrorCode::try_from_code(code)
-        .map_or_else(|| format!("error code {code}"), |e| format!("{e:?}"));
-    Error::Refused {
-        resource: format!("user '{user}'"),
-        reason: match message {
-            Some(m) if !m.is_empty() => format!("{name}: {m}"),
-            _ => name,
-        },
-    }
+    raw::refusal(format!("user '{user}'"), code, message)
 }
 
 #[derive(Debug, Serialize)]
