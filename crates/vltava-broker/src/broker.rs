@@ -110,6 +110,8 @@ pub struct Broker {
     fetchers: crate::replica_fetcher::ReplicaFetchers,
     /// `leader.replication.throttled.rate` and `follower.replication.throttled.rate`.
     pub replication_quotas: Arc<crate::replication_quota::ReplicationQuotas>,
+    /// Client quotas and their meters.
+    pub quotas: crate::quota::ClientQuotas,
     /// `RLIMIT_NOFILE` after raising it at start.
     open_file_limit: u64,
     /// Keeps an exclusive lock on the data dir for the broker's life.
@@ -563,6 +565,7 @@ pub async fn start_with(
         txns: TxnCoordinator::new(&config, me.clone()),
         producer_ids: ProducerIdManager::new(Arc::clone(&controller), config.node_id),
         memory: MemoryPool::new(config.queued_max_request_bytes()),
+        quotas: crate::quota::ClientQuotas::new(config.quota_windows()),
         config,
         cluster_id,
         controller,
@@ -1241,6 +1244,12 @@ impl MetadataPublisher for Broker {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .unwrap_or(u64::MAX)
         };
+        if delta.changed_quotas {
+            self.quotas
+                .update(vltava_metadata::quota::QuotaTable::build(
+                    &image.client_quotas,
+                ));
+        }
         let q = &self.replication_quotas;
         q.leader.set_rate(rate("leader.replication.throttled.rate"));
         q.follower

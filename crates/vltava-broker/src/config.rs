@@ -469,6 +469,14 @@ impl BrokerConfig {
         )
     }
 
+    /// `quota.window.num` and `quota.window.size.seconds` in milliseconds.
+    pub fn quota_windows(&self) -> crate::quota::QuotaWindows {
+        crate::quota::QuotaWindows {
+            samples: self.get_i64("quota.window.num").clamp(1, 1000) as u32,
+            window_ms: self.get_i64("quota.window.size.seconds").clamp(1, 3600) as u64 * 1000,
+        }
+    }
+
     pub fn connections_max_idle(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.get_i64("connections.max.idle.ms").max(1) as u64)
     }

@@ -81,6 +81,8 @@ pub struct ConnectionContext {
     pub client_address: IpAddr,
     /// Bytes of responses computed but not yet written (Fetch holds its size here).
     pub response_budget: Arc<tokio::sync::Semaphore>,
+    /// Until when the connection reads no request: a throttled client's (KIP-219).
+    pub mute: Arc<crate::quota::Mute>,
 }
 
 /// One request's context: its connection plus the header fields handlers need.

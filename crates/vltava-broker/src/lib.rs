@@ -19,6 +19,7 @@ pub mod network;
 pub mod partition;
 pub mod producer_ids;
 pub mod quorum_transport;
+pub mod quota;
 pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod replication_quota;

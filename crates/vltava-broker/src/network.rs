@@ -124,6 +124,22 @@ impl ConnectionTracker {
             tracing::warn!(%peer, "max.connections.per.ip reached; closing new connection");
             return;
         };
+        // connection_creation_rate (KIP-612): a connection over its address's rate is held for
+        // the throttle time and then closed, so the client cannot retry at once. The
+        // controllers' quorum connections are exempt.
+        if !broker.config.is_controller_listener(&listener.name) {
+            let hold = broker
+                .quotas
+                .record_connection(peer.ip(), crate::quota::monotonic_ms());
+            if hold > 0 {
+                tracing::warn!(%peer, hold_ms = hold, "connection_creation_rate exceeded; closing new connection");
+                self.tasks.lock().spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(hold)).await;
+                    drop((stream, permit, ip_permit));
+                });
+                return;
+            }
+        }
         let permit = (permit, ip_permit);
         let mut connection = ConnectionContext {
             listener_name: Arc::clone(&listener.name),
@@ -131,6 +147,7 @@ impl ConnectionTracker {
             principal: KafkaPrincipal::anonymous(),
             client_address: peer.ip(),
             response_budget: Arc::new(Semaphore::new(broker.config.fetch_max_bytes())),
+            mute: Default::default(),
         };
         let member = self.memory.join();
         let listener_name = Arc::clone(&listener.name);
@@ -277,6 +294,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
 struct AppendJob {
     connection: Arc<ConnectionContext>,
     header: Header,
+    size: usize,
     request: vltava_protocol::Request,
     reply: oneshot::Sender<Result<Pending, Hostile>>,
 }
@@ -309,7 +327,7 @@ impl AppendLane {
                 // jobs behind it are dropped, and their requests close the connection unanswered.
                 let handled = tokio::task::spawn_blocking(move || {
                     for job in run {
-                        let answer = handle(&b, &job.connection, job.header, job.request);
+                        let answer = handle(&b, &job.connection, job.header, job.size, job.request);
                         let hostile = answer.is_err();
                         let _ = job.reply.send(answer);
                         if hostile {
@@ -343,6 +361,7 @@ impl AppendLane {
         &mut self,
         connection: Arc<ConnectionContext>,
         header: Header,
+        size: usize,
         request: vltava_protocol::Request,
         closing: Arc<watch::Sender<bool>>,
     ) -> Option<Pending> {
@@ -351,6 +370,7 @@ impl AppendLane {
             .send(AppendJob {
                 connection,
                 header,
+                size,
                 request,
                 reply,
             })
@@ -426,6 +446,7 @@ async fn serve<S>(
         broker.config.connections_max_idle()
     };
     let mut lane: Option<AppendLane> = None;
+    let mut metered_produce = false;
     let (closing_tx, mut closing) = watch::channel(false);
     let closing_tx = Arc::new(closing_tx);
     loop {
@@ -435,6 +456,24 @@ async fn serve<S>(
             Some(a) if !a.is_done() => max.min(broker.config.sasl_server_max_receive_size()),
             _ => max,
         };
+        if std::mem::take(&mut metered_produce) {
+            if let Some(lane) = lane.as_mut() {
+                lane.drain().await;
+            }
+        }
+        // A throttled client's connection reads nothing until its throttle time is over
+        // (KIP-219); requests already read are still answered.
+        let muted = connection.mute.muted_until();
+        if muted > 0 {
+            let wait = muted.saturating_sub(crate::quota::monotonic_ms());
+            if wait > 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                    _ = shutdown.changed() => break,
+                    _ = closing.wait_for(|c| *c) => break,
+                }
+            }
+        }
         let frame = tokio::select! {
             f = read_frame(&mut rd, &member, max, idle) => f,
             _ = shutdown.changed() => break,
@@ -477,6 +516,7 @@ async fn serve<S>(
             }
             continue;
         }
+        let size = body.len();
         let pending = match decode_request(body) {
             Ok(Decoded::Request(header, request)) => {
                 // Until SASL authentication succeeds the authenticator answers, not the handlers.
@@ -528,11 +568,24 @@ async fn serve<S>(
                     },
                 };
                 if matches!(request, vltava_protocol::Request::Produce(_)) {
+                    // A client with a producer_byte_rate is read one request at a time, as
+                    // Kafka reads every connection: its next request waits for this one's
+                    // throttle.
+                    metered_produce = broker.quotas.is_active()
+                        && broker
+                            .quotas
+                            .quota(
+                                vltava_metadata::quota::QuotaKey::ProducerByteRate,
+                                &connection.principal.name,
+                                header.client_id.as_deref().unwrap_or(""),
+                            )
+                            .is_some();
                     // Off the async workers, in arrival order, while this loop reads on.
                     let lane = lane.get_or_insert_with(|| AppendLane::start(Arc::clone(&broker)));
                     match lane.submit(
                         Arc::clone(&connection),
                         header,
+                        size,
                         request,
                         Arc::clone(&closing_tx),
                     ) {
@@ -543,7 +596,7 @@ async fn serve<S>(
                     if let Some(lane) = lane.as_mut() {
                         lane.drain().await;
                     }
-                    match handle(&broker, &connection, header, request) {
+                    match handle(&broker, &connection, header, size, request) {
                         Ok(pending) => pending,
                         Err(Hostile(reason)) => {
                             tracing::warn!(%reason, "hostile request; closing connection");
@@ -604,6 +657,7 @@ fn handle(
     broker: &Arc<Broker>,
     connection: &Arc<ConnectionContext>,
     header: Header,
+    size: usize,
     request: vltava_protocol::Request,
 ) -> Result<Pending, Hostile> {
     let span = tracing::debug_span!(
@@ -615,6 +669,7 @@ fn handle(
     );
     let _enter = span.enter();
     let (corr, version) = (header.correlation_id, header.api_version);
+    let metering = Metering::of(&request);
     let ctx = RequestContext {
         connection: Arc::clone(connection),
         client_id: header.client_id.clone(),
@@ -622,12 +677,137 @@ fn handle(
         api_version: header.api_version,
         correlation_id: header.correlation_id,
     };
+    // Produce bytes are metered as the request arrives, so the connection is muted before
+    // its next request is read (the reader waits for this append when the client is metered).
+    let bytes_throttle = match metering {
+        Metering::Produce { .. } if broker.quotas.is_active() => {
+            let now = crate::quota::monotonic_ms();
+            let ms = broker.quotas.record(
+                vltava_metadata::quota::QuotaKey::ProducerByteRate,
+                &connection.principal.name,
+                header.client_id.as_deref().unwrap_or(""),
+                size as f64,
+                now,
+            );
+            if ms > 0 {
+                connection.mute.until(now + ms);
+            }
+            ms
+        }
+        _ => 0,
+    };
+    let started = std::time::Instant::now();
     let fut = handlers::dispatch(broker, ctx, request)?;
+    let busy = started.elapsed();
+    let broker = Arc::clone(broker);
+    let connection = Arc::clone(connection);
+    let client_id = header.client_id;
     Ok(Box::pin(
         async move {
-            let answer = fut.await?;
+            let mut timed = Timed { inner: fut, busy };
+            let answer = (&mut timed).await;
+            let time_throttle = request_time_throttle(
+                &broker,
+                &connection,
+                client_id.as_deref().unwrap_or(""),
+                metering,
+                timed.busy,
+            );
+            let mut answer = answer?;
+            // The larger throttle is the one the client is told (a consumer's was set by the
+            // fetch handler).
+            let throttle = bytes_throttle
+                .max(time_throttle)
+                .max(u64::try_from(answer.response.throttle_time_ms()).unwrap_or(0));
+            if throttle > 0 {
+                answer
+                    .response
+                    .set_throttle_time_ms(i32::try_from(throttle).unwrap_or(i32::MAX));
+            }
             encode(corr, version, &answer.response).map(|b| (b, answer.hold))
         }
         .instrument(span.clone()),
     ))
+}
+
+/// Which client quotas a request counts against.
+#[derive(Debug, Clone, Copy)]
+enum Metering {
+    /// Request bytes against `producer_byte_rate`; `acks=0` is exempt from the request quota.
+    Produce {
+        acks_zero: bool,
+    },
+    /// A consumer's answer bytes against `consumer_byte_rate` (metered by the fetch handler).
+    ConsumerFetch,
+    /// Brokers' own requests (follower fetches, transaction markers) count against nothing.
+    Exempt,
+    Other,
+}
+
+impl Metering {
+    fn of(request: &vltava_protocol::Request) -> Self {
+        use vltava_protocol::Request as R;
+        match request {
+            R::Produce(p) => Self::Produce {
+                acks_zero: p.acks == 0,
+            },
+            R::Fetch(f) if f.replica_id.0 >= 0 || f.replica_state.replica_id.0 >= 0 => Self::Exempt,
+            R::Fetch(_) => Self::ConsumerFetch,
+            R::WriteTxnMarkers(_) => Self::Exempt,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Meters a handled request's share of the broker's threads against the client's
+/// `request_percentage`; returns the throttle time and mutes the connection for it.
+fn request_time_throttle(
+    broker: &Broker,
+    connection: &ConnectionContext,
+    client_id: &str,
+    metering: Metering,
+    busy: Duration,
+) -> u64 {
+    if !broker.quotas.is_active()
+        || matches!(
+            metering,
+            Metering::Exempt | Metering::Produce { acks_zero: true }
+        )
+    {
+        return 0;
+    }
+    let now = crate::quota::monotonic_ms();
+    // A thread's whole time is 100 %: busy nanoseconds become percent-seconds.
+    let ms = broker.quotas.record(
+        vltava_metadata::quota::QuotaKey::RequestPercentage,
+        &connection.principal.name,
+        client_id,
+        busy.as_nanos() as f64 * 100.0 / 1e9,
+        now,
+    );
+    if ms > 0 {
+        connection.mute.until(now + ms);
+    }
+    ms
+}
+
+/// A handler's future that adds up the time spent polling it: the request's share of the
+/// broker's threads, for `request_percentage`.
+struct Timed {
+    inner: futures::future::BoxFuture<'static, Option<handlers::Answer>>,
+    busy: Duration,
+}
+
+impl std::future::Future for &mut Timed {
+    type Output = Option<handlers::Answer>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let started = std::time::Instant::now();
+        let out = self.inner.as_mut().poll(cx);
+        self.busy += started.elapsed();
+        out
+    }
 }

@@ -24,6 +24,7 @@ pub mod group;
 pub mod output;
 pub mod perf;
 pub mod produce;
+pub mod quota;
 mod raw;
 pub mod reassign;
 pub mod table;
@@ -63,6 +64,8 @@ pub enum Command {
     Acl(acl::AclArgs),
     /// Manage users' SCRAM credentials
     User(user::UserArgs),
+    /// Set and describe client quotas (byte rates, request time, connection rates)
+    Quota(quota::QuotaArgs),
 }
 
 /// Runs a client subcommand and returns the process exit code; errors are printed to stderr.
@@ -71,6 +74,7 @@ pub fn run(command: Command) -> i32 {
         Command::Topic(a) => topic::run(a),
         Command::Acl(a) => acl::run(a),
         Command::User(a) => user::run(a),
+        Command::Quota(a) => quota::run(a),
         Command::Produce(a) => produce::run(a),
         Command::Consume(a) => consume::run(a),
         Command::Group(a) => group::run(a),

@@ -674,6 +674,22 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "How long a failed authentication's answer and close are held back, against password guessing."
     ),
     def!(
+        "quota.window.num",
+        Int,
+        "11",
+        &[],
+        Some(1),
+        "Samples kept to measure a client's rate against its quota."
+    ),
+    def!(
+        "quota.window.size.seconds",
+        Int,
+        "1",
+        &[],
+        Some(1),
+        "Time span of each sample of a client's rate."
+    ),
+    def!(
         "connections.max.idle.ms",
         Long,
         "600000",

@@ -33,6 +33,8 @@ pub struct MetadataDelta {
     pub changed_configs: BTreeSet<(ResourceType, String)>,
     /// Brokers whose registration is new or changed (endpoints, fencing, shutdown).
     pub changed_brokers: BTreeSet<NodeId>,
+    /// Whether any client quota was set or removed.
+    pub changed_quotas: bool,
 }
 
 impl MetadataDelta {
@@ -66,6 +68,7 @@ impl MetadataDelta {
         }
         delta.changed_configs = image.configs.keys().cloned().collect();
         delta.changed_brokers = image.brokers.keys().copied().collect();
+        delta.changed_quotas = !image.client_quotas.is_empty();
         delta
     }
 
@@ -164,6 +167,7 @@ impl MetadataDelta {
             // Read from the image at each authorization.
             MetadataRecord::AccessControlEntryRecord { .. }
             | MetadataRecord::RemoveAccessControlEntryRecord { .. } => {}
+            MetadataRecord::ClientQuotaRecord { .. } => self.changed_quotas = true,
             MetadataRecord::RegisterBrokerRecord { broker_id, .. }
             | MetadataRecord::BrokerRegistrationChangeRecord { broker_id, .. } => {
                 self.changed_brokers.insert(*broker_id);

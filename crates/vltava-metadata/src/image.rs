@@ -101,6 +101,9 @@ pub struct MetadataImage {
     pub brokers: BTreeMap<NodeId, BrokerRegistration>,
     /// ACLs by id.
     pub acls: BTreeMap<Uuid, crate::acl::AclBinding>,
+    /// Client quotas by entity and key.
+    pub client_quotas:
+        BTreeMap<crate::quota::QuotaEntity, BTreeMap<String, crate::quota::QuotaValue>>,
 }
 
 impl MetadataImage {
@@ -211,6 +214,26 @@ impl MetadataImage {
             MetadataRecord::RemoveAccessControlEntryRecord { id } => {
                 self.acls.remove(id);
             }
+            MetadataRecord::ClientQuotaRecord {
+                entity,
+                key,
+                value,
+                remove,
+            } => {
+                if *remove {
+                    if let Some(values) = self.client_quotas.get_mut(entity) {
+                        values.remove(key);
+                        if values.is_empty() {
+                            self.client_quotas.remove(entity);
+                        }
+                    }
+                } else {
+                    self.client_quotas
+                        .entry(entity.clone())
+                        .or_default()
+                        .insert(key.clone(), *value);
+                }
+            }
             MetadataRecord::RegisterBrokerRecord {
                 broker_id,
                 incarnation_id,
@@ -316,6 +339,16 @@ impl MetadataImage {
                 id: *id,
                 binding: binding.clone(),
             });
+        }
+        for (entity, values) in &self.client_quotas {
+            for (key, value) in values {
+                out.push(MetadataRecord::ClientQuotaRecord {
+                    entity: entity.clone(),
+                    key: key.clone(),
+                    value: *value,
+                    remove: false,
+                });
+            }
         }
         out
     }

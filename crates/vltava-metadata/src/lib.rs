@@ -9,6 +9,7 @@ pub mod config;
 mod delta;
 mod image;
 mod log;
+pub mod quota;
 
 pub use delta::{MetadataDelta, TopicIdPartition};
 pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
@@ -110,6 +111,15 @@ pub enum MetadataRecord {
     /// Deletes the ACL `id` (KRaft's RemoveAccessControlEntryRecord).
     RemoveAccessControlEntryRecord {
         id: Uuid,
+    },
+    /// Sets (or with `remove`, clears) one quota of a client entity (KRaft's
+    /// ClientQuotaRecord).
+    ClientQuotaRecord {
+        entity: quota::QuotaEntity,
+        key: String,
+        value: quota::QuotaValue,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        remove: bool,
     },
     /// A broker joined (or rejoined) the cluster: where clients reach it, its rack, and the
     /// epoch that names this registration (KRaft's RegisterBrokerRecord). A new registration

@@ -71,7 +71,7 @@ pub struct EncodeError {
 }
 
 macro_rules! apis {
-    ($( $variant:ident ( $req:ident, $resp:ident ) $( min $min:literal )? $( max $max:literal )? ;)*) => {
+    ($( $variant:ident ( $req:ident, $resp:ident ) $( min $min:literal )? $( max $max:literal )? $( [ $unthrottled:ident ] )? ;)*) => {
         /// A decoded request of an API this broker implements.
         #[derive(Debug, Clone)]
         pub enum Request {
@@ -122,8 +122,41 @@ macro_rules! apis {
             fn body_size(&self, version: i16) -> Result<usize, String> {
                 match self { $( Response::$variant(r) => r.compute_size(version).map_err(|e| e.to_string()), )* }
             }
+
+            /// The size of the encoded body at `version`, without encoding it.
+            pub fn encoded_size(&self, version: i16) -> Option<usize> {
+                self.body_size(version).ok()
+            }
+
+            /// Sets `throttle_time_ms` where the response has one (KIP-219: how long the
+            /// client should wait, and the broker keeps its connection muted).
+            pub fn set_throttle_time_ms(&mut self, ms: i32) {
+                match self { $( Response::$variant(r) => throttle_field!(set r, ms $(, $unthrottled)?), )* }
+            }
+
+            /// The response's `throttle_time_ms` (0 where it has none).
+            pub fn throttle_time_ms(&self) -> i32 {
+                match self { $( Response::$variant(r) => throttle_field!(get r $(, $unthrottled)?), )* }
+            }
         }
     };
+}
+
+/// Writes a response's `throttle_time_ms`, or nothing for the few responses without one.
+macro_rules! throttle_field {
+    (set $r:ident, $ms:ident) => {
+        $r.throttle_time_ms = $ms
+    };
+    (set $r:ident, $ms:ident, unthrottled) => {{
+        let _ = ($r, $ms);
+    }};
+    (get $r:ident) => {
+        $r.throttle_time_ms
+    };
+    (get $r:ident, unthrottled) => {{
+        let _ = $r;
+        0
+    }};
 }
 
 apis! {
@@ -142,7 +175,7 @@ apis! {
     CreatePartitions(CreatePartitionsRequest, CreatePartitionsResponse);
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse);
     DescribeCluster(DescribeClusterRequest, DescribeClusterResponse);
-    DescribeQuorum(DescribeQuorumRequest, DescribeQuorumResponse);
+    DescribeQuorum(DescribeQuorumRequest, DescribeQuorumResponse) [unthrottled];
     AddRaftVoter(AddRaftVoterRequest, AddRaftVoterResponse);
     RemoveRaftVoter(RemoveRaftVoterRequest, RemoveRaftVoterResponse);
     ElectLeaders(ElectLeadersRequest, ElectLeadersResponse);
@@ -172,17 +205,19 @@ apis! {
     DescribeTransactions(DescribeTransactionsRequest, DescribeTransactionsResponse);
     // v2 filters by a transactional id pattern (KIP-1152), not supported.
     ListTransactions(ListTransactionsRequest, ListTransactionsResponse) max 1;
-    WriteTxnMarkers(WriteTxnMarkersRequest, WriteTxnMarkersResponse);
+    WriteTxnMarkers(WriteTxnMarkersRequest, WriteTxnMarkersResponse) [unthrottled];
     DescribeProducers(DescribeProducersRequest, DescribeProducersResponse);
     // v0 switches the connection to bare SASL tokens (no Kafka framing); only KIP-152's v1,
     // whose tokens travel in SaslAuthenticate, is served.
-    SaslHandshake(SaslHandshakeRequest, SaslHandshakeResponse) min 1;
-    SaslAuthenticate(SaslAuthenticateRequest, SaslAuthenticateResponse);
+    SaslHandshake(SaslHandshakeRequest, SaslHandshakeResponse) min 1 [unthrottled];
+    SaslAuthenticate(SaslAuthenticateRequest, SaslAuthenticateResponse) [unthrottled];
     CreateAcls(CreateAclsRequest, CreateAclsResponse);
     DescribeAcls(DescribeAclsRequest, DescribeAclsResponse);
     DeleteAcls(DeleteAclsRequest, DeleteAclsResponse);
     DescribeUserScramCredentials(DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse);
     AlterUserScramCredentials(AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse);
+    DescribeClientQuotas(DescribeClientQuotasRequest, DescribeClientQuotasResponse);
+    AlterClientQuotas(AlterClientQuotasRequest, AlterClientQuotasResponse);
 }
 
 /// The header fields the broker needs, whatever the header version.

@@ -73,64 +73,66 @@ fn round_trip_every_supported_api_and_version() {
         assert!(min <= max, "{key:?}");
         for v in min..=max {
             round_trip! { key, v, gaps;
-                                Produce(ProduceRequest, ProduceResponse);
-                                Fetch(FetchRequest, FetchResponse);
-                                ListOffsets(ListOffsetsRequest, ListOffsetsResponse);
-                                Metadata(MetadataRequest, MetadataResponse);
-                                ApiVersions(ApiVersionsRequest, ApiVersionsResponse);
-                                CreateTopics(CreateTopicsRequest, CreateTopicsResponse);
-                                DeleteTopics(DeleteTopicsRequest, DeleteTopicsResponse);
-                                DeleteRecords(DeleteRecordsRequest, DeleteRecordsResponse);
-                                OffsetForLeaderEpoch(OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse);
-                                DescribeConfigs(DescribeConfigsRequest, DescribeConfigsResponse);
-                                AlterConfigs(AlterConfigsRequest, AlterConfigsResponse);
-                                DescribeLogDirs(DescribeLogDirsRequest, DescribeLogDirsResponse);
-                                CreatePartitions(CreatePartitionsRequest, CreatePartitionsResponse);
-                                IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse);
-                                DescribeCluster(DescribeClusterRequest, DescribeClusterResponse);
-                                DescribeQuorum(DescribeQuorumRequest, DescribeQuorumResponse);
-            AddRaftVoter(AddRaftVoterRequest, AddRaftVoterResponse);
-            RemoveRaftVoter(RemoveRaftVoterRequest, RemoveRaftVoterResponse);
-                                ElectLeaders(ElectLeadersRequest, ElectLeadersResponse);
-                    AlterPartitionReassignments(AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse);
-                    ListPartitionReassignments(ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse);
-                                DescribeTopicPartitions(DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse);
-                                FindCoordinator(FindCoordinatorRequest, FindCoordinatorResponse);
-                                JoinGroup(JoinGroupRequest, JoinGroupResponse);
-                                SyncGroup(SyncGroupRequest, SyncGroupResponse);
-                                Heartbeat(HeartbeatRequest, HeartbeatResponse);
-                                LeaveGroup(LeaveGroupRequest, LeaveGroupResponse);
-                                OffsetCommit(OffsetCommitRequest, OffsetCommitResponse);
-                                OffsetFetch(OffsetFetchRequest, OffsetFetchResponse);
-                                ListGroups(ListGroupsRequest, ListGroupsResponse);
-                                DescribeGroups(DescribeGroupsRequest, DescribeGroupsResponse);
-                                DeleteGroups(DeleteGroupsRequest, DeleteGroupsResponse);
-                                OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse);
-                                ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse);
-                                ConsumerGroupDescribe(ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse);
-                                InitProducerId(InitProducerIdRequest, InitProducerIdResponse);
-                                AddPartitionsToTxn(AddPartitionsToTxnRequest, AddPartitionsToTxnResponse);
-                                AddOffsetsToTxn(AddOffsetsToTxnRequest, AddOffsetsToTxnResponse);
-                                EndTxn(EndTxnRequest, EndTxnResponse);
-                                TxnOffsetCommit(TxnOffsetCommitRequest, TxnOffsetCommitResponse);
-                                DescribeTransactions(DescribeTransactionsRequest, DescribeTransactionsResponse);
-                                ListTransactions(ListTransactionsRequest, ListTransactionsResponse);
-                                WriteTxnMarkers(WriteTxnMarkersRequest, WriteTxnMarkersResponse);
-                                DescribeProducers(DescribeProducersRequest, DescribeProducersResponse);
-                                SaslHandshake(SaslHandshakeRequest, SaslHandshakeResponse);
-                                SaslAuthenticate(SaslAuthenticateRequest, SaslAuthenticateResponse);
-                                CreateAcls(CreateAclsRequest, CreateAclsResponse);
-                                DescribeAcls(DescribeAclsRequest, DescribeAclsResponse);
-                                DeleteAcls(DeleteAclsRequest, DeleteAclsResponse);
-                                DescribeUserScramCredentials(DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse);
-                                AlterUserScramCredentials(AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse);
-                            }
+                Produce(ProduceRequest, ProduceResponse);
+                Fetch(FetchRequest, FetchResponse);
+                ListOffsets(ListOffsetsRequest, ListOffsetsResponse);
+                Metadata(MetadataRequest, MetadataResponse);
+                ApiVersions(ApiVersionsRequest, ApiVersionsResponse);
+                CreateTopics(CreateTopicsRequest, CreateTopicsResponse);
+                DeleteTopics(DeleteTopicsRequest, DeleteTopicsResponse);
+                DeleteRecords(DeleteRecordsRequest, DeleteRecordsResponse);
+                OffsetForLeaderEpoch(OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse);
+                DescribeConfigs(DescribeConfigsRequest, DescribeConfigsResponse);
+                AlterConfigs(AlterConfigsRequest, AlterConfigsResponse);
+                DescribeLogDirs(DescribeLogDirsRequest, DescribeLogDirsResponse);
+                CreatePartitions(CreatePartitionsRequest, CreatePartitionsResponse);
+                IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse);
+                DescribeCluster(DescribeClusterRequest, DescribeClusterResponse);
+                DescribeQuorum(DescribeQuorumRequest, DescribeQuorumResponse);
+                AddRaftVoter(AddRaftVoterRequest, AddRaftVoterResponse);
+                RemoveRaftVoter(RemoveRaftVoterRequest, RemoveRaftVoterResponse);
+                ElectLeaders(ElectLeadersRequest, ElectLeadersResponse);
+                AlterPartitionReassignments(AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse);
+                ListPartitionReassignments(ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse);
+                DescribeTopicPartitions(DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse);
+                FindCoordinator(FindCoordinatorRequest, FindCoordinatorResponse);
+                JoinGroup(JoinGroupRequest, JoinGroupResponse);
+                SyncGroup(SyncGroupRequest, SyncGroupResponse);
+                Heartbeat(HeartbeatRequest, HeartbeatResponse);
+                LeaveGroup(LeaveGroupRequest, LeaveGroupResponse);
+                OffsetCommit(OffsetCommitRequest, OffsetCommitResponse);
+                OffsetFetch(OffsetFetchRequest, OffsetFetchResponse);
+                ListGroups(ListGroupsRequest, ListGroupsResponse);
+                DescribeGroups(DescribeGroupsRequest, DescribeGroupsResponse);
+                DeleteGroups(DeleteGroupsRequest, DeleteGroupsResponse);
+                OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse);
+                ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse);
+                ConsumerGroupDescribe(ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse);
+                InitProducerId(InitProducerIdRequest, InitProducerIdResponse);
+                AddPartitionsToTxn(AddPartitionsToTxnRequest, AddPartitionsToTxnResponse);
+                AddOffsetsToTxn(AddOffsetsToTxnRequest, AddOffsetsToTxnResponse);
+                EndTxn(EndTxnRequest, EndTxnResponse);
+                TxnOffsetCommit(TxnOffsetCommitRequest, TxnOffsetCommitResponse);
+                DescribeTransactions(DescribeTransactionsRequest, DescribeTransactionsResponse);
+                ListTransactions(ListTransactionsRequest, ListTransactionsResponse);
+                WriteTxnMarkers(WriteTxnMarkersRequest, WriteTxnMarkersResponse);
+                DescribeProducers(DescribeProducersRequest, DescribeProducersResponse);
+                SaslHandshake(SaslHandshakeRequest, SaslHandshakeResponse);
+                SaslAuthenticate(SaslAuthenticateRequest, SaslAuthenticateResponse);
+                CreateAcls(CreateAclsRequest, CreateAclsResponse);
+                DescribeAcls(DescribeAclsRequest, DescribeAclsResponse);
+                DeleteAcls(DeleteAclsRequest, DeleteAclsResponse);
+                DescribeUserScramCredentials(DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse);
+                AlterUserScramCredentials(AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse);
+                DescribeClientQuotas(DescribeClientQuotasRequest, DescribeClientQuotasResponse);
+                AlterClientQuotas(AlterClientQuotasRequest, AlterClientQuotasResponse);
+            }
             checked += 1;
         }
     }
-    // 51 APIs; a change in this count means the advertised set changed (see ApiVersions'
+    // 53 APIs; a change in this count means the advertised set changed (see ApiVersions'
     // pinned table in crates/vltava/tests/bad_input.rs).
-    assert_eq!(checked, 226, "API versions round-tripped");
+    assert_eq!(checked, 230, "API versions round-tripped");
     assert_eq!(
         gaps,
         KNOWN_REQUEST_GAPS.len(),
@@ -247,4 +249,26 @@ proptest! {
         b.extend_from_slice(&tail);
         let _ = decode_request(Bytes::from(b));
     }
+}
+
+#[test]
+fn throttle_time_is_set_where_the_response_has_one() {
+    let mut r = Response::Produce(messages::ProduceResponse::default());
+    r.set_throttle_time_ms(250);
+    let Response::Produce(p) = &r else {
+        unreachable!()
+    };
+    assert_eq!(p.throttle_time_ms, 250);
+    assert_eq!(r.throttle_time_ms(), 250);
+    let frame = encode_response(1, 9, &r).unwrap();
+    let (_, back): (i32, messages::ProduceResponse) =
+        decode_response(ApiKey::Produce, 9, body(&frame)).unwrap();
+    assert_eq!(back.throttle_time_ms, 250);
+    // SaslHandshake has no such field: setting it changes nothing.
+    let mut h = Response::SaslHandshake(messages::SaslHandshakeResponse::default());
+    h.set_throttle_time_ms(250);
+    assert_eq!(h.throttle_time_ms(), 0);
+    assert!(
+        matches!(h, Response::SaslHandshake(ref x) if *x == messages::SaslHandshakeResponse::default())
+    );
 }

@@ -25,6 +25,7 @@ mod metadata_upgrade;
 mod offsets_fixture;
 mod power_loss;
 mod protocol;
+mod quotas;
 mod registry;
 mod roundtrip;
 mod security;

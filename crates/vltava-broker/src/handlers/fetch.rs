@@ -211,6 +211,52 @@ fn follower_positions(broker: &Arc<Broker>, replica: NodeId, targets: &mut [Targ
     }
 }
 
+const CONSUMER_BYTE_RATE: vltava_metadata::quota::QuotaKey =
+    vltava_metadata::quota::QuotaKey::ConsumerByteRate;
+
+fn client_id(ctx: &RequestContext) -> &str {
+    ctx.client_id.as_deref().unwrap_or("")
+}
+
+/// Meters a consumer's answer against its consumer_byte_rate, as Kafka does: an answer that
+/// would put the consumer over its quota is not sent; it gets an empty one instead, with the
+/// throttle time, and its connection is muted for that long (KIP-219). Returns the bytes
+/// the answer keeps.
+fn meter_consumer(
+    broker: &Broker,
+    ctx: &RequestContext,
+    resp: &mut FetchResponse,
+    total: usize,
+) -> usize {
+    use vltava_protocol::Encodable;
+    let size = resp.compute_size(ctx.api_version).unwrap_or(total) as f64;
+    let (user, client) = (&*ctx.connection.principal.name, client_id(ctx));
+    let now = crate::quota::monotonic_ms();
+    // A consumer with nothing metered gets its answer whatever its size, so one batch larger
+    // than the quota allows cannot hold it back for ever.
+    let idle = broker
+        .quotas
+        .recorded(CONSUMER_BYTE_RATE, user, client, now)
+        <= 0.0;
+    let throttle = broker
+        .quotas
+        .record(CONSUMER_BYTE_RATE, user, client, size, now);
+    if throttle == 0 || idle {
+        if throttle > 0 {
+            ctx.connection.mute.until(now + throttle);
+            resp.throttle_time_ms = i32::try_from(throttle).unwrap_or(i32::MAX);
+        }
+        return total;
+    }
+    broker
+        .quotas
+        .unrecord(CONSUMER_BYTE_RATE, user, client, size, now);
+    ctx.connection.mute.until(now + throttle);
+    resp.responses.clear();
+    resp.throttle_time_ms = i32::try_from(throttle).unwrap_or(i32::MAX);
+    0
+}
+
 /// Answers a Fetch. The returned permit holds the response's size against the connection's
 /// response budget until the response is written, so unread responses pin at most about
 /// `fetch.max.bytes` per connection.
@@ -323,8 +369,29 @@ pub async fn handle(
     if follower {
         follower_positions(broker, NodeId::new(replica), &mut targets);
     }
+    // One answer to a consumer with a consumer_byte_rate takes at most what the quota allows
+    // over its measuring span.
+    let metered = !follower
+        && broker.quotas.is_active()
+        && broker
+            .quotas
+            .quota(
+                CONSUMER_BYTE_RATE,
+                &ctx.connection.principal.name,
+                client_id(ctx),
+            )
+            .is_some();
+    let mut cap = broker.config.fetch_max_bytes();
+    if metered {
+        if let Some(allowance) = broker.quotas.span_allowance(
+            CONSUMER_BYTE_RATE,
+            &ctx.connection.principal.name,
+            client_id(ctx),
+        ) {
+            cap = cap.min(usize::try_from(allowance).unwrap_or(usize::MAX));
+        }
+    }
     // The broker's own `fetch.max.bytes` caps every response, whatever the client asks.
-    let cap = broker.config.fetch_max_bytes();
     let max_bytes = if version >= 3 {
         (req.max_bytes.max(0) as usize).min(cap)
     } else {
@@ -336,7 +403,10 @@ pub async fn handle(
         .await
         .ok();
     // Keeps only what the response holds; the rest returns to the budget now.
-    let finish = move |resp: FetchResponse, total: usize| {
+    let finish = move |mut resp: FetchResponse, mut total: usize| {
+        if metered {
+            total = meter_consumer(broker, ctx, &mut resp, total);
+        }
         if let Some(h) = &mut hold {
             let extra = h.num_permits().saturating_sub(total);
             drop(h.split(extra));

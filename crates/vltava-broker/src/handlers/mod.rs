@@ -11,6 +11,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producers;
+pub mod quotas;
 pub mod reassign;
 pub mod scram;
 pub mod topics;
@@ -262,6 +263,13 @@ pub fn dispatch(
             )
         }
         Request::DescribeAcls(r) => ready(acls::describe(broker, c, r).into()),
+        Request::DescribeClientQuotas(r) => ready(quotas::describe(broker, c, r).into()),
+        Request::AlterClientQuotas(r) => {
+            let b = Arc::clone(broker);
+            Box::pin(
+                async move { Some(Answer::from(Response::from(quotas::alter(b, ctx, r).await))) },
+            )
+        }
         Request::DeleteAcls(r) => {
             let b = Arc::clone(broker);
             Box::pin(
