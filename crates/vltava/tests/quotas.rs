@@ -238,19 +238,17 @@ fn a_producer_over_its_byte_rate_is_held_to_it() {
     rt.block_on(broker.shutdown());
 }
 
+/// Three one-second windows: a measuring span of 2 s keeps a test short.
+const SHORT_WINDOWS: [(&str, &str); 2] = [
+    ("quota.window.num", "3"),
+    ("quota.window.size.seconds", "1"),
+];
+
 #[test]
 fn a_consumer_over_its_byte_rate_waits() {
-    // Three one-second windows: a measuring span of 2 s keeps the test short.
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(
-        &rt,
-        dir.path(),
-        &[
-            ("quota.window.num", "3"),
-            ("quota.window.size.seconds", "1"),
-        ],
-    );
+    let broker = start_broker(&rt, dir.path(), &SHORT_WINDOWS);
     let addr = broker.local_addr;
     RawClient::connect(addr).create_topic("slow", 1);
     let producer = checked_producer(&client_config(addr));
@@ -307,14 +305,7 @@ fn a_consumer_over_its_byte_rate_waits() {
 fn connections_over_the_address_rate_are_closed() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(
-        &rt,
-        dir.path(),
-        &[
-            ("quota.window.num", "3"),
-            ("quota.window.size.seconds", "1"),
-        ],
-    );
+    let broker = start_broker(&rt, dir.path(), &SHORT_WINDOWS);
     let addr = broker.local_addr;
     let (ok, _, err) = vltava(
         addr,
