@@ -696,9 +696,11 @@ fn handle(
         }
         _ => 0,
     };
-    let started = std::time::Instant::now();
+    // Threads' time is measured only while some quota exists: without one, requests pay
+    // no clock reads.
+    let started = broker.quotas.is_active().then(std::time::Instant::now);
     let fut = handlers::dispatch(broker, ctx, request)?;
-    let busy = started.elapsed();
+    let busy = started.map(|s| s.elapsed());
     let broker = Arc::clone(broker);
     let connection = Arc::clone(connection);
     let client_id = header.client_id;
@@ -766,8 +768,11 @@ fn request_time_throttle(
     connection: &ConnectionContext,
     client_id: &str,
     metering: Metering,
-    busy: Duration,
+    busy: Option<Duration>,
 ) -> u64 {
+    let Some(busy) = busy else {
+        return 0;
+    };
     if !broker.quotas.is_active()
         || matches!(
             metering,
@@ -792,10 +797,10 @@ fn request_time_throttle(
 }
 
 /// A handler's future that adds up the time spent polling it: the request's share of the
-/// broker's threads, for `request_percentage`.
+/// broker's threads, for `request_percentage` (`None`: not measured).
 struct Timed {
     inner: futures::future::BoxFuture<'static, Option<handlers::Answer>>,
-    busy: Duration,
+    busy: Option<Duration>,
 }
 
 impl std::future::Future for &mut Timed {
@@ -805,9 +810,12 @@ impl std::future::Future for &mut Timed {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
+        let Some(busy) = self.busy else {
+            return self.inner.as_mut().poll(cx);
+        };
         let started = std::time::Instant::now();
         let out = self.inner.as_mut().poll(cx);
-        self.busy += started.elapsed();
+        self.busy = Some(busy + started.elapsed());
         out
     }
 }
