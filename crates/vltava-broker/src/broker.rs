@@ -51,6 +51,15 @@ pub enum BrokerError {
     Sasl(#[from] crate::security::sasl::SaslConfigError),
 }
 
+/// Which of its peers' listeners a node reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    /// Leaders' `inter.broker.listener.name`, for replica fetches.
+    InterBroker,
+    /// Controllers' first `controller.listener.names`, for the quorum.
+    Controller,
+}
+
 /// Runs file I/O that must happen now, in call order, from async code (a coordinator's
 /// append under its shard lock, a marker write): on a multi-thread runtime the worker first
 /// hands its other tasks to another thread (`block_in_place`), so a slow write or a roll's
@@ -423,7 +432,9 @@ pub async fn start_with(
     }
     let cluster_id = read_or_create_cluster_id(&dir, &config)?;
     let metadata_dir = dir.join("__cluster_metadata");
-    let transport = Arc::new(crate::quorum_transport::TcpTransport::default());
+    let transport = Arc::new(crate::quorum_transport::TcpTransport::new(
+        config.peer_connector(PeerRole::Controller),
+    ));
     let quorum = if config.roles.controller {
         Quorum::open(
             QuorumConfig {
@@ -554,6 +565,7 @@ pub async fn start_with(
             socket_timeout: Duration::from_millis(
                 config.get_i64("replica.socket.timeout.ms").max(1) as u64,
             ),
+            connector: config.peer_connector(PeerRole::InterBroker),
         },
         Arc::clone(&partitions),
         Arc::clone(&controller),

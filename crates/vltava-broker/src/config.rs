@@ -469,6 +469,55 @@ impl BrokerConfig {
         )
     }
 
+    /// The security protocol of listener `name`: this node's own listener's, else the
+    /// protocol map's (a broker-only node reaches the controllers' listener without having
+    /// one itself).
+    pub fn listener_protocol(&self, name: &str) -> SecurityProtocol {
+        if let Some(l) = self.listeners.iter().find(|l| l.name == name) {
+            return l.security_protocol;
+        }
+        self.props
+            .get("listener.security.protocol.map")
+            .map_or(DEFAULT_PROTOCOL_MAP, String::as_str)
+            .split(',')
+            .filter_map(|p| p.trim().split_once(':'))
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .and_then(|(_, p)| SecurityProtocol::parse(p.trim()))
+            .unwrap_or(SecurityProtocol::Plaintext)
+    }
+
+    /// How this node reaches its peers' inter-broker or controller listener. Settings that
+    /// give no client side (say, a SASL listener without login credentials) are logged and
+    /// only fail the connections that need them: a single broker never makes one.
+    pub fn peer_connector(
+        &self,
+        role: crate::broker::PeerRole,
+    ) -> crate::security::peer::PeerConnector {
+        use crate::broker::PeerRole;
+        let (name, mechanism_key) = match role {
+            PeerRole::InterBroker => (
+                self.inter_broker_listener().name.clone(),
+                "sasl.mechanism.inter.broker.protocol",
+            ),
+            PeerRole::Controller => match self.controller_listeners.first() {
+                Some(n) => (n.clone(), "sasl.mechanism.controller.protocol"),
+                None => return crate::security::peer::PeerConnector::plaintext(),
+            },
+        };
+        crate::security::peer::PeerConnector::new(
+            &name,
+            self.listener_protocol(&name),
+            mechanism_key,
+            |key| self.listener_prop(&name, key),
+        )
+        .unwrap_or_else(|reason| {
+            if self.voters.len() > 1 || !self.bootstrap_servers.is_empty() {
+                tracing::warn!(%reason, ?role, "peers cannot be reached on this listener");
+            }
+            crate::security::peer::PeerConnector::unusable(reason)
+        })
+    }
+
     /// `quota.window.num` and `quota.window.size.seconds` in milliseconds.
     pub fn quota_windows(&self) -> crate::quota::QuotaWindows {
         crate::quota::QuotaWindows {

@@ -501,7 +501,12 @@ async fn serve<S>(
                 break;
             }
         };
-        if is_controller_listener && crate::quorum_transport::is_quorum_frame(&body) {
+        // Quorum frames are served only once a SASL listener's peer has authenticated.
+        let authenticated = authenticator.as_ref().is_none_or(Authenticator::is_done);
+        if is_controller_listener
+            && authenticated
+            && crate::quorum_transport::is_quorum_frame(&body)
+        {
             let Some((corr, payload)) = crate::quorum_transport::parse(&body) else {
                 break;
             };

@@ -13,7 +13,6 @@ use bytes::{BufMut, Bytes};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use vltava_protocol::SegmentedBuf;
 use vltava_quorum::Transport;
 
@@ -46,17 +45,30 @@ pub fn response(correlation_id: i32, payload: Vec<u8>) -> SegmentedBuf {
     buf
 }
 
-type Conn = Arc<tokio::sync::Mutex<Option<TcpStream>>>;
+type Conn = Arc<tokio::sync::Mutex<Option<PeerStream>>>;
+
+use crate::security::peer::{PeerConnector, PeerStream};
 
 /// One connection per peer, one request at a time on it; a failed or timed-out call drops
 /// the connection and the next call dials again.
-#[derive(Default)]
 pub struct TcpTransport {
     conns: Mutex<HashMap<u64, Conn>>,
     correlation: AtomicI32,
+    /// The controller listener's TLS and SASL, if any.
+    connector: PeerConnector,
 }
 
-async fn exchange(stream: &mut TcpStream, corr: i32, request: &[u8]) -> std::io::Result<Vec<u8>> {
+impl TcpTransport {
+    pub fn new(connector: PeerConnector) -> Self {
+        Self {
+            conns: Mutex::default(),
+            correlation: AtomicI32::new(0),
+            connector,
+        }
+    }
+}
+
+async fn exchange(stream: &mut PeerStream, corr: i32, request: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut frame = Vec::with_capacity(12 + request.len());
     frame.extend_from_slice(&(8 + request.len() as i32).to_be_bytes());
     frame.extend_from_slice(&QUORUM_API_KEY.to_be_bytes());
@@ -89,6 +101,7 @@ impl Transport for TcpTransport {
         let corr = self.correlation.fetch_add(1, Ordering::Relaxed);
         let addr = addr.to_string();
         let node = target & !vltava_quorum::OBSERVE_LANE;
+        let connector = self.connector.clone();
         Box::pin(async move {
             let mut slot = conn.lock().await;
             // Taken out for the exchange: a call dropped midway (the caller's timeout) leaves
@@ -96,14 +109,14 @@ impl Transport for TcpTransport {
             let mut stream = match slot.take() {
                 Some(s) => s,
                 None => {
-                    let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+                    let (host, port) = addr
+                        .rsplit_once(':')
+                        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse().ok()?)))
+                        .ok_or_else(|| format!("controller {node}: bad address {addr}"))?;
+                    connector
+                        .connect(host, port, CONNECT_TIMEOUT)
                         .await
-                        .map_err(|_| {
-                            format!("connecting to controller {node} at {addr} timed out")
-                        })?
-                        .map_err(|e| format!("connecting to controller {node} at {addr}: {e}"))?;
-                    let _ = s.set_nodelay(true);
-                    s
+                        .map_err(|e| format!("connecting to controller {node}: {e}"))?
                 }
             };
             let result = exchange(&mut stream, corr, &request).await;

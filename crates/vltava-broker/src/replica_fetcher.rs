@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::security::peer::{PeerConnector, PeerStream};
 use bytes::Bytes;
 use futures::future::join_all;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use vltava_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use vltava_protocol::messages::fetch_response::PartitionData;
@@ -51,6 +51,8 @@ pub struct FetcherConfig {
     pub wait_max_ms: i32,
     pub backoff: Duration,
     pub socket_timeout: Duration,
+    /// How to reach the leaders' listener: its TLS and SASL, if any.
+    pub connector: PeerConnector,
 }
 
 struct Shared {
@@ -132,8 +134,8 @@ fn followed(shared: &Shared, leader: NodeId) -> Vec<Arc<Partition>> {
     parts
 }
 
-/// The address of `leader`'s replication listener, if it is registered with one.
-fn leader_addr(shared: &Shared, leader: NodeId) -> Result<String, String> {
+/// The host and port of `leader`'s replication listener, if it is registered with one.
+fn leader_addr(shared: &Shared, leader: NodeId) -> Result<(String, u16), String> {
     let image = shared.controller.image();
     let b = image
         .brokers
@@ -145,19 +147,12 @@ fn leader_addr(shared: &Shared, leader: NodeId) -> Result<String, String> {
             shared.config.listener
         )
     })?;
-    // PLAINTEXT only: a follower has no TLS or SASL client yet.
-    if e.security_protocol != 0 {
-        return Err(format!(
-            "listener {} of broker {leader} is not PLAINTEXT; replication needs a PLAINTEXT inter.broker.listener.name",
-            shared.config.listener
-        ));
-    }
-    Ok(format!("{}:{}", e.host, e.port))
+    Ok((e.host.clone(), e.port))
 }
 
 async fn run(leader: NodeId, shared: Arc<Shared>) {
     let mut stop = shared.stop.clone();
-    let mut conn: Option<TcpStream> = None;
+    let mut conn: Option<PeerStream> = None;
     let mut correlation = 0i32;
     let mut last_error: Option<String> = None;
     loop {
@@ -194,12 +189,13 @@ async fn run(leader: NodeId, shared: Arc<Shared>) {
         correlation = correlation.wrapping_add(1);
         let outcome = async {
             if conn.is_none() {
-                let addr = leader_addr(&shared, leader)?;
-                let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&addr))
+                let (host, port) = leader_addr(&shared, leader)?;
+                let s = shared
+                    .config
+                    .connector
+                    .connect(&host, port, Duration::from_secs(5))
                     .await
-                    .map_err(|_| format!("connecting to broker {leader} at {addr} timed out"))?
-                    .map_err(|e| format!("connecting to broker {leader} at {addr}: {e}"))?;
-                let _ = s.set_nodelay(true);
+                    .map_err(|e| format!("connecting to broker {leader}: {e}"))?;
                 conn = Some(s);
             }
             let stream = conn.as_mut().expect("connected");
@@ -423,7 +419,7 @@ fn truncate(p: &Partition, offset: i64) -> Result<(), String> {
 }
 
 async fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     correlation: i32,
     request: &FetchRequest,
 ) -> Result<FetchResponse, String> {

@@ -1808,3 +1808,114 @@ fn dedicated_controllers_and_brokers_survive_the_active_controller_and_a_broker(
     );
     assert_exactly_once(&ok, &consume_all(&live, "split", ok.len()));
 }
+
+/// Brokers replicate over a SASL_SSL inter-broker listener (PLAIN) and the controllers run
+/// the quorum over an SSL controller listener with client certificates, while clients use
+/// a plaintext listener: every peer connection is authenticated and encrypted.
+#[test]
+fn brokers_and_controllers_reach_each_other_over_tls_and_sasl() {
+    let pki = crate::security::TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let keystore = dir.path().join("broker.pem");
+    std::fs::write(
+        &keystore,
+        format!("{}{}", pki.server_cert_pem, pki.server_key_pem),
+    )
+    .unwrap();
+    let truststore = dir.path().join("ca.pem");
+    std::fs::write(&truststore, &pki.ca_pem).unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let voters = voters_on(&ports);
+    let jaas = r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="broker" password="broker-secret" user_broker="broker-secret";"#;
+    let children: Vec<Child> = (1..=3)
+        .map(|id| {
+            Command::new(env!("CARGO_BIN_EXE_vltava"))
+                .args(["broker", "--node-id", &id.to_string()])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("node-{id}")))
+                .arg("--listeners")
+                .arg(format!(
+                    "PLAINTEXT://127.0.0.1:0,INTERNAL://127.0.0.1:0,CONTROLLER://127.0.0.1:{}",
+                    ports[id as usize - 1]
+                ))
+                .args(
+                    [
+                        format!("controller.quorum.voters={voters}"),
+                        "controller.listener.names=CONTROLLER".into(),
+                        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SASL_SSL,CONTROLLER:SSL".into(),
+                        "inter.broker.listener.name=INTERNAL".into(),
+                        "ssl.keystore.type=PEM".into(),
+                        format!("ssl.keystore.location={}", keystore.display()),
+                        "ssl.truststore.type=PEM".into(),
+                        format!("ssl.truststore.location={}", truststore.display()),
+                        "listener.name.controller.ssl.client.auth=required".into(),
+                        "listener.name.internal.sasl.enabled.mechanisms=PLAIN".into(),
+                        format!("listener.name.internal.plain.sasl.jaas.config={jaas}"),
+                        "sasl.mechanism.inter.broker.protocol=PLAIN".into(),
+                        "controller.quorum.election.timeout.ms=500".into(),
+                        "offsets.topic.num.partitions=3".into(),
+                        "broker.session.timeout.ms=3000".into(),
+                    ]
+                    .iter()
+                    .flat_map(|o| ["--override".to_string(), o.clone()]),
+                )
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn vltava")
+        })
+        .collect();
+    let nodes: Vec<Node> = children
+        .into_iter()
+        .zip(1..)
+        .map(|(c, id)| ready(c, id))
+        .collect();
+    // Three in-sync replicas: followers fetched from each leader over SASL_SSL.
+    let isr = create_in_sync(
+        &nodes[0],
+        NewTopic::new("guarded", 3, TopicReplication::Fixed(3)),
+    );
+    assert_eq!(isr.len(), 3);
+    let all: Vec<&Node> = nodes.iter().collect();
+    let producer: rdkafka::producer::BaseProducer = common::client_config(nodes[0].addr)
+        .set("bootstrap.servers", bootstrap(&all))
+        .create()
+        .unwrap();
+    for i in 0..30 {
+        producer
+            .send(BaseRecord::<(), _>::to("guarded").payload(&format!("v{i}")))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let got = consume_all(&bootstrap(&all), "guarded", 30);
+    assert_eq!(got.len(), 30);
+    // The quorum's leader sees all three voters fetching over the SSL controller listener.
+    let describe = |node: &Node| -> DescribeQuorumResponse {
+        common::RawClient::connect(node.addr).call(
+            ApiKey::DescribeQuorum,
+            2,
+            &DescribeQuorumRequest::default().with_topics(vec![
+                vltava_protocol::messages::describe_quorum_request::TopicData::default()
+                    .with_topic_name(TopicName(vltava_protocol::StrBytes::from_static_str(
+                        "__cluster_metadata",
+                    )))
+                    .with_partitions(vec![
+                        vltava_protocol::messages::describe_quorum_request::PartitionData::default(
+                        ),
+                    ]),
+            ]),
+        )
+    };
+    let leader = describe(&nodes[0]).topics[0].partitions[0].leader_id.0;
+    let leader = nodes
+        .iter()
+        .find(|n| n.id == leader)
+        .expect("a quorum leader");
+    wait_for("every voter fetching", Duration::from_secs(10), || {
+        let q = describe(leader);
+        let p = &q.topics[0].partitions[0];
+        (p.current_voters.len() == 3 && p.current_voters.iter().all(|v| v.log_end_offset > 0))
+            .then_some(())
+    });
+}

@@ -18,15 +18,15 @@ use vltava_broker::context::{AclOperation, Authorizer, RequestContext, Resource}
 use vltava_broker::{BrokerConfig, BrokerHandle, StartOptions};
 
 /// A CA and what it signed, as PEM.
-struct TestPki {
-    ca_pem: String,
-    server_cert_pem: String,
-    server_key_pem: String,
+pub(crate) struct TestPki {
+    pub(crate) ca_pem: String,
+    pub(crate) server_cert_pem: String,
+    pub(crate) server_key_pem: String,
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl TestPki {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];

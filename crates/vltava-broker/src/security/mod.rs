@@ -7,6 +7,7 @@
 
 pub mod authorizer;
 pub mod jaas;
+pub mod peer;
 pub mod principal_rules;
 pub mod sasl;
 pub mod scram;

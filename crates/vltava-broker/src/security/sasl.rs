@@ -38,7 +38,7 @@ impl Mechanism {
         }
     }
 
-    fn parse(name: &str) -> Option<Self> {
+    pub fn parse(name: &str) -> Option<Self> {
         match name {
             "PLAIN" => Some(Self::Plain),
             other => ScramMechanism::from_name(other).map(Self::Scram),

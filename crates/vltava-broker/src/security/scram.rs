@@ -178,6 +178,92 @@ impl ScramExchange {
     }
 }
 
+/// The client side of an exchange, for a broker reaching another broker over SCRAM.
+#[derive(Debug)]
+pub struct ScramClient {
+    mechanism: ScramMechanism,
+    password: String,
+    nonce: String,
+    bare: String,
+    /// The server signature the last message must carry.
+    expected: Option<Vec<u8>>,
+}
+
+impl ScramClient {
+    /// Starts an exchange as `user`; returns `client-first-message`.
+    pub fn start(m: ScramMechanism, user: &str, password: &str, nonce: String) -> (Self, Vec<u8>) {
+        let name = user.replace('=', "=3D").replace(',', "=2C");
+        let bare = format!("n={name},r={nonce}");
+        let first = format!("n,,{bare}").into_bytes();
+        (
+            Self {
+                mechanism: m,
+                password: password.to_string(),
+                nonce,
+                bare,
+                expected: None,
+            },
+            first,
+        )
+    }
+
+    /// Reads `server-first-message`; returns `client-final-message`.
+    pub fn proof(&mut self, server_first: &[u8]) -> Result<Vec<u8>, String> {
+        let m = self.mechanism;
+        let text = std::str::from_utf8(server_first)
+            .map_err(|_| "SCRAM server first message is not UTF-8".to_string())?;
+        let bad = || format!("Invalid SCRAM server first message: {text:?}");
+        let mut fields = text.split(',');
+        let nonce = fields
+            .next()
+            .and_then(|f| f.strip_prefix("r="))
+            .ok_or_else(bad)?;
+        let salt = fields
+            .next()
+            .and_then(|f| f.strip_prefix("s="))
+            .ok_or_else(bad)?;
+        let iterations: u32 = fields
+            .next()
+            .and_then(|f| f.strip_prefix("i="))
+            .and_then(|i| i.parse().ok())
+            .ok_or_else(bad)?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err("SCRAM server nonce does not extend the client's".into());
+        }
+        if !(MIN_ITERATIONS as u32..=MAX_ITERATIONS as u32).contains(&iterations) {
+            return Err(format!("SCRAM iterations {iterations} out of range"));
+        }
+        let salt = B64.decode(salt).map_err(|_| bad())?;
+        let salted = salted_password(m, &self.password, &salt, iterations);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{text},{without_proof}", self.bare);
+        let client_key = hmac(m, &salted, b"Client Key");
+        let stored_key = digest::digest(digest_alg(m), &client_key);
+        let signature = hmac(m, stored_key.as_ref(), auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let server_key = hmac(m, &salted, b"Server Key");
+        self.expected = Some(hmac(m, &server_key, auth_message.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
+    }
+
+    /// Checks `server-final-message`: the server knew the credential too.
+    pub fn verify(&self, server_final: &[u8]) -> Result<(), String> {
+        let text = std::str::from_utf8(server_final).unwrap_or("");
+        let signature = text
+            .strip_prefix("v=")
+            .and_then(|v| B64.decode(v).ok())
+            .ok_or_else(|| format!("SCRAM server final message: {text:?}"))?;
+        match &self.expected {
+            Some(e) if super::sasl::constant_time_eq(e, &signature) => Ok(()),
+            _ => Err("SCRAM server signature does not match".into()),
+        }
+    }
+}
+
 /// RFC 5802 saslname: `=2C` is ',' and `=3D` is '='; any other '=' is malformed.
 fn unescape(name: &str) -> Option<String> {
     let mut out = String::with_capacity(name.len());
@@ -254,5 +340,27 @@ mod tests {
         assert_eq!(unescape("bad=41"), None);
         assert_eq!(unescape("end="), None);
         assert!(!server_nonce().contains(','));
+    }
+
+    #[test]
+    fn the_client_side_authenticates_against_the_server_side() {
+        for m in [ScramMechanism::ScramSha256, ScramMechanism::ScramSha512] {
+            let salt = b"pepper".to_vec();
+            let c = credential(m, &salt, &salted_password(m, "s3cret", &salt, 4096), 4096);
+            let lookup = move |u: &str| (u == "ad,m=in").then(|| c.clone());
+            let (mut client, first_msg) =
+                ScramClient::start(m, "ad,m=in", "s3cret", "cnonce".into());
+            let (exchange, server_first) = first(m, &first_msg, "snonce", &lookup).unwrap();
+            assert_eq!(exchange.user, "ad,m=in");
+            let final_msg = client.proof(&server_first).unwrap();
+            let server_final = exchange.finish(&final_msg).unwrap();
+            client.verify(&server_final).unwrap();
+            assert!(client.verify(b"v=AAAA").is_err());
+            // A wrong password is refused by the server.
+            let (mut wrong, first_msg) = ScramClient::start(m, "ad,m=in", "guess", "n2".into());
+            let (exchange, server_first) = first(m, &first_msg, "s2", &lookup).unwrap();
+            let final_msg = wrong.proof(&server_first).unwrap();
+            assert!(exchange.finish(&final_msg).is_err());
+        }
     }
 }

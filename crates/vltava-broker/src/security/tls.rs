@@ -71,46 +71,52 @@ pub enum ClientAuth {
     Required,
 }
 
-/// Builds the TLS server side of listener `listener`; `get` returns a key's value for this
-/// listener (its `listener.name.<name>.` override, else the broker-wide key).
-pub fn server_config(
+/// The listener's key store: its certificate chain and private key.
+type KeyStore = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn read_store(listener: &str, path: String) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(&path).map_err(|source| TlsError::Read {
+        listener: listener.to_string(),
+        path,
+        source,
+    })
+}
+
+fn pem_only(
     listener: &str,
-    get: impl Fn(&str) -> Option<String>,
-) -> Result<Arc<ServerConfig>, TlsError> {
-    let l = || listener.to_string();
-    let pem_only = |key: &'static str| -> Result<(), TlsError> {
-        // Kafka's default store type is JKS, so PEM must be asked for.
-        let value = get(key).unwrap_or_else(|| "JKS".to_string());
-        if value.eq_ignore_ascii_case("PEM") {
-            Ok(())
-        } else {
-            Err(TlsError::UnsupportedStoreType {
-                listener: l(),
-                key,
-                value,
-            })
-        }
-    };
-    let read = |path: String| -> Result<Vec<u8>, TlsError> {
-        std::fs::read(&path).map_err(|source| TlsError::Read {
-            listener: l(),
-            path,
-            source,
+    get: &impl Fn(&str) -> Option<String>,
+    key: &'static str,
+) -> Result<(), TlsError> {
+    // Kafka's default store type is JKS, so PEM must be asked for.
+    let value = get(key).unwrap_or_else(|| "JKS".to_string());
+    if value.eq_ignore_ascii_case("PEM") {
+        Ok(())
+    } else {
+        Err(TlsError::UnsupportedStoreType {
+            listener: listener.to_string(),
+            key,
+            value,
         })
-    };
+    }
+}
+
+/// `ssl.keystore.*`: `None` when the listener has no key store at all.
+fn key_store(
+    listener: &str,
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<KeyStore>, TlsError> {
+    let l = || listener.to_string();
     let pem_err = |key: &'static str, reason: String| TlsError::Pem {
         listener: l(),
         key,
         reason,
     };
-
-    principal_rules(listener, &get)?;
-    pem_only("ssl.keystore.type")?;
     let (chain_pem, key_pem, chain_key, key_key) = match (
         get("ssl.keystore.certificate.chain"),
         get("ssl.keystore.key"),
         get("ssl.keystore.location"),
     ) {
+        (None, None, None) => return Ok(None),
         (Some(chain), Some(key), _) => (
             chain.into_bytes(),
             key.into_bytes(),
@@ -118,7 +124,7 @@ pub fn server_config(
             "ssl.keystore.key",
         ),
         (None, None, Some(path)) => {
-            let both = read(path)?;
+            let both = read_store(listener, path)?;
             (
                 both.clone(),
                 both,
@@ -133,6 +139,7 @@ pub fn server_config(
             })
         }
     };
+    pem_only(listener, get, "ssl.keystore.type")?;
     if get("ssl.key.password").is_some() {
         return Err(pem_err(
             key_key,
@@ -150,6 +157,54 @@ pub fn server_config(
             key_key,
             format!("no usable PRIVATE KEY block (an unencrypted PKCS#8, PKCS#1 or SEC1 key is needed): {e}"),
         )
+    })?;
+    Ok(Some((chain, key)))
+}
+
+/// `ssl.truststore.*`: the certificates peers are checked against; `None` when unset.
+fn trust_store(
+    listener: &str,
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<RootCertStore>, TlsError> {
+    let trust_pem = match (
+        get("ssl.truststore.certificates"),
+        get("ssl.truststore.location"),
+    ) {
+        (Some(inline), _) => inline.into_bytes(),
+        (None, Some(path)) => read_store(listener, path)?,
+        (None, None) => return Ok(None),
+    };
+    pem_only(listener, get, "ssl.truststore.type")?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&trust_pem) {
+        let cert = cert.map_err(|e| TlsError::Pem {
+            listener: listener.to_string(),
+            key: "ssl.truststore.certificates",
+            reason: e.to_string(),
+        })?;
+        roots.add(cert).map_err(|source| TlsError::Rustls {
+            listener: listener.to_string(),
+            source,
+        })?;
+    }
+    Ok(Some(roots))
+}
+
+/// Builds the TLS server side of listener `listener`; `get` returns a key's value for this
+/// listener (its `listener.name.<name>.` override, else the broker-wide key).
+pub fn server_config(
+    listener: &str,
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let l = || listener.to_string();
+    principal_rules(listener, &get)?;
+    // Kafka's default store type is JKS: a listener that says nothing hears that first.
+    pem_only(listener, &get, "ssl.keystore.type")?;
+    let (chain, key) = key_store(listener, &get)?.ok_or_else(|| TlsError::Missing {
+        listener: l(),
+        what:
+            "needs ssl.keystore.location, or ssl.keystore.certificate.chain with ssl.keystore.key"
+                .into(),
     })?;
 
     let client_auth = match get("ssl.client.auth")
@@ -179,28 +234,11 @@ pub fn server_config(
     let builder = if client_auth == ClientAuth::None {
         builder.with_no_client_auth()
     } else {
-        pem_only("ssl.truststore.type")?;
-        let trust_pem = match (
-            get("ssl.truststore.certificates"),
-            get("ssl.truststore.location"),
-        ) {
-            (Some(inline), _) => inline.into_bytes(),
-            (None, Some(path)) => read(path)?,
-            (None, None) => return Err(TlsError::Missing {
-                listener: l(),
-                what:
-                    "ssl.client.auth needs ssl.truststore.location or ssl.truststore.certificates"
-                        .into(),
-            }),
-        };
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&trust_pem) {
-            let cert = cert.map_err(|e| pem_err("ssl.truststore.certificates", e.to_string()))?;
-            roots.add(cert).map_err(|source| TlsError::Rustls {
-                listener: l(),
-                source,
-            })?;
-        }
+        let roots = trust_store(listener, &get)?.ok_or_else(|| TlsError::Missing {
+            listener: l(),
+            what: "ssl.client.auth needs ssl.truststore.location or ssl.truststore.certificates"
+                .into(),
+        })?;
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
         let verifier = if client_auth == ClientAuth::Requested {
             verifier.allow_unauthenticated()
@@ -219,6 +257,41 @@ pub fn server_config(
             listener: l(),
             source,
         })?;
+    Ok(Arc::new(config))
+}
+
+/// Builds the TLS client side a broker uses to reach a peer's listener `listener`, as
+/// Kafka's inter-broker clients do: the peer's certificate is checked against the
+/// listener's trust store and its host name, and the listener's key store, if any, is
+/// presented as this broker's certificate.
+pub fn client_config(
+    listener: &str,
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let l = || listener.to_string();
+    let roots = trust_store(listener, &get)?.ok_or_else(|| TlsError::Missing {
+        listener: l(),
+        what: "brokers reach each other over TLS here: set ssl.truststore.location or ssl.truststore.certificates"
+            .into(),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions = protocol_versions(listener, get("ssl.enabled.protocols"))?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|source| TlsError::Rustls {
+            listener: l(),
+            source,
+        })?
+        .with_root_certificates(roots);
+    let config = match key_store(listener, &get)? {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|source| TlsError::Rustls {
+                listener: l(),
+                source,
+            })?,
+        None => builder.with_no_client_auth(),
+    };
     Ok(Arc::new(config))
 }
 
