@@ -521,9 +521,9 @@ pub async fn start_with(
         };
         let get = |key: &str| config.listener_prop(&l.name, key);
         let tls = match l.security_protocol {
-            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl => {
-                Some(crate::security::tls::server_config(&l.name, get)?)
-            }
+            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl => Some(Arc::new(
+                crate::security::tls::ServerTls::new(&l.name, get)?,
+            )),
             SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext => None,
         };
         let sasl = match l.security_protocol {

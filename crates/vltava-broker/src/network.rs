@@ -169,7 +169,7 @@ impl ConnectionTracker {
                 let idle = broker.config.connections_max_idle();
                 let accepted = tokio::time::timeout(
                     idle,
-                    tokio_rustls::TlsAcceptor::from(tls).accept(stream),
+                    tokio_rustls::TlsAcceptor::from(tls.config()).accept(stream),
                 )
                 .await;
                 match accepted {
@@ -217,7 +217,7 @@ pub struct BoundListener {
     /// Host and port given to clients that connect through this listener.
     pub advertised: (String, u16),
     /// The TLS server side of `SSL` and `SASL_SSL` listeners.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<Arc<crate::security::tls::ServerTls>>,
     /// The SASL settings of `SASL_PLAINTEXT` and `SASL_SSL` listeners.
     pub sasl: Option<Arc<SaslConfig>>,
     /// `ssl.principal.mapping.rules`: how a client certificate names its principal.

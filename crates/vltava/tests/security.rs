@@ -687,3 +687,53 @@ fn cli_commands_run_over_sasl_ssl_with_scram() {
     assert!(!ok, "a wrong password listed topics");
     rt.block_on(broker.shutdown());
 }
+
+/// A key store file replaced on disk serves new connections without a restart: clients
+/// that trust only the new CA get in, clients that trust only the old one no longer do.
+#[test]
+fn a_replaced_key_store_is_served_without_a_restart() {
+    let (old, new) = (TestPki::new(), TestPki::new());
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let keystore = dir.path().join("broker.pem");
+    let write_store = |pki: &TestPki| {
+        // Replaced as operators and cert managers do: written aside, then renamed over.
+        let aside = dir.path().join("broker.pem.new");
+        std::fs::write(
+            &aside,
+            format!("{}{}", pki.server_cert_pem, pki.server_key_pem),
+        )
+        .unwrap();
+        std::fs::rename(&aside, &keystore).unwrap();
+    };
+    write_store(&old);
+    let location = keystore.to_str().unwrap().to_string();
+    let broker = start_secure(
+        &rt,
+        dir.path(),
+        &[
+            ("listeners", "SSL://127.0.0.1:0"),
+            ("ssl.keystore.type", "PEM"),
+            ("ssl.keystore.location", &location),
+        ],
+        Arc::new(Recorder::default()),
+    );
+    let trusting = |pki: &TestPki| {
+        let mut c = client_config(broker.local_addr);
+        c.set("security.protocol", "ssl")
+            .set("ssl.ca.pem", &pki.ca_pem);
+        c
+    };
+    assert!(can_fetch_metadata(&trusting(&old)));
+    assert!(!can_fetch_metadata(&trusting(&new)));
+    write_store(&new);
+    // The listener looks at its files at most once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(can_fetch_metadata(&trusting(&new)));
+    assert!(!can_fetch_metadata(&trusting(&old)));
+    // A broken file is not taken: the last good store keeps serving.
+    std::fs::write(&keystore, "not a pem file").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(can_fetch_metadata(&trusting(&new)));
+    rt.block_on(broker.shutdown());
+}

@@ -260,6 +260,109 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// How often a listener looks at its store files for a change.
+const RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The keys [`server_config`] reads, kept so the listener can be rebuilt later.
+const SERVER_KEYS: [&str; 11] = [
+    "ssl.keystore.type",
+    "ssl.keystore.certificate.chain",
+    "ssl.keystore.key",
+    "ssl.keystore.location",
+    "ssl.key.password",
+    "ssl.client.auth",
+    "ssl.enabled.protocols",
+    "ssl.truststore.type",
+    "ssl.truststore.certificates",
+    "ssl.truststore.location",
+    "ssl.principal.mapping.rules",
+];
+
+/// What identifies one version of a file: its inode, size and modification time.
+type Stamp = Option<(u64, u64, std::time::SystemTime)>;
+
+fn stamp(path: &std::path::Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.len(), m.modified().ok()?))
+}
+
+/// A listener's TLS server side that follows its store files: when the file named by
+/// `ssl.keystore.location` or `ssl.truststore.location` changes (rewritten or replaced),
+/// the next connection is served with the new certificates, without a restart. Files are
+/// looked at no more than once a second, by the connection about to shake hands. A file
+/// that no longer makes a valid config is logged and the last good config kept.
+pub struct ServerTls {
+    listener: String,
+    settings: std::collections::BTreeMap<&'static str, String>,
+    files: Vec<std::path::PathBuf>,
+    state: parking_lot::Mutex<Loaded>,
+}
+
+struct Loaded {
+    config: Arc<ServerConfig>,
+    stamps: Vec<Stamp>,
+    checked: std::time::Instant,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("listener", &self.listener)
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+impl ServerTls {
+    pub fn new(listener: &str, get: impl Fn(&str) -> Option<String>) -> Result<Self, TlsError> {
+        let settings: std::collections::BTreeMap<&'static str, String> = SERVER_KEYS
+            .iter()
+            .filter_map(|k| get(k).map(|v| (*k, v)))
+            .collect();
+        let files: Vec<std::path::PathBuf> = ["ssl.keystore.location", "ssl.truststore.location"]
+            .iter()
+            .filter_map(|k| settings.get(k).map(std::path::PathBuf::from))
+            .collect();
+        let stamps = files.iter().map(|f| stamp(f)).collect();
+        let config = server_config(listener, |k| settings.get(k).cloned())?;
+        Ok(Self {
+            listener: listener.to_string(),
+            settings,
+            files,
+            state: parking_lot::Mutex::new(Loaded {
+                config,
+                stamps,
+                checked: std::time::Instant::now(),
+            }),
+        })
+    }
+
+    /// The config for a new connection, reloaded first if a store file changed.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        let mut s = self.state.lock();
+        if !self.files.is_empty() && s.checked.elapsed() >= RELOAD_CHECK {
+            s.checked = std::time::Instant::now();
+            let stamps: Vec<Stamp> = self.files.iter().map(|f| stamp(f)).collect();
+            if stamps != s.stamps {
+                s.stamps = stamps;
+                match server_config(&self.listener, |k| self.settings.get(k).cloned()) {
+                    Ok(c) => {
+                        tracing::info!(listener = %self.listener, "TLS key or trust store changed; new connections use it");
+                        s.config = c;
+                    }
+                    Err(e) => tracing::warn!(
+                        listener = %self.listener,
+                        error = %e,
+                        "TLS key or trust store changed but cannot be used; keeping the previous one"
+                    ),
+                }
+            }
+        }
+        Arc::clone(&s.config)
+    }
+}
+
 /// Builds the TLS client side a broker uses to reach a peer's listener `listener`, as
 /// Kafka's inter-broker clients do: the peer's certificate is checked against the
 /// listener's trust store and its host name, and the listener's key store, if any, is
