@@ -737,3 +737,159 @@ fn a_replaced_key_store_is_served_without_a_restart() {
     assert!(can_fetch_metadata(&trusting(&new)));
     rt.block_on(broker.shutdown());
 }
+
+/// Runs the `openssl` command line, as operators build their stores.
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// PKCS12 key and trust stores as openssl writes them (today's AES form, and the 3DES form
+/// older keytools wrote, read under Kafka's default store type), and a PEM key encrypted
+/// under `ssl.key.password`, serve librdkafka, whose own key store is PKCS12 too. A wrong
+/// password stops the broker at start, naming the key to fix.
+#[test]
+fn pkcs12_stores_and_encrypted_pem_keys_serve_librdkafka() {
+    let pki = TestPki::new();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let cert = file("broker.pem", &pki.server_cert_pem);
+    let key = file("broker-key.pem", &pki.server_key_pem);
+    let ca = file("ca.pem", &pki.ca_pem);
+    let (client_cert, client_key) = pki.client(&[(DnType::CommonName, "alice")]);
+    let client_cert = file("client.pem", &client_cert);
+    let client_key = file("client-key.pem", &client_key);
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (aes, des, trust, client, encrypted) = (
+        path("broker.p12"),
+        path("broker-3des.p12"),
+        path("trust.p12"),
+        path("client.p12"),
+        path("broker-key-enc.pem"),
+    );
+    let export = ["pkcs12", "-export", "-in", &cert, "-inkey", &key];
+    openssl(&[&export[..], &["-out", &aes, "-passout", "pass:store-pw"]].concat());
+    openssl(
+        &[
+            &export[..],
+            &["-out", &des, "-passout", "pass:store-pw"],
+            &["-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES"],
+            &["-macalg", "sha1"],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "pkcs12",
+        "-export",
+        "-nokeys",
+        "-in",
+        &ca,
+        "-out",
+        &trust,
+        "-passout",
+        "pass:trust-pw",
+    ]);
+    openssl(&[
+        "pkcs12",
+        "-export",
+        "-in",
+        &client_cert,
+        "-inkey",
+        &client_key,
+        "-out",
+        &client,
+        "-passout",
+        "pass:client-pw",
+    ]);
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-v2",
+        "aes-256-cbc",
+        "-in",
+        &key,
+        "-out",
+        &encrypted,
+        "-passout",
+        "pass:key-pw",
+    ]);
+
+    for (i, store) in [&aes, &des].into_iter().enumerate() {
+        let recorder = Arc::new(Recorder::default());
+        let broker = start_secure(
+            &rt,
+            &dir.path().join(format!("data-{i}")),
+            &[
+                ("listeners", "SSL://127.0.0.1:0"),
+                ("ssl.keystore.location", store),
+                ("ssl.keystore.password", "store-pw"),
+                ("ssl.client.auth", "required"),
+                ("ssl.truststore.type", "PKCS12"),
+                ("ssl.truststore.location", &trust),
+                ("ssl.truststore.password", "trust-pw"),
+            ],
+            Arc::clone(&recorder) as _,
+        );
+        let mut config = client_config(broker.local_addr);
+        config
+            .set("security.protocol", "ssl")
+            .set("ssl.ca.pem", &pki.ca_pem)
+            .set("ssl.keystore.location", &client)
+            .set("ssl.keystore.password", "client-pw");
+        round_trip(&config, "p12-topic", 10);
+        let principals = recorder.0.lock().unwrap().clone();
+        assert!(
+            !principals.is_empty() && principals.iter().all(|p| p == "User:CN=alice"),
+            "{principals:?}"
+        );
+        rt.block_on(broker.shutdown());
+    }
+
+    let keystore = file(
+        "broker-enc.pem",
+        &format!(
+            "{}{}",
+            pki.server_cert_pem,
+            std::fs::read_to_string(&encrypted).unwrap()
+        ),
+    );
+    let encrypted_pem = |password: &'static str| {
+        let map: BTreeMap<String, String> = [
+            ("log.dirs", path("data-pem")),
+            ("listeners", "SSL://127.0.0.1:0".into()),
+            ("ssl.keystore.type", "PEM".into()),
+            ("ssl.keystore.location", keystore.clone()),
+            ("ssl.key.password", password.into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        BrokerConfig::from_props(map).unwrap()
+    };
+    let err = rt
+        .block_on(vltava_broker::start(encrypted_pem("wrong")))
+        .err()
+        .expect("a wrong key password stops the broker");
+    assert!(format!("{err:#}").contains("ssl.key.password"), "{err:#}");
+    let broker = rt
+        .block_on(vltava_broker::start(encrypted_pem("key-pw")))
+        .unwrap();
+    let mut config = client_config(broker.local_addr);
+    config
+        .set("security.protocol", "ssl")
+        .set("ssl.ca.pem", &pki.ca_pem);
+    round_trip(&config, "encrypted-key-topic", 10);
+    rt.block_on(broker.shutdown());
+}

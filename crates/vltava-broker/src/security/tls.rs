@@ -1,9 +1,11 @@
 //! TLS for `SSL` and `SASL_SSL` listeners, configured with Kafka's `ssl.*` keys.
 //!
-//! Only PEM key and trust stores are read (`ssl.keystore.type=PEM`, KIP-651): inline through
-//! `ssl.keystore.certificate.chain` + `ssl.keystore.key` and `ssl.truststore.certificates`, or
-//! from files named by `ssl.keystore.location` (key and chain in one file) and
-//! `ssl.truststore.location`. JKS and PKCS12 stores are refused with a clear error.
+//! Key and trust stores are PEM (`ssl.*.type=PEM`, KIP-651: inline through
+//! `ssl.keystore.certificate.chain` + `ssl.keystore.key` and `ssl.truststore.certificates`,
+//! or in the files named by `ssl.keystore.location` (key and chain in one file) and
+//! `ssl.truststore.location`; an encrypted PKCS#8 key opens with `ssl.key.password`) or PKCS12
+//! files opened with `ssl.keystore.password` / `ssl.truststore.password`. JKS files are refused
+//! with the keytool command that converts them.
 //!
 //! A client that presents a certificate is `User:<subject>`, the subject written as Java's
 //! `X500Principal.getName()` writes it (RFC 2253: last RDN first, no spaces), which is what
@@ -22,11 +24,12 @@ use crate::security::principal_rules::PrincipalRules;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("listener {listener}: {key}={value} is not supported; use PEM")]
+    #[error("listener {listener}: {key}={value} is not supported: {hint}")]
     UnsupportedStoreType {
         listener: String,
         key: &'static str,
         value: String,
+        hint: &'static str,
     },
     #[error("listener {listener}: {what}")]
     Missing { listener: String, what: String },
@@ -82,21 +85,43 @@ fn read_store(listener: &str, path: String) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn pem_only(
+/// How a store file is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreKind {
+    Pem,
+    Pkcs12,
+}
+
+/// A store's `ssl.*.type`, checked against its bytes (`None` for inline PEM). Kafka's default
+/// type is JKS, and Java's JKS key store has read PKCS12 files since JDK 9, so an unset or JKS
+/// type with a PKCS12 file is read as PKCS12, as Kafka would; a real JKS file is refused with
+/// the conversion to use.
+fn store_kind(
     listener: &str,
     get: &impl Fn(&str) -> Option<String>,
     key: &'static str,
-) -> Result<(), TlsError> {
-    // Kafka's default store type is JKS, so PEM must be asked for.
+    bytes: Option<&[u8]>,
+) -> Result<StoreKind, TlsError> {
     let value = get(key).unwrap_or_else(|| "JKS".to_string());
-    if value.eq_ignore_ascii_case("PEM") {
-        Ok(())
-    } else {
-        Err(TlsError::UnsupportedStoreType {
-            listener: listener.to_string(),
-            key,
-            value,
-        })
+    let unsupported = |hint: &'static str| TlsError::UnsupportedStoreType {
+        listener: listener.to_string(),
+        key,
+        value: value.clone(),
+        hint,
+    };
+    match value.to_ascii_uppercase().as_str() {
+        "PEM" => Ok(StoreKind::Pem),
+        "PKCS12" => Ok(StoreKind::Pkcs12),
+        "JKS" => match bytes {
+            Some([0xfe, 0xed, 0xfe, 0xed, ..]) => Err(unsupported(
+                "JKS files are not read; convert with keytool -importkeystore -deststoretype PKCS12, or use PEM",
+            )),
+            // A PKCS12 file is a DER SEQUENCE.
+            Some([0x30, ..]) => Ok(StoreKind::Pkcs12),
+            Some(_) => Err(unsupported("this file is not PKCS12; for a PEM file set the type to PEM")),
+            None => Err(unsupported("inline certificates and keys need the type PEM")),
+        },
+        _ => Err(unsupported("use PEM or PKCS12")),
     }
 }
 
@@ -117,14 +142,20 @@ fn key_store(
         get("ssl.keystore.location"),
     ) {
         (None, None, None) => return Ok(None),
-        (Some(chain), Some(key), _) => (
-            chain.into_bytes(),
-            key.into_bytes(),
-            "ssl.keystore.certificate.chain",
-            "ssl.keystore.key",
-        ),
+        (Some(chain), Some(key), _) => {
+            store_kind(listener, get, "ssl.keystore.type", None)?;
+            (
+                chain.into_bytes(),
+                key.into_bytes(),
+                "ssl.keystore.certificate.chain",
+                "ssl.keystore.key",
+            )
+        }
         (None, None, Some(path)) => {
             let both = read_store(listener, path)?;
+            if store_kind(listener, get, "ssl.keystore.type", Some(&both))? == StoreKind::Pkcs12 {
+                return pkcs12_key_store(listener, get, &both).map(Some);
+            }
             (
                 both.clone(),
                 both,
@@ -139,49 +170,136 @@ fn key_store(
             })
         }
     };
-    pem_only(listener, get, "ssl.keystore.type")?;
-    if get("ssl.key.password").is_some() {
-        return Err(pem_err(
-            key_key,
-            "encrypted private keys (ssl.key.password) are not supported".into(),
-        ));
-    }
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| pem_err(chain_key, e.to_string()))?;
     if chain.is_empty() {
         return Err(pem_err(chain_key, "no CERTIFICATE block".into()));
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        pem_err(
-            key_key,
-            format!("no usable PRIVATE KEY block (an unencrypted PKCS#8, PKCS#1 or SEC1 key is needed): {e}"),
-        )
-    })?;
+    let key = pem_private_key(&key_pem, get("ssl.key.password"))
+        .map_err(|reason| pem_err(key_key, reason))?;
     Ok(Some((chain, key)))
 }
 
-/// `ssl.truststore.*`: the certificates peers are checked against; `None` when unset.
+/// The private key of a PEM store: plain (PKCS#8, PKCS#1 or SEC1), or an encrypted PKCS#8
+/// block opened with `ssl.key.password`, the one encrypted form Kafka's PEM stores take.
+fn pem_private_key(pem: &[u8], password: Option<String>) -> Result<PrivateKeyDer<'static>, String> {
+    const BEGIN: &[u8] = b"-----BEGIN ENCRYPTED PRIVATE KEY-----";
+    const END: &[u8] = b"-----END ENCRYPTED PRIVATE KEY-----";
+    let find = |needle: &[u8]| pem.windows(needle.len()).position(|w| w == needle);
+    let Some(begin) = find(BEGIN) else {
+        return PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
+            format!("no usable PRIVATE KEY block (a PKCS#8, PKCS#1 or SEC1 key, or an ENCRYPTED PRIVATE KEY with ssl.key.password, is needed): {e}")
+        });
+    };
+    let end = find(END)
+        .filter(|&e| e > begin)
+        .ok_or("an ENCRYPTED PRIVATE KEY block has no end line")?;
+    let password = password.ok_or("the private key is encrypted: set ssl.key.password")?;
+    let (_, der) = pkcs8::der::pem::decode_vec(&pem[begin..end + END.len()])
+        .map_err(|e| format!("the ENCRYPTED PRIVATE KEY block cannot be read: {e}"))?;
+    let info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(der.as_slice())
+        .map_err(|e| format!("the ENCRYPTED PRIVATE KEY block cannot be read: {e}"))?;
+    let key = info
+        .decrypt(password.as_bytes())
+        .map_err(|e| format!("cannot decrypt the private key with ssl.key.password: {e}"))?;
+    Ok(PrivateKeyDer::Pkcs8(key.as_bytes().to_vec().into()))
+}
+
+/// A PKCS12 key store: its first private key with that key's certificate chain.
+fn pkcs12_key_store(
+    listener: &str,
+    get: &impl Fn(&str) -> Option<String>,
+    bytes: &[u8],
+) -> Result<KeyStore, TlsError> {
+    let err = |key: &'static str, reason: String| TlsError::Pem {
+        listener: listener.to_string(),
+        key,
+        reason,
+    };
+    let password = get("ssl.keystore.password").ok_or_else(|| TlsError::Missing {
+        listener: listener.to_string(),
+        what: "a PKCS12 key store needs ssl.keystore.password".into(),
+    })?;
+    if get("ssl.key.password").is_some_and(|k| k != password) {
+        return Err(err(
+            "ssl.key.password",
+            "the key of a PKCS12 store must be encrypted with the store's password".into(),
+        ));
+    }
+    let store = p12_keystore::KeyStore::from_pkcs12(
+        bytes,
+        &password,
+        p12_keystore::Pkcs12ImportPolicy::Strict,
+    )
+    .map_err(|e| {
+        err(
+            "ssl.keystore.location",
+            format!("cannot read the PKCS12 store: {e}"),
+        )
+    })?;
+    let (_, chain) = store.private_key_chain().ok_or_else(|| {
+        err(
+            "ssl.keystore.location",
+            "the PKCS12 store holds no private key with its certificate".into(),
+        )
+    })?;
+    let certs = chain
+        .certs()
+        .iter()
+        .map(|c| CertificateDer::from(c.as_der().to_vec()))
+        .collect();
+    Ok((
+        certs,
+        PrivateKeyDer::Pkcs8(chain.key().as_der().to_vec().into()),
+    ))
+}
+
+/// `ssl.truststore.*`: the certificates peers are checked against; `None` when unset. Every
+/// certificate of a PKCS12 trust store is trusted, whether keytool or openssl wrote it.
 fn trust_store(
     listener: &str,
     get: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<RootCertStore>, TlsError> {
-    let trust_pem = match (
+    let (bytes, kind) = match (
         get("ssl.truststore.certificates"),
         get("ssl.truststore.location"),
     ) {
-        (Some(inline), _) => inline.into_bytes(),
-        (None, Some(path)) => read_store(listener, path)?,
+        (Some(inline), _) => {
+            store_kind(listener, get, "ssl.truststore.type", None)?;
+            (inline.into_bytes(), StoreKind::Pem)
+        }
+        (None, Some(path)) => {
+            let bytes = read_store(listener, path)?;
+            let kind = store_kind(listener, get, "ssl.truststore.type", Some(&bytes))?;
+            (bytes, kind)
+        }
         (None, None) => return Ok(None),
     };
-    pem_only(listener, get, "ssl.truststore.type")?;
+    let err = |reason: String| TlsError::Pem {
+        listener: listener.to_string(),
+        key: "ssl.truststore.location",
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = match kind {
+        StoreKind::Pem => CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(e.to_string()))?,
+        StoreKind::Pkcs12 => {
+            let password = get("ssl.truststore.password").unwrap_or_default();
+            p12_keystore::Pkcs12Archive::from_pkcs12(&bytes, &password)
+                .map_err(|e| err(format!("cannot read the PKCS12 store: {e}")))?
+                .certs
+                .into_iter()
+                .map(|bag| CertificateDer::from(bag.cert.as_der().to_vec()))
+                .collect()
+        }
+    };
+    if certs.is_empty() {
+        return Err(err("the trust store holds no certificate".into()));
+    }
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&trust_pem) {
-        let cert = cert.map_err(|e| TlsError::Pem {
-            listener: listener.to_string(),
-            key: "ssl.truststore.certificates",
-            reason: e.to_string(),
-        })?;
+    for cert in certs {
         roots.add(cert).map_err(|source| TlsError::Rustls {
             listener: listener.to_string(),
             source,
@@ -198,8 +316,6 @@ pub fn server_config(
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let l = || listener.to_string();
     principal_rules(listener, &get)?;
-    // Kafka's default store type is JKS: a listener that says nothing hears that first.
-    pem_only(listener, &get, "ssl.keystore.type")?;
     let (chain, key) = key_store(listener, &get)?.ok_or_else(|| TlsError::Missing {
         listener: l(),
         what:
@@ -264,8 +380,10 @@ pub fn server_config(
 const RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The keys [`server_config`] reads, kept so the listener can be rebuilt later.
-const SERVER_KEYS: [&str; 11] = [
+const SERVER_KEYS: [&str; 13] = [
     "ssl.keystore.type",
+    "ssl.keystore.password",
+    "ssl.truststore.password",
     "ssl.keystore.certificate.chain",
     "ssl.keystore.key",
     "ssl.keystore.location",
@@ -537,10 +655,51 @@ mod tests {
     }
 
     #[test]
+    fn store_kinds_follow_the_type_and_the_file() {
+        let typed = |t: Option<&'static str>| move |_: &str| t.map(str::to_string);
+        let kind = |t, bytes| store_kind("SSL", &typed(t), "ssl.keystore.type", bytes);
+        assert_eq!(kind(Some("pem"), None).unwrap(), StoreKind::Pem);
+        assert_eq!(kind(Some("PKCS12"), Some(b"x")).unwrap(), StoreKind::Pkcs12);
+        // As Java's JKS key store does, an unset type reads a PKCS12 file.
+        assert_eq!(kind(None, Some(&[0x30, 0x82])).unwrap(), StoreKind::Pkcs12);
+        let refused = |t, bytes| match kind(t, bytes) {
+            Err(TlsError::UnsupportedStoreType { hint, .. }) => hint,
+            other => panic!("{other:?}"),
+        };
+        assert!(refused(None, Some(&[0xfe, 0xed, 0xfe, 0xed, 0])).contains("keytool"));
+        assert!(refused(Some("JKS"), Some(b"-----BEGIN")).contains("PEM"));
+        assert!(refused(Some("BCFKS"), Some(b"x")).contains("PKCS12"));
+    }
+
+    #[test]
+    fn an_encrypted_key_needs_its_password() {
+        let block =
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert!(pem_private_key(block, None)
+            .unwrap_err()
+            .contains("set ssl.key.password"));
+        assert!(pem_private_key(block, Some("pw".into()))
+            .unwrap_err()
+            .contains("cannot be read"));
+        assert!(pem_private_key(b"nothing", None)
+            .unwrap_err()
+            .contains("no usable PRIVATE KEY"));
+    }
+
+    #[test]
     fn store_types_and_missing_keys_are_config_errors() {
         let none = |_: &str| None;
         assert!(matches!(
             server_config("SSL", none),
+            Err(TlsError::Missing { .. })
+        ));
+        // Inline PEM under Kafka's default type (JKS) names the type to set.
+        let inline = |k: &str| match k {
+            "ssl.keystore.certificate.chain" | "ssl.keystore.key" => Some("x".to_string()),
+            _ => None,
+        };
+        assert!(matches!(
+            server_config("SSL", inline),
             Err(TlsError::UnsupportedStoreType { .. })
         ));
         let rules = |k: &str| (k == "ssl.principal.mapping.rules").then(|| "RULE:(/x/".to_string());
