@@ -524,16 +524,22 @@ async fn serve<S>(
         let size = body.len();
         let pending = match decode_request(body) {
             Ok(Decoded::Request(header, request)) => {
-                // Until SASL authentication succeeds the authenticator answers, not the handlers.
-                let request = match authenticator.as_mut().filter(|a| !a.is_done()) {
+                // Until SASL authentication succeeds, and while re-authenticating (KIP-368), the
+                // authenticator answers, not the handlers; it also ends expired sessions.
+                let request = match authenticator.as_mut() {
                     None => request,
-                    Some(a) => match a.on_request(header.api_key, request, &|user, mechanism| {
-                        broker
-                            .controller
-                            .image()
-                            .scram_credential(user, mechanism)
-                            .cloned()
-                    }) {
+                    Some(a) => match a.on_request(
+                        crate::quota::monotonic_ms(),
+                        header.api_key,
+                        request,
+                        &|user, mechanism| {
+                            broker
+                                .controller
+                                .image()
+                                .scram_credential(user, mechanism)
+                                .cloned()
+                        },
+                    ) {
                         Verdict::Pass(request) => request,
                         Verdict::Answer(response) => {
                             let pending = respond_now(&header, response, header.api_version);

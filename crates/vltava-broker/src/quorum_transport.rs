@@ -119,6 +119,10 @@ impl Transport for TcpTransport {
                         .map_err(|e| format!("connecting to controller {node}: {e}"))?
                 }
             };
+            connector
+                .refresh(&mut stream)
+                .await
+                .map_err(|e| format!("controller {node} at {addr}: {e}"))?;
             let result = exchange(&mut stream, corr, &request).await;
             if result.is_ok() {
                 *slot = Some(stream);

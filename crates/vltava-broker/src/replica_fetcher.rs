@@ -199,6 +199,12 @@ async fn run(leader: NodeId, shared: Arc<Shared>) {
                 conn = Some(s);
             }
             let stream = conn.as_mut().expect("connected");
+            shared
+                .config
+                .connector
+                .refresh(stream)
+                .await
+                .map_err(|e| format!("broker {leader}: {e}"))?;
             let limit = shared.config.socket_timeout
                 + Duration::from_millis(shared.config.wait_max_ms.max(0) as u64);
             tokio::time::timeout(limit, exchange(stream, correlation, &request))

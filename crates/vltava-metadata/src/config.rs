@@ -674,6 +674,14 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "How long a failed authentication's answer and close are held back, against password guessing."
     ),
     def!(
+        "connections.max.reauth.ms",
+        Long,
+        "0",
+        &[],
+        Some(0),
+        "How long a SASL session lasts before the client must authenticate again on its connection (KIP-368); 0: for ever."
+    ),
+    def!(
         "quota.window.num",
         Int,
         "11",

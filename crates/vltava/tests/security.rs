@@ -893,3 +893,218 @@ fn pkcs12_stores_and_encrypted_pem_keys_serve_librdkafka() {
     round_trip(&config, "encrypted-key-topic", 10);
     rt.block_on(broker.shutdown());
 }
+
+/// Counts librdkafka's connections to each broker it learned of, from its statistics.
+#[derive(Default)]
+struct Connects(Mutex<BTreeMap<i32, i64>>);
+
+impl rdkafka::ClientContext for Connects {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let mut seen = self.0.lock().unwrap();
+        for b in stats.brokers.values().filter(|b| b.nodeid >= 0) {
+            seen.insert(b.nodeid, b.connects.unwrap_or(0));
+        }
+    }
+}
+impl rdkafka::consumer::ConsumerContext for Connects {}
+
+/// KIP-368: with `connections.max.reauth.ms` a SASL session ends unless the client
+/// authenticates again on the same connection, as the same user. librdkafka, left to its
+/// defaults, does so: it produces and consumes across several session lifetimes on one
+/// connection.
+#[test]
+fn sasl_sessions_end_unless_renewed_and_librdkafka_renews_them() {
+    use vltava_protocol::messages::{
+        MetadataRequest, MetadataResponse, SaslAuthenticateRequest, SaslAuthenticateResponse,
+        SaslHandshakeRequest, SaslHandshakeResponse,
+    };
+    use vltava_protocol::{ApiKey, ErrorCode, StrBytes};
+
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_secure(
+        &rt,
+        dir.path(),
+        &[
+            ("listeners", "SASL_PLAINTEXT://127.0.0.1:0"),
+            ("sasl.enabled.mechanisms", "PLAIN"),
+            (
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config",
+                PLAIN_JAAS,
+            ),
+            ("connections.max.reauth.ms", "1500"),
+        ],
+        Arc::new(Recorder::default()),
+    );
+    let addr = broker.local_addr;
+
+    let login = |raw: &mut RawClient, token: &'static [u8]| -> SaslAuthenticateResponse {
+        let hs: SaslHandshakeResponse = raw.call(
+            ApiKey::SaslHandshake,
+            1,
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        );
+        assert_eq!(hs.error_code, 0);
+        raw.call(
+            ApiKey::SaslAuthenticate,
+            2,
+            &SaslAuthenticateRequest::default().with_auth_bytes(bytes::Bytes::from_static(token)),
+        )
+    };
+    let metadata = |raw: &mut RawClient| {
+        let _: MetadataResponse = raw.call(ApiKey::Metadata, 12, &MetadataRequest::default());
+    };
+    let alice = b"\0alice\0alice-secret";
+    let mut raw = RawClient::connect(addr);
+    let auth = login(&mut raw, alice);
+    assert_eq!((auth.error_code, auth.session_lifetime_ms), (0, 1500));
+    metadata(&mut raw);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(login(&mut raw, alice).session_lifetime_ms, 1500);
+    // 2 s after the first login: served, since the session was renewed.
+    std::thread::sleep(Duration::from_millis(1000));
+    metadata(&mut raw);
+    std::thread::sleep(Duration::from_millis(1000));
+    let frame = vltava_protocol::encode_request(
+        ApiKey::Metadata,
+        12,
+        9,
+        Some("raw"),
+        &MetadataRequest::default(),
+    )
+    .unwrap();
+    raw.send_raw(&frame);
+    raw.assert_closed("a request after the session expired");
+    // Re-authenticating as someone else ends the connection.
+    let mut raw = RawClient::connect(addr);
+    assert_eq!(login(&mut raw, alice).error_code, 0);
+    let auth = login(&mut raw, b"\0admin\0admin-secret");
+    assert_eq!(
+        auth.error_code,
+        ErrorCode::SaslAuthenticationFailed.code(),
+        "{auth:?}"
+    );
+    raw.assert_closed("after re-authenticating as another user");
+
+    // librdkafka re-authenticates on its connection: 4 s of records over 1.5 s sessions.
+    let config = sasl_client(addr, "sasl_plaintext", "alice", "alice-secret");
+    let producer = checked_producer(&config);
+    let consumer: BaseConsumer<Connects> = config
+        .clone()
+        .set("group.id", "reauth-readers")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "250")
+        .create_with_context(Connects::default())
+        .unwrap();
+    consumer.subscribe(&["reauth-topic"]).unwrap();
+    let (mut sent, mut seen) = (0, Vec::new());
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let value = format!("r-{sent}");
+        producer
+            .send(BaseRecord::<(), _>::to("reauth-topic").payload(&value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        sent += 1;
+        producer.poll(Duration::ZERO);
+        // Errors before the producer creates the topic are expected.
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            seen.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    flush_delivered(&producer, sent, Duration::from_secs(10));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < sent && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            seen.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    let want: Vec<String> = (0..sent).map(|i| format!("r-{i}")).collect();
+    assert_eq!(seen, want);
+    let connects = consumer.context().0.lock().unwrap().clone();
+    assert_eq!(
+        connects.values().copied().collect::<Vec<_>>(),
+        vec![1],
+        "{connects:?}"
+    );
+    // Closed first, so the broker's shutdown does not wait for their connections.
+    drop(consumer);
+    drop(producer);
+    rt.block_on(broker.shutdown());
+}
+
+/// The broker's own client of its peers (replica fetchers, the quorum) re-authenticates its
+/// connection before the session ends, so replication outlives `connections.max.reauth.ms`;
+/// a connection that is not refreshed is closed at its next request.
+#[test]
+fn peer_connections_reauthenticate_before_their_session_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use vltava_broker::context::SecurityProtocol;
+    use vltava_broker::security::peer::{PeerConnector, PeerStream};
+    use vltava_protocol::messages::{MetadataRequest, MetadataResponse};
+    use vltava_protocol::ApiKey;
+
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_secure(
+        &rt,
+        dir.path(),
+        &[
+            ("listeners", "SASL_PLAINTEXT://127.0.0.1:0"),
+            ("sasl.enabled.mechanisms", "PLAIN"),
+            (
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config",
+                PLAIN_JAAS,
+            ),
+            ("connections.max.reauth.ms", "1000"),
+        ],
+        Arc::new(Recorder::default()),
+    );
+    let port = broker.local_addr.port();
+    let connector = PeerConnector::new(
+        "SASL_PLAINTEXT",
+        SecurityProtocol::SaslPlaintext,
+        "sasl.mechanism.inter.broker.protocol",
+        |k| match k {
+            "sasl.mechanism.inter.broker.protocol" => Some("PLAIN".into()),
+            "plain.sasl.jaas.config" => Some(PLAIN_JAAS.into()),
+            _ => None,
+        },
+    )
+    .unwrap();
+    async fn metadata(s: &mut PeerStream, correlation: i32) -> std::io::Result<()> {
+        let frame = vltava_protocol::encode_request(
+            ApiKey::Metadata,
+            12,
+            correlation,
+            Some("peer"),
+            &MetadataRequest::default(),
+        )
+        .unwrap();
+        s.write_all(&frame).await?;
+        let len = s.read_i32().await? as usize;
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).await?;
+        vltava_protocol::decode_response::<MetadataResponse>(ApiKey::Metadata, 12, body.into())
+            .unwrap();
+        Ok(())
+    }
+    rt.block_on(async {
+        let mut s = connector
+            .connect("127.0.0.1", port, Duration::from_secs(5))
+            .await
+            .unwrap();
+        // 2.4 s of requests over 1 s sessions, on one connection.
+        for i in 0..4 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            connector.refresh(&mut s).await.unwrap();
+            metadata(&mut s, 10 + i).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(
+            metadata(&mut s, 20).await.is_err(),
+            "a stale session is closed"
+        );
+    });
+    rt.block_on(broker.shutdown());
+}

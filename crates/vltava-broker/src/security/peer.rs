@@ -4,12 +4,15 @@
 //! the listener's trust store (and the peer's host name), with the listener's key store as
 //! this broker's certificate; SASL with `sasl.mechanism.inter.broker.protocol` (or
 //! `sasl.mechanism.controller.protocol`) and the `username` and `password` of that
-//! mechanism's login module in `listener.name.<l>.<mechanism>.sasl.jaas.config`.
+//! mechanism's login module in `listener.name.<l>.<mechanism>.sasl.jaas.config`. When the
+//! peer's session has a lifetime (KIP-368), the connection re-authenticates before its end.
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use vltava_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
@@ -23,7 +26,51 @@ use crate::context::SecurityProtocol;
 /// A connection to a peer, plaintext or TLS.
 pub trait PeerIo: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> PeerIo for T {}
-pub type PeerStream = Box<dyn PeerIo>;
+
+/// An authenticated connection to a peer.
+pub struct PeerStream {
+    io: Box<dyn PeerIo>,
+    /// When to re-authenticate: at 85 % of the session lifetime the peer gave, as Kafka's
+    /// clients do at the earliest, so the session never runs out between two requests.
+    reauth_at: Option<Instant>,
+}
+
+impl PeerStream {
+    fn renew(&mut self, session_lifetime_ms: i64) {
+        self.reauth_at = u64::try_from(session_lifetime_ms)
+            .ok()
+            .filter(|&ms| ms > 0)
+            .map(|ms| Instant::now() + Duration::from_millis(ms).mul_f64(0.85));
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_shutdown(cx)
+    }
+}
 
 #[derive(Clone)]
 struct Login {
@@ -138,7 +185,7 @@ impl PeerConnector {
     async fn establish(&self, host: &str, addr: &str) -> Result<PeerStream, String> {
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
-        let mut stream: PeerStream = match &self.tls {
+        let io: Box<dyn PeerIo> = match &self.tls {
             None => Box::new(tcp),
             Some(config) => {
                 let name = rustls::pki_types::ServerName::try_from(host.to_string())
@@ -150,15 +197,35 @@ impl PeerConnector {
                 Box::new(tls)
             }
         };
+        let mut stream = PeerStream {
+            io,
+            reauth_at: None,
+        };
         if let Some(login) = &self.login {
-            authenticate(&mut stream, login).await?;
+            let lifetime = authenticate(&mut stream, login).await?;
+            stream.renew(lifetime);
         }
         Ok(stream)
+    }
+
+    /// Re-authenticates `stream` on its connection (KIP-368) if its session is near its end;
+    /// called before each use. An error means the connection is to be dropped.
+    pub async fn refresh(&self, stream: &mut PeerStream) -> Result<(), String> {
+        if let (Some(at), Some(login)) = (stream.reauth_at, &self.login) {
+            if Instant::now() >= at {
+                let lifetime = authenticate(stream, login)
+                    .await
+                    .map_err(|e| format!("SASL re-authentication: {e}"))?;
+                stream.renew(lifetime);
+            }
+        }
+        Ok(())
     }
 }
 
 /// KIP-152's exchange: SaslHandshake v1, then the mechanism's tokens in SaslAuthenticate.
-async fn authenticate(stream: &mut PeerStream, login: &Login) -> Result<(), String> {
+/// Returns the session lifetime the peer gave (0: none).
+async fn authenticate(stream: &mut PeerStream, login: &Login) -> Result<i64, String> {
     let handshake: SaslHandshakeResponse = call(
         stream,
         ApiKey::SaslHandshake,
@@ -178,8 +245,8 @@ async fn authenticate(stream: &mut PeerStream, login: &Login) -> Result<(), Stri
     let scram = match login.mechanism {
         Mechanism::Plain => {
             let token = format!("\0{}\0{}", login.username, login.password).into_bytes();
-            token_exchange(stream, login, 2, token).await?;
-            return Ok(());
+            let (_, lifetime) = token_exchange(stream, login, 2, token).await?;
+            return Ok(lifetime);
         }
         Mechanism::Scram(m) => m,
     };
@@ -189,19 +256,20 @@ async fn authenticate(stream: &mut PeerStream, login: &Login) -> Result<(), Stri
         &login.password,
         super::scram::server_nonce(),
     );
-    let server_first = token_exchange(stream, login, 2, first).await?;
+    let (server_first, _) = token_exchange(stream, login, 2, first).await?;
     let last = client.proof(&server_first)?;
-    let server_final = token_exchange(stream, login, 3, last).await?;
-    client.verify(&server_final)
+    let (server_final, lifetime) = token_exchange(stream, login, 3, last).await?;
+    client.verify(&server_final)?;
+    Ok(lifetime)
 }
 
-/// One SaslAuthenticate round trip: a token out, the server's token back.
+/// One SaslAuthenticate round trip: a token out, the server's token and session lifetime back.
 async fn token_exchange(
     stream: &mut PeerStream,
     login: &Login,
     correlation: i32,
     token: Vec<u8>,
-) -> Result<Vec<u8>, String> {
+) -> Result<(Vec<u8>, i64), String> {
     let req = SaslAuthenticateRequest::default().with_auth_bytes(token.into());
     let resp: SaslAuthenticateResponse =
         call(stream, ApiKey::SaslAuthenticate, 1, correlation, &req).await?;
@@ -212,10 +280,10 @@ async fn token_exchange(
             resp.error_message.as_deref().unwrap_or("refused")
         ));
     }
-    Ok(resp.auth_bytes.to_vec())
+    Ok((resp.auth_bytes.to_vec(), resp.session_lifetime_ms))
 }
 
-/// One request and its response on a fresh connection.
+/// One request and its response, nothing else in flight.
 async fn call<Req, Resp>(
     stream: &mut PeerStream,
     key: ApiKey,

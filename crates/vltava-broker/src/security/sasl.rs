@@ -6,8 +6,13 @@
 //! is answered with SASL_AUTHENTICATION_FAILED and then the connection is closed, as Kafka's
 //! `SaslServerAuthenticator` does. The principal is `User:<authenticated name>`.
 //!
-//! [`Authenticator`] is the pure state machine; the connection loop feeds it requests and
-//! acts on its verdicts.
+//! With `connections.max.reauth.ms` (KIP-368) a session lasts that long: the answer to the
+//! last SaslAuthenticate says so in `session_lifetime_ms`, the client sends SaslHandshake and
+//! SaslAuthenticate again on the same connection before then, as the same principal with the
+//! same mechanism, and a connection whose session has run out is closed at its next request.
+//!
+//! [`Authenticator`] is the pure state machine, the time passed in; the connection loop feeds
+//! it every request and acts on its verdicts.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,6 +62,12 @@ pub enum SaslConfigError {
     NoMechanism { listener: String },
     #[error("listener {listener}: PLAIN needs listener.name.{lower}.plain.sasl.jaas.config with user_<name>=\"<password>\" options")]
     NoPlainUsers { listener: String, lower: String },
+    #[error("listener {listener}: {key}={value}: expected a number of milliseconds")]
+    BadReauth {
+        listener: String,
+        key: String,
+        value: String,
+    },
     #[error("listener {listener}: {source}")]
     Jaas {
         listener: String,
@@ -70,6 +81,8 @@ pub enum SaslConfigError {
 pub struct SaslConfig {
     pub mechanisms: Vec<Mechanism>,
     plain_users: BTreeMap<String, String>,
+    /// Each mechanism's session lifetime (`connections.max.reauth.ms`); absent when 0.
+    session_lifetime_ms: BTreeMap<Mechanism, u64>,
 }
 
 impl SaslConfig {
@@ -113,9 +126,34 @@ impl SaslConfig {
                 });
             }
         }
+        let mut session_lifetime_ms = BTreeMap::new();
+        for m in &mechanisms {
+            // Kafka's per-mechanism form wins: listener.name.<l>.<mechanism>.connections.max.reauth.ms.
+            let specific = format!(
+                "{}.connections.max.reauth.ms",
+                m.name().to_ascii_lowercase()
+            );
+            let found = get(&specific).map(|v| (specific, v)).or_else(|| {
+                get("connections.max.reauth.ms").map(|v| ("connections.max.reauth.ms".into(), v))
+            });
+            if let Some((key, value)) = found {
+                let ms = value
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| SaslConfigError::BadReauth {
+                        listener: l(),
+                        key,
+                        value: value.clone(),
+                    })?;
+                if ms > 0 {
+                    session_lifetime_ms.insert(*m, ms);
+                }
+            }
+        }
         Ok(Self {
             mechanisms,
             plain_users,
+            session_lifetime_ms,
         })
     }
 
@@ -142,6 +180,15 @@ pub enum Verdict {
     Refuse(String),
 }
 
+/// An authenticated session. A re-authentication must keep its user and mechanism.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Session {
+    mechanism: Mechanism,
+    user: String,
+    /// When the session ends (monotonic milliseconds), if `connections.max.reauth.ms` is set.
+    expires_at_ms: Option<u64>,
+}
+
 #[derive(Debug)]
 enum State {
     /// Waiting for SaslHandshake (or ApiVersions).
@@ -149,8 +196,8 @@ enum State {
     /// The mechanism is chosen; waiting for its first token.
     Authenticate(Mechanism),
     /// SCRAM's server-first message is sent; waiting for the client's final message.
-    ScramFinal(Box<ScramExchange>),
-    Done,
+    ScramFinal(Box<ScramExchange>, Mechanism),
+    Done(Session),
 }
 
 /// One connection's SASL server side.
@@ -158,6 +205,8 @@ enum State {
 pub struct Authenticator {
     config: Arc<SaslConfig>,
     state: State,
+    /// The session being re-authenticated, while that runs.
+    previous: Option<Session>,
 }
 
 impl Authenticator {
@@ -165,40 +214,55 @@ impl Authenticator {
         Self {
             config,
             state: State::Handshake,
+            previous: None,
         }
     }
 
+    /// Whether the connection has an authenticated session (not in the middle of an exchange).
     pub fn is_done(&self) -> bool {
-        matches!(self.state, State::Done)
+        matches!(self.state, State::Done(_))
     }
 
-    /// Decides what to do with `request`, received before authentication completed.
+    /// Decides what to do with `request`, received at `now_ms` (monotonic milliseconds).
     pub fn on_request(
         &mut self,
+        now_ms: u64,
         api_key: ApiKey,
         request: Request,
         credentials: CredentialLookup<'_>,
     ) -> Verdict {
         match (&self.state, request) {
+            (State::Done(session), Request::SaslHandshake(r)) => {
+                self.previous = Some(session.clone());
+                self.state = State::Handshake;
+                self.handshake(r)
+            }
+            (State::Done(session), request) => match session.expires_at_ms {
+                Some(at) if now_ms >= at => Verdict::Refuse(format!(
+                    "{api_key:?} request after the SASL session expired: the client did not re-authenticate within connections.max.reauth.ms"
+                )),
+                _ => Verdict::Pass(request),
+            },
             (State::Handshake, Request::ApiVersions(r)) => Verdict::Pass(Request::ApiVersions(r)),
             (State::Handshake, Request::SaslHandshake(r)) => self.handshake(r),
             (State::Authenticate(m), Request::SaslAuthenticate(r)) => {
                 let m = *m;
-                self.authenticate(m, r, credentials)
+                self.authenticate(now_ms, m, r, credentials)
             }
-            (State::ScramFinal(exchange), Request::SaslAuthenticate(r)) => {
+            (State::ScramFinal(exchange, m), Request::SaslAuthenticate(r)) => {
+                let m = *m;
                 let outcome = exchange.finish(&r.auth_bytes).map(|answer| {
                     let user = exchange.user.clone();
                     (user, answer)
                 });
-                self.conclude(outcome)
+                self.conclude(now_ms, m, outcome)
             }
             (state, _) => Verdict::Refuse(format!(
-                "unexpected {api_key:?} request during SASL {}",
+                "unexpected {api_key:?} request during SASL {}{}",
+                if self.previous.is_some() { "re-" } else { "" },
                 match state {
                     State::Handshake => "handshake",
-                    State::Authenticate(_) | State::ScramFinal(_) => "authentication",
-                    State::Done => "re-authentication",
+                    _ => "authentication",
                 }
             )),
         }
@@ -220,6 +284,7 @@ impl Authenticator {
 
     fn authenticate(
         &mut self,
+        now_ms: u64,
         mechanism: Mechanism,
         r: SaslAuthenticateRequest,
         credentials: CredentialLookup<'_>,
@@ -227,32 +292,58 @@ impl Authenticator {
         match mechanism {
             Mechanism::Plain => {
                 let outcome = plain(&self.config.plain_users, &r.auth_bytes);
-                self.conclude(outcome.map(|user| (user, Vec::new())))
+                self.conclude(now_ms, mechanism, outcome.map(|user| (user, Vec::new())))
             }
             Mechanism::Scram(m) => {
                 let lookup = |user: &str| credentials(user, m);
                 match scram::first(m, &r.auth_bytes, &scram::server_nonce(), &lookup) {
                     Ok((exchange, server_first)) => {
-                        self.state = State::ScramFinal(Box::new(exchange));
+                        self.state = State::ScramFinal(Box::new(exchange), mechanism);
                         Verdict::Answer(Response::SaslAuthenticate(
                             SaslAuthenticateResponse::default()
                                 .with_auth_bytes(Bytes::from(server_first)),
                         ))
                     }
-                    Err(message) => self.conclude(Err(message)),
+                    Err(message) => self.conclude(now_ms, mechanism, Err(message)),
                 }
             }
         }
     }
 
     /// The last step: success with the user and the mechanism's final token, or failure.
-    fn conclude(&mut self, outcome: Result<(String, Vec<u8>), String>) -> Verdict {
+    fn conclude(
+        &mut self,
+        now_ms: u64,
+        mechanism: Mechanism,
+        outcome: Result<(String, Vec<u8>), String>,
+    ) -> Verdict {
+        let outcome = outcome.and_then(|(user, token)| match self.previous.take() {
+            Some(p) if p.user != user => Err(format!(
+                "Cannot change principals during re-authentication from User:{}: User:{user}",
+                p.user
+            )),
+            Some(p) if p.mechanism != mechanism => Err(format!(
+                "Cannot change SASL mechanism during re-authentication from {} to {}",
+                p.mechanism.name(),
+                mechanism.name()
+            )),
+            _ => Ok((user, token)),
+        });
         match outcome {
             Ok((user, token)) => {
-                self.state = State::Done;
+                let lifetime = self.config.session_lifetime_ms.get(&mechanism).copied();
+                self.state = State::Done(Session {
+                    mechanism,
+                    user: user.clone(),
+                    expires_at_ms: lifetime.map(|l| now_ms.saturating_add(l)),
+                });
                 Verdict::Authenticated(
                     Response::SaslAuthenticate(
-                        SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(token)),
+                        SaslAuthenticateResponse::default()
+                            .with_auth_bytes(Bytes::from(token))
+                            .with_session_lifetime_ms(
+                                lifetime.map_or(0, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+                            ),
                     ),
                     KafkaPrincipal {
                         principal_type: Arc::from("User"),
@@ -359,6 +450,7 @@ mod tests {
         let mut a = Authenticator::new(config());
         assert!(matches!(
             a.on_request(
+                0,
                 ApiKey::ApiVersions,
                 Request::ApiVersions(Default::default()),
                 &none
@@ -366,10 +458,11 @@ mod tests {
             Verdict::Pass(_)
         ));
         assert_eq!(
-            error_of(&a.on_request(ApiKey::SaslHandshake, handshake("PLAIN"), &none)),
+            error_of(&a.on_request(0, ApiKey::SaslHandshake, handshake("PLAIN"), &none)),
             0
         );
         match a.on_request(
+            0,
             ApiKey::SaslAuthenticate,
             token("\0alice\0alice-secret"),
             &none,
@@ -380,9 +473,9 @@ mod tests {
         assert!(a.is_done());
         // An authorization id equal to the user is allowed.
         let mut a = Authenticator::new(config());
-        a.on_request(ApiKey::SaslHandshake, handshake("PLAIN"), &none);
+        a.on_request(0, ApiKey::SaslHandshake, handshake("PLAIN"), &none);
         assert!(matches!(
-            a.on_request(ApiKey::SaslAuthenticate, token("bob\0bob\0b"), &none),
+            a.on_request(0, ApiKey::SaslAuthenticate, token("bob\0bob\0b"), &none),
             Verdict::Authenticated(..)
         ));
     }
@@ -399,13 +492,13 @@ mod tests {
             "\0\0x",
         ] {
             let mut a = Authenticator::new(config());
-            a.on_request(ApiKey::SaslHandshake, handshake("PLAIN"), &none);
-            let v = a.on_request(ApiKey::SaslAuthenticate, token(t), &none);
+            a.on_request(0, ApiKey::SaslHandshake, handshake("PLAIN"), &none);
+            let v = a.on_request(0, ApiKey::SaslAuthenticate, token(t), &none);
             assert!(matches!(v, Verdict::AnswerAndClose(_)), "{t:?}: {v:?}");
             assert_eq!(error_of(&v), failed, "{t:?}");
         }
         let mut a = Authenticator::new(config());
-        let v = a.on_request(ApiKey::SaslHandshake, handshake("SCRAM-SHA-256"), &none);
+        let v = a.on_request(0, ApiKey::SaslHandshake, handshake("SCRAM-SHA-256"), &none);
         assert!(matches!(v, Verdict::AnswerAndClose(_)));
         assert_eq!(error_of(&v), ErrorCode::UnsupportedSaslMechanism.code());
     }
@@ -415,6 +508,7 @@ mod tests {
         let mut a = Authenticator::new(config());
         assert!(matches!(
             a.on_request(
+                0,
                 ApiKey::Metadata,
                 Request::Metadata(Default::default()),
                 &none
@@ -424,20 +518,92 @@ mod tests {
         let mut a = Authenticator::new(config());
         assert!(matches!(
             a.on_request(
+                0,
                 ApiKey::SaslAuthenticate,
                 token("\0alice\0alice-secret"),
                 &none
             ),
             Verdict::Refuse(_)
         ));
-        a.on_request(ApiKey::SaslHandshake, handshake("PLAIN"), &none);
+        a.on_request(0, ApiKey::SaslHandshake, handshake("PLAIN"), &none);
         assert!(matches!(
             a.on_request(
+                0,
                 ApiKey::ApiVersions,
                 Request::ApiVersions(Default::default()),
                 &none
             ),
             Verdict::Refuse(_)
+        ));
+    }
+
+    fn reauth_config(props: &[(&str, &str)]) -> Result<SaslConfig, SaslConfigError> {
+        let jaas = r#"org.apache.kafka.common.security.plain.PlainLoginModule required
+            user_alice="alice-secret" user_bob="b";"#;
+        SaslConfig::from_config("SASL", |k| match k {
+            "sasl.enabled.mechanisms" => Some("PLAIN".into()),
+            "plain.sasl.jaas.config" => Some(jaas.into()),
+            _ => props
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| v.to_string()),
+        })
+    }
+
+    /// A PLAIN login at `now`; the answer's session lifetime, or the error code it closed with.
+    fn login(a: &mut Authenticator, now: u64, t: &str) -> Result<i64, i16> {
+        a.on_request(now, ApiKey::SaslHandshake, handshake("PLAIN"), &none);
+        match a.on_request(now, ApiKey::SaslAuthenticate, token(t), &none) {
+            Verdict::Authenticated(Response::SaslAuthenticate(r), _) => Ok(r.session_lifetime_ms),
+            v => Err(error_of(&v)),
+        }
+    }
+
+    fn passes(a: &mut Authenticator, now: u64) -> bool {
+        let metadata = Request::Metadata(Default::default());
+        match a.on_request(now, ApiKey::Metadata, metadata, &none) {
+            Verdict::Pass(_) => true,
+            Verdict::Refuse(_) => false,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sessions_last_connections_max_reauth_ms_and_renew_as_the_same_user() {
+        let config = Arc::new(reauth_config(&[("connections.max.reauth.ms", "1000")]).unwrap());
+        let mut a = Authenticator::new(Arc::clone(&config));
+        assert_eq!(login(&mut a, 100, "\0alice\0alice-secret"), Ok(1000));
+        assert!(passes(&mut a, 1099));
+        // Re-authenticated in time: the session runs 1000 ms from then.
+        assert_eq!(login(&mut a, 1000, "\0alice\0alice-secret"), Ok(1000));
+        assert!(passes(&mut a, 1999));
+        assert!(!passes(&mut a, 2000));
+
+        // Another user, or a wrong password, ends the connection.
+        let failed = ErrorCode::SaslAuthenticationFailed.code();
+        let mut a = Authenticator::new(Arc::clone(&config));
+        login(&mut a, 0, "\0alice\0alice-secret").unwrap();
+        assert_eq!(login(&mut a, 500, "\0bob\0b"), Err(failed));
+        let mut a = Authenticator::new(config);
+        login(&mut a, 0, "\0alice\0alice-secret").unwrap();
+        assert_eq!(login(&mut a, 500, "\0alice\0wrong"), Err(failed));
+
+        // Unset, sessions never end.
+        let mut a = Authenticator::new(self::config());
+        assert_eq!(login(&mut a, 0, "\0alice\0alice-secret"), Ok(0));
+        assert!(passes(&mut a, u64::MAX));
+
+        // The mechanism's own key wins; a value that is not a number is refused.
+        let config = reauth_config(&[
+            ("connections.max.reauth.ms", "1000"),
+            ("plain.connections.max.reauth.ms", "0"),
+        ])
+        .unwrap();
+        let mut a = Authenticator::new(Arc::new(config));
+        assert_eq!(login(&mut a, 0, "\0alice\0alice-secret"), Ok(0));
+        assert!(matches!(
+            reauth_config(&[("connections.max.reauth.ms", "soon")]),
+            Err(SaslConfigError::BadReauth { .. })
         ));
     }
 
@@ -464,11 +630,11 @@ mod tests {
             #[test]
             fn plain_tokens(t in prop::collection::vec(any::<u8>(), 0..64)) {
                 let mut a = Authenticator::new(config());
-                a.on_request(ApiKey::SaslHandshake, handshake("PLAIN"), &none);
+                a.on_request(0, ApiKey::SaslHandshake, handshake("PLAIN"), &none);
                 let r = Request::SaslAuthenticate(
                     SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(t)),
                 );
-                let v = a.on_request(ApiKey::SaslAuthenticate, r, &none);
+                let v = a.on_request(0, ApiKey::SaslAuthenticate, r, &none);
                 prop_assert!(matches!(v, Verdict::AnswerAndClose(_)));
             }
 
@@ -480,12 +646,12 @@ mod tests {
             ) {
                 for (one, two) in [(first.clone().into_bytes(), last.into_bytes()), (junk.clone(), junk)] {
                     let mut a = Authenticator::new(scram_config());
-                    a.on_request(ApiKey::SaslHandshake, handshake("SCRAM-SHA-256"), &some_user);
+                    a.on_request(0, ApiKey::SaslHandshake, handshake("SCRAM-SHA-256"), &some_user);
                     for t in [one, two] {
                         let r = Request::SaslAuthenticate(
                             SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(t)),
                         );
-                        let v = a.on_request(ApiKey::SaslAuthenticate, r, &some_user);
+                        let v = a.on_request(0, ApiKey::SaslAuthenticate, r, &some_user);
                         prop_assert!(!matches!(v, Verdict::Authenticated(..)));
                         if !matches!(v, Verdict::Answer(_)) {
                             break;
