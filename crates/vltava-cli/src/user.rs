@@ -5,6 +5,8 @@
 
 use std::io::BufRead;
 
+use vltava_sasl::scram::{self, ScramMechanism};
+
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use vltava_protocol::messages::alter_user_scram_credentials_request::{
@@ -80,23 +82,16 @@ pub enum ScramCommand {
     },
 }
 
-/// A mechanism's wire code (`ScramMechanism.type`) and its PBKDF2 algorithm and length.
-fn mechanism(name: &str) -> Result<(i8, ring::pbkdf2::Algorithm, usize), Error> {
-    match name.to_ascii_uppercase().as_str() {
-        "SCRAM-SHA-256" => Ok((1, ring::pbkdf2::PBKDF2_HMAC_SHA256, 32)),
-        "SCRAM-SHA-512" => Ok((2, ring::pbkdf2::PBKDF2_HMAC_SHA512, 64)),
-        other => Err(Error::Usage(format!(
-            "--mechanism: expected SCRAM-SHA-256 or SCRAM-SHA-512, not '{other}'"
-        ))),
-    }
+fn mechanism(name: &str) -> Result<ScramMechanism, Error> {
+    ScramMechanism::from_name(&name.to_ascii_uppercase()).ok_or_else(|| {
+        Error::Usage(format!(
+            "--mechanism: expected SCRAM-SHA-256 or SCRAM-SHA-512, not '{name}'"
+        ))
+    })
 }
 
 fn mechanism_name(code: i8) -> String {
-    match code {
-        1 => "SCRAM-SHA-256".into(),
-        2 => "SCRAM-SHA-512".into(),
-        other => format!("UNKNOWN({other})"),
-    }
+    ScramMechanism::from_wire(code).map_or_else(|| format!("UNKNOWN({code})"), |m| m.name().into())
 }
 
 fn refused(user: &str, code: i16, message: Option<&StrBytes>) -> Error {
@@ -121,7 +116,7 @@ pub fn run(args: UserArgs) -> Result<(), Error> {
             password_stdin,
             iterations,
         } => {
-            let (code, alg, len) = mechanism(&m)?;
+            let m = mechanism(&m)?;
             let password = match (password, password_stdin) {
                 (Some(p), _) => p,
                 (None, true) => {
@@ -136,25 +131,23 @@ pub fn run(args: UserArgs) -> Result<(), Error> {
             if password.is_empty() {
                 return Err(Error::Usage("the password is empty".into()));
             }
-            let mut salt = [0u8; 32];
-            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
-                .map_err(|_| Error::Usage("no randomness for the salt".into()))?;
-            let mut salted = vec![0u8; len];
-            let rounds = std::num::NonZeroU32::new(iterations)
-                .ok_or_else(|| Error::Usage("--iterations must be positive".into()))?;
-            ring::pbkdf2::derive(alg, rounds, &salt, password.as_bytes(), &mut salted);
+            if iterations == 0 {
+                return Err(Error::Usage("--iterations must be positive".into()));
+            }
+            let salt = scram::salt();
+            let salted = scram::salted_password(m, &password, &salt, iterations);
             let req = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
                 ScramCredentialUpsertion::default()
                     .with_name(StrBytes::from_string(user.clone()))
-                    .with_mechanism(code)
+                    .with_mechanism(m.wire())
                     .with_iterations(i32::try_from(iterations).unwrap_or(i32::MAX))
-                    .with_salt(salt.to_vec().into())
+                    .with_salt(salt.into())
                     .with_salted_password(salted.into()),
             ]);
             alter(&settings, &user, req)
         }
         ScramCommand::Delete { user, mechanism: m } => {
-            let (code, ..) = mechanism(&m)?;
+            let code = mechanism(&m)?.wire();
             let req = AlterUserScramCredentialsRequest::default().with_deletions(vec![
                 ScramCredentialDeletion::default()
                     .with_name(StrBytes::from_string(user.clone()))

@@ -156,47 +156,7 @@ pub struct BrokerEndpoint {
     pub security_protocol: i16,
 }
 
-/// The SCRAM mechanisms Kafka supports, with their wire codes (`ScramMechanism.type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum ScramMechanism {
-    #[serde(rename = "SCRAM-SHA-256")]
-    ScramSha256,
-    #[serde(rename = "SCRAM-SHA-512")]
-    ScramSha512,
-}
-
-impl ScramMechanism {
-    pub fn from_wire(t: i8) -> Option<Self> {
-        match t {
-            1 => Some(Self::ScramSha256),
-            2 => Some(Self::ScramSha512),
-            _ => None,
-        }
-    }
-
-    pub fn wire(self) -> i8 {
-        match self {
-            Self::ScramSha256 => 1,
-            Self::ScramSha512 => 2,
-        }
-    }
-
-    /// The SASL mechanism name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::ScramSha256 => "SCRAM-SHA-256",
-            Self::ScramSha512 => "SCRAM-SHA-512",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "SCRAM-SHA-256" => Some(Self::ScramSha256),
-            "SCRAM-SHA-512" => Some(Self::ScramSha512),
-            _ => None,
-        }
-    }
-}
+pub use vltava_types::ScramMechanism;
 
 /// A stored SCRAM credential, as the image holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]

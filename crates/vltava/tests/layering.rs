@@ -8,6 +8,7 @@ use std::process::Command;
 /// Workspace crates from the bottom up. Each may depend only on crates before it.
 const LAYERS: &[&str] = &[
     "vltava-types",
+    "vltava-sasl",
     "vltava-record",
     "vltava-storage",
     "vltava-metadata",

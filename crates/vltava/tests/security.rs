@@ -225,6 +225,41 @@ fn mtls_principal_is_the_certificate_subject() {
         "{principals:?}"
     );
 
+    // The CLI's own protocol client presents a certificate from files too.
+    let (cert_file, key_file) = (dir.path().join("alice.pem"), dir.path().join("alice.key"));
+    std::fs::write(&cert_file, &cert).unwrap();
+    std::fs::write(&key_file, &key).unwrap();
+    let before = recorder.0.lock().unwrap().len();
+    let addr = broker.local_addr.to_string();
+    let setting = |k: &str, v: &std::path::Path| format!("{k}={}", v.display());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args([
+            "quota",
+            "describe",
+            "-b",
+            &addr,
+            "-X",
+            "security.protocol=ssl",
+            "-X",
+        ])
+        .arg(setting("ssl.ca.location", &truststore))
+        .arg("-X")
+        .arg(setting("ssl.certificate.location", &cert_file))
+        .arg("-X")
+        .arg(setting("ssl.key.location", &key_file))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let principals = recorder.0.lock().unwrap().clone();
+    assert!(
+        principals.len() > before && principals.iter().all(|p| p == "User:CN=alice,O=Vltava"),
+        "{principals:?}"
+    );
+
     // ssl.client.auth=required: no certificate, no connection.
     let mut anonymous = client_config(broker.local_addr);
     anonymous
@@ -681,10 +716,43 @@ fn cli_commands_run_over_sasl_ssl_with_scram() {
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort_unstable();
     assert_eq!(lines, ["one", "three", "two"]);
-    // A wrong password gets nothing.
+    // The commands on the CLI's own protocol client speak TLS and SCRAM too.
+    let (ok, _, err) = over_tls(
+        &[
+            "quota",
+            "set",
+            "--client-id",
+            "batch",
+            "--add",
+            "producer_byte_rate=1048576",
+        ],
+        b"",
+        &good,
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = over_tls(&["quota", "describe", "-o", "json"], b"", &good);
+    assert!(ok && out.contains("1048576"), "{out}{err}");
+    let (ok, out, err) = over_tls(&["user", "scram", "list", "-o", "json"], b"", &good);
+    assert!(ok && out.contains("alice"), "{out}{err}");
+    // A wrong password gets nothing, and the protocol client says why.
     let bad = properties("wrong");
     let (ok, _, _) = over_tls(&["topic", "list"], b"", &bad);
     assert!(!ok, "a wrong password listed topics");
+    let (ok, _, err) = over_tls(&["user", "scram", "list"], b"", &bad);
+    assert!(!ok && err.contains("Authentication failed"), "{err}");
+    // A broker whose certificate the client's CA did not sign is refused during the handshake.
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, TestPki::new().ca_pem).unwrap();
+    let untrusting = dir.path().join("untrusting.properties");
+    std::fs::write(
+        &untrusting,
+        std::fs::read_to_string(&good)
+            .unwrap()
+            .replace(ca.to_str().unwrap(), other_ca.to_str().unwrap()),
+    )
+    .unwrap();
+    let (ok, _, err) = over_tls(&["quota", "describe"], b"", untrusting.to_str().unwrap());
+    assert!(!ok && err.contains("TLS handshake"), "{err}");
     rt.block_on(broker.shutdown());
 }
 

@@ -1,38 +1,16 @@
 //! SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC 7677) as Kafka serves them: no channel
 //! binding, credentials from the metadata log (`UserScramCredentialRecord`), at least 4096
-//! iterations. The math uses `ring`, the crate rustls already brings.
+//! iterations. The math, and the client side, are `vltava-sasl`'s.
 //!
 //! The server never sees a password: AlterUserScramCredentials carries the salted password,
 //! from which [`credential`] derives the stored and server keys the image keeps.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use ring::{digest, hmac};
 pub use vltava_metadata::{ScramCredential, ScramMechanism};
-
-/// Kafka's bounds on iterations (`ScramMechanism.minIterations`/`maxIterations`).
-pub const MIN_ITERATIONS: i32 = 4096;
-pub const MAX_ITERATIONS: i32 = 16384;
-
-fn hmac_alg(m: ScramMechanism) -> hmac::Algorithm {
-    match m {
-        ScramMechanism::ScramSha256 => hmac::HMAC_SHA256,
-        ScramMechanism::ScramSha512 => hmac::HMAC_SHA512,
-    }
-}
-
-fn digest_alg(m: ScramMechanism) -> &'static digest::Algorithm {
-    match m {
-        ScramMechanism::ScramSha256 => &digest::SHA256,
-        ScramMechanism::ScramSha512 => &digest::SHA512,
-    }
-}
-
-fn hmac(m: ScramMechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
-    hmac::sign(&hmac::Key::new(hmac_alg(m), key), data)
-        .as_ref()
-        .to_vec()
-}
+pub use vltava_sasl::scram::{
+    hash, hmac, salted_password, ScramClient, MAX_ITERATIONS, MIN_ITERATIONS,
+};
 
 /// The credential kept for a salted password (RFC 5802 section 3).
 pub fn credential(
@@ -41,26 +19,13 @@ pub fn credential(
     salted_password: &[u8],
     iterations: i32,
 ) -> ScramCredential {
-    let client_key = hmac(m, salted_password, b"Client Key");
+    let (stored_key, server_key) = vltava_sasl::scram::keys(m, salted_password);
     ScramCredential {
         salt: salt.to_vec(),
-        stored_key: digest::digest(digest_alg(m), &client_key).as_ref().to_vec(),
-        server_key: hmac(m, salted_password, b"Server Key"),
+        stored_key,
+        server_key,
         iterations,
     }
-}
-
-/// `Hi(password, salt, iterations)` of RFC 5802: what a client sends in
-/// AlterUserScramCredentials as the salted password.
-pub fn salted_password(m: ScramMechanism, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
-    let (alg, len) = match m {
-        ScramMechanism::ScramSha256 => (ring::pbkdf2::PBKDF2_HMAC_SHA256, 32),
-        ScramMechanism::ScramSha512 => (ring::pbkdf2::PBKDF2_HMAC_SHA512, 64),
-    };
-    let mut out = vec![0u8; len];
-    let iterations = std::num::NonZeroU32::new(iterations.max(1)).expect("at least 1");
-    ring::pbkdf2::derive(alg, iterations, salt, password.as_bytes(), &mut out);
-    out
 }
 
 /// Kafka's message for every credential failure, so a client learns nothing about which
@@ -169,98 +134,12 @@ impl ScramExchange {
             return Err(invalid(m));
         }
         let client_key: Vec<u8> = proof.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
-        let stored = digest::digest(digest_alg(m), &client_key);
-        if !super::sasl::constant_time_eq(stored.as_ref(), &self.credential.stored_key) {
+        let stored = hash(m, &client_key);
+        if !vltava_sasl::constant_time_eq(&stored, &self.credential.stored_key) {
             return Err(invalid(m));
         }
         let server_signature = hmac(m, &self.credential.server_key, auth_message.as_bytes());
         Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
-    }
-}
-
-/// The client side of an exchange, for a broker reaching another broker over SCRAM.
-#[derive(Debug)]
-pub struct ScramClient {
-    mechanism: ScramMechanism,
-    password: String,
-    nonce: String,
-    bare: String,
-    /// The server signature the last message must carry.
-    expected: Option<Vec<u8>>,
-}
-
-impl ScramClient {
-    /// Starts an exchange as `user`; returns `client-first-message`.
-    pub fn start(m: ScramMechanism, user: &str, password: &str, nonce: String) -> (Self, Vec<u8>) {
-        let name = user.replace('=', "=3D").replace(',', "=2C");
-        let bare = format!("n={name},r={nonce}");
-        let first = format!("n,,{bare}").into_bytes();
-        (
-            Self {
-                mechanism: m,
-                password: password.to_string(),
-                nonce,
-                bare,
-                expected: None,
-            },
-            first,
-        )
-    }
-
-    /// Reads `server-first-message`; returns `client-final-message`.
-    pub fn proof(&mut self, server_first: &[u8]) -> Result<Vec<u8>, String> {
-        let m = self.mechanism;
-        let text = std::str::from_utf8(server_first)
-            .map_err(|_| "SCRAM server first message is not UTF-8".to_string())?;
-        let bad = || format!("Invalid SCRAM server first message: {text:?}");
-        let mut fields = text.split(',');
-        let nonce = fields
-            .next()
-            .and_then(|f| f.strip_prefix("r="))
-            .ok_or_else(bad)?;
-        let salt = fields
-            .next()
-            .and_then(|f| f.strip_prefix("s="))
-            .ok_or_else(bad)?;
-        let iterations: u32 = fields
-            .next()
-            .and_then(|f| f.strip_prefix("i="))
-            .and_then(|i| i.parse().ok())
-            .ok_or_else(bad)?;
-        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
-            return Err("SCRAM server nonce does not extend the client's".into());
-        }
-        if !(MIN_ITERATIONS as u32..=MAX_ITERATIONS as u32).contains(&iterations) {
-            return Err(format!("SCRAM iterations {iterations} out of range"));
-        }
-        let salt = B64.decode(salt).map_err(|_| bad())?;
-        let salted = salted_password(m, &self.password, &salt, iterations);
-        let without_proof = format!("c=biws,r={nonce}");
-        let auth_message = format!("{},{text},{without_proof}", self.bare);
-        let client_key = hmac(m, &salted, b"Client Key");
-        let stored_key = digest::digest(digest_alg(m), &client_key);
-        let signature = hmac(m, stored_key.as_ref(), auth_message.as_bytes());
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        let server_key = hmac(m, &salted, b"Server Key");
-        self.expected = Some(hmac(m, &server_key, auth_message.as_bytes()));
-        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
-    }
-
-    /// Checks `server-final-message`: the server knew the credential too.
-    pub fn verify(&self, server_final: &[u8]) -> Result<(), String> {
-        let text = std::str::from_utf8(server_final).unwrap_or("");
-        let signature = text
-            .strip_prefix("v=")
-            .and_then(|v| B64.decode(v).ok())
-            .ok_or_else(|| format!("SCRAM server final message: {text:?}"))?;
-        match &self.expected {
-            Some(e) if super::sasl::constant_time_eq(e, &signature) => Ok(()),
-            _ => Err("SCRAM server signature does not match".into()),
-        }
     }
 }
 
@@ -281,14 +160,9 @@ fn unescape(name: &str) -> Option<String> {
     Some(out)
 }
 
-/// A fresh server nonce: 24 random bytes, base64 (never contains ',').
+/// A fresh server nonce.
 pub fn server_nonce() -> String {
-    use ring::rand::SecureRandom as _;
-    let mut bytes = [0u8; 24];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .expect("the system random source works");
-    B64.encode(bytes)
+    vltava_sasl::scram::nonce()
 }
 
 #[cfg(test)]
