@@ -6,7 +6,8 @@
 # records, acks=1 and acks=all, and prints a Markdown table; then acks=all latency at half of
 # the peak rate next to the disk's fsync latency; then a table of producer modes at acks=all
 # (plain, idempotent, transactional) for 1 KiB records; then acks=all with replication
-# factor 1 and 3 on a local 3-node cluster. Takes a few minutes.
+# factor 1 and 3 on a local 3-node cluster; and 1,000 partitions with 100 producers and 100
+# consumers against 8 partitions with one of each. Takes a few minutes.
 #
 # Each produce row also has the yardstick: the same produce against librdkafka's in-memory
 # mock broker (`vltava perf mock`), run right after, and the ratio Vltava ÷ mock; and the
@@ -134,6 +135,36 @@ for partitions in 1 8; do
         done
     done
 done
+
+# Many partitions, many clients: 1,000 partitions written by 100 producers and read by 100
+# consumers of one group, against 8 partitions with one producer and one consumer; 1 KiB
+# records, acks=1. The last line is the ratio of the two aggregate rates.
+printf '\n| partitions | producers | consumers | records | produce rec/s | consume rec/s | broker CPU-s/GB in | broker CPU-s/GB out | broker RSS MiB |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+declare -A MANY_RATE
+for shape in "8 1" "1000 100"; do
+    read -r parts clients <<<"$shape"
+    topic="bench-many-p$parts"
+    echo "bench: $topic, $clients producers and consumers, $RECORDS_1K records" >&2
+    "$BIN" topic create "$topic" --partitions "$parts" >/dev/null
+    cpu0=$(broker_cpu_s)
+    p=$("$BIN" perf produce --topic "$topic" --num-records "$RECORDS_1K" --record-size 1024 \
+        --acks 1 --clients "$clients" --compression "$COMPRESSION" -o json)
+    cpu1=$(broker_cpu_s)
+    c=$("$BIN" perf consume --topic "$topic" --num-records "$RECORDS_1K" \
+        --group "bench-many-$parts" --clients "$clients" -o json)
+    cpu2=$(broker_cpu_s)
+    MANY_RATE[$parts]=$(jq -r '.records_per_sec' <<<"$p")
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$parts" "$clients" "$clients" "$RECORDS_1K" \
+        "$(jq -r '.records_per_sec | floor' <<<"$p")" \
+        "$(jq -r '.records_per_sec | floor' <<<"$c")" \
+        "$(cpu_per_gb "$cpu0" "$cpu1" "$RECORDS_1K" 1024)" \
+        "$(cpu_per_gb "$cpu1" "$cpu2" "$RECORDS_1K" 1024)" \
+        "$(broker_rss_mib)"
+    "$BIN" topic delete "$topic" >/dev/null
+done
+printf '\n1,000 partitions × 100 producers ÷ 8 partitions × 1 producer: %s\n\n' \
+    "$(awk -v a="${MANY_RATE[1000]}" -v b="${MANY_RATE[8]}" 'BEGIN { printf "%.2f", a / b }')"
 
 # Latency at half of peak: acks=all, 1 partition, 1 KiB records, paced at 50 % of the rate
 # the unpaced run above reached, next to the disk's own write + fdatasync latency measured

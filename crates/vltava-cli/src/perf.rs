@@ -193,6 +193,9 @@ pub struct ProduceArgs {
     /// Records per transaction with --transactional-id
     #[arg(long, default_value_t = 10_000, requires = "transactional_id")]
     pub transaction_size: u64,
+    /// Producers (each its own client and connections) taking the records in turn
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +231,9 @@ pub struct ConsumeArgs {
     /// Consume in this group (commits nothing); default: assign all partitions directly
     #[arg(long)]
     pub group: Option<String>,
+    /// Consumers (each its own client) sharing the partitions in one group
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
 }
 
 pub fn run(args: PerfArgs) -> Result<(), Error> {
@@ -267,6 +273,7 @@ fn mock(client_args: &ClientArgs, a: MockArgs) -> Result<(), Error> {
             idempotent: false,
             transactional_id: None,
             transaction_size: 10_000,
+            clients: 1,
         },
     )
 }
@@ -503,10 +510,15 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
     if a.transaction_size == 0 {
         return Err(Error::usage("--transaction-size must be at least 1"));
     }
+    if a.clients == 0 || (a.clients > 1 && transactional) {
+        return Err(Error::usage(
+            "--clients must be at least 1, and 1 with --transactional-id",
+        ));
+    }
     let partitions = ensure_topic(&settings, &a.topic, a.partitions)?;
 
     let start = Instant::now();
-    let context = PerfContext {
+    let context = || PerfContext {
         log: settings.log_context(),
         start,
         latency_us: Mutex::new(
@@ -516,7 +528,16 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
         failed: AtomicU64::new(0),
         first_error: Mutex::new(None),
     };
-    let producer: BaseProducer<PerfContext> = settings.create(context)?;
+    let producers: Vec<BaseProducer<PerfContext>> = (0..a.clients)
+        .map(|_| settings.create(context()))
+        .collect::<Result<_, _>>()?;
+    let producer = &producers[0];
+    let delivered = || {
+        producers
+            .iter()
+            .map(|p| p.context().delivered.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
     let txn_timeout = Duration::from_secs(60);
     let txn_error = |context: &str, e: KafkaError| Error::Kafka {
         context: context.to_string(),
@@ -543,8 +564,9 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            pb.set_position(producer.context().delivered.load(Ordering::Relaxed));
+            pb.set_position(delivered());
         }
+        let producer = &producers[(sent % producers.len() as u64) as usize];
         if let Some(rate) = rate {
             // Kafka's ThroughputThrottler: never ahead of sent/rate seconds.
             let due = begin + Duration::from_secs_f64(sent as f64 / rate);
@@ -586,9 +608,11 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
             }
         }
     }
-    while producer.in_flight_count() > 0 {
-        producer.poll(Duration::from_millis(50));
-        pb.set_position(producer.context().delivered.load(Ordering::Relaxed));
+    for p in &producers {
+        while p.in_flight_count() > 0 {
+            p.poll(Duration::from_millis(50));
+            pb.set_position(delivered());
+        }
     }
     let elapsed = begin.elapsed().as_secs_f64();
     pb.finish_and_clear();
@@ -599,8 +623,20 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
         });
     }
     let ctx = producer.context();
-    let delivered = ctx.delivered.load(Ordering::Relaxed);
-    let failed = ctx.failed.load(Ordering::Relaxed);
+    let failed: u64 = producers
+        .iter()
+        .map(|p| p.context().failed.load(Ordering::Relaxed))
+        .sum();
+    let mut latency_us = ctx.latency_us.lock().unwrap().clone();
+    for p in &producers[1..] {
+        latency_us
+            .add(&*p.context().latency_us.lock().unwrap())
+            .expect("histograms of the same bounds");
+    }
+    let first_error = producers
+        .iter()
+        .find_map(|p| p.context().first_error.lock().unwrap().clone());
+    let delivered = delivered();
     let report = ProduceReport {
         topic: a.topic.clone(),
         partitions,
@@ -610,14 +646,14 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
         elapsed_s: elapsed,
         records_per_sec: delivered as f64 / elapsed,
         mb_per_sec: delivered as f64 * a.record_size as f64 / MIB / elapsed,
-        latency_ms: LatencyMs::from_histogram(&ctx.latency_us.lock().unwrap()),
+        latency_ms: LatencyMs::from_histogram(&latency_us),
     };
     match settings.output {
         Output::Json => print_json(&report)?,
         Output::Table => print(&produce_line(&report))?,
     }
     if failed > 0 {
-        if let Some(e) = ctx.first_error.lock().unwrap().as_ref() {
+        if let Some(e) = first_error {
             eprintln!("error: first delivery failure: {e}");
         }
         return Err(Error::Delivery {
@@ -678,13 +714,22 @@ fn consume(client_args: &ClientArgs, a: ConsumeArgs) -> Result<(), Error> {
         // librdkafka's assign() needs a group id; this one never joins or commits.
         None => settings.set_default("group.id", format!("vltava-perf-{}", std::process::id())),
     }
-    let consumer: BaseConsumer<LogContext> = settings.create(settings.log_context())?;
+    if a.clients == 0 || (a.clients > 1 && a.group.is_none()) {
+        return Err(Error::usage(
+            "--clients must be at least 1, and more than 1 only with --group",
+        ));
+    }
+    let consumers: Vec<BaseConsumer<LogContext>> = (0..a.clients)
+        .map(|_| settings.create(settings.log_context()))
+        .collect::<Result<_, _>>()?;
+    let consumer = &consumers[0];
     let info = client::topic_metadata(consumer.client(), &settings, &a.topic)?;
     let partitions = info.partitions.len();
     if a.group.is_some() {
-        consumer
-            .subscribe(&[&a.topic])
-            .map_err(Error::kafka(format!("cannot subscribe to '{}'", a.topic)))?;
+        for c in &consumers {
+            c.subscribe(&[&a.topic])
+                .map_err(Error::kafka(format!("cannot subscribe to '{}'", a.topic)))?;
+        }
     } else {
         let mut tpl = TopicPartitionList::new();
         for p in &info.partitions {
@@ -704,12 +749,24 @@ fn consume(client_args: &ClientArgs, a: ConsumeArgs) -> Result<(), Error> {
     let mut last = Instant::now();
     let mut last_record = Instant::now();
     let mut timed_out = false;
+    // One consumer waits in poll; several are polled in turn and the loop naps when none
+    // has a record.
+    let wait = if consumers.len() == 1 {
+        Duration::from_millis(100)
+    } else {
+        Duration::ZERO
+    };
+    let mut turn = 0usize;
+    let mut idle_turns = 0usize;
     loop {
         if a.num_records.is_some_and(|n| records >= n) || stop.load(Ordering::Relaxed) {
             break;
         }
-        match consumer.poll(Duration::from_millis(100)) {
+        let consumer = &consumers[turn % consumers.len()];
+        turn = turn.wrapping_add(1);
+        match consumer.poll(wait) {
             Some(Ok(m)) => {
+                idle_turns = 0;
                 let now = Instant::now();
                 first.get_or_insert(now);
                 last = now;
@@ -736,6 +793,11 @@ fn consume(client_args: &ClientArgs, a: ConsumeArgs) -> Result<(), Error> {
                 eprintln!("warning: {e}");
             }
             None => {
+                idle_turns += 1;
+                if idle_turns >= consumers.len() && consumers.len() > 1 {
+                    idle_turns = 0;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 if last_record.elapsed() >= a.timeout {
                     timed_out = true;
                     break;
