@@ -22,7 +22,9 @@ use vltava_protocol::{
 };
 
 use crate::broker::Broker;
-use crate::context::{ConnectionContext, KafkaPrincipal, RequestContext, SecurityProtocol};
+use crate::context::{
+    AclOperation, ConnectionContext, KafkaPrincipal, RequestContext, Resource, SecurityProtocol,
+};
 use crate::handlers;
 use crate::handlers::produce::Hostile;
 use crate::memory_pool::{Member, MemoryPool, Reservation};
@@ -510,6 +512,19 @@ async fn serve<S>(
             let Some((corr, payload)) = crate::quorum_transport::parse(&body) else {
                 break;
             };
+            // Quorum frames stand for Kafka's KRaft RPCs (Vote, BeginQuorumEpoch, Fetch), which
+            // need CLUSTER_ACTION on the cluster.
+            let ctx = RequestContext {
+                connection: Arc::clone(&connection),
+                client_id: None,
+                api_key: vltava_protocol::ApiKey::Vote,
+                api_version: 0,
+                correlation_id: corr,
+            };
+            if !broker.authorize(&ctx, AclOperation::ClusterAction, Resource::Cluster) {
+                tracing::warn!(principal = %connection.principal, "quorum request without CLUSTER_ACTION; closing connection");
+                break;
+            }
             let quorum = Arc::clone(broker.controller.quorum());
             let pending: Pending = Box::pin(async move {
                 let answer = quorum.serve(&payload).await;

@@ -590,3 +590,60 @@ fn a_failed_authentication_is_answered_late() {
     let (code, _) = attempt("alice-secret");
     assert_eq!(code, 0);
 }
+
+/// With an authorizer, quorum messages on a controller listener need CLUSTER_ACTION, as
+/// Kafka's KRaft RPCs do: a principal without it is closed on unanswered, a super user is
+/// answered.
+#[test]
+fn quorum_messages_need_cluster_action() {
+    let rt = runtime();
+    for (super_users, answered) in [("User:admin", false), ("User:ANONYMOUS", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let voters = format!("1@127.0.0.1:{port}");
+        let listeners = format!("PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{port}");
+        let broker = start_broker(
+            &rt,
+            dir.path(),
+            &[
+                ("process.roles", "broker,controller"),
+                ("node.id", "1"),
+                ("controller.quorum.voters", &voters),
+                ("listeners", &listeners),
+                ("controller.listener.names", "CONTROLLER"),
+                (
+                    "listener.security.protocol.map",
+                    "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                ),
+                (
+                    "authorizer.class.name",
+                    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                ),
+                ("super.users", super_users),
+            ],
+        );
+        let controller = broker.broker.listeners[1].local_addr;
+        let mut raw = RawClient::connect(controller);
+        // A quorum frame: its API key, version 0, correlation id 7, then a payload.
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&(8 + 2i32).to_be_bytes());
+        frame.extend_from_slice(&vltava_broker::quorum_transport::QUORUM_API_KEY.to_be_bytes());
+        frame.extend_from_slice(&0i16.to_be_bytes());
+        frame.extend_from_slice(&7i32.to_be_bytes());
+        frame.extend_from_slice(b"{}");
+        raw.send_raw(&frame);
+        if answered {
+            let answer = raw
+                .read_frame()
+                .expect("a super user's quorum message is answered");
+            assert_eq!(&answer[..4], &7i32.to_be_bytes());
+        } else {
+            raw.assert_closed("a quorum message without CLUSTER_ACTION");
+        }
+        rt.block_on(broker.shutdown());
+    }
+}
