@@ -498,7 +498,24 @@ async fn serve<S>(
                     FrameError::Truncated(e) => {
                         tracing::warn!(error = %e, "truncated request; closing connection")
                     }
-                    FrameError::TooLarge(e) => tracing::warn!(error = %e, "closing connection"),
+                    FrameError::TooLarge(e) => {
+                        let size = match e {
+                            vltava_protocol::FrameError::TooLarge { size, .. } => size,
+                            vltava_protocol::FrameError::Negative { size } => i64::from(size),
+                        };
+                        // A TLS record header (handshake, version 3.x) read as a length.
+                        if size >> 16 == 0x1603 {
+                            tracing::warn!("TLS handshake on a listener without TLS (a client with security.protocol SSL or SASL_SSL?); closing connection");
+                        } else if authenticator.as_ref().is_some_and(|a| !a.is_done()) {
+                            tracing::warn!(
+                                size,
+                                limit = broker.config.sasl_server_max_receive_size(),
+                                "frame before SASL authentication exceeds sasl.server.max.receive.size; closing connection"
+                            );
+                        } else {
+                            tracing::warn!(error = %e, "closing connection");
+                        }
+                    }
                 }
                 break;
             }

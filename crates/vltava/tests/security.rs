@@ -1176,3 +1176,78 @@ fn peer_connections_reauthenticate_before_their_session_ends() {
     });
     rt.block_on(broker.shutdown());
 }
+
+/// Input before authentication: a TLS ClientHello on a SASL_PLAINTEXT port, garbage, and a
+/// frame over `sasl.server.max.receive.size` each close their connection with a log line
+/// that says why, while a client that logs in is served.
+#[test]
+fn hostile_input_before_authentication_closes_with_a_log_line() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args([
+            "broker",
+            "--listeners",
+            "SASL_PLAINTEXT://127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .args(["--override", "sasl.enabled.mechanisms=PLAIN", "--override"])
+        .arg(format!(
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config={PLAIN_JAAS}"
+        ))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let addr: std::net::SocketAddr = ready
+        .trim()
+        .strip_prefix("vltava: listening on ")
+        .unwrap_or_else(|| panic!("{ready:?}"))
+        .parse()
+        .unwrap();
+
+    // The start of a TLS 1.2/1.3 ClientHello record.
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x00, 0xf4, 0x01, 0x00, 0x00, 0xf0, 0x03, 0x03,
+    ];
+    hello.extend_from_slice(&[0u8; 32]);
+    let mut raw = RawClient::connect(addr);
+    raw.send_raw(&hello);
+    raw.assert_closed("a TLS ClientHello on a SASL_PLAINTEXT port");
+    // A 12-byte frame naming no API.
+    let mut raw = RawClient::connect(addr);
+    raw.send_raw(&[
+        0, 0, 0, 12, 0x7f, 0x7f, 0, 0, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef,
+    ]);
+    raw.assert_closed("garbage before the handshake");
+    let mut raw = RawClient::connect(addr);
+    raw.send_raw(&1_000_000i32.to_be_bytes());
+    raw.assert_closed("a 1 MB frame before authentication");
+    assert!(can_fetch_metadata(&sasl_client(
+        addr,
+        "sasl_plaintext",
+        "alice",
+        "alice-secret"
+    )));
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "TLS handshake on a listener without TLS",
+        "unsupported request; closing connection",
+        "exceeds sasl.server.max.receive.size",
+    ] {
+        assert!(log.contains(line), "no {line:?} in the log:\n{log}");
+    }
+}
