@@ -307,6 +307,18 @@ fn mtls_principal_is_the_certificate_subject() {
     rt.block_on(mapped.shutdown());
 }
 
+/// A Metadata request frame, for requests that must go unanswered.
+fn metadata_frame() -> bytes::Bytes {
+    vltava_protocol::encode_request(
+        vltava_protocol::ApiKey::Metadata,
+        12,
+        99,
+        Some("raw"),
+        &vltava_protocol::messages::MetadataRequest::default(),
+    )
+    .unwrap()
+}
+
 const PLAIN_JAAS: &str = r#"org.apache.kafka.common.security.plain.PlainLoginModule required
     username="admin" password="admin-secret"
     user_admin="admin-secret" user_alice="alice-secret";"#;
@@ -329,7 +341,7 @@ fn sasl_client(
 #[test]
 fn sasl_plain_authenticates_librdkafka() {
     use vltava_protocol::messages::{
-        MetadataRequest, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+        SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
         SaslHandshakeResponse,
     };
     use vltava_protocol::{ApiKey, ErrorCode, StrBytes};
@@ -380,15 +392,7 @@ fn sasl_plain_authenticates_librdkafka() {
     // On the wire: a request other than ApiVersions or SaslHandshake before authentication
     // closes the connection unanswered.
     let mut raw = RawClient::connect(addr);
-    let frame = vltava_protocol::encode_request(
-        ApiKey::Metadata,
-        12,
-        1,
-        Some("raw"),
-        &MetadataRequest::default(),
-    )
-    .unwrap();
-    raw.send_raw(&frame);
+    raw.send_raw(&metadata_frame());
     raw.assert_closed("Metadata before SASL authentication");
     // Before authentication a frame may not exceed sasl.server.max.receive.size (512 KiB).
     let mut raw = RawClient::connect(addr);
@@ -1033,15 +1037,7 @@ fn sasl_sessions_end_unless_renewed_and_librdkafka_renews_them() {
     std::thread::sleep(Duration::from_millis(1000));
     metadata(&mut raw);
     std::thread::sleep(Duration::from_millis(1000));
-    let frame = vltava_protocol::encode_request(
-        ApiKey::Metadata,
-        12,
-        9,
-        Some("raw"),
-        &MetadataRequest::default(),
-    )
-    .unwrap();
-    raw.send_raw(&frame);
+    raw.send_raw(&metadata_frame());
     raw.assert_closed("a request after the session expired");
     // Re-authenticating as someone else ends the connection.
     let mut raw = RawClient::connect(addr);
@@ -1182,7 +1178,6 @@ fn peer_connections_reauthenticate_before_their_session_ends() {
 /// that says why, while a client that logs in is served.
 #[test]
 fn hostile_input_before_authentication_closes_with_a_log_line() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vltava"))
         .args([
@@ -1201,16 +1196,7 @@ fn hostile_input_before_authentication_closes_with_a_log_line() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    let addr: std::net::SocketAddr = ready
-        .trim()
-        .strip_prefix("vltava: listening on ")
-        .unwrap_or_else(|| panic!("{ready:?}"))
-        .parse()
-        .unwrap();
+    let addr = ready_addr(&mut child);
 
     // The start of a TLS 1.2/1.3 ClientHello record.
     let mut hello = vec![
