@@ -139,9 +139,9 @@ done
 # Many partitions, many clients: 1,000 partitions written by 100 producers and read by 100
 # consumers of one group, against 8 partitions with one producer and one consumer; 1 KiB
 # records, acks=1. The last line is the ratio of the two aggregate rates.
-printf '\n| partitions | producers | consumers | records | produce rec/s | consume rec/s | broker CPU-s/GB in | broker CPU-s/GB out | broker RSS MiB |\n'
-printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
-declare -A MANY_RATE
+printf '\n| partitions | producers | consumers | records | produce rec/s | mock rec/s | ÷ mock | consume rec/s | broker CPU-s/GB in | broker CPU-s/GB out | broker RSS MiB |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+declare -A MANY_RATE MANY_MOCK
 for shape in "8 1" "1000 100"; do
     read -r parts clients <<<"$shape"
     topic="bench-many-p$parts"
@@ -154,17 +154,24 @@ for shape in "8 1" "1000 100"; do
     c=$("$BIN" perf consume --topic "$topic" --num-records "$RECORDS_1K" \
         --group "bench-many-$parts" --clients "$clients" -o json)
     cpu2=$(broker_cpu_s)
+    rss=$(broker_rss_mib)
+    m=$("$BIN" perf mock --partitions "$parts" --num-records "$RECORDS_1K" --record-size 1024 \
+        --acks 1 --clients "$clients" --compression "$COMPRESSION" -o json)
     MANY_RATE[$parts]=$(jq -r '.records_per_sec' <<<"$p")
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$parts" "$clients" "$clients" "$RECORDS_1K" \
+    MANY_MOCK[$parts]=$(jq -r '.records_per_sec' <<<"$m")
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$parts" "$clients" "$clients" "$RECORDS_1K" \
         "$(jq -r '.records_per_sec | floor' <<<"$p")" \
+        "$(jq -r '.records_per_sec | floor' <<<"$m")" \
+        "$(jq -rn --argjson a "$p" --argjson b "$m" '$a.records_per_sec / $b.records_per_sec * 100 | round / 100')" \
         "$(jq -r '.records_per_sec | floor' <<<"$c")" \
         "$(cpu_per_gb "$cpu0" "$cpu1" "$RECORDS_1K" 1024)" \
         "$(cpu_per_gb "$cpu1" "$cpu2" "$RECORDS_1K" 1024)" \
-        "$(broker_rss_mib)"
+        "$rss"
     "$BIN" topic delete "$topic" >/dev/null
 done
-printf '\n1,000 partitions × 100 producers ÷ 8 partitions × 1 producer: %s\n\n' \
-    "$(awk -v a="${MANY_RATE[1000]}" -v b="${MANY_RATE[8]}" 'BEGIN { printf "%.2f", a / b }')"
+printf '\n1,000 partitions × 100 producers ÷ 8 partitions × 1 producer: %s (the mock: %s)\n\n' \
+    "$(awk -v a="${MANY_RATE[1000]}" -v b="${MANY_RATE[8]}" 'BEGIN { printf "%.2f", a / b }')" \
+    "$(awk -v a="${MANY_MOCK[1000]}" -v b="${MANY_MOCK[8]}" 'BEGIN { printf "%.2f", a / b }')"
 
 # Latency at half of peak: acks=all, 1 partition, 1 KiB records, paced at 50 % of the rate
 # the unpaced run above reached, next to the disk's own write + fdatasync latency measured

@@ -215,6 +215,9 @@ pub struct MockArgs {
     /// Compression codec
     #[arg(long, value_enum)]
     pub compression: Option<Compression>,
+    /// Producers (each its own client) taking the records in turn
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
 }
 
 #[derive(Debug, Args)]
@@ -273,7 +276,7 @@ fn mock(client_args: &ClientArgs, a: MockArgs) -> Result<(), Error> {
             idempotent: false,
             transactional_id: None,
             transaction_size: 10_000,
-            clients: 1,
+            clients: a.clients,
         },
     )
 }
