@@ -1,5 +1,5 @@
-//! `--value-format avro|json`: values are JSON text on the terminal and Confluent-framed Avro
-//! or JSON Schema values in the topic, with schemas from a schema registry, as
+//! `--value-format avro|json|protobuf`: values are JSON text on the terminal and
+//! Confluent-framed Avro, JSON Schema or Protobuf values in the topic, with schemas from a schema registry, as
 //! `kafka-avro-console-producer` and `-consumer` do.
 
 use std::collections::HashMap;
@@ -9,6 +9,7 @@ use clap::ValueEnum;
 use vltava_registry::avro_codec::{self, AvroCodec, CodecError};
 use vltava_registry::http_client;
 use vltava_registry::json_codec::JsonCodec;
+use vltava_registry::protobuf_codec::ProtobufCodec;
 
 use crate::Error;
 
@@ -21,12 +22,16 @@ pub enum ValueFormat {
     Avro,
     /// JSON Schema through a schema registry (values are checked against the schema)
     Json,
+    /// Protobuf through a schema registry (the .proto text's first message; Protobuf's JSON
+    /// mapping on the terminal)
+    Protobuf,
 }
 
 /// Encodes JSON text the way `--*-format` asks.
 pub enum Encoder {
     Avro(AvroCodec),
     Json(JsonCodec),
+    Protobuf(ProtobufCodec),
 }
 
 impl Encoder {
@@ -34,6 +39,7 @@ impl Encoder {
         match self {
             Encoder::Avro(c) => c.encode_json(text),
             Encoder::Json(c) => c.encode_json(text),
+            Encoder::Protobuf(c) => c.encode_json(text),
         }
     }
 }
@@ -65,6 +71,7 @@ pub fn encoder(
 ) -> Result<Encoder, Error> {
     let schema_type = match format {
         ValueFormat::Json => "JSON",
+        ValueFormat::Protobuf => "PROTOBUF",
         _ => "AVRO",
     };
     let id = runtime()?
@@ -83,6 +90,9 @@ pub fn encoder(
         ValueFormat::Json => JsonCodec::parse(id, schema)
             .map(Encoder::Json)
             .map_err(codec_error),
+        ValueFormat::Protobuf => ProtobufCodec::parse(id, schema)
+            .map(Encoder::Protobuf)
+            .map_err(codec_error),
         _ => AvroCodec::parse(id, schema)
             .map(Encoder::Avro)
             .map_err(codec_error),
@@ -93,8 +103,15 @@ pub fn encoder(
 pub struct Decoder {
     registry: String,
     runtime: tokio::runtime::Runtime,
-    /// By schema id: the Avro codec, or `None` for a JSON Schema.
-    codecs: HashMap<i32, Option<AvroCodec>>,
+    /// By schema id.
+    codecs: HashMap<i32, Reader>,
+}
+
+/// How one schema's values are read.
+enum Reader {
+    Avro(AvroCodec),
+    Json,
+    Protobuf(ProtobufCodec),
 }
 
 impl Decoder {
@@ -119,17 +136,21 @@ impl Decoder {
                     REGISTRY_TIMEOUT,
                 ))
                 .map_err(|e| format!("schema {id}: {e}"))?;
-            let codec = match schema_type.as_str() {
-                "AVRO" => Some(AvroCodec::parse(id, &schema).map_err(|e| e.to_string())?),
-                "JSON" => None,
+            let reader = match schema_type.as_str() {
+                "AVRO" => Reader::Avro(AvroCodec::parse(id, &schema).map_err(|e| e.to_string())?),
+                "JSON" => Reader::Json,
+                "PROTOBUF" => {
+                    Reader::Protobuf(ProtobufCodec::parse(id, &schema).map_err(|e| e.to_string())?)
+                }
                 other => return Err(format!("schema {id} is {other}, which is not decoded here")),
             };
-            self.codecs.insert(id, codec);
+            self.codecs.insert(id, reader);
         }
         let json = match &self.codecs[&id] {
-            Some(codec) => codec.decode_json(payload).map_err(|e| e.to_string())?,
-            None => serde_json::from_slice(payload)
+            Reader::Avro(codec) => codec.decode_json(payload).map_err(|e| e.to_string())?,
+            Reader::Json => serde_json::from_slice(payload)
                 .map_err(|e| format!("not JSON after the frame: {e}"))?,
+            Reader::Protobuf(codec) => codec.decode_json(payload).map_err(|e| e.to_string())?,
         };
         Ok(json.to_string().into_bytes())
     }

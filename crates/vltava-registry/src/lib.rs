@@ -13,6 +13,7 @@ pub mod formats;
 pub mod http;
 pub mod http_client;
 pub mod json_codec;
+pub mod protobuf_codec;
 pub mod records;
 pub mod state;
 pub mod store;

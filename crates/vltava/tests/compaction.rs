@@ -76,7 +76,7 @@ fn read_all(addr: SocketAddr, topic: &str, group: &str) -> Vec<(i64, String, Opt
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .unwrap();
     consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
+    let mut out: Vec<(i64, String, Option<Vec<u8>>)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while out.last().is_none_or(|(o, _, _)| o + 1 < high) {
         assert!(

@@ -618,6 +618,38 @@ fn broker_serves_the_registry() {
         "{\"sku\":\"a-1\"}\n"
     );
 
+    // Protobuf values: the .proto text's first message, read back in Protobuf's JSON mapping.
+    let proto = r#"syntax = "proto3"; message Order { string sku = 1; int32 qty = 2; }"#;
+    let mut p = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["produce", "orders-proto", "--bootstrap-server", &bootstrap])
+        .args(["--value-format", "protobuf", "--value-schema", proto])
+        .args(["--schema-registry", &format!("http://{r}")])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"sku\": \"p-1\", \"qty\": 2}\n")
+        .unwrap();
+    assert!(p.wait().unwrap().success());
+    let registered = get(r, "/subjects/orders-proto-value/versions/latest").1;
+    assert_eq!(registered["schemaType"], json!("PROTOBUF"));
+    let consumed = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args(["consume", "orders-proto", "--bootstrap-server", &bootstrap])
+        .args([
+            "--from-beginning",
+            "--exit-at-end",
+            "--value-format",
+            "protobuf",
+        ])
+        .args(["--schema-registry", &format!("http://{r}")])
+        .output()
+        .unwrap();
+    assert!(consumed.status.success());
+    let value: Value = serde_json::from_slice(&consumed.stdout).unwrap();
+    assert_eq!(value, json!({"sku": "p-1", "qty": 2}));
+
     // A line that does not fit the schema fails the command.
     let mut bad = Command::new(env!("CARGO_BIN_EXE_vltava"))
         .args(["produce", "users", "--bootstrap-server", &bootstrap])

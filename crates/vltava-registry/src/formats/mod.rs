@@ -6,7 +6,7 @@
 
 mod avro;
 mod json;
-mod protobuf;
+pub mod protobuf;
 
 use crate::records::SchemaType;
 

@@ -99,6 +99,19 @@ pub fn normalized(schema: &ProtoSchema) -> String {
         .join("\n")
 }
 
+/// The message Confluent's message indexes name: the top-level message at the first index
+/// of the registered file, then nested messages by the following ones.
+pub fn message_at(schema: &ProtoSchema, indexes: &[usize]) -> Option<MessageDescriptor> {
+    let file = schema.pool.get_file_by_name(ROOT_FILE)?;
+    let (first, rest) = indexes.split_first()?;
+    let mut message = file.messages().nth(*first)?;
+    for i in rest {
+        let child = message.child_messages().nth(*i)?;
+        message = child;
+    }
+    Some(message)
+}
+
 /// Messages declared in the registered file itself (not in its imports).
 fn own_messages(schema: &ProtoSchema) -> Vec<MessageDescriptor> {
     schema
