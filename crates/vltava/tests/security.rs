@@ -937,9 +937,11 @@ fn pkcs12_stores_and_encrypted_pem_keys_serve_librdkafka() {
             std::fs::read_to_string(&encrypted).unwrap()
         ),
     );
+    // Each start gets its own data dir: a start that fails at its listeners has already
+    // opened the metadata quorum there, and its tasks outlive the error in this runtime.
     let encrypted_pem = |password: &'static str| {
         let map: BTreeMap<String, String> = [
-            ("log.dirs", path("data-pem")),
+            ("log.dirs", path(&format!("data-pem-{password}"))),
             ("listeners", "SSL://127.0.0.1:0".into()),
             ("ssl.keystore.type", "PEM".into()),
             ("ssl.keystore.location", keystore.clone()),
