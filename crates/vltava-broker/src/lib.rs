@@ -11,6 +11,7 @@ pub mod context;
 pub mod controller;
 pub mod coordinator_log;
 pub mod coordinator_runtime;
+pub mod frame_writer;
 pub mod group_coordinator;
 pub mod handlers;
 pub mod log_cleaner;

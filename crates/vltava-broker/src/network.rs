@@ -25,6 +25,7 @@ use crate::broker::Broker;
 use crate::context::{
     AclOperation, ConnectionContext, KafkaPrincipal, RequestContext, Resource, SecurityProtocol,
 };
+use crate::frame_writer::{write_frame, FrameSink, Outgoing};
 use crate::handlers;
 use crate::handlers::produce::Hostile;
 use crate::memory_pool::{Member, MemoryPool, Reservation};
@@ -33,7 +34,7 @@ use crate::security::sasl::{Authenticator, SaslConfig, Verdict};
 /// A response still being computed, or `None` when the request gets no answer (acks=0),
 /// with what must stay held until it is written. The frame references the records it
 /// carries (Fetch) instead of holding a copy of them.
-pub type Pending = BoxFuture<'static, Option<(SegmentedBuf, Hold)>>;
+pub type Pending = BoxFuture<'static, Option<Outgoing>>;
 
 /// Budget held by a response until it is written.
 pub type Hold = Option<OwnedSemaphorePermit>;
@@ -108,16 +109,14 @@ impl ConnectionTracker {
     }
 
     /// Serves one accepted connection of `listener` until it closes.
-    pub fn spawn<S>(
+    pub fn spawn(
         &self,
         broker: Arc<Broker>,
-        stream: S,
+        stream: tokio::net::TcpStream,
         listener: &BoundListener,
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
-    ) where
-        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
+    ) {
         let Ok(permit) = Arc::clone(&self.limit).try_acquire_owned() else {
             tracing::warn!(%peer, "max.connections reached; closing new connection");
             return;
@@ -161,7 +160,7 @@ impl ConnectionTracker {
         tasks.spawn(
             async move {
                 let Some(tls) = tls else {
-                    serve(broker, stream, Arc::new(connection), authenticator, member, shutdown)
+                    serve_tcp(broker, stream, Arc::new(connection), authenticator, member, shutdown)
                         .await;
                     drop(permit);
                     return;
@@ -187,7 +186,7 @@ impl ConnectionTracker {
                                 return;
                             }
                         }
-                        serve(broker, stream, Arc::new(connection), authenticator, member, shutdown)
+                        serve_tls(broker, stream, Arc::new(connection), authenticator, member, shutdown)
                             .await;
                     }
                     Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed; closing connection"),
@@ -256,7 +255,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
     let len = frame_len(prefix, max).map_err(FrameError::TooLarge)?;
     let deadline = tokio::time::Instant::now() + idle;
     let mut reservation = member.empty();
-    let mut body: Vec<u8> = Vec::new();
+    let mut body = member.pool().buffer(len);
     let result = async {
         while body.len() < len {
             let chunk = (len - body.len()).min(FIRST_CHUNK.max(body.len()));
@@ -289,7 +288,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
     }
     .await;
     member.frame_done();
-    result.map(|()| (Bytes::from(body), reservation))
+    result.map(|()| (member.pool().frame_bytes(body), reservation))
 }
 
 /// A produce request waiting for the connection's append lane.
@@ -402,17 +401,46 @@ impl AppendLane {
     }
 }
 
-async fn serve<S>(
+/// Serves a plaintext connection: its answers may send file bytes with `sendfile`.
+async fn serve_tcp(
+    broker: Arc<Broker>,
+    stream: tokio::net::TcpStream,
+    connection: Arc<ConnectionContext>,
+    authenticator: Option<Authenticator>,
+    member: Member,
+    shutdown: watch::Receiver<bool>,
+) {
+    let (rd, wr) = stream.into_split();
+    serve(broker, rd, wr, connection, authenticator, member, shutdown).await;
+}
+
+/// Serves a TLS connection.
+async fn serve_tls<S>(
     broker: Arc<Broker>,
     stream: S,
+    connection: Arc<ConnectionContext>,
+    authenticator: Option<Authenticator>,
+    member: Member,
+    shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    serve(broker, rd, wr, connection, authenticator, member, shutdown).await;
+}
+
+async fn serve<R, W>(
+    broker: Arc<Broker>,
+    mut rd: R,
+    mut wr: W,
     mut connection: Arc<ConnectionContext>,
     mut authenticator: Option<Authenticator>,
     member: Member,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: FrameSink + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Pending>(broker.config.queued_max_requests());
     let writer = tokio::spawn(async move {
         let mut pending = FuturesOrdered::new();
@@ -424,12 +452,12 @@ async fn serve<S>(
                     None => open = false,
                 },
                 Some(done) = pending.next(), if !pending.is_empty() => {
-                    if let Some((mut frame, hold)) = done {
-                        if let Err(e) = wr.write_all_buf(&mut frame).await {
+                    if let Some(mut out) = done {
+                        if let Err(e) = write_frame(&mut wr, &mut out).await {
                             tracing::debug!(error = %e, "write failed; closing");
                             return;
                         }
-                        drop(hold);
+                        drop(out);
                     }
                 }
                 else => break,
@@ -546,7 +574,9 @@ async fn serve<S>(
             let pending: Pending = Box::pin(async move {
                 let answer = quorum.serve(&payload).await;
                 drop(reservation);
-                Some((crate::quorum_transport::response(corr, answer), None))
+                Some(Outgoing::bytes(crate::quorum_transport::response(
+                    corr, answer,
+                )))
             });
             if tx.send(pending).await.is_err() {
                 break;
@@ -679,7 +709,7 @@ async fn serve<S>(
 
 fn respond_now(header: &Header, response: vltava_protocol::Response, version: i16) -> Pending {
     let bytes = encode(header.correlation_id, version, &response);
-    Box::pin(async move { bytes.map(|b| (b, None)) })
+    Box::pin(async move { bytes.map(Outgoing::bytes) })
 }
 
 fn encode(
@@ -769,10 +799,36 @@ fn handle(
                     .response
                     .set_throttle_time_ms(i32::try_from(throttle).unwrap_or(i32::MAX));
             }
-            encode(corr, version, &answer.response).map(|b| (b, answer.hold))
+            let frame = encode(corr, version, &answer.response)?;
+            if !answer.regions.is_empty() && !stand_ins_intact(&frame, &answer) {
+                // Never send zeros for records: close the connection instead.
+                tracing::error!(
+                    "a fetch answer lost its file ranges in encoding; closing connection"
+                );
+                return None;
+            }
+            Some(Outgoing {
+                frame,
+                regions: answer.regions,
+                hold: answer.hold,
+            })
         }
         .instrument(span.clone()),
     ))
+}
+
+/// Whether every stand-in the answer's records hold reached the frame as a chunk of its own.
+fn stand_ins_intact(frame: &SegmentedBuf, answer: &handlers::Answer) -> bool {
+    let vltava_protocol::Response::Fetch(f) = &answer.response else {
+        return false;
+    };
+    let records = f.responses.iter().flat_map(|t| &t.partitions);
+    let expected = records
+        .clone()
+        .filter_map(|p| p.records.as_deref())
+        .filter(|r| vltava_protocol::stand_in::stand_in_index(r).is_some())
+        .count();
+    vltava_protocol::stand_in::count_stand_ins(frame, records.count()) == Some(expected)
 }
 
 /// Which client quotas a request counts against.

@@ -691,13 +691,36 @@ impl Partition {
         min_one: bool,
         limit: ReadLimit,
     ) -> Result<ReadResult, StorageError> {
-        let upper = match limit {
+        self.log.read(
+            Offset::new(offset),
+            Offset::new(self.read_limit(limit)),
+            max_bytes,
+            min_one,
+        )
+    }
+
+    /// Where the whole batches [`Partition::read`] would return lie, without reading them.
+    pub fn read_region(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        limit: ReadLimit,
+    ) -> Result<vltava_storage::RegionRead, StorageError> {
+        self.log.read_region(
+            Offset::new(offset),
+            Offset::new(self.read_limit(limit)),
+            max_bytes,
+            min_one,
+        )
+    }
+
+    fn read_limit(&self, limit: ReadLimit) -> i64 {
+        match limit {
             ReadLimit::HighWatermark => self.high_watermark(),
             ReadLimit::LastStable => self.last_stable_offset(),
             ReadLimit::LogEnd => i64::MAX,
-        };
-        self.log
-            .read(Offset::new(offset), Offset::new(upper), max_bytes, min_one)
+        }
     }
 
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {

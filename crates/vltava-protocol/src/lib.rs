@@ -15,6 +15,8 @@ pub use proto_kafka::protocol::SegmentedBuf;
 pub use proto_kafka::protocol::StrBytes;
 pub use proto_kafka::ResponseError as ErrorCode;
 
+pub mod stand_in;
+
 /// Bytes of the length prefix in front of every frame.
 pub const FRAME_PREFIX: usize = 4;
 

@@ -81,6 +81,12 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// [`FsFile::sync_data`] plus the other metadata (`fsync`).
     fn sync_all(&self) -> io::Result<()>;
+
+    /// The descriptor behind the file, for `sendfile` from it; `None` for files that are not
+    /// the kernel's (the simulated disk), whose readers copy instead.
+    fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// The real file system.
@@ -203,6 +209,10 @@ impl FsFile for std::fs::File {
 
     fn sync_all(&self) -> io::Result<()> {
         std::fs::File::sync_all(self)
+    }
+
+    fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(std::os::fd::AsFd::as_fd(self))
     }
 }
 

@@ -33,8 +33,8 @@ pub use cleaner::{CleanRequest, CleanStats, Cleanable, Transactions};
 pub use epoch::{EpochEntry, LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use fs::{Fs, FsFile, OpenMode, StdFs};
 pub use log::{
-    accept_all, AppendInfo, Log, LogConfig, LogOffsets, OpenOptions, ProducerInfo, ReadResult,
-    TxnGuard,
+    accept_all, AppendInfo, FileRegion, Log, LogConfig, LogOffsets, OpenOptions, ProducerInfo,
+    ReadResult, RegionRead, TxnGuard,
 };
 use thiserror::Error;
 pub use vltava_record::RecordError;

@@ -110,6 +110,52 @@ pub struct ReadResult {
     pub log_start_offset: Offset,
 }
 
+/// Whole stored batches as a range of a segment's file. A fetch sends them to the socket
+/// from the page cache (`sendfile`) instead of reading them into memory first.
+///
+/// The range was whole batches when it was found. Only a truncation (a follower
+/// diverging from its leader, recovery) can shorten the file under it; a reader then
+/// gets fewer bytes than `len` and must drop what it was answering rather than pad it.
+/// Retention and compaction replace or unlink files but leave an open one intact.
+#[derive(Clone)]
+pub struct FileRegion {
+    file: Arc<dyn crate::FsFile>,
+    pub position: u64,
+    pub len: usize,
+}
+
+impl FileRegion {
+    /// The open file, for `sendfile`; `None` on a simulated disk.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.file.as_fd()
+    }
+
+    /// Copies the range into memory, for a stream that cannot take file bytes directly
+    /// (TLS). Blocking: call it off the async workers.
+    pub fn read(&self) -> std::io::Result<Vec<u8>> {
+        self.file.read_exact_vec_at(self.len, self.position)
+    }
+}
+
+impl std::fmt::Debug for FileRegion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileRegion")
+            .field("position", &self.position)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// What [`Log::read_region`] found: the batches' place, not their bytes.
+#[derive(Debug, Clone)]
+pub struct RegionRead {
+    pub region: Option<FileRegion>,
+    /// The offset after the last batch in the region (the fetch offset when it is empty).
+    pub next_offset: Offset,
+    pub log_end_offset: Offset,
+    pub log_start_offset: Offset,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogOffsets {
     pub log_start_offset: Offset,
@@ -1641,30 +1687,7 @@ impl Log {
         min_one: bool,
     ) -> Result<ReadResult, StorageError> {
         let (offset, max_offset) = (offset.get(), max_offset.get());
-        let (segments, log_end, log_start) = {
-            let inner = self.inner.lock();
-            if offset < inner.log_start_offset || offset > inner.next_offset {
-                return Err(StorageError::OffsetOutOfRange {
-                    offset,
-                    log_start_offset: inner.log_start_offset,
-                    log_end_offset: inner.next_offset,
-                });
-            }
-            let from = inner
-                .segments
-                .range(..=offset)
-                .next_back()
-                .map_or(i64::MIN, |(b, _)| *b);
-            // Compaction leaves gaps: a segment may end before `offset`, or hold nothing.
-            let segs: Vec<_> = inner
-                .segments
-                .range(from..)
-                .skip_while(|(_, s)| s.next_offset() <= offset || s.size() == 0)
-                .take(2)
-                .map(|(_, s)| (Arc::clone(s), s.size()))
-                .collect();
-            (segs, inner.next_offset, inner.log_start_offset)
-        };
+        let (segments, log_end, log_start) = self.read_snapshot(offset)?;
         let empty = ReadResult {
             records: Bytes::new(),
             log_end_offset: Offset::new(log_end),
@@ -1675,21 +1698,119 @@ impl Log {
         }
         match Self::read_segments(segments, offset, max_offset, max_bytes, min_one) {
             Ok(records) => Ok(ReadResult { records, ..empty }),
-            // A sealed segment's `.log` is opened on demand, so retention may have deleted
-            // it since the snapshot above: that is a read below the log start, not damage.
-            Err(e) => {
-                let now = self.offsets();
-                if offset < now.log_start_offset.get() {
-                    Err(StorageError::OffsetOutOfRange {
-                        offset,
-                        log_start_offset: now.log_start_offset.get(),
-                        log_end_offset: now.log_end_offset.get(),
-                    })
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) => Err(self.read_error(offset, e)),
         }
+    }
+
+    /// The segments a read at `offset` starts in (at most two: compaction leaves gaps),
+    /// with their sizes, and the log's end and start offsets, under one lock.
+    #[allow(clippy::type_complexity)]
+    fn read_snapshot(
+        &self,
+        offset: i64,
+    ) -> Result<(Vec<(Arc<Segment>, u64)>, i64, i64), StorageError> {
+        let inner = self.inner.lock();
+        if offset < inner.log_start_offset || offset > inner.next_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: inner.log_start_offset,
+                log_end_offset: inner.next_offset,
+            });
+        }
+        let from = inner
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        // Compaction leaves gaps: a segment may end before `offset`, or hold nothing.
+        let segs: Vec<_> = inner
+            .segments
+            .range(from..)
+            .skip_while(|(_, s)| s.next_offset() <= offset || s.size() == 0)
+            .take(2)
+            .map(|(_, s)| (Arc::clone(s), s.size()))
+            .collect();
+        Ok((segs, inner.next_offset, inner.log_start_offset))
+    }
+
+    /// A sealed segment's `.log` is opened on demand, so retention may have deleted it since
+    /// the snapshot: that is a read below the log start, not damage.
+    fn read_error(&self, offset: i64, e: StorageError) -> StorageError {
+        let now = self.offsets();
+        if offset < now.log_start_offset.get() {
+            StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: now.log_start_offset.get(),
+                log_end_offset: now.log_end_offset.get(),
+            }
+        } else {
+            e
+        }
+    }
+
+    /// [`Log::read`] without the read: where the same whole batches lie in a segment file.
+    /// Only batch headers are read (a few, thanks to the offset index), so a fetch costs no
+    /// copy of the records here.
+    pub fn read_region(
+        &self,
+        offset: Offset,
+        max_offset: Offset,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<RegionRead, StorageError> {
+        let (offset, max_offset) = (offset.get(), max_offset.get());
+        let (segments, log_end, log_start) = self.read_snapshot(offset)?;
+        let empty = RegionRead {
+            region: None,
+            next_offset: Offset::new(offset),
+            log_end_offset: Offset::new(log_end),
+            log_start_offset: Offset::new(log_start),
+        };
+        if offset >= log_end.min(max_offset) {
+            return Ok(empty);
+        }
+        match Self::region_in_segments(segments, offset, max_offset, max_bytes, min_one) {
+            Ok(Some((region, next))) => Ok(RegionRead {
+                region: Some(region),
+                next_offset: Offset::new(next),
+                ..empty
+            }),
+            Ok(None) => Ok(empty),
+            Err(e) => Err(self.read_error(offset, e)),
+        }
+    }
+
+    fn region_in_segments(
+        segments: Vec<(Arc<Segment>, u64)>,
+        offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<Option<(FileRegion, i64)>, StorageError> {
+        for (seg, size) in segments {
+            let Some((pos, first)) = seg.find_position(offset, size)? else {
+                continue;
+            };
+            if first.last_offset() >= max_offset {
+                return Ok(None);
+            }
+            let available = size - pos;
+            let mut want = available.min(max_bytes as u64);
+            if min_one {
+                want = want.max((first.total_len() as u64).min(available));
+            }
+            let (end, next) = seg.whole_batches_end(pos, &first, pos + want, max_offset, size)?;
+            if end == pos {
+                return Ok(None);
+            }
+            let region = FileRegion {
+                file: seg.log_file()?,
+                position: pos,
+                len: (end - pos) as usize,
+            };
+            return Ok(Some((region, next)));
+        }
+        Ok(None)
     }
 
     /// The read part of [`Log::read`], over a snapshot of segments and their sizes.

@@ -720,6 +720,56 @@ impl Segment {
         Ok(None)
     }
 
+    /// Where the whole batches from `first` (at `pos`) end, below `limit` and with last
+    /// offsets below `max_offset`: `(end position, offset after the last one)`. Batches up
+    /// to the last index entry that qualifies are skipped without reading them (each entry
+    /// is a batch start, and the batches before it end below its offset), so only the
+    /// headers of the last `index.interval.bytes` or so are read.
+    pub(crate) fn whole_batches_end(
+        &self,
+        pos: u64,
+        first: &BatchHeader,
+        limit: u64,
+        max_offset: i64,
+        size: u64,
+    ) -> Result<(u64, i64), StorageError> {
+        let limit = limit.min(size);
+        let first_end = pos + first.total_len() as u64;
+        if first.last_offset() >= max_offset || first_end > limit {
+            return Ok((pos, first.base_offset));
+        }
+        let (mut p, mut next) = (first_end, first.next_offset());
+        {
+            let st = self.state.lock();
+            let entries = &st.offset_index.entries;
+            let by_position = entries.partition_point(|e| u64::from(e.position) <= limit);
+            let by_offset = entries
+                .partition_point(|e| self.base_offset + i64::from(e.relative_offset) <= max_offset);
+            if let Some(e) = entries[..by_position.min(by_offset)].last() {
+                if u64::from(e.position) > p {
+                    p = u64::from(e.position);
+                    next = self.base_offset + i64::from(e.relative_offset);
+                }
+            }
+        }
+        let file = self.log_file()?;
+        let mut buf = [0u8; HEADER_LEN];
+        while p + HEADER_LEN as u64 <= limit {
+            self.read_exact_at(&*file, &mut buf, p)?;
+            let h = BatchHeader::parse(&buf).map_err(|source| StorageError::Corrupt {
+                path: self.log_path.clone(),
+                position: p,
+                source,
+            })?;
+            if h.last_offset() >= max_offset || p + h.total_len() as u64 > limit {
+                break;
+            }
+            p += h.total_len() as u64;
+            next = h.next_offset();
+        }
+        Ok((p, next))
+    }
+
     /// First batch whose max timestamp is `>= ts`: `(base offset, max timestamp)`.
     pub(crate) fn find_timestamp(
         &self,

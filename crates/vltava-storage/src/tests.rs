@@ -438,6 +438,41 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// A region names exactly the bytes a read returns, for any start, byte limit and
+    /// visibility limit, with the index skipping batches or not, and its next offset is
+    /// the one after the last batch read.
+    #[test]
+    fn regions_hold_what_reads_return(
+        sizes in prop::collection::vec((1usize..5, 1usize..700), 1..40),
+        seg in 500u64..20_000,
+        interval in prop::sample::select(vec![1u64, 300, 4096]),
+        probes in prop::collection::vec((0usize..200, 0usize..8000, 0usize..200, any::<bool>()), 1..20),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig { segment_bytes: seg, index_interval_bytes: interval, ..LogConfig::default() };
+        let log = open(dir.path(), cfg, true);
+        for (n, payload) in &sizes {
+            log.append(&mut batch(*n, 0, *payload), 0, 0).unwrap();
+        }
+        let end = log.offsets().log_end_offset.get() as usize;
+        for (from, max_bytes, visible, min_one) in probes {
+            let from = Offset::new((from % (end + 1)) as i64);
+            let max_offset = Offset::new((visible % (end + 1)) as i64);
+            let read = log.read(from, max_offset, max_bytes, min_one).unwrap();
+            let region = log.read_region(from, max_offset, max_bytes, min_one).unwrap();
+            let bytes = region.region.as_ref().map(|r| r.read().unwrap()).unwrap_or_default();
+            prop_assert_eq!(&bytes[..], &read.records[..]);
+            prop_assert!(region.region.as_ref().is_none_or(|r| r.fd().is_some()));
+            let next = Batches::new(&read.records).map_while(Result::ok).last()
+                .map_or(from.get(), |(h, _)| h.next_offset());
+            prop_assert_eq!(region.next_offset.get(), next);
+            prop_assert_eq!(region.log_end_offset, read.log_end_offset);
+        }
+    }
+}
+
 /// The partition directory the simulated-disk tests use.
 const SIM_DIR: &str = "/data/t-0";
 

@@ -9,8 +9,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use futures::future::{select_all, FutureExt};
 use vltava_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use vltava_protocol::messages::*;
+use vltava_protocol::stand_in::stand_in;
 use vltava_protocol::ErrorCode;
-use vltava_storage::StorageError;
+use vltava_storage::{FileRegion, StorageError};
 
 use super::check_leader_epoch;
 use crate::broker::{now_ms, Broker};
@@ -45,7 +46,9 @@ fn partition_data(index: i32) -> PartitionData {
     d
 }
 
-/// One pass over every requested partition. Returns the response and its record bytes.
+/// One pass over every requested partition. Returns the response, its record bytes, and
+/// the file ranges its records' stand-ins name: the records are found, not read, and the
+/// connection's writer sends them from the files.
 /// A follower reads up to the log end; consumers up to the high watermark or, with
 /// read_committed, the last stable offset.
 fn read_all(
@@ -54,9 +57,10 @@ fn read_all(
     max_bytes: usize,
     read_committed: bool,
     follower: Option<(NodeId, &ReplicationQuota)>,
-) -> (Vec<FetchableTopicResponse>, usize) {
+) -> (Vec<FetchableTopicResponse>, usize, Vec<FileRegion>) {
     let mut out: Vec<FetchableTopicResponse> = topics.to_vec();
     let mut total = 0usize;
+    let mut regions = Vec::new();
     let now = now_ms();
     // leader.replication.throttled.rate: what goes to an out-of-sync replica of a throttled
     // partition counts against the quota, and waits while it is exceeded.
@@ -97,32 +101,49 @@ fn read_all(
             let throttle = throttled(p);
             let read = if throttle && !quota_left {
                 let o = p.offsets();
-                Ok(vltava_storage::ReadResult {
-                    records: bytes::Bytes::new(),
+                Ok(vltava_storage::RegionRead {
+                    region: None,
+                    next_offset: o.log_end_offset,
                     log_end_offset: o.log_end_offset,
                     log_start_offset: o.log_start_offset,
                 })
             } else {
-                p.read(t.fetch_offset, budget, total == 0, limit)
+                p.read_region(t.fetch_offset, budget, total == 0, limit)
             };
+            let read = read.and_then(|r| {
+                let len = r.region.as_ref().map_or(0, |g| g.len);
+                let records = match &r.region {
+                    None => bytes::Bytes::new(),
+                    Some(g) => match stand_in(regions.len(), len) {
+                        Some(s) => {
+                            regions.push(g.clone());
+                            s
+                        }
+                        // More partitions or bytes than stand-ins cover: read them here.
+                        None => bytes::Bytes::from(g.read().map_err(|e| StorageError::Io {
+                            op: "read",
+                            path: std::path::PathBuf::from(format!("{p:?}")),
+                            source: e,
+                        })?),
+                    },
+                };
+                Ok((r, records))
+            });
             match read {
-                Ok(r) => {
+                Ok((r, records)) => {
                     if throttle {
                         if let Some((_, q)) = follower {
-                            q.record(r.records.len(), now);
+                            q.record(records.len(), now);
                         }
                     }
-                    total += r.records.len();
+                    total += records.len();
                     d.high_watermark = high_watermark;
                     d.last_stable_offset = last_stable;
                     d.log_start_offset = r.log_start_offset.get();
                     if read_committed {
                         // The aborted transactions these batches overlap, so the client
                         // drops their records (Kafka's collectAbortedTransactions).
-                        let upto = vltava_record::Batches::new(&r.records)
-                            .map_while(Result::ok)
-                            .last()
-                            .map_or(t.fetch_offset, |(h, _)| h.next_offset());
+                        let upto = r.next_offset.get();
                         let aborted = p.aborted_transactions(t.fetch_offset, upto);
                         d.aborted_transactions = Some(
                             aborted
@@ -136,7 +157,7 @@ fn read_all(
                                 .collect(),
                         );
                     }
-                    d.records = Some(r.records);
+                    d.records = Some(records);
                 }
                 Err(StorageError::OffsetOutOfRange {
                     log_start_offset,
@@ -156,7 +177,7 @@ fn read_all(
         }
         out[t.topic].partitions.push(d);
     }
-    (out, total)
+    (out, total, regions)
 }
 
 /// Kafka's RackAwareReplicaSelector: a consumer in rack `rack` fetching from a leader in
@@ -264,13 +285,13 @@ pub async fn handle(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: FetchRequest,
-) -> (FetchResponse, Option<OwnedSemaphorePermit>) {
+) -> (FetchResponse, Option<OwnedSemaphorePermit>, Vec<FileRegion>) {
     let version = ctx.api_version;
     let mut resp = FetchResponse::default();
     // No fetch sessions: a session id of 0 tells clients to keep sending full fetches.
     if req.session_id != 0 {
         resp.error_code = ErrorCode::FetchSessionIdNotFound.code();
-        return (resp, None);
+        return (resp, None, Vec::new());
     }
     let image = (version >= 13).then(|| broker.controller.image());
     // A follower replicating the leader's log (Kafka's replica id, in ReplicaState from
@@ -403,15 +424,18 @@ pub async fn handle(
         .await
         .ok();
     // Keeps only what the response holds; the rest returns to the budget now.
-    let finish = move |mut resp: FetchResponse, mut total: usize| {
+    let finish = move |mut resp: FetchResponse, mut total: usize, mut regions: Vec<FileRegion>| {
         if metered {
             total = meter_consumer(broker, ctx, &mut resp, total);
+            if total == 0 {
+                regions.clear();
+            }
         }
         if let Some(h) = &mut hold {
             let extra = h.num_permits().saturating_sub(total);
             drop(h.split(extra));
         }
-        (resp, hold)
+        (resp, hold, regions)
     };
     let read_committed = version >= 4 && req.isolation_level == 1;
     let as_replica = follower.then(|| (NodeId::new(replica), &broker.replication_quotas.leader));
@@ -427,7 +451,8 @@ pub async fn handle(
         for w in &mut watches {
             w.borrow_and_update();
         }
-        let (out, total) = read_all(&targets, &topics, max_bytes, read_committed, as_replica);
+        let (out, total, regions) =
+            read_all(&targets, &topics, max_bytes, read_committed, as_replica);
         let has_error = targets.iter().any(|t| t.error.is_some())
             || out
                 .iter()
@@ -440,12 +465,12 @@ pub async fn handle(
             || broker.is_shutting_down()
         {
             resp.responses = out;
-            return finish(resp, total);
+            return finish(resp, total, regions);
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         if remaining.is_zero() {
             resp.responses = out;
-            return finish(resp, total);
+            return finish(resp, total, regions);
         }
         let changed = select_all(watches.iter_mut().map(|w| w.changed().boxed()));
         let woke = tokio::select! {
@@ -456,9 +481,10 @@ pub async fn handle(
         };
         if !woke {
             // A partition went away (topic deleted): answer with what there is.
-            let (out, total) = read_all(&targets, &topics, max_bytes, read_committed, as_replica);
+            let (out, total, regions) =
+                read_all(&targets, &topics, max_bytes, read_committed, as_replica);
             resp.responses = out;
-            return finish(resp, total);
+            return finish(resp, total, regions);
         }
     }
 }

@@ -47,10 +47,11 @@ pub fn dispatch(
         Request::Fetch(r) => {
             let b = Arc::clone(broker);
             Box::pin(async move {
-                let (response, hold) = fetch::handle(&b, &ctx, r).await;
+                let (response, hold, regions) = fetch::handle(&b, &ctx, r).await;
                 Some(Answer {
                     response: response.into(),
                     hold,
+                    regions,
                 })
             })
         }
@@ -307,6 +308,8 @@ pub fn dispatch(
 pub struct Answer {
     pub response: Response,
     pub hold: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The file ranges the response's stand-ins name (a Fetch's records), by index.
+    pub regions: Vec<vltava_storage::FileRegion>,
 }
 
 impl From<Response> for Answer {
@@ -314,6 +317,7 @@ impl From<Response> for Answer {
         Self {
             response,
             hold: None,
+            regions: Vec::new(),
         }
     }
 }
