@@ -147,8 +147,8 @@ mod tests {
         for i in 0..40u8 {
             let value = vec![i; 300];
             let recs: Vec<_> = (0..3).map(|_| (None, Some(value.as_slice()), 0)).collect();
-            let mut b = vltava_record::build_batch(0, &recs);
-            log.append_as_leader(&mut b, LeaderEpoch::new(0), 0, accept_all)
+            let b = vltava_record::build_batch(0, &recs);
+            log.append_as_leader(&b, LeaderEpoch::new(0), 0, accept_all)
                 .unwrap();
         }
         log
