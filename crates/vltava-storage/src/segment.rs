@@ -702,22 +702,26 @@ impl Segment {
         let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         let mut pos = u64::from(self.state.lock().offset_index.lookup(rel));
         let file = self.log_file()?;
-        let mut buf = [0u8; HEADER_LEN];
         while pos + HEADER_LEN as u64 <= size {
-            self.read_exact_at(&*file, &mut buf, pos)?;
-            // Only a lying index or damage found at load can make this fail: refuse rather
-            // than serve garbage.
-            let header = BatchHeader::parse(&buf).map_err(|source| StorageError::Corrupt {
-                path: self.log_path.clone(),
-                position: pos,
-                source,
-            })?;
+            let header = self.header_at(&*file, pos)?;
             if header.last_offset() >= offset {
                 return Ok(Some((pos, header)));
             }
             pos += header.total_len() as u64;
         }
         Ok(None)
+    }
+
+    /// The batch header at `pos`. Only a lying index or damage found at load can make this
+    /// fail: refuse rather than serve garbage.
+    fn header_at(&self, file: &dyn FsFile, pos: u64) -> Result<BatchHeader, StorageError> {
+        let mut buf = [0u8; HEADER_LEN];
+        self.read_exact_at(file, &mut buf, pos)?;
+        BatchHeader::parse(&buf).map_err(|source| StorageError::Corrupt {
+            path: self.log_path.clone(),
+            position: pos,
+            source,
+        })
     }
 
     /// Where the whole batches from `first` (at `pos`) end, below `limit` and with last
@@ -753,14 +757,8 @@ impl Segment {
             }
         }
         let file = self.log_file()?;
-        let mut buf = [0u8; HEADER_LEN];
         while p + HEADER_LEN as u64 <= limit {
-            self.read_exact_at(&*file, &mut buf, p)?;
-            let h = BatchHeader::parse(&buf).map_err(|source| StorageError::Corrupt {
-                path: self.log_path.clone(),
-                position: p,
-                source,
-            })?;
+            let h = self.header_at(&*file, p)?;
             if h.last_offset() >= max_offset || p + h.total_len() as u64 > limit {
                 break;
             }
@@ -783,14 +781,8 @@ impl Segment {
             return Ok(None);
         };
         let file = self.log_file()?;
-        let mut buf = [0u8; HEADER_LEN];
         while pos + HEADER_LEN as u64 <= size {
-            self.read_exact_at(&*file, &mut buf, pos)?;
-            let h = BatchHeader::parse(&buf).map_err(|e| StorageError::Corrupt {
-                path: self.log_path.clone(),
-                position: pos,
-                source: e,
-            })?;
+            let h = self.header_at(&*file, pos)?;
             if h.max_timestamp >= ts {
                 return self.first_record_at(pos, &h, ts).map(Some);
             }
