@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{watch, Notify};
@@ -109,6 +108,9 @@ pub struct Partition {
     appended: watch::Sender<i64>,
     durable: watch::Sender<Durable>,
     flush_request: Arc<Notify>,
+    /// Dropped with the partition, which ends its flusher: an idle partition has no task
+    /// that wakes.
+    flusher_stop: watch::Sender<()>,
     /// Held while `durable` is set from the log's flushed offset and while a truncation
     /// lowers both, so an fsync that ran alongside a truncation cannot raise `durable` back
     /// above the cut.
@@ -167,6 +169,7 @@ impl Partition {
             appended,
             durable,
             flush_request: Arc::new(Notify::new()),
+            flusher_stop: watch::channel(()).0,
             durable_lock: Arc::new(Mutex::new(())),
             throttled: AtomicU8::new(throttle_bits(&settings, tp.partition, node_id)),
             settings: Mutex::new(settings),
@@ -765,21 +768,19 @@ impl Partition {
     /// durability pile up on `durable` while an fsync runs, and the next one covers them all.
     async fn flusher(me: std::sync::Weak<Self>) {
         let Some(p) = me.upgrade() else { return };
-        let (request, log, durable, durable_lock) = (
+        let (request, log, durable, durable_lock, mut stop) = (
             Arc::clone(&p.flush_request),
             Arc::clone(&p.log),
             p.durable.clone(),
             Arc::clone(&p.durable_lock),
+            p.flusher_stop.subscribe(),
         );
         drop(p);
         loop {
             tokio::select! {
                 () = request.notified() => {}
-                // Wake now and then so the task ends once the partition is gone.
-                () = tokio::time::sleep(Duration::from_secs(5)) => {
-                    if me.strong_count() == 0 { return; }
-                    continue;
-                }
+                // Nothing is ever sent: this fires when the partition is dropped.
+                _ = stop.changed() => return,
             }
             let (log, durable_now, lock) =
                 (Arc::clone(&log), durable.clone(), Arc::clone(&durable_lock));
