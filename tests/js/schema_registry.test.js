@@ -145,9 +145,22 @@ describe('@kafkajs/confluent-schema-registry against vltava', { timeout: 120000 
       err => err.status === 409
     )
 
+    // confluent-kafka's serializers register a base64 descriptor instead of .proto text; the
+    // registry answers with text all the same, the only form protobufjs parses.
+    const host = await broker.registryUrl()
+    const serialized = await (await fetch(`${host}/schemas/ids/${v1}?format=serialized`)).json()
+    const registered = await fetch(`${host}/subjects/${subject}-descriptor/versions`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/vnd.schemaregistry.v1+json' },
+      body: JSON.stringify({ schemaType: 'PROTOBUF', schema: serialized.schema }),
+    })
+    assert.equal(registered.status, 200)
+    const { id: fromDescriptor } = await registered.json()
+
     const values = [
       [v1, { id: 'o-1', qty: 3, tags: ['red', 'big'] }],
       [v2, { id: 'o-2', qty: 1, tags: ['small'], note: 'gift' }],
+      [fromDescriptor, { id: 'o-3', qty: 2, tags: ['boxed'] }],
     ]
     const encoded = []
     for (const [id, value] of values) encoded.push(await registry.encode(id, value))

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use base64::Engine;
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 use protox::prost_reflect::prost::Message;
-use protox::prost_reflect::prost_types::FileDescriptorProto;
+use protox::prost_reflect::prost_types::{self, FileDescriptorProto};
 use protox::prost_reflect::{
     Cardinality, DescriptorPool, FieldDescriptor, Kind, MessageDescriptor,
 };
@@ -87,6 +87,261 @@ pub fn serialized(schema: &ProtoSchema) -> String {
         .map(|f| f.file_descriptor_proto().encode_to_vec())
         .unwrap_or_default();
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A schema registered as a base64 descriptor (as confluent-kafka's serializers register
+/// them), written out as `.proto` text: Confluent's registry answers with text, and clients
+/// such as protobufjs parse nothing else. `None` when the text is already `.proto` source or
+/// the descriptor uses what is not written out here (editions, groups, extensions).
+pub fn descriptor_as_text(text: &str) -> Option<String> {
+    let file = decode_descriptor(text)?;
+    let mut out = String::new();
+    match file.syntax() {
+        "proto3" => out.push_str("syntax = \"proto3\";\n"),
+        "" | "proto2" => out.push_str("syntax = \"proto2\";\n"),
+        _ => return None,
+    }
+    if !file.extension.is_empty() {
+        return None;
+    }
+    if !file.package().is_empty() {
+        out.push_str(&format!("package {};\n", file.package()));
+    }
+    for (i, dependency) in file.dependency.iter().enumerate() {
+        let public = file.public_dependency.contains(&(i as i32));
+        let public = if public { "public " } else { "" };
+        out.push_str(&format!("import {public}{};\n", quoted(dependency)));
+    }
+    if let Some(options) = &file.options {
+        for (name, value) in [
+            ("java_package", &options.java_package),
+            ("java_outer_classname", &options.java_outer_classname),
+            ("go_package", &options.go_package),
+            ("csharp_namespace", &options.csharp_namespace),
+        ] {
+            if let Some(value) = value {
+                out.push_str(&format!("option {name} = {};\n", quoted(value)));
+            }
+        }
+        if let Some(multiple) = options.java_multiple_files {
+            out.push_str(&format!("option java_multiple_files = {multiple};\n"));
+        }
+    }
+    let proto3 = file.syntax() == "proto3";
+    for message in &file.message_type {
+        write_message(&mut out, message, proto3, 0)?;
+    }
+    for e in &file.enum_type {
+        write_enum(&mut out, e, 0);
+    }
+    for service in &file.service {
+        out.push_str(&format!("\nservice {} {{\n", service.name()));
+        for m in &service.method {
+            let stream = |s: bool| if s { "stream " } else { "" };
+            out.push_str(&format!(
+                "  rpc {} ({}{}) returns ({}{});\n",
+                m.name(),
+                stream(m.client_streaming()),
+                m.input_type(),
+                stream(m.server_streaming()),
+                m.output_type()
+            ));
+        }
+        out.push_str("}\n");
+    }
+    Some(out)
+}
+
+/// A string literal as `.proto` spells it: printable ASCII as is, the rest as octal bytes.
+fn quoted(text: &str) -> String {
+    let mut out = String::from("\"");
+    for b in text.bytes() {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\{b:03o}")),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The JSON name protoc derives from a field name; only other names are written out.
+fn default_json_name(name: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn reserved_ranges(ranges: impl Iterator<Item = (i32, i32)>) -> Vec<String> {
+    ranges
+        .map(|(start, end)| match end {
+            e if e == start => start.to_string(),
+            536_870_911 | i32::MAX => format!("{start} to max"),
+            e => format!("{start} to {e}"),
+        })
+        .collect()
+}
+
+fn write_reserved(out: &mut String, pad: &str, ranges: Vec<String>, names: &[String]) {
+    if !ranges.is_empty() {
+        out.push_str(&format!("{pad}  reserved {};\n", ranges.join(", ")));
+    }
+    if !names.is_empty() {
+        let names: Vec<String> = names.iter().map(|n| quoted(n)).collect();
+        out.push_str(&format!("{pad}  reserved {};\n", names.join(", ")));
+    }
+}
+
+fn write_enum(out: &mut String, e: &prost_types::EnumDescriptorProto, depth: usize) {
+    let pad = "  ".repeat(depth);
+    out.push_str(&format!("\n{pad}enum {} {{\n", e.name()));
+    if e.options.as_ref().and_then(|o| o.allow_alias) == Some(true) {
+        out.push_str(&format!("{pad}  option allow_alias = true;\n"));
+    }
+    for v in &e.value {
+        out.push_str(&format!("{pad}  {} = {};\n", v.name(), v.number()));
+    }
+    let ranges = reserved_ranges(e.reserved_range.iter().map(|r| (r.start(), r.end())));
+    write_reserved(out, &pad, ranges, &e.reserved_name);
+    out.push_str(&format!("{pad}}}\n"));
+}
+
+fn write_message(
+    out: &mut String,
+    message: &prost_types::DescriptorProto,
+    proto3: bool,
+    depth: usize,
+) -> Option<()> {
+    use prost_types::field_descriptor_proto::{Label, Type};
+    if !message.extension.is_empty() {
+        return None;
+    }
+    let pad = "  ".repeat(depth);
+    out.push_str(&format!("\n{pad}message {} {{\n", message.name()));
+    let map_entries: BTreeMap<&str, &prost_types::DescriptorProto> = message
+        .nested_type
+        .iter()
+        .filter(|n| n.options.as_ref().and_then(|o| o.map_entry) == Some(true))
+        .map(|n| (n.name(), n))
+        .collect();
+    let type_name = |f: &prost_types::FieldDescriptorProto| -> Option<String> {
+        Some(match f.r#type() {
+            Type::Message | Type::Enum => f.type_name().to_string(),
+            Type::Group => return None,
+            scalar => scalar
+                .as_str_name()
+                .trim_start_matches("TYPE_")
+                .to_lowercase(),
+        })
+    };
+    let field_line = |f: &prost_types::FieldDescriptorProto, in_oneof: bool| -> Option<String> {
+        let entry = (f.r#type() == Type::Message && f.label() == Label::Repeated)
+            .then(|| map_entries.get(f.type_name().rsplit('.').next()?))
+            .flatten();
+        let typed = match entry {
+            Some(entry) => {
+                let key = entry.field.iter().find(|k| k.number() == 1)?;
+                let value = entry.field.iter().find(|v| v.number() == 2)?;
+                format!("map<{}, {}>", type_name(key)?, type_name(value)?)
+            }
+            None => {
+                let label = match f.label() {
+                    _ if in_oneof => "",
+                    Label::Repeated => "repeated ",
+                    Label::Required => "required ",
+                    Label::Optional if !proto3 || f.proto3_optional() => "optional ",
+                    Label::Optional => "",
+                };
+                format!("{label}{}", type_name(f)?)
+            }
+        };
+        let mut options = Vec::new();
+        if let Some(default) = &f.default_value {
+            let value = match f.r#type() {
+                Type::String => quoted(default),
+                // Descriptors keep bytes defaults already escaped.
+                Type::Bytes => format!("\"{default}\""),
+                _ => default.clone(),
+            };
+            options.push(format!("default = {value}"));
+        }
+        if let Some(packed) = f.options.as_ref().and_then(|o| o.packed) {
+            options.push(format!("packed = {packed}"));
+        }
+        if f.json_name
+            .as_deref()
+            .is_some_and(|j| j != default_json_name(f.name()))
+        {
+            options.push(format!("json_name = {}", quoted(f.json_name())));
+        }
+        let options = if options.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", options.join(", "))
+        };
+        Some(format!("{typed} {} = {}{options};", f.name(), f.number()))
+    };
+    let real_oneof =
+        |f: &prost_types::FieldDescriptorProto| f.oneof_index.filter(|_| !f.proto3_optional());
+    let mut oneofs_written = BTreeSet::new();
+    for f in &message.field {
+        match real_oneof(f) {
+            None => out.push_str(&format!("{pad}  {}\n", field_line(f, false)?)),
+            Some(index) if oneofs_written.insert(index) => {
+                let oneof = message.oneof_decl.get(usize::try_from(index).ok()?)?;
+                out.push_str(&format!("{pad}  oneof {} {{\n", oneof.name()));
+                for member in message
+                    .field
+                    .iter()
+                    .filter(|m| real_oneof(m) == Some(index))
+                {
+                    out.push_str(&format!("{pad}    {}\n", field_line(member, true)?));
+                }
+                out.push_str(&format!("{pad}  }}\n"));
+            }
+            Some(_) => {}
+        }
+    }
+    let ranges = reserved_ranges(
+        message
+            .reserved_range
+            .iter()
+            .map(|r| (r.start(), r.end() - 1)),
+    );
+    write_reserved(out, &pad, ranges, &message.reserved_name);
+    let extensions = reserved_ranges(
+        message
+            .extension_range
+            .iter()
+            .map(|r| (r.start(), r.end() - 1)),
+    );
+    if !extensions.is_empty() {
+        out.push_str(&format!("{pad}  extensions {};\n", extensions.join(", ")));
+    }
+    for nested in message
+        .nested_type
+        .iter()
+        .filter(|n| !map_entries.contains_key(n.name()))
+    {
+        write_message(out, nested, proto3, depth + 1)?;
+    }
+    for e in &message.enum_type {
+        write_enum(out, e, depth + 1);
+    }
+    out.push_str(&format!("{pad}}}\n"));
+    Some(())
 }
 
 pub fn normalized(schema: &ProtoSchema) -> String {
@@ -792,6 +1047,63 @@ mod tests {
         let breaking = proto("message Order { string id = 1; string qty = 2; }");
         assert!(!read_problems(&breaking, &decoded).is_empty());
         assert_eq!(serialized(&decoded), encoded);
+    }
+
+    /// The file's descriptor without what text cannot carry (where each part was written).
+    fn descriptor_of(schema: &ProtoSchema) -> FileDescriptorProto {
+        let mut d = schema
+            .pool
+            .get_file_by_name(ROOT_FILE)
+            .unwrap()
+            .file_descriptor_proto()
+            .clone();
+        d.source_code_info = None;
+        d
+    }
+
+    #[test]
+    fn base64_descriptors_are_answered_as_proto_text() {
+        let sources = [
+            r#"syntax = "proto3";
+package shop.v1;
+import "google/protobuf/timestamp.proto";
+option java_package = "com.example.shop";
+option go_package = "example.com/shop";
+message Order {
+  string id = 1;
+  repeated int64 lines = 2 [packed = false];
+  map<string, Line> by_sku = 3;
+  optional string note = 4;
+  oneof payment { string card = 5; bytes voucher = 6; }
+  google.protobuf.Timestamp at = 7;
+  Status status = 8;
+  string odd_name = 9 [json_name = "odd"];
+  reserved 10, 12 to 15, 100 to max;
+  reserved "old", "older";
+  message Line { int32 qty = 1; double price = 2; }
+  enum Status { option allow_alias = true; NEW = 0; FRESH = 0; PAID = 1; reserved 5 to 9; reserved "GONE"; }
+}
+enum Top { TOP_UNKNOWN = 0; }
+service Orders { rpc Place (Order) returns (Order); rpc Watch (stream Order) returns (stream Order); }
+"#,
+            r#"syntax = "proto2";
+package legacy;
+message Item {
+  required string sku = 1;
+  optional int32 qty = 2 [default = 1];
+  optional string label = 3 [default = "a \"b\"\n"];
+  repeated sint64 marks = 4 [packed = true];
+  extensions 100 to 199;
+}
+"#,
+        ];
+        for source in sources {
+            let parsed = parse(source, &[]).unwrap();
+            assert!(descriptor_as_text(source).is_none(), "already text");
+            let text = descriptor_as_text(&serialized(&parsed)).unwrap();
+            let again = parse(&text, &[]).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(descriptor_of(&again), descriptor_of(&parsed), "{text}");
+        }
     }
 
     #[test]
