@@ -134,7 +134,17 @@ fn schema_fields(body: &mut serde_json::Map<String, Json>, schema: &crate::state
     if !schema.references.is_empty() {
         body.insert("references".into(), json!(schema.references));
     }
-    body.insert("schema".into(), json!(schema.schema));
+    body.insert("schema".into(), json!(answer_text(schema)));
+}
+
+/// The schema text as answers give it: a Protobuf schema registered as a base64 descriptor is
+/// written out as `.proto` text, as Confluent answers (`format=serialized` gives the base64).
+fn answer_text(schema: &crate::state::StoredSchema) -> String {
+    match schema.schema_type {
+        SchemaType::Protobuf => crate::formats::protobuf::descriptor_as_text(&schema.schema)
+            .unwrap_or_else(|| schema.schema.clone()),
+        _ => schema.schema.clone(),
+    }
 }
 
 fn version_body(view: &VersionView<'_>) -> Json {
@@ -328,7 +338,7 @@ async fn schema_by_id(
 
 async fn raw_schema_by_id(State(store): State<Shared>, Path(id): Path<String>) -> Result<Response> {
     let id = parse_id(&id)?;
-    let text = store.state().schema_by_id(id)?.schema.clone();
+    let text = answer_text(store.state().schema_by_id(id)?);
     Ok(raw(text))
 }
 
@@ -440,12 +450,12 @@ async fn raw_version(
     Query(p): Params,
 ) -> Result<Response> {
     let spec = VersionSpec::parse(&version)?;
-    let text = store
-        .state()
-        .get_version(&subject, spec, flag(&p, "deleted"))?
-        .schema
-        .schema
-        .clone();
+    let text = answer_text(
+        store
+            .state()
+            .get_version(&subject, spec, flag(&p, "deleted"))?
+            .schema,
+    );
     Ok(raw(text))
 }
 
