@@ -414,6 +414,36 @@ impl Default for StartOptions {
 }
 
 /// [`start`] with other [`StartOptions`].
+/// A listener's TLS server, SASL settings and principal mapping rules, from its keys.
+#[allow(clippy::type_complexity)]
+fn listener_security(
+    config: &BrokerConfig,
+    l: &crate::config::ListenerConfig,
+) -> Result<
+    (
+        Option<Arc<crate::security::tls::ServerTls>>,
+        Option<Arc<crate::security::sasl::SaslConfig>>,
+        Arc<crate::security::principal_rules::PrincipalRules>,
+    ),
+    BrokerError,
+> {
+    let get = |key: &str| config.listener_prop(&l.name, key);
+    let tls = match l.security_protocol {
+        SecurityProtocol::Ssl | SecurityProtocol::SaslSsl => Some(Arc::new(
+            crate::security::tls::ServerTls::new(&l.name, get)?,
+        )),
+        SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext => None,
+    };
+    let sasl = match l.security_protocol {
+        SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl => Some(Arc::new(
+            crate::security::sasl::SaslConfig::from_config(&l.name, get)?,
+        )),
+        SecurityProtocol::Plaintext | SecurityProtocol::Ssl => None,
+    };
+    let principal_rules = Arc::new(crate::security::tls::principal_rules(&l.name, get)?);
+    Ok((tls, sasl, principal_rules))
+}
+
 pub async fn start_with(
     config: BrokerConfig,
     options: StartOptions,
@@ -431,6 +461,13 @@ pub async fn start_with(
         }
     }
     let cluster_id = read_or_create_cluster_id(&dir, &config)?;
+    // Listeners' TLS and SASL settings are checked before anything starts, so a start
+    // refused for a bad key store leaves no quorum tasks running.
+    let security = config
+        .listeners
+        .iter()
+        .map(|l| listener_security(&config, l))
+        .collect::<Result<Vec<_>, BrokerError>>()?;
     let metadata_dir = dir.join("__cluster_metadata");
     let transport = Arc::new(crate::quorum_transport::TcpTransport::new(
         config.peer_connector(PeerRole::Controller),
@@ -503,7 +540,7 @@ pub async fn start_with(
     };
     let mut bound = Vec::new();
     let mut sockets = Vec::new();
-    for l in &config.listeners {
+    for (l, (tls, sasl, principal_rules)) in config.listeners.iter().zip(security) {
         let socket = TcpListener::bind(&l.bind)
             .await
             .map_err(io(format!("bind {} ({})", l.bind, l.name)))?;
@@ -519,20 +556,6 @@ pub async fn start_with(
                 (host, local_addr.port())
             }
         };
-        let get = |key: &str| config.listener_prop(&l.name, key);
-        let tls = match l.security_protocol {
-            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl => Some(Arc::new(
-                crate::security::tls::ServerTls::new(&l.name, get)?,
-            )),
-            SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext => None,
-        };
-        let sasl = match l.security_protocol {
-            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl => Some(Arc::new(
-                crate::security::sasl::SaslConfig::from_config(&l.name, get)?,
-            )),
-            SecurityProtocol::Plaintext | SecurityProtocol::Ssl => None,
-        };
-        let principal_rules = Arc::new(crate::security::tls::principal_rules(&l.name, get)?);
         bound.push(BoundListener {
             name: Arc::from(l.name.as_str()),
             security_protocol: l.security_protocol,

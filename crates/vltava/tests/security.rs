@@ -937,11 +937,11 @@ fn pkcs12_stores_and_encrypted_pem_keys_serve_librdkafka() {
             std::fs::read_to_string(&encrypted).unwrap()
         ),
     );
-    // Each start gets its own data dir: a start that fails at its listeners has already
-    // opened the metadata quorum there, and its tasks outlive the error in this runtime.
+    // Both starts share a data dir: a start refused at its listeners' settings has opened
+    // nothing there, so nothing of it runs on in this runtime.
     let encrypted_pem = |password: &'static str| {
         let map: BTreeMap<String, String> = [
-            ("log.dirs", path(&format!("data-pem-{password}"))),
+            ("log.dirs", path("data-pem")),
             ("listeners", "SSL://127.0.0.1:0".into()),
             ("ssl.keystore.type", "PEM".into()),
             ("ssl.keystore.location", keystore.clone()),
@@ -957,6 +957,12 @@ fn pkcs12_stores_and_encrypted_pem_keys_serve_librdkafka() {
         .err()
         .expect("a wrong key password stops the broker");
     assert!(format!("{err:#}").contains("ssl.key.password"), "{err:#}");
+    assert!(
+        !std::path::Path::new(&path("data-pem"))
+            .join("__cluster_metadata")
+            .exists(),
+        "the refused start opened the metadata quorum"
+    );
     let broker = rt
         .block_on(vltava_broker::start(encrypted_pem("key-pw")))
         .unwrap();
