@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use vltava_protocol::{
@@ -35,9 +35,6 @@ use crate::security::sasl::{Authenticator, SaslConfig, Verdict};
 /// with what must stay held until it is written. The frame references the records it
 /// carries (Fetch) instead of holding a copy of them.
 pub type Pending = BoxFuture<'static, Option<Outgoing>>;
-
-/// Budget held by a response until it is written.
-pub type Hold = Option<OwnedSemaphorePermit>;
 
 pub struct ConnectionTracker {
     limit: Arc<Semaphore>,
