@@ -49,7 +49,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-RUST_LOG=warn "$BIN" broker --listeners PLAINTEXT://127.0.0.1:0 --data-dir "$DATA" >"$READY" &
+RUST_LOG=warn "$BIN" broker --listeners PLAINTEXT://127.0.0.1:0 --data-dir "$DATA" \
+    --override metrics.listeners=http://127.0.0.1:0 >"$READY" &
 BROKER_PID=$!
 for _ in $(seq 100); do
     grep -q 'listening on' "$READY" && break
@@ -57,6 +58,12 @@ for _ in $(seq 100); do
 done
 ADDR=$(sed -n 's/^vltava: listening on //p' "$READY")
 [[ -n "$ADDR" ]] || { echo "bench: broker did not start" >&2; exit 1; }
+for _ in $(seq 50); do
+    grep -q 'metrics on' "$READY" && break
+    sleep 0.1
+done
+METRICS=$(sed -n 's/^vltava: metrics on //p' "$READY")
+[[ -n "$METRICS" ]] || { echo "bench: broker serves no metrics" >&2; exit 1; }
 export VLTAVA_BOOTSTRAP=$ADDR
 
 echo "bench: broker at $ADDR, data in $DATA; $(nproc) cores; compression $COMPRESSION; $(git rev-parse --short HEAD 2>/dev/null || echo '?')" >&2
@@ -64,6 +71,43 @@ echo "bench: broker at $ADDR, data in $DATA; $(nproc) cores; compression $COMPRE
 CLK_TCK=$(getconf CLK_TCK)
 broker_cpu_s() { awk -v t="$CLK_TCK" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$BROKER_PID/stat"; }
 broker_rss_mib() { awk '/^VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$BROKER_PID/status"; }
+# The broker's metrics (Prometheus text), and the quantiles of one histogram between two
+# scrapes: broker_quantiles BEFORE AFTER SERIES prints p50 p99 p99.9 in ms, interpolated
+# inside the buckets (each 19 % wider than the last). SERIES is the bucket lines' start up to
+# `le=`, e.g. 'kafka_network_requestmetrics_totaltimems_bucket{request="Produce",'.
+scrape() { curl -sf "$METRICS"; }
+PRODUCE_TIME='kafka_network_requestmetrics_totaltimems_bucket{request="Produce",'
+FLUSH_TIME='kafka_log_logflushstats_logflushrateandtimems_bucket{'
+broker_quantiles() {
+    awk -v series="$3" '
+        function parse(line,   le, n) {
+            if (index(line, series "le=\"") != 1) return 0
+            le = line; sub(/.*le="/, "", le); sub(/".*/, "", le)
+            n = line; sub(/.* /, "", n)
+            LE = le; N = n + 0; return 1
+        }
+        FNR == NR { if (parse($0)) before[LE] = N; next }
+        { if (parse($0)) { k++; les[k] = LE; after[k] = N - before[LE] } }
+        END {
+            total = after[k]
+            if (total == 0) { print "- - -"; exit }
+            split("0.5 0.99 0.999", qs, " ")
+            out = ""
+            for (j = 1; j <= 3; j++) {
+                target = qs[j] * total; lo = 0; clo = 0
+                for (i = 1; i <= k; i++) {
+                    if (after[i] >= target) {
+                        if (les[i] == "+Inf") v = lo
+                        else v = lo + (les[i] - lo) * (target - clo) / (after[i] - clo)
+                        break
+                    }
+                    lo = les[i]; clo = after[i]
+                }
+                out = out sprintf("%s%.2f", (j > 1 ? " " : ""), v)
+            }
+            print out
+        }' "$1" "$2"
+}
 # CPU-seconds per GB of record values: cpu_per_gb START END RECORDS SIZE
 cpu_per_gb() { awk -v a="$1" -v b="$2" -v n="$3" -v s="$4" 'BEGIN { printf "%.2f", (b - a) / (n * s / 1e9) }'; }
 
@@ -181,25 +225,37 @@ rate=$(( PEAK_ALL / 2 ))
 LAT_RECORDS=${LAT_RECORDS:-$(( rate * 10 < RECORDS_1K ? rate * 10 : RECORDS_1K ))}
 echo "bench: latency at $rate rec/s (half of $PEAK_ALL), $LAT_RECORDS records" >&2
 f=$("$BIN" perf fsync --dir "$DATA" --count 1000 -o json)
-printf '\n| acks=all at | linger.ms | achieved rec/s | p50 ms | p99 ms | p99.9 ms | fsync p50 ms | fsync p99 ms | p50 ÷ fsync p50 | p99 ÷ fsync p99 |\n'
-printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
-# linger.ms=5 is librdkafka's default and part of what a producer waits; 0 shows the broker's.
+printf '\n| acks=all at | linger.ms | achieved rec/s | client p50 ms | client p99 ms | client p99.9 ms | broker p50 ms | broker p99 ms | broker p99.9 ms | broker flush p50 ms | broker flush p99 ms | probe fsync p50 ms | probe fsync p99 ms | broker p99 ÷ probe p99 | broker p99 ÷ flush p99 | client p99 ÷ probe p99 |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+# The client's latency runs from send() to the delivery report and includes its linger
+# (librdkafka's default 5 ms; 0 shows less of it). The broker's is the produce request's
+# total time, its last byte read to its answer's last byte written; its flushes are the
+# fsyncs it ran in that time, of the bytes it really had to sync. Both from its metrics.
+SCRAPE0=$(mktemp -t vltava-bench-scrape.XXXXXX)
+SCRAPE1=$(mktemp -t vltava-bench-scrape.XXXXXX)
 for linger in 5 0; do
     "$BIN" topic create bench-latency --partitions 1 >/dev/null
+    scrape >"$SCRAPE0"
     p=$("$BIN" perf produce --topic bench-latency --num-records "$LAT_RECORDS" --record-size 1024 \
         --acks all --throughput "$rate" --linger-ms "$linger" --compression "$COMPRESSION" -o json)
+    scrape >"$SCRAPE1"
+    read -r b50 b99 b999 < <(broker_quantiles "$SCRAPE0" "$SCRAPE1" "$PRODUCE_TIME")
+    read -r f50 f99 _ < <(broker_quantiles "$SCRAPE0" "$SCRAPE1" "$FLUSH_TIME")
     "$BIN" topic delete bench-latency >/dev/null
-    printf '| %s rec/s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+    printf '| %s rec/s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
         "$rate" "$linger" \
         "$(jq -r '.records_per_sec | floor' <<<"$p")" \
         "$(jq -r '.latency_ms.p50' <<<"$p")" \
         "$(jq -r '.latency_ms.p99' <<<"$p")" \
         "$(jq -r '.latency_ms.p999' <<<"$p")" \
+        "$b50" "$b99" "$b999" "$f50" "$f99" \
         "$(jq -r '.latency_ms.p50' <<<"$f")" \
         "$(jq -r '.latency_ms.p99' <<<"$f")" \
-        "$(jq -rn --argjson a "$p" --argjson b "$f" '$a.latency_ms.p50 / $b.latency_ms.p50 * 10 | round / 10')" \
+        "$(jq -rn --argjson b "$f" --arg a "$b99" '($a | tonumber) / $b.latency_ms.p99 * 10 | round / 10')" \
+        "$(awk -v a="$b99" -v b="$f99" 'BEGIN { printf "%.1f", (b > 0 ? a / b : 0) }')" \
         "$(jq -rn --argjson a "$p" --argjson b "$f" '$a.latency_ms.p99 / $b.latency_ms.p99 * 10 | round / 10')"
 done
+rm -f "$SCRAPE0" "$SCRAPE1"
 
 # Producer modes at acks=all: plain, idempotent, and transactional (commits every 10,000
 # records), 1 KiB records.

@@ -121,6 +121,8 @@ pub struct Broker {
     pub replication_quotas: Arc<crate::replication_quota::ReplicationQuotas>,
     /// Client quotas and their meters.
     pub quotas: crate::quota::ClientQuotas,
+    /// Requests answered and the time each took, by type.
+    pub request_metrics: crate::request_metrics::RequestMetrics,
     /// `RLIMIT_NOFILE` after raising it at start.
     open_file_limit: u64,
     /// Keeps an exclusive lock on the data dir for the broker's life.
@@ -611,6 +613,7 @@ pub async fn start_with(
         shutting_down,
         fetchers,
         replication_quotas,
+        request_metrics: Default::default(),
         open_file_limit: raise_open_file_limit(),
         _lock: lock,
     });

@@ -26,6 +26,7 @@ pub mod replica_manager;
 pub mod replication_quota;
 #[cfg(test)]
 mod replication_sim;
+pub mod request_metrics;
 pub mod security;
 pub mod txn_coordinator;
 

@@ -7,17 +7,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes};
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use vltava_protocol::{
-    decode_request, encode_response_segmented, frame_len, DecodeError, Decoded, Header,
+    decode_request, encode_response_segmented, frame_len, ApiKey, DecodeError, Decoded, Header,
     SegmentedBuf,
 };
 
@@ -438,23 +438,33 @@ async fn serve<R, W>(
     R: AsyncRead + Unpin + Send + 'static,
     W: FrameSink + 'static,
 {
-    let (tx, mut rx) = mpsc::channel::<Pending>(broker.config.queued_max_requests());
+    // Each answer goes with its request's type and the time its last byte was read, for the
+    // request metrics; quorum frames have no type and are not counted.
+    let (tx, mut rx) =
+        mpsc::channel::<(Pending, Option<ApiKey>, Instant)>(broker.config.queued_max_requests());
+    let metrics_broker = Arc::clone(&broker);
     let writer = tokio::spawn(async move {
+        let metrics = &metrics_broker.request_metrics;
         let mut pending = FuturesOrdered::new();
         let mut open = true;
         loop {
             tokio::select! {
                 next = rx.recv(), if open => match next {
-                    Some(fut) => pending.push_back(fut),
+                    Some((fut, key, read_at)) => {
+                        pending.push_back(fut.map(move |out| (out, key, read_at)))
+                    }
                     None => open = false,
                 },
-                Some(done) = pending.next(), if !pending.is_empty() => {
+                Some((done, key, read_at)) = pending.next(), if !pending.is_empty() => {
                     if let Some(mut out) = done {
                         if let Err(e) = write_frame(&mut wr, &mut out).await {
                             tracing::debug!(error = %e, "write failed; closing");
                             return;
                         }
                         drop(out);
+                    }
+                    if let Some(key) = key {
+                        metrics.record(key, read_at.elapsed());
                     }
                 }
                 else => break,
@@ -545,6 +555,7 @@ async fn serve<R, W>(
                 break;
             }
         };
+        let read_at = Instant::now();
         // Quorum frames are served only once a SASL listener's peer has authenticated.
         let authenticated = authenticator.as_ref().is_none_or(Authenticator::is_done);
         if is_controller_listener
@@ -575,14 +586,16 @@ async fn serve<R, W>(
                     corr, answer,
                 )))
             });
-            if tx.send(pending).await.is_err() {
+            if tx.send((pending, None, read_at)).await.is_err() {
                 break;
             }
             continue;
         }
         let size = body.len();
+        let mut api_key = None;
         let pending = match decode_request(body) {
             Ok(Decoded::Request(header, request)) => {
+                api_key = Some(header.api_key);
                 // Until SASL authentication succeeds, and while re-authenticating (KIP-368), the
                 // authenticator answers, not the handlers; it also ends expired sessions.
                 let request = match authenticator.as_mut() {
@@ -602,7 +615,7 @@ async fn serve<R, W>(
                         Verdict::Pass(request) => request,
                         Verdict::Answer(response) => {
                             let pending = respond_now(&header, response, header.api_version);
-                            if tx.send(pending).await.is_err() {
+                            if tx.send((pending, api_key, read_at)).await.is_err() {
                                 break;
                             }
                             continue;
@@ -613,7 +626,7 @@ async fn serve<R, W>(
                             c.principal = principal;
                             connection = Arc::new(c);
                             let pending = respond_now(&header, response, header.api_version);
-                            if tx.send(pending).await.is_err() {
+                            if tx.send((pending, api_key, read_at)).await.is_err() {
                                 break;
                             }
                             continue;
@@ -626,9 +639,8 @@ async fn serve<R, W>(
                                 broker.config.connection_failed_authentication_delay(),
                             )
                             .await;
-                            let _ = tx
-                                .send(respond_now(&header, response, header.api_version))
-                                .await;
+                            let pending = respond_now(&header, response, header.api_version);
+                            let _ = tx.send((pending, api_key, read_at)).await;
                             break;
                         }
                         Verdict::Refuse(reason) => {
@@ -696,7 +708,7 @@ async fn serve<R, W>(
             drop(reservation);
             out
         });
-        if tx.send(pending).await.is_err() {
+        if tx.send((pending, api_key, read_at)).await.is_err() {
             break;
         }
     }

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{watch, Notify};
@@ -115,6 +116,8 @@ pub struct Partition {
     /// lowers both, so an fsync that ran alongside a truncation cannot raise `durable` back
     /// above the cut.
     durable_lock: Arc<Mutex<()>>,
+    /// The broker's record of flush times, shared by its partitions.
+    flush_times: Arc<crate::request_metrics::TimeHistogram>,
     /// Bit 0: leader-throttled here, bit 1: follower-throttled (see `leader_throttled`).
     throttled: AtomicU8,
     settings: Mutex<TopicSettings>,
@@ -137,6 +140,7 @@ pub struct Registration {
 }
 
 impl Partition {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         topic: Arc<str>,
         tp: TopicIdPartition,
@@ -144,6 +148,7 @@ impl Partition {
         registration: Registration,
         log: Log,
         settings: TopicSettings,
+        flush_times: Arc<crate::request_metrics::TimeHistogram>,
         now_ms: i64,
     ) -> Arc<Self> {
         let offsets = log.offsets();
@@ -171,6 +176,7 @@ impl Partition {
             flush_request: Arc::new(Notify::new()),
             flusher_stop: watch::channel(()).0,
             durable_lock: Arc::new(Mutex::new(())),
+            flush_times,
             throttled: AtomicU8::new(throttle_bits(&settings, tp.partition, node_id)),
             settings: Mutex::new(settings),
         });
@@ -768,6 +774,7 @@ impl Partition {
     /// durability pile up on `durable` while an fsync runs, and the next one covers them all.
     async fn flusher(me: std::sync::Weak<Self>) {
         let Some(p) = me.upgrade() else { return };
+        let flush_times = Arc::clone(&p.flush_times);
         let (request, log, durable, durable_lock, mut stop) = (
             Arc::clone(&p.flush_request),
             Arc::clone(&p.log),
@@ -782,10 +789,18 @@ impl Partition {
                 // Nothing is ever sent: this fires when the partition is dropped.
                 _ = stop.changed() => return,
             }
-            let (log, durable_now, lock) =
-                (Arc::clone(&log), durable.clone(), Arc::clone(&durable_lock));
+            let (log, durable_now, lock, times) = (
+                Arc::clone(&log),
+                durable.clone(),
+                Arc::clone(&durable_lock),
+                Arc::clone(&flush_times),
+            );
             let flushed = tokio::task::spawn_blocking(move || {
-                log.flush()?;
+                let (before, started) = (log.offsets().flushed_offset, Instant::now());
+                let after = log.flush()?;
+                if after > before {
+                    times.record(started.elapsed());
+                }
                 // The log's own flushed offset, read under the truncations' lock: one that
                 // ran during this fsync has lowered it, and it stays lowered.
                 let _guard = lock.lock();

@@ -59,6 +59,8 @@ pub struct ReplicaManager {
     /// One writer of the checkpoint files at a time (retention, the cleaner threads and
     /// metadata changes all write them).
     checkpoint_lock: Mutex<()>,
+    /// The time of every partition flush that made offsets durable (Kafka's LogFlushStats).
+    pub log_flushes: Arc<crate::request_metrics::TimeHistogram>,
 }
 
 impl ReplicaManager {
@@ -72,6 +74,7 @@ impl ReplicaManager {
             startup: Mutex::new(Some(startup)),
             fs,
             checkpoint_lock: Mutex::new(()),
+            log_flushes: Arc::default(),
         }
     }
 
@@ -280,6 +283,7 @@ impl ReplicaManager {
             registration,
             log,
             settings,
+            Arc::clone(&self.log_flushes),
             now_ms,
         ))
     }

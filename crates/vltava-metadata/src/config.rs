@@ -1163,12 +1163,26 @@ pub fn resolve_broker(def: &'static ConfigDef, l: ConfigLayers<'_>) -> ResolvedC
 }
 
 /// A broker-level definition by name: broker-only keys and the topic synonyms.
+///
+/// Broker settings read their defaults through this on every request, so it is a map
+/// lookup, not a scan of a few hundred names.
 pub fn broker_config_def(name: &str) -> Option<&'static ConfigDef> {
-    BROKER_CONFIGS
-        .iter()
-        .chain(DYNAMIC_BROKER_CONFIGS)
-        .find(|d| d.name == name)
-        .or_else(|| BROKER_SYNONYM_DEFS.iter().find(|d| d.name == name))
+    static BY_NAME: std::sync::LazyLock<
+        std::collections::HashMap<&'static str, &'static ConfigDef>,
+    > = std::sync::LazyLock::new(|| {
+        let mut map = std::collections::HashMap::new();
+        // Earlier lists win, as the scan they replace let them.
+        for d in BROKER_SYNONYM_DEFS
+            .iter()
+            .rev()
+            .chain(DYNAMIC_BROKER_CONFIGS.iter().rev())
+            .chain(BROKER_CONFIGS.iter().rev())
+        {
+            map.insert(d.name, d);
+        }
+        map
+    });
+    BY_NAME.get(name).copied()
 }
 
 /// Topic configs re-expressed under their broker names, so brokers describe and validate them.
@@ -1279,5 +1293,27 @@ mod tests {
         assert!(topic_config_by_synonym("").is_none());
         assert!(broker_config_def("leader.replication.throttled.replicas").is_none());
         assert!(broker_config_def("leader.replication.throttled.rate").is_some());
+    }
+
+    #[test]
+    fn broker_defs_by_name_match_the_lists_in_order() {
+        let lists = BROKER_CONFIGS
+            .iter()
+            .chain(DYNAMIC_BROKER_CONFIGS)
+            .chain(BROKER_SYNONYM_DEFS.iter());
+        for d in lists {
+            let first = BROKER_CONFIGS
+                .iter()
+                .chain(DYNAMIC_BROKER_CONFIGS)
+                .chain(BROKER_SYNONYM_DEFS.iter())
+                .find(|e| e.name == d.name)
+                .unwrap();
+            assert!(
+                std::ptr::eq(broker_config_def(d.name).unwrap(), first),
+                "{}",
+                d.name
+            );
+        }
+        assert!(broker_config_def("no.such.key").is_none());
     }
 }

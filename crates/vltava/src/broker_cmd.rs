@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
@@ -21,7 +22,9 @@ or as an environment variable VLTAVA_<KEY> with dots as underscores.
 
 Started without any listeners setting, the broker also serves a schema registry
 (Confluent's REST API, see `vltava registry --help`) on http://127.0.0.1:8081;
---override schema.registry.listeners=http://HOST:PORT sets where (empty: off).")]
+--override schema.registry.listeners=http://HOST:PORT sets where (empty: off).
+It also serves its metrics in Prometheus' format on http://127.0.0.1:9404/metrics;
+--override metrics.listeners=http://HOST:PORT sets where (empty: off).")]
 pub struct BrokerArgs {
     /// Kafka-style properties file (key=value lines)
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -127,10 +130,24 @@ const REGISTRY_LISTENERS: &str = "schema.registry.listeners";
 /// Where the zero-config start serves the registry.
 const DEFAULT_REGISTRY_LISTENER: &str = "http://127.0.0.1:8081";
 
+/// Where the broker serves its metrics (`GET /metrics`, Prometheus' text format); not a
+/// Kafka key, taken out as the registry's is.
+const METRICS_LISTENERS: &str = "metrics.listeners";
+const DEFAULT_METRICS_LISTENER: &str = "http://127.0.0.1:9404";
+
 /// The registry's listeners, and whether failing to bind them stops the broker (an explicit
 /// setting) or is only reported (the zero-config default, which another process may hold).
 fn registry_listeners(props: &mut BTreeMap<String, String>) -> Option<(Vec<String>, bool)> {
-    match props.remove(REGISTRY_LISTENERS) {
+    http_listeners(props, REGISTRY_LISTENERS, DEFAULT_REGISTRY_LISTENER)
+}
+
+/// An HTTP service's listeners under `key`, as `registry_listeners` says.
+fn http_listeners(
+    props: &mut BTreeMap<String, String>,
+    key: &str,
+    default: &str,
+) -> Option<(Vec<String>, bool)> {
+    match props.remove(key) {
         Some(v) => {
             let listeners: Vec<String> = v
                 .split(',')
@@ -139,9 +156,7 @@ fn registry_listeners(props: &mut BTreeMap<String, String>) -> Option<(Vec<Strin
                 .collect();
             (!listeners.is_empty()).then_some((listeners, true))
         }
-        None if !props.contains_key("listeners") => {
-            Some((vec![DEFAULT_REGISTRY_LISTENER.to_string()], false))
-        }
+        None if !props.contains_key("listeners") => Some((vec![default.to_string()], false)),
         None => None,
     }
 }
@@ -172,6 +187,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let mut props = collect(&args)?;
     let registry = registry_listeners(&mut props);
+    let metrics = http_listeners(&mut props, METRICS_LISTENERS, DEFAULT_METRICS_LISTENER);
     if let Some((_, true)) = &registry {
         anyhow::ensure!(
             first_listener_is_plaintext(&props),
@@ -207,6 +223,25 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
                 }
             }
         };
+        let metrics = match metrics {
+            None => None,
+            Some((listeners, required)) => {
+                match crate::metrics_http::start(&listeners, Arc::clone(&handle.broker)).await {
+                    Ok(m) => Some(m),
+                    Err(e) if !required => {
+                        tracing::warn!(error = %format!("{e:#}"), "metrics endpoint not started");
+                        None
+                    }
+                    Err(e) => {
+                        if let Some(r) = registry {
+                            r.shutdown().await;
+                        }
+                        handle.shutdown().await;
+                        return Err(e);
+                    }
+                }
+            }
+        };
         // Installed before "listening" is announced: whoever reads that line may stop the
         // broker at once, and must get a clean shutdown rather than the default action.
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -219,10 +254,18 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
                     writeln!(out, "vltava: schema registry on http://{addr}")?;
                 }
             }
+            if let Some(m) = &metrics {
+                for addr in &m.addrs {
+                    writeln!(out, "vltava: metrics on http://{addr}/metrics")?;
+                }
+            }
             out.flush()?;
         }
         wait_for_signal(term).await;
         tracing::info!("shutting down");
+        if let Some(m) = metrics {
+            m.shutdown().await;
+        }
         if let Some(r) = registry {
             r.shutdown().await;
         }

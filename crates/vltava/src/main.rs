@@ -3,6 +3,7 @@
 mod broker_cmd;
 mod cleaner_status;
 mod dev_cmd;
+mod metrics_http;
 mod registry_cmd;
 mod schema_cmd;
 mod storage_cmd;

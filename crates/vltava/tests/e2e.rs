@@ -22,6 +22,7 @@ mod idempotence;
 mod layering;
 mod memory;
 mod metadata_upgrade;
+mod metrics;
 mod offsets_fixture;
 mod power_loss;
 mod protocol;

@@ -1,0 +1,257 @@
+//! Kafka's request metrics (`kafka.network:type=RequestMetrics,name=TotalTimeMs`): how long
+//! the broker held each request, from its last byte read to its answer's last byte written,
+//! by request type. This is the broker's share of a client's latency; linger and the network
+//! are the client's.
+//!
+//! Recording is a few relaxed atomic adds, so it stays on for every request. Times fall into
+//! fixed buckets, four per doubling (each bound 19 % above the last), and are rendered as a
+//! Prometheus histogram under the names the JMX exporter gives Kafka's MBeans. The buckets
+//! are cumulative since start: a bench takes two scrapes and reads quantiles from their
+//! difference.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use vltava_protocol::ApiKey;
+
+/// The first bucket's bound, in microseconds: a request answered from memory takes about this.
+const FIRST_BOUND_US: f64 = 8.0;
+const PER_DOUBLING: usize = 4;
+/// 8 µs × 2^23 ≈ 67 s: anything slower goes into the last, unbounded bucket.
+const BOUNDED: usize = 23 * PER_DOUBLING + 1;
+/// Kafka's API keys fit below this; others are not recorded.
+const KEYS: usize = 128;
+
+/// The upper bound of bucket `i`, in microseconds.
+fn bound_us(i: usize) -> f64 {
+    FIRST_BOUND_US * (i as f64 / PER_DOUBLING as f64).exp2()
+}
+
+/// The bucket of a time: the first whose bound is not below it.
+fn bucket(us: f64) -> usize {
+    if us <= FIRST_BOUND_US {
+        return 0;
+    }
+    let i = ((us / FIRST_BOUND_US).log2() * PER_DOUBLING as f64).ceil() as usize;
+    // Rounding in log2 may land one off; the bounds themselves decide.
+    let i = if i > 0 && us <= bound_us(i - 1) {
+        i - 1
+    } else {
+        i
+    };
+    if us > bound_us(i) {
+        (i + 1).min(BOUNDED)
+    } else {
+        i.min(BOUNDED)
+    }
+}
+
+/// Counts of times in fixed buckets, and their sum.
+pub struct TimeHistogram {
+    count: AtomicU64,
+    sum_us: AtomicU64,
+    /// `BOUNDED` bounded buckets and the unbounded one; not cumulative.
+    buckets: [AtomicU64; BOUNDED + 1],
+}
+
+impl Default for TimeHistogram {
+    fn default() -> Self {
+        TimeHistogram {
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl TimeHistogram {
+    pub fn record(&self, time: Duration) {
+        let us = time.as_secs_f64() * 1e6;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us as u64, Ordering::Relaxed);
+        self.buckets[bucket(us)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines of histogram `name` (times in milliseconds),
+    /// with `labels` (`key="value"` pairs, or empty) on each.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            let le = if i == BOUNDED {
+                "+Inf".to_string()
+            } else {
+                format_ms(bound_us(i))
+            };
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let labels = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let sum_ms = self.sum_us.load(Ordering::Relaxed) as f64 / 1000.0;
+        let _ = writeln!(out, "{name}_sum{labels} {sum_ms}");
+        // The count is the buckets' total, as Prometheus requires, even while times are
+        // recorded during the render.
+        let _ = writeln!(out, "{name}_count{labels} {cumulative}");
+    }
+}
+
+/// Request counts and total times by API key.
+pub struct RequestMetrics {
+    by_key: Box<[TimeHistogram]>,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        RequestMetrics {
+            by_key: (0..KEYS).map(|_| TimeHistogram::default()).collect(),
+        }
+    }
+}
+
+impl RequestMetrics {
+    /// Records one request of type `key` that the broker held for `total`.
+    pub fn record(&self, key: ApiKey, total: Duration) {
+        if let Some(t) = self.by_key.get(key as usize) {
+            t.record(total);
+        }
+    }
+
+    /// Prometheus text: `kafka_network_requestmetrics_requests_total` and the
+    /// `kafka_network_requestmetrics_totaltimems` histogram, for each request type seen.
+    pub fn render(&self, out: &mut String) {
+        let seen: Vec<(ApiKey, &TimeHistogram)> = self
+            .by_key
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.count() > 0)
+            .filter_map(|(k, t)| Some((ApiKey::try_from(k as i16).ok()?, t)))
+            .collect();
+        out.push_str(
+            "# HELP kafka_network_requestmetrics_requests_total Requests answered, by type.\n",
+        );
+        out.push_str("# TYPE kafka_network_requestmetrics_requests_total counter\n");
+        for (key, t) in &seen {
+            let _ = writeln!(
+                out,
+                "kafka_network_requestmetrics_requests_total{{request=\"{key:?}\"}} {}",
+                t.count()
+            );
+        }
+        out.push_str("# HELP kafka_network_requestmetrics_totaltimems Time from a request's last byte read to its answer's last byte written, in milliseconds.\n");
+        out.push_str("# TYPE kafka_network_requestmetrics_totaltimems histogram\n");
+        for (key, t) in &seen {
+            t.render(
+                out,
+                "kafka_network_requestmetrics_totaltimems",
+                &format!("request=\"{key:?}\""),
+            );
+        }
+    }
+}
+
+/// Kafka's `kafka.log:type=LogFlushStats,name=LogFlushRateAndTimeMs`: each fsync of a
+/// partition's log that made new offsets durable, and how long it took.
+pub fn render_log_flushes(flushes: &TimeHistogram, out: &mut String) {
+    out.push_str("# HELP kafka_log_logflushstats_logflushrateandtimems Time of each log flush (fsync) that made new offsets durable, in milliseconds.\n");
+    out.push_str("# TYPE kafka_log_logflushstats_logflushrateandtimems histogram\n");
+    flushes.render(out, "kafka_log_logflushstats_logflushrateandtimems", "");
+}
+
+/// A bound in milliseconds, with enough digits that neighbouring bounds differ.
+fn format_ms(us: f64) -> String {
+    format!("{:.4}", us / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_time_lands_in_the_first_bucket_bounding_it() {
+        for i in 0..2000u32 {
+            let us = 1.07f64.powi(i as i32) * 0.5;
+            let b = bucket(us);
+            if b < BOUNDED {
+                assert!(us <= bound_us(b), "{us} above bucket {b}");
+            }
+            if b > 0 {
+                assert!(us > bound_us(b - 1), "{us} fits bucket {}", b - 1);
+            }
+        }
+        assert_eq!(bucket(0.0), 0);
+        assert_eq!(bucket(bound_us(5)), 5);
+        assert_eq!(bucket(1e12), BOUNDED);
+    }
+
+    #[test]
+    fn rendered_histogram_is_cumulative_and_ends_with_the_count() {
+        let m = RequestMetrics::default();
+        m.record(ApiKey::Produce, Duration::from_micros(100));
+        m.record(ApiKey::Produce, Duration::from_micros(100));
+        m.record(ApiKey::Produce, Duration::from_millis(3));
+        m.record(ApiKey::Fetch, Duration::from_secs(500));
+        let mut text = String::new();
+        m.render(&mut text);
+        assert!(
+            text.contains("kafka_network_requestmetrics_requests_total{request=\"Produce\"} 3\n")
+        );
+        assert!(text.contains("kafka_network_requestmetrics_requests_total{request=\"Fetch\"} 1\n"));
+        assert!(!text.contains("request=\"Metadata\""));
+        let produce: Vec<(f64, u64)> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("kafka_network_requestmetrics_totaltimems_bucket{request=\"Produce\"")
+            })
+            .map(|l| {
+                let le = l.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap()
+                };
+                (le, l.rsplit(' ').next().unwrap().parse().unwrap())
+            })
+            .collect();
+        assert_eq!(produce.len(), BOUNDED + 1);
+        assert!(produce
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+        let at = |ms: f64| produce.iter().find(|(le, _)| *le >= ms).unwrap().1;
+        assert_eq!(at(0.085), 0);
+        assert_eq!(at(0.12), 2);
+        assert_eq!(at(2.8), 2);
+        assert_eq!(at(3.6), 3);
+        assert!(text
+            .contains("kafka_network_requestmetrics_totaltimems_count{request=\"Produce\"} 3\n"));
+        assert!(text
+            .contains("kafka_network_requestmetrics_totaltimems_sum{request=\"Produce\"} 3.2\n"));
+        assert!(text.contains(
+            "kafka_network_requestmetrics_totaltimems_bucket{request=\"Fetch\",le=\"+Inf\"} 1\n"
+        ));
+    }
+
+    #[test]
+    fn an_unlabelled_histogram_renders_without_braces_on_sum_and_count() {
+        let h = TimeHistogram::default();
+        h.record(Duration::from_millis(1));
+        let mut text = String::new();
+        render_log_flushes(&h, &mut text);
+        assert!(
+            text.contains("kafka_log_logflushstats_logflushrateandtimems_bucket{le=\"+Inf\"} 1\n")
+        );
+        assert!(text.contains("kafka_log_logflushstats_logflushrateandtimems_sum 1\n"));
+        assert!(text.contains("kafka_log_logflushstats_logflushrateandtimems_count 1\n"));
+    }
+}

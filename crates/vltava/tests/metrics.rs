@@ -1,0 +1,148 @@
+//! The broker's Prometheus endpoint counts and times the requests real clients send.
+
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+use rdkafka::producer::BaseRecord;
+
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+/// The value of the line that starts with `name` (its labels included), if any.
+fn value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn broker_serves_request_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args([
+            "broker",
+            "--listeners",
+            "PLAINTEXT://127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .args(["--override", "metrics.listeners=http://127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let broker: SocketAddr = first
+        .strip_prefix("vltava: listening on ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .parse()
+        .unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let metrics: SocketAddr = second
+        .strip_prefix("vltava: metrics on http://")
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{second}"))
+        .parse()
+        .unwrap();
+    let guard = BrokerProcess {
+        child,
+        addr: broker,
+    };
+
+    let before = scrape(metrics);
+    assert_eq!(
+        value(
+            &before,
+            "kafka_network_requestmetrics_requests_total{request=\"Produce\"}"
+        ),
+        None
+    );
+    // librdkafka at its defaults: acks=all, so each produce waits for the fsync.
+    let producer = checked_producer(&client_config(broker));
+    for i in 0..50 {
+        producer
+            .send(BaseRecord::<str, str>::to("metered").payload(&format!("r{i}")))
+            .unwrap();
+    }
+    flush_delivered(&producer, 50, Duration::from_secs(30));
+    drop(producer);
+
+    let text = scrape(metrics);
+    let produced = value(
+        &text,
+        "kafka_network_requestmetrics_requests_total{request=\"Produce\"}",
+    )
+    .unwrap();
+    assert!(produced >= 1.0, "{text}");
+    assert!(value(
+        &text,
+        "kafka_network_requestmetrics_requests_total{request=\"Metadata\"}"
+    )
+    .is_some_and(|n| n >= 1.0));
+    // The histogram holds every produce, cumulatively, and its count is the +Inf bucket's.
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(
+                "kafka_network_requestmetrics_totaltimems_bucket{request=\"Produce\",le=\"",
+            )?;
+            let (le, n) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, n.parse().ok()?))
+        })
+        .collect();
+    assert!(buckets.len() > 50, "{text}");
+    assert!(buckets
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    let total = buckets.last().unwrap().1;
+    assert!(
+        total >= produced - 1.0 && total <= produced,
+        "{total} of {produced}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "kafka_network_requestmetrics_totaltimems_count{request=\"Produce\"}"
+        ),
+        Some(total)
+    );
+    // A produce takes some time, and not minutes.
+    let sum = value(
+        &text,
+        "kafka_network_requestmetrics_totaltimems_sum{request=\"Produce\"}",
+    )
+    .unwrap();
+    assert!(sum > 0.0 && sum / total < 10_000.0, "{sum} ms over {total}");
+    assert_eq!(
+        buckets.iter().find(|(le, _)| *le >= 60_000.0).unwrap().1,
+        total,
+        "a produce over a minute: {text}"
+    );
+    // acks=all made the broker fsync, and each such flush was timed.
+    assert!(
+        value(&text, "kafka_log_logflushstats_logflushrateandtimems_count")
+            .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    guard.terminate();
+}
