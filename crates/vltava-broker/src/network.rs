@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use vltava_protocol::{
-    decode_request, encode_response_segmented, frame_len, ApiKey, DecodeError, Decoded, Header,
+    decode_request, encode_response_segmented, frame_len, DecodeError, Decoded, Header,
     SegmentedBuf,
 };
 
@@ -29,6 +29,7 @@ use crate::frame_writer::{write_frame, FrameSink, Outgoing};
 use crate::handlers;
 use crate::handlers::produce::Hostile;
 use crate::memory_pool::{Member, MemoryPool, Reservation};
+use crate::request_metrics::RequestTimer;
 use crate::security::sasl::{Authenticator, SaslConfig, Verdict};
 
 /// A response still being computed, or `None` when the request gets no answer (acks=0),
@@ -294,6 +295,7 @@ struct AppendJob {
     header: Header,
     size: usize,
     request: vltava_protocol::Request,
+    timer: Arc<RequestTimer>,
     reply: oneshot::Sender<Result<Pending, Hostile>>,
 }
 
@@ -325,7 +327,14 @@ impl AppendLane {
                 // jobs behind it are dropped, and their requests close the connection unanswered.
                 let handled = tokio::task::spawn_blocking(move || {
                     for job in run {
-                        let answer = handle(&b, &job.connection, job.header, job.size, job.request);
+                        let answer = handle(
+                            &b,
+                            &job.connection,
+                            job.header,
+                            job.size,
+                            job.request,
+                            &job.timer,
+                        );
                         let hostile = answer.is_err();
                         let _ = job.reply.send(answer);
                         if hostile {
@@ -361,6 +370,7 @@ impl AppendLane {
         header: Header,
         size: usize,
         request: vltava_protocol::Request,
+        timer: Arc<RequestTimer>,
         closing: Arc<watch::Sender<bool>>,
     ) -> Option<Pending> {
         let (reply, answer) = oneshot::channel();
@@ -370,6 +380,7 @@ impl AppendLane {
                 header,
                 size,
                 request,
+                timer,
                 reply,
             })
             .ok()?;
@@ -438,10 +449,10 @@ async fn serve<R, W>(
     R: AsyncRead + Unpin + Send + 'static,
     W: FrameSink + 'static,
 {
-    // Each answer goes with its request's type and the time its last byte was read, for the
-    // request metrics; quorum frames have no type and are not counted.
+    // Each answer goes with its request's timer, for the request metrics; quorum frames
+    // have no type and are not counted.
     let (tx, mut rx) =
-        mpsc::channel::<(Pending, Option<ApiKey>, Instant)>(broker.config.queued_max_requests());
+        mpsc::channel::<(Pending, Arc<RequestTimer>)>(broker.config.queued_max_requests());
     let metrics_broker = Arc::clone(&broker);
     let writer = tokio::spawn(async move {
         let metrics = &metrics_broker.request_metrics;
@@ -450,12 +461,11 @@ async fn serve<R, W>(
         loop {
             tokio::select! {
                 next = rx.recv(), if open => match next {
-                    Some((fut, key, read_at)) => {
-                        pending.push_back(fut.map(move |out| (out, key, read_at)))
-                    }
+                    Some((fut, timer)) => pending.push_back(fut.map(move |out| (out, timer))),
                     None => open = false,
                 },
-                Some((done, key, read_at)) = pending.next(), if !pending.is_empty() => {
+                Some((done, timer)) = pending.next(), if !pending.is_empty() => {
+                    let write_start = Instant::now();
                     if let Some(mut out) = done {
                         if let Err(e) = write_frame(&mut wr, &mut out).await {
                             tracing::debug!(error = %e, "write failed; closing");
@@ -463,9 +473,7 @@ async fn serve<R, W>(
                         }
                         drop(out);
                     }
-                    if let Some(key) = key {
-                        metrics.record(key, read_at.elapsed());
-                    }
+                    metrics.record_timer(&timer, write_start);
                 }
                 else => break,
             }
@@ -586,16 +594,21 @@ async fn serve<R, W>(
                     corr, answer,
                 )))
             });
-            if tx.send((pending, None, read_at)).await.is_err() {
+            let timer = Arc::new(RequestTimer::new(None, read_at));
+            if tx.send((pending, timer)).await.is_err() {
                 break;
             }
             continue;
         }
         let size = body.len();
-        let mut api_key = None;
-        let pending = match decode_request(body) {
+        let decoded = decode_request(body);
+        let key = match &decoded {
+            Ok(Decoded::Request(header, _)) => Some(header.api_key),
+            _ => None,
+        };
+        let timer = Arc::new(RequestTimer::new(key, read_at));
+        let pending = match decoded {
             Ok(Decoded::Request(header, request)) => {
-                api_key = Some(header.api_key);
                 // Until SASL authentication succeeds, and while re-authenticating (KIP-368), the
                 // authenticator answers, not the handlers; it also ends expired sessions.
                 let request = match authenticator.as_mut() {
@@ -615,7 +628,7 @@ async fn serve<R, W>(
                         Verdict::Pass(request) => request,
                         Verdict::Answer(response) => {
                             let pending = respond_now(&header, response, header.api_version);
-                            if tx.send((pending, api_key, read_at)).await.is_err() {
+                            if tx.send((pending, Arc::clone(&timer))).await.is_err() {
                                 break;
                             }
                             continue;
@@ -626,7 +639,7 @@ async fn serve<R, W>(
                             c.principal = principal;
                             connection = Arc::new(c);
                             let pending = respond_now(&header, response, header.api_version);
-                            if tx.send((pending, api_key, read_at)).await.is_err() {
+                            if tx.send((pending, Arc::clone(&timer))).await.is_err() {
                                 break;
                             }
                             continue;
@@ -640,7 +653,7 @@ async fn serve<R, W>(
                             )
                             .await;
                             let pending = respond_now(&header, response, header.api_version);
-                            let _ = tx.send((pending, api_key, read_at)).await;
+                            let _ = tx.send((pending, Arc::clone(&timer))).await;
                             break;
                         }
                         Verdict::Refuse(reason) => {
@@ -669,6 +682,7 @@ async fn serve<R, W>(
                         header,
                         size,
                         request,
+                        Arc::clone(&timer),
                         Arc::clone(&closing_tx),
                     ) {
                         Some(pending) => pending,
@@ -678,7 +692,7 @@ async fn serve<R, W>(
                     if let Some(lane) = lane.as_mut() {
                         lane.drain().await;
                     }
-                    match handle(&broker, &connection, header, size, request) {
+                    match handle(&broker, &connection, header, size, request, &timer) {
                         Ok(pending) => pending,
                         Err(Hostile(reason)) => {
                             tracing::warn!(%reason, "hostile request; closing connection");
@@ -708,7 +722,7 @@ async fn serve<R, W>(
             drop(reservation);
             out
         });
-        if tx.send((pending, api_key, read_at)).await.is_err() {
+        if tx.send((pending, Arc::clone(&timer))).await.is_err() {
             break;
         }
     }
@@ -741,7 +755,9 @@ fn handle(
     header: Header,
     size: usize,
     request: vltava_protocol::Request,
+    timer: &Arc<RequestTimer>,
 ) -> Result<Pending, Hostile> {
+    timer.local_started();
     let span = tracing::debug_span!(
         "request",
         api_key = ?header.api_key,
@@ -782,6 +798,8 @@ fn handle(
     // no clock reads.
     let started = broker.quotas.is_active().then(std::time::Instant::now);
     let fut = handlers::dispatch(broker, ctx, request)?;
+    timer.local_ended();
+    let timer = Arc::clone(timer);
     let busy = started.map(|s| s.elapsed());
     let broker = Arc::clone(broker);
     let connection = Arc::clone(connection);
@@ -790,6 +808,7 @@ fn handle(
         async move {
             let mut timed = Timed { inner: fut, busy };
             let answer = (&mut timed).await;
+            timer.remote_ended();
             let time_throttle = request_time_throttle(
                 &broker,
                 &connection,

@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vltava_protocol::ApiKey;
 
@@ -107,15 +107,89 @@ impl TimeHistogram {
     }
 }
 
-/// Request counts and total times by API key.
+/// The parts of a request's total time, as Kafka's RequestMetrics split it, in order: read
+/// and waiting to be handled (a produce behind its connection's earlier appends); being
+/// handled (the append, finding a fetch's batches); waiting on something else (the fsync
+/// and the followers for acks=all, new data for a long-polling fetch); answered and waiting
+/// to be written (encoding, earlier answers of the connection); being written.
+const PARTS: [(&str, &str); 5] = [
+    (
+        "requestqueuetimems",
+        "Time a request waited to be handled after it was read, in milliseconds.",
+    ),
+    (
+        "localtimems",
+        "Time the broker spent handling a request, in milliseconds.",
+    ),
+    (
+        "remotetimems",
+        "Time a request waited on durability, followers or new data, in milliseconds.",
+    ),
+    (
+        "responsequeuetimems",
+        "Time an answer waited to be written, in milliseconds.",
+    ),
+    (
+        "responsesendtimems",
+        "Time spent writing an answer, in milliseconds.",
+    ),
+];
+
+#[derive(Default)]
+struct KeyTimes {
+    total: TimeHistogram,
+    parts: [TimeHistogram; 5],
+}
+
+/// When one request reached each stage, in nanoseconds after its last byte was read (0: not
+/// reached). The handler's side sets them; the connection's writer records them once the
+/// answer is written.
+pub struct RequestTimer {
+    pub key: Option<ApiKey>,
+    pub read_at: Instant,
+    local_start: AtomicU64,
+    local_end: AtomicU64,
+    remote_end: AtomicU64,
+}
+
+impl RequestTimer {
+    pub fn new(key: Option<ApiKey>, read_at: Instant) -> Self {
+        RequestTimer {
+            key,
+            read_at,
+            local_start: AtomicU64::new(0),
+            local_end: AtomicU64::new(0),
+            remote_end: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self, at: &AtomicU64) {
+        let ns = self.read_at.elapsed().as_nanos().max(1) as u64;
+        at.store(ns, Ordering::Relaxed);
+    }
+
+    pub fn local_started(&self) {
+        self.mark(&self.local_start);
+    }
+
+    pub fn local_ended(&self) {
+        self.mark(&self.local_end);
+    }
+
+    pub fn remote_ended(&self) {
+        self.mark(&self.remote_end);
+    }
+}
+
+/// Request counts, total times and their parts, by API key.
 pub struct RequestMetrics {
-    by_key: Box<[TimeHistogram]>,
+    by_key: Box<[KeyTimes]>,
 }
 
 impl Default for RequestMetrics {
     fn default() -> Self {
         RequestMetrics {
-            by_key: (0..KEYS).map(|_| TimeHistogram::default()).collect(),
+            by_key: (0..KEYS).map(|_| KeyTimes::default()).collect(),
         }
     }
 }
@@ -124,18 +198,55 @@ impl RequestMetrics {
     /// Records one request of type `key` that the broker held for `total`.
     pub fn record(&self, key: ApiKey, total: Duration) {
         if let Some(t) = self.by_key.get(key as usize) {
-            t.record(total);
+            t.total.record(total);
         }
     }
 
-    /// Prometheus text: `kafka_network_requestmetrics_requests_total` and the
-    /// `kafka_network_requestmetrics_totaltimems` histogram, for each request type seen.
+    /// Records a request whose answer was written from `write_start` to now. Its parts are
+    /// recorded when the handler marked them all; answers made without a handler (SASL
+    /// steps) count only in the total.
+    pub fn record_timer(&self, timer: &RequestTimer, write_start: Instant) {
+        let Some(t) = timer.key.and_then(|k| self.by_key.get(k as usize)) else {
+            return;
+        };
+        let written = timer.read_at.elapsed();
+        t.total.record(written);
+        let marks = [
+            timer.local_start.load(Ordering::Relaxed),
+            timer.local_end.load(Ordering::Relaxed),
+            timer.remote_end.load(Ordering::Relaxed),
+        ];
+        if marks.contains(&0) {
+            return;
+        }
+        let write_start = write_start
+            .saturating_duration_since(timer.read_at)
+            .as_nanos() as u64;
+        let written = written.as_nanos() as u64;
+        let bounds = [
+            0,
+            marks[0],
+            marks[1],
+            marks[2],
+            write_start.max(marks[2]),
+            written.max(write_start),
+        ];
+        for (i, part) in t.parts.iter().enumerate() {
+            part.record(Duration::from_nanos(
+                bounds[i + 1].saturating_sub(bounds[i]),
+            ));
+        }
+    }
+
+    /// Prometheus text: `kafka_network_requestmetrics_requests_total`, the
+    /// `kafka_network_requestmetrics_totaltimems` histogram and one histogram per part, for
+    /// each request type seen.
     pub fn render(&self, out: &mut String) {
-        let seen: Vec<(ApiKey, &TimeHistogram)> = self
+        let seen: Vec<(ApiKey, &KeyTimes)> = self
             .by_key
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.count() > 0)
+            .filter(|(_, t)| t.total.count() > 0)
             .filter_map(|(k, t)| Some((ApiKey::try_from(k as i16).ok()?, t)))
             .collect();
         out.push_str(
@@ -146,17 +257,30 @@ impl RequestMetrics {
             let _ = writeln!(
                 out,
                 "kafka_network_requestmetrics_requests_total{{request=\"{key:?}\"}} {}",
-                t.count()
+                t.total.count()
             );
         }
         out.push_str("# HELP kafka_network_requestmetrics_totaltimems Time from a request's last byte read to its answer's last byte written, in milliseconds.\n");
         out.push_str("# TYPE kafka_network_requestmetrics_totaltimems histogram\n");
         for (key, t) in &seen {
-            t.render(
+            t.total.render(
                 out,
                 "kafka_network_requestmetrics_totaltimems",
                 &format!("request=\"{key:?}\""),
             );
+        }
+        for (i, (name, help)) in PARTS.iter().enumerate() {
+            let _ = writeln!(out, "# HELP kafka_network_requestmetrics_{name} {help}");
+            let _ = writeln!(out, "# TYPE kafka_network_requestmetrics_{name} histogram");
+            for (key, t) in &seen {
+                if t.parts[i].count() > 0 {
+                    t.parts[i].render(
+                        out,
+                        &format!("kafka_network_requestmetrics_{name}"),
+                        &format!("request=\"{key:?}\""),
+                    );
+                }
+            }
         }
     }
 }
@@ -253,5 +377,38 @@ mod tests {
         );
         assert!(text.contains("kafka_log_logflushstats_logflushrateandtimems_sum 1\n"));
         assert!(text.contains("kafka_log_logflushstats_logflushrateandtimems_count 1\n"));
+    }
+
+    #[test]
+    fn a_timed_request_is_split_into_its_parts() {
+        let now = Instant::now();
+        let read_at = now.checked_sub(Duration::from_millis(100)).unwrap();
+        let timer = RequestTimer::new(Some(ApiKey::Produce), read_at);
+        let ms = |n: u64| n * 1_000_000;
+        timer.local_start.store(ms(10), Ordering::Relaxed);
+        timer.local_end.store(ms(30), Ordering::Relaxed);
+        timer.remote_end.store(ms(60), Ordering::Relaxed);
+        let m = RequestMetrics::default();
+        m.record_timer(&timer, read_at + Duration::from_millis(70));
+        // Unmarked (a SASL step): only the total.
+        m.record_timer(&RequestTimer::new(Some(ApiKey::Produce), read_at), now);
+        let mut text = String::new();
+        m.render(&mut text);
+        let sum = |name: &str| -> f64 {
+            let prefix = format!("kafka_network_requestmetrics_{name}_sum{{request=\"Produce\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name}: {text}"))
+        };
+        assert_eq!(sum("requestqueuetimems"), 10.0);
+        assert_eq!(sum("localtimems"), 20.0);
+        assert_eq!(sum("remotetimems"), 30.0);
+        assert_eq!(sum("responsequeuetimems"), 10.0);
+        assert!(sum("responsesendtimems") >= 30.0);
+        assert!(sum("totaltimems") >= 200.0);
+        assert!(text
+            .contains("kafka_network_requestmetrics_totaltimems_count{request=\"Produce\"} 2\n"));
+        assert!(text
+            .contains("kafka_network_requestmetrics_localtimems_count{request=\"Produce\"} 1\n"));
     }
 }

@@ -138,6 +138,24 @@ fn broker_serves_request_metrics() {
         total,
         "a produce over a minute: {text}"
     );
+    // Each produce went through the handler, so its parts were timed too; with acks=all
+    // the remote part is the wait for the fsync.
+    for part in [
+        "requestqueuetimems",
+        "localtimems",
+        "remotetimems",
+        "responsequeuetimems",
+        "responsesendtimems",
+    ] {
+        assert_eq!(
+            value(
+                &text,
+                &format!("kafka_network_requestmetrics_{part}_count{{request=\"Produce\"}}")
+            ),
+            Some(total),
+            "{part}"
+        );
+    }
     // acks=all made the broker fsync, and each such flush was timed.
     assert!(
         value(&text, "kafka_log_logflushstats_logflushrateandtimems_count")
