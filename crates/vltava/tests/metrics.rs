@@ -1,8 +1,7 @@
 //! The broker's Prometheus endpoint counts and times the requests real clients send.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
@@ -31,38 +30,15 @@ fn value(text: &str, name: &str) -> Option<f64> {
 #[test]
 fn broker_serves_request_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vltava"))
-        .args([
-            "broker",
-            "--listeners",
-            "PLAINTEXT://127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .args(["--override", "metrics.listeners=http://127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let broker: SocketAddr = first
-        .strip_prefix("vltava: listening on ")
-        .unwrap_or_else(|| panic!("{first}"))
-        .parse()
-        .unwrap();
-    let second = lines.next().unwrap().unwrap();
-    let metrics: SocketAddr = second
+    let (guard, announced) =
+        BrokerProcess::start_announcing(dir.path(), &["metrics.listeners=http://127.0.0.1:0"], 1);
+    let broker = guard.addr;
+    let metrics: SocketAddr = announced[0]
         .strip_prefix("vltava: metrics on http://")
         .and_then(|r| r.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("{second}"))
+        .unwrap_or_else(|| panic!("{announced:?}"))
         .parse()
         .unwrap();
-    let guard = BrokerProcess {
-        child,
-        addr: broker,
-    };
 
     let before = scrape(metrics);
     assert_eq!(

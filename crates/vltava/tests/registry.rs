@@ -377,29 +377,15 @@ fn rest_api_storage_and_restart() {
 /// announces it, and stops it cleanly with the broker.
 #[test]
 fn broker_serves_the_registry() {
-    use std::io::BufRead;
     use std::process::{Command, Stdio};
 
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_vltava"))
-        .args([
-            "broker",
-            "--listeners",
-            "PLAINTEXT://127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .args(["--override", "schema.registry.listeners=http://127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("vltava: listening on "), "{first}");
-    let second = lines.next().unwrap().unwrap();
+    let (broker, announced) = BrokerProcess::start_announcing(
+        dir.path(),
+        &["schema.registry.listeners=http://127.0.0.1:0"],
+        1,
+    );
+    let second = &announced[0];
     let r: SocketAddr = second
         .strip_prefix("vltava: schema registry on http://")
         .unwrap_or_else(|| panic!("unexpected line {second:?}"))
@@ -476,10 +462,7 @@ fn broker_serves_the_registry() {
     assert_eq!((code, answer), (Some(0), json!([1])));
 
     // The CLI round trip: Avro produced from JSON text, consumed back as JSON text.
-    let bootstrap = first
-        .strip_prefix("vltava: listening on ")
-        .unwrap()
-        .to_string();
+    let bootstrap = broker.addr.to_string();
     let user = r#"{"type":"record","name":"User","fields":[{"name":"name","type":"string"},{"name":"visits","type":"long"}]}"#;
     let mut produce = Command::new(env!("CARGO_BIN_EXE_vltava"))
         .args(["produce", "users", "--bootstrap-server", &bootstrap])
@@ -668,13 +651,7 @@ fn broker_serves_the_registry() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.0.wait().unwrap();
-    assert!(exit.success(), "broker exited with {exit}");
+    broker.terminate();
 }
 
 /// Two instances on one cluster: one leads, a write sent to the other is forwarded, both
@@ -749,14 +726,4 @@ fn two_instances_elect_a_leader_and_forward_writes() {
     assert_eq!(post(f, "/subjects/c/versions", s3).1, json!({"id": 3}));
     rt.block_on(follower.shutdown());
     rt.block_on(broker.shutdown());
-}
-
-/// Kills the broker process if a test fails half-way, so it does not outlive the test.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

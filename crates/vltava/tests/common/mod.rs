@@ -84,6 +84,33 @@ impl BrokerProcess {
 
     /// Starts on a given port (0: any), e.g. to restart where clients already point.
     pub fn start_on(dir: &Path, port: u16, extra: &[&str]) -> Self {
+        let mut child = Self::spawn(dir, port, extra);
+        let addr = ready_addr(&mut child);
+        Self { child, addr }
+    }
+
+    /// Starts with `--override`s that turn on the HTTP services, and returns the `n` lines
+    /// the broker prints after its listening line (each service's address).
+    pub fn start_announcing(dir: &Path, extra: &[&str], n: usize) -> (Self, Vec<String>) {
+        let mut child = Self::spawn(dir, 0, extra);
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+        let mut next = || {
+            lines
+                .next()
+                .expect("the broker printed too little")
+                .unwrap()
+        };
+        let first = next();
+        let addr = first
+            .strip_prefix("vltava: listening on ")
+            .unwrap_or_else(|| panic!("the broker did not start: {first:?}"))
+            .parse()
+            .unwrap();
+        let announced = (0..n).map(|_| next()).collect();
+        (Self { child, addr }, announced)
+    }
+
+    fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vltava"));
         cmd.args(["broker", "--listeners"])
             .arg(format!("PLAINTEXT://127.0.0.1:{port}"))
@@ -95,9 +122,7 @@ impl BrokerProcess {
         for o in extra {
             cmd.args(["--override", o]);
         }
-        let mut child = cmd.spawn().expect("spawn vltava");
-        let addr = ready_addr(&mut child);
-        Self { child, addr }
+        cmd.spawn().expect("spawn vltava")
     }
 
     pub fn kill9(mut self) {
