@@ -52,16 +52,13 @@ trap cleanup EXIT
 RUST_LOG=warn "$BIN" broker --listeners PLAINTEXT://127.0.0.1:0 --data-dir "$DATA" \
     --override metrics.listeners=http://127.0.0.1:0 >"$READY" &
 BROKER_PID=$!
-for _ in $(seq 100); do
-    grep -q 'listening on' "$READY" && break
+# The metrics line comes after the listening line, once the broker serves both.
+for _ in $(seq 150); do
+    grep -q 'metrics on' "$READY" && break
     sleep 0.1
 done
 ADDR=$(sed -n 's/^vltava: listening on //p' "$READY")
 [[ -n "$ADDR" ]] || { echo "bench: broker did not start" >&2; exit 1; }
-for _ in $(seq 50); do
-    grep -q 'metrics on' "$READY" && break
-    sleep 0.1
-done
 METRICS=$(sed -n 's/^vltava: metrics on //p' "$READY")
 [[ -n "$METRICS" ]] || { echo "bench: broker serves no metrics" >&2; exit 1; }
 export VLTAVA_BOOTSTRAP=$ADDR
