@@ -602,11 +602,18 @@ async fn serve<R, W>(
         }
         let size = body.len();
         let decoded = decode_request(body);
-        let key = match &decoded {
-            Ok(Decoded::Request(header, _)) => Some(header.api_key),
-            _ => None,
-        };
-        let timer = Arc::new(RequestTimer::new(key, read_at));
+        let timer = Arc::new(match &decoded {
+            Ok(Decoded::Request(header, request)) => {
+                let from_follower = match request {
+                    vltava_protocol::Request::Fetch(f) => {
+                        Some(handlers::fetch::replica_id(f, header.api_version) >= 0)
+                    }
+                    _ => None,
+                };
+                RequestTimer::new(Some(header.api_key), read_at).fetch_from(from_follower)
+            }
+            _ => RequestTimer::new(None, read_at),
+        });
         let pending = match decoded {
             Ok(Decoded::Request(header, request)) => {
                 // Until SASL authentication succeeds, and while re-authenticating (KIP-368), the

@@ -141,76 +141,9 @@ struct KeyTimes {
     parts: [TimeHistogram; 5],
 }
 
-/// When one request reached each stage, in nanoseconds after its last byte was read (0: not
-/// reached). The handler's side sets them; the connection's writer records them once the
-/// answer is written.
-pub struct RequestTimer {
-    pub key: Option<ApiKey>,
-    pub read_at: Instant,
-    local_start: AtomicU64,
-    local_end: AtomicU64,
-    remote_end: AtomicU64,
-}
-
-impl RequestTimer {
-    pub fn new(key: Option<ApiKey>, read_at: Instant) -> Self {
-        RequestTimer {
-            key,
-            read_at,
-            local_start: AtomicU64::new(0),
-            local_end: AtomicU64::new(0),
-            remote_end: AtomicU64::new(0),
-        }
-    }
-
-    fn mark(&self, at: &AtomicU64) {
-        let ns = self.read_at.elapsed().as_nanos().max(1) as u64;
-        at.store(ns, Ordering::Relaxed);
-    }
-
-    pub fn local_started(&self) {
-        self.mark(&self.local_start);
-    }
-
-    pub fn local_ended(&self) {
-        self.mark(&self.local_end);
-    }
-
-    pub fn remote_ended(&self) {
-        self.mark(&self.remote_end);
-    }
-}
-
-/// Request counts, total times and their parts, by API key.
-pub struct RequestMetrics {
-    by_key: Box<[KeyTimes]>,
-}
-
-impl Default for RequestMetrics {
-    fn default() -> Self {
-        RequestMetrics {
-            by_key: (0..KEYS).map(|_| KeyTimes::default()).collect(),
-        }
-    }
-}
-
-impl RequestMetrics {
-    /// Records one request of type `key` that the broker held for `total`.
-    pub fn record(&self, key: ApiKey, total: Duration) {
-        if let Some(t) = self.by_key.get(key as usize) {
-            t.total.record(total);
-        }
-    }
-
-    /// Records a request whose answer was written from `write_start` to now. Its parts are
-    /// recorded when the handler marked them all; answers made without a handler (SASL
-    /// steps) count only in the total.
-    pub fn record_timer(&self, timer: &RequestTimer, write_start: Instant) {
-        let Some(t) = timer.key.and_then(|k| self.by_key.get(k as usize)) else {
-            return;
-        };
-        let written = timer.read_at.elapsed();
-        t.total.record(written);
+impl KeyTimes {
+    fn record(&self, timer: &RequestTimer, written: Duration, write_start: Instant) {
+        self.total.record(written);
         let marks = [
             timer.local_start.load(Ordering::Relaxed),
             timer.local_end.load(Ordering::Relaxed),
@@ -231,10 +164,105 @@ impl RequestMetrics {
             write_start.max(marks[2]),
             written.max(write_start),
         ];
-        for (i, part) in t.parts.iter().enumerate() {
+        for (i, part) in self.parts.iter().enumerate() {
             part.record(Duration::from_nanos(
                 bounds[i + 1].saturating_sub(bounds[i]),
             ));
+        }
+    }
+}
+
+/// When one request reached each stage, in nanoseconds after its last byte was read (0: not
+/// reached). The handler's side sets them; the connection's writer records them once the
+/// answer is written.
+pub struct RequestTimer {
+    pub key: Option<ApiKey>,
+    /// For a fetch: whether a follower sent it (Kafka's FetchFollower) or a consumer
+    /// (FetchConsumer).
+    from_follower: Option<bool>,
+    pub read_at: Instant,
+    local_start: AtomicU64,
+    local_end: AtomicU64,
+    remote_end: AtomicU64,
+}
+
+impl RequestTimer {
+    pub fn new(key: Option<ApiKey>, read_at: Instant) -> Self {
+        RequestTimer {
+            key,
+            from_follower: None,
+            read_at,
+            local_start: AtomicU64::new(0),
+            local_end: AtomicU64::new(0),
+            remote_end: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks a fetch as a follower's (`Some(true)`) or a consumer's.
+    pub fn fetch_from(mut self, follower: Option<bool>) -> Self {
+        self.from_follower = follower;
+        self
+    }
+
+    fn mark(&self, at: &AtomicU64) {
+        let ns = self.read_at.elapsed().as_nanos().max(1) as u64;
+        at.store(ns, Ordering::Relaxed);
+    }
+
+    pub fn local_started(&self) {
+        self.mark(&self.local_start);
+    }
+
+    pub fn local_ended(&self) {
+        self.mark(&self.local_end);
+    }
+
+    pub fn remote_ended(&self) {
+        self.mark(&self.remote_end);
+    }
+}
+
+/// Request counts, total times and their parts, by API key; fetches also by who sent them,
+/// as Kafka keeps `FetchConsumer` and `FetchFollower` beside `Fetch`.
+pub struct RequestMetrics {
+    by_key: Box<[KeyTimes]>,
+    fetch_consumer: KeyTimes,
+    fetch_follower: KeyTimes,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        RequestMetrics {
+            by_key: (0..KEYS).map(|_| KeyTimes::default()).collect(),
+            fetch_consumer: KeyTimes::default(),
+            fetch_follower: KeyTimes::default(),
+        }
+    }
+}
+
+impl RequestMetrics {
+    /// Records one request of type `key` that the broker held for `total`.
+    pub fn record(&self, key: ApiKey, total: Duration) {
+        if let Some(t) = self.by_key.get(key as usize) {
+            t.total.record(total);
+        }
+    }
+
+    /// Records a request whose answer was written from `write_start` to now. Its parts are
+    /// recorded when the handler marked them all; answers made without a handler (SASL
+    /// steps) count only in the total.
+    pub fn record_timer(&self, timer: &RequestTimer, write_start: Instant) {
+        let Some(t) = timer.key.and_then(|k| self.by_key.get(k as usize)) else {
+            return;
+        };
+        let by_sender = match timer.from_follower {
+            Some(true) => Some(&self.fetch_follower),
+            Some(false) => Some(&self.fetch_consumer),
+            None => None,
+        };
+        let written = timer.read_at.elapsed();
+        for t in std::iter::once(t).chain(by_sender) {
+            t.record(timer, written, write_start);
         }
     }
 
@@ -242,42 +270,46 @@ impl RequestMetrics {
     /// `kafka_network_requestmetrics_totaltimems` histogram and one histogram per part, for
     /// each request type seen.
     pub fn render(&self, out: &mut String) {
-        let seen: Vec<(ApiKey, &KeyTimes)> = self
+        let seen: Vec<(String, &KeyTimes)> = self
             .by_key
             .iter()
             .enumerate()
+            .filter_map(|(k, t)| Some((format!("{:?}", ApiKey::try_from(k as i16).ok()?), t)))
+            .chain([
+                ("FetchConsumer".to_string(), &self.fetch_consumer),
+                ("FetchFollower".to_string(), &self.fetch_follower),
+            ])
             .filter(|(_, t)| t.total.count() > 0)
-            .filter_map(|(k, t)| Some((ApiKey::try_from(k as i16).ok()?, t)))
             .collect();
         out.push_str(
             "# HELP kafka_network_requestmetrics_requests_total Requests answered, by type.\n",
         );
         out.push_str("# TYPE kafka_network_requestmetrics_requests_total counter\n");
-        for (key, t) in &seen {
+        for (name, t) in &seen {
             let _ = writeln!(
                 out,
-                "kafka_network_requestmetrics_requests_total{{request=\"{key:?}\"}} {}",
+                "kafka_network_requestmetrics_requests_total{{request=\"{name}\"}} {}",
                 t.total.count()
             );
         }
         out.push_str("# HELP kafka_network_requestmetrics_totaltimems Time from a request's last byte read to its answer's last byte written, in milliseconds.\n");
         out.push_str("# TYPE kafka_network_requestmetrics_totaltimems histogram\n");
-        for (key, t) in &seen {
+        for (name, t) in &seen {
             t.total.render(
                 out,
                 "kafka_network_requestmetrics_totaltimems",
-                &format!("request=\"{key:?}\""),
+                &format!("request=\"{name}\""),
             );
         }
-        for (i, (name, help)) in PARTS.iter().enumerate() {
-            let _ = writeln!(out, "# HELP kafka_network_requestmetrics_{name} {help}");
-            let _ = writeln!(out, "# TYPE kafka_network_requestmetrics_{name} histogram");
-            for (key, t) in &seen {
+        for (i, (part, help)) in PARTS.iter().enumerate() {
+            let _ = writeln!(out, "# HELP kafka_network_requestmetrics_{part} {help}");
+            let _ = writeln!(out, "# TYPE kafka_network_requestmetrics_{part} histogram");
+            for (name, t) in &seen {
                 if t.parts[i].count() > 0 {
                     t.parts[i].render(
                         out,
-                        &format!("kafka_network_requestmetrics_{name}"),
-                        &format!("request=\"{key:?}\""),
+                        &format!("kafka_network_requestmetrics_{part}"),
+                        &format!("request=\"{name}\""),
                     );
                 }
             }
@@ -410,5 +442,32 @@ mod tests {
             .contains("kafka_network_requestmetrics_totaltimems_count{request=\"Produce\"} 2\n"));
         assert!(text
             .contains("kafka_network_requestmetrics_localtimems_count{request=\"Produce\"} 1\n"));
+    }
+
+    #[test]
+    fn fetches_also_count_by_who_sent_them() {
+        let m = RequestMetrics::default();
+        let at = Instant::now();
+        let fetch =
+            |follower| RequestTimer::new(Some(ApiKey::Fetch), at).fetch_from(Some(follower));
+        m.record_timer(&fetch(true), at);
+        m.record_timer(&fetch(false), at);
+        m.record_timer(&fetch(false), at);
+        m.record_timer(&RequestTimer::new(Some(ApiKey::Produce), at), at);
+        let mut text = String::new();
+        m.render(&mut text);
+        for (name, n) in [
+            ("Fetch", 3),
+            ("FetchConsumer", 2),
+            ("FetchFollower", 1),
+            ("Produce", 1),
+        ] {
+            assert!(
+                text.contains(&format!(
+                    "kafka_network_requestmetrics_requests_total{{request=\"{name}\"}} {n}\n"
+                )),
+                "{name}: {text}"
+            );
+        }
     }
 }

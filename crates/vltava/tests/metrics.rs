@@ -5,6 +5,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crate::common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::BaseRecord;
 
 fn scrape(addr: SocketAddr) -> String {
@@ -57,6 +58,23 @@ fn broker_serves_request_metrics() {
     }
     flush_delivered(&producer, 50, Duration::from_secs(30));
     drop(producer);
+    // A consumer reads them back: its fetches count as Fetch and FetchConsumer.
+    let consumer: BaseConsumer = client_config(broker)
+        .set("group.id", "metered-readers")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["metered"]).unwrap();
+    let mut read = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while read < 50 && std::time::Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            m.unwrap();
+            read += 1;
+        }
+    }
+    assert_eq!(read, 50);
+    drop(consumer);
 
     let text = scrape(metrics);
     let produced = value(
@@ -70,6 +88,27 @@ fn broker_serves_request_metrics() {
         "kafka_network_requestmetrics_requests_total{request=\"Metadata\"}"
     )
     .is_some_and(|n| n >= 1.0));
+    let fetches = value(
+        &text,
+        "kafka_network_requestmetrics_requests_total{request=\"Fetch\"}",
+    )
+    .unwrap();
+    assert!(fetches >= 1.0, "{text}");
+    // Both counts move together; a fetch the closed consumer left waiting may land between
+    // the two reads of one scrape.
+    let by_consumers = value(
+        &text,
+        "kafka_network_requestmetrics_requests_total{request=\"FetchConsumer\"}",
+    )
+    .unwrap();
+    assert!((fetches - by_consumers).abs() <= 1.0, "{text}");
+    assert_eq!(
+        value(
+            &text,
+            "kafka_network_requestmetrics_requests_total{request=\"FetchFollower\"}"
+        ),
+        None
+    );
     // The histogram holds every produce, cumulatively, and its count is the +Inf bucket's.
     let buckets: Vec<(f64, f64)> = text
         .lines()

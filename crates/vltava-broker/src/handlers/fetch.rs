@@ -278,6 +278,16 @@ fn meter_consumer(
     0
 }
 
+/// The replica id of a follower replicating the leader's log (Kafka's replica id, in
+/// ReplicaState from v15); consumers send -1.
+pub fn replica_id(req: &FetchRequest, version: i16) -> i32 {
+    if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    }
+}
+
 /// Answers a Fetch. The returned permit holds the response's size against the connection's
 /// response budget until the response is written, so unread responses pin at most about
 /// `fetch.max.bytes` per connection.
@@ -294,13 +304,7 @@ pub async fn handle(
         return (resp, None, Vec::new());
     }
     let image = (version >= 13).then(|| broker.controller.image());
-    // A follower replicating the leader's log (Kafka's replica id, in ReplicaState from
-    // v15); consumers send -1.
-    let replica = if version >= 15 {
-        req.replica_state.replica_id.0
-    } else {
-        req.replica_id.0
-    };
+    let replica = replica_id(&req, version);
     let follower = replica >= 0;
     // KIP-392: the consumer's rack, when the leader is to send it to a replica there.
     let client_rack = (version >= 11 && !follower && broker.config.rack_aware_replica_selector())
