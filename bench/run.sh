@@ -12,7 +12,8 @@
 # Each produce row also has the yardstick: the same produce against librdkafka's in-memory
 # mock broker (`vltava perf mock`), run right after, and the ratio Vltava ÷ mock; and the
 # broker's CPU-seconds per GB of record values produced and consumed (utime + stime from
-# /proc/PID/stat around each run) and its resident memory after the run.
+# /proc/PID/stat around each run) and its resident memory after the run, and those CPU
+# figures ÷ the machine's floor for the same work (`vltava perf floor`, run first).
 #
 #   bench/run.sh                      # standard set
 #   RECORDS_1K=200000 RECORDS_100=500000 bench/run.sh   # smaller
@@ -134,8 +135,22 @@ printf '| 100 connections | +%s KiB | %s KiB |\n' "$(( rss2 - rss1 ))" "$(( (rss
 printf '| broker CPU over 10 s with 1,000 idle partitions | %s s | |\n\n' \
     "$(awk -v a="$cpu_idle0" -v b="$cpu_idle1" 'BEGIN { printf "%.3f", b - a }')"
 
-printf '| partitions | record | acks | records | produce rec/s | produce MB/s | p50 ms | p99 ms | p99.9 ms | max ms | mock rec/s | ÷ mock | broker CPU-s/GB in | consume rec/s | consume MB/s | broker CPU-s/GB out | broker RSS MiB |\n'
-printf '|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+# The floor under the broker's CPU per GB: what this machine's kernel charges for the work
+# no broker can avoid (`vltava perf floor`: loopback receive, CRC-32C, page-cache write,
+# fdatasync, sendfile), in the broker's data dir, in this run.
+echo "bench: machine floor" >&2
+floor=$("$BIN" perf floor --dir "$DATA" -o json)
+printf '| machine floor, CPU-s/GB | |\n|---|---:|\n'
+for k in tcp_receive crc32c page_cache_write_first page_cache_write write_fdatasync sendfile \
+    produce_acks_1 produce_acks_all consume; do
+    printf '| %s | %s |\n' "$k" "$(jq -r --arg k "$k" '.[$k] * 1000 | round / 1000' <<<"$floor")"
+done
+printf '\n'
+# Broker CPU-s/GB ÷ a floor: ratio CPU FLOOR_KEY
+floor_ratio() { jq -r --arg k "$2" --argjson c "$1" '$c / .[$k] * 100 | round / 100' <<<"$floor"; }
+
+printf '| partitions | record | acks | records | produce rec/s | produce MB/s | p50 ms | p99 ms | p99.9 ms | max ms | mock rec/s | ÷ mock | broker CPU-s/GB in | ÷ floor | consume rec/s | consume MB/s | broker CPU-s/GB out | ÷ floor | broker RSS MiB |\n'
+printf '|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for partitions in 1 8; do
     for size in 100 1024; do
         if [[ $size == 1024 ]]; then n=$RECORDS_1K; label="1 KiB"; else n=$RECORDS_100; label="100 B"; fi
@@ -156,7 +171,9 @@ for partitions in 1 8; do
             # The yardstick: the same produce against librdkafka's in-memory mock broker.
             m=$("$BIN" perf mock --partitions "$partitions" --num-records "$n" \
                 --record-size "$size" --acks "$acks" --compression "$COMPRESSION" -o json)
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+            cpu_in=$(cpu_per_gb "$cpu0" "$cpu1" "$n" "$size")
+            cpu_out=$(cpu_per_gb "$cpu1" "$cpu2" "$n" "$size")
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
                 "$partitions" "$label" "$acks" "$n" \
                 "$(jq -r '.records_per_sec | floor' <<<"$p")" \
                 "$(jq -r '.mb_per_sec * 10 | round / 10' <<<"$p")" \
@@ -166,10 +183,10 @@ for partitions in 1 8; do
                 "$(jq -r '.latency_ms.max' <<<"$p")" \
                 "$(jq -r '.records_per_sec | floor' <<<"$m")" \
                 "$(jq -rn --argjson a "$p" --argjson b "$m" '$a.records_per_sec / $b.records_per_sec * 100 | round / 100')" \
-                "$(cpu_per_gb "$cpu0" "$cpu1" "$n" "$size")" \
+                "$cpu_in" "$(floor_ratio "$cpu_in" "produce_acks_$acks")" \
                 "$(jq -r '.records_per_sec | floor' <<<"$c")" \
                 "$(jq -r '.mb_per_sec * 10 | round / 10' <<<"$c")" \
-                "$(cpu_per_gb "$cpu1" "$cpu2" "$n" "$size")" \
+                "$cpu_out" "$(floor_ratio "$cpu_out" consume)" \
                 "$rss"
             # Keep the disk small: the next workload does not need this one's data.
             "$BIN" topic delete "$topic" >/dev/null

@@ -20,6 +20,7 @@ pub mod config;
 pub mod consume;
 mod error;
 mod ffi;
+mod floor;
 pub mod group;
 pub mod output;
 pub mod perf;

@@ -79,6 +79,101 @@ Appends --size bytes and calls fdatasync, --count times, to a scratch file in --
 afterwards), and reports the latency percentiles of each write + fdatasync. Point --dir at
 the broker's data directory so both measure the same disk.")]
     Fsync(FsyncArgs),
+    /// Measure the CPU this machine's kernel charges per GB for the work a broker cannot
+    /// avoid: the floor under a broker's CPU per GB
+    #[command(after_help = "Examples:
+  vltava perf floor --dir ./vltava-data
+  vltava perf floor --dir /var/lib/vltava --size-mb 4096 -o json
+
+Times, with the working thread's own CPU clock, in 1 MiB pieces: reading produce requests
+off a loopback TCP socket into one reused buffer; CRC-32C over them; writing them to a new
+file in --dir through the page cache; sending that file from the page cache to a loopback
+socket with sendfile; writing a new file again, into the page-cache memory the first one
+just freed (as a broker with a full page cache does), and once more with an fdatasync after
+each piece; and a minimal broker that does all of a produce on one thread (receive, CRC,
+write, and for acks=all fdatasync, per piece). The produce floors are the minimal broker's;
+the consume floor is sendfile's. The client's side of each socket is not counted. Every
+probe runs --rounds times and the least is kept, except the run's first write, reported on
+its own: on a virtual machine that returns free memory to its host, it can cost far more
+than the reused one.")]
+    Floor(FloorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FloorArgs {
+    /// Directory on the disk to measure (the broker's data dir); a scratch file is written
+    /// there and removed
+    #[arg(long, value_name = "DIR")]
+    pub dir: std::path::PathBuf,
+    /// MiB moved by each probe
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub size_mb: u64,
+    /// Rounds of every probe; each figure is the least of them
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FloorReport {
+    #[serde(flatten)]
+    pub floor: crate::floor::Floor,
+    pub produce_acks_1: f64,
+    pub produce_acks_all: f64,
+    pub consume: f64,
+}
+
+fn floor_probe(settings: &Settings, a: FloorArgs) -> Result<(), Error> {
+    let bar = if settings.output == Output::Table && std::io::stdout().is_terminal() {
+        let steps = crate::floor::STEPS_PER_ROUND * u64::from(a.rounds);
+        let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} probes").expect("valid template"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let floor = crate::floor::measure(&a.dir, a.size_mb << 20, a.rounds, || bar.inc(1));
+    bar.finish_and_clear();
+    let floor = floor.map_err(|e| Error::Refused {
+        resource: a.dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let report = FloorReport {
+        produce_acks_1: floor.produce_acks_1(),
+        produce_acks_all: floor.produce_acks_all(),
+        consume: floor.consume(),
+        floor,
+    };
+    match settings.output {
+        Output::Json => print_json(&report),
+        Output::Table => {
+            let f = &report.floor;
+            let rows = [
+                ("TCP receive (loopback)", f.tcp_receive),
+                ("CRC-32C", f.crc32c),
+                ("page-cache write, first", f.page_cache_write_first),
+                ("page-cache write, reused", f.page_cache_write),
+                ("write + fdatasync per MiB", f.write_fdatasync),
+                ("sendfile (loopback)", f.sendfile),
+                ("minimal broker, acks=1", f.minimal_acks_1),
+                ("minimal broker, acks=all", f.minimal_acks_all),
+                ("produce floor, acks=1", report.produce_acks_1),
+                ("produce floor, acks=all", report.produce_acks_all),
+                ("consume floor", report.consume),
+            ];
+            let mut out = format!(
+                "CPU-seconds per GB, {} MiB per probe in {}, the least of {} rounds:\n",
+                f.bytes >> 20,
+                f.dir,
+                f.rounds
+            );
+            for (name, v) in rows {
+                out.push_str(&format!("  {name:<28}{v:>6.3}\n"));
+            }
+            print(&out)
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +340,7 @@ pub fn run(args: PerfArgs) -> Result<(), Error> {
         PerfCommand::Consume(a) => consume(&args.client, a),
         PerfCommand::Mock(a) => mock(&args.client, a),
         PerfCommand::Fsync(a) => fsync_probe(&Settings::new(&args.client, &[])?, a),
+        PerfCommand::Floor(a) => floor_probe(&Settings::new(&args.client, &[])?, a),
     }
 }
 

@@ -561,6 +561,7 @@ fn usage_errors_exit_2() {
         ),
         (&["perf", "produce"], "--topic"),
         (&w("perf produce --topic t --throughput 0"), "--throughput"),
+        (&w("perf floor --dir . --size-mb 0"), "--size-mb"),
         (&["completions", "tcsh"], "invalid value"),
         (&w("topic list -o yaml"), "invalid value"),
     ] {
@@ -595,6 +596,8 @@ fn help_and_completions() {
         &["perf", "--help"],
         &w("perf produce --help"),
         &w("perf consume --help"),
+        &w("perf fsync --help"),
+        &w("perf floor --help"),
         &["completions", "--help"],
         &["registry", "--help"],
         &["schema", "--help"],
@@ -1115,4 +1118,29 @@ fn storage_format_fixes_the_cluster_id() {
     let b = BrokerProcess::start(std::path::Path::new(data), &[]);
     let v = run(b.addr, &w("cluster describe -o json")).ok().json();
     assert_eq!(v["cluster_id"], id.as_str(), "{v}");
+}
+
+/// `perf floor` needs no broker: it probes the machine, leaves nothing in --dir, and its JSON
+/// has every figure and the floors as their sums.
+#[test]
+fn perf_floor_reports_every_probe() {
+    let nowhere: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let r = run(
+        nowhere,
+        &["perf", "floor", "--dir", d, "--size-mb", "4", "-o", "json"],
+    )
+    .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert_eq!(v["bytes"], 4 << 20);
+    let acks_1 = f("minimal_acks_1");
+    assert!((f("produce_acks_1") - acks_1).abs() < 1e-9, "{v}");
+    let acks_all = f("minimal_acks_all");
+    assert!((f("produce_acks_all") - acks_all).abs() < 1e-9, "{v}");
+    assert_eq!(f("consume"), f("sendfile"));
+    assert!(f("page_cache_write_first") >= 0.0);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    run(nowhere, &["perf", "floor", "--dir", "/nonexistent/vltava"]).fails(1, "/nonexistent");
 }
