@@ -76,6 +76,8 @@ broker_rss_mib() { awk '/^VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$BROKER_PID/
 scrape() { curl -sf "$METRICS"; }
 PRODUCE_TIME='kafka_network_requestmetrics_totaltimems_bucket{request="Produce",'
 FLUSH_TIME='kafka_log_logflushstats_logflushrateandtimems_bucket{'
+# The broker's fsyncs counted in a scrape (on stdin).
+flush_count() { awk '/^kafka_log_logflushstats_logflushrateandtimems_count/ { print $NF + 0; f = 1 } END { if (!f) print 0 }'; }
 broker_quantiles() {
     awk -v series="$3" '
         function parse(line,   le, n) {
@@ -239,8 +241,8 @@ rate=$(( PEAK_ALL / 2 ))
 LAT_RECORDS=${LAT_RECORDS:-$(( rate * 10 < RECORDS_1K ? rate * 10 : RECORDS_1K ))}
 echo "bench: latency at $rate rec/s (half of $PEAK_ALL), $LAT_RECORDS records" >&2
 f=$("$BIN" perf fsync --dir "$DATA" --count 1000 -o json)
-printf '\n| acks=all at | linger.ms | achieved rec/s | client p50 ms | client p99 ms | client p99.9 ms | broker p50 ms | broker p99 ms | broker p99.9 ms | broker flush p50 ms | broker flush p99 ms | probe fsync p50 ms | probe fsync p99 ms | broker p99 ÷ probe p99 | broker p99 ÷ flush p99 | client p99 ÷ probe p99 |\n'
-printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+printf '\n| acks=all at | linger.ms | achieved rec/s | client p50 ms | client p99 ms | client p99.9 ms | broker p50 ms | broker p99 ms | broker p99.9 ms | broker flush p50 ms | broker flush p99 ms | probe fsync p50 ms | probe fsync p99 ms | bytes per broker flush | probe at that size p50 ms | probe at that size p99 ms | broker p99 ÷ probe p99 | broker p99 ÷ probe p99 at flush size | broker p99 ÷ flush p99 | client p99 ÷ probe p99 |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 # The client's latency runs from send() to the delivery report and includes its linger
 # (librdkafka's default 5 ms; 0 shows less of it). The broker's is the produce request's
 # total time, its last byte read to its answer's last byte written; its flushes are the
@@ -255,8 +257,14 @@ for linger in 5 0; do
     scrape >"$SCRAPE1"
     read -r b50 b99 b999 < <(broker_quantiles "$SCRAPE0" "$SCRAPE1" "$PRODUCE_TIME")
     read -r f50 f99 _ < <(broker_quantiles "$SCRAPE0" "$SCRAPE1" "$FLUSH_TIME")
+    # The disk again, syncing as many bytes at a time as the broker's fsyncs did on average
+    # (the partition's log bytes ÷ the flushes counted), so the two sync the same amount.
+    flushes=$(( $(flush_count <"$SCRAPE1") - $(flush_count <"$SCRAPE0") ))
+    log_bytes=$(cat "$DATA"/bench-latency-0/*.log | wc -c)
+    per_flush=$(( flushes > 0 ? (log_bytes + flushes - 1) / flushes : 4096 ))
+    fs=$("$BIN" perf fsync --dir "$DATA" --count 200 --size "$per_flush" -o json)
     "$BIN" topic delete bench-latency >/dev/null
-    printf '| %s rec/s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+    printf '| %s rec/s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
         "$rate" "$linger" \
         "$(jq -r '.records_per_sec | floor' <<<"$p")" \
         "$(jq -r '.latency_ms.p50' <<<"$p")" \
@@ -265,7 +273,11 @@ for linger in 5 0; do
         "$b50" "$b99" "$b999" "$f50" "$f99" \
         "$(jq -r '.latency_ms.p50' <<<"$f")" \
         "$(jq -r '.latency_ms.p99' <<<"$f")" \
+        "$per_flush" \
+        "$(jq -r '.latency_ms.p50' <<<"$fs")" \
+        "$(jq -r '.latency_ms.p99' <<<"$fs")" \
         "$(jq -rn --argjson b "$f" --arg a "$b99" '($a | tonumber) / $b.latency_ms.p99 * 10 | round / 10')" \
+        "$(jq -rn --argjson b "$fs" --arg a "$b99" '($a | tonumber) / $b.latency_ms.p99 * 10 | round / 10')" \
         "$(awk -v a="$b99" -v b="$f99" 'BEGIN { printf "%.1f", (b > 0 ? a / b : 0) }')" \
         "$(jq -rn --argjson a "$p" --argjson b "$f" '$a.latency_ms.p99 / $b.latency_ms.p99 * 10 | round / 10')"
 done
