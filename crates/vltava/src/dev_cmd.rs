@@ -25,8 +25,9 @@ enum DevCommand {
   vltava dev cluster --nodes 5 --base-port 29092
   vltava topic create orders --partitions 6 --replication-factor 3 -b 127.0.0.1:19092
 
-Node i listens for clients on base-port + i - 1 and for the quorum on base-port + 100 + i - 1;
-its data is in <data-dir>/node-i and its log in <data-dir>/node-i.log. A restart with the
+Node i listens for clients on base-port + i - 1, for the quorum on base-port + 100 + i - 1,
+and serves its metrics on http://127.0.0.1:(base-port + 200 + i - 1)/metrics (unless
+--override metrics.listeners=... says otherwise); its data is in <data-dir>/node-i and its log in <data-dir>/node-i.log. A restart with the
 same options resumes the same cluster. Stop one node with `kill -9` to watch failover.")]
     Cluster(ClusterArgs),
 }
@@ -52,7 +53,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     if !(1..=9).contains(&args.nodes) {
         bail!("--nodes must be between 1 and 9");
     }
-    if u32::from(args.base_port) + 100 + u32::from(args.nodes) > 65535 {
+    if u32::from(args.base_port) + 200 + u32::from(args.nodes) > 65535 {
         bail!(
             "--base-port {} leaves no room for the nodes' ports",
             args.base_port
@@ -63,6 +64,12 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the vltava executable")?;
     let client_port = |i: u16| args.base_port + i - 1;
     let quorum_port = |i: u16| args.base_port + 100 + i - 1;
+    let metrics_port = |i: u16| args.base_port + 200 + i - 1;
+    // The user's own metrics.listeners replaces ours (an empty one turns metrics off).
+    let own_metrics = !args
+        .overrides
+        .iter()
+        .any(|o| o.trim_start().starts_with("metrics.listeners="));
     let voters = (1..=args.nodes)
         .map(|i| format!("{i}@127.0.0.1:{}", quorum_port(i)))
         .collect::<Vec<_>>()
@@ -87,6 +94,12 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 "--override",
                 "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             ]);
+        if own_metrics {
+            cmd.args([
+                "--override",
+                &format!("metrics.listeners=http://127.0.0.1:{}", metrics_port(i)),
+            ]);
+        }
         for o in &args.overrides {
             cmd.args(["--override", o]);
         }
@@ -102,15 +115,33 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         args.nodes
     );
     for (i, child, log_path) in &mut children.0 {
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
         let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped");
-        BufReader::new(stdout).read_line(&mut line).ok();
-        match line.trim().strip_prefix("vltava: listening on ") {
-            Some(addr) => eprintln!("  node {i} ready on {addr}"),
-            None => bail!(
+        stdout.read_line(&mut line).ok();
+        let Some(addr) = line.trim().strip_prefix("vltava: listening on ") else {
+            bail!(
                 "node {i} did not start; its log is {} (a port in use? try --base-port)",
                 log_path.display()
-            ),
+            );
+        };
+        // The broker announces its metrics endpoint after its listeners, once it serves it.
+        let mut metrics = None;
+        while own_metrics && metrics.is_none() {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).unwrap_or(0) == 0 {
+                bail!(
+                    "node {i} stopped while starting; its log is {} (a port in use? try --base-port)",
+                    log_path.display()
+                );
+            }
+            metrics = line
+                .trim()
+                .strip_prefix("vltava: metrics on ")
+                .map(str::to_string);
+        }
+        match metrics {
+            Some(url) => eprintln!("  node {i} ready on {addr}, metrics on {url}"),
+            None => eprintln!("  node {i} ready on {addr}"),
         }
     }
     let bootstrap = (1..=args.nodes)

@@ -1018,15 +1018,16 @@ fn idempotent_produce_and_producers_describe() {
     .fails(2, "not GSSAPI");
 }
 
-/// `vltava dev cluster` starts three nodes, prints the bootstrap servers, and stops them all
-/// on SIGTERM; `vltava cluster describe` shows its brokers and metadata quorum.
+/// `vltava dev cluster` starts three nodes, prints the bootstrap servers, serves each node's
+/// metrics, and stops them all on SIGTERM; `vltava cluster describe` shows its brokers and
+/// metadata quorum.
 #[test]
 fn dev_cluster_and_cluster_describe() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    // Node i uses base + i - 1 and base + 100 + i - 1: a base chosen by the kernel, retried
+    // Node i uses base + i - 1, base + 100 + i - 1 and base + 200 + i - 1: a base chosen by the kernel, retried
     // if one of the others is taken.
-    let (mut child, bootstrap) = (0..5)
+    let (mut child, bootstrap, base) = (0..5)
         .find_map(|_| {
             let base = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -1061,7 +1062,7 @@ fn dev_cluster_and_cluster_describe() {
                 let _ = child.wait();
                 return None;
             }
-            Some((child, line.trim().to_string()))
+            Some((child, line.trim().to_string(), base))
         })
         .expect("dev cluster started");
     let addrs: Vec<&str> = bootstrap.split(',').collect();
@@ -1075,6 +1076,24 @@ fn dev_cluster_and_cluster_describe() {
     assert!((1..=3).contains(&q["leader_id"].as_i64().unwrap()), "{v}");
     let r = run(first, &w("cluster describe")).ok();
     assert!(r.stdout.contains("Metadata quorum: leader"), "{r:?}");
+    // Every node serves its metrics on base + 200 + i - 1.
+    for i in 0..3u16 {
+        use std::io::{Read, Write};
+        let mut http = std::net::TcpStream::connect(("127.0.0.1", base + 200 + i)).unwrap();
+        http.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut page = String::new();
+        http.read_to_string(&mut page).unwrap();
+        assert!(
+            page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"),
+            "node {}: {page}",
+            i + 1
+        );
+        assert!(
+            page.contains("kafka_network_requestmetrics_requests_total"),
+            "node {}: {page}",
+            i + 1
+        );
+    }
     // A replicated topic works on it.
     run(
         first,
