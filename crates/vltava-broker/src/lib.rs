@@ -28,6 +28,7 @@ pub mod replication_quota;
 mod replication_sim;
 pub mod request_metrics;
 pub mod security;
+pub mod topic_metrics;
 pub mod txn_coordinator;
 
 pub use broker::{

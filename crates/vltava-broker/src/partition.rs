@@ -118,6 +118,8 @@ pub struct Partition {
     durable_lock: Arc<Mutex<()>>,
     /// The broker's record of flush times, shared by its partitions.
     flush_times: Arc<crate::request_metrics::TimeHistogram>,
+    /// Its topic's BrokerTopicMetrics.
+    pub stats: crate::topic_metrics::TopicStats,
     /// Bit 0: leader-throttled here, bit 1: follower-throttled (see `leader_throttled`).
     throttled: AtomicU8,
     settings: Mutex<TopicSettings>,
@@ -149,6 +151,7 @@ impl Partition {
         log: Log,
         settings: TopicSettings,
         flush_times: Arc<crate::request_metrics::TimeHistogram>,
+        stats: crate::topic_metrics::TopicStats,
         now_ms: i64,
     ) -> Arc<Self> {
         let offsets = log.offsets();
@@ -177,6 +180,7 @@ impl Partition {
             flusher_stop: watch::channel(()).0,
             durable_lock: Arc::new(Mutex::new(())),
             flush_times,
+            stats,
             throttled: AtomicU8::new(throttle_bits(&settings, tp.partition, node_id)),
             settings: Mutex::new(settings),
         });

@@ -61,6 +61,8 @@ pub struct ReplicaManager {
     checkpoint_lock: Mutex<()>,
     /// The time of every partition flush that made offsets durable (Kafka's LogFlushStats).
     pub log_flushes: Arc<crate::request_metrics::TimeHistogram>,
+    /// BrokerTopicMetrics; each hosted partition counts into its topic's.
+    pub topic_metrics: crate::topic_metrics::BrokerTopicMetrics,
 }
 
 impl ReplicaManager {
@@ -75,6 +77,7 @@ impl ReplicaManager {
             fs,
             checkpoint_lock: Mutex::new(()),
             log_flushes: Arc::default(),
+            topic_metrics: Default::default(),
         }
     }
 
@@ -276,14 +279,17 @@ impl ReplicaManager {
         if let Some(offset) = clean_offset {
             log.init_clean_offset(Offset::new(offset), now_ms);
         }
+        let topic: Arc<str> = Arc::from(topic);
+        let stats = self.topic_metrics.topic(&topic);
         Ok(Partition::new(
-            Arc::from(topic),
+            topic,
             tp,
             self.node_id,
             registration,
             log,
             settings,
             Arc::clone(&self.log_flushes),
+            stats,
             now_ms,
         ))
     }

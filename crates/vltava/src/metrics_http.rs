@@ -57,6 +57,7 @@ pub async fn start(listeners: &[String], broker: Arc<Broker>) -> anyhow::Result<
                         &b.partitions.log_flushes,
                         &mut text,
                     );
+                    b.partitions.topic_metrics.render(&mut text);
                     (
                         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
                         text,

@@ -29,7 +29,7 @@ fn value(text: &str, name: &str) -> Option<f64> {
 }
 
 #[test]
-fn broker_serves_request_metrics() {
+fn broker_serves_request_and_topic_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let (guard, announced) =
         BrokerProcess::start_announcing(dir.path(), &["metrics.listeners=http://127.0.0.1:0"], 1);
@@ -175,6 +175,28 @@ fn broker_serves_request_metrics() {
     assert!(
         value(&text, "kafka_log_logflushstats_logflushrateandtimems_count")
             .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    // BrokerTopicMetrics: every record in once, and every batch out at least once, since the
+    // consumer read the topic from its start.
+    let topic = |name: &str| {
+        value(
+            &text,
+            &format!("kafka_server_brokertopicmetrics_{name}{{topic=\"metered\"}}"),
+        )
+        .unwrap_or_else(|| panic!("{name}: {text}"))
+    };
+    assert_eq!(topic("messagesin_total"), 50.0, "{text}");
+    let bytes_in = topic("bytesin_total");
+    assert!(bytes_in > 50.0 * 2.0 + 61.0, "{text}");
+    assert!(topic("bytesout_total") >= bytes_in, "{text}");
+    assert!(topic("totalproducerequests_total") >= 1.0, "{text}");
+    assert!(topic("totalfetchrequests_total") >= 1.0, "{text}");
+    assert_eq!(topic("failedproducerequests_total"), 0.0, "{text}");
+    assert_eq!(topic("failedfetchrequests_total"), 0.0, "{text}");
+    // The all-topics series include the topic's.
+    assert!(
+        value(&text, "kafka_server_brokertopicmetrics_messagesin_total").is_some_and(|n| n >= 50.0),
         "{text}"
     );
     guard.terminate();

@@ -57,8 +57,14 @@ fn read_all(
     max_bytes: usize,
     read_committed: bool,
     follower: Option<(NodeId, &ReplicationQuota)>,
-) -> (Vec<FetchableTopicResponse>, usize, Vec<FileRegion>) {
+) -> (
+    Vec<FetchableTopicResponse>,
+    usize,
+    Vec<FileRegion>,
+    Vec<Outcome>,
+) {
     let mut out: Vec<FetchableTopicResponse> = topics.to_vec();
+    let mut outcomes = Vec::with_capacity(targets.len());
     let mut total = 0usize;
     let mut regions = Vec::new();
     let now = now_ms();
@@ -175,10 +181,18 @@ fn read_all(
                 }
             }
         }
+        outcomes.push(if d.error_code != 0 {
+            Err(())
+        } else {
+            Ok(d.records.as_ref().map_or(0, |r| r.len() as u64))
+        });
         out[t.topic].partitions.push(d);
     }
-    (out, total, regions)
+    (out, total, regions, outcomes)
 }
+
+/// A fetched partition's record bytes, or its failure (BrokerTopicMetrics).
+type Outcome = Result<u64, ()>;
 
 /// Kafka's RackAwareReplicaSelector: a consumer in rack `rack` fetching from a leader in
 /// another rack is sent to an in-sync replica of the partition on a live broker in its
@@ -428,11 +442,22 @@ pub async fn handle(
         .await
         .ok();
     // Keeps only what the response holds; the rest returns to the budget now.
-    let finish = move |mut resp: FetchResponse, mut total: usize, mut regions: Vec<FileRegion>| {
+    let finish = |mut resp: FetchResponse,
+                  mut total: usize,
+                  mut regions: Vec<FileRegion>,
+                  outcomes: Vec<Outcome>| {
         if metered {
             total = meter_consumer(broker, ctx, &mut resp, total);
             if total == 0 {
                 regions.clear();
+            }
+        }
+        // A throttled consumer's answer went out without its records.
+        let sent = |o: Outcome| o.map(|bytes| if total == 0 { 0 } else { bytes });
+        for (t, o) in targets.iter().zip(outcomes) {
+            match &t.partition {
+                Some(p) => p.stats.fetched(sent(o), follower),
+                None => broker.partitions.topic_metrics.fetch_refused(),
             }
         }
         if let Some(h) = &mut hold {
@@ -455,7 +480,7 @@ pub async fn handle(
         for w in &mut watches {
             w.borrow_and_update();
         }
-        let (out, total, regions) =
+        let (out, total, regions, outcomes) =
             read_all(&targets, &topics, max_bytes, read_committed, as_replica);
         let has_error = targets.iter().any(|t| t.error.is_some())
             || out
@@ -469,12 +494,12 @@ pub async fn handle(
             || broker.is_shutting_down()
         {
             resp.responses = out;
-            return finish(resp, total, regions);
+            return finish(resp, total, regions, outcomes);
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         if remaining.is_zero() {
             resp.responses = out;
-            return finish(resp, total, regions);
+            return finish(resp, total, regions, outcomes);
         }
         let changed = select_all(watches.iter_mut().map(|w| w.changed().boxed()));
         let woke = tokio::select! {
@@ -485,10 +510,10 @@ pub async fn handle(
         };
         if !woke {
             // A partition went away (topic deleted): answer with what there is.
-            let (out, total, regions) =
+            let (out, total, regions, outcomes) =
                 read_all(&targets, &topics, max_bytes, read_committed, as_replica);
             resp.responses = out;
-            return finish(resp, total, regions);
+            return finish(resp, total, regions, outcomes);
         }
     }
 }

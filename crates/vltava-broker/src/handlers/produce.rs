@@ -272,10 +272,11 @@ fn append_one(
             {
                 Ok(b) => Some(b),
                 Err(e) => {
+                    p.stats.produced(Err(()));
                     return (
                         partition_error(index, record_error_code(&e), Some(e.to_string())),
                         None,
-                    )
+                    );
                 }
             }
         }
@@ -284,18 +285,29 @@ fn append_one(
     let info = match p.append_as_leader_guarded(batches, now_ms(), |_| Ok(()), guard) {
         Ok(i) => i,
         Err(AppendError::NotLeader(m)) => {
+            p.stats.produced(Err(()));
             return (
                 partition_error(index, ErrorCode::NotLeaderOrFollower, Some(m)),
                 None,
-            )
+            );
         }
         Err(AppendError::Storage(e)) => {
+            p.stats.produced(Err(()));
             return (
                 partition_error(index, storage_error_code(&e), Some(e.to_string())),
                 None,
-            )
+            );
         }
     };
+    // A producer's retry of a batch already in the log appends nothing.
+    p.stats.produced(Ok(if info.duplicate {
+        (0, 0)
+    } else {
+        (
+            (info.last_offset.get() - info.base_offset.get() + 1) as u64,
+            batches.len() as u64,
+        )
+    }));
     let end = info.last_offset.next().get();
     let wait = match settings.flush_messages {
         // acks=all waits for the ISR; fsynced here too unless the topic flushes on a
@@ -414,7 +426,10 @@ pub fn handle(
     for (ti, (mut tr, plans)) in planned.into_iter().enumerate() {
         for (index, plan) in plans {
             let entry = match plan {
-                Plan::Answer(r) => r,
+                Plan::Answer(r) => {
+                    broker.partitions.topic_metrics.produce_refused();
+                    r
+                }
                 Plan::Append(p, records, guard) => {
                     let (r, wait) = append_one(&p, index, records, acks, guard);
                     if let Some((p, end, what)) = wait {
