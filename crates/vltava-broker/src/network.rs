@@ -308,9 +308,9 @@ struct AppendJob {
 
 /// The produce requests of one connection, handled in arrival order on a blocking thread
 /// (appends write files, roll segments and decompress) while the connection goes on reading
-/// and decoding the next frames, up to [`APPEND_AHEAD_BYTES`] ahead. Every request that queued while one run was busy goes into
-/// the next run, so a client that pipelines many small requests pays one thread hand-off
-/// per run rather than per request. Appends of one connection stay in order; `done` counts
+/// and decoding the next frames, up to [`APPEND_AHEAD_BYTES`] ahead. Every request that
+/// queued while one run was busy goes into the next run, so a client that pipelines many
+/// small requests pays one thread hand-off per run rather than per request. Appends of one connection stay in order; `done` counts
 /// the requests handled, for requests of other kinds to wait on.
 struct AppendLane {
     jobs: mpsc::UnboundedSender<AppendJob>,
@@ -374,6 +374,13 @@ impl AppendLane {
         }
     }
 
+    /// Counts a request of `size` bytes submitted.
+    fn count_submitted(&mut self, size: usize) {
+        self.submitted += 1;
+        self.queued.push_back((self.submitted, size));
+        self.queued_bytes += size;
+    }
+
     /// Waits until the requests queued for the lane hold fewer than `limit` bytes.
     async fn wait_below(&mut self, limit: usize) {
         loop {
@@ -413,9 +420,7 @@ impl AppendLane {
                 reply,
             })
             .ok()?;
-        self.submitted += 1;
-        self.queued.push_back((self.submitted, size));
-        self.queued_bytes += size;
+        self.count_submitted(size);
         Some(Box::pin(async move {
             match answer.await {
                 Ok(Ok(pending)) => pending.await,
@@ -1010,9 +1015,7 @@ mod tests {
             queued_bytes: 0,
         };
         for &size in sizes {
-            lane.submitted += 1;
-            lane.queued.push_back((lane.submitted, size));
-            lane.queued_bytes += size;
+            lane.count_submitted(size);
         }
         (lane, done_tx)
     }

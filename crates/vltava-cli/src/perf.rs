@@ -105,8 +105,8 @@ pub struct FloorArgs {
     /// there and removed
     #[arg(long, value_name = "DIR")]
     pub dir: std::path::PathBuf,
-    /// MiB moved by each probe
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    /// MiB moved by each probe (at most 1 TiB)
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     pub size_mb: u64,
     /// Rounds of every probe; each figure is the least of them
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]

@@ -562,6 +562,10 @@ fn usage_errors_exit_2() {
         (&["perf", "produce"], "--topic"),
         (&w("perf produce --topic t --throughput 0"), "--throughput"),
         (&w("perf floor --dir . --size-mb 0"), "--size-mb"),
+        (
+            &w("perf floor --dir . --size-mb 18446744073709551615"),
+            "--size-mb",
+        ),
         (&["completions", "tcsh"], "invalid value"),
         (&w("topic list -o yaml"), "invalid value"),
     ] {
