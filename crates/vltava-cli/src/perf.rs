@@ -1,7 +1,7 @@
 //! `vltava perf produce|consume`: throughput and latency, like Kafka's
 //! `kafka-producer-perf-test` and `kafka-consumer-perf-test`.
 //!
-//! The produce loop is one thread with a `BaseProducer`: one reused payload buffer, the send
+//! The produce loop is one thread per `BaseProducer`: one reused payload buffer, the send
 //! time carried in the delivery opaque (no allocation per record), delivery reports served
 //! by `poll` between sends, latency = send to delivery report, in an HDR histogram.
 
@@ -288,7 +288,7 @@ pub struct ProduceArgs {
     /// Records per transaction with --transactional-id
     #[arg(long, default_value_t = 10_000, requires = "transactional_id")]
     pub transaction_size: u64,
-    /// Producers (each its own client and connections) taking the records in turn
+    /// Producers, each its own client, connections and thread, sending an equal share
     #[arg(long, default_value_t = 1)]
     pub clients: usize,
 }
@@ -653,60 +653,60 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
     let payload = payload(a.record_size);
     let stop = client::stop_flag();
     let pb = progress(Some(a.num_records), &settings);
-    let rate = (a.throughput > 0).then_some(a.throughput as f64);
+    let rate = (a.throughput > 0).then_some(a.throughput as f64 / a.clients as f64);
     let topic = a.topic.as_str();
-    let mut sent = 0u64;
-    let mut send_error = None;
+    let share = |i: usize| {
+        a.num_records / a.clients as u64 + u64::from((i as u64) < a.num_records % a.clients as u64)
+    };
     let begin = Instant::now();
-    'send: while sent < a.num_records {
-        if sent & 1023 == 0 {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            pb.set_position(delivered());
+    let shared = Shared {
+        topic,
+        payload: &payload,
+        rate,
+        stop: &stop,
+        begin,
+    };
+    let (sent, send_error) = if transactional || producers.len() == 1 {
+        let txn = transactional.then_some((a.transaction_size, txn_timeout));
+        match send_share(producer, a.num_records, &shared, txn, &|| {
+            pb.set_position(delivered())
+        }) {
+            Ok(sent) => (sent, None),
+            Err(SendFailure::Kafka(e, sent)) => (sent, Some(e)),
+            Err(SendFailure::Transaction(context, e)) => return Err(txn_error(context, e)),
         }
-        let producer = &producers[(sent % producers.len() as u64) as usize];
-        if let Some(rate) = rate {
-            // Kafka's ThroughputThrottler: never ahead of sent/rate seconds.
-            let due = begin + Duration::from_secs_f64(sent as f64 / rate);
-            loop {
-                let now = Instant::now();
-                if now >= due {
-                    break;
+    } else {
+        // One thread per producer, as separate applications would run: one thread taking
+        // every producer in turn spent its time switching between their clients' threads.
+        let shared = &shared;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = producers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| scope.spawn(move || send_share(p, share(i), shared, None, &|| {})))
+                .collect();
+            while !handles.iter().all(|h| h.is_finished()) {
+                pb.set_position(delivered());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let mut total = 0;
+            let mut first = None;
+            for h in handles {
+                match h.join().expect("a producer thread panicked") {
+                    Ok(sent) => total += sent,
+                    Err(SendFailure::Kafka(e, sent)) => {
+                        total += sent;
+                        first.get_or_insert(e);
+                    }
+                    // Only a lone producer runs transactions.
+                    Err(SendFailure::Transaction(_, e)) => {
+                        first.get_or_insert(e);
+                    }
                 }
-                producer.poll(due - now);
             }
-        }
-        let sent_ns = start.elapsed().as_nanos() as usize;
-        let mut record = BaseRecord::with_opaque_to(topic, sent_ns).payload(&payload[..]);
-        loop {
-            match producer.send::<(), [u8]>(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(1));
-                }
-                Err((e, _)) => {
-                    send_error = Some(e);
-                    break 'send;
-                }
-            }
-        }
-        sent += 1;
-        if sent & 63 == 0 {
-            producer.poll(Duration::ZERO);
-        }
-        if transactional && (sent.is_multiple_of(a.transaction_size) || sent == a.num_records) {
-            producer
-                .commit_transaction(txn_timeout)
-                .map_err(|e| txn_error("cannot commit a transaction", e))?;
-            if sent < a.num_records {
-                producer
-                    .begin_transaction()
-                    .map_err(|e| txn_error("cannot begin a transaction", e))?;
-            }
-        }
-    }
+            (total, first)
+        })
+    };
     for p in &producers {
         while p.in_flight_count() > 0 {
             p.poll(Duration::from_millis(50));
@@ -761,6 +761,88 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// What every producer thread of a run shares.
+struct Shared<'a> {
+    topic: &'a str,
+    payload: &'a [u8],
+    /// Records per second for this producer, if limited.
+    rate: Option<f64>,
+    stop: &'a std::sync::atomic::AtomicBool,
+    begin: Instant,
+}
+
+enum SendFailure {
+    /// A send failed after this many records were sent.
+    Kafka(KafkaError, u64),
+    Transaction(&'static str, KafkaError),
+}
+
+/// Sends `count` records through one producer, serving its delivery reports between sends;
+/// with `txn` = (records per transaction, timeout), commits every that many records.
+fn send_share(
+    producer: &BaseProducer<PerfContext>,
+    count: u64,
+    s: &Shared,
+    txn: Option<(u64, Duration)>,
+    tick: &dyn Fn(),
+) -> Result<u64, SendFailure> {
+    let start = producer.context().start;
+    let mut sent = 0u64;
+    while sent < count {
+        if sent & 1023 == 0 {
+            if s.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            tick();
+        }
+        if let Some(rate) = s.rate {
+            // Kafka's ThroughputThrottler: never ahead of sent/rate seconds.
+            let due = s.begin + Duration::from_secs_f64(sent as f64 / rate);
+            loop {
+                let now = Instant::now();
+                if now >= due {
+                    break;
+                }
+                producer.poll(due - now);
+            }
+        }
+        let sent_ns = start.elapsed().as_nanos() as usize;
+        let mut record = BaseRecord::with_opaque_to(s.topic, sent_ns).payload(s.payload);
+        loop {
+            match producer.send::<(), [u8]>(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(SendFailure::Kafka(e, sent)),
+            }
+        }
+        sent += 1;
+        if sent & 63 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+        if let Some((size, timeout)) = txn {
+            if sent.is_multiple_of(size) || sent == count {
+                producer
+                    .commit_transaction(timeout)
+                    .map_err(|e| SendFailure::Transaction("cannot commit a transaction", e))?;
+                if sent < count {
+                    producer
+                        .begin_transaction()
+                        .map_err(|e| SendFailure::Transaction("cannot begin a transaction", e))?;
+                }
+            }
+        }
+    }
+    // Delivery reports are served here, on the producer's own thread, so a report's latency
+    // is its own and not its turn in a queue of producers.
+    while producer.in_flight_count() > 0 && !s.stop.load(Ordering::Relaxed) {
+        producer.poll(Duration::from_millis(50));
+    }
+    Ok(sent)
 }
 
 #[derive(Debug, Serialize)]
