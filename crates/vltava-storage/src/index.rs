@@ -2,8 +2,9 @@
 //!
 //! `.index`: 8-byte entries `(relative offset u32, file position u32)`.
 //! `.timeindex`: 12-byte entries `(max timestamp so far i64, relative offset u32)`.
-//! Both are kept in memory (they are small: one entry per `index.interval.bytes`) and mirrored
-//! to their files, which are only trusted after a check on load.
+//! Both are kept in memory (they are small: one entry per `index.interval.bytes`) and written
+//! to their files before the log is fsynced and when its segment is sealed; the files are only
+//! trusted after a check on load.
 
 /// One offset-index entry: the batch starting at or before `offset` is at byte `position`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

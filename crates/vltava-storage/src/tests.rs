@@ -1476,3 +1476,44 @@ fn a_follower_behind_the_leaders_log_start_starts_over_there() {
     );
     assert_eq!(read_all(&log), [(100, 100)]);
 }
+
+#[test]
+fn index_entries_reach_their_files_at_flush_seal_and_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        index_interval_bytes: 1,
+        ..LogConfig::default()
+    };
+    let index_len = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let log = open(dir.path(), cfg.clone(), true);
+    for i in 0..10 {
+        log.append(&mut batch(1, i, 100), 0, 0).unwrap();
+    }
+    // Appends keep their entries in memory: a small batch costs one write.
+    assert_eq!(index_len("00000000000000000000.index"), 0);
+    assert_eq!(index_len("00000000000000000000.timeindex"), 0);
+    log.flush().unwrap();
+    assert_eq!(index_len("00000000000000000000.index"), 10 * 8);
+    assert_eq!(index_len("00000000000000000000.timeindex"), 10 * 12);
+    for i in 10..15 {
+        log.append(&mut batch(1, i, 100), 0, 0).unwrap();
+    }
+    log.close().unwrap();
+    drop(log);
+    assert_eq!(index_len("00000000000000000000.index"), 15 * 8);
+    // The files are trusted at the next open and lookups use them.
+    let log = open(dir.path(), cfg, true);
+    assert_eq!(
+        log.offset_for_timestamp(12).unwrap(),
+        Some((Offset::new(12), 12))
+    );
+    let r = log
+        .read(Offset::new(13), Offset::new(i64::MAX), 1, true)
+        .unwrap();
+    assert_eq!(BatchHeader::parse(&r.records).unwrap().base_offset, 13);
+    log.close().unwrap();
+}
