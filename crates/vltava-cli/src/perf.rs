@@ -664,15 +664,16 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
         payload: &payload,
         rate,
         stop: &stop,
+        failed: std::sync::atomic::AtomicBool::new(false),
         begin,
     };
-    let (sent, send_error) = if transactional || producers.len() == 1 {
+    let (sent, send_error, ended) = if transactional || producers.len() == 1 {
         let txn = transactional.then_some((a.transaction_size, txn_timeout));
         match send_share(producer, a.num_records, &shared, txn, &|| {
             pb.set_position(delivered())
         }) {
-            Ok(sent) => (sent, None),
-            Err(SendFailure::Kafka(e, sent)) => (sent, Some(e)),
+            Ok(sent) => (sent, None, Instant::now()),
+            Err(SendFailure::Kafka(e, sent)) => (sent, Some(e), Instant::now()),
             Err(SendFailure::Transaction(context, e)) => return Err(txn_error(context, e)),
         }
     } else {
@@ -683,7 +684,12 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
             let handles: Vec<_> = producers
                 .iter()
                 .enumerate()
-                .map(|(i, p)| scope.spawn(move || send_share(p, share(i), shared, None, &|| {})))
+                .map(|(i, p)| {
+                    scope.spawn(move || {
+                        let r = send_share(p, share(i), shared, None, &|| {});
+                        (r, Instant::now())
+                    })
+                })
                 .collect();
             while !handles.iter().all(|h| h.is_finished()) {
                 pb.set_position(delivered());
@@ -691,8 +697,12 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
             }
             let mut total = 0;
             let mut first = None;
+            // The rate is the producers' own: not rounded up to this thread's next look.
+            let mut ended = begin;
             for h in handles {
-                match h.join().expect("a producer thread panicked") {
+                let (result, end) = h.join().expect("a producer thread panicked");
+                ended = ended.max(end);
+                match result {
                     Ok(sent) => total += sent,
                     Err(SendFailure::Kafka(e, sent)) => {
                         total += sent;
@@ -704,16 +714,22 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
                     }
                 }
             }
-            (total, first)
+            (total, first, ended)
         })
     };
+    let mut ended = Some(ended);
     for p in &producers {
         while p.in_flight_count() > 0 {
+            // A producer that stopped early left records in flight.
+            ended = None;
             p.poll(Duration::from_millis(50));
             pb.set_position(delivered());
         }
     }
-    let elapsed = begin.elapsed().as_secs_f64();
+    let elapsed = ended
+        .unwrap_or_else(Instant::now)
+        .duration_since(begin)
+        .as_secs_f64();
     pb.finish_and_clear();
     if let Some(e) = send_error {
         return Err(Error::Kafka {
@@ -770,7 +786,15 @@ struct Shared<'a> {
     /// Records per second for this producer, if limited.
     rate: Option<f64>,
     stop: &'a std::sync::atomic::AtomicBool,
+    /// Set by the first producer whose send fails, so the others stop too.
+    failed: std::sync::atomic::AtomicBool,
     begin: Instant,
+}
+
+impl Shared<'_> {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.failed.load(Ordering::Relaxed)
+    }
 }
 
 enum SendFailure {
@@ -791,10 +815,10 @@ fn send_share(
     let start = producer.context().start;
     let mut sent = 0u64;
     while sent < count {
+        if s.stopping() {
+            break;
+        }
         if sent & 1023 == 0 {
-            if s.stop.load(Ordering::Relaxed) {
-                break;
-            }
             tick();
         }
         if let Some(rate) = s.rate {
@@ -817,7 +841,10 @@ fn send_share(
                     record = r;
                     producer.poll(Duration::from_millis(1));
                 }
-                Err((e, _)) => return Err(SendFailure::Kafka(e, sent)),
+                Err((e, _)) => {
+                    s.failed.store(true, Ordering::Relaxed);
+                    return Err(SendFailure::Kafka(e, sent));
+                }
             }
         }
         sent += 1;
@@ -839,7 +866,7 @@ fn send_share(
     }
     // Delivery reports are served here, on the producer's own thread, so a report's latency
     // is its own and not its turn in a queue of producers.
-    while producer.in_flight_count() > 0 && !s.stop.load(Ordering::Relaxed) {
+    while producer.in_flight_count() > 0 && !s.stopping() {
         producer.poll(Duration::from_millis(50));
     }
     Ok(sent)

@@ -847,6 +847,12 @@ impl Segment {
         if n == st.offset_index.entries.len() && tn == st.time_index.entries.len() {
             return Ok(());
         }
+        if self.handles.lock().hold == Hold::Replaced {
+            // Its paths now name the cleaned segment's files, which have indexes of their own.
+            st.offset_entries_written = st.offset_index.entries.len();
+            st.time_entries_written = st.time_index.entries.len();
+            return Ok(());
+        }
         let pending = st.offset_index.entries.get(n..).unwrap_or_default();
         let mut idx = Vec::with_capacity(pending.len() * OFFSET_ENTRY_LEN);
         for e in pending {
