@@ -64,6 +64,14 @@ impl OffsetIndex {
         out
     }
 
+    /// `entries` in the file's layout, back to back.
+    pub fn encode(entries: &[OffsetEntry]) -> Vec<u8> {
+        entries
+            .iter()
+            .flat_map(|e| Self::encode_entry(*e))
+            .collect()
+    }
+
     /// Position of the last indexed batch that starts at or before `relative_offset`.
     pub fn lookup(&self, relative_offset: u32) -> u32 {
         let i = self
@@ -108,6 +116,14 @@ impl TimeIndex {
         out[0..8].copy_from_slice(&e.timestamp.to_be_bytes());
         out[8..12].copy_from_slice(&e.relative_offset.to_be_bytes());
         out
+    }
+
+    /// `entries` in the file's layout, back to back.
+    pub fn encode(entries: &[TimeEntry]) -> Vec<u8> {
+        entries
+            .iter()
+            .flat_map(|e| Self::encode_entry(*e))
+            .collect()
     }
 
     /// Relative offset from which to scan for the first record with timestamp `>= ts`: the

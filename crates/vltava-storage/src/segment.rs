@@ -594,14 +594,8 @@ impl Segment {
         let mut st = self.state.lock();
         st.offset_entries_written = st.offset_index.entries.len();
         st.time_entries_written = st.time_index.entries.len();
-        let mut idx = Vec::with_capacity(st.offset_index.entries.len() * OFFSET_ENTRY_LEN);
-        for e in &st.offset_index.entries {
-            idx.extend_from_slice(&OffsetIndex::encode_entry(*e));
-        }
-        let mut tidx = Vec::with_capacity(st.time_index.entries.len() * TIME_ENTRY_LEN);
-        for e in &st.time_index.entries {
-            tidx.extend_from_slice(&TimeIndex::encode_entry(*e));
-        }
+        let idx = OffsetIndex::encode(&st.offset_index.entries);
+        let tidx = TimeIndex::encode(&st.time_index.entries);
         drop(st);
         // Synced, because a sealed segment's indexes are trusted at the next load.
         self.with_indexes(|[index, time]| {
@@ -853,16 +847,8 @@ impl Segment {
             st.time_entries_written = st.time_index.entries.len();
             return Ok(());
         }
-        let pending = st.offset_index.entries.get(n..).unwrap_or_default();
-        let mut idx = Vec::with_capacity(pending.len() * OFFSET_ENTRY_LEN);
-        for e in pending {
-            idx.extend_from_slice(&OffsetIndex::encode_entry(*e));
-        }
-        let pending = st.time_index.entries.get(tn..).unwrap_or_default();
-        let mut tidx = Vec::with_capacity(pending.len() * TIME_ENTRY_LEN);
-        for e in pending {
-            tidx.extend_from_slice(&TimeIndex::encode_entry(*e));
-        }
+        let idx = OffsetIndex::encode(st.offset_index.entries.get(n..).unwrap_or_default());
+        let tidx = TimeIndex::encode(st.time_index.entries.get(tn..).unwrap_or_default());
         self.with_indexes(|[index, time]| {
             if !idx.is_empty() {
                 index
