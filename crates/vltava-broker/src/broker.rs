@@ -146,6 +146,45 @@ impl BrokerHandle {
     }
 }
 
+/// Binds a listener as `TcpListener::bind` does (each resolved address in turn,
+/// `SO_REUSEADDR`), with `socket.receive.buffer.bytes` set before `listen`: accepted sockets
+/// inherit it, and the window scale is agreed in the handshake, before any later change.
+async fn bind_listener(addr: &str, recv_buffer: Option<usize>) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(u32::try_from(size).unwrap_or(u32::MAX))?;
+        }
+        match socket.bind(a).and_then(|()| socket.listen(1024)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "address resolved to nothing",
+        )
+    }))
+}
+
+/// An accepted connection's socket options: no Nagle delay on answers, and
+/// `socket.send.buffer.bytes`.
+fn tune_accepted(stream: &tokio::net::TcpStream, send_buffer: Option<usize>) {
+    let _ = stream.set_nodelay(true);
+    if let Some(size) = send_buffer {
+        if let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(stream, size) {
+            tracing::warn!(error = %e, "socket.send.buffer.bytes not applied");
+        }
+    }
+}
+
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrokerError {
     let context = context.into();
     move |source| BrokerError::Io { context, source }
@@ -543,7 +582,7 @@ pub async fn start_with(
     let mut bound = Vec::new();
     let mut sockets = Vec::new();
     for (l, (tls, sasl, principal_rules)) in config.listeners.iter().zip(security) {
-        let socket = TcpListener::bind(&l.bind)
+        let socket = bind_listener(&l.bind, config.socket_receive_buffer_bytes())
             .await
             .map_err(io(format!("bind {} ({})", l.bind, l.name)))?;
         let local_addr = socket.local_addr().map_err(io("local addr"))?;
@@ -681,7 +720,7 @@ async fn run(
                     _ = shutdown.changed() => break,
                     accepted = socket.accept() => match accepted {
                         Ok((stream, peer)) => {
-                            let _ = stream.set_nodelay(true);
+                            tune_accepted(&stream, broker.config.socket_send_buffer_bytes());
                             connections.spawn(Arc::clone(&broker), stream, &listener, peer, shutdown.clone());
                         }
                         Err(e) => {
@@ -1372,5 +1411,31 @@ mod tests {
         }
         assert_eq!(encode_cluster_id([0; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
         assert_eq!(encode_cluster_id([0xff; 16]), "_____________________w");
+    }
+
+    /// Linux reports twice the size asked for (the kernel's bookkeeping share), so the
+    /// sizes are chosen to differ from every default once doubled.
+    #[tokio::test]
+    async fn socket_buffer_configs_reach_accepted_sockets() {
+        use rustix::net::sockopt::{socket_recv_buffer_size, socket_send_buffer_size};
+        let listener = bind_listener("127.0.0.1:0", Some(40_000)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (stream, _) = accepted.unwrap();
+        tune_accepted(&stream, Some(50_000));
+        assert_eq!(socket_recv_buffer_size(&stream).unwrap(), 80_000);
+        assert_eq!(socket_send_buffer_size(&stream).unwrap(), 100_000);
+
+        let listener = bind_listener("127.0.0.1:0", None).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (stream, _) = accepted.unwrap();
+        let send_before = socket_send_buffer_size(&stream).unwrap();
+        tune_accepted(&stream, None);
+        assert_ne!(socket_recv_buffer_size(&stream).unwrap(), 80_000);
+        assert_eq!(socket_send_buffer_size(&stream).unwrap(), send_before);
+        assert!(stream.nodelay().unwrap());
     }
 }

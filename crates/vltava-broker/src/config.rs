@@ -428,6 +428,16 @@ impl BrokerConfig {
         self.get_i64("socket.request.max.bytes") as usize
     }
 
+    /// `socket.receive.buffer.bytes`: `None` (-1) keeps the kernel's default and autotuning.
+    pub fn socket_receive_buffer_bytes(&self) -> Option<usize> {
+        usize::try_from(self.get_i64("socket.receive.buffer.bytes")).ok()
+    }
+
+    /// `socket.send.buffer.bytes`: `None` (-1) keeps the kernel's default and autotuning.
+    pub fn socket_send_buffer_bytes(&self) -> Option<usize> {
+        usize::try_from(self.get_i64("socket.send.buffer.bytes")).ok()
+    }
+
     /// Kafka's `sasl.server.max.receive.size`: the largest frame read before a SASL
     /// connection is authenticated.
     pub fn sasl_server_max_receive_size(&self) -> usize {
