@@ -19,6 +19,7 @@
 #   RECORDS_1K=200000 RECORDS_100=500000 bench/run.sh   # smaller
 #   SKIP_BUILD=1 bench/run.sh         # reuse the built binary ($VLTAVA_BIN to pick another)
 #   COMPRESSION=lz4 bench/run.sh      # producer compression: none (default), gzip, snappy, lz4, zstd
+#   COLD=1 bench/run.sh               # produce into never-touched memory (no recycling run first)
 #
 # The client and the broker share the machine: numbers measure both together.
 set -euo pipefail
@@ -108,6 +109,18 @@ broker_quantiles() {
             print out
         }' "$1" "$2"
 }
+# A broker that has run a while writes into page-cache memory it recycles; a fresh VM's free
+# memory costs a host fault per page on first touch (see bench/README.md, "The machine's
+# floor"), which made one workload's CPU per GB move by 3x between runs. So before each
+# measured produce the same volume goes to a topic that is then deleted, and the measured
+# run writes into the memory that frees, as the floor's probes do. COLD=1 skips this.
+recycle_page_cache() { # PARTITIONS RECORDS SIZE
+    [[ -n "${COLD:-}" ]] && return 0
+    "$BIN" topic create bench-recycle --partitions "$1" >/dev/null
+    "$BIN" perf produce --topic bench-recycle --num-records "$2" --record-size "$3" --acks 1 \
+        --compression "$COMPRESSION" -o json >/dev/null
+    "$BIN" topic delete bench-recycle >/dev/null
+}
 # CPU-seconds per GB of record values: cpu_per_gb START END RECORDS SIZE
 cpu_per_gb() { awk -v a="$1" -v b="$2" -v n="$3" -v s="$4" 'BEGIN { printf "%.2f", (b - a) / (n * s / 1e9) }'; }
 
@@ -160,6 +173,7 @@ for partitions in 1 8; do
             topic="bench-p$partitions-s$size-a$acks"
             echo "bench: $topic, $n records" >&2
             "$BIN" topic create "$topic" --partitions "$partitions" >/dev/null
+            recycle_page_cache "$partitions" "$n" "$size"
             cpu0=$(broker_cpu_s)
             p=$("$BIN" perf produce --topic "$topic" --num-records "$n" \
                 --record-size "$size" --acks "$acks" --compression "$COMPRESSION" -o json)
@@ -207,6 +221,7 @@ for shape in "8 1" "1000 100"; do
     topic="bench-many-p$parts"
     echo "bench: $topic, $clients producers and consumers, $RECORDS_1K records" >&2
     "$BIN" topic create "$topic" --partitions "$parts" >/dev/null
+    recycle_page_cache "$parts" "$RECORDS_1K" 1024
     cpu0=$(broker_cpu_s)
     p=$("$BIN" perf produce --topic "$topic" --num-records "$RECORDS_1K" --record-size 1024 \
         --acks 1 --clients "$clients" --compression "$COMPRESSION" -o json)
