@@ -23,6 +23,7 @@ pub mod quorum_transport;
 pub mod quota;
 pub mod replica_fetcher;
 pub mod replica_manager;
+pub mod replica_metrics;
 pub mod replication_quota;
 #[cfg(test)]
 mod replication_sim;

@@ -832,6 +832,21 @@ impl Partition {
         self.log.is_poisoned()
     }
 
+    /// What the ReplicaManager gauges count of this partition, read without copying.
+    /// One lock at a time: a struct literal would hold every guard to its end.
+    pub fn replica_state(&self) -> crate::replica_metrics::ReplicaState {
+        let replicas = self.replicas.read().len();
+        let isr = self.isr.read().len();
+        let min_insync_replicas = self.settings.lock().min_insync_replicas;
+        crate::replica_metrics::ReplicaState {
+            leader: self.is_leader(),
+            replicas,
+            isr,
+            min_insync_replicas,
+            offline: self.is_poisoned(),
+        }
+    }
+
     /// Brings a log poisoned by a failed write or fsync (a full disk, say) back once the disk
     /// works again, at its last durable offset, without a restart. Returns whether it did.
     pub(crate) fn recover(self: &Arc<Self>, now_ms: i64) -> Result<bool, StorageError> {

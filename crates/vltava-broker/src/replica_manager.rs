@@ -114,6 +114,13 @@ impl ReplicaManager {
         self.partitions.read().values().cloned().collect()
     }
 
+    /// Kafka's ReplicaManager gauges over the partitions hosted now.
+    pub fn replica_gauges(&self) -> crate::replica_metrics::ReplicaGauges {
+        crate::replica_metrics::ReplicaGauges::of(
+            self.partitions.read().values().map(|p| p.replica_state()),
+        )
+    }
+
     fn settings(&self, image: &MetadataImage, topic: &str) -> TopicSettings {
         topic_settings(self.config.layers(image, Some(topic)))
     }

@@ -58,6 +58,7 @@ pub async fn start(listeners: &[String], broker: Arc<Broker>) -> anyhow::Result<
                         &mut text,
                     );
                     b.partitions.topic_metrics.render(&mut text);
+                    b.partitions.replica_gauges().render(&mut text);
                     (
                         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
                         text,

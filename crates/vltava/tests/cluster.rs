@@ -702,11 +702,44 @@ fn set_topic_config(admin: &AdminClient<DefaultClientContext>, topic: &str, k: &
 /// `min.insync.replicas=3` an acks=all write waiting on it is answered
 /// NOT_ENOUGH_REPLICAS_AFTER_APPEND and later ones NOT_ENOUGH_REPLICAS, while acks=1 goes on;
 /// at 2 acks=all goes on too. Continued, the follower catches up and rejoins the ISR, and
-/// the replicas end identical.
+/// the replicas end identical. Meanwhile the leader's ReplicaManager gauges count the
+/// partition under-replicated and under, then at, `min.insync.replicas`.
 #[test]
 fn a_stopped_follower_leaves_the_isr_and_rejoins() {
     let dir = tempfile::tempdir().unwrap();
-    let (nodes, _, _) = start_cluster_with(dir.path(), &["replica.lag.time.max.ms=1500"]);
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let metrics_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let voters = voters_on(&ports);
+    let children: Vec<Child> = (1..=3)
+        .map(|id| {
+            let metrics = format!(
+                "metrics.listeners=http://127.0.0.1:{}",
+                metrics_ports[id as usize - 1]
+            );
+            let extra = ["replica.lag.time.max.ms=1500", metrics.as_str()];
+            spawn_with(dir.path(), id, &voters, ports[id as usize - 1], &extra)
+        })
+        .collect();
+    let nodes: Vec<Node> = children
+        .into_iter()
+        .zip(1..)
+        .map(|(c, id)| ready(c, id))
+        .collect();
+    let gauges = |node: i32| {
+        let text = crate::metrics::scrape(SocketAddr::from((
+            [127, 0, 0, 1],
+            metrics_ports[node as usize - 1],
+        )));
+        let gauge = |name: &str| {
+            crate::metrics::value(&text, &format!("kafka_server_replicamanager_{name}"))
+                .unwrap_or_else(|| panic!("no {name}: {text}"))
+        };
+        (
+            gauge("underreplicatedpartitions"),
+            gauge("underminisrpartitioncount"),
+            gauge("atminisrpartitioncount"),
+        )
+    };
     let rt = common::runtime();
     let admin: AdminClient<DefaultClientContext> =
         common::client_config(nodes[0].addr).create().unwrap();
@@ -746,6 +779,12 @@ fn a_stopped_follower_leaves_the_isr_and_rejoins() {
         },
     );
     assert!(!isr.1.contains(&follower.id));
+    let (under_replicated, under_min_isr, _) = gauges(leader);
+    assert!(
+        under_replicated >= 1.0 && under_min_isr >= 1.0,
+        "{:?}",
+        gauges(leader)
+    );
     assert_eq!(
         raw.produce_values("isr", -1, &[b"c"]).0,
         19,
@@ -760,6 +799,11 @@ fn a_stopped_follower_leaves_the_isr_and_rejoins() {
     wait_for("acks=all accepted again", Duration::from_secs(10), || {
         (raw.produce_values("isr", -1, &[b"e"]).0 == 0).then_some(())
     });
+    // `isr` is now at its minimum; other partitions this leader shares with the stopped
+    // follower may be too.
+    let (_, under_min_isr, at_min_isr) = gauges(leader);
+    assert!(at_min_isr >= 1.0, "{:?}", gauges(leader));
+    assert_eq!(under_min_isr, 0.0, "{:?}", gauges(leader));
 
     signal(follower, "-CONT");
     wait_for(
@@ -771,6 +815,11 @@ fn a_stopped_follower_leaves_the_isr_and_rejoins() {
         },
     );
     assert_eq!(raw.produce_values("isr", -1, &[b"f"]).0, 0);
+    wait_for(
+        "no partition under-replicated on the leader",
+        Duration::from_secs(30),
+        || (gauges(leader).0 == 0.0).then_some(()),
+    );
     let ids: Vec<i32> = nodes.iter().map(|n| n.id).collect();
     drop(raw);
     for n in nodes {

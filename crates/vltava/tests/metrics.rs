@@ -8,7 +8,7 @@ use crate::common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::BaseRecord;
 
-fn scrape(addr: SocketAddr) -> String {
+pub(crate) fn scrape(addr: SocketAddr) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -23,7 +23,7 @@ fn scrape(addr: SocketAddr) -> String {
 }
 
 /// The value of the line that starts with `name` (its labels included), if any.
-fn value(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn value(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
@@ -199,5 +199,21 @@ fn broker_serves_request_and_topic_metrics() {
         value(&text, "kafka_server_brokertopicmetrics_messagesin_total").is_some_and(|n| n >= 50.0),
         "{text}"
     );
+    // One broker leads every partition it hosts, each with its one replica in sync, which
+    // is also min.insync.replicas (1).
+    let gauge = |name: &str| {
+        value(&text, &format!("kafka_server_replicamanager_{name}"))
+            .unwrap_or_else(|| panic!("no {name}: {text}"))
+    };
+    assert!(gauge("partitioncount") >= 1.0, "{text}");
+    assert_eq!(gauge("leadercount"), gauge("partitioncount"), "{text}");
+    assert_eq!(
+        gauge("atminisrpartitioncount"),
+        gauge("partitioncount"),
+        "{text}"
+    );
+    assert_eq!(gauge("underreplicatedpartitions"), 0.0, "{text}");
+    assert_eq!(gauge("underminisrpartitioncount"), 0.0, "{text}");
+    assert_eq!(gauge("offlinereplicacount"), 0.0, "{text}");
     guard.terminate();
 }
