@@ -306,12 +306,13 @@ struct AppendJob {
     reply: oneshot::Sender<Result<Pending, Hostile>>,
 }
 
-/// The produce requests of one connection, handled in arrival order on a blocking thread
-/// (appends write files, roll segments and decompress) while the connection goes on reading
-/// and decoding the next frames, up to [`APPEND_AHEAD_BYTES`] ahead. Every request that
-/// queued while one run was busy goes into the next run, so a client that pipelines many
-/// small requests pays one thread hand-off per run rather than per request. Appends of one connection stay in order; `done` counts
-/// the requests handled, for requests of other kinds to wait on.
+/// The produce requests of one connection, handled in arrival order by a task of their own
+/// inside `block_in_place` (appends write files, roll segments and decompress) while the
+/// connection goes on reading and decoding the next frames, up to [`APPEND_AHEAD_BYTES`]
+/// ahead. Every request that queued while one run was busy goes into the next run, so a
+/// client that pipelines many small requests pays one wake-up per run rather than per
+/// request. Appends of one connection stay in order; `done` counts the requests handled,
+/// for requests of other kinds to wait on.
 struct AppendLane {
     jobs: mpsc::UnboundedSender<AppendJob>,
     submitted: u64,
@@ -335,7 +336,7 @@ impl AppendLane {
                 let b = Arc::clone(&broker);
                 // After a hostile request nothing more of this connection is appended: the
                 // jobs behind it are dropped, and their requests close the connection unanswered.
-                let handled = tokio::task::spawn_blocking(move || {
+                let append = move || {
                     for job in run {
                         let answer = handle(
                             &b,
@@ -352,8 +353,23 @@ impl AppendLane {
                         }
                     }
                     true
-                })
-                .await;
+                };
+                // On a multi-thread runtime the run stays on this task's thread, which hands
+                // its other tasks to another worker: one thread hop less than a blocking-pool
+                // thread, and a lone acks=all request (an idempotent producer's, which
+                // librdkafka sends one at a time) waited half as long in the request queue.
+                let handled = if tokio::runtime::Handle::current().runtime_flavor()
+                    == tokio::runtime::RuntimeFlavor::MultiThread
+                {
+                    tokio::task::block_in_place(|| {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(append))
+                    })
+                    .map_err(|_| "panicked".to_string())
+                } else {
+                    tokio::task::spawn_blocking(append)
+                        .await
+                        .map_err(|e| e.to_string())
+                };
                 match handled {
                     Ok(true) => {}
                     Ok(false) => return,
