@@ -132,10 +132,23 @@ fn start_cluster_with(dir: &Path, extra: &[&str]) -> (Vec<Node>, String, Vec<u16
 
 /// Starts nodes 1..=n together, every one a voter.
 fn start_nodes(dir: &Path, n: i32, extra: &[&str]) -> (Vec<Node>, String, Vec<u16>) {
+    start_nodes_each(dir, n, |_| extra.iter().map(|e| e.to_string()).collect())
+}
+
+/// As [`start_nodes`], with each node's own overrides: `extra(id)`.
+fn start_nodes_each(
+    dir: &Path,
+    n: i32,
+    extra: impl Fn(i32) -> Vec<String>,
+) -> (Vec<Node>, String, Vec<u16>) {
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let voters = voters_on(&ports);
     let children: Vec<Child> = (1..=n)
-        .map(|id| spawn_with(dir, id, &voters, ports[id as usize - 1], extra))
+        .map(|id| {
+            let own = extra(id);
+            let own: Vec<&str> = own.iter().map(String::as_str).collect();
+            spawn_with(dir, id, &voters, ports[id as usize - 1], &own)
+        })
         .collect();
     let nodes = children
         .into_iter()
@@ -707,24 +720,16 @@ fn set_topic_config(admin: &AdminClient<DefaultClientContext>, topic: &str, k: &
 #[test]
 fn a_stopped_follower_leaves_the_isr_and_rejoins() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let metrics_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let voters = voters_on(&ports);
-    let children: Vec<Child> = (1..=3)
-        .map(|id| {
-            let metrics = format!(
+    let (nodes, _, _) = start_nodes_each(dir.path(), 3, |id| {
+        vec![
+            "replica.lag.time.max.ms=1500".into(),
+            format!(
                 "metrics.listeners=http://127.0.0.1:{}",
                 metrics_ports[id as usize - 1]
-            );
-            let extra = ["replica.lag.time.max.ms=1500", metrics.as_str()];
-            spawn_with(dir.path(), id, &voters, ports[id as usize - 1], &extra)
-        })
-        .collect();
-    let nodes: Vec<Node> = children
-        .into_iter()
-        .zip(1..)
-        .map(|(c, id)| ready(c, id))
-        .collect();
+            ),
+        ]
+    });
     let gauges = |node: i32| {
         let text = crate::metrics::scrape(SocketAddr::from((
             [127, 0, 0, 1],
@@ -1637,28 +1642,13 @@ fn read_n(c: &BaseConsumer<FetchingFrom>, n: usize) -> Vec<String> {
 #[test]
 fn consumers_read_from_the_replica_in_their_rack() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let voters = voters_on(&ports);
-    let children: Vec<Child> = (1..=3)
-        .map(|id| {
-            let rack = format!("broker.rack=r{id}");
-            spawn_with(
-                dir.path(),
-                id,
-                &voters,
-                ports[id as usize - 1],
-                &[
-                    &rack,
-                    "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector",
-                ],
-            )
-        })
-        .collect();
-    let nodes: Vec<Node> = children
-        .into_iter()
-        .zip(1..)
-        .map(|(c, id)| ready(c, id))
-        .collect();
+    let (nodes, _, _) = start_nodes_each(dir.path(), 3, |id| {
+        vec![
+            format!("broker.rack=r{id}"),
+            "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector"
+                .into(),
+        ]
+    });
     let all = bootstrap(&nodes.iter().collect::<Vec<_>>());
     let near = create_in_sync(
         &nodes[0],
