@@ -409,6 +409,7 @@ fn apply(p: &Arc<Partition>, d: &PartitionData) -> Result<Applied, String> {
     let info = p
         .append_as_follower(records, now_ms())
         .map_err(|e| e.to_string())?;
+    p.stats.replicated_in(records.len() as u64);
     p.follower_high_watermark(d.high_watermark);
     Ok(Applied::Appended(info.last_offset.next().get()))
 }

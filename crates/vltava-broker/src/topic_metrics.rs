@@ -1,5 +1,6 @@
 //! Kafka's BrokerTopicMetrics (`kafka.server:type=BrokerTopicMetrics`): records and bytes in,
-//! bytes out, produce and fetch requests and their failures, for all topics and per topic.
+//! bytes out, bytes rejected, produce and fetch requests and their failures, for all topics
+//! and per topic; and replication bytes in and out, for all topics only, as Kafka has them.
 //!
 //! Counters only, as relaxed atomic adds; rates are the scraper's business. A hosted
 //! partition holds its topic's counters, so counting needs no lookup; a topic's series go
@@ -21,45 +22,79 @@ pub struct TopicCounters {
     failed_produce_requests: AtomicU64,
     fetch_requests: AtomicU64,
     failed_fetch_requests: AtomicU64,
+    bytes_rejected: AtomicU64,
+    replication_bytes_in: AtomicU64,
+    replication_bytes_out: AtomicU64,
 }
 
-/// The series, in render order: (name after `kafka_server_brokertopicmetrics_`, help, reader).
-type Series = (&'static str, &'static str, fn(&TopicCounters) -> &AtomicU64);
-const SERIES: [Series; 7] = [
+/// The series, in render order: (name after `kafka_server_brokertopicmetrics_`, help, reader,
+/// whether Kafka has it per topic too).
+type Series = (
+    &'static str,
+    &'static str,
+    fn(&TopicCounters) -> &AtomicU64,
+    bool,
+);
+const SERIES: [Series; 10] = [
     (
         "messagesin_total",
         "Records appended by producers (MessagesInPerSec)",
         |c| &c.messages_in,
+        true,
     ),
     (
         "bytesin_total",
         "Record batch bytes appended by producers (BytesInPerSec)",
         |c| &c.bytes_in,
+        true,
     ),
     (
         "bytesout_total",
         "Record batch bytes sent to consumers; followers' fetches not counted (BytesOutPerSec)",
         |c| &c.bytes_out,
+        true,
     ),
     (
         "totalproducerequests_total",
         "Partitions in produce requests (TotalProduceRequestsPerSec)",
         |c| &c.produce_requests,
+        true,
     ),
     (
         "failedproducerequests_total",
         "Partitions in produce requests answered with an error (FailedProduceRequestsPerSec)",
         |c| &c.failed_produce_requests,
+        true,
     ),
     (
         "totalfetchrequests_total",
         "Partitions in fetch requests, consumers' and followers' (TotalFetchRequestsPerSec)",
         |c| &c.fetch_requests,
+        true,
     ),
     (
         "failedfetchrequests_total",
         "Partitions in fetch requests answered with an error (FailedFetchRequestsPerSec)",
         |c| &c.failed_fetch_requests,
+        true,
+    ),
+    (
+        "bytesrejected_total",
+        "Record batch bytes of produce requests refused as invalid or too large (BytesRejectedPerSec)",
+        |c| &c.bytes_rejected,
+        true,
+    ),
+    (
+        "replicationbytesin_total",
+        "Record batch bytes appended as a follower (ReplicationBytesInPerSec)",
+        |c| &c.replication_bytes_in,
+        false,
+    ),
+    (
+        "replicationbytesout_total",
+        "Record batch bytes sent to followers (ReplicationBytesOutPerSec)",
+        |c| &c.replication_bytes_out,
+        false,
     ),
 ];
 
@@ -91,15 +126,30 @@ impl TopicStats {
     }
 
     /// One partition of a fetch: `bytes` of records sent (to a consumer; a follower's are
-    /// not bytes out), or failed.
+    /// replication bytes out, not bytes out), or failed.
     pub fn fetched(&self, outcome: Result<u64, ()>, follower: bool) {
         for c in [&*self.topic, &*self.all] {
             add(&c.fetch_requests, 1);
             match outcome {
                 Ok(bytes) if !follower => add(&c.bytes_out, bytes),
-                Ok(_) => {}
+                Ok(bytes) => add(&c.replication_bytes_out, bytes),
                 Err(()) => add(&c.failed_fetch_requests, 1),
             }
+        }
+    }
+
+    /// A produce payload of `bytes` refused by validation (CRC, format, size, keyless records
+    /// for a compacted topic).
+    pub fn rejected(&self, bytes: u64) {
+        for c in [&*self.topic, &*self.all] {
+            add(&c.bytes_rejected, bytes);
+        }
+    }
+
+    /// `bytes` of fetched batches appended as a follower.
+    pub fn replicated_in(&self, bytes: u64) {
+        for c in [&*self.topic, &*self.all] {
+            add(&c.replication_bytes_in, bytes);
         }
     }
 }
@@ -146,12 +196,12 @@ impl BrokerTopicMetrics {
                 .collect()
         };
         topics.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, help, read) in SERIES {
+        for (name, help, read, per_topic) in SERIES {
             let full = format!("kafka_server_brokertopicmetrics_{name}");
             let _ = writeln!(out, "# HELP {full} {help}");
             let _ = writeln!(out, "# TYPE {full} counter");
             let _ = writeln!(out, "{full} {}", read(&self.all).load(Ordering::Relaxed));
-            for (topic, c) in &topics {
+            for (topic, c) in topics.iter().filter(|_| per_topic) {
                 let _ = writeln!(
                     out,
                     "{full}{{topic=\"{}\"}} {}",
@@ -214,6 +264,29 @@ mod tests {
         assert_eq!(v("failedfetchrequests_total"), 2);
         assert_eq!(v("failedfetchrequests_total{topic=\"b\"}"), 1);
         assert!(text.contains("# TYPE kafka_server_brokertopicmetrics_bytesout_total counter\n"));
+        assert_eq!(v("replicationbytesout_total"), 900);
+        assert!(
+            !text.contains("replicationbytesout_total{"),
+            "all topics only, as in Kafka"
+        );
+    }
+
+    #[test]
+    fn rejected_and_replicated_bytes() {
+        let m = BrokerTopicMetrics::default();
+        let t: Arc<str> = "t".into();
+        let s = m.topic(&t);
+        s.rejected(120);
+        s.replicated_in(4000);
+        s.replicated_in(96);
+        let mut text = String::new();
+        m.render(&mut text);
+        let p = "kafka_server_brokertopicmetrics_";
+        let v = |s: &str| value(&text, &format!("{p}{s}"));
+        assert_eq!(v("bytesrejected_total"), Some(120));
+        assert_eq!(v("bytesrejected_total{topic=\"t\"}"), Some(120));
+        assert_eq!(v("replicationbytesin_total"), Some(4096));
+        assert_eq!(v("replicationbytesin_total{topic=\"t\"}"), None);
     }
 
     #[test]

@@ -825,6 +825,20 @@ fn a_stopped_follower_leaves_the_isr_and_rejoins() {
         Duration::from_secs(30),
         || (gauges(leader).0 == 0.0).then_some(()),
     );
+    // Replication traffic: out of the leader, into the follower that caught up.
+    let replication = |node: i32, series: &str| {
+        let text = crate::metrics::scrape(SocketAddr::from((
+            [127, 0, 0, 1],
+            metrics_ports[node as usize - 1],
+        )));
+        crate::metrics::value(
+            &text,
+            &format!("kafka_server_brokertopicmetrics_replication{series}_total"),
+        )
+        .unwrap_or_else(|| panic!("no replication{series}: {text}"))
+    };
+    assert!(replication(leader, "bytesout") > 0.0);
+    assert!(replication(follower.id, "bytesin") > 0.0);
     let ids: Vec<i32> = nodes.iter().map(|n| n.id).collect();
     drop(raw);
     for n in nodes {

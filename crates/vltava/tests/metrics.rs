@@ -215,5 +215,43 @@ fn broker_serves_request_and_topic_metrics() {
     assert_eq!(gauge("underreplicatedpartitions"), 0.0, "{text}");
     assert_eq!(gauge("underminisrpartitioncount"), 0.0, "{text}");
     assert_eq!(gauge("offlinereplicacount"), 0.0, "{text}");
+    assert_eq!(
+        value(
+            &text,
+            "kafka_server_brokertopicmetrics_replicationbytesout_total"
+        ),
+        Some(0.0),
+        "no followers: {text}"
+    );
+
+    // A batch whose CRC does not match is refused, and its bytes count as rejected.
+    let mut batch = vltava_record::build_batch(0, &[(None, Some(b"spoiled".as_slice()), 0)]);
+    let last = batch.len() - 1;
+    batch[last] ^= 0xff;
+    let len = batch.len() as f64;
+    let mut raw = RawClient::connect(broker);
+    assert_eq!(
+        raw.produce_batch("metered", -1, bytes::Bytes::from(batch))
+            .0,
+        2,
+        "CORRUPT_MESSAGE"
+    );
+    let text = scrape(metrics);
+    assert_eq!(
+        value(
+            &text,
+            "kafka_server_brokertopicmetrics_bytesin_total{topic=\"metered\"}"
+        ),
+        Some(bytes_in),
+        "{text}"
+    );
+    let rejected = |series: &str| {
+        value(
+            &text,
+            &format!("kafka_server_brokertopicmetrics_bytesrejected_total{series}"),
+        )
+    };
+    assert_eq!(rejected("{topic=\"metered\"}"), Some(len), "{text}");
+    assert_eq!(rejected(""), Some(len), "{text}");
     guard.terminate();
 }

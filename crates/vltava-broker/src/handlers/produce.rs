@@ -101,6 +101,7 @@ fn check(p: Arc<Partition>, index: i32, records: Option<bytes::Bytes>) -> Result
     let max = p.settings().log.max_message_bytes;
     let rejected = |e: RecordError| {
         tracing::debug!(partition = ?p, error = %e, "rejected produce payload");
+        p.stats.rejected(records.len() as u64);
         Ok(Plan::Answer(partition_error(
             index,
             record_error_code(&e),
@@ -144,6 +145,7 @@ fn check(p: Arc<Partition>, index: i32, records: Option<bytes::Bytes>) -> Result
     }
     if !keyless.is_empty() {
         tracing::debug!(partition = ?p, records = keyless.len(), "refused keyless records for a compacted topic");
+        p.stats.rejected(records.len() as u64);
         let shown: Vec<String> = keyless
             .iter()
             .take(3)
@@ -273,6 +275,7 @@ fn append_one(
                 Ok(b) => Some(b),
                 Err(e) => {
                     p.stats.produced(Err(()));
+                    p.stats.rejected(records.len() as u64);
                     return (
                         partition_error(index, record_error_code(&e), Some(e.to_string())),
                         None,

@@ -60,10 +60,15 @@ pub fn start_broker(
 /// The client address a started `vltava broker` prints once it serves (its stdout's first
 /// line); panics with what it printed instead if it did not start.
 pub fn ready_addr(child: &mut Child) -> SocketAddr {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout piped"))
-        .read_line(&mut line)
-        .unwrap();
+    // Byte by byte, leaving the pipe with the child: a broker that announces more lines
+    // (its metrics address) must not find the pipe closed and stop on EPIPE.
+    let out = child.stdout.as_mut().expect("stdout piped");
+    let mut bytes = Vec::new();
+    let mut b = [0u8; 1];
+    while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+        bytes.push(b[0]);
+    }
+    let line = String::from_utf8_lossy(&bytes);
     line.trim()
         .strip_prefix("vltava: listening on ")
         .unwrap_or_else(|| panic!("the broker did not start: {line:?}"))
@@ -290,17 +295,27 @@ impl RawClient {
     /// Produces one uncompressed batch of `values` (timestamped now) to partition 0; returns
     /// the partition's error code and base offset.
     pub fn produce_values(&mut self, topic: &str, acks: i16, values: &[&[u8]]) -> (i16, i64) {
-        use vltava_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-        use vltava_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as i64;
         let recs: Vec<vltava_record::RecordSpec<'_>> =
             values.iter().map(|v| (None, Some(*v), now)).collect();
+        self.produce_batch(
+            topic,
+            acks,
+            Bytes::from(vltava_record::build_batch(0, &recs)),
+        )
+    }
+
+    /// Produces `records` as they are (one or more batches, or bytes that are not) to
+    /// partition 0; returns the partition's error code and base offset.
+    pub fn produce_batch(&mut self, topic: &str, acks: i16, records: Bytes) -> (i16, i64) {
+        use vltava_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use vltava_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
         let pd = PartitionProduceData::default()
             .with_index(0)
-            .with_records(Some(Bytes::from(vltava_record::build_batch(0, &recs))));
+            .with_records(Some(records));
         let req = ProduceRequest::default()
             .with_acks(acks)
             .with_timeout_ms(5000)
