@@ -246,7 +246,9 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         // broker at once, and must get a clean shutdown rather than the default action.
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
-        {
+        // Best effort: a reader that closed stdout after the line it wanted (`| head -1`)
+        // must not stop a running broker with EPIPE.
+        let announced = (|| -> std::io::Result<()> {
             let mut out = std::io::stdout().lock();
             writeln!(out, "vltava: listening on {}", handle.local_addr)?;
             if let Some(r) = &registry {
@@ -259,7 +261,10 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
                     writeln!(out, "vltava: metrics on http://{addr}/metrics")?;
                 }
             }
-            out.flush()?;
+            out.flush()
+        })();
+        if let Err(e) = announced {
+            tracing::warn!(error = %e, "could not write the listening addresses to stdout");
         }
         wait_for_signal(term).await;
         tracing::info!("shutting down");
