@@ -7,6 +7,11 @@
 //! (and, for acks=all, fdatasynced), checked with CRC-32C; fetches of 1 MiB sent from the
 //! page cache with `sendfile`. The peer thread (the client's side) is not counted, as the
 //! client's CPU is not the broker's.
+//!
+//! A broker in a benchmark shares the machine with its client, whose copies compete for the
+//! same caches and memory bandwidth; the minimal broker runs a second time beside such a
+//! client (a load the caller starts), so a broker measured that way has a floor measured
+//! the same way.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -49,6 +54,11 @@ pub struct Floor {
     pub minimal_acks_1: f64,
     /// The same with an fdatasync after every piece.
     pub minimal_acks_all: f64,
+    /// The minimal broker, acks=1, while the caller's load (a client producing flat out)
+    /// runs on the other threads.
+    pub minimal_acks_1_beside_client: f64,
+    /// The same with an fdatasync after every piece.
+    pub minimal_acks_all_beside_client: f64,
 }
 
 impl Floor {
@@ -80,23 +90,26 @@ fn per_gb(cpu: Duration, bytes: u64) -> f64 {
 }
 
 /// Probes per round, for a progress bar: `step` is called after each.
-pub const STEPS_PER_ROUND: u64 = 8;
+pub const STEPS_PER_ROUND: u64 = 10;
 
 /// Runs every probe `rounds` times over `bytes` (rounded up to whole pieces) and keeps each
 /// one's least CPU: a floor is what the machine can do, and on a shared host a probe is
 /// sometimes charged for others' work. The scratch file in `dir` is removed afterwards.
-pub fn measure(
+/// `beside` starts the client load for the minimal broker's second runs; the load stops
+/// when what it returns is dropped.
+pub fn measure<L>(
     dir: &Path,
     bytes: u64,
     rounds: u32,
     mut step: impl FnMut(),
+    mut beside: impl FnMut() -> std::io::Result<L>,
 ) -> std::io::Result<Floor> {
     let pieces = bytes.div_ceil(PIECE as u64).max(1);
     let bytes = pieces * PIECE as u64;
     let path = dir.join(format!(".vltava-floor-probe-{}", std::process::id()));
     let scratch = Scratch(path.clone());
     let piece: Vec<u8> = (0..PIECE).map(|i| b'a' + (i % 26) as u8).collect();
-    let mut least = [f64::INFINITY; 7];
+    let mut least = [f64::INFINITY; 9];
     let mut page_cache_write_first = f64::NAN;
     let mut keep = |i: usize, cpu: Duration| least[i] = least[i].min(per_gb(cpu, bytes));
     for round in 0..rounds.max(1) {
@@ -128,9 +141,17 @@ pub fn measure(
         keep(6, minimal_broker(&path, pieces, &piece, true)?);
         step();
         std::fs::remove_file(&path)?;
+        for (i, sync) in [(7, false), (8, true)] {
+            let load = beside()?;
+            let cpu = minimal_broker(&path, pieces, &piece, sync);
+            drop(load);
+            keep(i, cpu?);
+            step();
+            std::fs::remove_file(&path)?;
+        }
     }
     drop(scratch);
-    let [tcp_receive, crc32c, page_cache_write, sendfile, write_fdatasync, minimal_acks_1, minimal_acks_all] =
+    let [tcp_receive, crc32c, page_cache_write, sendfile, write_fdatasync, minimal_acks_1, minimal_acks_all, minimal_acks_1_beside_client, minimal_acks_all_beside_client] =
         least;
     Ok(Floor {
         dir: dir.display().to_string(),
@@ -144,6 +165,8 @@ pub fn measure(
         sendfile,
         minimal_acks_1,
         minimal_acks_all,
+        minimal_acks_1_beside_client,
+        minimal_acks_all_beside_client,
     })
 }
 
@@ -286,8 +309,32 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vltava-floor-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut steps = 0;
-        let f = measure(&dir, 8 * PIECE as u64, 2, || steps += 1).unwrap();
+        // The load runs only around the two loaded probes of each round.
+        let running = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut started = 0;
+        struct Load(std::rc::Rc<std::cell::Cell<i32>>);
+        impl Drop for Load {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() - 1);
+            }
+        }
+        let f = measure(
+            &dir,
+            8 * PIECE as u64,
+            2,
+            || {
+                steps += 1;
+                assert_eq!(running.get(), 0, "load stopped before the next probe");
+            },
+            || {
+                started += 1;
+                running.set(running.get() + 1);
+                Ok(Load(running.clone()))
+            },
+        )
+        .unwrap();
         assert_eq!(steps, 2 * STEPS_PER_ROUND);
+        assert_eq!(started, 2 * 2);
         assert_eq!(f.rounds, 2);
         assert_eq!(f.bytes, 8 * PIECE as u64);
         for v in [
@@ -299,6 +346,8 @@ mod tests {
             f.sendfile,
             f.minimal_acks_1,
             f.minimal_acks_all,
+            f.minimal_acks_1_beside_client,
+            f.minimal_acks_all_beside_client,
         ] {
             assert!(v.is_finite() && v >= 0.0, "{f:?}");
         }

@@ -91,7 +91,9 @@ file in --dir through the page cache; sending that file from the page cache to a
 socket with sendfile; writing a new file again, into the page-cache memory the first one
 just freed (as a broker with a full page cache does), and once more with an fdatasync after
 each piece; and a minimal broker that does all of a produce on one thread (receive, CRC,
-write, and for acks=all fdatasync, per piece). The produce floors are the minimal broker's;
+write, and for acks=all fdatasync, per piece), alone and again beside a client: a librdkafka
+producer sending flat out to its in-process mock cluster, whose copies compete for the same
+caches, as a benchmark's client does. The produce floors are the minimal broker's alone;
 the consume floor is sendfile's. The client's side of each socket is not counted. Every
 probe runs --rounds times and the least is kept, except the run's first write, reported on
 its own: on a virtual machine that returns free memory to its host, it can cost far more
@@ -133,7 +135,13 @@ fn floor_probe(settings: &Settings, a: FloorArgs) -> Result<(), Error> {
     } else {
         ProgressBar::hidden()
     };
-    let floor = crate::floor::measure(&a.dir, a.size_mb << 20, a.rounds, || bar.inc(1));
+    let floor = crate::floor::measure(
+        &a.dir,
+        a.size_mb << 20,
+        a.rounds,
+        || bar.inc(1),
+        MockLoad::start,
+    );
     bar.finish_and_clear();
     let floor = floor.map_err(|e| Error::Refused {
         resource: a.dir.display().to_string(),
@@ -158,6 +166,11 @@ fn floor_probe(settings: &Settings, a: FloorArgs) -> Result<(), Error> {
                 ("sendfile (loopback)", f.sendfile),
                 ("minimal broker, acks=1", f.minimal_acks_1),
                 ("minimal broker, acks=all", f.minimal_acks_all),
+                ("  beside a client, acks=1", f.minimal_acks_1_beside_client),
+                (
+                    "  beside a client, acks=all",
+                    f.minimal_acks_all_beside_client,
+                ),
                 ("produce floor, acks=1", report.produce_acks_1),
                 ("produce floor, acks=all", report.produce_acks_all),
                 ("consume floor", report.consume),
@@ -172,6 +185,86 @@ fn floor_probe(settings: &Settings, a: FloorArgs) -> Result<(), Error> {
                 out.push_str(&format!("  {name:<28}{v:>6.3}\n"));
             }
             print(&out)
+        }
+    }
+}
+
+/// A librdkafka producer sending 1 KiB records flat out to librdkafka's mock cluster in
+/// this process, on threads of its own, until dropped: the client `perf floor`'s minimal
+/// broker runs beside, as a broker in the bench runs beside `perf produce`.
+struct MockLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MockLoad {
+    /// Starts the load and returns once it has been sending for a moment, connected.
+    fn start() -> std::io::Result<Self> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready) = std::sync::mpsc::channel::<Result<(), String>>();
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            // The mock cluster is not Send: it lives and dies on this thread.
+            let setup = || -> Result<_, KafkaError> {
+                let cluster = rdkafka::mocking::MockCluster::new(1)?;
+                cluster.create_topic("load", 1, 1)?;
+                let producer: BaseProducer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", cluster.bootstrap_servers())
+                    .set("log_level", "0")
+                    .create()?;
+                Ok((cluster, producer))
+            };
+            let (cluster, producer) = match setup() {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let value = payload(1024);
+            let mut ready = Some(ready_tx);
+            let began = Instant::now();
+            while !stopped.load(Ordering::Relaxed) {
+                match producer.send(BaseRecord::<(), _>::to("load").payload(&value)) {
+                    Ok(()) => {
+                        producer.poll(Duration::ZERO);
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        producer.poll(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Err(e.to_string()));
+                        }
+                        return;
+                    }
+                }
+                if ready.is_some() && began.elapsed() >= Duration::from_millis(300) {
+                    let _ = ready.take().map(|r| r.send(Ok(())));
+                }
+            }
+            producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+            drop(producer);
+            drop(cluster);
+        });
+        let started = ready
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "the mock producer did not start".to_string())
+            .and_then(|r| r);
+        let load = Self {
+            stop,
+            thread: Some(thread),
+        };
+        started.map_err(std::io::Error::other)?;
+        Ok(load)
+    }
+}
+
+impl Drop for MockLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
