@@ -157,7 +157,8 @@ echo "bench: machine floor" >&2
 floor=$("$BIN" perf floor --dir "$DATA" -o json)
 printf '| machine floor, CPU-s/GB | |\n|---|---:|\n'
 for k in tcp_receive crc32c page_cache_write_first page_cache_write write_fdatasync sendfile \
-    minimal_acks_1_beside_client minimal_acks_all_beside_client \
+    minimal_acks_1_beside_client minimal_acks_all_beside_client spliced_acks_1 \
+    spliced_acks_1_beside_client \
     produce_acks_1 produce_acks_all consume; do
     printf '| %s | %s |\n' "$k" "$(jq -r --arg k "$k" '.[$k] * 1000 | round / 1000' <<<"$floor")"
 done

@@ -12,6 +12,11 @@
 //! same caches and memory bandwidth; the minimal broker runs a second time beside such a
 //! client (a load the caller starts), so a broker measured that way has a floor measured
 //! the same way.
+//!
+//! The minimal broker copies each request twice: off the socket into its buffer, and from
+//! there into the page cache. A spliced broker, which moves the socket's pages into a pipe
+//! and from the pipe into the file with `splice`, copies once; its probe is the floor of
+//! that design, which the broker does not have.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -59,6 +64,11 @@ pub struct Floor {
     pub minimal_acks_1_beside_client: f64,
     /// The same with an fdatasync after every piece.
     pub minimal_acks_all_beside_client: f64,
+    /// A broker without the receive copy, acks=1: each piece goes from the socket through a
+    /// pipe into the file with `splice`, and its CRC-32C is read back from the page cache.
+    pub spliced_acks_1: f64,
+    /// The same beside the caller's load.
+    pub spliced_acks_1_beside_client: f64,
 }
 
 impl Floor {
@@ -90,7 +100,7 @@ fn per_gb(cpu: Duration, bytes: u64) -> f64 {
 }
 
 /// Probes per round, for a progress bar: `step` is called after each.
-pub const STEPS_PER_ROUND: u64 = 10;
+pub const STEPS_PER_ROUND: u64 = 12;
 
 /// Runs every probe `rounds` times over `bytes` (rounded up to whole pieces) and keeps each
 /// one's least CPU: a floor is what the machine can do, and on a shared host a probe is
@@ -109,7 +119,7 @@ pub fn measure<L>(
     let path = dir.join(format!(".vltava-floor-probe-{}", std::process::id()));
     let scratch = Scratch(path.clone());
     let piece: Vec<u8> = (0..PIECE).map(|i| b'a' + (i % 26) as u8).collect();
-    let mut least = [f64::INFINITY; 9];
+    let mut least = [f64::INFINITY; 11];
     let mut page_cache_write_first = f64::NAN;
     let mut keep = |i: usize, cpu: Duration| least[i] = least[i].min(per_gb(cpu, bytes));
     for round in 0..rounds.max(1) {
@@ -149,9 +159,18 @@ pub fn measure<L>(
             step();
             std::fs::remove_file(&path)?;
         }
+        keep(9, spliced_broker(&path, pieces, &piece)?);
+        step();
+        std::fs::remove_file(&path)?;
+        let load = beside()?;
+        let cpu = spliced_broker(&path, pieces, &piece);
+        drop(load);
+        keep(10, cpu?);
+        step();
+        std::fs::remove_file(&path)?;
     }
     drop(scratch);
-    let [tcp_receive, crc32c, page_cache_write, sendfile, write_fdatasync, minimal_acks_1, minimal_acks_all, minimal_acks_1_beside_client, minimal_acks_all_beside_client] =
+    let [tcp_receive, crc32c, page_cache_write, sendfile, write_fdatasync, minimal_acks_1, minimal_acks_all, minimal_acks_1_beside_client, minimal_acks_all_beside_client, spliced_acks_1, spliced_acks_1_beside_client] =
         least;
     Ok(Floor {
         dir: dir.display().to_string(),
@@ -167,6 +186,8 @@ pub fn measure<L>(
         minimal_acks_all,
         minimal_acks_1_beside_client,
         minimal_acks_all_beside_client,
+        spliced_acks_1,
+        spliced_acks_1_beside_client,
     })
 }
 
@@ -207,6 +228,78 @@ fn minimal_broker(path: &Path, pieces: u64, piece: &[u8], sync: bool) -> std::io
         }
         Ok(())
     })
+}
+
+/// The minimal broker without its receive copy: each piece moves from the socket into a
+/// pipe and from the pipe into the file with `splice` (the kernel's one copy, into the page
+/// cache); its CRC-32C is then read back from the page cache a cache-sized slice at a time.
+fn spliced_broker(path: &Path, pieces: u64, piece: &[u8]) -> std::io::Result<Duration> {
+    use rustix::pipe::{splice, SpliceFlags};
+    const SLICE: usize = 64 << 10;
+    let file = OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let (broker, mut client) = loopback()?;
+    let (pipe_out, pipe_in) = rustix::pipe::pipe()?;
+    // A pipe holds 64 KiB unless asked for more; a piece in one go is as a broker would
+    // move a request, and the system's pipe-max-size may refuse it.
+    let _ = rustix::pipe::fcntl_setpipe_size(&pipe_in, piece.len());
+    let data = piece.to_vec();
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        for _ in 0..pieces {
+            client.write_all(&data)?;
+        }
+        Ok(())
+    });
+    let mut slice = vec![0u8; SLICE];
+    let start = thread_cpu();
+    let received = (|| -> std::io::Result<()> {
+        let mut at = 0u64;
+        for _ in 0..pieces {
+            let piece_at = at;
+            let mut moved = 0;
+            while moved < piece.len() {
+                let n = splice(
+                    &broker,
+                    None,
+                    &pipe_in,
+                    None,
+                    piece.len() - moved,
+                    SpliceFlags::MOVE,
+                )?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                let mut out = 0;
+                while out < n {
+                    out += splice(
+                        &pipe_out,
+                        None,
+                        &file,
+                        Some(&mut at),
+                        n - out,
+                        SpliceFlags::MOVE,
+                    )?;
+                }
+                moved += n;
+            }
+            let mut sum = 0u32;
+            for off in (0..piece.len()).step_by(SLICE) {
+                let len = SLICE.min(piece.len() - off);
+                file.read_exact_at(&mut slice[..len], piece_at + off as u64)?;
+                sum = crc32c::crc32c_append(sum, &slice[..len]);
+            }
+            std::hint::black_box(sum);
+        }
+        Ok(())
+    })();
+    let cpu = thread_cpu() - start;
+    drop(broker);
+    let sent = sender.join().expect("sender thread");
+    received.and(sent)?;
+    Ok(cpu)
 }
 
 /// Receives `pieces` pieces from a client thread into one reused buffer, calling `each`
@@ -334,7 +427,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(steps, 2 * STEPS_PER_ROUND);
-        assert_eq!(started, 2 * 2);
+        assert_eq!(started, 2 * 3);
         assert_eq!(f.rounds, 2);
         assert_eq!(f.bytes, 8 * PIECE as u64);
         for v in [
@@ -348,6 +441,8 @@ mod tests {
             f.minimal_acks_all,
             f.minimal_acks_1_beside_client,
             f.minimal_acks_all_beside_client,
+            f.spliced_acks_1,
+            f.spliced_acks_1_beside_client,
         ] {
             assert!(v.is_finite() && v >= 0.0, "{f:?}");
         }

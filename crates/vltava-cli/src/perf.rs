@@ -93,7 +93,9 @@ just freed (as a broker with a full page cache does), and once more with an fdat
 each piece; and a minimal broker that does all of a produce on one thread (receive, CRC,
 write, and for acks=all fdatasync, per piece), alone and again beside a client: a librdkafka
 producer sending flat out to its in-process mock cluster, whose copies compete for the same
-caches, as a benchmark's client does. The produce floors are the minimal broker's alone;
+caches, as a benchmark's client does. A spliced broker, acks=1, alone and beside the client,
+is the floor of a design without the receive copy: socket to pipe to file with splice, the
+CRC read back from the page cache. The produce floors are the minimal broker's alone;
 the consume floor is sendfile's. The client's side of each socket is not counted. Every
 probe runs --rounds times and the least is kept, except the run's first write, reported on
 its own: on a virtual machine that returns free memory to its host, it can cost far more
@@ -171,6 +173,8 @@ fn floor_probe(settings: &Settings, a: FloorArgs) -> Result<(), Error> {
                     "  beside a client, acks=all",
                     f.minimal_acks_all_beside_client,
                 ),
+                ("spliced broker, acks=1", f.spliced_acks_1),
+                ("  beside a client, acks=1", f.spliced_acks_1_beside_client),
                 ("produce floor, acks=1", report.produce_acks_1),
                 ("produce floor, acks=all", report.produce_acks_all),
                 ("consume floor", report.consume),

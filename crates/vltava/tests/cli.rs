@@ -1175,6 +1175,8 @@ fn perf_floor_reports_every_probe() {
     assert!(f("page_cache_write_first") >= 0.0);
     assert!(f("minimal_acks_1_beside_client") > 0.0, "{v}");
     assert!(f("minimal_acks_all_beside_client") > 0.0, "{v}");
+    assert!(f("spliced_acks_1") > 0.0, "{v}");
+    assert!(f("spliced_acks_1_beside_client") > 0.0, "{v}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     run(nowhere, &["perf", "floor", "--dir", "/nonexistent/vltava"]).fails(1, "/nonexistent");
 }
