@@ -166,8 +166,8 @@ printf '\n'
 # Broker CPU-s/GB ÷ a floor: ratio CPU FLOOR_KEY
 floor_ratio() { jq -r --arg k "$2" --argjson c "$1" '$c / .[$k] * 100 | round / 100' <<<"$floor"; }
 
-printf '| partitions | record | acks | records | produce rec/s | produce MB/s | p50 ms | p99 ms | p99.9 ms | max ms | mock rec/s | ÷ mock | broker CPU-s/GB in | ÷ floor | consume rec/s | consume MB/s | broker CPU-s/GB out | ÷ floor | broker RSS MiB |\n'
-printf '|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+printf '| partitions | record | acks | records | produce rec/s | produce MB/s | p50 ms | p99 ms | p99.9 ms | max ms | mock rec/s | ÷ mock | broker CPU-s/GB in | ÷ floor | ÷ floor beside a client | consume rec/s | consume MB/s | broker CPU-s/GB out | ÷ floor | broker RSS MiB |\n'
+printf '|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for partitions in 1 8; do
     for size in 100 1024; do
         if [[ $size == 1024 ]]; then n=$RECORDS_1K; label="1 KiB"; else n=$RECORDS_100; label="100 B"; fi
@@ -191,7 +191,7 @@ for partitions in 1 8; do
                 --record-size "$size" --acks "$acks" --compression "$COMPRESSION" -o json)
             cpu_in=$(cpu_per_gb "$cpu0" "$cpu1" "$n" "$size")
             cpu_out=$(cpu_per_gb "$cpu1" "$cpu2" "$n" "$size")
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
                 "$partitions" "$label" "$acks" "$n" \
                 "$(jq -r '.records_per_sec | floor' <<<"$p")" \
                 "$(jq -r '.mb_per_sec * 10 | round / 10' <<<"$p")" \
@@ -202,6 +202,7 @@ for partitions in 1 8; do
                 "$(jq -r '.records_per_sec | floor' <<<"$m")" \
                 "$(jq -rn --argjson a "$p" --argjson b "$m" '$a.records_per_sec / $b.records_per_sec * 100 | round / 100')" \
                 "$cpu_in" "$(floor_ratio "$cpu_in" "produce_acks_$acks")" \
+                "$(floor_ratio "$cpu_in" "minimal_acks_${acks}_beside_client")" \
                 "$(jq -r '.records_per_sec | floor' <<<"$c")" \
                 "$(jq -r '.mb_per_sec * 10 | round / 10' <<<"$c")" \
                 "$cpu_out" "$(floor_ratio "$cpu_out" consume)" \
