@@ -241,65 +241,43 @@ fn spliced_broker(path: &Path, pieces: u64, piece: &[u8]) -> std::io::Result<Dur
         .read(true)
         .write(true)
         .open(path)?;
-    let (broker, mut client) = loopback()?;
     let (pipe_out, pipe_in) = rustix::pipe::pipe()?;
     // A pipe holds 64 KiB unless asked for more; a piece in one go is as a broker would
     // move a request, and the system's pipe-max-size may refuse it.
     let _ = rustix::pipe::fcntl_setpipe_size(&pipe_in, piece.len());
-    let data = piece.to_vec();
-    let sender = std::thread::spawn(move || -> std::io::Result<()> {
-        for _ in 0..pieces {
-            client.write_all(&data)?;
-        }
-        Ok(())
-    });
     let mut slice = vec![0u8; SLICE];
-    let start = thread_cpu();
-    let received = (|| -> std::io::Result<()> {
-        let mut at = 0u64;
-        for _ in 0..pieces {
-            let piece_at = at;
-            let mut moved = 0;
-            while moved < piece.len() {
-                let n = splice(
-                    &broker,
+    let mut at = 0u64;
+    beside_sender(pieces, piece, |broker| {
+        let piece_at = at;
+        let mut moved = 0;
+        while moved < piece.len() {
+            let left = piece.len() - moved;
+            let n = splice(&*broker, None, &pipe_in, None, left, SpliceFlags::MOVE)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let mut out = 0;
+            while out < n {
+                out += splice(
+                    &pipe_out,
                     None,
-                    &pipe_in,
-                    None,
-                    piece.len() - moved,
+                    &file,
+                    Some(&mut at),
+                    n - out,
                     SpliceFlags::MOVE,
                 )?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                let mut out = 0;
-                while out < n {
-                    out += splice(
-                        &pipe_out,
-                        None,
-                        &file,
-                        Some(&mut at),
-                        n - out,
-                        SpliceFlags::MOVE,
-                    )?;
-                }
-                moved += n;
             }
-            let mut sum = 0u32;
-            for off in (0..piece.len()).step_by(SLICE) {
-                let len = SLICE.min(piece.len() - off);
-                file.read_exact_at(&mut slice[..len], piece_at + off as u64)?;
-                sum = crc32c::crc32c_append(sum, &slice[..len]);
-            }
-            std::hint::black_box(sum);
+            moved += n;
         }
+        let mut sum = 0u32;
+        for off in (0..piece.len()).step_by(SLICE) {
+            let len = SLICE.min(piece.len() - off);
+            file.read_exact_at(&mut slice[..len], piece_at + off as u64)?;
+            sum = crc32c::crc32c_append(sum, &slice[..len]);
+        }
+        std::hint::black_box(sum);
         Ok(())
-    })();
-    let cpu = thread_cpu() - start;
-    drop(broker);
-    let sent = sender.join().expect("sender thread");
-    received.and(sent)?;
-    Ok(cpu)
+    })
 }
 
 /// Receives `pieces` pieces from a client thread into one reused buffer, calling `each`
@@ -309,6 +287,20 @@ fn receive_each(
     piece: &[u8],
     mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<Duration> {
+    let mut buf = vec![0u8; piece.len()];
+    beside_sender(pieces, piece, |broker| {
+        broker.read_exact(&mut buf)?;
+        each(&buf)
+    })
+}
+
+/// A client thread sends `pieces` pieces over loopback while this thread takes each with
+/// `take`; returns this thread's CPU time.
+fn beside_sender(
+    pieces: u64,
+    piece: &[u8],
+    mut take: impl FnMut(&mut TcpStream) -> std::io::Result<()>,
+) -> std::io::Result<Duration> {
     let (mut broker, mut client) = loopback()?;
     let data = piece.to_vec();
     let sender = std::thread::spawn(move || -> std::io::Result<()> {
@@ -317,15 +309,8 @@ fn receive_each(
         }
         Ok(())
     });
-    let mut buf = vec![0u8; piece.len()];
     let start = thread_cpu();
-    let received = (|| {
-        for _ in 0..pieces {
-            broker.read_exact(&mut buf)?;
-            each(&buf)?;
-        }
-        Ok(())
-    })();
+    let received = (0..pieces).try_for_each(|_| take(&mut broker));
     let cpu = thread_cpu() - start;
     drop(broker);
     // The sender fails with a broken pipe if the loop above stopped early.
