@@ -6,7 +6,7 @@
 use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,11 +33,7 @@ impl Drop for Node {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::stable_port()
 }
 
 fn spawn(dir: &Path, id: i32, voters: &str, controller_port: u16) -> Child {

@@ -379,6 +379,36 @@ impl RawClient {
 /// machine, yet far below any timeout that would close the connection for another reason.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A free port below the kernel's ephemeral range, for a node that restarts on the port it
+/// had. A port the kernel handed out for `:0` is also the kind it hands out as a
+/// connection's source port, so while the node is down any process's outgoing connection
+/// can take it and the restart fails with "address in use". Ports below the range are
+/// never handed out; they are picked at random, as other tests pick them too.
+pub fn stable_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    const FROM: u16 = 10_000;
+    if low > FROM + 1_000 {
+        for _ in 0..1_000 {
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            let port = FROM + (random % u64::from(low - FROM)) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A TCP proxy between clients and one broker that can cut a connection right after the
 /// broker answered a Produce, before the client sees the answer: the client must retry a
 /// batch the broker already appended. Point the broker's `advertised.listeners` at
