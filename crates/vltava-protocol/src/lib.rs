@@ -15,6 +15,7 @@ pub use proto_kafka::protocol::SegmentedBuf;
 pub use proto_kafka::protocol::StrBytes;
 pub use proto_kafka::ResponseError as ErrorCode;
 
+pub mod produce_head;
 pub mod stand_in;
 
 /// Bytes of the length prefix in front of every frame.

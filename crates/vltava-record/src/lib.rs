@@ -12,6 +12,7 @@ use thiserror::Error;
 mod compression;
 mod control;
 mod reader;
+pub mod stream;
 pub mod varint;
 mod writer;
 pub use compression::{check_compressed, check_records, record_stream, RecordMeta, RecordStream};
