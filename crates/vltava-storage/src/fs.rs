@@ -89,6 +89,13 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     }
 }
 
+/// Where the bodies of streamed batches come from (the zero-copy produce path's pipe): the
+/// log writes each batch's rewritten header itself and asks for the body behind it.
+pub trait BodySource {
+    /// Writes the payload's next `len` body bytes into `file` from `pos`.
+    fn write_to(&mut self, file: &dyn FsFile, pos: u64, len: usize) -> io::Result<()>;
+}
+
 /// The real file system.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StdFs;

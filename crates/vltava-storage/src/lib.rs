@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 pub use cleaner::{CleanRequest, CleanStats, Cleanable, Transactions};
 pub use epoch::{EpochEntry, LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
-pub use fs::{Fs, FsFile, OpenMode, StdFs};
+pub use fs::{BodySource, Fs, FsFile, OpenMode, StdFs};
 pub use log::{
     accept_all, AppendInfo, FileRegion, Log, LogConfig, LogOffsets, OpenOptions, ProducerInfo,
     ReadResult, RegionRead, TxnGuard,

@@ -7,16 +7,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use vltava_record::stream::StreamedBatch;
 use vltava_record::{BatchHeader, Batches, EndTxnMarker, TransactionResult};
 use vltava_types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 
 use crate::epoch::{EpochEntry, LeaderEpochCache};
-use crate::fs::{Fs, OpenMode, StdFs};
+use crate::fs::{BodySource, Fs, OpenMode, StdFs};
 use crate::producer_state::{
     self, AbortedTxn, BatchInfo, CompletedTxn, Origin, ProducerEntry, ProducerError,
     ProducerStateManager, Staged, NO_PRODUCER_ID,
 };
-use crate::segment::{Loaded, Segment, SegmentFile, SegmentFs};
+use crate::segment::{Loaded, Pieces, Segment, SegmentFile, SegmentFs};
 use crate::{io_err, StorageError};
 
 /// How many sealed segments may hold their `.log` open because no fsync has covered their
@@ -168,6 +169,13 @@ pub struct LogOffsets {
 /// An append validator that accepts everything, for appends with no producer state to check.
 pub fn accept_all(_: &BatchHeader) -> Result<(), StorageError> {
     Ok(())
+}
+
+/// What a leader append takes: batches in memory, or batches validated as they were streamed
+/// whose bodies a [`BodySource`] writes.
+enum Incoming<'a, 'b> {
+    Bytes(&'a [u8]),
+    Streamed(&'a [StreamedBatch], &'a mut (dyn BodySource + 'b)),
 }
 
 /// A KIP-890 verification guard (see [`Log::start_txn_verification`]).
@@ -776,7 +784,7 @@ impl Log {
         V: FnMut(&BatchHeader) -> Result<(), E>,
     {
         self.append_from(
-            batches,
+            Incoming::Bytes(batches),
             leader_epoch.get(),
             now_ms,
             validator,
@@ -803,7 +811,34 @@ impl Log {
         V: FnMut(&BatchHeader) -> Result<(), E>,
     {
         self.append_from(
-            batches,
+            Incoming::Bytes(batches),
+            leader_epoch.get(),
+            now_ms,
+            validator,
+            Origin::Client,
+            guard,
+        )
+    }
+
+    /// [`Log::append_as_leader_guarded`] for batches validated as they were streamed
+    /// ([`vltava_record::stream::StreamValidator`]): their headers are here, and `bodies`
+    /// writes the rest of each batch into the file behind its rewritten header. A failure
+    /// of `bodies` poisons the log, as any failed write does.
+    pub fn append_streamed_as_leader<E, V>(
+        &self,
+        batches: &[StreamedBatch],
+        bodies: &mut dyn BodySource,
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+        validator: V,
+        guard: Option<TxnGuard>,
+    ) -> Result<AppendInfo, E>
+    where
+        E: From<StorageError>,
+        V: FnMut(&BatchHeader) -> Result<(), E>,
+    {
+        self.append_from(
+            Incoming::Streamed(batches, bodies),
             leader_epoch.get(),
             now_ms,
             validator,
@@ -842,7 +877,7 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
         self.append_from(
-            batches,
+            Incoming::Bytes(batches),
             leader_epoch.get(),
             now_ms,
             |_| Ok(()),
@@ -853,7 +888,7 @@ impl Log {
 
     fn append_from<E, V>(
         &self,
-        batches: &[u8],
+        incoming: Incoming<'_, '_>,
         leader_epoch: i32,
         now_ms: i64,
         mut validator: V,
@@ -876,7 +911,19 @@ impl Log {
         let mut count = 0usize;
         let mut idempotent = false;
         let mut duplicate = None;
-        for header in self.headers(batches) {
+        let mut in_memory;
+        let mut streamed;
+        let headers: &mut dyn Iterator<Item = Result<BatchHeader, StorageError>> = match &incoming {
+            Incoming::Bytes(batches) => {
+                in_memory = self.headers(batches);
+                &mut in_memory
+            }
+            Incoming::Streamed(batches, _) => {
+                streamed = batches.iter().map(|b| Ok(b.parsed()));
+                &mut streamed
+            }
+        };
+        for header in headers {
             let mut h = header?;
             h.base_offset = offset;
             h.partition_leader_epoch = leader_epoch;
@@ -938,45 +985,64 @@ impl Log {
         // in a copy written in front of the rest of the batch.
         let mut max_ts = -1i64;
         let mut offset_of_max_ts = base_offset;
-        let mut pos = 0;
         let mut next = base_offset;
         let mut headers: Vec<[u8; vltava_record::HEADER_LEN]> = Vec::with_capacity(count);
-        let mut bodies: Vec<&[u8]> = Vec::with_capacity(count);
-        while pos < batches.len() {
-            let h = vltava_record::BatchHeader::parse(&batches[pos..]).map_err(|source| {
-                StorageError::Corrupt {
-                    path: self.dir.clone(),
-                    position: pos as u64,
-                    source,
-                }
-            })?;
-            let batch = &batches[pos..pos + h.total_len()];
-            headers.push(vltava_record::stored_header(
-                batch,
-                next,
-                leader_epoch,
-                log_append.then_some(now_ms),
-            ));
-            bodies.push(&batch[vltava_record::HEADER_LEN..]);
+        let lat = log_append.then_some(now_ms);
+        let mut account = |h: &BatchHeader, next: &mut i64| {
             let ts = if log_append { now_ms } else { h.max_timestamp };
-            let last = next + i64::from(h.last_offset_delta);
+            let last = *next + i64::from(h.last_offset_delta);
             if ts > max_ts {
                 max_ts = ts;
                 offset_of_max_ts = last;
             }
-            next = last + 1;
-            pos += h.total_len();
-        }
+            *next = last + 1;
+        };
+        let parts: Vec<&[u8]>;
+        let body_lens: Vec<usize>;
+        let pieces = match incoming {
+            Incoming::Bytes(batches) => {
+                let mut bodies: Vec<&[u8]> = Vec::with_capacity(count);
+                let mut pos = 0;
+                while pos < batches.len() {
+                    let h =
+                        vltava_record::BatchHeader::parse(&batches[pos..]).map_err(|source| {
+                            StorageError::Corrupt {
+                                path: self.dir.clone(),
+                                position: pos as u64,
+                                source,
+                            }
+                        })?;
+                    let batch = &batches[pos..pos + h.total_len()];
+                    headers.push(vltava_record::stored_header(batch, next, leader_epoch, lat));
+                    bodies.push(&batch[vltava_record::HEADER_LEN..]);
+                    account(&h, &mut next);
+                    pos += h.total_len();
+                }
+                parts = headers
+                    .iter()
+                    .zip(&bodies)
+                    .flat_map(|(h, b)| [&h[..], b])
+                    .collect();
+                Pieces::Parts(&parts)
+            }
+            Incoming::Streamed(batches, bodies) => {
+                for b in batches {
+                    headers.push(b.stored_header(next, leader_epoch, lat));
+                    account(&b.parsed(), &mut next);
+                }
+                body_lens = batches.iter().map(|b| b.body_len).collect();
+                Pieces::Streamed {
+                    headers: &headers,
+                    body_lens: &body_lens,
+                    bodies,
+                }
+            }
+        };
         debug_assert_eq!(next, offset);
-        let parts: Vec<&[u8]> = headers
-            .iter()
-            .zip(&bodies)
-            .flat_map(|(h, b)| [&h[..], b])
-            .collect();
         let epoch_start = (leader_epoch >= 0).then_some((leader_epoch, base_offset));
         self.write_locked(
             &mut inner,
-            &parts,
+            pieces,
             offset,
             max_ts,
             offset_of_max_ts,
@@ -1061,7 +1127,7 @@ impl Log {
         let epoch_start = (leader_epoch >= 0).then_some((leader_epoch, base_offset));
         self.write_locked(
             &mut inner,
-            &[&batch],
+            Pieces::Parts(&[&batch]),
             base_offset + 1,
             now_ms,
             base_offset,
@@ -1281,7 +1347,7 @@ impl Log {
         }
         self.write_locked(
             &mut inner,
-            &[batches],
+            Pieces::Parts(&[batches]),
             next,
             max_ts,
             offset_of_max_ts,
@@ -1340,7 +1406,7 @@ impl Log {
     fn write_locked(
         &self,
         inner: &mut Inner,
-        parts: &[&[u8]],
+        pieces: Pieces<'_, '_>,
         next_offset: i64,
         max_timestamp: i64,
         offset_of_max_timestamp: i64,
@@ -1364,13 +1430,12 @@ impl Log {
                 .map_err(|e| self.poison(e))?;
             inner.epochs = epochs;
         }
-        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        self.maybe_roll(inner, len, next_offset, now_ms)?;
+        self.maybe_roll(inner, pieces.len(), next_offset, now_ms)?;
         let active = Arc::clone(inner.active());
         let interval = inner.config.index_interval_bytes;
         active
             .append(
-                parts,
+                pieces,
                 base_offset,
                 next_offset,
                 max_timestamp,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 use vltava_record::{BatchHeader, RecordError, HEADER_LEN};
 
-use crate::fs::{Fs, FsFile, OpenMode};
+use crate::fs::{BodySource, Fs, FsFile, OpenMode};
 use crate::index::{
     OffsetEntry, OffsetIndex, TimeEntry, TimeIndex, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
 };
@@ -76,6 +76,29 @@ impl SegmentFile {
                     tracing::warn!(path = %p.display(), error = %e, "could not delete segment file")
                 }
             }
+        }
+    }
+}
+
+/// What an append writes: batches in memory (a rewritten header, then the caller's bytes,
+/// back to back), or streamed batches whose bodies a [`BodySource`] writes behind their
+/// rewritten headers.
+pub(crate) enum Pieces<'a, 'b> {
+    Parts(&'a [&'a [u8]]),
+    Streamed {
+        headers: &'a [[u8; HEADER_LEN]],
+        body_lens: &'a [usize],
+        bodies: &'a mut (dyn BodySource + 'b),
+    },
+}
+
+impl Pieces<'_, '_> {
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Pieces::Parts(parts) => parts.iter().map(|p| p.len() as u64).sum(),
+            Pieces::Streamed {
+                headers, body_lens, ..
+            } => (headers.len() * HEADER_LEN + body_lens.iter().sum::<usize>()) as u64,
         }
     }
 }
@@ -650,7 +673,7 @@ impl Segment {
     /// Caller holds the log lock, so appends to one segment are serial.
     pub(crate) fn append(
         &self,
-        parts: &[&[u8]],
+        pieces: Pieces<'_, '_>,
         first_offset: i64,
         next_offset: i64,
         max_timestamp: i64,
@@ -658,10 +681,25 @@ impl Segment {
         index_interval_bytes: u64,
     ) -> Result<(), StorageError> {
         let pos = self.size();
-        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        self.log_file()?
-            .write_all_vectored_at(parts, pos)
-            .map_err(|e| io_err("write", &self.log_path, e))?;
+        let len = pieces.len();
+        let file = self.log_file()?;
+        let written = match pieces {
+            Pieces::Parts(parts) => file.write_all_vectored_at(parts, pos),
+            Pieces::Streamed {
+                headers,
+                body_lens,
+                bodies,
+            } => {
+                let mut at = pos;
+                headers.iter().zip(body_lens).try_for_each(|(h, &body)| {
+                    file.write_all_at(h, at)?;
+                    bodies.write_to(&*file, at + h.len() as u64, body)?;
+                    at += (h.len() + body) as u64;
+                    Ok(())
+                })
+            }
+        };
+        written.map_err(|e| io_err("write", &self.log_path, e))?;
         let mut st = self.state.lock();
         st.bytes_since_index += len;
         if max_timestamp > st.max_timestamp {

@@ -1517,3 +1517,120 @@ fn index_entries_reach_their_files_at_flush_seal_and_close() {
     assert_eq!(BatchHeader::parse(&r.records).unwrap().base_offset, 13);
     log.close().unwrap();
 }
+
+/// The bodies of streamed batches, from memory, as the broker's pipe gives them.
+struct Bodies<'a> {
+    bytes: Vec<u8>,
+    at: usize,
+    fail: &'a std::cell::Cell<bool>,
+}
+
+impl BodySource for Bodies<'_> {
+    fn write_to(&mut self, file: &dyn FsFile, pos: u64, len: usize) -> std::io::Result<()> {
+        if self.fail.get() {
+            return Err(std::io::Error::other("the pipe broke"));
+        }
+        file.write_all_at(&self.bytes[self.at..self.at + len], pos)?;
+        self.at += len;
+        Ok(())
+    }
+}
+
+/// Streams `payload` through the validator: its batches and their bodies back to back.
+fn streamed(payload: &[u8]) -> (Vec<vltava_record::stream::StreamedBatch>, Vec<u8>) {
+    let mut v = vltava_record::stream::StreamValidator::new(1 << 20);
+    v.feed(payload).unwrap();
+    let (_, batches) = v.finish().unwrap();
+    let mut bodies = Vec::new();
+    let mut at = 0;
+    for b in &batches {
+        at += vltava_record::HEADER_LEN;
+        bodies.extend_from_slice(&payload[at..at + b.body_len]);
+        at += b.body_len;
+    }
+    (batches, bodies)
+}
+
+/// A log written with streamed appends holds, byte for byte, what in-memory appends write,
+/// and answers the same, across rolls, LogAppendTime, producer ids and retries.
+#[test]
+fn streamed_appends_write_what_in_memory_appends_write() {
+    for log_append_time in [false, true] {
+        let cfg = LogConfig {
+            log_append_time,
+            ..small_segments()
+        };
+        let (mem_fs, str_fs) = (sim_fs(), sim_fs());
+        let (mem, str_log) = (sim_open(&mem_fs, cfg.clone()), sim_open(&str_fs, cfg));
+        let fail = std::cell::Cell::new(false);
+        let mut payloads = [
+            [batch(3, 10, 40), batch(1, 20, 200)].concat(),
+            producer_batch(5, 0, 0, 2, false),
+            producer_batch(5, 0, 0, 2, false), // a retry: a duplicate
+            producer_batch(5, 0, 2, 4, false),
+            batch(2, 30, 500),
+        ];
+        for (i, p) in payloads.iter_mut().enumerate() {
+            let now = 1_000 + i as i64;
+            let a = mem
+                .append_as_leader_guarded(p, LeaderEpoch::new(3), now, accept_all, None)
+                .unwrap();
+            let (batches, bytes) = streamed(p);
+            let mut bodies = Bodies {
+                bytes,
+                at: 0,
+                fail: &fail,
+            };
+            let b = str_log
+                .append_streamed_as_leader(
+                    &batches,
+                    &mut bodies,
+                    LeaderEpoch::new(3),
+                    now,
+                    accept_all,
+                    None,
+                )
+                .unwrap();
+            assert_eq!(a, b, "append {i}");
+        }
+        assert!(mem.segment_count() > 1, "the appends rolled segments");
+        assert_eq!(mem.offsets(), str_log.offsets());
+        let all = |log: &Log| {
+            log.read(Offset::new(0), Offset::new(i64::MAX), 1 << 20, true)
+                .unwrap()
+                .records
+        };
+        let mut offset = Offset::new(0);
+        while offset < mem.offsets().log_end_offset {
+            let r = |log: &Log| {
+                log.read(offset, Offset::new(i64::MAX), 1 << 20, true)
+                    .unwrap()
+            };
+            let (x, y) = (r(&mem), r(&str_log));
+            assert_eq!(x.records, y.records);
+            validate(&y.records, 1 << 20).unwrap();
+            let last = Batches::new(&y.records).last().unwrap().unwrap().0;
+            offset = Offset::new(last.next_offset());
+        }
+        assert!(!all(&str_log).is_empty());
+        // A body that cannot be written poisons the log, as any failed write does.
+        fail.set(true);
+        let p = batch(1, 40, 10);
+        let (batches, bytes) = streamed(&p);
+        let mut bodies = Bodies {
+            bytes,
+            at: 0,
+            fail: &fail,
+        };
+        let e = str_log.append_streamed_as_leader::<StorageError, _>(
+            &batches,
+            &mut bodies,
+            LeaderEpoch::new(3),
+            2_000,
+            accept_all,
+            None,
+        );
+        assert!(e.is_err());
+        assert!(str_log.is_poisoned());
+    }
+}
