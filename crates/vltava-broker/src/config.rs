@@ -428,6 +428,11 @@ impl BrokerConfig {
         self.get_i64("socket.request.max.bytes") as usize
     }
 
+    /// `produce.splice.min.bytes`: `None` (-1) reads every produce request into memory.
+    pub fn produce_splice_min_bytes(&self) -> Option<usize> {
+        usize::try_from(self.get_i64("produce.splice.min.bytes")).ok()
+    }
+
     /// `socket.receive.buffer.bytes`: `None` (-1) keeps the kernel's default and autotuning.
     pub fn socket_receive_buffer_bytes(&self) -> Option<usize> {
         usize::try_from(self.get_i64("socket.receive.buffer.bytes")).ok()

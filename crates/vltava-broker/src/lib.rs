@@ -29,6 +29,7 @@ pub mod replication_quota;
 mod replication_sim;
 pub mod request_metrics;
 pub mod security;
+pub mod splice;
 pub mod topic_metrics;
 pub mod txn_coordinator;
 

@@ -244,20 +244,122 @@ enum FrameError {
     TooLarge(vltava_protocol::FrameError),
 }
 
-/// Reads one frame, taking memory from the pool only as its bytes arrive.
-async fn read_frame<R: AsyncRead + Unpin>(
+/// Reads a frame's length prefix.
+async fn read_prefix<R: AsyncRead + Unpin>(
     rd: &mut R,
-    member: &Member,
     max: usize,
     idle: Duration,
-) -> Result<(Bytes, Reservation), FrameError> {
+) -> Result<usize, FrameError> {
     let mut prefix = [0u8; 4];
     match tokio::time::timeout(idle, rd.read_exact(&mut prefix)).await {
         Err(_) => return Err(FrameError::Idle),
         Ok(Err(_)) => return Err(FrameError::Closed),
         Ok(Ok(_)) => {}
     }
-    let len = frame_len(prefix, max).map_err(FrameError::TooLarge)?;
+    frame_len(prefix, max).map_err(FrameError::TooLarge)
+}
+
+/// A frame as read: its body, or for a Produce whose records went into a pipe, the body
+/// without them and the records.
+enum Frame {
+    Body(Bytes, Reservation),
+    Spliced(Bytes, crate::splice::SplicedRecords, Reservation),
+}
+
+/// Reads one frame's body of `len` bytes, splicing a large Produce's records into a pipe
+/// when the connection can (`splicer`, plaintext and authenticated).
+async fn read_body<R: AsyncRead + SocketOf + Unpin>(
+    rd: &mut R,
+    member: &Member,
+    len: usize,
+    idle: Duration,
+    splicer: Option<&mut crate::splice::Splicer>,
+) -> Result<Frame, FrameError> {
+    if let Some(splicer) = splicer.filter(|s| s.may_take(len)) {
+        let deadline = tokio::time::Instant::now() + idle;
+        let spliced = tokio::select! {
+            r = tokio::time::timeout_at(deadline, read_spliced(rd, member, len, splicer)) => r,
+            () = member.closed() => return Err(FrameError::Evicted),
+        };
+        member.frame_done();
+        match spliced {
+            Err(_) => return Err(FrameError::Stalled),
+            Ok(Err(e)) => return Err(FrameError::Truncated(e)),
+            Ok(Ok(Some(frame))) => return Ok(frame),
+            Ok(Ok(None)) => {}
+        }
+    }
+    read_frame_body(rd, member, len, idle)
+        .await
+        .map(|(b, r)| Frame::Body(b, r))
+}
+
+/// Splices a Produce's records into a pipe if the frame is one the pipe path takes; `None`
+/// (nothing read) otherwise.
+async fn read_spliced<R: AsyncRead + SocketOf + Unpin>(
+    rd: &mut R,
+    member: &Member,
+    len: usize,
+    splicer: &mut crate::splice::Splicer,
+) -> std::io::Result<Option<Frame>> {
+    use vltava_protocol::produce_head::{parse, Head};
+    let Some(socket) = rd.socket() else {
+        return Ok(None);
+    };
+    let mut peeked = [0u8; 512];
+    let n = socket.peek(&mut peeked).await?;
+    let Head::Produce(head) = parse(&peeked[..n], len) else {
+        return Ok(None);
+    };
+    if !splicer.can_take(head.records_len) {
+        return Ok(None);
+    }
+    let Some(ready) = splicer.ready(head.records_len) else {
+        return Ok(None);
+    };
+    let mut reservation = member.empty();
+    member.reserve(&mut reservation, len).await;
+    let mut start = vec![0u8; head.records_at];
+    crate::splice::read_exact(socket, &mut start).await?;
+    let received = splicer.receive(socket, ready, head.records_len).await?;
+    let mut tail = vec![0u8; head.tail_len];
+    crate::splice::read_exact(socket, &mut tail).await?;
+    Ok(Some(match received {
+        crate::splice::Received::Spliced(records) => {
+            Frame::Spliced(head.without_records(&start, &tail), records, reservation)
+        }
+        crate::splice::Received::Copied(records) => {
+            let mut body = start;
+            body.extend_from_slice(&records);
+            body.extend_from_slice(&tail);
+            Frame::Body(body.into(), reservation)
+        }
+    }))
+}
+
+/// The TCP socket under a reader, for splicing from it; TLS streams have none.
+pub(crate) trait SocketOf {
+    fn socket(&self) -> Option<&tokio::net::TcpStream> {
+        None
+    }
+}
+
+impl SocketOf for tokio::net::tcp::OwnedReadHalf {
+    fn socket(&self) -> Option<&tokio::net::TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl<S> SocketOf for tokio::io::ReadHalf<S> {}
+
+/// Reads one frame's body of `len` bytes, taking memory from the pool only as its bytes
+/// arrive.
+async fn read_frame_body<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    member: &Member,
+    len: usize,
+    idle: Duration,
+) -> Result<(Bytes, Reservation), FrameError> {
     let deadline = tokio::time::Instant::now() + idle;
     let mut reservation = member.empty();
     let mut body = member.pool().buffer(len);
@@ -302,6 +404,7 @@ struct AppendJob {
     header: Header,
     size: usize,
     request: vltava_protocol::Request,
+    spliced: Option<crate::splice::SplicedRecords>,
     timer: Arc<RequestTimer>,
     reply: oneshot::Sender<Result<Pending, Hostile>>,
 }
@@ -344,6 +447,7 @@ impl AppendLane {
                             job.header,
                             job.size,
                             job.request,
+                            job.spliced,
                             &job.timer,
                         );
                         let hostile = answer.is_err();
@@ -416,12 +520,14 @@ impl AppendLane {
 
     /// Queues a produce request; the answer's future resolves once it is appended (and, for
     /// acks=all, durable). A hostile request or a failed run sets `closing`.
+    #[allow(clippy::too_many_arguments)]
     fn submit(
         &mut self,
         connection: Arc<ConnectionContext>,
         header: Header,
         size: usize,
         request: vltava_protocol::Request,
+        spliced: Option<crate::splice::SplicedRecords>,
         timer: Arc<RequestTimer>,
         closing: Arc<watch::Sender<bool>>,
     ) -> Option<Pending> {
@@ -432,6 +538,7 @@ impl AppendLane {
                 header,
                 size,
                 request,
+                spliced,
                 timer,
                 reply,
             })
@@ -498,7 +605,7 @@ async fn serve<R, W>(
     member: Member,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    R: AsyncRead + Unpin + Send + 'static,
+    R: AsyncRead + SocketOf + Unpin + Send + 'static,
     W: FrameSink + 'static,
 {
     // Each answer goes with its request's timer, for the request metrics; quorum frames
@@ -543,6 +650,12 @@ async fn serve<R, W>(
         broker.config.connections_max_idle()
     };
     let mut lane: Option<AppendLane> = None;
+    // Quorum peers send no produce requests; the pipes are made on first use.
+    let mut splicer = broker
+        .config
+        .produce_splice_min_bytes()
+        .filter(|_| rd.socket().is_some() && !is_controller_listener)
+        .map(crate::splice::Splicer::new);
     let mut metered_produce = false;
     let (closing_tx, mut closing) = watch::channel(false);
     let closing_tx = Arc::new(closing_tx);
@@ -580,13 +693,19 @@ async fn serve<R, W>(
                 }
             }
         }
+        // Records move through a pipe only once a SASL listener's peer has authenticated.
+        let splice_now = authenticator.as_ref().is_none_or(Authenticator::is_done);
         let frame = tokio::select! {
-            f = read_frame(&mut rd, &member, max, idle) => f,
+            f = async {
+                let len = read_prefix(&mut rd, max, idle).await?;
+                read_body(&mut rd, &member, len, idle, splicer.as_mut().filter(|_| splice_now)).await
+            } => f,
             _ = shutdown.changed() => break,
             _ = closing.wait_for(|c| *c) => break,
         };
-        let (body, reservation) = match frame {
-            Ok(f) => f,
+        let (body, mut spliced, reservation) = match frame {
+            Ok(Frame::Body(body, reservation)) => (body, None, reservation),
+            Ok(Frame::Spliced(body, records, reservation)) => (body, Some(records), reservation),
             Err(e) => {
                 match e {
                     FrameError::Closed => {}
@@ -661,7 +780,7 @@ async fn serve<R, W>(
             }
             continue;
         }
-        let size = body.len();
+        let size = body.len() + spliced.as_ref().map_or(0, |r| r.len());
         let decoded = decode_request(body);
         let timer = Arc::new(match &decoded {
             Ok(Decoded::Request(header, request)) => {
@@ -750,6 +869,7 @@ async fn serve<R, W>(
                         header,
                         size,
                         request,
+                        spliced.take(),
                         Arc::clone(&timer),
                         Arc::clone(&closing_tx),
                     ) {
@@ -760,7 +880,7 @@ async fn serve<R, W>(
                     if let Some(lane) = lane.as_mut() {
                         lane.drain().await;
                     }
-                    match handle(&broker, &connection, header, size, request, &timer) {
+                    match handle(&broker, &connection, header, size, request, None, &timer) {
                         Ok(pending) => pending,
                         Err(Hostile(reason)) => {
                             tracing::warn!(%reason, "hostile request; closing connection");
@@ -823,6 +943,7 @@ fn handle(
     header: Header,
     size: usize,
     request: vltava_protocol::Request,
+    spliced: Option<crate::splice::SplicedRecords>,
     timer: &Arc<RequestTimer>,
 ) -> Result<Pending, Hostile> {
     timer.local_started();
@@ -865,7 +986,13 @@ fn handle(
     // Threads' time is measured only while some quota exists: without one, requests pay
     // no clock reads.
     let started = broker.quotas.is_active().then(std::time::Instant::now);
-    let fut = handlers::dispatch(broker, ctx, request)?;
+    let fut = match (request, spliced) {
+        (vltava_protocol::Request::Produce(r), Some(records)) => {
+            let fut = handlers::produce::handle_spliced(broker, &ctx, r, records)?;
+            Box::pin(async move { fut.await.map(handlers::Answer::from) })
+        }
+        (request, _) => handlers::dispatch(broker, ctx, request)?,
+    };
     timer.local_ended();
     let timer = Arc::clone(timer);
     let busy = started.map(|s| s.elapsed());

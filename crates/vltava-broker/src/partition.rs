@@ -661,6 +661,37 @@ impl Partition {
         Ok(info)
     }
 
+    /// [`Partition::append_as_leader_guarded`] for records checked as they were spliced into
+    /// a pipe: `bodies` writes each batch's bytes behind its header.
+    pub fn append_streamed_as_leader_guarded<V>(
+        &self,
+        batches: &[vltava_record::stream::StreamedBatch],
+        bodies: &mut dyn vltava_storage::BodySource,
+        now_ms: i64,
+        validator: V,
+        guard: Option<vltava_storage::TxnGuard>,
+    ) -> Result<AppendInfo, AppendError>
+    where
+        V: FnMut(&BatchHeader) -> Result<(), AppendError>,
+    {
+        if !self.is_leader() {
+            return Err(AppendError::NotLeader(format!("{self:?}")));
+        }
+        let info = self.log.append_streamed_as_leader(
+            batches,
+            bodies,
+            LeaderEpoch::new(self.leader_epoch()),
+            now_ms,
+            validator,
+            guard,
+        )?;
+        if !info.duplicate {
+            self.maybe_advance_high_watermark();
+            self.appended.send_replace(info.last_offset.next().get());
+        }
+        Ok(info)
+    }
+
     /// Whether `producer_id` has a transaction open in this partition (KIP-890: a
     /// transactional batch that opens one is first checked with the coordinator).
     pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {

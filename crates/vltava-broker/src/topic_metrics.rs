@@ -25,6 +25,8 @@ pub struct TopicCounters {
     bytes_rejected: AtomicU64,
     replication_bytes_in: AtomicU64,
     replication_bytes_out: AtomicU64,
+    /// Vltava's own: bytes in that went through a pipe (`crate::splice`).
+    spliced_bytes_in: AtomicU64,
 }
 
 /// The series, in render order: (name after `kafka_server_brokertopicmetrics_`, help, reader,
@@ -146,6 +148,12 @@ impl TopicStats {
         }
     }
 
+    /// `bytes` of the records just counted in went from the socket to the log through a
+    /// pipe, never into the broker's memory.
+    pub fn spliced(&self, bytes: u64) {
+        add(&self.all.spliced_bytes_in, bytes);
+    }
+
     /// `bytes` of fetched batches appended as a follower.
     pub fn replicated_in(&self, bytes: u64) {
         for c in [&*self.topic, &*self.all] {
@@ -210,6 +218,17 @@ impl BrokerTopicMetrics {
                 );
             }
         }
+        let full = "vltava_server_brokertopicmetrics_splicedbytesin_total";
+        let _ = writeln!(
+            out,
+            "# HELP {full} Record batch bytes appended by producers that went from the socket to the log through a pipe, never copied into the broker's memory (Vltava's own; produce.splice.min.bytes)"
+        );
+        let _ = writeln!(out, "# TYPE {full} counter");
+        let _ = writeln!(
+            out,
+            "{full} {}",
+            self.all.spliced_bytes_in.load(Ordering::Relaxed)
+        );
     }
 }
 

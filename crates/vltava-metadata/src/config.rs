@@ -618,6 +618,14 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "SO_RCVBUF of the listeners' sockets; -1 leaves the kernel's autotuning on. Kafka's default is 102400, which measured more CPU per GB here and caps the window on long links."
     ),
     def!(
+        "produce.splice.min.bytes",
+        Int,
+        "65536",
+        &[],
+        Some(-1),
+        "On plaintext listeners, one partition's produced records of at least this many bytes (and at most 1 MiB) move from the socket to the log through a pipe with splice, never copied into the broker's memory; -1 reads every request into memory."
+    ),
+    def!(
         "socket.send.buffer.bytes",
         Int,
         "-1",

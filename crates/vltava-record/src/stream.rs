@@ -1,7 +1,7 @@
 //! [`validate`](crate::validate) for a payload that is not in memory at once: the bytes are
 //! fed in pieces as they are read (from a pipe, a slice at a time), and each batch's header
-//! is kept with the CRC-32C of the rest of the batch, which is all a log needs to rewrite
-//! the header (offsets, leader epoch, LogAppendTime) without the batch's bytes.
+//! is kept, with its checked CRC-32C all a log needs to rewrite the header (offsets, leader
+//! epoch, LogAppendTime) without the batch's bytes.
 
 use crate::{
     BatchHeader, RecordError, ValidatedBatches, ATTRIBUTES, CRC, HEADER_LEN, MAX_TIMESTAMP,
@@ -11,10 +11,8 @@ use crate::{
 /// One validated batch of a streamed payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamedBatch {
-    /// The header bytes as received.
+    /// The header bytes as received; its CRC is the batch's, checked.
     pub header: [u8; HEADER_LEN],
-    /// CRC-32C of the bytes after the header.
-    pub body_crc: u32,
     /// Bytes after the header.
     pub body_len: usize,
 }
@@ -38,11 +36,12 @@ impl StreamedBatch {
             let attrs = crate::i16_at(&h, ATTRIBUTES) | TIMESTAMP_TYPE_BIT;
             h[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
             h[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
-            let crc = crc32c::crc32c_combine(
-                crc32c::crc32c(&h[ATTRIBUTES..]),
-                self.body_crc,
-                self.body_len,
-            );
+            // CRC-32C is linear: the new CRC is the checked one changed by what the header's
+            // change contributes once followed by the body's length of bytes.
+            let old = crc32c::crc32c(&self.header[ATTRIBUTES..]);
+            let new = crc32c::crc32c(&h[ATTRIBUTES..]);
+            let stored = crate::i32_at(&self.header, CRC) as u32;
+            let crc = stored ^ crc32c::crc32c_combine(old ^ new, 0, self.body_len);
             h[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
         }
         h
@@ -58,8 +57,8 @@ pub struct StreamValidator {
     header: [u8; HEADER_LEN],
     header_have: usize,
     /// The current batch, once its header is whole: its header, body bytes still to come
-    /// and the CRC of those seen (from `attributes` on, as the stored CRC covers).
-    current: Option<(BatchHeader, usize, u32, u32)>,
+    /// and the CRC of what it has seen (from `attributes` on, as the stored CRC covers).
+    current: Option<(BatchHeader, usize, u32)>,
     batches: Vec<StreamedBatch>,
     summary: ValidatedBatches,
 }
@@ -85,16 +84,16 @@ impl StreamValidator {
     /// Feeds the next bytes of the payload; the first error ends the stream.
     pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), RecordError> {
         while !chunk.is_empty() {
-            let Some((_, left, crc, body_crc)) = self.current.as_mut() else {
+            let Some((_, left, crc)) = self.current.as_mut() else {
                 let n = (HEADER_LEN - self.header_have).min(chunk.len());
                 self.header[self.header_have..self.header_have + n].copy_from_slice(&chunk[..n]);
                 self.header_have += n;
                 chunk = &chunk[n..];
                 if self.header_have == HEADER_LEN {
                     let h = self.start_batch()?;
-                    let crc = crc32c::crc32c(&self.header[ATTRIBUTES..]);
                     let body = h.total_len() - HEADER_LEN;
-                    self.current = Some((h, body, crc, 0));
+                    let crc = crc32c::crc32c(&self.header[ATTRIBUTES..]);
+                    self.current = Some((h, body, crc));
                     if body == 0 {
                         self.end_batch()?;
                     }
@@ -103,7 +102,6 @@ impl StreamValidator {
             };
             let n = (*left).min(chunk.len());
             *crc = crc32c::crc32c_append(*crc, &chunk[..n]);
-            *body_crc = crc32c::crc32c_append(*body_crc, &chunk[..n]);
             *left -= n;
             chunk = &chunk[n..];
             if *left == 0 {
@@ -126,7 +124,8 @@ impl StreamValidator {
     }
 
     fn end_batch(&mut self) -> Result<(), RecordError> {
-        let (h, _, crc, body_crc) = self.current.take().expect("a batch in progress");
+        let (h, _, crc) = self.current.take().expect("a batch in progress");
+        let body_len = h.total_len() - HEADER_LEN;
         if h.record_count <= 0
             || h.last_offset_delta < 0
             || h.last_offset_delta < h.record_count - 1
@@ -149,13 +148,11 @@ impl StreamValidator {
         s.batch_count += 1;
         s.offset_count += i64::from(h.last_offset_delta) + 1;
         s.max_timestamp = s.max_timestamp.max(h.max_timestamp);
-        let len = h.total_len();
         self.batches.push(StreamedBatch {
             header: self.header,
-            body_crc,
-            body_len: len - HEADER_LEN,
+            body_len,
         });
-        self.batch_at += len;
+        self.batch_at += h.total_len();
         self.header_have = 0;
         Ok(())
     }
@@ -168,7 +165,7 @@ impl StreamValidator {
             need,
             have,
         };
-        if let Some((h, left, _, _)) = self.current {
+        if let Some((h, left, _)) = self.current {
             let len = h.total_len();
             return Err(truncated(len, len - left));
         }

@@ -30,4 +30,5 @@ mod quotas;
 mod registry;
 mod roundtrip;
 mod security;
+mod splice;
 mod transactions;

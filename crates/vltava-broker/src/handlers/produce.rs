@@ -17,6 +17,7 @@ use super::{sb, tn};
 use crate::broker::{now_ms, Broker};
 use crate::context::{AclOperation, RequestContext, Resource};
 use crate::partition::{AckError, AppendError, Partition};
+use crate::splice::SplicedRecords;
 use crate::txn_coordinator::TxnCoordError;
 use vltava_coordinator::txn_shard::TxnError;
 
@@ -50,12 +51,27 @@ pub struct Hostile(pub String);
 /// What to do with one partition's payload once it has been checked.
 enum Plan {
     /// Append, with the KIP-890 guard of a verified transactional batch.
-    Append(
-        Arc<Partition>,
-        bytes::Bytes,
-        Option<vltava_storage::TxnGuard>,
-    ),
+    Append(Arc<Partition>, Payload, Option<vltava_storage::TxnGuard>),
     Answer(PartitionProduceResponse),
+}
+
+/// One partition's records: in memory, or checked and waiting in a pipe
+/// ([`crate::splice`]).
+enum Payload {
+    Bytes(bytes::Bytes),
+    Spliced(SplicedRecords),
+}
+
+impl Payload {
+    fn first_header(&self) -> Option<vltava_record::BatchHeader> {
+        match self {
+            Payload::Bytes(b) => vltava_record::Batches::new(b)
+                .next()
+                .and_then(|r| r.ok())
+                .map(|(h, _)| h),
+            Payload::Spliced(r) => r.batches().first().map(|b| b.parsed()),
+        }
+    }
 }
 
 pub(crate) fn storage_error_code(e: &StorageError) -> ErrorCode {
@@ -86,6 +102,58 @@ fn partition_error(
     r.log_start_offset = -1;
     r.error_message = message.map(sb);
     r
+}
+
+/// Checks spliced records, whose headers and CRCs were checked as they arrived: the batch
+/// sizes against the topic's limit. Compressed batches, compacted topics and recompression
+/// need the records themselves: those are read into memory and checked as usual.
+fn check_spliced(
+    p: Arc<Partition>,
+    index: i32,
+    mut records: SplicedRecords,
+) -> Result<Plan, Hostile> {
+    let read_back = |records: SplicedRecords| {
+        records
+            .into_bytes()
+            .map_err(|e| Hostile(format!("cannot read spliced records back: {e}")))
+    };
+    match records.check() {
+        Ok(true) => {}
+        // The ordinary checks say what is wrong.
+        Ok(false) => return check(p, index, Some(read_back(records)?)),
+        Err(e) => return Err(Hostile(format!("cannot check spliced records: {e}"))),
+    }
+    let settings = p.settings();
+    let max = settings.log.max_message_bytes;
+    let batches = records.batches();
+    if let Some(h) = batches
+        .iter()
+        .map(|b| b.parsed())
+        .find(|h| h.total_len() > max)
+    {
+        let e = RecordError::TooLarge {
+            size: h.total_len(),
+            limit: max,
+        };
+        tracing::debug!(partition = ?p, error = %e, "rejected produce payload");
+        p.stats.rejected(records.len() as u64);
+        return Ok(Plan::Answer(partition_error(
+            index,
+            record_error_code(&e),
+            Some(e.to_string()),
+        )));
+    }
+    let in_memory = settings.log.compact
+        || batches.iter().map(|b| b.parsed()).any(|h| {
+            h.compression() != vltava_record::Compression::None
+                || settings
+                    .compression
+                    .is_some_and(|target| h.compression() != target && !h.is_control())
+        });
+    if !in_memory {
+        return Ok(Plan::Append(p, Payload::Spliced(records), None));
+    }
+    check(p, index, Some(read_back(records)?))
 }
 
 /// Checks one partition's payload without appending it: headers, sizes and CRCs, and for
@@ -169,7 +237,7 @@ fn check(p: Arc<Partition>, index: i32, records: Option<bytes::Bytes>) -> Result
         r.record_errors = keyless;
         return Ok(Plan::Answer(r));
     }
-    Ok(Plan::Append(p, records, None))
+    Ok(Plan::Append(p, Payload::Bytes(records), None))
 }
 
 /// KIP-890 part 1: a transactional batch that would open a transaction in this partition
@@ -182,10 +250,9 @@ fn verify_txn(
     version: i16,
     p: Arc<Partition>,
     index: i32,
-    records: bytes::Bytes,
+    records: Payload,
 ) -> Plan {
-    let first = vltava_record::Batches::new(&records).next();
-    let Some(Ok((h, _))) = first else {
+    let Some(h) = records.first_header() else {
         return Plan::Append(p, records, None);
     };
     if !h.is_transactional() || p.in_transaction(h.producer_id, h.producer_epoch) {
@@ -248,7 +315,7 @@ enum Wait {
 fn append_one(
     p: &Arc<Partition>,
     index: i32,
-    records: bytes::Bytes,
+    records: Payload,
     acks: i16,
     guard: Option<vltava_storage::TxnGuard>,
 ) -> (
@@ -256,36 +323,31 @@ fn append_one(
     Option<(Arc<Partition>, i64, Wait)>,
 ) {
     let settings = p.settings();
-    let max = settings.log.max_message_bytes;
-    let recompress = settings.compression.filter(|target| {
-        vltava_record::Batches::new(&records)
-            .any(|b| b.is_ok_and(|(h, _)| h.compression() != *target && !h.is_control()))
-    });
-    // The request's bytes go to the log as they are (the log writes rewritten headers in
-    // front of them). A topic whose `compression.type` names another codec gets the batches
-    // rewritten with it instead (checked, and within the same expansion cap).
-    let rewritten = match recompress {
-        None => None,
-        Some(target) => {
-            let limit = (max as u64).max(1 << 20) * MAX_EXPANSION;
-            // Each rewritten batch must still fit `max.message.bytes`, as Kafka checks.
-            match vltava_record::recompress(&records, target, limit)
-                .and_then(|b| vltava_record::validate(&b, max).map(|_| b))
-            {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    p.stats.produced(Err(()));
-                    p.stats.rejected(records.len() as u64);
-                    return (
-                        partition_error(index, record_error_code(&e), Some(e.to_string())),
-                        None,
-                    );
-                }
+    let (appended, len) = match records {
+        Payload::Bytes(records) => match to_append(p, index, records) {
+            Ok(b) => (
+                p.append_as_leader_guarded(&b, now_ms(), |_| Ok(()), guard),
+                b.len(),
+            ),
+            Err(answer) => return (*answer, None),
+        },
+        Payload::Spliced(mut records) => {
+            let batches = records.take_batches();
+            let len = records.len();
+            let appended = p.append_streamed_as_leader_guarded(
+                &batches,
+                &mut records,
+                now_ms(),
+                |_| Ok(()),
+                guard,
+            );
+            if appended.as_ref().is_ok_and(|i| !i.duplicate) {
+                p.stats.spliced(len as u64);
             }
+            (appended, len)
         }
     };
-    let batches = rewritten.as_deref().unwrap_or(&records);
-    let info = match p.append_as_leader_guarded(batches, now_ms(), |_| Ok(()), guard) {
+    let info = match appended {
         Ok(i) => i,
         Err(AppendError::NotLeader(m)) => {
             p.stats.produced(Err(()));
@@ -308,7 +370,7 @@ fn append_one(
     } else {
         (
             (info.last_offset.get() - info.base_offset.get() + 1) as u64,
-            batches.len() as u64,
+            len as u64,
         )
     }));
     let end = info.last_offset.next().get();
@@ -336,12 +398,66 @@ fn append_one(
     (r, wait.map(|w| (Arc::clone(p), end, w)))
 }
 
+/// The in-memory records to append: as they came, or rewritten when the topic's
+/// `compression.type` names another codec. `Err` is the refusal to answer.
+fn to_append(
+    p: &Arc<Partition>,
+    index: i32,
+    records: bytes::Bytes,
+) -> Result<bytes::Bytes, Box<PartitionProduceResponse>> {
+    let settings = p.settings();
+    let max = settings.log.max_message_bytes;
+    let recompress = settings.compression.filter(|target| {
+        vltava_record::Batches::new(&records)
+            .any(|b| b.is_ok_and(|(h, _)| h.compression() != *target && !h.is_control()))
+    });
+    // The request's bytes go to the log as they are (the log writes rewritten headers in
+    // front of them). A topic whose `compression.type` names another codec gets the batches
+    // rewritten with it instead (checked, and within the same expansion cap).
+    let Some(target) = recompress else {
+        return Ok(records);
+    };
+    let limit = (max as u64).max(1 << 20) * MAX_EXPANSION;
+    // Each rewritten batch must still fit `max.message.bytes`, as Kafka checks.
+    vltava_record::recompress(&records, target, limit)
+        .and_then(|b| vltava_record::validate(&b, max).map(|_| b.into()))
+        .map_err(|e| {
+            p.stats.produced(Err(()));
+            p.stats.rejected(records.len() as u64);
+            Box::new(partition_error(
+                index,
+                record_error_code(&e),
+                Some(e.to_string()),
+            ))
+        })
+}
+
 /// Starts a Produce. Every payload is checked before any is appended, so a request carrying
 /// a bomb is refused whole: `Err` closes the connection.
 pub fn handle(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: ProduceRequest,
+) -> Result<BoxFuture<'static, Option<Response>>, Hostile> {
+    handle_with(broker, ctx, req, None)
+}
+
+/// [`handle`] for a request of one partition whose records the connection spliced into a
+/// pipe (its records field is empty).
+pub fn handle_spliced(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: ProduceRequest,
+    records: SplicedRecords,
+) -> Result<BoxFuture<'static, Option<Response>>, Hostile> {
+    handle_with(broker, ctx, req, Some(records))
+}
+
+fn handle_with(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: ProduceRequest,
+    mut spliced: Option<SplicedRecords>,
 ) -> Result<BoxFuture<'static, Option<Response>>, Hostile> {
     let version = ctx.api_version;
     let acks = req.acks;
@@ -401,7 +517,10 @@ pub fn handle(
                             )),
                         ))
                     }
-                    Some(p) => match check(p, pd.index, pd.records)? {
+                    Some(p) => match match spliced.take() {
+                        Some(records) => check_spliced(p, pd.index, records)?,
+                        None => check(p, pd.index, pd.records)?,
+                    } {
                         Plan::Append(p, records, _) => verify_txn(
                             broker,
                             req.transactional_id.as_ref().map(|t| &*t.0),
