@@ -644,16 +644,21 @@ impl Partition {
     where
         V: FnMut(&BatchHeader) -> Result<(), AppendError>,
     {
+        self.leader_append(|log, epoch| {
+            log.append_as_leader_guarded(batches, epoch, now_ms, validator, guard)
+        })
+    }
+
+    /// An append as the leader: refused unless this broker leads, and once done, the high
+    /// watermark moves (if this is the only in-sync replica) and followers are woken.
+    fn leader_append(
+        &self,
+        append: impl FnOnce(&Log, LeaderEpoch) -> Result<AppendInfo, AppendError>,
+    ) -> Result<AppendInfo, AppendError> {
         if !self.is_leader() {
             return Err(AppendError::NotLeader(format!("{self:?}")));
         }
-        let info = self.log.append_as_leader_guarded(
-            batches,
-            LeaderEpoch::new(self.leader_epoch()),
-            now_ms,
-            validator,
-            guard,
-        )?;
+        let info = append(&self.log, LeaderEpoch::new(self.leader_epoch()))?;
         if !info.duplicate {
             self.maybe_advance_high_watermark();
             self.appended.send_replace(info.last_offset.next().get());
@@ -674,22 +679,9 @@ impl Partition {
     where
         V: FnMut(&BatchHeader) -> Result<(), AppendError>,
     {
-        if !self.is_leader() {
-            return Err(AppendError::NotLeader(format!("{self:?}")));
-        }
-        let info = self.log.append_streamed_as_leader(
-            batches,
-            bodies,
-            LeaderEpoch::new(self.leader_epoch()),
-            now_ms,
-            validator,
-            guard,
-        )?;
-        if !info.duplicate {
-            self.maybe_advance_high_watermark();
-            self.appended.send_replace(info.last_offset.next().get());
-        }
-        Ok(info)
+        self.leader_append(|log, epoch| {
+            log.append_streamed_as_leader(batches, bodies, epoch, now_ms, validator, guard)
+        })
     }
 
     /// Whether `producer_id` has a transaction open in this partition (KIP-890: a

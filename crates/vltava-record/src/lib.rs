@@ -276,6 +276,20 @@ pub struct ValidatedBatches {
     pub first_timestamp: i64,
 }
 
+/// A batch holds at least one record, and its last offset delta covers them all.
+fn check_record_count(header: &BatchHeader) -> Result<(), RecordError> {
+    if header.record_count <= 0
+        || header.last_offset_delta < 0
+        || header.last_offset_delta < header.record_count - 1
+    {
+        return Err(RecordError::InvalidRecordCount {
+            count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(())
+}
+
 /// Validates a produce payload: every byte must belong to a whole v2 batch with a valid CRC,
 /// no batch larger than `max_batch_bytes`.
 pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<ValidatedBatches, RecordError> {
@@ -310,15 +324,7 @@ pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<ValidatedBatches, 
                 have: rest.len(),
             });
         }
-        if header.record_count <= 0
-            || header.last_offset_delta < 0
-            || header.last_offset_delta < header.record_count - 1
-        {
-            return Err(RecordError::InvalidRecordCount {
-                count: header.record_count,
-                last_offset_delta: header.last_offset_delta,
-            });
-        }
+        check_record_count(&header)?;
         let computed = compute_crc(&rest[..len]);
         if computed != header.crc {
             return Err(RecordError::CrcMismatch {

@@ -126,15 +126,7 @@ impl StreamValidator {
     fn end_batch(&mut self) -> Result<(), RecordError> {
         let (h, _, crc) = self.current.take().expect("a batch in progress");
         let body_len = h.total_len() - HEADER_LEN;
-        if h.record_count <= 0
-            || h.last_offset_delta < 0
-            || h.last_offset_delta < h.record_count - 1
-        {
-            return Err(RecordError::InvalidRecordCount {
-                count: h.record_count,
-                last_offset_delta: h.last_offset_delta,
-            });
-        }
+        crate::check_record_count(&h)?;
         if crc != h.crc {
             return Err(RecordError::CrcMismatch {
                 stored: h.crc,

@@ -54,15 +54,7 @@ fn send(
     if let Some(v) = value {
         record = record.payload(v);
     }
-    loop {
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((_, r)) => {
-                record = r;
-                producer.poll(Duration::from_millis(10));
-            }
-        }
-    }
+    send_retrying(producer, record);
 }
 
 /// Every record of partition 0 from the beginning to the high watermark: (offset, key,

@@ -39,20 +39,12 @@ fn produce(addr: SocketAddr, topic: &str, n: usize, compression: &str) {
             key: "i",
             value: Some(&i.to_string()),
         });
-        let mut record = BaseRecord::to(topic)
+        let record = BaseRecord::to(topic)
             .key(&key)
             .payload(&value)
             .headers(headers)
             .timestamp(BASE_TS + i as i64);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        send_retrying(&producer, record);
     }
     flush_delivered(&producer, n, Duration::from_secs(60));
 }

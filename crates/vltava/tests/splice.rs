@@ -50,20 +50,12 @@ fn produce(config: &rdkafka::ClientConfig, topic: &str, n: usize) {
             key: "i",
             value: Some(&i.to_string()),
         });
-        let mut record = BaseRecord::to(topic)
+        let record = BaseRecord::to(topic)
             .key(&key)
             .payload(&v)
             .headers(headers)
             .timestamp(BASE_TS + i as i64);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        send_retrying(&producer, record);
     }
     flush_delivered(&producer, n, Duration::from_secs(60));
 }
@@ -253,20 +245,12 @@ fn transactions_through_the_pipe_commit_and_abort() {
             key: "i",
             value: Some(&i.to_string()),
         });
-        let mut r = BaseRecord::to("txn-piped")
+        let r = BaseRecord::to("txn-piped")
             .key(&key)
             .payload(&v)
             .headers(headers)
             .timestamp(BASE_TS + i as i64);
-        loop {
-            match producer.send(r) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    r = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        send_retrying(&producer, r);
     };
     let before = spliced(&broker);
     let mut kept = 0;

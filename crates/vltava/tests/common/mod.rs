@@ -191,6 +191,26 @@ impl Deliveries {
     }
 }
 
+/// Sends `record`, serving delivery reports while librdkafka's queue is full.
+pub fn send_retrying<C, K, P>(
+    producer: &BaseProducer<C>,
+    mut record: rdkafka::producer::BaseRecord<'_, K, P>,
+) where
+    C: ProducerContext<DeliveryOpaque = ()>,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 /// A producer whose delivery reports are kept, for [`flush_delivered`].
 pub fn checked_producer(config: &ClientConfig) -> BaseProducer<Deliveries> {
     config.create_with_context(Deliveries::default()).unwrap()
