@@ -1,10 +1,11 @@
 //! Produce records that never enter the broker's memory: on a plaintext connection the
 //! records of a large Produce of one partition move from the socket into a pipe with
-//! `splice` (the kernel passes page references, no copy), are checked through a `tee` of
-//! that pipe read a slice at a time, and go from the pipe into the segment file with
-//! `splice` again, the one copy, into the page cache. A request read into memory costs a
-//! copy off the socket into a buffer that has left the CPU caches by the time the append
-//! copies it again; `vltava perf floor` measures both designs beside a client.
+//! `splice` (the kernel passes page references, no copy). On the append lane, just before
+//! the append, they are checked through a `tee` of that pipe read a slice at a time, and
+//! then go from the pipe into the segment file with `splice` again: the one copy, into the
+//! page cache, of bytes the check has just brought into the CPU's caches. A request read
+//! into memory costs a copy off the socket as well; `vltava perf floor` measures both
+//! designs beside a client.
 //!
 //! Anything unusual takes the ordinary path with the records read into memory: a pipe that
 //! cannot be made large enough, records that fail the checks (so the ordinary path gives
@@ -24,10 +25,8 @@ use vltava_record::stream::{StreamValidator, StreamedBatch};
 use vltava_record::HEADER_LEN;
 use vltava_storage::{BodySource, FsFile};
 
-/// The smallest pipe made: one that holds a few requests' worth of small records is
-/// reused rather than remade. (`produce.splice.min.bytes` says which records take a pipe;
-/// its default, this, is where two pipes and four system calls more began to cost less
-/// than the copy they save.)
+/// The smallest pipe made (the default `produce.splice.min.bytes`), so a pipe made for
+/// small records serves larger ones later. Below 64 KiB the path was not measured.
 const MIN_PIPE: usize = 64 << 10;
 /// Records above this take the ordinary path: the largest pipe an unprivileged process may
 /// make by default (`/proc/sys/fs/pipe-max-size`).
