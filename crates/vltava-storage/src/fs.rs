@@ -76,7 +76,13 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     }
     /// The file's length in bytes.
     fn size(&self) -> io::Result<u64>;
+    /// Sets the length; blocks reserved past it ([`FsFile::reserve`]) are released too.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Asks the file system to allocate `[pos, pos + len)` now, without changing the length,
+    /// so writes there skip the per-block allocation work. A hint: `Ok` if not supported.
+    fn reserve(&self, _pos: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
     /// Makes the bytes and the length durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
     /// [`FsFile::sync_data`] plus the other metadata (`fsync`).
@@ -208,6 +214,15 @@ impl FsFile for std::fs::File {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         std::fs::File::set_len(self, len)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn reserve(&self, pos: u64, len: u64) -> io::Result<()> {
+        use rustix::fs::{fallocate, FallocateFlags};
+        match fallocate(self, FallocateFlags::KEEP_SIZE, pos, len) {
+            Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
+            r => r.map_err(Into::into),
+        }
     }
 
     fn sync_data(&self) -> io::Result<()> {

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -204,7 +204,30 @@ pub struct Segment {
     handles: Arc<Mutex<Handles>>,
     /// Bytes of whole batches written; readers never look past it.
     size: AtomicU64,
+    /// Where the blocks allocated ahead of the writes end ([`reserve_until`]); only the
+    /// appender, under the log lock, moves it.
+    reserved_to: AtomicU64,
+    /// Blocks may lie past `size`, to release when the segment stops being active.
+    reserved: AtomicBool,
     pub(crate) state: Mutex<SegmentState>,
+}
+
+/// A segment reserves nothing below this size, so small and idle partitions take only the
+/// blocks they wrote.
+const RESERVE_FROM: u64 = 1 << 20;
+/// The reservation runs this far ahead of the writes at least, and at most
+/// [`RESERVE_MAX_AHEAD`].
+const RESERVE_MIN_AHEAD: u64 = 1 << 20;
+const RESERVE_MAX_AHEAD: u64 = 8 << 20;
+
+/// Where the active segment's reservation should end once a write reaches `end`, or `None`
+/// while it reaches far enough. Allocating a segment's blocks a few MiB at a time, instead of
+/// per page as each write lands, took about 8 % off the broker's CPU per produced byte, all
+/// of it ext4's delayed allocation (bench/README.md). An eighth of the segment ahead bounds the
+/// unused blocks to 12.5 %, and to 8 MiB per active segment.
+pub(crate) fn reserve_until(end: u64, reserved_to: u64) -> Option<u64> {
+    (end >= RESERVE_FROM && end > reserved_to)
+        .then(|| end + (end / 8).clamp(RESERVE_MIN_AHEAD, RESERVE_MAX_AHEAD))
 }
 
 /// What loading a segment from disk found.
@@ -273,6 +296,8 @@ impl Segment {
                 hold: Hold::Active,
             })),
             size: AtomicU64::new(0),
+            reserved_to: AtomicU64::new(0),
+            reserved: AtomicBool::new(false),
             state: Mutex::new(fresh_state(base_offset, now_ms)),
         })
     }
@@ -331,6 +356,8 @@ impl Segment {
             h.log = Some(Arc::from(log));
             h.hold = Hold::Active;
         }
+        // A run that stopped without sealing it may have left reserved blocks.
+        self.reserved.store(true, Ordering::Relaxed);
         self.with_indexes(|_| Ok(()))
     }
 
@@ -417,6 +444,8 @@ impl Segment {
                 hold: Hold::Cached,
             })),
             size: AtomicU64::new(file_len),
+            reserved_to: AtomicU64::new(file_len),
+            reserved: AtomicBool::new(false),
             state: Mutex::new(fresh_state(base_offset, now_ms)),
         };
         let loaded = if cut_from.is_none() && indexes_present {
@@ -506,6 +535,7 @@ impl Segment {
         self.activate()?;
         let file = self.log_file()?;
         self.size.store(position, Ordering::Release);
+        self.reserved_to.store(position, Ordering::Relaxed);
         file.set_len(position)
             .map_err(|e| io_err("truncate", &self.log_path, e))?;
         file.sync_all()
@@ -683,6 +713,7 @@ impl Segment {
         let pos = self.size();
         let len = pieces.len();
         let file = self.log_file()?;
+        self.reserve_ahead(&*file, pos, pos + len);
         let written = match pieces {
             Pieces::Parts(parts) => file.write_all_vectored_at(parts, pos),
             Pieces::Streamed {
@@ -724,6 +755,21 @@ impl Segment {
         drop(st);
         self.size.store(pos + len, Ordering::Release);
         Ok(())
+    }
+
+    /// Allocates blocks ahead of a write of `[pos, end)` ([`reserve_until`]). A hint: a file
+    /// system that cannot (a full disk) leaves the write to allocate its own blocks.
+    fn reserve_ahead(&self, file: &dyn FsFile, pos: u64, end: u64) {
+        let from = self.reserved_to.load(Ordering::Relaxed).max(pos);
+        let Some(to) = reserve_until(end, from) else {
+            return;
+        };
+        self.reserved.store(true, Ordering::Relaxed);
+        // Not retried before the next step either way: a full disk is not asked again per write.
+        self.reserved_to.store(to, Ordering::Relaxed);
+        if let Err(e) = file.reserve(from, to - from) {
+            tracing::debug!(path = %self.log_path.display(), error = %e, "cannot reserve blocks");
+        }
     }
 
     /// The batch containing `offset`: its byte position and header, or `None` if the segment
@@ -923,6 +969,17 @@ impl Segment {
         }
         self.write_pending_indexes(&mut st)?;
         drop(st);
+        if self.reserved.swap(false, Ordering::Relaxed) {
+            // Releases the blocks reserved past the end: a `set_len` to the file's own length,
+            // which keeps every byte (a damaged tail that was acknowledged included). Not
+            // synced: after a crash they stay allocated, unread, until the segment is deleted.
+            let file = self.log_file()?;
+            let len = file
+                .size()
+                .and_then(|len| file.set_len(len).map(|()| len))
+                .map_err(|e| io_err("truncate", &self.log_path, e))?;
+            self.reserved_to.store(len, Ordering::Relaxed);
+        }
         self.with_indexes(|[index, time]| {
             index
                 .sync_data()

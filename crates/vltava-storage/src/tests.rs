@@ -1634,3 +1634,77 @@ fn streamed_appends_write_what_in_memory_appends_write() {
         assert!(str_log.is_poisoned());
     }
 }
+
+/// Bytes the file system has allocated to a file past its last block (its extent tree's
+/// blocks count too, hence the slack in the checks).
+fn allocated_past_end(path: &Path) -> u64 {
+    let len = std::fs::metadata(path).unwrap().len();
+    allocated(path).saturating_sub(len.next_multiple_of(4096))
+}
+
+/// Bytes the file system has allocated to a file.
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// A large active segment has blocks allocated ahead of its writes, and gives them back when
+/// it rolls and when the log closes; the bytes read back are the bytes written.
+#[test]
+fn blocks_reserved_ahead_are_released_on_roll_and_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("probe");
+    let f = std::fs::File::create(&probe).unwrap();
+    crate::fs::FsFile::reserve(&f, 0, 1 << 20).unwrap();
+    if allocated(&probe) < 1 << 20 {
+        eprintln!("skipped: this file system does not allocate ahead");
+        return;
+    }
+    drop(f);
+    std::fs::remove_file(&probe).unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 6 << 20,
+        ..LogConfig::default()
+    };
+    let log = open(dir.path(), cfg.clone(), true);
+    let first = dir.path().join("00000000000000000000.log");
+    // Batches of about 64 KiB: 96 fill the first segment; 24 more leave 1.5 MiB in the next.
+    let append = |n: usize| {
+        for _ in 0..n {
+            log.append(&mut batch(64, 0, 1000), 0, 0).unwrap();
+        }
+    };
+    const SLACK: u64 = 8 << 10;
+    append(48);
+    assert!(allocated_past_end(&first) > 64 << 10);
+    append(72);
+    assert_eq!(log.segment_count(), 2);
+    assert!(allocated_past_end(&first) <= SLACK, "rolled");
+    let second = dir.path().join(format!(
+        "{}.log",
+        crate::segment::file_stem(*segment_bases(dir.path()).last().unwrap())
+    ));
+    assert!(allocated_past_end(&second) > 64 << 10);
+    log.close().unwrap();
+    assert!(allocated_past_end(&second) <= SLACK, "closed");
+    drop(log);
+    let log = open(dir.path(), cfg, true);
+    let read = read_all(&log);
+    assert_eq!(read.len(), 120);
+    assert_eq!(read.last().unwrap().1, 120 * 64 - 1);
+}
+
+#[test]
+fn reservations_run_an_eighth_of_the_segment_ahead_between_one_and_eight_mib() {
+    use crate::segment::reserve_until;
+    const MIB: u64 = 1 << 20;
+    assert_eq!(
+        reserve_until(MIB - 1, 0),
+        None,
+        "small segments reserve nothing"
+    );
+    assert_eq!(reserve_until(MIB, 0), Some(2 * MIB));
+    assert_eq!(reserve_until(2 * MIB, 2 * MIB), None, "reserved far enough");
+    assert_eq!(reserve_until(16 * MIB + 1, 16 * MIB), Some(18 * MIB + 1));
+    assert_eq!(reserve_until(512 * MIB, 0), Some(520 * MIB));
+}
