@@ -65,16 +65,7 @@ fn produce(addr: SocketAddr, topic: &str, n: usize) {
     for i in 0..n {
         let key = i.to_string();
         let value = format!("v{i}");
-        let mut rec = BaseRecord::to(topic).key(&key).payload(&value);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    p.poll(Duration::from_millis(5));
-                }
-            }
-        }
+        send_retrying(&p, BaseRecord::to(topic).key(&key).payload(&value));
     }
     flush_delivered(&p, n, Duration::from_secs(30));
 }
