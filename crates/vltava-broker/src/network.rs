@@ -458,22 +458,11 @@ impl AppendLane {
                     }
                     true
                 };
-                // On a multi-thread runtime the run stays on this task's thread, which hands
-                // its other tasks to another worker: one thread hop less than a blocking-pool
-                // thread, and a lone acks=all request (an idempotent producer's, which
-                // librdkafka sends one at a time) waited half as long in the request queue.
-                let handled = if tokio::runtime::Handle::current().runtime_flavor()
-                    == tokio::runtime::RuntimeFlavor::MultiThread
-                {
-                    tokio::task::block_in_place(|| {
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(append))
-                    })
-                    .map_err(|_| "panicked".to_string())
-                } else {
-                    tokio::task::spawn_blocking(append)
-                        .await
-                        .map_err(|e| e.to_string())
-                };
+                // The run stays on this task's thread (`run_blocking`): one thread hop less
+                // than a blocking-pool thread, and a lone acks=all request (an idempotent
+                // producer's, which librdkafka sends one at a time) waited half as long in
+                // the request queue.
+                let handled = crate::broker::run_blocking(append).await;
                 match handled {
                     Ok(true) => {}
                     Ok(false) => return,

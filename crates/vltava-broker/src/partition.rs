@@ -822,7 +822,7 @@ impl Partition {
                 Arc::clone(&durable_lock),
                 Arc::clone(&flush_times),
             );
-            let flushed = tokio::task::spawn_blocking(move || {
+            let flush = move || {
                 let (before, started) = (log.offsets().flushed_offset, Instant::now());
                 let after = log.flush()?;
                 if after > before {
@@ -834,8 +834,10 @@ impl Partition {
                 let offset = log.offsets().flushed_offset.get();
                 durable_now.send_modify(|d| d.offset = offset);
                 Ok::<_, StorageError>(())
-            });
-            match flushed.await {
+            };
+            // The fsync starts on this task's thread: see `run_blocking`.
+            let flushed = crate::broker::run_blocking(flush).await;
+            match flushed {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "flush failed");

@@ -252,10 +252,10 @@ async fn run(leader: NodeId, shared: Arc<Shared>) {
                 .sum();
             shared.quotas.follower.record(bytes, now_ms());
         }
-        // Appends and truncations write files: off the async workers.
+        // Appends and truncations write files: off the async workers (`run_blocking`).
         let partitions = Arc::clone(&shared.partitions);
         let (appended, mut pause) =
-            match tokio::task::spawn_blocking(move || apply_all(&parts, &response, &partitions))
+            match crate::broker::run_blocking(move || apply_all(&parts, &response, &partitions))
                 .await
             {
                 Ok(r) => r,
