@@ -1152,6 +1152,49 @@ fn storage_format_fixes_the_cluster_id() {
     assert_eq!(v["cluster_id"], id.as_str(), "{v}");
 }
 
+/// `perf fsync` needs no broker; paced, its rounds keep the interval asked for, and it
+/// leaves nothing in --dir.
+#[test]
+fn perf_fsync_paces_its_rounds() {
+    let nowhere: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let args = |interval: &str| {
+        [
+            "perf",
+            "fsync",
+            "--dir",
+            d,
+            "--count",
+            "20",
+            "--size",
+            "8192",
+            "--interval-ms",
+            interval,
+            "-o",
+            "json",
+        ]
+        .map(str::to_string)
+    };
+    let started = std::time::Instant::now();
+    let a = args("25");
+    let r = run(nowhere, &a.iter().map(String::as_str).collect::<Vec<_>>()).ok();
+    // Nineteen intervals lie between the first round's start and the last's.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(19 * 25),
+        "{:?}",
+        started.elapsed()
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["count"], 20, "{v}");
+    assert_eq!(v["size"], 8192, "{v}");
+    assert_eq!(v["interval_ms"], 25.0, "{v}");
+    assert!(v["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let a = args("nan");
+    run(nowhere, &a.iter().map(String::as_str).collect::<Vec<_>>()).fails(2, "--interval-ms");
+}
+
 /// `perf floor` needs no broker: it probes the machine, leaves nothing in --dir, and its JSON
 /// has every figure and the floors as their sums.
 #[test]
