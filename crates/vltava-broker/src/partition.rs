@@ -917,6 +917,12 @@ impl Partition {
         }
     }
 
+    /// Starts writing what was appended to the disk, for an fsync about to be asked for
+    /// ([`vltava_storage::Log::start_writeback`]). Blocking: call it off the async workers.
+    pub fn start_writeback(&self) {
+        self.log.start_writeback();
+    }
+
     /// Asks for a background flush without waiting (periodic `flush.ms`, `flush.messages`).
     pub fn request_flush(&self) {
         self.flush_request.notify_one();

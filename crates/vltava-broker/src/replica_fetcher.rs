@@ -302,7 +302,13 @@ fn apply_all(
                 continue;
             }
             match apply(p, d) {
-                Ok(Applied::Appended(end)) => appended.push((Arc::clone(p), end)),
+                Ok(Applied::Appended(end)) => {
+                    // As a leader does for an acks=all append: the fsync is asked for, and the
+                    // disk started on the bytes, before the other partitions are applied.
+                    p.request_flush();
+                    p.start_writeback();
+                    appended.push((Arc::clone(p), end));
+                }
                 Ok(Applied::Nothing) => {}
                 Ok(Applied::Truncated) => {
                     partitions.write_checkpoints();

@@ -83,6 +83,10 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     fn reserve(&self, _pos: u64, _len: u64) -> io::Result<()> {
         Ok(())
     }
+    /// A hint: start writing `[pos, pos + len)` to the disk now, without waiting for it.
+    fn start_writeback(&self, _pos: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
     /// Makes the bytes and the length durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
     /// [`FsFile::sync_data`] plus the other metadata (`fsync`).
@@ -214,6 +218,11 @@ impl FsFile for std::fs::File {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         std::fs::File::set_len(self, len)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()> {
+        crate::sys::start_writeback(self, pos, len)
     }
 
     #[cfg(target_os = "linux")]

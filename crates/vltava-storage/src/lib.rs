@@ -26,6 +26,8 @@ pub mod producer_state;
 mod segment;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+#[cfg(target_os = "linux")]
+mod sys;
 
 use std::path::{Path, PathBuf};
 

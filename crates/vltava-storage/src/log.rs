@@ -1661,6 +1661,13 @@ impl Log {
         Ok(())
     }
 
+    /// Starts writing the active segment's unsynced bytes to the disk, without waiting
+    /// ([`Segment::start_writeback`]): for an append whose fsync is about to be asked for.
+    pub fn start_writeback(&self) {
+        let active = Arc::clone(self.inner.lock().active());
+        active.start_writeback();
+    }
+
     /// Makes everything appended so far durable. Returns the offset below which all data is
     /// on stable storage. Concurrent appends continue during the fsync.
     pub fn flush(&self) -> Result<Offset, StorageError> {

@@ -209,6 +209,8 @@ pub struct Segment {
     reserved_to: AtomicU64,
     /// Blocks may lie past `size`, to release when the segment stops being active.
     reserved: AtomicBool,
+    /// Where [`Segment::start_writeback`] has asked the disk to write up to.
+    writeback_from: AtomicU64,
     pub(crate) state: Mutex<SegmentState>,
 }
 
@@ -298,6 +300,7 @@ impl Segment {
             size: AtomicU64::new(0),
             reserved_to: AtomicU64::new(0),
             reserved: AtomicBool::new(false),
+            writeback_from: AtomicU64::new(0),
             state: Mutex::new(fresh_state(base_offset, now_ms)),
         })
     }
@@ -446,6 +449,7 @@ impl Segment {
             size: AtomicU64::new(file_len),
             reserved_to: AtomicU64::new(file_len),
             reserved: AtomicBool::new(false),
+            writeback_from: AtomicU64::new(file_len),
             state: Mutex::new(fresh_state(base_offset, now_ms)),
         };
         let loaded = if cut_from.is_none() && indexes_present {
@@ -536,6 +540,7 @@ impl Segment {
         let file = self.log_file()?;
         self.size.store(position, Ordering::Release);
         self.reserved_to.store(position, Ordering::Relaxed);
+        self.writeback_from.fetch_min(position, Ordering::Relaxed);
         file.set_len(position)
             .map_err(|e| io_err("truncate", &self.log_path, e))?;
         file.sync_all()
@@ -755,6 +760,21 @@ impl Segment {
         drop(st);
         self.size.store(pos + len, Ordering::Release);
         Ok(())
+    }
+
+    /// Asks the disk to start writing what was appended since the last call, without
+    /// waiting: an fsync that follows finds its pages already on their way.
+    pub(crate) fn start_writeback(&self) {
+        let end = self.size();
+        let from = self.writeback_from.fetch_max(end, Ordering::Relaxed);
+        if end <= from {
+            return;
+        }
+        if let Ok(file) = self.log_file() {
+            if let Err(e) = file.start_writeback(from, end - from) {
+                tracing::debug!(path = %self.log_path.display(), error = %e, "cannot start writeback");
+            }
+        }
     }
 
     /// Allocates blocks ahead of a write of `[pos, end)` ([`reserve_until`]). A hint: a file

@@ -90,6 +90,9 @@ struct State {
     generation: u64,
     open_files: usize,
     faults: Vec<Fault>,
+    /// The ranges writeback was asked to start on, as (inode, position, length): a hint
+    /// with no effect here, recorded so tests can see what was asked.
+    writebacks: Vec<(u64, u64, u64)>,
 }
 
 fn is_root(p: &Path) -> bool {
@@ -142,6 +145,24 @@ impl SimFs {
     /// Makes the next `fault` operation fail once.
     pub fn fail_next(&self, fault: Fault) {
         self.state.lock().faults.push(fault);
+    }
+
+    /// The ranges writeback was asked to start on since the last call, as (path,
+    /// position, length), oldest first.
+    pub fn take_writebacks(&self) -> Vec<(PathBuf, u64, u64)> {
+        let mut st = self.state.lock();
+        let started = std::mem::take(&mut st.writebacks);
+        started
+            .into_iter()
+            .map(|(ino, pos, len)| {
+                let path = st
+                    .files
+                    .iter()
+                    .find(|(_, i)| **i == ino)
+                    .map_or_else(PathBuf::new, |(p, _)| p.clone());
+                (path, pos, len)
+            })
+            .collect()
     }
 
     /// How many file handles are open now.
@@ -484,6 +505,13 @@ impl FsFile for SimFile {
 
     fn sync_all(&self) -> io::Result<()> {
         self.sync()
+    }
+
+    fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.inode(self.ino, self.generation)?;
+        st.writebacks.push((self.ino, pos, len));
+        Ok(())
     }
 }
 

@@ -493,6 +493,39 @@ fn sim_open(fs: &SimFs, cfg: LogConfig) -> Log {
     Log::open_with(Arc::new(fs.clone()), Path::new(SIM_DIR), cfg, opts, 0).unwrap()
 }
 
+/// Writeback is asked for once per byte appended: each call covers what was appended since
+/// the last one, in the active segment, and after a truncation it starts again at the cut.
+#[test]
+fn writeback_starts_on_each_byte_once_and_again_after_a_cut() {
+    let fs = sim_fs();
+    let log = sim_open(&fs, LogConfig::default());
+    let ranges = |fs: &SimFs| -> Vec<(u64, u64)> {
+        fs.take_writebacks()
+            .into_iter()
+            .inspect(|(path, _, _)| assert!(path.to_string_lossy().ends_with(".log"), "{path:?}"))
+            .map(|(_, pos, len)| (pos, len))
+            .collect()
+    };
+    let first = batch(3, 0, 100).len() as u64;
+    log.append(&mut batch(3, 0, 100), 0, 0).unwrap();
+    log.start_writeback();
+    assert_eq!(ranges(&fs), [(0, first)]);
+    // Nothing new: nothing asked.
+    log.start_writeback();
+    assert_eq!(ranges(&fs), []);
+    let second = batch(2, 0, 300).len() as u64;
+    log.append(&mut batch(2, 0, 300), 0, 0).unwrap();
+    let third = batch(1, 0, 50).len() as u64;
+    log.append(&mut batch(1, 0, 50), 0, 0).unwrap();
+    log.start_writeback();
+    assert_eq!(ranges(&fs), [(first, second + third)]);
+    // Cut back to the first batch; what is appended there is asked for again.
+    log.truncate_to(Offset::new(3)).unwrap();
+    log.append(&mut batch(1, 0, 70), 0, 0).unwrap();
+    log.start_writeback();
+    assert_eq!(ranges(&fs), [(first, batch(1, 0, 70).len() as u64)]);
+}
+
 #[test]
 fn a_failed_fsync_poisons_the_log() {
     let fs = sim_fs();

@@ -387,8 +387,10 @@ fn append_one(
     };
     if wait.is_some() {
         // Ask now rather than when the future is first polled, so that requests queued behind
-        // this one on the connection share the same fsync.
+        // this one on the connection share the same fsync; and have the disk start on these
+        // bytes now, so that an fsync still running for earlier ones does not hold them back.
         p.request_flush();
+        p.start_writeback();
     }
     let mut r = PartitionProduceResponse::default();
     r.index = index;
