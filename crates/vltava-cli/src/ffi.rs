@@ -4,7 +4,8 @@
 //! legacy group list, built on DescribeGroups, which reports KIP-848 groups as Dead). Each
 //! function owns every native object it creates and frees it on all paths.
 //!
-//! The only module in the workspace allowed `unsafe`.
+//! One of the two modules in the workspace allowed `unsafe` (the other is
+//! `vltava-storage/src/sys.rs`, for one system call).
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString};

@@ -520,6 +520,7 @@ impl Segment {
                 file.sync_all()
                     .map_err(|e| io_err("fsync", &self.log_path, e))?;
                 self.size.store(end, Ordering::Release);
+                self.writeback_from.fetch_min(end, Ordering::Relaxed);
                 Loaded::Cut
             }
         };
