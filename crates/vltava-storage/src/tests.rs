@@ -526,6 +526,56 @@ fn writeback_starts_on_each_byte_once_and_again_after_a_cut() {
     assert_eq!(ranges(&fs), [(first, batch(1, 0, 70).len() as u64)]);
 }
 
+/// A segment cut at open (an invalid tail after an unclean stop) asks for writeback again
+/// from the cut, not from the file's old length.
+#[test]
+fn writeback_starts_at_a_recovery_cut() {
+    let fs = sim_fs();
+    let log = sim_open(&fs, LogConfig::default());
+    log.append(&mut batch(3, 0, 100), 0, 0).unwrap();
+    log.flush().unwrap();
+    let valid = batch(3, 0, 100).len() as u64;
+    log.close().unwrap();
+    drop(log);
+    // A kilobyte of junk behind the last batch, as a torn write would leave.
+    let name = fs
+        .read_dir(Path::new(SIM_DIR))
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(".log"))
+        .unwrap();
+    let f = fs
+        .open(&Path::new(SIM_DIR).join(name), crate::fs::OpenMode::Write)
+        .unwrap();
+    f.write_all_at(&[0xa5; 1024], valid).unwrap();
+    f.sync_data().unwrap();
+    drop(f);
+    let opts = OpenOptions {
+        clean_shutdown: false,
+        recovery_point: Offset::new(0),
+        log_start_offset: Offset::new(0),
+    };
+    let log = Log::open_with(
+        Arc::new(fs.clone()),
+        Path::new(SIM_DIR),
+        LogConfig::default(),
+        opts,
+        0,
+    )
+    .unwrap();
+    assert_eq!(log.offsets().log_end_offset, Offset::new(3));
+    fs.take_writebacks();
+    let added = batch(1, 0, 50).len() as u64;
+    log.append(&mut batch(1, 0, 50), 0, 0).unwrap();
+    log.start_writeback();
+    let ranges: Vec<(u64, u64)> = fs
+        .take_writebacks()
+        .into_iter()
+        .map(|(_, pos, len)| (pos, len))
+        .collect();
+    assert_eq!(ranges, [(valid, added)]);
+}
+
 #[test]
 fn a_failed_fsync_poisons_the_log() {
     let fs = sim_fs();
