@@ -674,6 +674,16 @@ fn perf_produce_and_consume() {
         "no progress bar when stdout is not a terminal: {r:?}"
     );
 
+    // Paced by sleeping, never ahead of the rate: the last of 1,000 records at 2,000/s is
+    // sent half a second after the first.
+    let r = run(
+        a,
+        &w("perf produce --topic bench --num-records 1000 --record-size 10 --throughput 2000 --acks 1 -o json"),
+    )
+    .ok();
+    let elapsed = r.json()["elapsed_s"].as_f64().unwrap();
+    assert!(elapsed >= 0.49, "{r:?}");
+
     // Producers on threads of their own share the records; the remainder is not lost.
     let r = run(
         a,
@@ -684,15 +694,15 @@ fn perf_produce_and_consume() {
     assert_eq!(r.json()["failed"], 0, "{r:?}");
 
     let c = run(a, &w("perf consume --topic bench -o json")).ok().json();
-    assert_eq!(c["records"], 8001);
-    assert_eq!(c["bytes"], 5000 * 100 + 3001 * 10);
+    assert_eq!(c["records"], 9001);
+    assert_eq!(c["bytes"], 5000 * 100 + 4001 * 10);
     let r = run(a, &w("perf consume --topic bench --num-records 3000")).ok();
     assert!(r.stdout.starts_with("3000 records consumed"), "{r:?}");
     run(
         a,
-        &w("perf consume --topic bench --num-records 9000 --timeout 500ms"),
+        &w("perf consume --topic bench --num-records 10000 --timeout 500ms"),
     )
-    .fails(1, "8001 of 9000 consumed");
+    .fails(1, "9001 of 10000 consumed");
     run(a, &w("perf consume --topic missing")).fails(1, "does not exist");
 }
 
