@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::security::peer::{PeerConnector, PeerStream};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::join_all;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -155,6 +155,9 @@ async fn run(leader: NodeId, shared: Arc<Shared>) {
     let mut conn: Option<PeerStream> = None;
     let mut correlation = 0i32;
     let mut last_error: Option<String> = None;
+    // Every answer is read into this one allocation, taken back once the last answer's
+    // batches are appended and dropped: no fresh, zeroed megabyte per round.
+    let mut answers = BytesMut::new();
     loop {
         if *stop.borrow() {
             return;
@@ -207,7 +210,7 @@ async fn run(leader: NodeId, shared: Arc<Shared>) {
                 .map_err(|e| format!("broker {leader}: {e}"))?;
             let limit = shared.config.socket_timeout
                 + Duration::from_millis(shared.config.wait_max_ms.max(0) as u64);
-            tokio::time::timeout(limit, exchange(stream, correlation, &request))
+            tokio::time::timeout(limit, exchange(stream, correlation, &request, &mut answers))
                 .await
                 .map_err(|_| format!("no fetch response from broker {leader} in {limit:?}"))?
         }
@@ -435,6 +438,7 @@ async fn exchange(
     stream: &mut PeerStream,
     correlation: i32,
     request: &FetchRequest,
+    buf: &mut BytesMut,
 ) -> Result<FetchResponse, String> {
     let frame = vltava_protocol::encode_request(
         ApiKey::Fetch,
@@ -449,20 +453,72 @@ async fn exchange(
         .ok()
         .filter(|l| (4..=MAX_FRAME).contains(l))
         .ok_or_else(|| format!("bad fetch response length {len}"))?;
-    let mut body = vec![0; len];
-    stream
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (corr, resp) = vltava_protocol::decode_response::<FetchResponse>(
-        ApiKey::Fetch,
-        FETCH_VERSION,
-        Bytes::from(body),
-    )?;
+    let body = read_body(stream, len, buf).await?;
+    let (corr, resp) =
+        vltava_protocol::decode_response::<FetchResponse>(ApiKey::Fetch, FETCH_VERSION, body)?;
     if corr != correlation {
         return Err(format!(
             "fetch response {corr} answers request {correlation}"
         ));
     }
     Ok(resp)
+}
+
+/// Reads `len` bytes into `buf`'s spare room, which is never zeroed, and splits them off.
+/// `reserve` takes `buf`'s whole allocation back when nothing split from it is alive.
+async fn read_body<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    len: usize,
+    buf: &mut BytesMut,
+) -> Result<Bytes, String> {
+    buf.clear();
+    buf.reserve(len);
+    while buf.len() < len {
+        let want = len - buf.len();
+        let n = stream
+            .read_buf(&mut (&mut *buf).limit(want))
+            .await
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!(
+                "connection closed {} bytes into a {len}-byte fetch response",
+                buf.len()
+            ));
+        }
+    }
+    Ok(buf.split().freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn answers_are_read_whole_into_one_allocation_taken_back_each_round() {
+        // A pipe smaller than an answer, so each arrives in pieces.
+        let (mut tx, mut rx) = tokio::io::duplex(1000);
+        let first: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let second: Vec<u8> = (0..60_000u32).map(|i| (i * 7) as u8).collect();
+        let (a, b) = (first.clone(), second.clone());
+        let writer = tokio::spawn(async move {
+            tx.write_all(&a).await.unwrap();
+            tx.write_all(&b).await.unwrap();
+            tx.write_all(&[1, 2, 3]).await.unwrap();
+        });
+        let mut buf = BytesMut::new();
+        let one = read_body(&mut rx, first.len(), &mut buf).await.unwrap();
+        assert_eq!(&one[..], &first[..]);
+        let at = one.as_ptr();
+        drop(one);
+        let two = read_body(&mut rx, second.len(), &mut buf).await.unwrap();
+        assert_eq!(&two[..], &second[..]);
+        assert_eq!(two.as_ptr(), at, "the first answer's memory is used again");
+        // While an answer is still held, the next one gets memory of its own.
+        let held = two;
+        writer.await.unwrap();
+        let err = read_body(&mut rx, 10, &mut buf).await.unwrap_err();
+        assert!(err.contains("3 bytes into a 10-byte"), "{err}");
+        assert_eq!(&held[..], &second[..], "an answer still held is untouched");
+    }
 }
