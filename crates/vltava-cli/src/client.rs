@@ -13,6 +13,7 @@ use rdkafka::config::{ClientConfig, FromClientConfigAndContext, RDKafkaLogLevel}
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::{Metadata, MetadataTopic};
+use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 
 use crate::Error;
 
@@ -540,5 +541,87 @@ mod parse_tests {
         assert_eq!(parse_acks("all").unwrap(), "all");
         assert_eq!(parse_acks("0").unwrap(), "0");
         assert!(parse_acks("2").is_err());
+    }
+}
+
+/// Serves a producer's waiting delivery reports without blocking; returns how many records
+/// they settled.
+///
+/// Waiting is done by sleeping, never by `poll` with a timeout: rust-rdkafka's `poll` runs
+/// until its deadline and asks librdkafka for whole milliseconds, so in the last millisecond
+/// it asks for none and spins. `poll(1 ms)` on a full queue spun a whole core, which on a
+/// small machine the broker under test needed; and its `flush` (which its
+/// `commit_transaction` calls) polls 100 ms at a time, so it never returns sooner.
+pub fn serve_reports<C: ProducerContext>(p: &BaseProducer<C>) -> u64 {
+    let before = p.in_flight_count();
+    // One event per call (one produce answer's reports); an event of another kind ends it.
+    for _ in 0..64 {
+        let seen = p.in_flight_count();
+        p.poll(Duration::ZERO);
+        if p.in_flight_count() >= seen {
+            break;
+        }
+    }
+    u64::try_from(before - p.in_flight_count()).unwrap_or(0)
+}
+
+/// Serves reports and naps until nothing is in flight, or `stop()`.
+pub fn drain<C: ProducerContext>(p: &BaseProducer<C>, stop: &dyn Fn() -> bool) {
+    let mut nap = Nap::default();
+    while p.in_flight_count() > 0 && !stop() {
+        nap.wait(p);
+    }
+}
+
+/// A wait for a producer's queue to drain: serve the reports waiting, and sleep only when
+/// there were none, from 50 µs up to 1 ms while nothing arrives. A report's latency is
+/// then late by at most the current sleep, which grows only while no report comes.
+pub struct Nap(Duration);
+
+impl Default for Nap {
+    fn default() -> Self {
+        Self(Self::MIN)
+    }
+}
+
+impl Nap {
+    const MIN: Duration = Duration::from_micros(50);
+    const MAX: Duration = Duration::from_millis(1);
+
+    pub fn wait<C: ProducerContext>(&mut self, p: &BaseProducer<C>) {
+        if let Some(d) = self.after(serve_reports(p)) {
+            std::thread::sleep(d);
+        }
+    }
+
+    /// How long to sleep after `served` records were settled.
+    fn after(&mut self, served: u64) -> Option<Duration> {
+        if served > 0 {
+            self.0 = Self::MIN;
+            return None;
+        }
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Self::MAX);
+        Some(d)
+    }
+}
+
+#[cfg(test)]
+mod nap_tests {
+    use super::*;
+
+    #[test]
+    fn a_nap_grows_while_no_report_comes_and_ends_when_one_does() {
+        let mut nap = Nap::default();
+        let us = |d: Option<Duration>| d.map(|d| d.as_micros());
+        assert_eq!(us(nap.after(0)), Some(50));
+        assert_eq!(us(nap.after(0)), Some(100));
+        assert_eq!(us(nap.after(0)), Some(200));
+        assert_eq!(us(nap.after(0)), Some(400));
+        assert_eq!(us(nap.after(0)), Some(800));
+        assert_eq!(us(nap.after(0)), Some(1000));
+        assert_eq!(us(nap.after(0)), Some(1000));
+        assert_eq!(nap.after(3), None, "reports served: try again at once");
+        assert_eq!(us(nap.after(0)), Some(50));
     }
 }

@@ -960,13 +960,13 @@ fn send_share(
                 if now >= due {
                     break;
                 }
-                serve_reports(producer);
+                client::serve_reports(producer);
                 std::thread::sleep((due - now).min(PACE_NAP));
             }
         }
         let sent_ns = start.elapsed().as_nanos() as usize;
         let mut record = BaseRecord::with_opaque_to(s.topic, sent_ns).payload(s.payload);
-        let mut nap = Nap::default();
+        let mut nap = client::Nap::default();
         loop {
             match producer.send::<(), [u8]>(record) {
                 Ok(()) => break,
@@ -986,6 +986,9 @@ fn send_share(
         }
         if let Some((size, timeout)) = txn {
             if sent.is_multiple_of(size) || sent == count {
+                // rust-rdkafka's commit flushes first, by `poll`s of 100 ms that each run
+                // their whole length: the reports are served here as they come instead.
+                client::drain(producer, &|| s.stopping());
                 producer
                     .commit_transaction(timeout)
                     .map_err(|e| SendFailure::Transaction("cannot commit a transaction", e))?;
@@ -999,72 +1002,13 @@ fn send_share(
     }
     // Delivery reports are served here, on the producer's own thread, so a report's latency
     // is its own and not its turn in a queue of producers.
-    let mut nap = Nap::default();
-    while producer.in_flight_count() > 0 && !s.stopping() {
-        nap.wait(producer);
-    }
+    client::drain(producer, &|| s.stopping());
     Ok(sent)
 }
 
 /// The longest a paced producer sleeps between looks at the clock and its delivery reports:
 /// a report waits at most this long (plus the kernel's timer slack) to be timed.
 const PACE_NAP: Duration = Duration::from_micros(100);
-
-/// Serves the delivery reports waiting, without blocking; returns how many it served.
-///
-/// Waiting is done by sleeping, never by `poll` with a timeout: rust-rdkafka's `poll` runs
-/// until its deadline and asks librdkafka for whole milliseconds, so in the last millisecond
-/// it asks for none and spins. `poll(1 ms)` on a full queue spun a whole core, which on a
-/// small machine the broker under test needed.
-fn serve_reports(p: &BaseProducer<PerfContext>) -> u64 {
-    let reports = |p: &BaseProducer<PerfContext>| {
-        let c = p.context();
-        c.delivered.load(Ordering::Relaxed) + c.failed.load(Ordering::Relaxed)
-    };
-    let before = reports(p);
-    // One event per call (a produce answer's reports); an event of another kind ends it.
-    for _ in 0..64 {
-        let seen = reports(p);
-        p.poll(Duration::ZERO);
-        if reports(p) == seen {
-            break;
-        }
-    }
-    reports(p) - before
-}
-
-/// A wait for a producer's queue to drain: serve the reports waiting, and sleep only when
-/// there were none, from 50 µs up to 1 ms while nothing arrives. A report's latency is
-/// then late by at most the current sleep, which grows only while no report comes.
-struct Nap(Duration);
-
-impl Default for Nap {
-    fn default() -> Self {
-        Self(Self::MIN)
-    }
-}
-
-impl Nap {
-    const MIN: Duration = Duration::from_micros(50);
-    const MAX: Duration = Duration::from_millis(1);
-
-    fn wait(&mut self, p: &BaseProducer<PerfContext>) {
-        if let Some(d) = self.after(serve_reports(p)) {
-            std::thread::sleep(d);
-        }
-    }
-
-    /// How long to sleep after serving `served` reports.
-    fn after(&mut self, served: u64) -> Option<Duration> {
-        if served > 0 {
-            self.0 = Self::MIN;
-            return None;
-        }
-        let d = self.0;
-        self.0 = (self.0 * 2).min(Self::MAX);
-        Some(d)
-    }
-}
 
 #[derive(Debug, Serialize)]
 pub struct ConsumeReport {
@@ -1296,20 +1240,5 @@ mod tests {
             "1000 records sent, 2000.0 records/sec (0.19 MB/sec), 1.00 ms avg latency, 5.00 ms max latency, \
              1.00 ms 50th, 2.00 ms 95th, 3.00 ms 99th, 4.00 ms 99.9th.\n"
         );
-    }
-
-    #[test]
-    fn a_nap_grows_while_no_report_comes_and_ends_when_one_does() {
-        let mut nap = Nap::default();
-        let us = |d: Option<Duration>| d.map(|d| d.as_micros());
-        assert_eq!(us(nap.after(0)), Some(50));
-        assert_eq!(us(nap.after(0)), Some(100));
-        assert_eq!(us(nap.after(0)), Some(200));
-        assert_eq!(us(nap.after(0)), Some(400));
-        assert_eq!(us(nap.after(0)), Some(800));
-        assert_eq!(us(nap.after(0)), Some(1000));
-        assert_eq!(us(nap.after(0)), Some(1000));
-        assert_eq!(nap.after(3), None, "reports served: try again at once");
-        assert_eq!(us(nap.after(0)), Some(50));
     }
 }

@@ -360,6 +360,7 @@ pub fn run(a: ProduceArgs) -> Result<(), Error> {
         if !a.headers.is_empty() {
             record = record.headers(headers.clone());
         }
+        let mut nap = client::Nap::default();
         loop {
             match producer.send(record) {
                 Ok(()) => {
@@ -368,7 +369,7 @@ pub fn run(a: ProduceArgs) -> Result<(), Error> {
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
-                    producer.poll(Duration::from_millis(100));
+                    nap.wait(&producer);
                 }
                 Err((e, _)) => {
                     send_failed += 1;
@@ -383,7 +384,7 @@ pub fn run(a: ProduceArgs) -> Result<(), Error> {
         producer.poll(Duration::ZERO);
     }
     // Deliver what is queued: records resolve by message.timeout.ms at the latest.
-    let _ = producer.flush(rdkafka::util::Timeout::Never);
+    client::drain(&producer, &|| false);
     if a.transactional_id.is_some() {
         let failures = producer.context().failed.load(Ordering::Relaxed) + send_failed;
         if failures > 0 || stop.load(Ordering::Relaxed) {

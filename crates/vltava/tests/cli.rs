@@ -706,6 +706,30 @@ fn perf_produce_and_consume() {
     run(a, &w("perf consume --topic missing")).fails(1, "does not exist");
 }
 
+/// Transactions through the CLI commit what they send: a read_committed reader (the
+/// default of both consumers) sees every record, and none is left undecided.
+#[test]
+fn transactional_produce_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(&dir);
+    let a = b.addr;
+    let r = run(
+        a,
+        &w("perf produce --topic txn --partitions 2 --num-records 2500 --record-size 10 --acks all --transactional-id perf-t --transaction-size 1000 -o json"),
+    )
+    .ok();
+    assert_eq!(r.json()["records"], 2500, "{r:?}");
+    assert_eq!(r.json()["failed"], 0, "{r:?}");
+    run_with(
+        Some(a),
+        &["produce", "txn", "--transactional-id", "cli-t"],
+        b"one\ntwo\nthree\n",
+    )
+    .ok();
+    let c = run(a, &w("perf consume --topic txn -o json")).ok().json();
+    assert_eq!(c["records"], 2503);
+}
+
 fn lag(a: SocketAddr, group: &str) -> Vec<(i32, Option<i64>, i64)> {
     let d = run(a, &["group", "describe", group, "-o", "json"])
         .ok()
