@@ -421,8 +421,9 @@ for partitions in 1 8; do
         if [[ -z "${COLD:-}" ]]; then
             "$BIN" topic create bench-recycle -b "$CLUSTER_BOOTSTRAP" --partitions "$partitions" \
                 --replication-factor "$rf" >/dev/null
+            # acks=all, so every replica has written it before the topic is deleted.
             "$BIN" perf produce -b "$CLUSTER_BOOTSTRAP" --topic bench-recycle --num-records "$RECORDS_1K" \
-                --record-size 1024 --acks 1 --compression "$COMPRESSION" -o json >/dev/null
+                --record-size 1024 --acks all --compression "$COMPRESSION" -o json >/dev/null
             "$BIN" topic delete bench-recycle -b "$CLUSTER_BOOTSTRAP" >/dev/null
         fi
         sync

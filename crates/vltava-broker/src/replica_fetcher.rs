@@ -464,6 +464,10 @@ async fn exchange(
     Ok(resp)
 }
 
+/// Answers up to this size are read into the fetcher's reused buffer; a larger one (a
+/// catch-up past `replica.fetch.response.max.bytes`) gets memory freed with it.
+const REUSED_ANSWER_MAX: usize = 16 << 20;
+
 /// Reads `len` bytes into `buf`'s spare room, which is never zeroed, and splits them off.
 /// `reserve` takes `buf`'s whole allocation back when nothing split from it is alive.
 async fn read_body<R: tokio::io::AsyncRead + Unpin>(
@@ -471,8 +475,15 @@ async fn read_body<R: tokio::io::AsyncRead + Unpin>(
     len: usize,
     buf: &mut BytesMut,
 ) -> Result<Bytes, String> {
-    buf.clear();
-    buf.reserve(len);
+    let mut own;
+    let buf = if len > REUSED_ANSWER_MAX {
+        own = BytesMut::with_capacity(len);
+        &mut own
+    } else {
+        buf.clear();
+        buf.reserve(len);
+        buf
+    };
     while buf.len() < len {
         let want = len - buf.len();
         let n = stream
@@ -498,27 +509,62 @@ mod tests {
     async fn answers_are_read_whole_into_one_allocation_taken_back_each_round() {
         // A pipe smaller than an answer, so each arrives in pieces.
         let (mut tx, mut rx) = tokio::io::duplex(1000);
-        let first: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
-        let second: Vec<u8> = (0..60_000u32).map(|i| (i * 7) as u8).collect();
-        let (a, b) = (first.clone(), second.clone());
+        let bodies: Vec<Vec<u8>> = [100_000u32, 60_000, 70_000]
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| (0..n).map(|i| (i * (k as u32 + 3)) as u8).collect())
+            .collect();
+        let sent = bodies.clone();
         let writer = tokio::spawn(async move {
-            tx.write_all(&a).await.unwrap();
-            tx.write_all(&b).await.unwrap();
+            for b in &sent {
+                tx.write_all(b).await.unwrap();
+            }
             tx.write_all(&[1, 2, 3]).await.unwrap();
         });
         let mut buf = BytesMut::new();
-        let one = read_body(&mut rx, first.len(), &mut buf).await.unwrap();
-        assert_eq!(&one[..], &first[..]);
+        let one = read_body(&mut rx, bodies[0].len(), &mut buf).await.unwrap();
+        assert_eq!(&one[..], &bodies[0][..]);
         let at = one.as_ptr();
         drop(one);
-        let two = read_body(&mut rx, second.len(), &mut buf).await.unwrap();
-        assert_eq!(&two[..], &second[..]);
+        let two = read_body(&mut rx, bodies[1].len(), &mut buf).await.unwrap();
+        assert_eq!(&two[..], &bodies[1][..]);
         assert_eq!(two.as_ptr(), at, "the first answer's memory is used again");
-        // While an answer is still held, the next one gets memory of its own.
-        let held = two;
+        // The second answer is still held, and the next does not fit in what is left after
+        // it: it gets memory of its own, and the held answer is untouched.
+        let three = read_body(&mut rx, bodies[2].len(), &mut buf).await.unwrap();
+        assert_eq!(&three[..], &bodies[2][..]);
+        let (t, w) = (three.as_ptr_range(), two.as_ptr_range());
+        assert!(
+            t.end <= w.start || w.end <= t.start,
+            "no overlap with the held answer"
+        );
+        assert_eq!(&two[..], &bodies[1][..]);
         writer.await.unwrap();
         let err = read_body(&mut rx, 10, &mut buf).await.unwrap_err();
         assert!(err.contains("3 bytes into a 10-byte"), "{err}");
-        assert_eq!(&held[..], &second[..], "an answer still held is untouched");
+    }
+
+    #[tokio::test]
+    async fn a_large_answer_is_not_kept() {
+        let (mut tx, mut rx) = tokio::io::duplex(1 << 16);
+        let len = REUSED_ANSWER_MAX + 1;
+        let writer = tokio::spawn(async move {
+            tx.write_all(&[1; 1000]).await.unwrap();
+            tx.write_all(&vec![7u8; len]).await.unwrap();
+            tx.write_all(&[2; 1000]).await.unwrap();
+        });
+        let mut buf = BytesMut::new();
+        let small = read_body(&mut rx, 1000, &mut buf).await.unwrap();
+        let at = small.as_ptr();
+        drop(small);
+        let big = read_body(&mut rx, len, &mut buf).await.unwrap();
+        assert_eq!(big.len(), len);
+        assert!(big.iter().all(|&b| b == 7));
+        drop(big);
+        // The big answer's memory went with it: the next answer is back in the small one's.
+        let next = read_body(&mut rx, 1000, &mut buf).await.unwrap();
+        assert_eq!(&next[..], &[2; 1000][..]);
+        assert_eq!(next.as_ptr(), at);
+        writer.await.unwrap();
     }
 }

@@ -544,8 +544,8 @@ mod parse_tests {
     }
 }
 
-/// Serves a producer's waiting delivery reports without blocking; returns how many records
-/// they settled.
+/// Serves a producer's waiting delivery reports without blocking; returns how far its
+/// in-flight count fell (the records settled, and the events that carried them).
 ///
 /// Waiting is done by sleeping, never by `poll` with a timeout: rust-rdkafka's `poll` runs
 /// until its deadline and asks librdkafka for whole milliseconds, so in the last millisecond
@@ -554,7 +554,7 @@ mod parse_tests {
 /// `commit_transaction` calls) polls 100 ms at a time, so it never returns sooner.
 pub fn serve_reports<C: ProducerContext>(p: &BaseProducer<C>) -> u64 {
     let before = p.in_flight_count();
-    // One event per call (one produce answer's reports); an event of another kind ends it.
+    // One event per call (one produce answer's reports); a call that settles nothing ends it.
     for _ in 0..64 {
         let seen = p.in_flight_count();
         p.poll(Duration::ZERO);

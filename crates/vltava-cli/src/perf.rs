@@ -848,14 +848,14 @@ fn produce(client_args: &ClientArgs, a: ProduceArgs) -> Result<(), Error> {
             (total, first, ended)
         })
     };
-    let mut ended = Some(ended);
+    let settled = |p: &BaseProducer<PerfContext>| {
+        p.context().delivered.load(Ordering::Relaxed) + p.context().failed.load(Ordering::Relaxed)
+    };
+    // A producer that stopped early left records unsettled: the run then ends now. (Its
+    // in-flight count also counts events waiting, such as a log line, which are not records.)
+    let ended = (producers.iter().map(settled).sum::<u64>() >= sent).then_some(ended);
     for p in &producers {
-        while p.in_flight_count() > 0 {
-            // A producer that stopped early left records in flight.
-            ended = None;
-            p.poll(Duration::from_millis(50));
-            pb.set_position(delivered());
-        }
+        client::drain(p, &|| false);
     }
     let elapsed = ended
         .unwrap_or_else(Instant::now)
@@ -961,7 +961,14 @@ fn send_share(
                     break;
                 }
                 client::serve_reports(producer);
-                std::thread::sleep((due - now).min(PACE_NAP));
+                // With nothing in flight there is no report to time: sleep until due (at
+                // most 10 ms, so a stop is seen).
+                let nap = if producer.in_flight_count() > 0 {
+                    PACE_NAP
+                } else {
+                    Duration::from_millis(10)
+                };
+                std::thread::sleep((due - now).min(nap));
             }
         }
         let sent_ns = start.elapsed().as_nanos() as usize;

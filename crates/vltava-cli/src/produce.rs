@@ -384,7 +384,9 @@ pub fn run(a: ProduceArgs) -> Result<(), Error> {
         producer.poll(Duration::ZERO);
     }
     // Deliver what is queued: records resolve by message.timeout.ms at the latest.
-    client::drain(&producer, &|| false);
+    // A transaction stopped by Ctrl-C is aborted below, which discards what is queued.
+    let transactional = a.transactional_id.is_some();
+    client::drain(&producer, &|| transactional && stop.load(Ordering::Relaxed));
     if a.transactional_id.is_some() {
         let failures = producer.context().failed.load(Ordering::Relaxed) + send_failed;
         if failures > 0 || stop.load(Ordering::Relaxed) {
